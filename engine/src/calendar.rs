@@ -1,0 +1,1 @@
+//! Store calendars and pickup slots.

@@ -1,0 +1,5 @@
+//! Pickline engine (skeleton; filled in by the engine-core work).
+
+pub mod calendar;
+pub mod pickup_code;
+pub mod wal;

@@ -1,0 +1,1 @@
+//! Pickup codes, QR payloads and e-receipts.
