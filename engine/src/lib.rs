@@ -1,5 +1,81 @@
-//! Pickline engine (skeleton; filled in by the engine-core work).
+//! # Pickline engine
+//!
+//! The in-memory core of Pickline, the inventory allocation engine behind Buy Online, Pick
+//! up In Store. It reserves stock atomically per store and SKU, holds it for a limited time,
+//! takes the stores' POS feed, and records every change as an ordered event so that a
+//! write-ahead log can make it durable and a replay can rebuild it exactly.
+//!
+//! ## Layout
+//!
+//! - [`types`]: ids, time, quantities and cell views.
+//! - [`config`]: every limit, named and validated.
+//! - [`engine`]: the [`Engine`]: stores, SKUs, holds, POS feed, availability reads.
+//! - [`event`]: the domain events and log records, and their binary encoding.
+//! - [`log`]: the narrow interface to the write-ahead log ([`EventLog`]).
+//! - [`wal`]: the segmented write-ahead log with group commit.
+//! - [`calendar`]: store opening hours and pickup slots in the store's time zone.
+//! - [`pickup_code`]: pickup codes and QR payloads.
+//!
+//! ## Example
+//!
+//! ```
+//! use pickline_engine::{Engine, EngineConfig, HoldOutcome, HoldRequest, LineRequest,
+//!     PosDelta, PosDeltaKind, StoreDef, Timestamp};
+//!
+//! let engine = Engine::new(EngineConfig::default())?;
+//! let now = Timestamp::from_ms(1_780_000_000_000);
+//! engine.define_store(StoreDef::new("berlin-mitte", 52.52, 13.40, "Europe/Berlin"), now)?;
+//! engine.apply_delta(&PosDelta {
+//!     store: "berlin-mitte".into(),
+//!     sku: "SKU-1".into(),
+//!     pos_event_id: "pos-1".into(),
+//!     kind: PosDeltaKind::Receive,
+//!     qty: 5,
+//!     order_ref: None,
+//!     pos_time: now,
+//! }, now)?;
+//!
+//! let req = HoldRequest::new("berlin-mitte", vec![LineRequest::new("SKU-1", 2)])
+//!     .with_key("checkout-42");
+//! let HoldOutcome::Granted(grant) = engine.hold(&req, now)? else { panic!("in stock") };
+//! assert_eq!(engine.availability("berlin-mitte", "SKU-1")?.atp(), 3);
+//!
+//! // A retry with the same key returns the same hold and changes nothing.
+//! assert_eq!(engine.hold(&req, now)?.granted().map(|g| g.hold), Some(grant.hold));
+//!
+//! engine.confirm(grant.hold, now)?;
+//! // Two hours later the hold has expired and its units are available again.
+//! let expired = engine.expire(now.add_ms(2 * 3_600_000), 1_000)?;
+//! assert_eq!(expired.len(), 1);
+//! assert_eq!(engine.availability("berlin-mitte", "SKU-1")?.atp(), 5);
+//! # Ok::<(), pickline_engine::EngineError>(())
+//! ```
+
+#![warn(missing_docs)]
 
 pub mod calendar;
+pub mod codec;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod event;
+pub mod log;
 pub mod pickup_code;
+mod stock;
+pub mod types;
 pub mod wal;
+
+pub use config::{EngineConfig, Limits};
+pub use engine::{
+    ConfirmOutcome, Engine, ExpiredHold, ExtendOutcome, HoldGrant, HoldInfo, HoldNotActive,
+    HoldOutcome, HoldRequest, PosCount, PosDelta, PosOutcome, ReleaseOutcome, Shortage,
+};
+pub use error::{ConfigError, EngineError};
+pub use event::{
+    Event, HoldRejection, LineShortage, LoggedRecord, PosDeltaKind, Record, ReleaseReason, StoreDef,
+};
+pub use log::{EventLog, MemoryLog, NoLog};
+pub use stock::{HoldEnd, PAGE_LEN};
+pub use types::{
+    CellView, HoldId, Line, LineRequest, Lsn, Qty, SkuId, StoreId, StoreStatus, Timestamp,
+};

@@ -1,0 +1,1616 @@
+//! The engine: stores, SKUs, stock cells, holds and the POS feed.
+//!
+//! Every mutation follows the same steps: validate (no lock), take the snapshot gate for
+//! reading, lock the cells it touches in ascending SKU order, then its store's state, decide,
+//! append the record to the log, apply the record's events through the same `apply_*`
+//! functions that replay uses, release the locks, and wait until the record is durable
+//! before returning. Because the log append happens before any state changes, a log failure
+//! leaves the state untouched.
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crossbeam::sync::ShardedLock;
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::config::EngineConfig;
+use crate::error::EngineError;
+use crate::event::{
+    Event, HoldRejection, LineShortage, PosDeltaKind, Record, ReleaseReason, StoreDef,
+};
+use crate::log::{EventLog, NoLog};
+use crate::stock::{Cell, HoldEnd, HoldRec, RecentDelta, SAFETY_INHERIT, StoreShard, StoreState};
+use crate::types::{
+    CellView, HoldId, Line, LineRequest, Lsn, Qty, SkuId, StoreId, StoreStatus, Timestamp,
+};
+
+/// A request to hold stock at one store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldRequest {
+    /// The store's external id.
+    pub store: String,
+    /// Lines; a SKU named twice is merged into one line.
+    pub lines: Vec<LineRequest>,
+    /// Retrying with the same key returns the original outcome and changes nothing.
+    pub idempotency_key: Option<String>,
+    /// Hold time; the store's default when `None`. Bounded by the store's maximum.
+    pub ttl_ms: Option<i64>,
+}
+
+impl HoldRequest {
+    /// A hold of `lines` at `store` with the store's default hold time and no key.
+    pub fn new(store: impl Into<String>, lines: Vec<LineRequest>) -> Self {
+        HoldRequest {
+            store: store.into(),
+            lines,
+            idempotency_key: None,
+            ttl_ms: None,
+        }
+    }
+
+    /// Sets the idempotency key.
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Sets the hold time.
+    pub fn with_ttl_ms(mut self, ttl_ms: i64) -> Self {
+        self.ttl_ms = Some(ttl_ms);
+        self
+    }
+}
+
+/// A granted hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldGrant {
+    /// The hold.
+    pub hold: HoldId,
+    /// When it expires unless extended or ended first.
+    pub expires_at: Timestamp,
+    /// LSN of the record that granted it.
+    pub lsn: Lsn,
+}
+
+/// Outcome of [`Engine::hold`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HoldOutcome {
+    /// Every line is reserved.
+    Granted(HoldGrant),
+    /// Nothing is reserved.
+    Rejected(HoldRejection),
+    /// A request with the same idempotency key is being applied right now; retry shortly.
+    InFlight,
+}
+
+impl HoldOutcome {
+    /// The grant, if granted.
+    pub fn granted(&self) -> Option<&HoldGrant> {
+        match self {
+            HoldOutcome::Granted(g) => Some(g),
+            _ => None,
+        }
+    }
+}
+
+/// State of a hold that is not active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldNotActive {
+    /// It ended this way (remembered for the dedupe window).
+    Ended(HoldEnd),
+    /// Unknown: never granted, or ended longer ago than the dedupe window.
+    Unknown,
+}
+
+/// Outcome of [`Engine::extend`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExtendOutcome {
+    /// The new expiry.
+    Extended {
+        /// New expiry.
+        expires_at: Timestamp,
+    },
+    /// The hold is not active.
+    NotActive(HoldNotActive),
+}
+
+/// Outcome of [`Engine::confirm`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfirmOutcome {
+    /// The hold is confirmed (also returned for a hold confirmed before: idempotent).
+    Confirmed {
+        /// Its expiry.
+        expires_at: Timestamp,
+    },
+    /// The hold is not active.
+    NotActive(HoldNotActive),
+}
+
+/// Outcome of [`Engine::release`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleaseOutcome {
+    /// Released now; its units are available again.
+    Released,
+    /// It had already ended: released (a retry of the same release) or expired.
+    AlreadyEnded(HoldEnd),
+    /// Never granted, or ended before the dedupe window.
+    Unknown,
+}
+
+/// A hold ended by [`Engine::expire`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredHold {
+    /// The hold.
+    pub hold: HoldId,
+    /// Its lines.
+    pub lines: Vec<Line>,
+    /// Whether checkout had confirmed it (an order's allocation: a no-show).
+    pub confirmed: bool,
+    /// LSN of the record that expired it.
+    pub lsn: Lsn,
+}
+
+/// A POS stock delta.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PosDelta {
+    /// Store external id.
+    pub store: String,
+    /// SKU external id.
+    pub sku: String,
+    /// POS event id: deduplicated within the dedupe window.
+    pub pos_event_id: String,
+    /// Kind.
+    pub kind: PosDeltaKind,
+    /// For sale, return and receive: the units (positive). For adjust: the signed change.
+    pub qty: i64,
+    /// The order the POS event belongs to, if any.
+    pub order_ref: Option<String>,
+    /// When it happened at the POS.
+    pub pos_time: Timestamp,
+}
+
+/// A POS absolute count of one cell as of a POS time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PosCount {
+    /// Store external id.
+    pub store: String,
+    /// SKU external id.
+    pub sku: String,
+    /// POS event id: deduplicated within the dedupe window.
+    pub pos_event_id: String,
+    /// Units counted.
+    pub counted: Qty,
+    /// The POS time the count is as of.
+    pub as_of: Timestamp,
+}
+
+/// A shortage: `on_hand` fell below `held`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shortage {
+    /// `on_hand` now.
+    pub on_hand: Qty,
+    /// `held` now.
+    pub held: Qty,
+    /// The newest holds whose units together cover the missing units, newest first.
+    pub holds: Vec<HoldId>,
+}
+
+/// Outcome of a POS delta or count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PosOutcome {
+    /// Applied.
+    Applied {
+        /// `on_hand` after.
+        on_hand: Qty,
+        /// For a count: whether the engine's figure matched the count.
+        matched: Option<bool>,
+        /// Set when `on_hand` is now below `held`.
+        shortage: Option<Shortage>,
+        /// Its record.
+        lsn: Lsn,
+    },
+    /// The POS event id was seen before; nothing changed.
+    Duplicate,
+    /// A count older than a count already applied to this cell; nothing changed.
+    StaleCount,
+}
+
+enum IdemEntry {
+    Pending,
+    Done { lsn: Lsn, outcome: HoldOutcome },
+}
+
+/// The Pickline engine. Cheap to share: wrap it in an `Arc` and call it from any thread.
+///
+/// Architecture invariant: the engine never reads a clock or a random source; every
+/// mutation takes `now` from its caller.
+pub struct Engine {
+    config: EngineConfig,
+    /// Mutations hold it for reading; a snapshot takes it for writing to see a state that
+    /// matches a log prefix exactly. Sharded, so writers on different threads do not
+    /// contend on one cache line.
+    gate: ShardedLock<()>,
+    stores: Box<[OnceLock<Box<StoreShard>>]>,
+    store_count: AtomicU32,
+    store_index: DashMap<Box<str>, StoreId>,
+    skus: DashMap<Box<str>, SkuId>,
+    sku_names: Mutex<Vec<Box<str>>>,
+    /// Serializes store and SKU registration so their ids are dense and logged in order.
+    registry_lock: Mutex<()>,
+    idem: DashMap<Box<str>, IdemEntry>,
+    expire_cursor: AtomicU32,
+    log: Arc<dyn EventLog>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("stores", &self.store_count.load(Ordering::Relaxed))
+            .field("skus", &self.skus.len())
+            .finish_non_exhaustive()
+    }
+}
+
+type CellGuard<'a> = MutexGuard<'a, Cell>;
+
+impl Engine {
+    /// An engine without a durable log (LSNs only).
+    pub fn new(config: EngineConfig) -> Result<Self, EngineError> {
+        Self::with_log(config, Arc::new(NoLog::default()))
+    }
+
+    /// An engine writing its records to `log`.
+    pub fn with_log(config: EngineConfig, log: Arc<dyn EventLog>) -> Result<Self, EngineError> {
+        config
+            .validate()
+            .map_err(|e| EngineError::invalid("config", e.to_string()))?;
+        Ok(Engine {
+            stores: (0..config.limits.stores_max)
+                .map(|_| OnceLock::new())
+                .collect(),
+            config,
+            gate: ShardedLock::new(()),
+            store_count: AtomicU32::new(0),
+            store_index: DashMap::new(),
+            skus: DashMap::new(),
+            sku_names: Mutex::new(Vec::new()),
+            registry_lock: Mutex::new(()),
+            idem: DashMap::new(),
+            expire_cursor: AtomicU32::new(0),
+            log,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The log the engine writes to.
+    pub fn log(&self) -> &Arc<dyn EventLog> {
+        &self.log
+    }
+
+    // ---------------------------------------------------------------- stores and SKUs
+
+    /// Registers a store, or replaces the definition of a store with the same external id.
+    pub fn define_store(&self, def: StoreDef, now: Timestamp) -> Result<StoreId, EngineError> {
+        self.validate_store_def(&def)?;
+        let _gate = self.gate.read().map_err(|_| poisoned())?;
+        let _reg = self.registry_lock.lock();
+        let store = match self.store_index.get(def.external_id.as_str()) {
+            Some(id) => *id,
+            None => {
+                let n = self.store_count.load(Ordering::Acquire);
+                if n >= self.config.limits.stores_max {
+                    return Err(EngineError::LimitReached {
+                        limit: "stores_max",
+                        value: u64::from(self.config.limits.stores_max),
+                    });
+                }
+                StoreId(n)
+            }
+        };
+        let event = Event::StoreDefined { store, def };
+        let lsn = self.log.append(&Record {
+            at: now,
+            events: vec![event.clone()],
+        })?;
+        self.apply_event(&event, now)
+            .map_err(|e| EngineError::invalid("store", e))?;
+        drop(_reg);
+        drop(_gate);
+        self.log.wait_durable(lsn)?;
+        Ok(store)
+    }
+
+    fn validate_store_def(&self, def: &StoreDef) -> Result<(), EngineError> {
+        let limits = &self.config.limits;
+        check_id("external_id", &def.external_id, limits.external_id_len_max)?;
+        if def.name.len() > 256 {
+            return Err(EngineError::invalid("name", "longer than 256 bytes"));
+        }
+        if def.pickup_instructions.len() > 4096 {
+            return Err(EngineError::invalid(
+                "pickup_instructions",
+                "longer than 4096 bytes",
+            ));
+        }
+        if !(def.lat.is_finite() && (-90.0..=90.0).contains(&def.lat)) {
+            return Err(EngineError::invalid("lat", "must be within -90..=90"));
+        }
+        if !(def.lon.is_finite() && (-180.0..=180.0).contains(&def.lon)) {
+            return Err(EngineError::invalid("lon", "must be within -180..=180"));
+        }
+        if jiff::tz::TimeZone::get(&def.time_zone).is_err() {
+            return Err(EngineError::invalid(
+                "time_zone",
+                format!("`{}` is not an IANA time zone", def.time_zone),
+            ));
+        }
+        if def.max_hold_ms < limits.hold_time_min_ms || def.max_hold_ms > limits.hold_time_max_ms {
+            return Err(EngineError::invalid(
+                "max_hold_ms",
+                format!(
+                    "must be within {}..={}",
+                    limits.hold_time_min_ms, limits.hold_time_max_ms
+                ),
+            ));
+        }
+        if def.default_hold_ms < limits.hold_time_min_ms || def.default_hold_ms > def.max_hold_ms {
+            return Err(EngineError::invalid(
+                "default_hold_ms",
+                "must be at least hold_time_min_ms and at most max_hold_ms",
+            ));
+        }
+        if def.default_safety_stock == SAFETY_INHERIT {
+            return Err(EngineError::invalid("default_safety_stock", "out of range"));
+        }
+        Ok(())
+    }
+
+    /// Sets a store's pickup status.
+    pub fn set_store_status(
+        &self,
+        store: &str,
+        status: StoreStatus,
+        now: Timestamp,
+    ) -> Result<(), EngineError> {
+        let shard = self.shard_by_name(store)?;
+        let mut def = shard.def.read().clone();
+        def.status = status;
+        self.define_store(def, now).map(|_| ())
+    }
+
+    /// The compact id of a store.
+    pub fn store_id(&self, external_id: &str) -> Option<StoreId> {
+        self.store_index.get(external_id).map(|r| *r)
+    }
+
+    /// A store's definition.
+    pub fn store_def(&self, store: StoreId) -> Option<StoreDef> {
+        self.shard(store).map(|s| s.def.read().clone())
+    }
+
+    /// Every registered store, in id order.
+    pub fn stores(&self) -> Vec<(StoreId, StoreDef)> {
+        (0..self.store_count.load(Ordering::Acquire))
+            .filter_map(|i| self.shard(StoreId(i)).map(|s| (s.id, s.def.read().clone())))
+            .collect()
+    }
+
+    /// The compact id of a SKU, if the engine has seen it.
+    pub fn sku_id(&self, external_id: &str) -> Option<SkuId> {
+        self.skus.get(external_id).map(|r| *r)
+    }
+
+    /// The external id of a SKU.
+    pub fn sku_name(&self, sku: SkuId) -> Option<String> {
+        self.sku_names
+            .lock()
+            .get(sku.0 as usize)
+            .map(|s| s.to_string())
+    }
+
+    /// The id of `external_id`, interning (and logging) it on first use.
+    pub fn intern_sku(&self, external_id: &str, now: Timestamp) -> Result<SkuId, EngineError> {
+        if let Some(id) = self.sku_id(external_id) {
+            return Ok(id);
+        }
+        check_id("sku", external_id, self.config.limits.external_id_len_max)?;
+        let _gate = self.gate.read().map_err(|_| poisoned())?;
+        let _reg = self.registry_lock.lock();
+        if let Some(id) = self.sku_id(external_id) {
+            return Ok(id);
+        }
+        let n = self.sku_names.lock().len() as u32;
+        if n >= self.config.limits.skus_max {
+            return Err(EngineError::LimitReached {
+                limit: "skus_max",
+                value: u64::from(self.config.limits.skus_max),
+            });
+        }
+        let event = Event::SkuRegistered {
+            sku: SkuId(n),
+            external_id: external_id.to_owned(),
+        };
+        let lsn = self.log.append(&Record {
+            at: now,
+            events: vec![event.clone()],
+        })?;
+        self.apply_event(&event, now)
+            .map_err(|e| EngineError::invalid("sku", e))?;
+        drop(_reg);
+        drop(_gate);
+        self.log.wait_durable(lsn)?;
+        Ok(SkuId(n))
+    }
+
+    fn shard(&self, store: StoreId) -> Option<&StoreShard> {
+        self.stores.get(store.0 as usize)?.get().map(|b| &**b)
+    }
+
+    fn shard_by_name(&self, store: &str) -> Result<&StoreShard, EngineError> {
+        self.store_id(store)
+            .and_then(|id| self.shard(id))
+            .ok_or_else(|| EngineError::UnknownStore(truncate(store)))
+    }
+
+    // ---------------------------------------------------------------- holds
+
+    /// Holds every line of `req` at its store, or nothing.
+    ///
+    /// Rejections (not enough stock, store not accepting) are outcomes; `Err` means misuse
+    /// (unknown store, invalid lines, a limit) or a log failure.
+    pub fn hold(&self, req: &HoldRequest, now: Timestamp) -> Result<HoldOutcome, EngineError> {
+        let limits = &self.config.limits;
+        if req.lines.is_empty() {
+            return Err(EngineError::invalid(
+                "lines",
+                "a hold needs at least one line",
+            ));
+        }
+        if req.lines.len() > limits.hold_lines_max {
+            return Err(EngineError::invalid(
+                "lines",
+                format!("more than hold_lines_max = {}", limits.hold_lines_max),
+            ));
+        }
+        if let Some(key) = &req.idempotency_key {
+            check_id("idempotency_key", key, limits.key_len_max)?;
+        }
+        let shard = self.shard_by_name(&req.store)?;
+        let ttl_ms = req
+            .ttl_ms
+            .unwrap_or_else(|| shard.default_hold_ms.load(Ordering::Acquire));
+        let max_hold_ms = shard
+            .max_hold_ms
+            .load(Ordering::Acquire)
+            .min(limits.hold_time_max_ms);
+        if ttl_ms < limits.hold_time_min_ms || ttl_ms > max_hold_ms {
+            return Err(EngineError::invalid(
+                "ttl_ms",
+                format!("must be within {}..={max_hold_ms}", limits.hold_time_min_ms),
+            ));
+        }
+        // Resolve and merge lines. A SKU the engine never saw has no stock anywhere.
+        let mut lines: Vec<(Option<SkuId>, u64, &str)> = Vec::with_capacity(req.lines.len());
+        for l in &req.lines {
+            if l.qty == 0 || l.qty > limits.line_qty_max {
+                return Err(EngineError::invalid(
+                    "qty",
+                    format!("must be within 1..={}", limits.line_qty_max),
+                ));
+            }
+            if l.sku.is_empty() || l.sku.len() > limits.external_id_len_max {
+                return Err(EngineError::invalid("sku", "empty or too long"));
+            }
+            match lines.iter_mut().find(|(_, _, name)| *name == l.sku) {
+                Some(existing) => existing.1 += u64::from(l.qty),
+                None => lines.push((self.sku_id(&l.sku), u64::from(l.qty), &l.sku)),
+            }
+        }
+        if lines
+            .iter()
+            .any(|(_, q, _)| *q > u64::from(limits.line_qty_max))
+        {
+            return Err(EngineError::invalid(
+                "qty",
+                format!("merged line above line_qty_max = {}", limits.line_qty_max),
+            ));
+        }
+        let gate = self.gate.read().map_err(|_| poisoned())?;
+        if let Some(key) = &req.idempotency_key {
+            match self.idem.entry(key.as_str().into()) {
+                Entry::Occupied(e) => {
+                    return match e.get() {
+                        IdemEntry::Pending => Ok(HoldOutcome::InFlight),
+                        IdemEntry::Done { lsn, outcome } => {
+                            let (lsn, outcome) = (*lsn, outcome.clone());
+                            drop(e);
+                            drop(gate);
+                            self.log.wait_durable(lsn)?;
+                            Ok(outcome)
+                        }
+                    };
+                }
+                Entry::Vacant(v) => {
+                    v.insert(IdemEntry::Pending);
+                }
+            }
+        }
+        let result = self.hold_locked(shard, req, &mut lines, ttl_ms, now);
+        drop(gate);
+        match result {
+            Ok((outcome, lsn)) => {
+                if let Some(lsn) = lsn {
+                    self.log.wait_durable(lsn)?;
+                }
+                Ok(outcome)
+            }
+            Err(e) => {
+                if let Some(key) = &req.idempotency_key {
+                    self.idem
+                        .remove_if(key.as_str(), |_, v| matches!(v, IdemEntry::Pending));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn hold_locked(
+        &self,
+        shard: &StoreShard,
+        req: &HoldRequest,
+        lines: &mut [(Option<SkuId>, u64, &str)],
+        ttl_ms: i64,
+        now: Timestamp,
+    ) -> Result<(HoldOutcome, Option<Lsn>), EngineError> {
+        let status = shard.status();
+        if !status.accepts_holds() {
+            return self.reject(shard, req, HoldRejection::StoreNotAccepting { status }, now);
+        }
+        if lines.iter().any(|(id, _, _)| id.is_none()) {
+            let shortages = lines
+                .iter()
+                .map(|(id, q, name)| LineShortage {
+                    sku: (*name).to_owned(),
+                    requested: *q as Qty,
+                    available: match id {
+                        Some(id) => shard.view(*id).atp(),
+                        None => 0,
+                    },
+                })
+                .filter(|s| s.available < s.requested)
+                .collect();
+            return self.reject(
+                shard,
+                req,
+                HoldRejection::InsufficientStock { shortages },
+                now,
+            );
+        }
+        // Global lock order: cells by ascending SKU id, then the store's state.
+        lines.sort_unstable_by_key(|(id, _, _)| *id);
+        let mut guards: Vec<CellGuard<'_>> = Vec::with_capacity(lines.len());
+        for (id, _, _) in lines.iter() {
+            let cell = id
+                .and_then(|id| shard.cell(id))
+                .ok_or_else(|| EngineError::invalid("sku", "beyond skus_max"))?;
+            guards.push(cell.lock());
+        }
+        let default_safety = shard.default_safety();
+        let mut shortages = Vec::new();
+        for ((_, qty, name), g) in lines.iter().zip(&guards) {
+            let atp = g.view(default_safety).atp();
+            if u64::from(atp) < *qty {
+                shortages.push(LineShortage {
+                    sku: (*name).to_owned(),
+                    requested: *qty as Qty,
+                    available: atp,
+                });
+            }
+        }
+        if !shortages.is_empty() {
+            drop(guards);
+            return self.reject(
+                shard,
+                req,
+                HoldRejection::InsufficientStock { shortages },
+                now,
+            );
+        }
+        let mut st = shard.state.lock();
+        if st.active.len() >= self.config.limits.store_active_holds_max {
+            return Err(EngineError::LimitReached {
+                limit: "store_active_holds_max",
+                value: self.config.limits.store_active_holds_max as u64,
+            });
+        }
+        let hold = HoldId::new(shard.id, st.next_seq);
+        let lines: Vec<Line> = lines
+            .iter()
+            .map(|(id, q, _)| Line {
+                sku: id.unwrap_or(SkuId(0)),
+                qty: *q as Qty,
+            })
+            .collect();
+        let expires_at = now.add_ms(ttl_ms);
+        let record = Record {
+            at: now,
+            events: vec![Event::HoldGranted {
+                hold,
+                key: req.idempotency_key.clone(),
+                lines,
+                expires_at,
+            }],
+        };
+        let lsn = self.log.append(&record)?;
+        let Some(Event::HoldGranted { lines, .. }) = record.events.into_iter().next() else {
+            unreachable!("the record was built with one HoldGranted event")
+        };
+        let outcome = HoldOutcome::Granted(HoldGrant {
+            hold,
+            expires_at,
+            lsn,
+        });
+        apply_grant(
+            &mut guards,
+            &mut st,
+            hold,
+            req.idempotency_key.as_deref(),
+            lines.into_boxed_slice(),
+            now,
+            expires_at,
+        );
+        if let Some(key) = &req.idempotency_key {
+            self.idem.insert(
+                key.as_str().into(),
+                IdemEntry::Done {
+                    lsn,
+                    outcome: outcome.clone(),
+                },
+            );
+        }
+        Ok((outcome, Some(lsn)))
+    }
+
+    fn reject(
+        &self,
+        shard: &StoreShard,
+        req: &HoldRequest,
+        rejection: HoldRejection,
+        now: Timestamp,
+    ) -> Result<(HoldOutcome, Option<Lsn>), EngineError> {
+        let outcome = HoldOutcome::Rejected(rejection.clone());
+        let Some(key) = &req.idempotency_key else {
+            return Ok((outcome, None));
+        };
+        let mut st = shard.state.lock();
+        let lsn = self.log.append(&Record {
+            at: now,
+            events: vec![Event::HoldRejected {
+                store: shard.id,
+                key: key.clone(),
+                rejection,
+            }],
+        })?;
+        st.idem_fifo.push_back((now, key.as_str().into()));
+        self.idem.insert(
+            key.as_str().into(),
+            IdemEntry::Done {
+                lsn,
+                outcome: outcome.clone(),
+            },
+        );
+        Ok((outcome, Some(lsn)))
+    }
+
+    /// Moves an active hold's expiry to `now + ttl_ms` (the store's default when `None`).
+    pub fn extend(
+        &self,
+        hold: HoldId,
+        ttl_ms: Option<i64>,
+        now: Timestamp,
+    ) -> Result<ExtendOutcome, EngineError> {
+        let shard = self.hold_shard(hold)?;
+        let ttl_ms = ttl_ms.unwrap_or_else(|| shard.default_hold_ms.load(Ordering::Acquire));
+        let max = shard
+            .max_hold_ms
+            .load(Ordering::Acquire)
+            .min(self.config.limits.hold_time_max_ms);
+        if ttl_ms < self.config.limits.hold_time_min_ms || ttl_ms > max {
+            return Err(EngineError::invalid(
+                "ttl_ms",
+                format!(
+                    "must be within {}..={max}",
+                    self.config.limits.hold_time_min_ms
+                ),
+            ));
+        }
+        let gate = self.gate.read().map_err(|_| poisoned())?;
+        let mut st = shard.state.lock();
+        if !st.active.contains_key(&hold) {
+            return Ok(ExtendOutcome::NotActive(not_active(&st, hold)));
+        }
+        let expires_at = now.add_ms(ttl_ms);
+        let event = Event::HoldExtended { hold, expires_at };
+        let lsn = self.log.append(&Record {
+            at: now,
+            events: vec![event],
+        })?;
+        apply_extend(&mut st, hold, expires_at);
+        drop(st);
+        drop(gate);
+        self.log.wait_durable(lsn)?;
+        Ok(ExtendOutcome::Extended { expires_at })
+    }
+
+    /// Marks a hold as confirmed: checkout completed, the hold is an order's allocation.
+    pub fn confirm(&self, hold: HoldId, now: Timestamp) -> Result<ConfirmOutcome, EngineError> {
+        let shard = self.hold_shard(hold)?;
+        let gate = self.gate.read().map_err(|_| poisoned())?;
+        let mut st = shard.state.lock();
+        let Some(h) = st.active.get(&hold) else {
+            return Ok(ConfirmOutcome::NotActive(not_active(&st, hold)));
+        };
+        let expires_at = h.expires_at;
+        if h.confirmed {
+            return Ok(ConfirmOutcome::Confirmed { expires_at });
+        }
+        let lsn = self.log.append(&Record {
+            at: now,
+            events: vec![Event::HoldConfirmed { hold }],
+        })?;
+        if let Some(h) = st.active.get_mut(&hold) {
+            h.confirmed = true;
+        }
+        drop(st);
+        drop(gate);
+        self.log.wait_durable(lsn)?;
+        Ok(ConfirmOutcome::Confirmed { expires_at })
+    }
+
+    /// Releases a hold: its units are available again.
+    pub fn release(&self, hold: HoldId, now: Timestamp) -> Result<ReleaseOutcome, EngineError> {
+        let shard = self.hold_shard(hold)?;
+        match self.end_hold(shard, hold, ReleaseReason::Released, now)? {
+            Ended::Now(lsn, _) => {
+                self.log.wait_durable(lsn)?;
+                Ok(ReleaseOutcome::Released)
+            }
+            Ended::Not(HoldNotActive::Ended(end)) => Ok(ReleaseOutcome::AlreadyEnded(end)),
+            Ended::Not(HoldNotActive::Unknown) => Ok(ReleaseOutcome::Unknown),
+        }
+    }
+
+    /// Ends holds whose expiry is at or before `now`, examining at most `max` holds (and
+    /// at most `expire_batch_max`). Returns what expired. Also ages out dedupe state older
+    /// than the dedupe window. Call it from a ticker; bounded work per call.
+    pub fn expire(&self, now: Timestamp, max: usize) -> Result<Vec<ExpiredHold>, EngineError> {
+        let budget = max.min(self.config.limits.expire_batch_max);
+        let n = self.store_count.load(Ordering::Acquire);
+        let mut out = Vec::new();
+        if n == 0 || budget == 0 {
+            return Ok(out);
+        }
+        let start = self.expire_cursor.load(Ordering::Relaxed) % n;
+        let mut last_lsn = None;
+        for i in 0..n {
+            let store = StoreId((start + i) % n);
+            let Some(shard) = self.shard(store) else {
+                continue;
+            };
+            let due: Vec<HoldId> = {
+                let mut st = shard.state.lock();
+                self.age_out(&mut st, now);
+                st.by_expiry
+                    .iter()
+                    .take_while(|(t, _)| *t <= now)
+                    .take(budget - out.len())
+                    .map(|(_, h)| *h)
+                    .collect()
+            };
+            for hold in due {
+                if let Ended::Now(lsn, rec) =
+                    self.end_hold(shard, hold, ReleaseReason::Expired, now)?
+                {
+                    last_lsn = Some(lsn);
+                    out.push(ExpiredHold {
+                        hold,
+                        lines: rec.lines.into_vec(),
+                        confirmed: rec.confirmed,
+                        lsn,
+                    });
+                }
+            }
+            if out.len() >= budget {
+                self.expire_cursor.store((start + i) % n, Ordering::Relaxed);
+                break;
+            }
+        }
+        if let Some(lsn) = last_lsn {
+            self.log.wait_durable(lsn)?;
+        }
+        Ok(out)
+    }
+
+    fn age_out(&self, st: &mut StoreState, now: Timestamp) {
+        let horizon = now.add_ms(-self.config.limits.dedupe_window_ms);
+        while let Some((t, h)) = st.ended_fifo.front() {
+            if *t > horizon {
+                break;
+            }
+            let h = *h;
+            st.ended_fifo.pop_front();
+            st.ended.remove(&h);
+        }
+        while let Some((t, _)) = st.idem_fifo.front() {
+            if *t > horizon {
+                break;
+            }
+            if let Some((_, key)) = st.idem_fifo.pop_front() {
+                self.idem
+                    .remove_if(&key, |_, v| matches!(v, IdemEntry::Done { .. }));
+            }
+        }
+        while let Some((t, _)) = st.pos_fifo.front() {
+            if *t > horizon {
+                break;
+            }
+            if let Some((_, id)) = st.pos_fifo.pop_front() {
+                st.pos_seen.remove(&id);
+            }
+        }
+    }
+
+    fn hold_shard(&self, hold: HoldId) -> Result<&StoreShard, EngineError> {
+        self.shard(hold.store())
+            .ok_or_else(|| EngineError::invalid("hold", format!("no store for hold {hold}")))
+    }
+
+    fn end_hold(
+        &self,
+        shard: &StoreShard,
+        hold: HoldId,
+        reason: ReleaseReason,
+        now: Timestamp,
+    ) -> Result<Ended, EngineError> {
+        let _gate = self.gate.read().map_err(|_| poisoned())?;
+        // Read the lines first (the state lock comes after the cell locks in lock order),
+        // then lock cells and state and check again.
+        let lines = {
+            let st = shard.state.lock();
+            match st.active.get(&hold) {
+                Some(h) => h.lines.clone(),
+                None => return Ok(Ended::Not(not_active(&st, hold))),
+            }
+        };
+        let mut guards = lock_cells(shard, &lines)?;
+        let mut st = shard.state.lock();
+        match st.active.get(&hold) {
+            Some(h) if reason == ReleaseReason::Released || h.expires_at <= now => {}
+            Some(_) => return Ok(Ended::Not(HoldNotActive::Unknown)),
+            None => return Ok(Ended::Not(not_active(&st, hold))),
+        }
+        let lsn = self.log.append(&Record {
+            at: now,
+            events: vec![Event::HoldReleased { hold, reason }],
+        })?;
+        let rec = apply_release(&mut guards, &mut st, hold, reason, now)
+            .ok_or_else(|| EngineError::invalid("hold", "vanished under its locks"))?;
+        Ok(Ended::Now(lsn, rec))
+    }
+
+    // ---------------------------------------------------------------- POS feed
+
+    /// Applies a POS delta. Deduplicated by POS event id within the dedupe window.
+    pub fn apply_delta(&self, d: &PosDelta, now: Timestamp) -> Result<PosOutcome, EngineError> {
+        check_id(
+            "pos_event_id",
+            &d.pos_event_id,
+            self.config.limits.key_len_max,
+        )?;
+        if let Some(r) = &d.order_ref {
+            check_id("order_ref", r, self.config.limits.external_id_len_max)?;
+        }
+        let signed = match d.kind {
+            PosDeltaKind::Sale => -d.qty,
+            PosDeltaKind::Return | PosDeltaKind::Receive => d.qty,
+            PosDeltaKind::Adjust => d.qty,
+        };
+        let qty_max = i64::from(u32::MAX);
+        if !(-qty_max..=qty_max).contains(&d.qty)
+            || (d.kind != PosDeltaKind::Adjust && d.qty <= 0)
+            || (d.kind == PosDeltaKind::Adjust && d.qty == 0)
+        {
+            return Err(EngineError::invalid(
+                "qty",
+                "must be positive for sale, return and receive; non-zero for adjust",
+            ));
+        }
+        let shard = self.shard_by_name(&d.store)?;
+        let sku = self.intern_sku(&d.sku, now)?;
+        let gate = self.gate.read().map_err(|_| poisoned())?;
+        let cell = shard
+            .cell(sku)
+            .ok_or_else(|| EngineError::invalid("sku", "beyond skus_max"))?;
+        let mut guard = cell.lock();
+        let mut st = shard.state.lock();
+        if st.pos_seen.contains_key(d.pos_event_id.as_str()) {
+            return Ok(PosOutcome::Duplicate);
+        }
+        let on_hand_after = clamp_qty(i64::from(guard.on_hand) + signed);
+        let mut events = vec![Event::PosDelta {
+            store: shard.id,
+            sku,
+            pos_event_id: d.pos_event_id.clone(),
+            kind: d.kind,
+            qty: signed,
+            order_ref: d.order_ref.clone(),
+            pos_time: d.pos_time,
+            on_hand_after,
+        }];
+        let shortage = shortage_event(shard.id, sku, &st, on_hand_after, guard.held);
+        events.extend(shortage.clone());
+        let lsn = self.log.append(&Record { at: now, events })?;
+        apply_pos_delta(
+            &mut guard,
+            &mut st,
+            DeltaApply {
+                sku,
+                pos_event_id: &d.pos_event_id,
+                signed_qty: signed,
+                pos_time: d.pos_time,
+                on_hand_after,
+                now,
+                horizon: now.add_ms(-self.config.limits.dedupe_window_ms),
+            },
+        );
+        drop(st);
+        drop(guard);
+        drop(gate);
+        self.log.wait_durable(lsn)?;
+        Ok(PosOutcome::Applied {
+            on_hand: on_hand_after,
+            matched: None,
+            shortage: shortage.map(into_shortage),
+            lsn,
+        })
+    }
+
+    /// Applies a POS count: `on_hand` becomes the count plus the POS deltas the engine
+    /// applied that happened after the count's time. Never changes `held`.
+    pub fn apply_count(&self, c: &PosCount, now: Timestamp) -> Result<PosOutcome, EngineError> {
+        check_id(
+            "pos_event_id",
+            &c.pos_event_id,
+            self.config.limits.key_len_max,
+        )?;
+        let shard = self.shard_by_name(&c.store)?;
+        let sku = self.intern_sku(&c.sku, now)?;
+        let gate = self.gate.read().map_err(|_| poisoned())?;
+        let cell = shard
+            .cell(sku)
+            .ok_or_else(|| EngineError::invalid("sku", "beyond skus_max"))?;
+        let mut guard = cell.lock();
+        let mut st = shard.state.lock();
+        if st.pos_seen.contains_key(c.pos_event_id.as_str()) {
+            return Ok(PosOutcome::Duplicate);
+        }
+        if st.last_count_as_of.get(&sku).is_some_and(|t| *t > c.as_of) {
+            return Ok(PosOutcome::StaleCount);
+        }
+        let after_count: i64 = st
+            .recent_deltas
+            .get(&sku)
+            .map(|d| {
+                d.iter()
+                    .filter(|d| d.pos_time > c.as_of)
+                    .map(|d| d.qty)
+                    .sum()
+            })
+            .unwrap_or(0);
+        let on_hand_before = guard.on_hand;
+        let on_hand_after = clamp_qty(i64::from(c.counted) + after_count);
+        let matched = on_hand_after == on_hand_before;
+        let mut events = vec![Event::PosCount {
+            store: shard.id,
+            sku,
+            pos_event_id: c.pos_event_id.clone(),
+            counted: c.counted,
+            as_of: c.as_of,
+            on_hand_before,
+            on_hand_after,
+            matched,
+        }];
+        let shortage = shortage_event(shard.id, sku, &st, on_hand_after, guard.held);
+        events.extend(shortage.clone());
+        let lsn = self.log.append(&Record { at: now, events })?;
+        apply_pos_count(
+            &mut guard,
+            &mut st,
+            sku,
+            &c.pos_event_id,
+            c.as_of,
+            on_hand_after,
+            now,
+        );
+        drop(st);
+        drop(guard);
+        drop(gate);
+        self.log.wait_durable(lsn)?;
+        Ok(PosOutcome::Applied {
+            on_hand: on_hand_after,
+            matched: Some(matched),
+            shortage: shortage.map(into_shortage),
+            lsn,
+        })
+    }
+
+    /// Sets the safety stock of one cell (units never promised online).
+    pub fn set_safety_stock(
+        &self,
+        store: &str,
+        sku: &str,
+        safety_stock: Qty,
+        now: Timestamp,
+    ) -> Result<(), EngineError> {
+        if safety_stock == SAFETY_INHERIT {
+            return Err(EngineError::invalid("safety_stock", "out of range"));
+        }
+        let shard = self.shard_by_name(store)?;
+        let sku = self.intern_sku(sku, now)?;
+        let gate = self.gate.read().map_err(|_| poisoned())?;
+        let cell = shard
+            .cell(sku)
+            .ok_or_else(|| EngineError::invalid("sku", "beyond skus_max"))?;
+        let mut guard = cell.lock();
+        let lsn = self.log.append(&Record {
+            at: now,
+            events: vec![Event::SafetyStockSet {
+                store: shard.id,
+                sku,
+                safety_stock,
+            }],
+        })?;
+        guard.safety = safety_stock;
+        drop(guard);
+        drop(gate);
+        self.log.wait_durable(lsn)
+    }
+
+    // ---------------------------------------------------------------- reads
+
+    /// Availability of one cell. An unknown SKU reads as all zeros.
+    pub fn availability(&self, store: &str, sku: &str) -> Result<CellView, EngineError> {
+        let shard = self.shard_by_name(store)?;
+        Ok(match self.sku_id(sku) {
+            Some(id) => shard.view(id),
+            None => CellView {
+                safety_stock: shard.default_safety(),
+                ..CellView::default()
+            },
+        })
+    }
+
+    /// Availability of one SKU in every store that has a cell for it, in store id order.
+    pub fn sku_availability(&self, sku: &str) -> Vec<(StoreId, CellView)> {
+        let Some(id) = self.sku_id(sku) else {
+            return Vec::new();
+        };
+        (0..self.store_count.load(Ordering::Acquire))
+            .filter_map(|i| self.shard(StoreId(i)))
+            .filter(|s| s.existing_cell(id).is_some())
+            .map(|s| (s.id, s.view(id)))
+            .collect()
+    }
+
+    /// A page of one store's cells in SKU id order, starting after `after` (exclusive),
+    /// at most `limit` cells with any stock, holds or safety stock set.
+    pub fn store_availability(
+        &self,
+        store: &str,
+        after: Option<SkuId>,
+        limit: usize,
+    ) -> Result<Vec<(SkuId, CellView)>, EngineError> {
+        let shard = self.shard_by_name(store)?;
+        let first = after.map_or(0, |s| s.0.saturating_add(1));
+        let default_safety = shard.default_safety();
+        let mut out = Vec::new();
+        for (base, page) in shard.pages() {
+            if base as usize + page.len() <= first as usize {
+                continue;
+            }
+            for (i, cell) in page.iter().enumerate() {
+                let sku = base + i as u32;
+                if sku < first {
+                    continue;
+                }
+                let c = *cell.lock();
+                if c == Cell::default() {
+                    continue;
+                }
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+                out.push((SkuId(sku), c.view(default_safety)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// An active hold's lines, expiry and confirmation, if it is active.
+    pub fn hold_info(&self, hold: HoldId) -> Option<HoldInfo> {
+        let shard = self.shard(hold.store())?;
+        let st = shard.state.lock();
+        st.active.get(&hold).map(|h| HoldInfo {
+            hold,
+            lines: h.lines.to_vec(),
+            created: h.created,
+            expires_at: h.expires_at,
+            confirmed: h.confirmed,
+        })
+    }
+
+    /// Number of active holds in every store.
+    pub fn active_holds(&self) -> usize {
+        (0..self.store_count.load(Ordering::Acquire))
+            .filter_map(|i| self.shard(StoreId(i)))
+            .map(|s| s.state.lock().active.len())
+            .sum()
+    }
+
+    /// Checks the conservation invariant (SPEC 3.3) over the whole state: for every cell,
+    /// `held` equals the sum of its lines in active holds. Takes every lock in order, so
+    /// call it when writers are quiet (tests, after recovery). Returns the first violation.
+    pub fn check_conservation(&self) -> Result<(), String> {
+        let _gate = self.gate.write().map_err(|_| "gate poisoned".to_owned())?;
+        for i in 0..self.store_count.load(Ordering::Acquire) {
+            let Some(shard) = self.shard(StoreId(i)) else {
+                continue;
+            };
+            let st = shard.state.lock();
+            let mut sums: std::collections::HashMap<SkuId, u64> = Default::default();
+            for h in st.active.values() {
+                for l in h.lines.iter() {
+                    *sums.entry(l.sku).or_default() += u64::from(l.qty);
+                }
+            }
+            for (base, page) in shard.pages() {
+                for (j, cell) in page.iter().enumerate() {
+                    let sku = SkuId(base + j as u32);
+                    let held = u64::from(cell.lock().held);
+                    let want = sums.remove(&sku).unwrap_or(0);
+                    if held != want {
+                        return Err(format!(
+                            "store {} sku {}: held {held} but active holds sum to {want}",
+                            i, sku.0
+                        ));
+                    }
+                }
+            }
+            if let Some((sku, q)) = sums.into_iter().find(|(_, q)| *q > 0) {
+                return Err(format!("store {i} sku {}: holds of {q} on no cell", sku.0));
+            }
+            if st.by_expiry.len() != st.active.len() {
+                return Err(format!("store {i}: expiry index out of step"));
+            }
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- replay
+
+    /// Applies a logged record to the state, as recovery does. Records must be applied in
+    /// LSN order, to an engine that has applied every earlier record.
+    pub fn replay(&self, record: &Record) -> Result<(), EngineError> {
+        for ev in &record.events {
+            self.apply_event(ev, record.at)
+                .map_err(|why| EngineError::invalid("log record", why))?;
+        }
+        Ok(())
+    }
+
+    fn apply_event(&self, ev: &Event, at: Timestamp) -> Result<(), String> {
+        match ev {
+            Event::StoreDefined { store, def } => {
+                let slot = self
+                    .stores
+                    .get(store.0 as usize)
+                    .ok_or_else(|| format!("store id {} beyond stores_max", store.0))?;
+                match slot.get() {
+                    Some(shard) => shard.set_def(def.clone()),
+                    None => {
+                        if store.0 != self.store_count.load(Ordering::Acquire) {
+                            return Err(format!("store id {} out of order", store.0));
+                        }
+                        let shard =
+                            StoreShard::new(*store, def.clone(), self.config.limits.skus_max);
+                        let _ = slot.set(Box::new(shard));
+                        self.store_count.store(store.0 + 1, Ordering::Release);
+                    }
+                }
+                self.store_index
+                    .insert(def.external_id.as_str().into(), *store);
+            }
+            Event::SkuRegistered { sku, external_id } => {
+                let mut names = self.sku_names.lock();
+                if sku.0 as usize != names.len() {
+                    return Err(format!("sku id {} out of order", sku.0));
+                }
+                if sku.0 >= self.config.limits.skus_max {
+                    return Err(format!("sku id {} beyond skus_max", sku.0));
+                }
+                names.push(external_id.as_str().into());
+                self.skus.insert(external_id.as_str().into(), *sku);
+            }
+            Event::SafetyStockSet {
+                store,
+                sku,
+                safety_stock,
+            } => {
+                let shard = self.shard(*store).ok_or("unknown store")?;
+                shard.cell(*sku).ok_or("sku beyond skus_max")?.lock().safety = *safety_stock;
+            }
+            Event::HoldGranted {
+                hold,
+                key,
+                lines,
+                expires_at,
+            } => {
+                let shard = self.shard(hold.store()).ok_or("unknown store")?;
+                let mut guards = lock_cells(shard, lines).map_err(|e| e.to_string())?;
+                let mut st = shard.state.lock();
+                if st.active.contains_key(hold) {
+                    return Err(format!("hold {hold} granted twice"));
+                }
+                for (l, g) in lines.iter().zip(&guards) {
+                    if g.held.checked_add(l.qty).is_none() {
+                        return Err(format!("hold {hold} overflows held"));
+                    }
+                }
+                apply_grant(
+                    &mut guards,
+                    &mut st,
+                    *hold,
+                    key.as_deref(),
+                    lines.clone().into_boxed_slice(),
+                    at,
+                    *expires_at,
+                );
+                if let Some(key) = key {
+                    // The LSN is not known here; 0 is durable by definition after recovery.
+                    self.idem.insert(
+                        key.as_str().into(),
+                        IdemEntry::Done {
+                            lsn: Lsn(0),
+                            outcome: HoldOutcome::Granted(HoldGrant {
+                                hold: *hold,
+                                expires_at: *expires_at,
+                                lsn: Lsn(0),
+                            }),
+                        },
+                    );
+                }
+            }
+            Event::HoldRejected {
+                store,
+                key,
+                rejection,
+            } => {
+                let shard = self.shard(*store).ok_or("unknown store")?;
+                shard
+                    .state
+                    .lock()
+                    .idem_fifo
+                    .push_back((at, key.as_str().into()));
+                self.idem.insert(
+                    key.as_str().into(),
+                    IdemEntry::Done {
+                        lsn: Lsn(0),
+                        outcome: HoldOutcome::Rejected(rejection.clone()),
+                    },
+                );
+            }
+            Event::HoldExtended { hold, expires_at } => {
+                let shard = self.shard(hold.store()).ok_or("unknown store")?;
+                let mut st = shard.state.lock();
+                if !st.active.contains_key(hold) {
+                    return Err(format!("extend of inactive hold {hold}"));
+                }
+                apply_extend(&mut st, *hold, *expires_at);
+            }
+            Event::HoldConfirmed { hold } => {
+                let shard = self.shard(hold.store()).ok_or("unknown store")?;
+                let mut st = shard.state.lock();
+                st.active
+                    .get_mut(hold)
+                    .ok_or_else(|| format!("confirm of inactive hold {hold}"))?
+                    .confirmed = true;
+            }
+            Event::HoldReleased { hold, reason } => {
+                let shard = self.shard(hold.store()).ok_or("unknown store")?;
+                let lines = shard
+                    .state
+                    .lock()
+                    .active
+                    .get(hold)
+                    .map(|h| h.lines.clone())
+                    .ok_or_else(|| format!("release of inactive hold {hold}"))?;
+                let mut guards = lock_cells(shard, &lines).map_err(|e| e.to_string())?;
+                let mut st = shard.state.lock();
+                apply_release(&mut guards, &mut st, *hold, *reason, at)
+                    .ok_or_else(|| format!("release of inactive hold {hold}"))?;
+            }
+            Event::PosDelta {
+                store,
+                sku,
+                pos_event_id,
+                qty,
+                pos_time,
+                on_hand_after,
+                ..
+            } => {
+                let shard = self.shard(*store).ok_or("unknown store")?;
+                let mut guard = shard.cell(*sku).ok_or("sku beyond skus_max")?.lock();
+                let mut st = shard.state.lock();
+                apply_pos_delta(
+                    &mut guard,
+                    &mut st,
+                    DeltaApply {
+                        sku: *sku,
+                        pos_event_id,
+                        signed_qty: *qty,
+                        pos_time: *pos_time,
+                        on_hand_after: *on_hand_after,
+                        now: at,
+                        horizon: at.add_ms(-self.config.limits.dedupe_window_ms),
+                    },
+                );
+            }
+            Event::PosCount {
+                store,
+                sku,
+                pos_event_id,
+                as_of,
+                on_hand_after,
+                ..
+            } => {
+                let shard = self.shard(*store).ok_or("unknown store")?;
+                let mut guard = shard.cell(*sku).ok_or("sku beyond skus_max")?.lock();
+                let mut st = shard.state.lock();
+                apply_pos_count(
+                    &mut guard,
+                    &mut st,
+                    *sku,
+                    pos_event_id,
+                    *as_of,
+                    *on_hand_after,
+                    at,
+                );
+            }
+            // Shortages are derived facts: they record what the state showed, change nothing.
+            Event::Shortage { .. } => {}
+        }
+        Ok(())
+    }
+}
+
+/// An active hold as [`Engine::hold_info`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldInfo {
+    /// The hold.
+    pub hold: HoldId,
+    /// Its lines, sorted by SKU id.
+    pub lines: Vec<Line>,
+    /// When it was granted.
+    pub created: Timestamp,
+    /// When it expires.
+    pub expires_at: Timestamp,
+    /// Whether checkout confirmed it.
+    pub confirmed: bool,
+}
+
+enum Ended {
+    Now(Lsn, HoldRec),
+    Not(HoldNotActive),
+}
+
+fn poisoned() -> EngineError {
+    EngineError::invalid("engine", "snapshot gate poisoned by a panic")
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+fn check_id(field: &'static str, v: &str, len_max: usize) -> Result<(), EngineError> {
+    if v.is_empty() {
+        return Err(EngineError::invalid(field, "must not be empty"));
+    }
+    if v.len() > len_max {
+        return Err(EngineError::invalid(
+            field,
+            format!("longer than {len_max} bytes"),
+        ));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(EngineError::invalid(field, "contains control characters"));
+    }
+    Ok(())
+}
+
+fn clamp_qty(v: i64) -> Qty {
+    v.clamp(0, i64::from(u32::MAX - 1)) as Qty
+}
+
+fn not_active(st: &StoreState, hold: HoldId) -> HoldNotActive {
+    st.ended
+        .get(&hold)
+        .map_or(HoldNotActive::Unknown, |e| HoldNotActive::Ended(*e))
+}
+
+fn lock_cells<'a>(
+    shard: &'a StoreShard,
+    lines: &[Line],
+) -> Result<Vec<CellGuard<'a>>, EngineError> {
+    lines
+        .iter()
+        .map(|l| {
+            shard
+                .cell(l.sku)
+                .map(|c| c.lock())
+                .ok_or_else(|| EngineError::invalid("sku", "beyond skus_max"))
+        })
+        .collect()
+}
+
+fn shortage_event(
+    store: StoreId,
+    sku: SkuId,
+    st: &StoreState,
+    on_hand: Qty,
+    held: Qty,
+) -> Option<Event> {
+    (on_hand < held).then(|| Event::Shortage {
+        store,
+        sku,
+        on_hand,
+        held,
+        holds: st.holds_covering(sku, held - on_hand),
+    })
+}
+
+fn into_shortage(ev: Event) -> Shortage {
+    match ev {
+        Event::Shortage {
+            on_hand,
+            held,
+            holds,
+            ..
+        } => Shortage {
+            on_hand,
+            held,
+            holds,
+        },
+        _ => Shortage {
+            on_hand: 0,
+            held: 0,
+            holds: Vec::new(),
+        },
+    }
+}
+
+// ---------------------------------------------------------------- state transitions
+//
+// The only functions that change cells and hold tables. Live mutations and replay both call
+// them, with the same locks held, so the live state and the replayed state cannot diverge.
+
+fn apply_grant(
+    guards: &mut [CellGuard<'_>],
+    st: &mut StoreState,
+    hold: HoldId,
+    key: Option<&str>,
+    lines: Box<[Line]>,
+    now: Timestamp,
+    expires_at: Timestamp,
+) {
+    for (g, l) in guards.iter_mut().zip(lines.iter()) {
+        g.held += l.qty;
+    }
+    st.next_seq = st.next_seq.max(hold.seq() + 1);
+    st.by_expiry.insert((expires_at, hold));
+    if let Some(key) = key {
+        st.idem_fifo.push_back((now, key.into()));
+    }
+    st.active.insert(
+        hold,
+        HoldRec {
+            key: key.map(Into::into),
+            lines,
+            created: now,
+            expires_at,
+            confirmed: false,
+        },
+    );
+}
+
+fn apply_extend(st: &mut StoreState, hold: HoldId, expires_at: Timestamp) {
+    if let Some(h) = st.active.get_mut(&hold) {
+        st.by_expiry.remove(&(h.expires_at, hold));
+        h.expires_at = expires_at;
+        st.by_expiry.insert((expires_at, hold));
+    }
+}
+
+fn apply_release(
+    guards: &mut [CellGuard<'_>],
+    st: &mut StoreState,
+    hold: HoldId,
+    reason: ReleaseReason,
+    now: Timestamp,
+) -> Option<HoldRec> {
+    let rec = st.active.remove(&hold)?;
+    for (g, l) in guards.iter_mut().zip(rec.lines.iter()) {
+        g.held = g.held.saturating_sub(l.qty);
+    }
+    st.by_expiry.remove(&(rec.expires_at, hold));
+    st.ended.insert(
+        hold,
+        match reason {
+            ReleaseReason::Released => HoldEnd::Released,
+            ReleaseReason::Expired => HoldEnd::Expired,
+        },
+    );
+    st.ended_fifo.push_back((now, hold));
+    Some(rec)
+}
+
+fn remember_pos_event(st: &mut StoreState, id: &str, now: Timestamp) {
+    st.pos_seen.insert(id.into(), now);
+    st.pos_fifo.push_back((now, id.into()));
+}
+
+/// What a POS delta changes. `horizon` is `now - dedupe_window_ms`: deltas applied before
+/// it are forgotten for count reconciliation.
+struct DeltaApply<'a> {
+    sku: SkuId,
+    pos_event_id: &'a str,
+    signed_qty: i64,
+    pos_time: Timestamp,
+    on_hand_after: Qty,
+    now: Timestamp,
+    horizon: Timestamp,
+}
+
+fn apply_pos_delta(cell: &mut Cell, st: &mut StoreState, d: DeltaApply<'_>) {
+    cell.on_hand = d.on_hand_after;
+    remember_pos_event(st, d.pos_event_id, d.now);
+    let recent = st.recent_deltas.entry(d.sku).or_default();
+    while recent.front().is_some_and(|r| r.applied_at < d.horizon) {
+        recent.pop_front();
+    }
+    recent.push_back(RecentDelta {
+        pos_time: d.pos_time,
+        applied_at: d.now,
+        qty: d.signed_qty,
+    });
+}
+
+fn apply_pos_count(
+    cell: &mut Cell,
+    st: &mut StoreState,
+    sku: SkuId,
+    pos_event_id: &str,
+    as_of: Timestamp,
+    on_hand_after: Qty,
+    now: Timestamp,
+) {
+    cell.on_hand = on_hand_after;
+    remember_pos_event(st, pos_event_id, now);
+    st.last_count_as_of.insert(sku, as_of);
+}

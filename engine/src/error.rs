@@ -1,0 +1,58 @@
+//! Errors: misuse, configuration and I/O. Business rejections are outcome values, not errors.
+
+use thiserror::Error;
+
+/// A configuration value is unusable.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The named field is out of range.
+    #[error("invalid configuration `{field}`: {why}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        why: &'static str,
+    },
+}
+
+/// The caller used the engine wrongly, or the engine cannot work (I/O, log failure).
+///
+/// Expected business outcomes (not enough stock, hold already expired, wrong pickup code)
+/// are never errors: they are variants of the operation's outcome type.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum EngineError {
+    /// The store id is not registered.
+    #[error("unknown store `{0}`")]
+    UnknownStore(String),
+    /// The SKU id is not known to the engine.
+    #[error("unknown SKU `{0}`")]
+    UnknownSku(String),
+    /// A request field is invalid; the message names it.
+    #[error("invalid request: {field}: {why}")]
+    InvalidRequest {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+    /// A table is full; the message names the limit.
+    #[error("limit reached: {limit} = {value}")]
+    LimitReached {
+        /// The named limit.
+        limit: &'static str,
+        /// Its configured value.
+        value: u64,
+    },
+    /// The write-ahead log failed; the engine refuses all further writes (fail-stop).
+    #[error("write-ahead log failed, engine stopped accepting writes: {0}")]
+    LogFailed(String),
+}
+
+impl EngineError {
+    pub(crate) fn invalid(field: &'static str, why: impl Into<String>) -> Self {
+        EngineError::InvalidRequest {
+            field,
+            why: why.into(),
+        }
+    }
+}

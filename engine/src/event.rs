@@ -1,0 +1,678 @@
+//! Domain events: the one ordered record of every state change.
+//!
+//! Every mutation produces one [`Record`]: the time it was applied and its events, in order.
+//! The record is what the write-ahead log stores and what replay applies, so that replaying
+//! the log rebuilds exactly the state the live engine had. Events carry outcomes, not
+//! requests: a replay never decides anything again (ids, expiry times and matched holds are
+//! recorded), which makes it independent of the thread interleaving of the live run.
+//!
+//! The record's log sequence number is the stable id of its events.
+
+use crate::codec::{Dec, DecodeError, Enc};
+use crate::types::{HoldId, Line, Lsn, Qty, SkuId, StoreId, StoreStatus, Timestamp};
+
+/// A store's definition as registered or updated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreDef {
+    /// External id (as the retailer names the store).
+    pub external_id: String,
+    /// Display name.
+    pub name: String,
+    /// Latitude in degrees, -90..=90.
+    pub lat: f64,
+    /// Longitude in degrees, -180..=180.
+    pub lon: f64,
+    /// IANA time zone name, e.g. `Europe/Berlin`.
+    pub time_zone: String,
+    /// Pickup status.
+    pub status: StoreStatus,
+    /// Safety stock of cells that have none set explicitly.
+    pub default_safety_stock: Qty,
+    /// Hold time when a request names none.
+    pub default_hold_ms: i64,
+    /// Longest hold time a request may ask for at this store.
+    pub max_hold_ms: i64,
+    /// Text shown to customers, e.g. "desk by entrance B".
+    pub pickup_instructions: String,
+}
+
+impl StoreDef {
+    /// A store with the defaults of SPEC section 4: open, 2 hour holds, at most 24 hours.
+    pub fn new(external_id: impl Into<String>, lat: f64, lon: f64, time_zone: &str) -> Self {
+        let external_id = external_id.into();
+        StoreDef {
+            name: external_id.clone(),
+            external_id,
+            lat,
+            lon,
+            time_zone: time_zone.to_owned(),
+            status: StoreStatus::Open,
+            default_safety_stock: 0,
+            default_hold_ms: 2 * 3_600_000,
+            max_hold_ms: 24 * 3_600_000,
+            pickup_instructions: String::new(),
+        }
+    }
+}
+
+/// Why a hold ended without being collected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReleaseReason {
+    /// The caller released it (cancelled checkout, cancelled order).
+    Released,
+    /// Its time ran out.
+    Expired,
+}
+
+/// The kind of a POS stock delta.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PosDeltaKind {
+    /// Units sold at the till: `on_hand` falls.
+    Sale,
+    /// Units returned by a customer: `on_hand` rises.
+    Return,
+    /// Units received from a delivery: `on_hand` rises.
+    Receive,
+    /// A signed correction (damage, theft, found stock).
+    Adjust,
+}
+
+impl PosDeltaKind {
+    fn to_u8(self) -> u8 {
+        match self {
+            PosDeltaKind::Sale => 0,
+            PosDeltaKind::Return => 1,
+            PosDeltaKind::Receive => 2,
+            PosDeltaKind::Adjust => 3,
+        }
+    }
+
+    fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => PosDeltaKind::Sale,
+            1 => PosDeltaKind::Return,
+            2 => PosDeltaKind::Receive,
+            3 => PosDeltaKind::Adjust,
+            _ => return None,
+        })
+    }
+}
+
+/// One line of a hold rejection: which SKU, how many were asked, how many were available.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineShortage {
+    /// The SKU's external id.
+    pub sku: String,
+    /// Units asked for.
+    pub requested: Qty,
+    /// Units available to promise when the hold was refused.
+    pub available: Qty,
+}
+
+/// Why a hold was refused. A business outcome, not an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HoldRejection {
+    /// At least one line has less available to promise than asked; every short line is
+    /// listed.
+    InsufficientStock {
+        /// The short lines.
+        shortages: Vec<LineShortage>,
+    },
+    /// The store does not take new holds (pickups paused or closed).
+    StoreNotAccepting {
+        /// Its status.
+        status: StoreStatus,
+    },
+}
+
+/// One domain event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A store was registered or its definition replaced.
+    StoreDefined {
+        /// Its compact id.
+        store: StoreId,
+        /// Its definition.
+        def: StoreDef,
+    },
+    /// A SKU external id was interned.
+    SkuRegistered {
+        /// Its compact id.
+        sku: SkuId,
+        /// Its external id.
+        external_id: String,
+    },
+    /// A cell's safety stock was set.
+    SafetyStockSet {
+        /// Store.
+        store: StoreId,
+        /// SKU.
+        sku: SkuId,
+        /// New safety stock.
+        safety_stock: Qty,
+    },
+    /// A hold was granted: every line reserved.
+    HoldGranted {
+        /// The hold.
+        hold: HoldId,
+        /// Its idempotency key, if any.
+        key: Option<String>,
+        /// Reserved lines, sorted by SKU.
+        lines: Vec<Line>,
+        /// When it expires unless extended, confirmed into an order or released.
+        expires_at: Timestamp,
+    },
+    /// A hold with an idempotency key was refused; recorded so that a retry returns the
+    /// same outcome.
+    HoldRejected {
+        /// Store asked.
+        store: StoreId,
+        /// The idempotency key.
+        key: String,
+        /// Why.
+        rejection: HoldRejection,
+    },
+    /// A hold's expiry moved.
+    HoldExtended {
+        /// The hold.
+        hold: HoldId,
+        /// New expiry.
+        expires_at: Timestamp,
+    },
+    /// Checkout completed: the hold is now an order's allocation.
+    HoldConfirmed {
+        /// The hold.
+        hold: HoldId,
+    },
+    /// A hold ended and its units returned to availability.
+    HoldReleased {
+        /// The hold.
+        hold: HoldId,
+        /// Why.
+        reason: ReleaseReason,
+    },
+    /// A POS delta changed `on_hand` (or was recognized as already applied).
+    PosDelta {
+        /// Store.
+        store: StoreId,
+        /// SKU.
+        sku: SkuId,
+        /// The POS event id (deduplication).
+        pos_event_id: String,
+        /// Kind.
+        kind: PosDeltaKind,
+        /// Signed change the POS reported.
+        qty: i64,
+        /// Order reference, when the POS knows the order.
+        order_ref: Option<String>,
+        /// POS time of the event.
+        pos_time: Timestamp,
+        /// `on_hand` after the event.
+        on_hand_after: Qty,
+    },
+    /// A POS count set `on_hand`.
+    PosCount {
+        /// Store.
+        store: StoreId,
+        /// SKU.
+        sku: SkuId,
+        /// The POS event id (deduplication).
+        pos_event_id: String,
+        /// Units counted.
+        counted: Qty,
+        /// POS time the count is as of.
+        as_of: Timestamp,
+        /// `on_hand` the engine had.
+        on_hand_before: Qty,
+        /// `on_hand` after reconciliation.
+        on_hand_after: Qty,
+        /// Whether the engine's figure, brought to the count's time, matched the count.
+        matched: bool,
+    },
+    /// `on_hand` fell below `held`: the named holds (newest first) are not covered.
+    Shortage {
+        /// Store.
+        store: StoreId,
+        /// SKU.
+        sku: SkuId,
+        /// `on_hand` now.
+        on_hand: Qty,
+        /// `held` now.
+        held: Qty,
+        /// The newest holds whose units together cover the missing units, newest first.
+        holds: Vec<HoldId>,
+    },
+}
+
+impl Event {
+    /// A short stable name of the event's kind (for consumers, logs and metrics).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::StoreDefined { .. } => "store_defined",
+            Event::SkuRegistered { .. } => "sku_registered",
+            Event::SafetyStockSet { .. } => "safety_stock_set",
+            Event::HoldGranted { .. } => "hold_granted",
+            Event::HoldRejected { .. } => "hold_rejected",
+            Event::HoldExtended { .. } => "hold_extended",
+            Event::HoldConfirmed { .. } => "hold_confirmed",
+            Event::HoldReleased { .. } => "hold_released",
+            Event::PosDelta { .. } => "pos_delta",
+            Event::PosCount { .. } => "pos_count",
+            Event::Shortage { .. } => "shortage",
+        }
+    }
+
+    /// The store the event concerns, if any.
+    pub fn store(&self) -> Option<StoreId> {
+        match self {
+            Event::StoreDefined { store, .. }
+            | Event::SafetyStockSet { store, .. }
+            | Event::HoldRejected { store, .. }
+            | Event::PosDelta { store, .. }
+            | Event::PosCount { store, .. }
+            | Event::Shortage { store, .. } => Some(*store),
+            Event::HoldGranted { hold, .. }
+            | Event::HoldExtended { hold, .. }
+            | Event::HoldConfirmed { hold }
+            | Event::HoldReleased { hold, .. } => Some(hold.store()),
+            Event::SkuRegistered { .. } => None,
+        }
+    }
+}
+
+/// The events of one mutation, applied at one time. The unit of logging and replay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// When the mutation was applied (the caller's `now`).
+    pub at: Timestamp,
+    /// Its events, in order.
+    pub events: Vec<Event>,
+}
+
+/// A record with its log sequence number, as consumers of the event stream see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedRecord {
+    /// Stable id of the record's events.
+    pub lsn: Lsn,
+    /// The record.
+    pub record: Record,
+}
+
+/// Log record kind byte of an engine [`Record`].
+pub const RECORD_KIND_EVENTS: u8 = 1;
+
+mod tag {
+    pub const STORE_DEFINED: u8 = 1;
+    pub const SKU_REGISTERED: u8 = 2;
+    pub const SAFETY_STOCK_SET: u8 = 3;
+    pub const HOLD_GRANTED: u8 = 4;
+    pub const HOLD_REJECTED: u8 = 5;
+    pub const HOLD_EXTENDED: u8 = 6;
+    pub const HOLD_CONFIRMED: u8 = 7;
+    pub const HOLD_RELEASED: u8 = 8;
+    pub const POS_DELTA: u8 = 9;
+    pub const POS_COUNT: u8 = 10;
+    pub const SHORTAGE: u8 = 11;
+}
+
+impl Record {
+    /// Appends the record's encoding to `buf`: `at` (zig-zag varint), the event count, then
+    /// each event as a tag byte followed by its fields in declaration order.
+    pub fn encode(&self, buf: &mut Vec<u8>) {
+        let mut e = Enc::new(buf);
+        e.i64(self.at.0);
+        e.seq_len(self.events.len());
+        for ev in &self.events {
+            encode_event(&mut e, ev);
+        }
+    }
+
+    /// Decodes a record; fails on any malformed or trailing byte.
+    pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+        let mut d = Dec::new(bytes);
+        let at = Timestamp(d.i64()?);
+        let n = d.seq_len()?;
+        let mut events = Vec::with_capacity(n);
+        for _ in 0..n {
+            events.push(decode_event(&mut d)?);
+        }
+        d.finish()?;
+        Ok(Record { at, events })
+    }
+}
+
+fn encode_lines(e: &mut Enc<'_>, lines: &[Line]) {
+    e.seq_len(lines.len());
+    for l in lines {
+        e.u32(l.sku.0);
+        e.u32(l.qty);
+    }
+}
+
+fn decode_lines(d: &mut Dec<'_>) -> Result<Vec<Line>, DecodeError> {
+    let n = d.seq_len()?;
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push(Line {
+            sku: SkuId(d.u32()?),
+            qty: d.u32()?,
+        });
+    }
+    Ok(v)
+}
+
+pub(crate) fn encode_store_def(e: &mut Enc<'_>, def: &StoreDef) {
+    e.str(&def.external_id);
+    e.str(&def.name);
+    e.f64(def.lat);
+    e.f64(def.lon);
+    e.str(&def.time_zone);
+    e.u8(def.status.to_u8());
+    e.u32(def.default_safety_stock);
+    e.i64(def.default_hold_ms);
+    e.i64(def.max_hold_ms);
+    e.str(&def.pickup_instructions);
+}
+
+pub(crate) fn decode_store_def(d: &mut Dec<'_>) -> Result<StoreDef, DecodeError> {
+    let external_id = d.string()?;
+    let name = d.string()?;
+    let lat = d.f64()?;
+    let lon = d.f64()?;
+    let time_zone = d.string()?;
+    let at = d.pos();
+    let status = StoreStatus::from_u8(d.u8()?).ok_or(DecodeError::Invalid {
+        what: "store status",
+        at,
+    })?;
+    Ok(StoreDef {
+        external_id,
+        name,
+        lat,
+        lon,
+        time_zone,
+        status,
+        default_safety_stock: d.u32()?,
+        default_hold_ms: d.i64()?,
+        max_hold_ms: d.i64()?,
+        pickup_instructions: d.string()?,
+    })
+}
+
+fn encode_event(e: &mut Enc<'_>, ev: &Event) {
+    match ev {
+        Event::StoreDefined { store, def } => {
+            e.u8(tag::STORE_DEFINED);
+            e.u32(store.0);
+            encode_store_def(e, def);
+        }
+        Event::SkuRegistered { sku, external_id } => {
+            e.u8(tag::SKU_REGISTERED);
+            e.u32(sku.0);
+            e.str(external_id);
+        }
+        Event::SafetyStockSet {
+            store,
+            sku,
+            safety_stock,
+        } => {
+            e.u8(tag::SAFETY_STOCK_SET);
+            e.u32(store.0);
+            e.u32(sku.0);
+            e.u32(*safety_stock);
+        }
+        Event::HoldGranted {
+            hold,
+            key,
+            lines,
+            expires_at,
+        } => {
+            e.u8(tag::HOLD_GRANTED);
+            e.u64(hold.0);
+            e.opt_str(key.as_deref());
+            encode_lines(e, lines);
+            e.i64(expires_at.0);
+        }
+        Event::HoldRejected {
+            store,
+            key,
+            rejection,
+        } => {
+            e.u8(tag::HOLD_REJECTED);
+            e.u32(store.0);
+            e.str(key);
+            match rejection {
+                HoldRejection::InsufficientStock { shortages } => {
+                    e.u8(0);
+                    e.seq_len(shortages.len());
+                    for s in shortages {
+                        e.str(&s.sku);
+                        e.u32(s.requested);
+                        e.u32(s.available);
+                    }
+                }
+                HoldRejection::StoreNotAccepting { status } => {
+                    e.u8(1);
+                    e.u8(status.to_u8());
+                }
+            }
+        }
+        Event::HoldExtended { hold, expires_at } => {
+            e.u8(tag::HOLD_EXTENDED);
+            e.u64(hold.0);
+            e.i64(expires_at.0);
+        }
+        Event::HoldConfirmed { hold } => {
+            e.u8(tag::HOLD_CONFIRMED);
+            e.u64(hold.0);
+        }
+        Event::HoldReleased { hold, reason } => {
+            e.u8(tag::HOLD_RELEASED);
+            e.u64(hold.0);
+            e.u8(match reason {
+                ReleaseReason::Released => 0,
+                ReleaseReason::Expired => 1,
+            });
+        }
+        Event::PosDelta {
+            store,
+            sku,
+            pos_event_id,
+            kind,
+            qty,
+            order_ref,
+            pos_time,
+            on_hand_after,
+        } => {
+            e.u8(tag::POS_DELTA);
+            e.u32(store.0);
+            e.u32(sku.0);
+            e.str(pos_event_id);
+            e.u8(kind.to_u8());
+            e.i64(*qty);
+            e.opt_str(order_ref.as_deref());
+            e.i64(pos_time.0);
+            e.u32(*on_hand_after);
+        }
+        Event::PosCount {
+            store,
+            sku,
+            pos_event_id,
+            counted,
+            as_of,
+            on_hand_before,
+            on_hand_after,
+            matched,
+        } => {
+            e.u8(tag::POS_COUNT);
+            e.u32(store.0);
+            e.u32(sku.0);
+            e.str(pos_event_id);
+            e.u32(*counted);
+            e.i64(as_of.0);
+            e.u32(*on_hand_before);
+            e.u32(*on_hand_after);
+            e.bool(*matched);
+        }
+        Event::Shortage {
+            store,
+            sku,
+            on_hand,
+            held,
+            holds,
+        } => {
+            e.u8(tag::SHORTAGE);
+            e.u32(store.0);
+            e.u32(sku.0);
+            e.u32(*on_hand);
+            e.u32(*held);
+            e.seq_len(holds.len());
+            for h in holds {
+                e.u64(h.0);
+            }
+        }
+    }
+}
+
+fn decode_event(d: &mut Dec<'_>) -> Result<Event, DecodeError> {
+    let at = d.pos();
+    let t = d.u8()?;
+    Ok(match t {
+        tag::STORE_DEFINED => Event::StoreDefined {
+            store: StoreId(d.u32()?),
+            def: decode_store_def(d)?,
+        },
+        tag::SKU_REGISTERED => Event::SkuRegistered {
+            sku: SkuId(d.u32()?),
+            external_id: d.string()?,
+        },
+        tag::SAFETY_STOCK_SET => Event::SafetyStockSet {
+            store: StoreId(d.u32()?),
+            sku: SkuId(d.u32()?),
+            safety_stock: d.u32()?,
+        },
+        tag::HOLD_GRANTED => Event::HoldGranted {
+            hold: HoldId(d.u64()?),
+            key: d.opt_string()?,
+            lines: decode_lines(d)?,
+            expires_at: Timestamp(d.i64()?),
+        },
+        tag::HOLD_REJECTED => {
+            let store = StoreId(d.u32()?);
+            let key = d.string()?;
+            let at = d.pos();
+            let rejection = match d.u8()? {
+                0 => {
+                    let n = d.seq_len()?;
+                    let mut shortages = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        shortages.push(LineShortage {
+                            sku: d.string()?,
+                            requested: d.u32()?,
+                            available: d.u32()?,
+                        });
+                    }
+                    HoldRejection::InsufficientStock { shortages }
+                }
+                1 => {
+                    let at = d.pos();
+                    let status = StoreStatus::from_u8(d.u8()?).ok_or(DecodeError::Invalid {
+                        what: "store status",
+                        at,
+                    })?;
+                    HoldRejection::StoreNotAccepting { status }
+                }
+                tag => {
+                    return Err(DecodeError::Tag {
+                        what: "hold rejection",
+                        tag,
+                        at,
+                    });
+                }
+            };
+            Event::HoldRejected {
+                store,
+                key,
+                rejection,
+            }
+        }
+        tag::HOLD_EXTENDED => Event::HoldExtended {
+            hold: HoldId(d.u64()?),
+            expires_at: Timestamp(d.i64()?),
+        },
+        tag::HOLD_CONFIRMED => Event::HoldConfirmed {
+            hold: HoldId(d.u64()?),
+        },
+        tag::HOLD_RELEASED => {
+            let hold = HoldId(d.u64()?);
+            let at = d.pos();
+            let reason = match d.u8()? {
+                0 => ReleaseReason::Released,
+                1 => ReleaseReason::Expired,
+                tag => {
+                    return Err(DecodeError::Tag {
+                        what: "release reason",
+                        tag,
+                        at,
+                    });
+                }
+            };
+            Event::HoldReleased { hold, reason }
+        }
+        tag::POS_DELTA => {
+            let store = StoreId(d.u32()?);
+            let sku = SkuId(d.u32()?);
+            let pos_event_id = d.string()?;
+            let at = d.pos();
+            let kind = PosDeltaKind::from_u8(d.u8()?).ok_or(DecodeError::Invalid {
+                what: "pos delta kind",
+                at,
+            })?;
+            Event::PosDelta {
+                store,
+                sku,
+                pos_event_id,
+                kind,
+                qty: d.i64()?,
+                order_ref: d.opt_string()?,
+                pos_time: Timestamp(d.i64()?),
+                on_hand_after: d.u32()?,
+            }
+        }
+        tag::POS_COUNT => Event::PosCount {
+            store: StoreId(d.u32()?),
+            sku: SkuId(d.u32()?),
+            pos_event_id: d.string()?,
+            counted: d.u32()?,
+            as_of: Timestamp(d.i64()?),
+            on_hand_before: d.u32()?,
+            on_hand_after: d.u32()?,
+            matched: d.bool()?,
+        },
+        tag::SHORTAGE => {
+            let store = StoreId(d.u32()?);
+            let sku = SkuId(d.u32()?);
+            let on_hand = d.u32()?;
+            let held = d.u32()?;
+            let n = d.seq_len()?;
+            let mut holds = Vec::with_capacity(n);
+            for _ in 0..n {
+                holds.push(HoldId(d.u64()?));
+            }
+            Event::Shortage {
+                store,
+                sku,
+                on_hand,
+                held,
+                holds,
+            }
+        }
+        tag => {
+            return Err(DecodeError::Tag {
+                what: "event",
+                tag,
+                at,
+            });
+        }
+    })
+}

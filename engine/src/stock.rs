@@ -1,0 +1,211 @@
+//! Stores and their stock cells: the compact, lock-sharded part of the state.
+//!
+//! Every (store, SKU) cell is a 12-byte counter triple behind its own one-byte mutex
+//! (16 bytes in all). A store's cells live in pages of [`PAGE_LEN`] cells, allocated on first
+//! use and indexed by SKU id, so a lookup is two array indexes and a lock, never a hash.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::event::StoreDef;
+use crate::types::{CellView, HoldId, Line, Qty, SkuId, StoreId, StoreStatus, Timestamp};
+
+/// Cells per page. 1,024 cells of 16 bytes: a 16 KiB page.
+pub const PAGE_LEN: usize = 1024;
+
+/// `safety` value meaning "use the store's default safety stock".
+pub(crate) const SAFETY_INHERIT: u32 = u32::MAX;
+
+/// One stock cell. Invariant: `held` equals the sum of the cell's lines in active holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cell {
+    pub(crate) on_hand: Qty,
+    pub(crate) held: Qty,
+    pub(crate) safety: u32,
+}
+
+impl Default for Cell {
+    fn default() -> Self {
+        Cell {
+            on_hand: 0,
+            held: 0,
+            safety: SAFETY_INHERIT,
+        }
+    }
+}
+
+impl Cell {
+    pub(crate) fn view(&self, default_safety: Qty) -> CellView {
+        CellView {
+            on_hand: self.on_hand,
+            held: self.held,
+            safety_stock: if self.safety == SAFETY_INHERIT {
+                default_safety
+            } else {
+                self.safety
+            },
+        }
+    }
+}
+
+type Page = Box<[Mutex<Cell>]>;
+
+/// A hold as its store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HoldRec {
+    pub(crate) key: Option<Box<str>>,
+    /// Sorted by SKU, no SKU twice: the order cells are locked in.
+    pub(crate) lines: Box<[Line]>,
+    pub(crate) created: Timestamp,
+    pub(crate) expires_at: Timestamp,
+    pub(crate) confirmed: bool,
+}
+
+/// How a hold ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HoldEnd {
+    /// Released by a caller.
+    Released,
+    /// Its time ran out.
+    Expired,
+}
+
+/// A POS delta remembered for count reconciliation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecentDelta {
+    pub(crate) pos_time: Timestamp,
+    pub(crate) applied_at: Timestamp,
+    pub(crate) qty: i64,
+}
+
+/// The part of a store's state that is not per cell. Lock order: cells (ascending SKU)
+/// first, then this.
+#[derive(Debug, Default)]
+pub(crate) struct StoreState {
+    pub(crate) next_seq: u64,
+    pub(crate) active: HashMap<HoldId, HoldRec>,
+    pub(crate) by_expiry: BTreeSet<(Timestamp, HoldId)>,
+    pub(crate) ended: HashMap<HoldId, HoldEnd>,
+    pub(crate) ended_fifo: VecDeque<(Timestamp, HoldId)>,
+    pub(crate) pos_seen: HashMap<Box<str>, Timestamp>,
+    pub(crate) pos_fifo: VecDeque<(Timestamp, Box<str>)>,
+    pub(crate) recent_deltas: HashMap<SkuId, VecDeque<RecentDelta>>,
+    pub(crate) last_count_as_of: HashMap<SkuId, Timestamp>,
+    pub(crate) idem_fifo: VecDeque<(Timestamp, Box<str>)>,
+}
+
+impl StoreState {
+    /// Active holds that have a line of `sku`, newest first, taking holds until their
+    /// units cover `deficit`.
+    pub(crate) fn holds_covering(&self, sku: SkuId, deficit: Qty) -> Vec<HoldId> {
+        let mut on_cell: Vec<(HoldId, Qty)> = self
+            .active
+            .iter()
+            .filter_map(|(id, h)| {
+                h.lines
+                    .binary_search_by_key(&sku, |l| l.sku)
+                    .ok()
+                    .map(|i| (*id, h.lines[i].qty))
+            })
+            .collect();
+        on_cell.sort_unstable_by_key(|h| std::cmp::Reverse(h.0));
+        let mut covered: u64 = 0;
+        let mut out = Vec::new();
+        for (id, qty) in on_cell {
+            if covered >= u64::from(deficit) {
+                break;
+            }
+            covered += u64::from(qty);
+            out.push(id);
+        }
+        out
+    }
+}
+
+/// A registered store: definition, cells and hold table.
+pub(crate) struct StoreShard {
+    pub(crate) id: StoreId,
+    pub(crate) def: RwLock<StoreDef>,
+    // The fields read on every hold are mirrored in atomics so the hot path takes no lock
+    // for them; they are written under `def`'s write lock.
+    pub(crate) status: AtomicU8,
+    pub(crate) default_safety: AtomicU32,
+    pub(crate) default_hold_ms: AtomicI64,
+    pub(crate) max_hold_ms: AtomicI64,
+    pages: Box<[OnceLock<Page>]>,
+    pub(crate) state: Mutex<StoreState>,
+}
+
+impl StoreShard {
+    pub(crate) fn new(id: StoreId, def: StoreDef, skus_max: u32) -> Self {
+        let page_count = (skus_max as usize).div_ceil(PAGE_LEN);
+        let shard = StoreShard {
+            id,
+            status: AtomicU8::new(0),
+            default_safety: AtomicU32::new(0),
+            default_hold_ms: AtomicI64::new(0),
+            max_hold_ms: AtomicI64::new(0),
+            def: RwLock::new(def.clone()),
+            pages: (0..page_count).map(|_| OnceLock::new()).collect(),
+            state: Mutex::new(StoreState::default()),
+        };
+        shard.set_def(def);
+        shard
+    }
+
+    pub(crate) fn set_def(&self, def: StoreDef) {
+        let mut guard = self.def.write();
+        self.status.store(def.status.to_u8(), Ordering::Release);
+        self.default_safety
+            .store(def.default_safety_stock, Ordering::Release);
+        self.default_hold_ms
+            .store(def.default_hold_ms, Ordering::Release);
+        self.max_hold_ms.store(def.max_hold_ms, Ordering::Release);
+        *guard = def;
+    }
+
+    pub(crate) fn status(&self) -> StoreStatus {
+        StoreStatus::from_u8(self.status.load(Ordering::Acquire)).unwrap_or(StoreStatus::Closed)
+    }
+
+    pub(crate) fn default_safety(&self) -> Qty {
+        self.default_safety.load(Ordering::Acquire)
+    }
+
+    /// The cell of `sku`, allocating its page on first use. `None` only for a SKU id beyond
+    /// the configured `skus_max`, which interning never hands out.
+    pub(crate) fn cell(&self, sku: SkuId) -> Option<&Mutex<Cell>> {
+        let idx = sku.0 as usize;
+        let page = self
+            .pages
+            .get(idx / PAGE_LEN)?
+            .get_or_init(|| (0..PAGE_LEN).map(|_| Mutex::new(Cell::default())).collect());
+        page.get(idx % PAGE_LEN)
+    }
+
+    /// The cell of `sku` if its page exists; reads use this so they never allocate.
+    pub(crate) fn existing_cell(&self, sku: SkuId) -> Option<&Mutex<Cell>> {
+        let idx = sku.0 as usize;
+        self.pages.get(idx / PAGE_LEN)?.get()?.get(idx % PAGE_LEN)
+    }
+
+    /// Snapshot of one cell.
+    pub(crate) fn view(&self, sku: SkuId) -> CellView {
+        let default_safety = self.default_safety();
+        match self.existing_cell(sku) {
+            Some(c) => c.lock().view(default_safety),
+            None => Cell::default().view(default_safety),
+        }
+    }
+
+    /// Allocated pages, with their first SKU id.
+    pub(crate) fn pages(&self) -> impl Iterator<Item = (u32, &[Mutex<Cell>])> {
+        self.pages
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.get().map(|p| ((i * PAGE_LEN) as u32, &p[..])))
+    }
+}

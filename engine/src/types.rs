@@ -1,0 +1,158 @@
+//! Identifiers, time and the small value types shared by every part of the engine.
+
+use std::fmt;
+
+/// A point in time: milliseconds since the Unix epoch, UTC.
+///
+/// The engine never reads a clock: every operation takes `now` from its caller, so that a
+/// replay of the log rebuilds exactly the same state (SPEC invariant 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// The timestamp `ms` milliseconds since the Unix epoch.
+    pub const fn from_ms(ms: i64) -> Self {
+        Timestamp(ms)
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub const fn as_ms(self) -> i64 {
+        self.0
+    }
+
+    /// `self + ms`, saturating at the ends of the range instead of overflowing.
+    pub const fn add_ms(self, ms: i64) -> Self {
+        Timestamp(self.0.saturating_add(ms))
+    }
+}
+
+/// Compact engine-internal store id: a dense index assigned at registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StoreId(pub u32);
+
+/// Compact engine-internal SKU id: a dense index assigned at first use (interning).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SkuId(pub u32);
+
+/// A hold (reservation) id. The store's id sits in the high bits, so that any operation on
+/// a hold finds its store without a global lookup; the low bits are a per-store sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HoldId(pub u64);
+
+impl HoldId {
+    /// Bits of the per-store sequence.
+    pub const SEQ_BITS: u32 = 40;
+
+    /// The hold id for `seq` at `store`.
+    pub const fn new(store: StoreId, seq: u64) -> Self {
+        HoldId(((store.0 as u64) << Self::SEQ_BITS) | (seq & ((1 << Self::SEQ_BITS) - 1)))
+    }
+
+    /// The store that owns this hold.
+    pub const fn store(self) -> StoreId {
+        StoreId((self.0 >> Self::SEQ_BITS) as u32)
+    }
+
+    /// The per-store sequence number of this hold.
+    pub const fn seq(self) -> u64 {
+        self.0 & ((1 << Self::SEQ_BITS) - 1)
+    }
+}
+
+impl fmt::Display for HoldId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "H{}-{}", self.store().0, self.seq())
+    }
+}
+
+/// Log sequence number: the stable, ordered id of a log record and of its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Lsn(pub u64);
+
+/// A unit quantity. Counters are `u32`: 4 billion units of one SKU in one store is far
+/// beyond any shelf, and it keeps a stock cell small.
+pub type Qty = u32;
+
+/// One requested line of a hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineRequest {
+    /// The SKU's external id (as the retailer's catalog spells it).
+    pub sku: String,
+    /// Units wanted; must be at least 1 and at most [`crate::Limits::line_qty_max`].
+    pub qty: Qty,
+}
+
+impl LineRequest {
+    /// A line of `qty` units of `sku`.
+    pub fn new(sku: impl Into<String>, qty: Qty) -> Self {
+        LineRequest {
+            sku: sku.into(),
+            qty,
+        }
+    }
+}
+
+/// A line as the engine stores it: interned SKU and quantity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Line {
+    /// Interned SKU.
+    pub sku: SkuId,
+    /// Units.
+    pub qty: Qty,
+}
+
+/// Store status as it affects pickups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum StoreStatus {
+    /// Takes new holds and pickups.
+    #[default]
+    Open,
+    /// Existing holds and orders proceed; new holds are refused.
+    PickupsPaused,
+    /// Closed: new holds are refused.
+    Closed,
+}
+
+impl StoreStatus {
+    /// Whether new holds may be placed.
+    pub fn accepts_holds(self) -> bool {
+        matches!(self, StoreStatus::Open)
+    }
+
+    pub(crate) fn to_u8(self) -> u8 {
+        match self {
+            StoreStatus::Open => 0,
+            StoreStatus::PickupsPaused => 1,
+            StoreStatus::Closed => 2,
+        }
+    }
+
+    pub(crate) fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => StoreStatus::Open,
+            1 => StoreStatus::PickupsPaused,
+            2 => StoreStatus::Closed,
+            _ => return None,
+        })
+    }
+}
+
+/// Availability of one stock cell (store, SKU) as read at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CellView {
+    /// Units physically in the store, as the POS and the engine know them.
+    pub on_hand: Qty,
+    /// Units under active holds.
+    pub held: Qty,
+    /// Units never promised online.
+    pub safety_stock: Qty,
+}
+
+impl CellView {
+    /// Available to promise: `max(0, on_hand - held - safety_stock)`.
+    pub fn atp(&self) -> Qty {
+        self.on_hand
+            .saturating_sub(self.held)
+            .saturating_sub(self.safety_stock)
+    }
+}
