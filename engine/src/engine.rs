@@ -21,6 +21,7 @@ use crate::error::EngineError;
 use crate::event::{
     Event, HoldRejection, LineShortage, PosDeltaKind, Record, ReleaseReason, StoreDef,
 };
+use crate::lock_order::lock_in_order;
 use crate::log::{EventLog, NoLog};
 use crate::stock::{Cell, HoldEnd, HoldRec, RecentDelta, SAFETY_INHERIT, StoreShard, StoreState};
 use crate::types::{
@@ -595,13 +596,16 @@ impl Engine {
         }
         // Global lock order: cells by ascending SKU id, then the store's state.
         lines.sort_unstable_by_key(|(id, _, _)| *id);
-        let mut guards: Vec<CellGuard<'_>> = Vec::with_capacity(lines.len());
+        let mut cells = Vec::with_capacity(lines.len());
         for (id, _, _) in lines.iter() {
-            let cell = id
-                .and_then(|id| shard.cell(id))
+            let id = id.ok_or_else(|| EngineError::invalid("sku", "unknown"))?;
+            let cell = shard
+                .cell(id)
                 .ok_or_else(|| EngineError::invalid("sku", "beyond skus_max"))?;
-            guards.push(cell.lock());
+            cells.push((id.0, cell));
         }
+        let mut guards = lock_in_order(&cells)
+            .ok_or_else(|| EngineError::invalid("lines", "not in lock order"))?;
         let default_safety = shard.default_safety();
         let mut shortages = Vec::new();
         for ((_, qty, name), g) in lines.iter().zip(&guards) {
@@ -1458,15 +1462,16 @@ fn lock_cells<'a>(
     shard: &'a StoreShard,
     lines: &[Line],
 ) -> Result<Vec<CellGuard<'a>>, EngineError> {
-    lines
+    let cells = lines
         .iter()
         .map(|l| {
             shard
                 .cell(l.sku)
-                .map(|c| c.lock())
+                .map(|c| (l.sku.0, c))
                 .ok_or_else(|| EngineError::invalid("sku", "beyond skus_max"))
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    lock_in_order(&cells).ok_or_else(|| EngineError::invalid("lines", "not in lock order"))
 }
 
 fn shortage_event(

@@ -59,6 +59,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod lock_order;
 pub mod log;
 pub mod pickup_code;
 mod stock;
