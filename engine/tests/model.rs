@@ -497,7 +497,7 @@ fn check_shortage(
         .filter(|(id, _)| id.store().0 as usize == store)
         .filter_map(|(id, h)| h.lines.get(&sku).map(|q| (*id, *q)))
         .collect();
-    on_cell.sort_by(|a, b| b.0.cmp(&a.0));
+    on_cell.sort_by_key(|h| std::cmp::Reverse(h.0));
     let deficit = s.held - s.on_hand;
     let mut covered = 0;
     let mut want = Vec::new();

@@ -72,7 +72,7 @@ fn hot_cells_under_eight_threads_never_oversell() {
             let engine = engine.clone();
             let clock = clock.clone();
             std::thread::spawn(move || {
-                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (t as u64 + 1) * 0x1234_5678_9abc_def1);
+                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((t as u64 + 1) * 0x1234_5678_9abc_def1));
                 let mut mine = Vec::new();
                 let mut granted = 0u64;
                 for i in 0..ops_per_thread {
