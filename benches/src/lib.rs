@@ -1,1 +1,5 @@
-//! Benchmark support code.
+//! Benchmark workloads shared by the criterion benches (`cargo bench -p pickline-benches`)
+//! and the `pickline bench` command, so both measure the same code paths.
+
+pub mod engine_bench;
+pub mod zipf;

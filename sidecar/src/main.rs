@@ -1,1 +1,29 @@
-fn main() {}
+//! `pickline`: the Pickline sidecar binary.
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pickline",
+    version,
+    about = "Pickline BOPIS inventory allocation engine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a benchmark and print its figures.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Bench(args) => bench::run(&args),
+    }
+}

@@ -1,0 +1,45 @@
+//! `pickline bench ...`: the benchmark command. Workloads live in the `pickline-benches`
+//! crate, shared with the criterion benches.
+
+use pickline_benches::engine_bench::{self, EngineBenchConfig};
+
+/// Which benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    /// In-process engine: holds, hot keys, 5-line orders, memory per cell.
+    Engine,
+}
+
+/// Arguments of `pickline bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// The suite to run.
+    #[arg(value_enum)]
+    pub suite: Suite,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// A small, fast configuration (smoke test; figures are not representative).
+    #[arg(long)]
+    pub quick: bool,
+}
+
+/// Runs the benchmark and prints its report on stdout (progress goes to stderr).
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    match args.suite {
+        Suite::Engine => {
+            let cfg = if args.quick {
+                EngineBenchConfig::quick()
+            } else {
+                EngineBenchConfig::default()
+            };
+            let report = engine_bench::run(&cfg, |step| eprintln!("bench engine: {step}"));
+            if args.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_table());
+            }
+        }
+    }
+    Ok(())
+}
