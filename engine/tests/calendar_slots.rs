@@ -73,7 +73,12 @@ fn check(cal: &StoreCalendar, from: &str, to: &str, expect: &[&str]) {
     let got: Vec<String> = slots.iter().map(render).collect();
     assert_eq!(got, expect, "slots {from}..{to}");
     for slot in &slots {
-        assert_eq!(cal.slot_at(slot.start_ms), Some(*slot), "slot_at {}", render(slot));
+        assert_eq!(
+            cal.slot_at(slot.start_ms),
+            Some(*slot),
+            "slot_at {}",
+            render(slot)
+        );
         assert_eq!(cal.slot_at(slot.start_ms + MINUTE_MS), None);
         assert!(cal.is_open_at(slot.start_ms));
         assert!(cal.is_open_at(slot.end_ms - 1));
@@ -147,7 +152,12 @@ fn new_york_fall_back_overnight_has_slots_for_both_repeated_hours() {
         })
         .collect();
     let expect: Vec<&str> = expect.iter().map(String::as_str).collect();
-    check(&cal, "2026-10-31T12:00:00Z", "2026-11-01T12:00:00Z", &expect);
+    check(
+        &cal,
+        "2026-10-31T12:00:00Z",
+        "2026-11-01T12:00:00Z",
+        &expect,
+    );
 }
 
 #[test]
@@ -179,13 +189,31 @@ fn new_york_slots_per_day_follow_the_real_length_of_the_day() {
         60,
     );
     // Local midnights in UTC.
-    assert_eq!(count(&cal, "2026-03-07T05:00:00Z", "2026-03-08T05:00:00Z"), 24);
-    assert_eq!(count(&cal, "2026-03-08T05:00:00Z", "2026-03-09T04:00:00Z"), 23);
-    assert_eq!(count(&cal, "2026-03-09T04:00:00Z", "2026-03-10T04:00:00Z"), 24);
-    assert_eq!(count(&cal, "2026-11-01T04:00:00Z", "2026-11-02T05:00:00Z"), 25);
-    assert_eq!(count(&cal, "2026-11-02T05:00:00Z", "2026-11-03T05:00:00Z"), 24);
+    assert_eq!(
+        count(&cal, "2026-03-07T05:00:00Z", "2026-03-08T05:00:00Z"),
+        24
+    );
+    assert_eq!(
+        count(&cal, "2026-03-08T05:00:00Z", "2026-03-09T04:00:00Z"),
+        23
+    );
+    assert_eq!(
+        count(&cal, "2026-03-09T04:00:00Z", "2026-03-10T04:00:00Z"),
+        24
+    );
+    assert_eq!(
+        count(&cal, "2026-11-01T04:00:00Z", "2026-11-02T05:00:00Z"),
+        25
+    );
+    assert_eq!(
+        count(&cal, "2026-11-02T05:00:00Z", "2026-11-03T05:00:00Z"),
+        24
+    );
     // The skipped 02:00 is not a slot id; both 01:00s in November are.
-    assert_eq!(cal.slot_at(utc("2026-03-08T07:00:00Z")).map(|s| s.end_ms), Some(utc("2026-03-08T08:00:00Z")));
+    assert_eq!(
+        cal.slot_at(utc("2026-03-08T07:00:00Z")).map(|s| s.end_ms),
+        Some(utc("2026-03-08T08:00:00Z"))
+    );
     assert!(cal.slot_at(utc("2026-11-01T05:00:00Z")).is_some());
     assert!(cal.slot_at(utc("2026-11-01T06:00:00Z")).is_some());
 }
@@ -266,10 +294,26 @@ fn berlin_day_store_counts_and_instants_around_both_changes() {
         30,
     );
     for (day_from, day_to, first_start) in [
-        ("2026-03-28T00:00:00Z", "2026-03-29T00:00:00Z", "2026-03-28T08:00:00Z"),
-        ("2026-03-29T00:00:00Z", "2026-03-30T00:00:00Z", "2026-03-29T07:00:00Z"),
-        ("2026-10-24T00:00:00Z", "2026-10-25T00:00:00Z", "2026-10-24T07:00:00Z"),
-        ("2026-10-25T00:00:00Z", "2026-10-26T00:00:00Z", "2026-10-25T08:00:00Z"),
+        (
+            "2026-03-28T00:00:00Z",
+            "2026-03-29T00:00:00Z",
+            "2026-03-28T08:00:00Z",
+        ),
+        (
+            "2026-03-29T00:00:00Z",
+            "2026-03-30T00:00:00Z",
+            "2026-03-29T07:00:00Z",
+        ),
+        (
+            "2026-10-24T00:00:00Z",
+            "2026-10-25T00:00:00Z",
+            "2026-10-24T07:00:00Z",
+        ),
+        (
+            "2026-10-25T00:00:00Z",
+            "2026-10-26T00:00:00Z",
+            "2026-10-25T08:00:00Z",
+        ),
     ] {
         let slots: Vec<Slot> = cal.slots(utc(day_from), utc(day_to)).collect();
         assert_eq!(slots.len(), 18, "{day_from}");
@@ -311,11 +355,26 @@ fn holiday_calendar() -> StoreCalendar {
 fn closed_day_and_short_days_replace_weekly_hours() {
     let cal = holiday_calendar();
     // Local midnights, EST = UTC-5.
-    assert_eq!(count(&cal, "2026-11-25T05:00:00Z", "2026-11-26T05:00:00Z"), 8);
-    assert_eq!(count(&cal, "2026-11-26T05:00:00Z", "2026-11-27T05:00:00Z"), 0);
-    assert_eq!(count(&cal, "2026-11-27T05:00:00Z", "2026-11-28T05:00:00Z"), 16);
-    assert_eq!(count(&cal, "2026-12-24T05:00:00Z", "2026-12-25T05:00:00Z"), 4);
-    assert_eq!(count(&cal, "2026-12-31T05:00:00Z", "2027-01-01T05:00:00Z"), 8);
+    assert_eq!(
+        count(&cal, "2026-11-25T05:00:00Z", "2026-11-26T05:00:00Z"),
+        8
+    );
+    assert_eq!(
+        count(&cal, "2026-11-26T05:00:00Z", "2026-11-27T05:00:00Z"),
+        0
+    );
+    assert_eq!(
+        count(&cal, "2026-11-27T05:00:00Z", "2026-11-28T05:00:00Z"),
+        16
+    );
+    assert_eq!(
+        count(&cal, "2026-12-24T05:00:00Z", "2026-12-25T05:00:00Z"),
+        4
+    );
+    assert_eq!(
+        count(&cal, "2026-12-31T05:00:00Z", "2027-01-01T05:00:00Z"),
+        8
+    );
     check(
         &cal,
         "2026-11-27T05:00:00Z",
@@ -365,7 +424,9 @@ fn overnight_slots_are_found_from_a_range_starting_after_midnight() {
         60,
     );
     // 00:30 CET on Wed 2026-11-25: the slot opened Tuesday at 01:00 is next.
-    let first = cal.slots(utc("2026-11-24T23:30:00Z"), utc("2026-11-25T12:00:00Z")).next();
+    let first = cal
+        .slots(utc("2026-11-24T23:30:00Z"), utc("2026-11-25T12:00:00Z"))
+        .next();
     assert_eq!(
         first.map(|s| render(&s)),
         Some("2026-11-25T00:00:00Z..2026-11-25T01:00:00Z x2".to_owned())
@@ -384,7 +445,11 @@ fn scan_is_cut_at_fourteen_days() {
     let from = utc("2026-11-26T00:00:00Z");
     let slots: Vec<Slot> = cal.slots(from, from + 100 * 24 * 60 * MINUTE_MS).collect();
     assert_eq!(slots.len(), 14 * 24);
-    assert!(slots.iter().all(|s| s.start_ms < from + pickline_engine::calendar::SLOT_SCAN_SPAN_MAX_MS));
+    assert!(
+        slots
+            .iter()
+            .all(|s| s.start_ms < from + pickline_engine::calendar::SLOT_SCAN_SPAN_MAX_MS)
+    );
     assert_eq!(cal.slots(from, from).count(), 0);
     assert_eq!(cal.slots(from, from - 1).count(), 0);
     assert_eq!(cal.slots(i64::MAX - 10, i64::MAX).count(), 0);
@@ -540,7 +605,10 @@ fn estimate_at_night_starts_picking_when_staff_arrive() {
 fn estimate_gives_up_beyond_the_horizon_and_on_extreme_input() {
     let cal = estimate_calendar();
     let never = calendar("Europe/Berlin", WeeklyHours::closed(), 30);
-    assert_eq!(never.estimate_ready(&query("2026-11-25T15:07:00Z", 0, None), |_| 0), None);
+    assert_eq!(
+        never.estimate_ready(&query("2026-11-25T15:07:00Z", 0, None), |_| 0),
+        None
+    );
     let huge = ReadyQuery {
         queue_len: u32::MAX,
         pick_time_per_order_ms: u32::MAX,
@@ -572,39 +640,67 @@ fn day_store() -> CalendarConfig {
 fn validation_names_the_problem() {
     let mut cfg = day_store();
     cfg.time_zone = "Mars/Olympus_Mons".to_owned();
-    assert!(matches!(rejects(cfg), CalendarError::UnknownTimeZone { .. }));
+    assert!(matches!(
+        rejects(cfg),
+        CalendarError::UnknownTimeZone { .. }
+    ));
     let mut cfg = day_store();
     cfg.time_zone = "Etc/Unknown".to_owned();
-    assert!(matches!(rejects(cfg), CalendarError::UnknownTimeZone { .. }));
+    assert!(matches!(
+        rejects(cfg),
+        CalendarError::UnknownTimeZone { .. }
+    ));
     let mut cfg = day_store();
     cfg.time_zone = "x".repeat(100);
-    assert!(matches!(rejects(cfg), CalendarError::TimeZoneNameTooLong { .. }));
+    assert!(matches!(
+        rejects(cfg),
+        CalendarError::TimeZoneNameTooLong { .. }
+    ));
 
     for bad in [0, 4, 241] {
         let mut cfg = day_store();
         cfg.pickup.slot_len_min = bad;
-        assert!(matches!(rejects(cfg), CalendarError::SlotLenOutOfRange { .. }), "{bad}");
+        assert!(
+            matches!(rejects(cfg), CalendarError::SlotLenOutOfRange { .. }),
+            "{bad}"
+        );
     }
     let mut cfg = day_store();
     cfg.pickup.slot_len_min = 7;
-    assert_eq!(rejects(cfg), CalendarError::SlotLenNotDividingDay { slot_len_min: 7 });
+    assert_eq!(
+        rejects(cfg),
+        CalendarError::SlotLenNotDividingDay { slot_len_min: 7 }
+    );
     let mut cfg = day_store();
     cfg.pickup.slot_len_min = 45; // 8 hours is not a whole number of 45-minute slots
     assert!(matches!(
         rejects(cfg),
-        CalendarError::IntervalNotMultipleOfSlot { len_min: 480, slot_len_min: 45, .. }
+        CalendarError::IntervalNotMultipleOfSlot {
+            len_min: 480,
+            slot_len_min: 45,
+            ..
+        }
     ));
 
     let mut cfg = day_store();
     cfg.pickup.lead_time_min = 7 * 24 * 60 + 1;
-    assert!(matches!(rejects(cfg), CalendarError::LeadTimeTooLong { .. }));
+    assert!(matches!(
+        rejects(cfg),
+        CalendarError::LeadTimeTooLong { .. }
+    ));
     let mut cfg = day_store();
     cfg.pickup.hold_grace_min = 24 * 60 + 1;
-    assert!(matches!(rejects(cfg), CalendarError::HoldGraceTooLong { .. }));
+    assert!(matches!(
+        rejects(cfg),
+        CalendarError::HoldGraceTooLong { .. }
+    ));
     for bad in [0, 101] {
         let mut cfg = day_store();
         cfg.pickup.pickups_per_staff_per_slot = bad;
-        assert!(matches!(rejects(cfg), CalendarError::PickupsPerStaffOutOfRange { .. }));
+        assert!(matches!(
+            rejects(cfg),
+            CalendarError::PickupsPerStaffOutOfRange { .. }
+        ));
     }
 
     let mut cfg = day_store();
@@ -615,10 +711,16 @@ fn validation_names_the_problem() {
         iv((12, 0), (13, 0)),
         iv((14, 0), (15, 0)),
     ]);
-    assert!(matches!(rejects(cfg), CalendarError::TooManyIntervals { count: 5, .. }));
+    assert!(matches!(
+        rejects(cfg),
+        CalendarError::TooManyIntervals { count: 5, .. }
+    ));
     let mut cfg = day_store();
     cfg.weekly_hours = WeeklyHours::every_day(&[iv((13, 0), (18, 0)), iv((9, 0), (13, 30))]);
-    assert!(matches!(rejects(cfg), CalendarError::OverlappingIntervals { .. }));
+    assert!(matches!(
+        rejects(cfg),
+        CalendarError::OverlappingIntervals { .. }
+    ));
     // Monday's overnight interval runs into Tuesday's opening.
     let mut cfg = day_store();
     cfg.weekly_hours = cfg
@@ -661,26 +763,43 @@ fn validation_names_the_problem() {
         hours: DayHours::Closed,
     };
     cfg.exceptions = vec![christmas.clone(), christmas];
-    assert!(matches!(rejects(cfg), CalendarError::DuplicateException { .. }));
+    assert!(matches!(
+        rejects(cfg),
+        CalendarError::DuplicateException { .. }
+    ));
     let mut cfg = day_store();
     cfg.exceptions = (0..733)
         .map(|i| DateException {
-            date: date("2026-01-01").checked_add(jiff::Span::new().days(i)).unwrap(),
+            date: date("2026-01-01")
+                .checked_add(jiff::Span::new().days(i))
+                .unwrap(),
             hours: DayHours::Closed,
         })
         .collect();
-    assert!(matches!(rejects(cfg), CalendarError::TooManyExceptions { count: 733, .. }));
+    assert!(matches!(
+        rejects(cfg),
+        CalendarError::TooManyExceptions { count: 733, .. }
+    ));
 
     let mut cfg = day_store();
-    cfg.staffing = WeeklyStaffing::every_day(&vec![shift((9, 0), (10, 0), 1); 17]);
-    assert!(matches!(rejects(cfg), CalendarError::TooManyShifts { count: 17, .. }));
+    cfg.staffing = WeeklyStaffing::every_day(&[shift((9, 0), (10, 0), 1); 17]);
+    assert!(matches!(
+        rejects(cfg),
+        CalendarError::TooManyShifts { count: 17, .. }
+    ));
     let mut cfg = day_store();
     cfg.staffing = WeeklyStaffing::every_day(&[shift((9, 0), (10, 0), 1_001)]);
-    assert!(matches!(rejects(cfg), CalendarError::TooManyStaff { staff: 1_001, .. }));
+    assert!(matches!(
+        rejects(cfg),
+        CalendarError::TooManyStaff { staff: 1_001, .. }
+    ));
 
     assert!(LocalTime::new(24, 0).is_err());
     assert!(LocalTime::new(23, 60).is_err());
-    assert_eq!(LocalTime::new(23, 59).map(LocalTime::minute_of_day), Ok(1439));
+    assert_eq!(
+        LocalTime::new(23, 59).map(LocalTime::minute_of_day),
+        Ok(1439)
+    );
     assert!(LocalTime::from_minute_of_day(1440).is_err());
     // The refused configurations above all have readable messages.
     let message = rejects({

@@ -62,8 +62,8 @@ use jiff::civil::{Date, DateTime, Time, Weekday};
 use jiff::tz::{AmbiguousOffset, TimeZone, TimeZoneDatabase};
 
 pub use config::{
-    CalendarConfig, DateException, DayHours, LocalInterval, LocalTime, PickupConfig,
-    StaffShift, WeeklyHours, WeeklyStaffing,
+    CalendarConfig, DateException, DayHours, LocalInterval, LocalTime, PickupConfig, StaffShift,
+    WeeklyHours, WeeklyStaffing,
 };
 pub use error::{CalendarError, DayRef};
 pub use estimate::{ReadyEstimate, ReadyQuery};
@@ -423,7 +423,7 @@ fn validate_pickup(pickup: &PickupConfig) -> Result<(), CalendarError> {
             max: SLOT_LEN_MIN_MAX,
         });
     }
-    if DAY_MIN % slot_len_min != 0 {
+    if !DAY_MIN.is_multiple_of(slot_len_min) {
         return Err(CalendarError::SlotLenNotDividingDay { slot_len_min });
     }
     if pickup.lead_time_min > LEAD_TIME_MIN_MAX {
@@ -463,7 +463,7 @@ fn day_spans(
     let mut spans = Vec::with_capacity(intervals.len());
     for interval in intervals {
         let len = interval.len_min();
-        if len % slot_len_min != 0 {
+        if !len.is_multiple_of(slot_len_min) {
             return Err(CalendarError::IntervalNotMultipleOfSlot {
                 day,
                 open: interval.open.to_string(),
