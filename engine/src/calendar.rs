@@ -1,1 +1,0 @@
-//! Store calendars and pickup slots.
