@@ -2,4 +2,5 @@
 
 pub mod calendar;
 pub mod pickup_code;
+pub mod receipt;
 pub mod wal;
