@@ -2,7 +2,7 @@
 //!
 //! When an order reaches `collected` the engine builds a [`Receipt`] from the order's lines
 //! and renders it three ways: [`Receipt::to_json`] for machines, [`Receipt::to_text`] for
-//! SMS-length-agnostic plain text and email bodies, and [`Receipt::to_html`] for a printable,
+//! plain-text email bodies and printers, and [`Receipt::to_html`] for a printable,
 //! self-contained page.
 //!
 //! - **Money is integers.** Amounts are `i64` minor units (cents, yen, fils) with the
@@ -16,8 +16,8 @@
 //! - **Every rendering escapes.** JSON is written by hand (the engine has no serde) and
 //!   escapes quotes, backslashes, control characters and `<`, `>`, `&`, U+2028 and U+2029,
 //!   so it can be embedded in a `<script>` block. HTML escapes `& < > " '`. Plain text and
-//!   HTML replace control characters with U+FFFD so a description cannot move a terminal's
-//!   or printer's cursor.
+//!   HTML replace control characters with U+FFFD (HTML: tab and line breaks with a space)
+//!   so a description cannot move a terminal's or printer's cursor or break an email body.
 //! - **Bounded.** At most [`RECEIPT_LINES_MAX`] lines and [`RECEIPT_TEXT_LEN_MAX`] bytes per
 //!   text field, so rendering work and output size are bounded.
 
@@ -784,9 +784,9 @@ fn push_unicode_escape(out: &mut String, code_point: u32) {
     }
 }
 
-/// Escapes text for HTML element content and quoted attribute values; control characters
-/// other than tab, line feed and carriage return become U+FFFD (they are not allowed in
-/// HTML text).
+/// Escapes text for HTML element content and quoted attribute values. Tab, line feed and
+/// carriage return become a space; other control characters become U+FFFD (they are not
+/// allowed in HTML text).
 fn html_escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 16);
     for character in value.chars() {
@@ -796,7 +796,9 @@ fn html_escape(value: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
-            '\t' | '\n' | '\r' => out.push(character),
+            // HTML renders these as a space anyway; writing a space keeps stray carriage
+            // returns out of email bodies.
+            '\t' | '\n' | '\r' => out.push(' '),
             c if c.is_control() => out.push('\u{fffd}'),
             c => out.push(c),
         }
