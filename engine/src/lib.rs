@@ -14,7 +14,8 @@
 //! - [`log`]: the narrow interface to the write-ahead log ([`EventLog`]).
 //! - [`wal`]: the segmented write-ahead log with group commit.
 //! - [`calendar`]: store opening hours and pickup slots in the store's time zone.
-//! - [`pickup_code`]: pickup codes and QR payloads.
+//! - [`pickup_code`]: pickup codes, their attempt limit and QR payloads.
+//! - [`receipt`]: e-receipts in JSON, plain text and HTML.
 //!
 //! ## Example
 //!
@@ -62,6 +63,7 @@ pub mod event;
 pub mod lock_order;
 pub mod log;
 pub mod pickup_code;
+pub mod receipt;
 mod stock;
 pub mod types;
 pub mod wal;
