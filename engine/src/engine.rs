@@ -23,7 +23,7 @@ use crate::event::{
 };
 use crate::lock_order::lock_in_order;
 use crate::log::{EventLog, NoLog};
-use crate::stock::{Cell, HoldEnd, HoldRec, RecentDelta, SAFETY_INHERIT, StoreShard, StoreState};
+use crate::stock::{Cell, HoldRec, RecentDelta, SAFETY_INHERIT, StoreShard, StoreState};
 use crate::types::{
     CellView, HoldId, Line, LineRequest, Lsn, Qty, SkuId, StoreId, StoreStatus, Timestamp,
 };
@@ -100,9 +100,10 @@ impl HoldOutcome {
 /// State of a hold that is not active.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HoldNotActive {
-    /// It ended this way (remembered for the dedupe window).
-    Ended(HoldEnd),
-    /// Unknown: never granted, or ended longer ago than the dedupe window.
+    /// It was granted and has ended (released, expired or collected: the event stream
+    /// says which). Derived from the store's hold sequence, so it costs no memory.
+    Ended,
+    /// Never granted.
     Unknown,
 }
 
@@ -136,8 +137,8 @@ pub enum ReleaseOutcome {
     /// Released now; its units are available again.
     Released,
     /// It had already ended: released (a retry of the same release) or expired.
-    AlreadyEnded(HoldEnd),
-    /// Never granted, or ended before the dedupe window.
+    AlreadyEnded,
+    /// Never granted.
     Unknown,
 }
 
@@ -786,7 +787,7 @@ impl Engine {
                 self.log.wait_durable(lsn)?;
                 Ok(ReleaseOutcome::Released)
             }
-            Ended::Not(HoldNotActive::Ended(end)) => Ok(ReleaseOutcome::AlreadyEnded(end)),
+            Ended::Not(HoldNotActive::Ended) => Ok(ReleaseOutcome::AlreadyEnded),
             Ended::Not(HoldNotActive::Unknown) => Ok(ReleaseOutcome::Unknown),
         }
     }
@@ -844,14 +845,6 @@ impl Engine {
 
     fn age_out(&self, st: &mut StoreState, now: Timestamp) {
         let horizon = now.add_ms(-self.config.limits.dedupe_window_ms);
-        while let Some((t, h)) = st.ended_fifo.front() {
-            if *t > horizon {
-                break;
-            }
-            let h = *h;
-            st.ended_fifo.pop_front();
-            st.ended.remove(&h);
-        }
         while let Some((t, _)) = st.idem_fifo.front() {
             if *t > horizon {
                 break;
@@ -1453,9 +1446,11 @@ fn clamp_qty(v: i64) -> Qty {
 }
 
 fn not_active(st: &StoreState, hold: HoldId) -> HoldNotActive {
-    st.ended
-        .get(&hold)
-        .map_or(HoldNotActive::Unknown, |e| HoldNotActive::Ended(*e))
+    if hold.seq() < st.next_seq {
+        HoldNotActive::Ended
+    } else {
+        HoldNotActive::Unknown
+    }
 }
 
 fn lock_cells<'a>(
@@ -1564,14 +1559,7 @@ fn apply_release(
         g.held = g.held.saturating_sub(l.qty);
     }
     st.by_expiry.remove(&(rec.expires_at, hold));
-    st.ended.insert(
-        hold,
-        match reason {
-            ReleaseReason::Released => HoldEnd::Released,
-            ReleaseReason::Expired => HoldEnd::Expired,
-        },
-    );
-    st.ended_fifo.push_back((now, hold));
+    let _ = (reason, now);
     Some(rec)
 }
 

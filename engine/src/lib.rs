@@ -78,7 +78,7 @@ pub use event::{
     Event, HoldRejection, LineShortage, LoggedRecord, PosDeltaKind, Record, ReleaseReason, StoreDef,
 };
 pub use log::{EventLog, MemoryLog, NoLog};
-pub use stock::{HoldEnd, PAGE_LEN};
+pub use stock::PAGE_LEN;
 pub use types::{
     CellView, HoldId, Line, LineRequest, Lsn, Qty, SkuId, StoreId, StoreStatus, Timestamp,
 };

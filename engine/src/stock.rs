@@ -64,15 +64,6 @@ pub(crate) struct HoldRec {
     pub(crate) confirmed: bool,
 }
 
-/// How a hold ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum HoldEnd {
-    /// Released by a caller.
-    Released,
-    /// Its time ran out.
-    Expired,
-}
-
 /// A POS delta remembered for count reconciliation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RecentDelta {
@@ -88,8 +79,6 @@ pub(crate) struct StoreState {
     pub(crate) next_seq: u64,
     pub(crate) active: HashMap<HoldId, HoldRec>,
     pub(crate) by_expiry: BTreeSet<(Timestamp, HoldId)>,
-    pub(crate) ended: HashMap<HoldId, HoldEnd>,
-    pub(crate) ended_fifo: VecDeque<(Timestamp, HoldId)>,
     pub(crate) pos_seen: HashMap<Box<str>, Timestamp>,
     pub(crate) pos_fifo: VecDeque<(Timestamp, Box<str>)>,
     pub(crate) recent_deltas: HashMap<SkuId, VecDeque<RecentDelta>>,
