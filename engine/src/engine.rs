@@ -220,7 +220,7 @@ pub enum PosOutcome {
     StaleCount,
 }
 
-enum IdemEntry {
+pub(crate) enum IdemEntry {
     Pending,
     Done { lsn: Lsn, outcome: HoldOutcome },
 }
@@ -230,21 +230,21 @@ enum IdemEntry {
 /// Architecture invariant: the engine never reads a clock or a random source; every
 /// mutation takes `now` from its caller.
 pub struct Engine {
-    config: EngineConfig,
+    pub(crate) config: EngineConfig,
     /// Mutations hold it for reading; a snapshot takes it for writing to see a state that
     /// matches a log prefix exactly. Sharded, so writers on different threads do not
     /// contend on one cache line.
-    gate: ShardedLock<()>,
-    stores: Box<[OnceLock<Box<StoreShard>>]>,
-    store_count: AtomicU32,
-    store_index: DashMap<Box<str>, StoreId>,
-    skus: DashMap<Box<str>, SkuId>,
-    sku_names: Mutex<Vec<Box<str>>>,
+    pub(crate) gate: ShardedLock<()>,
+    pub(crate) stores: Box<[OnceLock<Box<StoreShard>>]>,
+    pub(crate) store_count: AtomicU32,
+    pub(crate) store_index: DashMap<Box<str>, StoreId>,
+    pub(crate) skus: DashMap<Box<str>, SkuId>,
+    pub(crate) sku_names: Mutex<Vec<Box<str>>>,
     /// Serializes store and SKU registration so their ids are dense and logged in order.
-    registry_lock: Mutex<()>,
-    idem: DashMap<Box<str>, IdemEntry>,
-    expire_cursor: AtomicU32,
-    log: Arc<dyn EventLog>,
+    pub(crate) registry_lock: Mutex<()>,
+    pub(crate) idem: DashMap<Box<str>, IdemEntry>,
+    pub(crate) expire_cursor: AtomicU32,
+    pub(crate) log: Arc<dyn EventLog>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -451,7 +451,7 @@ impl Engine {
         Ok(SkuId(n))
     }
 
-    fn shard(&self, store: StoreId) -> Option<&StoreShard> {
+    pub(crate) fn shard(&self, store: StoreId) -> Option<&StoreShard> {
         self.stores.get(store.0 as usize)?.get().map(|b| &**b)
     }
 

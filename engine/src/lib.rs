@@ -11,6 +11,7 @@
 //! - [`config`]: every limit, named and validated.
 //! - [`engine`]: the [`Engine`]: stores, SKUs, holds, POS feed, availability reads.
 //! - [`event`]: the domain events and log records, and their binary encoding.
+//! - [`snapshot`]: the whole state as bytes at one LSN, and back.
 //! - [`log`]: the narrow interface to the write-ahead log ([`EventLog`]).
 //! - [`wal`]: the segmented write-ahead log with group commit.
 //! - [`calendar`]: store opening hours and pickup slots in the store's time zone.
@@ -64,6 +65,7 @@ pub mod lock_order;
 pub mod log;
 pub mod pickup_code;
 pub mod receipt;
+pub mod snapshot;
 mod stock;
 pub mod types;
 pub mod wal;
