@@ -648,6 +648,17 @@ impl Shared {
                     }
                     self.metrics.segments_rolled.fetch_add(1, Ordering::Relaxed);
                 }
+                if dir_dirty {
+                    // The segment being closed was created in this batch: make its name
+                    // durable before a newer segment can exist, or a power cut could keep
+                    // the newer file and lose the older one (a hole in the log).
+                    let t = Instant::now();
+                    storage
+                        .sync_dir()
+                        .map_err(|e| WalError::io("sync_dir", "", e))?;
+                    sync_us += t.elapsed().as_micros() as u64;
+                    dir_dirty = false;
+                }
                 let first_lsn = Lsn(u64_at(batch, pos + 8));
                 let name = segment_file_name(first_lsn);
                 let mut file = storage
