@@ -657,7 +657,6 @@ impl Shared {
                         .sync_dir()
                         .map_err(|e| WalError::io("sync_dir", "", e))?;
                     sync_us += t.elapsed().as_micros() as u64;
-                    dir_dirty = false;
                 }
                 let first_lsn = Lsn(u64_at(batch, pos + 8));
                 let name = segment_file_name(first_lsn);
