@@ -116,6 +116,9 @@ pub enum WalError {
         /// Which field and why.
         reason: String,
     },
+    /// The log reached `LSN_MAX`; nothing was appended.
+    #[error("LSN space exhausted")]
+    LsnExhausted,
     /// The WAL was closed.
     #[error("WAL is closed")]
     Closed,

@@ -6,6 +6,10 @@
 
 use super::Lsn;
 
+/// Largest LSN the log uses. Headers with LSN 0 or above this are rejected, which keeps
+/// every `lsn + count` computation far from overflow (2^62 records at 10M/s is ~14,000 years).
+pub const LSN_MAX: u64 = 1 << 62;
+
 /// Length of the fixed record header: `len` (4) + `crc` (4) + `lsn` (8) + `kind` (1).
 pub const RECORD_HEADER_LEN: usize = 17;
 
@@ -100,6 +104,12 @@ pub enum DecodeError {
         name_lsn: u64,
         /// LSN in the header.
         header_lsn: u64,
+    },
+    /// A header LSN of 0 or above `LSN_MAX`.
+    #[error("LSN {lsn} is out of range 1..={LSN_MAX}")]
+    LsnOutOfRange {
+        /// The LSN as read.
+        lsn: u64,
     },
     /// A snapshot's length field is larger than `SNAPSHOT_PAYLOAD_LEN_MAX` or than the file.
     #[error("snapshot payload length {payload_len} is invalid for a file of {file_len} bytes")]
@@ -280,8 +290,12 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, DecodeError>
     if version != SEGMENT_FORMAT_VERSION {
         return Err(DecodeError::UnsupportedVersion { version });
     }
+    let first_lsn = u64_at(bytes, 12);
+    if first_lsn == 0 || first_lsn > LSN_MAX {
+        return Err(DecodeError::LsnOutOfRange { lsn: first_lsn });
+    }
     Ok(SegmentHeader {
-        first_lsn: Lsn(u64_at(bytes, 12)),
+        first_lsn: Lsn(first_lsn),
     })
 }
 
@@ -401,7 +415,11 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<(Lsn, &[u8]), DecodeError> {
     if version != SNAPSHOT_FORMAT_VERSION {
         return Err(DecodeError::UnsupportedVersion { version });
     }
-    Ok((Lsn(u64_at(bytes, 12)), payload))
+    let lsn = u64_at(bytes, 12);
+    if lsn > LSN_MAX {
+        return Err(DecodeError::LsnOutOfRange { lsn });
+    }
+    Ok((Lsn(lsn), payload))
 }
 
 fn parse_lsn_name(name: &str, prefix: &str, suffix: &str) -> Option<Lsn> {
@@ -506,6 +524,15 @@ mod tests {
         let h = SegmentHeader { first_lsn: Lsn(99) };
         let bytes = encode_segment_header(h);
         assert_eq!(decode_segment_header(&bytes), Ok(h));
+        for lsn in [0, LSN_MAX + 1] {
+            let out_of_range = encode_segment_header(SegmentHeader {
+                first_lsn: Lsn(lsn),
+            });
+            assert_eq!(
+                decode_segment_header(&out_of_range),
+                Err(DecodeError::LsnOutOfRange { lsn })
+            );
+        }
         for bit in 0..SEGMENT_HEADER_LEN * 8 {
             let mut bad = bytes;
             bad[bit / 8] ^= 1 << (bit % 8);

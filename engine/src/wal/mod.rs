@@ -7,7 +7,7 @@
 //! `ARCHITECTURE.md`.
 //!
 //! Code map:
-//! - [`format`]: byte layout of records, segments and snapshots (encoders carry the layout
+//! - [`format`](mod@format): byte layout of records, segments and snapshots (encoders carry the layout
 //!   in their doc comments); pure, panic-free decoders.
 //! - [`storage`]: the narrow [`Storage`] trait and [`FileStorage`], [`MemStorage`] (live vs.
 //!   durable image, simulated power cuts) and [`FaultyStorage`] (seeded fault injection).
@@ -21,6 +21,7 @@
 //! after every record up to it has been written and `fdatasync`ed, and after a failed write
 //! or fsync nothing is ever acknowledged again (fail-stop).
 #![doc = include_str!("LAYOUT.md")]
+#![deny(missing_docs)]
 
 pub mod error;
 pub mod format;
@@ -32,7 +33,7 @@ use std::fmt;
 
 pub use error::WalError;
 pub use format::{
-    DecodeError, RECORD_HEADER_LEN, RECORD_LEN_MAX, RECORD_PAYLOAD_LEN_MAX, Record,
+    DecodeError, LSN_MAX, RECORD_HEADER_LEN, RECORD_LEN_MAX, RECORD_PAYLOAD_LEN_MAX, Record,
     SEGMENT_FILE_LEN_MAX, SEGMENT_HEADER_LEN, SEGMENT_LEN_MAX, SEGMENT_LEN_MIN,
     SNAPSHOT_HEADER_LEN, SNAPSHOT_PAYLOAD_LEN_MAX,
 };

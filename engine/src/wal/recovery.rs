@@ -219,16 +219,24 @@ fn scan_segment(file: &str, name_lsn: Lsn, bytes: &[u8]) -> Result<SegmentScan, 
     Ok(scan)
 }
 
-/// Offset of a checksum-valid record after `from` whose LSN is above `last_good_lsn`, if
-/// any. Such a record proves the damage at `from` is not a torn tail.
+/// Offset of a checksum-valid record after `from` that could be a real successor of the
+/// damaged record, if any. Such a record proves the damage at `from` is not a torn tail.
+///
+/// The damaged record at `from` had LSN `last_good_lsn + 1`, and every record takes at least
+/// `RECORD_HEADER_LEN` bytes, so a real successor at `at` has an LSN in
+/// `last_good_lsn + 2 ..= last_good_lsn + 1 + (at - from) / RECORD_HEADER_LEN`. Checking the
+/// window (not just the checksum) keeps a frame embedded in the torn record's own payload
+/// from being mistaken for a successor, unless its LSN is exactly such a successor's.
 fn valid_record_after(bytes: &[u8], from: u64, last_good_lsn: u64) -> Option<u64> {
     let from = usize::try_from(from).ok()?;
-    (from + 1..bytes.len().saturating_sub(RECORD_HEADER_LEN - 1)).find_map(
-        |at| match decode_record(&bytes[at..]) {
-            Ok((record, _)) if record.lsn.0 > last_good_lsn => Some(at as u64),
-            _ => None,
-        },
-    )
+    let end = bytes.len().saturating_sub(RECORD_HEADER_LEN - 1);
+    (from + 1..end).find_map(|at| match decode_record(&bytes[at..]) {
+        Ok((record, _)) => {
+            let lsn_max = last_good_lsn + 1 + ((at - from) / RECORD_HEADER_LEN) as u64;
+            (record.lsn.0 >= last_good_lsn + 2 && record.lsn.0 <= lsn_max).then_some(at as u64)
+        }
+        Err(_) => None,
+    })
 }
 
 struct LogScan {

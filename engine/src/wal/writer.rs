@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::format::{
-    RECORD_HEADER_LEN, RECORD_PAYLOAD_LEN_MAX, SEGMENT_HEADER_LEN, SNAPSHOT_PAYLOAD_LEN_MAX,
-    SegmentHeader, encode_segment_header, encode_snapshot, parse_segment_file_name,
-    parse_snapshot_file_name, seal_record, segment_file_name, snapshot_file_name,
+    LSN_MAX, RECORD_HEADER_LEN, RECORD_PAYLOAD_LEN_MAX, SEGMENT_HEADER_LEN,
+    SNAPSHOT_PAYLOAD_LEN_MAX, SegmentHeader, encode_segment_header, encode_snapshot,
+    parse_segment_file_name, parse_snapshot_file_name, seal_record, segment_file_name,
+    snapshot_file_name,
 };
 use super::recovery::{self, Recovery, RecoveryMode};
 use super::storage::{Storage, StorageFile};
@@ -291,6 +292,10 @@ impl Wal {
                 });
             }
             guard.armed = false;
+        }
+        if p.next_lsn > LSN_MAX {
+            p.buf.truncate(start);
+            return Err(WalError::LsnExhausted);
         }
         let lsn = Lsn(p.next_lsn);
         p.next_lsn += 1;
