@@ -1,0 +1,825 @@
+//! The append path, the committer (group commit), snapshots and metrics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::format::{
+    LSN_MAX, RECORD_HEADER_LEN, RECORD_PAYLOAD_LEN_MAX, SEGMENT_HEADER_LEN,
+    SNAPSHOT_PAYLOAD_LEN_MAX, SegmentHeader, encode_segment_header, encode_snapshot,
+    parse_segment_file_name, parse_snapshot_file_name, seal_record, segment_file_name,
+    snapshot_file_name,
+};
+use super::recovery::{self, Recovery, RecoveryMode};
+use super::storage::{Storage, StorageFile};
+use super::{Committer, Durability, Lsn, WalConfig, WalError};
+
+/// Buckets of the fsync latency histogram: bucket `i` counts batches whose sync time in
+/// microseconds was in `[2^i, 2^(i+1))` (bucket 0 also takes 0 us; the last takes the rest).
+pub const FSYNC_HISTOGRAM_BUCKETS: usize = 24;
+
+/// Point-in-time copy of the WAL's counters.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WalMetrics {
+    /// Batches written and synced.
+    pub batches_written: u64,
+    /// Records written and synced.
+    pub records_written: u64,
+    /// Record bytes written (excluding segment headers).
+    pub bytes_written: u64,
+    /// Records in the last batch.
+    pub last_batch_records: u64,
+    /// Largest batch so far, in records.
+    pub batch_records_max: u64,
+    /// Time spent in `fdatasync` (and directory fsync on a roll) for the last batch, in us.
+    pub last_fsync_latency_us: u64,
+    /// Log2 histogram of per-batch fsync time in microseconds; see [`FSYNC_HISTOGRAM_BUCKETS`].
+    pub fsync_latency_us_histogram: [u64; FSYNC_HISTOGRAM_BUCKETS],
+    /// Segments created by rolling.
+    pub segments_rolled: u64,
+    /// Highest durable LSN.
+    pub durable_lsn: u64,
+}
+
+#[derive(Default)]
+struct MetricCells {
+    batches_written: AtomicU64,
+    records_written: AtomicU64,
+    bytes_written: AtomicU64,
+    last_batch_records: AtomicU64,
+    batch_records_max: AtomicU64,
+    last_fsync_latency_us: AtomicU64,
+    fsync_latency_us_histogram: [AtomicU64; FSYNC_HISTOGRAM_BUCKETS],
+    segments_rolled: AtomicU64,
+}
+
+/// State under the append mutex. Everything `append` touches is here, so the hot path takes
+/// exactly one lock.
+struct Pending {
+    /// Encoded records not yet taken by the committer, back to back.
+    buf: Vec<u8>,
+    /// Records in `buf`.
+    buf_records: u64,
+    /// LSN the next `append` assigns. Records `..next_lsn` are either durable or in `buf`
+    /// or in the batch being committed.
+    next_lsn: u64,
+    /// A waiter in `Async` mode asked for an early flush.
+    flush_requested: bool,
+    /// `close`/`drop` began: flush what is pending, then stop.
+    shutdown: bool,
+}
+
+struct OpenSegment {
+    name: String,
+    file: Box<dyn StorageFile>,
+    len: u64,
+}
+
+/// State of the (single) committer; the mutex serializes commits.
+struct CommitState {
+    segment: Option<OpenSegment>,
+    /// Second buffer: swapped with `Pending::buf` per batch so that no batch allocates.
+    spare: Vec<u8>,
+}
+
+struct Shared {
+    storage: Arc<dyn Storage>,
+    config: WalConfig,
+    pending: Mutex<Pending>,
+    /// Wakes the committer thread.
+    work_cv: Condvar,
+    /// Wakes appenders blocked by backpressure.
+    space_cv: Condvar,
+    durable_lsn: AtomicU64,
+    durable_mx: Mutex<()>,
+    durable_cv: Condvar,
+    /// Set once by the first write/fsync failure; never cleared.
+    failed: OnceLock<Arc<str>>,
+    commit: Mutex<CommitState>,
+    /// Newest snapshot LSN written or recovered; serializes snapshot writes.
+    snapshot: Mutex<Option<Lsn>>,
+    metrics: MetricCells,
+}
+
+/// The write-ahead log. `Send + Sync`: share it by reference or `Arc`.
+///
+/// Created by [`Wal::open`], which also recovers. Dropping it flushes what is pending and
+/// stops the committer; use [`Wal::close`] to see errors of that last flush.
+pub struct Wal {
+    shared: Arc<Shared>,
+    committer_thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("config", &self.shared.config)
+            .field("durable_lsn", &self.durable_lsn())
+            .field("failed", &self.shared.failed.get())
+            .finish()
+    }
+}
+
+/// Truncates the shared buffer back to `start` unless disarmed, so that a panicking or
+/// failing encoder leaves no half record behind.
+struct Rollback<'a> {
+    buf: &'a mut Vec<u8>,
+    start: usize,
+    armed: bool,
+}
+
+impl Drop for Rollback<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.buf.truncate(self.start);
+        }
+    }
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+impl Wal {
+    /// Recovers the log in `storage` (see [`RecoveryMode`]) and returns the WAL, positioned
+    /// to append the LSN after the last recovered record, plus what the engine must replay:
+    /// the newest usable snapshot and every record after it, in LSN order.
+    ///
+    /// Errors if the config is invalid, on I/O errors, and on any corruption that the mode
+    /// does not tolerate; the engine must then refuse to start (the error names file and
+    /// byte offset).
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        config: WalConfig,
+        mode: RecoveryMode,
+    ) -> Result<(Wal, Recovery), WalError> {
+        config.validate()?;
+        let (recovery, current) = recovery::recover(&*storage, mode)?;
+        let last_lsn = recovery.report.last_lsn.0;
+        // Re-sync the segment we continue: records recovered from the page cache after a
+        // process crash are not necessarily on disk yet, and the engine is about to build on
+        // them.
+        let segment = match current {
+            Some((name, len)) => {
+                let mut file = storage
+                    .open_append(&name)
+                    .map_err(|e| WalError::io("open_append", &name, e))?;
+                file.sync_data()
+                    .map_err(|e| WalError::io("sync_data", &name, e))?;
+                Some(OpenSegment { name, file, len })
+            }
+            None => None,
+        };
+        storage
+            .sync_dir()
+            .map_err(|e| WalError::io("sync_dir", "", e))?;
+        let newest_snapshot = recovery::newest_snapshot_name_lsn(&*storage)?;
+        let shared = Arc::new(Shared {
+            storage,
+            config,
+            pending: Mutex::new(Pending {
+                buf: Vec::new(),
+                buf_records: 0,
+                next_lsn: last_lsn + 1,
+                flush_requested: false,
+                shutdown: false,
+            }),
+            work_cv: Condvar::new(),
+            space_cv: Condvar::new(),
+            durable_lsn: AtomicU64::new(last_lsn),
+            durable_mx: Mutex::new(()),
+            durable_cv: Condvar::new(),
+            failed: OnceLock::new(),
+            commit: Mutex::new(CommitState {
+                segment,
+                spare: Vec::new(),
+            }),
+            snapshot: Mutex::new(newest_snapshot),
+            metrics: MetricCells::default(),
+        });
+        let committer_thread =
+            if config.committer == Committer::Thread && config.durability != Durability::Off {
+                let shared = shared.clone();
+                let handle = std::thread::Builder::new()
+                    .name("pickline-wal-committer".into())
+                    .spawn(move || shared.committer_loop())
+                    .map_err(|e| WalError::io("spawn committer thread", "", e))?;
+                Some(handle)
+            } else {
+                None
+            };
+        Ok((
+            Wal {
+                shared,
+                committer_thread,
+            },
+            recovery,
+        ))
+    }
+
+    /// Appends one record and returns its LSN. Does not wait for durability.
+    ///
+    /// `encode` appends the payload to the buffer it is given (it must only append; it runs
+    /// under the WAL's append mutex, directly into the shared pending buffer, so it should be
+    /// short). LSNs are assigned under the same mutex, so if the caller holds its own locks
+    /// across `append`, LSN order equals the caller's serialization order.
+    ///
+    /// Errors: [`WalError::PayloadTooLarge`] (nothing appended, no LSN used),
+    /// [`WalError::FailStopped`], [`WalError::Closed`]. Blocks while the pending buffer is
+    /// at `pending_len_max` (backpressure); with [`Committer::Manual`] it commits inline
+    /// instead. If `encode` panics, nothing is appended and the panic propagates.
+    pub fn append(&self, kind: u8, encode: impl FnOnce(&mut Vec<u8>)) -> Result<Lsn, WalError> {
+        let shared = &*self.shared;
+        let mut p = shared.pending.lock();
+        loop {
+            shared.check_open(&p)?;
+            if shared.config.durability == Durability::Off {
+                let lsn = p.next_lsn;
+                p.next_lsn += 1;
+                return Ok(Lsn(lsn));
+            }
+            if p.buf.len() < shared.config.pending_len_max {
+                break;
+            }
+            match shared.config.committer {
+                Committer::Thread => {
+                    p.flush_requested = true;
+                    shared.work_cv.notify_one();
+                    shared.space_cv.wait(&mut p);
+                }
+                Committer::Manual => {
+                    drop(p);
+                    shared.flush()?;
+                    p = shared.pending.lock();
+                }
+            }
+        }
+        let start = p.buf.len();
+        let was_empty = start == 0;
+        {
+            let mut guard = Rollback {
+                buf: &mut p.buf,
+                start,
+                armed: true,
+            };
+            guard.buf.extend_from_slice(&[0u8; RECORD_HEADER_LEN]);
+            encode(&mut *guard.buf);
+            if guard.buf.len() < start + RECORD_HEADER_LEN {
+                // The encoder removed bytes it did not write: earlier records are damaged.
+                guard.armed = false;
+                drop(guard);
+                drop(p);
+                let reason = "append: the encode closure shrank the shared WAL buffer (misuse)";
+                shared.fail_stop(reason.to_string());
+                return Err(shared.failed_error());
+            }
+            let payload_len = guard.buf.len() - start - RECORD_HEADER_LEN;
+            if payload_len > RECORD_PAYLOAD_LEN_MAX {
+                return Err(WalError::PayloadTooLarge {
+                    payload_len,
+                    payload_len_max: RECORD_PAYLOAD_LEN_MAX,
+                });
+            }
+            guard.armed = false;
+        }
+        if p.next_lsn > LSN_MAX {
+            p.buf.truncate(start);
+            return Err(WalError::LsnExhausted);
+        }
+        let lsn = Lsn(p.next_lsn);
+        p.next_lsn += 1;
+        p.buf_records += 1;
+        seal_record(&mut p.buf[start..], lsn, kind);
+        if shared.config.committer == Committer::Thread {
+            let wake = match shared.config.durability {
+                Durability::Sync => was_empty,
+                _ => p.buf.len() >= shared.config.pending_len_max / 2,
+            };
+            if wake {
+                shared.work_cv.notify_one();
+            }
+        }
+        Ok(lsn)
+    }
+
+    /// Blocks until every record up to `lsn` is durable.
+    ///
+    /// Errors: [`WalError::FailStopped`] if the WAL failed before `lsn` became durable (it
+    /// never will), [`WalError::LsnNotAssigned`] for an LSN never handed out,
+    /// [`WalError::Closed`]. With [`Committer::Manual`] it commits on this thread.
+    pub fn wait_durable(&self, lsn: Lsn) -> Result<(), WalError> {
+        let shared = &*self.shared;
+        if lsn.0 <= shared.durable_lsn.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        {
+            let mut p = shared.pending.lock();
+            if lsn.0 >= p.next_lsn {
+                return Err(WalError::LsnNotAssigned {
+                    lsn: lsn.0,
+                    next_lsn: p.next_lsn,
+                });
+            }
+            if shared.config.durability == Durability::Off {
+                return Ok(());
+            }
+            if let Some(reason) = shared.failed.get() {
+                return Err(WalError::FailStopped {
+                    reason: reason.clone(),
+                });
+            }
+            if matches!(shared.config.durability, Durability::Async { .. }) {
+                p.flush_requested = true;
+                shared.work_cv.notify_one();
+            }
+        }
+        if shared.config.committer == Committer::Manual {
+            while shared.durable_lsn.load(Ordering::Acquire) < lsn.0 {
+                shared.flush()?;
+            }
+            return Ok(());
+        }
+        let mut guard = shared.durable_mx.lock();
+        loop {
+            if shared.durable_lsn.load(Ordering::Acquire) >= lsn.0 {
+                return Ok(());
+            }
+            if shared.failed.get().is_some() {
+                return Err(shared.failed_error());
+            }
+            if self
+                .committer_thread
+                .as_ref()
+                .is_none_or(|t| t.is_finished())
+            {
+                return Err(WalError::Closed);
+            }
+            shared.durable_cv.wait(&mut guard);
+        }
+    }
+
+    /// Writes and syncs everything appended so far, on the calling thread, as one batch.
+    /// Returns when it is durable (or the WAL failed).
+    pub fn flush(&self) -> Result<(), WalError> {
+        if self.shared.config.durability == Durability::Off {
+            return Ok(());
+        }
+        self.shared.flush()
+    }
+
+    /// Highest LSN known durable (0 if none). In `Off` mode, stays at the recovered LSN.
+    pub fn durable_lsn(&self) -> Lsn {
+        Lsn(self.shared.durable_lsn.load(Ordering::Acquire))
+    }
+
+    /// The LSN the next `append` will assign.
+    pub fn next_lsn(&self) -> Lsn {
+        Lsn(self.shared.pending.lock().next_lsn)
+    }
+
+    /// Why the WAL fail-stopped, if it did.
+    pub fn failure(&self) -> Option<Arc<str>> {
+        self.shared.failed.get().cloned()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &WalConfig {
+        &self.shared.config
+    }
+
+    /// A copy of the counters.
+    pub fn metrics(&self) -> WalMetrics {
+        let m = &self.shared.metrics;
+        let mut fsync_latency_us_histogram = [0u64; FSYNC_HISTOGRAM_BUCKETS];
+        for (out, cell) in fsync_latency_us_histogram
+            .iter_mut()
+            .zip(&m.fsync_latency_us_histogram)
+        {
+            *out = cell.load(Ordering::Relaxed);
+        }
+        WalMetrics {
+            batches_written: m.batches_written.load(Ordering::Relaxed),
+            records_written: m.records_written.load(Ordering::Relaxed),
+            bytes_written: m.bytes_written.load(Ordering::Relaxed),
+            last_batch_records: m.last_batch_records.load(Ordering::Relaxed),
+            batch_records_max: m.batch_records_max.load(Ordering::Relaxed),
+            last_fsync_latency_us: m.last_fsync_latency_us.load(Ordering::Relaxed),
+            fsync_latency_us_histogram,
+            segments_rolled: m.segments_rolled.load(Ordering::Relaxed),
+            durable_lsn: self.shared.durable_lsn.load(Ordering::Acquire),
+        }
+    }
+
+    /// Writes a snapshot of the engine state that contains the effect of every record with
+    /// LSN `<= lsn`, then prunes.
+    ///
+    /// First waits until `lsn` is durable (a snapshot never runs ahead of the log), then
+    /// writes `snapshot-<lsn>.snap` through [`Storage::write_atomic`]. Retention: the new
+    /// snapshot and the one before it are kept, and every segment still needed to replay
+    /// from the one before it; older snapshots and segments whose records are all `<=` the
+    /// previous snapshot's LSN are removed. Why keep two: if the newest snapshot is found
+    /// corrupt at recovery, the previous one plus the log still rebuild the same state.
+    ///
+    /// Snapshot I/O errors are returned but do not fail-stop the log: the log alone is still
+    /// complete and correct. In `Off` mode nothing is written.
+    pub fn write_snapshot(&self, lsn: Lsn, bytes: &[u8]) -> Result<(), WalError> {
+        let shared = &*self.shared;
+        if shared.config.durability == Durability::Off {
+            return Ok(());
+        }
+        if bytes.len() as u64 > SNAPSHOT_PAYLOAD_LEN_MAX {
+            return Err(WalError::SnapshotTooLarge {
+                payload_len: bytes.len() as u64,
+                payload_len_max: SNAPSHOT_PAYLOAD_LEN_MAX,
+            });
+        }
+        let mut newest = shared.snapshot.lock();
+        if let Some(prev) = *newest
+            && lsn < prev
+        {
+            return Err(WalError::InvalidSnapshotLsn {
+                lsn: lsn.0,
+                reason: format!("older than the newest snapshot at LSN {prev}"),
+            });
+        }
+        if lsn.0 >= self.next_lsn().0 {
+            return Err(WalError::InvalidSnapshotLsn {
+                lsn: lsn.0,
+                reason: "LSN not assigned yet".into(),
+            });
+        }
+        self.wait_durable(lsn)?;
+        let name = snapshot_file_name(lsn);
+        let encoded = encode_snapshot(lsn, bytes).map_err(|_| WalError::SnapshotTooLarge {
+            payload_len: bytes.len() as u64,
+            payload_len_max: SNAPSHOT_PAYLOAD_LEN_MAX,
+        })?;
+        shared
+            .storage
+            .write_atomic(&name, &encoded)
+            .map_err(|e| WalError::io("write_atomic", &name, e))?;
+        *newest = Some(lsn);
+        shared.prune(lsn)
+    }
+
+    /// Flushes what is pending, stops the committer, and reports the final state: `Ok` if
+    /// everything appended is durable, otherwise the failure.
+    pub fn close(mut self) -> Result<(), WalError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), WalError> {
+        let shared = &*self.shared;
+        {
+            let mut p = shared.pending.lock();
+            if p.shutdown {
+                return Ok(());
+            }
+            p.shutdown = true;
+        }
+        shared.work_cv.notify_all();
+        shared.space_cv.notify_all();
+        let flushed = match self.committer_thread.take() {
+            Some(handle) => {
+                // The committer flushes before it exits; a panic there is a bug, report it.
+                handle.join().map_err(|_| WalError::FailStopped {
+                    reason: "committer thread panicked".into(),
+                })
+            }
+            None => shared.flush_final(),
+        };
+        flushed?;
+        {
+            let _g = shared.durable_mx.lock();
+            shared.durable_cv.notify_all();
+        }
+        if shared.failed.get().is_some() {
+            return Err(shared.failed_error());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        // Errors of the last flush are visible through `close`; drop cannot report them.
+        let _ = self.shutdown();
+    }
+}
+
+impl Shared {
+    fn check_open(&self, p: &Pending) -> Result<(), WalError> {
+        if self.failed.get().is_some() {
+            return Err(self.failed_error());
+        }
+        if p.shutdown {
+            return Err(WalError::Closed);
+        }
+        Ok(())
+    }
+
+    fn failed_error(&self) -> WalError {
+        let reason = self
+            .failed
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Arc::from("unknown"));
+        WalError::FailStopped { reason }
+    }
+
+    /// Enters fail-stop (first reason wins) and wakes everyone who might be waiting.
+    fn fail_stop(&self, reason: String) {
+        let _ = self.failed.set(Arc::from(reason));
+        {
+            let _p = self.pending.lock();
+            self.space_cv.notify_all();
+            self.work_cv.notify_all();
+        }
+        let _g = self.durable_mx.lock();
+        self.durable_cv.notify_all();
+    }
+
+    /// `flush` for shutdown without a committer thread (Manual mode).
+    fn flush_final(&self) -> Result<(), WalError> {
+        if self.config.durability == Durability::Off {
+            return Ok(());
+        }
+        match self.flush() {
+            Err(WalError::FailStopped { .. }) | Ok(()) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Takes the whole pending buffer and makes it durable: one write and one `fdatasync`
+    /// per batch (plus one fsync of the old segment, and one directory fsync, when rolling).
+    fn flush(&self) -> Result<(), WalError> {
+        let mut commit = self.commit.lock();
+        let (batch, batch_last_lsn, batch_records) = {
+            let mut p = self.pending.lock();
+            if self.failed.get().is_some() {
+                return Err(self.failed_error());
+            }
+            p.flush_requested = false;
+            if p.buf.is_empty() {
+                return Ok(());
+            }
+            let mut batch = std::mem::take(&mut commit.spare);
+            std::mem::swap(&mut batch, &mut p.buf);
+            let records = std::mem::take(&mut p.buf_records);
+            (batch, p.next_lsn - 1, records)
+        };
+        self.space_cv.notify_all();
+        match self.write_batch(&mut commit, &batch) {
+            Ok(sync_us) => {
+                debug_assert_eq!(
+                    u64_at(&batch, batch.len() - Self::last_record_len(&batch) + 8),
+                    batch_last_lsn,
+                    "the last record of a batch carries the last assigned LSN"
+                );
+                self.record_metrics(batch_records, batch.len() as u64, sync_us);
+                self.durable_lsn.store(batch_last_lsn, Ordering::Release);
+                {
+                    let _g = self.durable_mx.lock();
+                    self.durable_cv.notify_all();
+                }
+                let mut spare = batch;
+                spare.clear();
+                commit.spare = spare;
+                Ok(())
+            }
+            Err(e) => {
+                self.fail_stop(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    fn last_record_len(batch: &[u8]) -> usize {
+        let mut pos = 0;
+        let mut last = 0;
+        while pos < batch.len() {
+            last = RECORD_HEADER_LEN + u32_at(batch, pos) as usize;
+            pos += last;
+        }
+        last
+    }
+
+    /// Writes `batch` to the current segment, rolling at record boundaries; returns the time
+    /// spent syncing, in microseconds.
+    fn write_batch(&self, commit: &mut CommitState, batch: &[u8]) -> Result<u64, WalError> {
+        let storage = &*self.storage;
+        let mut sync_us = 0u64;
+        let mut dir_dirty = false;
+        let mut chunk_start = 0usize;
+        let mut pos = 0usize;
+        let mut unsynced = false;
+        while pos < batch.len() {
+            // The buffer holds only frames written by `append`, so the fields are in bounds.
+            let record_len = RECORD_HEADER_LEN + u32_at(batch, pos) as usize;
+            let must_roll = match &commit.segment {
+                None => true,
+                Some(seg) => {
+                    let len_with_chunk = seg.len + (pos - chunk_start) as u64;
+                    len_with_chunk > SEGMENT_HEADER_LEN as u64
+                        && len_with_chunk + record_len as u64 > self.config.segment_len_max
+                }
+            };
+            if must_roll {
+                if let Some(seg) = commit.segment.as_mut() {
+                    if pos > chunk_start {
+                        seg.file
+                            .append(&batch[chunk_start..pos])
+                            .map_err(|e| WalError::io("append", &seg.name, e))?;
+                        seg.len += (pos - chunk_start) as u64;
+                        unsynced = true;
+                    }
+                    if unsynced {
+                        let t = Instant::now();
+                        seg.file
+                            .sync_data()
+                            .map_err(|e| WalError::io("sync_data", &seg.name, e))?;
+                        sync_us += t.elapsed().as_micros() as u64;
+                    }
+                    self.metrics.segments_rolled.fetch_add(1, Ordering::Relaxed);
+                }
+                if dir_dirty {
+                    // The segment being closed was created in this batch: make its name
+                    // durable before a newer segment can exist, or a power cut could keep
+                    // the newer file and lose the older one (a hole in the log).
+                    let t = Instant::now();
+                    storage
+                        .sync_dir()
+                        .map_err(|e| WalError::io("sync_dir", "", e))?;
+                    sync_us += t.elapsed().as_micros() as u64;
+                }
+                let first_lsn = Lsn(u64_at(batch, pos + 8));
+                let name = segment_file_name(first_lsn);
+                let mut file = storage
+                    .open_append(&name)
+                    .map_err(|e| WalError::io("open_append", &name, e))?;
+                file.append(&encode_segment_header(SegmentHeader { first_lsn }))
+                    .map_err(|e| WalError::io("append", &name, e))?;
+                commit.segment = Some(OpenSegment {
+                    name,
+                    file,
+                    len: SEGMENT_HEADER_LEN as u64,
+                });
+                unsynced = true;
+                dir_dirty = true;
+                chunk_start = pos;
+            }
+            pos += record_len;
+        }
+        let Some(seg) = commit.segment.as_mut() else {
+            return Ok(sync_us);
+        };
+        if pos > chunk_start {
+            seg.file
+                .append(&batch[chunk_start..pos])
+                .map_err(|e| WalError::io("append", &seg.name, e))?;
+            seg.len += (pos - chunk_start) as u64;
+            unsynced = true;
+        }
+        let t = Instant::now();
+        if unsynced {
+            seg.file
+                .sync_data()
+                .map_err(|e| WalError::io("sync_data", &seg.name, e))?;
+        }
+        if dir_dirty {
+            // A new segment's name must be durable before any record in it is acknowledged.
+            storage
+                .sync_dir()
+                .map_err(|e| WalError::io("sync_dir", "", e))?;
+        }
+        sync_us += t.elapsed().as_micros() as u64;
+        Ok(sync_us)
+    }
+
+    fn record_metrics(&self, records: u64, bytes: u64, sync_us: u64) {
+        let m = &self.metrics;
+        m.batches_written.fetch_add(1, Ordering::Relaxed);
+        m.records_written.fetch_add(records, Ordering::Relaxed);
+        m.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+        m.last_batch_records.store(records, Ordering::Relaxed);
+        m.batch_records_max.fetch_max(records, Ordering::Relaxed);
+        m.last_fsync_latency_us.store(sync_us, Ordering::Relaxed);
+        let bucket = (u64::BITS - sync_us.leading_zeros()).saturating_sub(1) as usize;
+        m.fsync_latency_us_histogram[bucket.min(FSYNC_HISTOGRAM_BUCKETS - 1)]
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Removes snapshots older than the previous one, and segments whose records are all
+    /// covered by the previous snapshot. Never removes the newest segment.
+    fn prune(&self, newest: Lsn) -> Result<(), WalError> {
+        let storage = &*self.storage;
+        let names = storage.list().map_err(|e| WalError::io("list", "", e))?;
+        let mut snapshots: Vec<(Lsn, String)> = names
+            .iter()
+            .filter_map(|n| parse_snapshot_file_name(n).map(|l| (l, n.clone())))
+            .collect();
+        snapshots.sort();
+        let mut segments: Vec<(Lsn, String)> = names
+            .iter()
+            .filter_map(|n| parse_segment_file_name(n).map(|l| (l, n.clone())))
+            .collect();
+        segments.sort();
+        // Snapshots newer than `newest` cannot exist (LSNs only grow); keep the two newest.
+        let keep_from = snapshots.len().saturating_sub(2);
+        let previous = if snapshots.len() >= 2 {
+            Some(snapshots[snapshots.len() - 2].0)
+        } else {
+            None
+        };
+        debug_assert!(snapshots.last().is_none_or(|s| s.0 == newest));
+        let mut removed_any = false;
+        for (_, name) in &snapshots[..keep_from] {
+            storage
+                .remove(name)
+                .map_err(|e| WalError::io("remove", name, e))?;
+            removed_any = true;
+        }
+        if let Some(previous) = previous {
+            // Segment i holds LSNs [first_i, first_{i+1}); it is all <= previous iff
+            // first_{i+1} <= previous + 1.
+            for pair in segments.windows(2) {
+                if pair[1].0.0 <= previous.0 + 1 {
+                    storage
+                        .remove(&pair[0].1)
+                        .map_err(|e| WalError::io("remove", &pair[0].1, e))?;
+                    removed_any = true;
+                }
+            }
+        }
+        if removed_any {
+            storage
+                .sync_dir()
+                .map_err(|e| WalError::io("sync_dir", "", e))?;
+        }
+        Ok(())
+    }
+
+    fn committer_loop(&self) {
+        let interval = match self.config.durability {
+            Durability::Async { flush_interval_ms } => {
+                Some(Duration::from_millis(flush_interval_ms))
+            }
+            _ => None,
+        };
+        let mut deadline = interval.map(|i| Instant::now() + i);
+        loop {
+            let shutdown = {
+                let mut p = self.pending.lock();
+                loop {
+                    if self.failed.get().is_some() {
+                        return;
+                    }
+                    if p.shutdown {
+                        break true;
+                    }
+                    if !p.buf.is_empty() {
+                        let due = match deadline {
+                            None => true,
+                            Some(d) => {
+                                p.flush_requested
+                                    || p.buf.len() >= self.config.pending_len_max / 2
+                                    || Instant::now() >= d
+                            }
+                        };
+                        if due {
+                            break false;
+                        }
+                    }
+                    match (deadline, interval) {
+                        (Some(d), Some(i)) => {
+                            if self.work_cv.wait_until(&mut p, d).timed_out() && p.buf.is_empty() {
+                                deadline = Some(Instant::now() + i);
+                            }
+                        }
+                        _ => self.work_cv.wait(&mut p),
+                    }
+                }
+            };
+            // Errors are recorded by fail-stop inside `flush`; waiters see them there.
+            let _ = self.flush();
+            if let Some(i) = interval {
+                deadline = Some(Instant::now() + i);
+            }
+            if shutdown {
+                // `append` refuses new records once `shutdown` is set, so one flush is all.
+                return;
+            }
+        }
+    }
+}
