@@ -13,6 +13,7 @@
 //! - [`event`]: the domain events and log records, and their binary encoding.
 //! - [`snapshot`]: the whole state as bytes at one LSN, and back.
 //! - [`log`]: the narrow interface to the write-ahead log ([`EventLog`]).
+//! - [`durable`]: the engine over the WAL: recovery and checkpoints ([`durable::DurableEngine`]).
 //! - [`wal`]: the segmented write-ahead log with group commit.
 //! - [`calendar`]: store opening hours and pickup slots in the store's time zone.
 //! - [`pickup_code`]: pickup codes, their attempt limit and QR payloads.
@@ -58,6 +59,7 @@
 pub mod calendar;
 pub mod codec;
 pub mod config;
+pub mod durable;
 pub mod engine;
 pub mod error;
 pub mod event;

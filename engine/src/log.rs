@@ -75,6 +75,13 @@ impl MemoryLog {
         Self::default()
     }
 
+    /// A log that already holds `records` (LSNs 1..=n, in order); the next append gets n+1.
+    pub fn with_records(records: Vec<LoggedRecord>) -> Self {
+        MemoryLog {
+            records: Mutex::new(records),
+        }
+    }
+
     /// A copy of every record so far.
     pub fn records(&self) -> Vec<LoggedRecord> {
         self.records.lock().clone()

@@ -65,9 +65,21 @@ impl fmt::Display for HoldId {
     }
 }
 
-/// Log sequence number: the stable, ordered id of a log record and of its events.
+/// Log sequence number: the position of a record in the log, starting at 1, and the
+/// stable, ordered id of the record's events. LSN 0 means "before the first record".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Lsn(pub u64);
+
+impl Lsn {
+    /// The LSN before the first record.
+    pub const ZERO: Lsn = Lsn(0);
+}
+
+impl fmt::Display for Lsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// A unit quantity. Counters are `u32`: 4 billion units of one SKU in one store is far
 /// beyond any shelf, and it keeps a stock cell small.

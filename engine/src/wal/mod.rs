@@ -29,8 +29,6 @@ mod recovery;
 pub mod storage;
 mod writer;
 
-use std::fmt;
-
 pub use error::WalError;
 pub use format::{
     DecodeError, LSN_MAX, RECORD_HEADER_LEN, RECORD_LEN_MAX, RECORD_PAYLOAD_LEN_MAX, Record,
@@ -47,23 +45,7 @@ pub use storage::{
 };
 pub use writer::{FSYNC_HISTOGRAM_BUCKETS, Wal, WalMetrics};
 
-/// Log sequence number: the position of a record in the log, starting at 1.
-///
-/// LSN 0 means "before the first record" (e.g. "no snapshot", "nothing durable yet").
-/// It is also the stable id of the engine event the record carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Lsn(pub u64);
-
-impl Lsn {
-    /// The LSN before the first record.
-    pub const ZERO: Lsn = Lsn(0);
-}
-
-impl fmt::Display for Lsn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+pub use crate::types::Lsn;
 
 /// When appended records reach the disk, and what callers wait for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
