@@ -113,10 +113,10 @@ fn apply(
     let pick = |holds: &Vec<HoldId>, i: usize| holds.get(i % holds.len().max(1)).copied();
     match op {
         Op::Hold(req) => {
-            if let HoldOutcome::Granted(g) = engine.hold(req, now)? {
-                if !holds.contains(&g.hold) {
-                    holds.push(g.hold);
-                }
+            if let HoldOutcome::Granted(g) = engine.hold(req, now)?
+                && !holds.contains(&g.hold)
+            {
+                holds.push(g.hold);
             }
         }
         Op::Release(i) => {
