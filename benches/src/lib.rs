@@ -2,4 +2,5 @@
 //! and the `pickline bench` command, so both measure the same code paths.
 
 pub mod engine_bench;
+pub mod wal_bench;
 pub mod zipf;

@@ -2,12 +2,15 @@
 //! crate, shared with the criterion benches.
 
 use pickline_benches::engine_bench::{self, EngineBenchConfig};
+use pickline_benches::wal_bench::{self, WalBenchConfig};
 
 /// Which benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Suite {
     /// In-process engine: holds, hot keys, 5-line orders, memory per cell.
     Engine,
+    /// Durability: group commit, one fsync per hold, replay, restart with 10M holds.
+    Wal,
 }
 
 /// Arguments of `pickline bench`.
@@ -22,6 +25,9 @@ pub struct BenchArgs {
     /// A small, fast configuration (smoke test; figures are not representative).
     #[arg(long)]
     pub quick: bool,
+    /// Directory for benchmark files (must be on a real disk, not tmpfs).
+    #[arg(long, default_value = "./pickline-bench-data")]
+    pub dir: std::path::PathBuf,
 }
 
 /// Runs the benchmark and prints its report on stdout (progress goes to stderr).
@@ -34,6 +40,19 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 EngineBenchConfig::default()
             };
             let report = engine_bench::run(&cfg, |step| eprintln!("bench engine: {step}"));
+            if args.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_table());
+            }
+        }
+        Suite::Wal => {
+            let cfg = if args.quick {
+                WalBenchConfig::quick(args.dir.clone())
+            } else {
+                WalBenchConfig::full(args.dir.clone())
+            };
+            let report = wal_bench::run(&cfg, |step| eprintln!("bench wal: {step}"));
             if args.json {
                 println!("{}", report.to_json());
             } else {

@@ -731,6 +731,8 @@ pub struct DumpEntry {
     pub kind: u8,
     /// Payload length in bytes.
     pub payload_len: u32,
+    /// The payload (for decoding by the engine's record codec).
+    pub payload: Vec<u8>,
 }
 
 /// Iterator over every record of every segment, in LSN order. After a bad header or
@@ -786,6 +788,7 @@ impl Iterator for Dump<'_> {
                         lsn: record.lsn,
                         kind: record.kind,
                         payload_len: record.payload.len() as u32,
+                        payload: record.payload.to_vec(),
                     })
                 }
                 Err(detail) => {

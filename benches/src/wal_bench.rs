@@ -1,0 +1,329 @@
+//! Durability workloads: durable holds with group commit, one fsync per hold, replay speed,
+//! and restart time with 10M active holds (snapshot plus tail). Files go to a directory on
+//! the real disk (not tmpfs), given by the caller.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use pickline_engine::durable::{DurableEngine, OpenOptions};
+use pickline_engine::wal::{Durability, FileStorage, WalConfig};
+use pickline_engine::{
+    Engine, EngineConfig, HoldOutcome, HoldRequest, LineRequest, Limits, PosDelta, PosDeltaKind,
+    StoreDef, Timestamp,
+};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct WalBenchConfig {
+    /// Directory for the logs (a fresh subdirectory per workload).
+    pub dir: PathBuf,
+    /// Concurrent writers in the group-commit run.
+    pub writers: usize,
+    /// How long each throughput run lasts.
+    pub run_ms: u64,
+    /// Records written for the replay measurement.
+    pub replay_records: u64,
+    /// Active holds at restart.
+    pub restart_holds: u64,
+    /// Records after the snapshot at restart.
+    pub restart_tail: u64,
+}
+
+impl WalBenchConfig {
+    /// The figures of docs/BENCHMARKS.md.
+    pub fn full(dir: PathBuf) -> Self {
+        WalBenchConfig {
+            dir,
+            writers: 64,
+            run_ms: 5_000,
+            replay_records: 4_000_000,
+            restart_holds: 10_000_000,
+            restart_tail: 1_000_000,
+        }
+    }
+
+    /// A small configuration for smoke tests.
+    pub fn quick(dir: PathBuf) -> Self {
+        WalBenchConfig {
+            dir,
+            writers: 8,
+            run_ms: 300,
+            replay_records: 20_000,
+            restart_holds: 20_000,
+            restart_tail: 2_000,
+        }
+    }
+}
+
+/// The figures `pickline bench wal` prints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WalBenchReport {
+    /// Durable holds per second, sync mode, `writers` concurrent writers (group commit).
+    pub durable_holds_per_s: f64,
+    /// p99 of hold latency (append to durable acknowledgement) in that run, ms.
+    pub commit_p99_ms: f64,
+    /// Median of the same, ms.
+    pub commit_p50_ms: f64,
+    /// Mean records per fsync batch in that run.
+    pub records_per_batch: f64,
+    /// Durable holds per second with one writer: one fsync per hold (same run).
+    pub fsync_per_op_holds_per_s: f64,
+    /// Records replayed per second at recovery (log only, no snapshot).
+    pub replay_records_per_s: f64,
+    /// Seconds to reopen with `restart_holds` active holds (snapshot) plus the tail.
+    pub restart_s_10m: f64,
+    /// Active holds in that restart.
+    pub restart_holds: u64,
+    /// Writer pause while the snapshot of `restart_holds` holds was encoded, ms.
+    pub snapshot_pause_ms: f64,
+}
+
+impl WalBenchReport {
+    /// One JSON object.
+    pub fn to_json(&self) -> String {
+        format!(
+            concat!(
+                "{{\"durable_holds_per_s\":{:.0},\"commit_p99_ms\":{:.3},\"commit_p50_ms\":{:.3},",
+                "\"records_per_batch\":{:.1},\"fsync_per_op_holds_per_s\":{:.0},",
+                "\"replay_records_per_s\":{:.0},\"restart_s_10m\":{:.2},\"restart_holds\":{},",
+                "\"snapshot_pause_ms\":{:.1}}}"
+            ),
+            self.durable_holds_per_s,
+            self.commit_p99_ms,
+            self.commit_p50_ms,
+            self.records_per_batch,
+            self.fsync_per_op_holds_per_s,
+            self.replay_records_per_s,
+            self.restart_s_10m,
+            self.restart_holds,
+            self.snapshot_pause_ms
+        )
+    }
+
+    /// A table for people.
+    pub fn to_table(&self) -> String {
+        let rows = [
+            ("durable_holds_per_s", format!("{:.0}", self.durable_holds_per_s), ">= 200,000"),
+            ("commit_p99_ms", format!("{:.3}", self.commit_p99_ms), "<= 5"),
+            ("commit_p50_ms", format!("{:.3}", self.commit_p50_ms), ""),
+            ("records_per_batch", format!("{:.1}", self.records_per_batch), ""),
+            ("fsync_per_op_holds_per_s", format!("{:.0}", self.fsync_per_op_holds_per_s), ""),
+            ("replay_records_per_s", format!("{:.0}", self.replay_records_per_s), ">= 2,000,000"),
+            (
+                "restart_s_10m",
+                format!("{:.2} ({} holds)", self.restart_s_10m, self.restart_holds),
+                "< 10",
+            ),
+            ("snapshot_pause_ms", format!("{:.1}", self.snapshot_pause_ms), ""),
+        ];
+        let mut out = format!("{:<26} {:>26} {:>14}\n", "figure", "value", "target");
+        for (k, v, t) in rows {
+            out.push_str(&format!("{k:<26} {v:>26} {t:>14}\n"));
+        }
+        out
+    }
+}
+
+const T0: Timestamp = Timestamp(1_780_000_000_000);
+const SKUS: u32 = 1_000;
+const STORES: u32 = 100;
+
+fn fresh_dir(base: &Path, name: &str) -> PathBuf {
+    let d = base.join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create bench dir");
+    d
+}
+
+fn open(dir: &Path, durability: Durability) -> DurableEngine {
+    let storage = Arc::new(FileStorage::open(dir).expect("open dir"));
+    DurableEngine::open(
+        storage,
+        OpenOptions {
+            engine: EngineConfig {
+                limits: Limits {
+                    store_active_holds_max: 50_000_000,
+                    ..Limits::default()
+                },
+            },
+            wal: WalConfig {
+                durability,
+                ..WalConfig::default()
+            },
+            ..OpenOptions::default()
+        },
+    )
+    .expect("open durable engine")
+}
+
+fn stock(engine: &Engine) {
+    for s in 0..STORES {
+        let store = format!("store-{s}");
+        let mut def = StoreDef::new(store.clone(), 52.0, 13.0, "Europe/Berlin");
+        def.max_hold_ms = 14 * 24 * 3_600_000;
+        engine.define_store(def, T0).expect("store");
+        for k in 0..SKUS {
+            engine
+                .apply_delta(
+                    &PosDelta {
+                        store: store.clone(),
+                        sku: format!("SKU-{k}"),
+                        pos_event_id: format!("init-{k}"),
+                        kind: PosDeltaKind::Receive,
+                        qty: 1_000_000_000,
+                        order_ref: None,
+                        pos_time: T0,
+                    },
+                    T0,
+                )
+                .expect("stock");
+        }
+    }
+}
+
+fn requests(n: usize, seed: u64) -> Vec<HoldRequest> {
+    let mut rng = crate::zipf::Rng::new(seed);
+    (0..n)
+        .map(|_| {
+            HoldRequest::new(
+                format!("store-{}", rng.below(u64::from(STORES))),
+                vec![LineRequest::new(format!("SKU-{}", rng.below(u64::from(SKUS))), 1)],
+            )
+        })
+        .collect()
+}
+
+/// `writers` threads placing durable holds for `run_ms`; returns (holds/s, latency histogram).
+fn durable_run(engine: &Arc<Engine>, writers: usize, run_ms: u64) -> (f64, Histogram<u64>) {
+    let barrier = Arc::new(Barrier::new(writers + 1));
+    let deadline = Duration::from_millis(run_ms);
+    let handles: Vec<_> = (0..writers)
+        .map(|t| {
+            let engine = engine.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let reqs = requests(4096, t as u64 + 1);
+                let mut hist = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).expect("hist");
+                barrier.wait();
+                let start = Instant::now();
+                let mut n = 0usize;
+                while start.elapsed() < deadline {
+                    let t0 = Instant::now();
+                    if let Ok(HoldOutcome::Granted(_)) = engine.hold(&reqs[n % reqs.len()], T0) {
+                        n += 1;
+                    }
+                    let _ = hist.record(t0.elapsed().as_micros() as u64);
+                }
+                (n, hist)
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    let mut total = 0;
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).expect("hist");
+    for h in handles {
+        let (n, h) = h.join().expect("writer");
+        total += n;
+        hist.add(h).expect("hist add");
+    }
+    (total as f64 / start.elapsed().as_secs_f64(), hist)
+}
+
+/// Runs every WAL workload.
+pub fn run(cfg: &WalBenchConfig, mut progress: impl FnMut(&str)) -> WalBenchReport {
+    // Group commit vs one fsync per hold, same engine, same run.
+    progress("durable holds (group commit)");
+    let dir = fresh_dir(&cfg.dir, "durable");
+    let db = open(&dir, Durability::Sync);
+    stock(db.engine());
+    let engine = db.engine().clone();
+    let before = db.wal().metrics();
+    let (durable_holds_per_s, hist) = durable_run(&engine, cfg.writers, cfg.run_ms);
+    let after = db.wal().metrics();
+    let batches = after.batches_written.saturating_sub(before.batches_written).max(1);
+    let records = after.records_written.saturating_sub(before.records_written);
+    progress("durable holds (one writer: one fsync per hold)");
+    let (fsync_per_op_holds_per_s, _) = durable_run(&engine, 1, cfg.run_ms);
+    drop(engine);
+    db.close().expect("close");
+
+    // Replay: a log of holds, no snapshot.
+    progress("replay");
+    let dir = fresh_dir(&cfg.dir, "replay");
+    {
+        let db = open(&dir, Durability::Async { flush_interval_ms: 10 });
+        stock(db.engine());
+        let reqs = requests(65_536, 7);
+        for i in 0..cfg.replay_records as usize {
+            let _ = db.engine().hold(&reqs[i % reqs.len()], T0);
+        }
+        db.close().expect("close");
+    }
+    let start = Instant::now();
+    let db = open(&dir, Durability::Sync);
+    let replay_s = start.elapsed().as_secs_f64();
+    let replayed = db.recovery_report().records_replayed;
+    drop(db);
+    let replay_records_per_s = replayed as f64 / replay_s.max(1e-9);
+
+    // Restart with many active holds: snapshot plus a tail.
+    progress("restart: building state");
+    let dir = fresh_dir(&cfg.dir, "restart");
+    let snapshot_pause_ms;
+    {
+        let db = open(&dir, Durability::Async { flush_interval_ms: 10 });
+        stock(db.engine());
+        let reqs = requests(65_536, 11);
+        for i in 0..cfg.restart_holds as usize {
+            let _ = db.engine().hold(&reqs[i % reqs.len()], T0);
+        }
+        progress("restart: snapshot");
+        let t = Instant::now();
+        let (lsn, bytes) = db.engine().snapshot().expect("snapshot");
+        snapshot_pause_ms = t.elapsed().as_secs_f64() * 1e3;
+        db.wal().write_snapshot(lsn, &bytes).expect("write snapshot");
+        drop(bytes);
+        for i in 0..cfg.restart_tail as usize {
+            let _ = db.engine().hold(&reqs[i % reqs.len()], T0);
+        }
+        db.close().expect("close");
+    }
+    progress("restart: recovering");
+    let start = Instant::now();
+    let db = open(&dir, Durability::Sync);
+    let restart_s_10m = start.elapsed().as_secs_f64();
+    let restart_holds = db.engine().active_holds() as u64;
+    drop(db);
+    let _ = std::fs::remove_dir_all(&cfg.dir);
+
+    WalBenchReport {
+        durable_holds_per_s,
+        commit_p99_ms: hist.value_at_quantile(0.99) as f64 / 1e3,
+        commit_p50_ms: hist.value_at_quantile(0.50) as f64 / 1e3,
+        records_per_batch: records as f64 / batches as f64,
+        fsync_per_op_holds_per_s,
+        replay_records_per_s,
+        restart_s_10m,
+        restart_holds,
+        snapshot_pause_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quick_run_produces_sane_figures() {
+        let dir = std::env::temp_dir().join(format!("pickline-walbench-{}", std::process::id()));
+        let mut cfg = WalBenchConfig::quick(dir);
+        cfg.run_ms = 100;
+        let r = run(&cfg, |_| {});
+        assert!(r.durable_holds_per_s > 0.0 && r.fsync_per_op_holds_per_s > 0.0);
+        assert!(r.replay_records_per_s > 0.0);
+        assert_eq!(r.restart_holds, cfg.restart_holds + cfg.restart_tail);
+    }
+}
