@@ -7,7 +7,7 @@
 //! the one check left to a handler is the store of a store-bound token (`pos:S1`,
 //! `staff:S1`), because only the handler knows the request's store:
 //!
-//! ```ignore
+//! ```text
 //! let caller = auth::caller(&request)?;          // set by the admission layer
 //! caller.authorize_store(&request.get_ref().store_id)?; // PERMISSION_DENIED if not
 //! ```

@@ -19,7 +19,7 @@
 //! A handler converts the request, calls the engine, converts the outcome, and maps
 //! errors; it holds no business logic and records no metrics:
 //!
-//! ```ignore
+//! ```text
 //! async fn hold(&self, req: Request<pb::HoldRequest>) -> Result<Response<pb::HoldResponse>, Status> {
 //!     // Scope already checked by the admission layer; the store of a pos/staff token is not.
 //!     auth::caller(&req)?.authorize_store(&req.get_ref().store_id)?;

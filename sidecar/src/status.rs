@@ -6,7 +6,7 @@
 //! constructors below, so the codes in `proto/pickline/v1/common.proto` and the
 //! behaviour cannot drift apart. A domain handler does:
 //!
-//! ```ignore
+//! ```text
 //! let outcome = engine.hold(cmd).map_err(DomainError::from)?; // From<engine error>
 //! ```
 //!
