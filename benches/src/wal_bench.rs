@@ -10,7 +10,7 @@ use hdrhistogram::Histogram;
 use pickline_engine::durable::{DurableEngine, OpenOptions};
 use pickline_engine::wal::{Durability, FileStorage, WalConfig};
 use pickline_engine::{
-    Engine, EngineConfig, HoldOutcome, HoldRequest, LineRequest, Limits, PosDelta, PosDeltaKind,
+    Engine, EngineConfig, HoldOutcome, HoldRequest, Limits, LineRequest, PosDelta, PosDeltaKind,
     StoreDef, Timestamp,
 };
 
@@ -105,18 +105,42 @@ impl WalBenchReport {
     /// A table for people.
     pub fn to_table(&self) -> String {
         let rows = [
-            ("durable_holds_per_s", format!("{:.0}", self.durable_holds_per_s), ">= 200,000"),
-            ("commit_p99_ms", format!("{:.3}", self.commit_p99_ms), "<= 5"),
+            (
+                "durable_holds_per_s",
+                format!("{:.0}", self.durable_holds_per_s),
+                ">= 200,000",
+            ),
+            (
+                "commit_p99_ms",
+                format!("{:.3}", self.commit_p99_ms),
+                "<= 5",
+            ),
             ("commit_p50_ms", format!("{:.3}", self.commit_p50_ms), ""),
-            ("records_per_batch", format!("{:.1}", self.records_per_batch), ""),
-            ("fsync_per_op_holds_per_s", format!("{:.0}", self.fsync_per_op_holds_per_s), ""),
-            ("replay_records_per_s", format!("{:.0}", self.replay_records_per_s), ">= 2,000,000"),
+            (
+                "records_per_batch",
+                format!("{:.1}", self.records_per_batch),
+                "",
+            ),
+            (
+                "fsync_per_op_holds_per_s",
+                format!("{:.0}", self.fsync_per_op_holds_per_s),
+                "",
+            ),
+            (
+                "replay_records_per_s",
+                format!("{:.0}", self.replay_records_per_s),
+                ">= 2,000,000",
+            ),
             (
                 "restart_s_10m",
                 format!("{:.2} ({} holds)", self.restart_s_10m, self.restart_holds),
                 "< 10",
             ),
-            ("snapshot_pause_ms", format!("{:.1}", self.snapshot_pause_ms), ""),
+            (
+                "snapshot_pause_ms",
+                format!("{:.1}", self.snapshot_pause_ms),
+                "",
+            ),
         ];
         let mut out = format!("{:<26} {:>26} {:>14}\n", "figure", "value", "target");
         for (k, v, t) in rows {
@@ -189,7 +213,10 @@ fn requests(n: usize, seed: u64) -> Vec<HoldRequest> {
         .map(|_| {
             HoldRequest::new(
                 format!("store-{}", rng.below(u64::from(STORES))),
-                vec![LineRequest::new(format!("SKU-{}", rng.below(u64::from(SKUS))), 1)],
+                vec![LineRequest::new(
+                    format!("SKU-{}", rng.below(u64::from(SKUS))),
+                    1,
+                )],
             )
         })
         .collect()
@@ -243,7 +270,10 @@ pub fn run(cfg: &WalBenchConfig, mut progress: impl FnMut(&str)) -> WalBenchRepo
     let before = db.wal().metrics();
     let (durable_holds_per_s, hist) = durable_run(&engine, cfg.writers, cfg.run_ms);
     let after = db.wal().metrics();
-    let batches = after.batches_written.saturating_sub(before.batches_written).max(1);
+    let batches = after
+        .batches_written
+        .saturating_sub(before.batches_written)
+        .max(1);
     let records = after.records_written.saturating_sub(before.records_written);
     progress("durable holds (one writer: one fsync per hold)");
     let (fsync_per_op_holds_per_s, _) = durable_run(&engine, 1, cfg.run_ms);
@@ -254,7 +284,12 @@ pub fn run(cfg: &WalBenchConfig, mut progress: impl FnMut(&str)) -> WalBenchRepo
     progress("replay");
     let dir = fresh_dir(&cfg.dir, "replay");
     {
-        let db = open(&dir, Durability::Async { flush_interval_ms: 10 });
+        let db = open(
+            &dir,
+            Durability::Async {
+                flush_interval_ms: 10,
+            },
+        );
         stock(db.engine());
         let reqs = requests(65_536, 7);
         for i in 0..cfg.replay_records as usize {
@@ -274,7 +309,12 @@ pub fn run(cfg: &WalBenchConfig, mut progress: impl FnMut(&str)) -> WalBenchRepo
     let dir = fresh_dir(&cfg.dir, "restart");
     let snapshot_pause_ms;
     {
-        let db = open(&dir, Durability::Async { flush_interval_ms: 10 });
+        let db = open(
+            &dir,
+            Durability::Async {
+                flush_interval_ms: 10,
+            },
+        );
         stock(db.engine());
         let reqs = requests(65_536, 11);
         for i in 0..cfg.restart_holds as usize {
@@ -284,7 +324,9 @@ pub fn run(cfg: &WalBenchConfig, mut progress: impl FnMut(&str)) -> WalBenchRepo
         let t = Instant::now();
         let (lsn, bytes) = db.engine().snapshot().expect("snapshot");
         snapshot_pause_ms = t.elapsed().as_secs_f64() * 1e3;
-        db.wal().write_snapshot(lsn, &bytes).expect("write snapshot");
+        db.wal()
+            .write_snapshot(lsn, &bytes)
+            .expect("write snapshot");
         drop(bytes);
         for i in 0..cfg.restart_tail as usize {
             let _ = db.engine().hold(&reqs[i % reqs.len()], T0);

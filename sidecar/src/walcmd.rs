@@ -31,7 +31,8 @@ pub enum WalCommand {
 pub fn run(cmd: &WalCommand) -> anyhow::Result<()> {
     match cmd {
         WalCommand::Verify { dir } => {
-            let storage = FileStorage::open(dir).with_context(|| format!("open {}", dir.display()))?;
+            let storage =
+                FileStorage::open(dir).with_context(|| format!("open {}", dir.display()))?;
             let report = wal::verify(&storage)?;
             println!("{report:#?}");
             if !report.is_clean() {
@@ -41,8 +42,9 @@ pub fn run(cmd: &WalCommand) -> anyhow::Result<()> {
             Ok(())
         }
         WalCommand::Dump { dir, headers_only } => {
-            let storage: Arc<FileStorage> =
-                Arc::new(FileStorage::open(dir).with_context(|| format!("open {}", dir.display()))?);
+            let storage: Arc<FileStorage> = Arc::new(
+                FileStorage::open(dir).with_context(|| format!("open {}", dir.display()))?,
+            );
             for entry in wal::dump(&*storage)? {
                 let entry = entry?;
                 println!(

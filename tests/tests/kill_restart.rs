@@ -10,13 +10,16 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pickline_engine::HoldId;
 use pickline_engine::durable::{DurableEngine, OpenOptions};
 use pickline_engine::wal::FileStorage;
-use pickline_engine::HoldId;
 
 #[test]
 fn sigkill_never_loses_an_acknowledged_hold() {
-    let kills: usize = std::env::var("PICKLINE_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let kills: usize = std::env::var("PICKLINE_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
     let dir = std::env::temp_dir().join(format!("pickline-kill-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -68,8 +71,11 @@ fn sigkill_never_loses_an_acknowledged_hold() {
                 acked.insert(id, qty);
             }
         }
-        let db = DurableEngine::open(Arc::new(FileStorage::open(&dir).unwrap()), OpenOptions::default())
-            .unwrap_or_else(|e| panic!("round {round}: recovery refused: {e}"));
+        let db = DurableEngine::open(
+            Arc::new(FileStorage::open(&dir).unwrap()),
+            OpenOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("round {round}: recovery refused: {e}"));
         db.engine().check_conservation().unwrap();
         for (id, qty) in &acked {
             let info = db
@@ -80,9 +86,15 @@ fn sigkill_never_loses_an_acknowledged_hold() {
         }
         let total: u64 = acked.values().map(|q| u64::from(*q)).sum();
         let held = db.engine().availability("store-1", "SKU").unwrap().held;
-        assert!(u64::from(held) >= total, "round {round}: held {held} < acknowledged {total}");
+        assert!(
+            u64::from(held) >= total,
+            "round {round}: held {held} < acknowledged {total}"
+        );
         db.close().unwrap();
     }
-    assert!(acked.len() > kills, "the writer should have acknowledged holds");
+    assert!(
+        acked.len() > kills,
+        "the writer should have acknowledged holds"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,10 +8,14 @@ use std::sync::Arc;
 
 use pickline_engine::durable::{DurableEngine, OpenOptions};
 use pickline_engine::wal::FileStorage;
-use pickline_engine::{HoldOutcome, HoldRequest, LineRequest, PosDelta, PosDeltaKind, StoreDef, Timestamp};
+use pickline_engine::{
+    HoldOutcome, HoldRequest, LineRequest, PosDelta, PosDeltaKind, StoreDef, Timestamp,
+};
 
 fn main() {
-    let dir = std::env::args().nth(1).expect("usage: pickline-crash-writer DIR");
+    let dir = std::env::args()
+        .nth(1)
+        .expect("usage: pickline-crash-writer DIR");
     let storage = Arc::new(FileStorage::open(&dir).expect("open dir"));
     let db = DurableEngine::open(storage, OpenOptions::default()).expect("recover");
     let engine = db.engine().clone();

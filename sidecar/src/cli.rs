@@ -1,0 +1,77 @@
+//! The `pickline` command line. `main` parses [`Cli`] and dispatches on [`Command`];
+//! other subcommands (`bench`, `wal`) join the enum as they are written.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{LogFormat, Overrides};
+
+/// Pickline: in-memory BOPIS stock reservation engine with a gRPC sidecar.
+#[derive(Debug, Parser)]
+#[command(name = "pickline", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC server (and the /metrics HTTP endpoint) until SIGTERM or ctrl-c.
+    Serve(ServeArgs),
+    /// Run a benchmark and print its figures.
+    Bench(crate::bench::BenchArgs),
+    /// Operator tools for a data directory's write-ahead log.
+    #[command(subcommand)]
+    Wal(crate::walcmd::WalCommand),
+}
+
+/// Flags of `pickline serve`. They override the config file and the environment.
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// TOML config file (else PICKLINE_CONFIG; else built-in defaults only).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (data.dir).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// gRPC listen address (grpc.listen).
+    #[arg(long, value_name = "ADDR")]
+    pub grpc_listen: Option<SocketAddr>,
+    /// HTTP listen address for /metrics (http.listen).
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+    /// Largest gRPC message, bytes (grpc.max_message_bytes).
+    #[arg(long, value_name = "BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Unary requests in flight before shedding (grpc.concurrency_limit).
+    #[arg(long, value_name = "N")]
+    pub concurrency_limit: Option<usize>,
+    /// Per-request time limit, ms (grpc.request_timeout_ms).
+    #[arg(long, value_name = "MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// Log filter directives (log.filter).
+    #[arg(long, value_name = "FILTER")]
+    pub log: Option<String>,
+    /// Log format: json or pretty (log.format).
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+impl ServeArgs {
+    /// The overrides these flags make.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            data_dir: self.data_dir.clone(),
+            grpc_listen: self.grpc_listen,
+            http_listen: self.http_listen,
+            max_message_bytes: self.max_message_bytes,
+            concurrency_limit: self.concurrency_limit,
+            request_timeout_ms: self.request_timeout_ms,
+            log_filter: self.log.clone(),
+            log_format: self.log_format,
+        }
+    }
+}

@@ -1,0 +1,529 @@
+//! Sidecar configuration: defaults compiled in, then a TOML file, then `PICKLINE_*`
+//! environment variables, then command-line flags.
+//!
+//! Precedence, lowest to highest (a later source overrides an earlier one, key by key):
+//!
+//! 1. built-in defaults ([`Config::default`]; `pickline serve` alone works with them);
+//! 2. the TOML file given by `--config` or `PICKLINE_CONFIG` (keys it leaves out keep
+//!    their defaults; unknown keys are an error, so a typo never goes unnoticed);
+//! 3. environment variables `PICKLINE_*` (see [`ENV_VARS`]);
+//! 4. command-line flags of `pickline serve`.
+//!
+//! Flags win over the environment because they are the most local, explicit choice (the
+//! operator typed them for this run); the environment wins over the file because
+//! deployments inject per-instance values (ports, paths) into a shared file's defaults.
+//! Tokens come from the file only: secrets do not belong in flags (visible in `ps`).
+//!
+//! The result is validated as a whole by [`Config::validate`], with messages that name
+//! the key and the accepted range.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+use crate::auth::{Principal, Scope, TokenTable};
+
+/// Bounds checked by [`Config::validate`]; each names its unit.
+pub mod limits {
+    /// Smallest accepted `grpc.max_message_bytes`.
+    pub const MAX_MESSAGE_BYTES_MIN: usize = 1024;
+    /// Largest accepted `grpc.max_message_bytes` (a batch of 10,000 POS events fits
+    /// easily; larger messages belong in several batches).
+    pub const MAX_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+    /// Largest accepted `grpc.concurrency_limit`.
+    pub const CONCURRENCY_LIMIT_MAX: usize = 100_000;
+    /// Largest accepted `grpc.request_timeout_ms` (10 minutes).
+    pub const REQUEST_TIMEOUT_MS_MAX: u64 = 600_000;
+    /// Largest accepted `grpc.retry_after_ms` (1 minute).
+    pub const RETRY_AFTER_MS_MAX: u64 = 60_000;
+    /// Largest accepted `grpc.shutdown_grace_ms` (10 minutes).
+    pub const SHUTDOWN_GRACE_MS_MAX: u64 = 600_000;
+    /// Shortest accepted token, in bytes: tokens must be long random strings.
+    pub const TOKEN_LEN_MIN: usize = 16;
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Durable state.
+    pub data: DataConfig,
+    /// The gRPC server.
+    pub grpc: GrpcConfig,
+    /// The HTTP server (metrics, readiness).
+    pub http: HttpConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Bearer tokens; none means every RPC is UNAUTHENTICATED (secure by default).
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// `[data]`
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// Directory of the write-ahead log and snapshots; created if missing.
+    pub dir: PathBuf,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            dir: PathBuf::from("./pickline-data"),
+        }
+    }
+}
+
+/// `[grpc]`
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// Listen address. Loopback by default: exposing the port is a deliberate choice.
+    pub listen: SocketAddr,
+    /// Largest accepted request (and sent response) message, bytes.
+    pub max_message_bytes: usize,
+    /// Unary requests in flight at once, over all connections. One more is answered
+    /// RESOURCE_EXHAUSTED at once instead of queueing: a queue only adds latency when
+    /// the engine is the bottleneck, and clients retry with the hint.
+    pub concurrency_limit: usize,
+    /// Longest a unary request may run before DEADLINE_EXCEEDED, ms.
+    pub request_timeout_ms: u64,
+    /// Retry hint sent with RESOURCE_EXHAUSTED, ms.
+    pub retry_after_ms: u64,
+    /// HTTP/2 streams per connection (bounds streaming RPCs, which are exempt from
+    /// `concurrency_limit`).
+    pub max_concurrent_streams: u32,
+    /// On shutdown, how long in-flight requests get to finish before connections are
+    /// dropped, ms.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            max_message_bytes: 4 * 1024 * 1024,
+            concurrency_limit: 1024,
+            request_timeout_ms: 5_000,
+            retry_after_ms: 50,
+            max_concurrent_streams: 256,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+impl GrpcConfig {
+    /// `request_timeout_ms` as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// `retry_after_ms` as a duration.
+    pub fn retry_after(&self) -> Duration {
+        Duration::from_millis(self.retry_after_ms)
+    }
+
+    /// `shutdown_grace_ms` as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+/// `[http]`
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address of `/metrics` and `/readyz`.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line (the default: logs are read by machines).
+    #[default]
+    Json,
+    /// Human-readable lines, for a terminal.
+    Pretty,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "json" => Ok(LogFormat::Json),
+            "pretty" => Ok(LogFormat::Pretty),
+            other => Err(format!(
+                "unknown log format {other:?}: expected json or pretty"
+            )),
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing_subscriber::EnvFilter` directives, e.g. `info,pickline_sidecar=debug`.
+    pub filter: String,
+    /// Line format.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            filter: "info".to_owned(),
+            format: LogFormat::Json,
+        }
+    }
+}
+
+/// One `[[tokens]]` entry.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Name used in logs and events (never the secret).
+    pub name: String,
+    /// The secret bearer token, at least [`limits::TOKEN_LEN_MIN`] bytes.
+    pub token: String,
+    /// Scopes: `checkout`, `oms`, `admin`, `pos:<store>`/`pos:*`, `staff:<store>`/`staff:*`.
+    pub scopes: Vec<Scope>,
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("name", &self.name)
+            .field("token", &"<redacted>")
+            .field("scopes", &self.scopes)
+            .finish()
+    }
+}
+
+/// Values that the environment or flags may set; `None` leaves the value below alone.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Overrides {
+    /// `data.dir`
+    pub data_dir: Option<PathBuf>,
+    /// `grpc.listen`
+    pub grpc_listen: Option<SocketAddr>,
+    /// `http.listen`
+    pub http_listen: Option<SocketAddr>,
+    /// `grpc.max_message_bytes`
+    pub max_message_bytes: Option<usize>,
+    /// `grpc.concurrency_limit`
+    pub concurrency_limit: Option<usize>,
+    /// `grpc.request_timeout_ms`
+    pub request_timeout_ms: Option<u64>,
+    /// `log.filter`
+    pub log_filter: Option<String>,
+    /// `log.format`
+    pub log_format: Option<LogFormat>,
+}
+
+/// The environment variables read, with the key each sets.
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("PICKLINE_CONFIG", "the TOML file to read"),
+    ("PICKLINE_DATA_DIR", "data.dir"),
+    ("PICKLINE_GRPC_LISTEN", "grpc.listen"),
+    ("PICKLINE_HTTP_LISTEN", "http.listen"),
+    ("PICKLINE_GRPC_MAX_MESSAGE_BYTES", "grpc.max_message_bytes"),
+    ("PICKLINE_GRPC_CONCURRENCY_LIMIT", "grpc.concurrency_limit"),
+    (
+        "PICKLINE_GRPC_REQUEST_TIMEOUT_MS",
+        "grpc.request_timeout_ms",
+    ),
+    ("PICKLINE_LOG", "log.filter"),
+    ("PICKLINE_LOG_FORMAT", "log.format"),
+];
+
+impl Overrides {
+    /// Reads the `PICKLINE_*` variables of [`ENV_VARS`] from `vars` (pass
+    /// `std::env::vars()`; tests pass a list). Other variables are ignored, including
+    /// other `PICKLINE_*` ones that tools such as the test script use.
+    pub fn from_env(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Overrides, ConfigError> {
+        let vars: HashMap<String, String> = vars.into_iter().collect();
+        fn parse<T: FromStr>(
+            vars: &HashMap<String, String>,
+            name: &'static str,
+        ) -> Result<Option<T>, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            vars.get(name)
+                .map(|raw| {
+                    raw.parse().map_err(|e: T::Err| ConfigError::Env {
+                        var: name,
+                        value: raw.clone(),
+                        reason: e.to_string(),
+                    })
+                })
+                .transpose()
+        }
+        Ok(Overrides {
+            data_dir: parse(&vars, "PICKLINE_DATA_DIR")?,
+            grpc_listen: parse(&vars, "PICKLINE_GRPC_LISTEN")?,
+            http_listen: parse(&vars, "PICKLINE_HTTP_LISTEN")?,
+            max_message_bytes: parse(&vars, "PICKLINE_GRPC_MAX_MESSAGE_BYTES")?,
+            concurrency_limit: parse(&vars, "PICKLINE_GRPC_CONCURRENCY_LIMIT")?,
+            request_timeout_ms: parse(&vars, "PICKLINE_GRPC_REQUEST_TIMEOUT_MS")?,
+            log_filter: vars.get("PICKLINE_LOG").cloned(),
+            log_format: parse(&vars, "PICKLINE_LOG_FORMAT")?,
+        })
+    }
+
+    /// The config file named by `PICKLINE_CONFIG` in `vars`.
+    pub fn config_file_from_env(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Option<PathBuf> {
+        vars.into_iter()
+            .find(|(k, _)| k == "PICKLINE_CONFIG")
+            .map(|(_, v)| PathBuf::from(v))
+    }
+
+    fn apply(self, config: &mut Config) {
+        let Overrides {
+            data_dir,
+            grpc_listen,
+            http_listen,
+            max_message_bytes,
+            concurrency_limit,
+            request_timeout_ms,
+            log_filter,
+            log_format,
+        } = self;
+        set(&mut config.data.dir, data_dir);
+        set(&mut config.grpc.listen, grpc_listen);
+        set(&mut config.http.listen, http_listen);
+        set(&mut config.grpc.max_message_bytes, max_message_bytes);
+        set(&mut config.grpc.concurrency_limit, concurrency_limit);
+        set(&mut config.grpc.request_timeout_ms, request_timeout_ms);
+        set(&mut config.log.filter, log_filter);
+        set(&mut config.log.format, log_format);
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *slot = value;
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (unknown key, wrong type, ...).
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error, with line and column.
+        source: Box<toml::de::Error>,
+    },
+    /// An environment variable has a value of the wrong form.
+    #[error("invalid environment variable {var}={value:?}: {reason}")]
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A value is out of range or inconsistent with another.
+    #[error("invalid config value {key}: {reason}")]
+    Invalid {
+        /// The key, e.g. `grpc.concurrency_limit` or `tokens[2].token`.
+        key: String,
+        /// What is wrong and what is accepted.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Parses a TOML document over the defaults.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Loads defaults < `file` < `env` < `flags`, then validates. `file` is the
+    /// explicit path (flag), else `PICKLINE_CONFIG` from `env`, else none.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: Overrides,
+    ) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let file = file
+            .map(Path::to_owned)
+            .or_else(|| Overrides::config_file_from_env(env.iter().cloned()));
+        let mut config = match &file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                Config::from_toml(&text, path)?
+            }
+            None => Config::default(),
+        };
+        Overrides::from_env(env)?.apply(&mut config);
+        flags.apply(&mut config);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every limit and cross-field rule, naming the key in the error.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        use limits::*;
+        fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                key: key.into(),
+                reason: reason.into(),
+            }
+        }
+        let g = &self.grpc;
+        if self.data.dir.as_os_str().is_empty() {
+            return Err(invalid("data.dir", "must not be empty"));
+        }
+        if !(MAX_MESSAGE_BYTES_MIN..=MAX_MESSAGE_BYTES_MAX).contains(&g.max_message_bytes) {
+            return Err(invalid(
+                "grpc.max_message_bytes",
+                format!(
+                    "{} is outside {MAX_MESSAGE_BYTES_MIN}..={MAX_MESSAGE_BYTES_MAX}",
+                    g.max_message_bytes
+                ),
+            ));
+        }
+        if !(1..=CONCURRENCY_LIMIT_MAX).contains(&g.concurrency_limit) {
+            return Err(invalid(
+                "grpc.concurrency_limit",
+                format!(
+                    "{} is outside 1..={CONCURRENCY_LIMIT_MAX}",
+                    g.concurrency_limit
+                ),
+            ));
+        }
+        if !(1..=REQUEST_TIMEOUT_MS_MAX).contains(&g.request_timeout_ms) {
+            return Err(invalid(
+                "grpc.request_timeout_ms",
+                format!(
+                    "{} is outside 1..={REQUEST_TIMEOUT_MS_MAX}",
+                    g.request_timeout_ms
+                ),
+            ));
+        }
+        if !(1..=RETRY_AFTER_MS_MAX).contains(&g.retry_after_ms) {
+            return Err(invalid(
+                "grpc.retry_after_ms",
+                format!("{} is outside 1..={RETRY_AFTER_MS_MAX}", g.retry_after_ms),
+            ));
+        }
+        if g.max_concurrent_streams == 0 {
+            return Err(invalid("grpc.max_concurrent_streams", "must be at least 1"));
+        }
+        if g.shutdown_grace_ms > SHUTDOWN_GRACE_MS_MAX {
+            return Err(invalid(
+                "grpc.shutdown_grace_ms",
+                format!("{} is above {SHUTDOWN_GRACE_MS_MAX}", g.shutdown_grace_ms),
+            ));
+        }
+        if g.listen == self.http.listen && g.listen.port() != 0 {
+            return Err(invalid(
+                "http.listen",
+                format!("{} is also grpc.listen; use two ports", self.http.listen),
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            return Err(invalid("log.filter", e.to_string()));
+        }
+        let mut names = BTreeSet::new();
+        let mut secrets = BTreeSet::new();
+        for (i, t) in self.tokens.iter().enumerate() {
+            if t.name.trim().is_empty() {
+                return Err(invalid(format!("tokens[{i}].name"), "must not be empty"));
+            }
+            if !names.insert(t.name.as_str()) {
+                return Err(invalid(
+                    format!("tokens[{i}].name"),
+                    format!("{:?} is used by an earlier token", t.name),
+                ));
+            }
+            if t.token.len() < TOKEN_LEN_MIN || t.token.trim() != t.token {
+                return Err(invalid(
+                    format!("tokens[{i}].token"),
+                    format!(
+                        "token {:?} must be at least {TOKEN_LEN_MIN} bytes without surrounding spaces",
+                        t.name
+                    ),
+                ));
+            }
+            if !secrets.insert(t.token.as_str()) {
+                return Err(invalid(
+                    format!("tokens[{i}].token"),
+                    format!("token {:?} repeats an earlier token's secret", t.name),
+                ));
+            }
+            if t.scopes.is_empty() {
+                return Err(invalid(
+                    format!("tokens[{i}].scopes"),
+                    format!("token {:?} needs at least one scope", t.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The token table for the admission layer.
+    pub fn token_table(&self) -> TokenTable {
+        TokenTable::new(
+            self.tokens
+                .iter()
+                .map(|t| (t.token.clone(), Principal::new(&t.name, &t.scopes))),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The annotated example file documents the defaults; it must stay equal to them.
+    #[test]
+    fn example_file_equals_the_defaults() {
+        let text = include_str!("../pickline.example.toml");
+        let config = Config::from_toml(text, Path::new("pickline.example.toml")).unwrap();
+        assert_eq!(config, Config::default());
+        config.validate().unwrap();
+    }
+}
