@@ -21,7 +21,9 @@ fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
 /// The flag overrides of `pickline serve <args>`.
 fn flags(args: &[&str]) -> (Option<PathBuf>, Overrides) {
     let cli = Cli::try_parse_from(["pickline", "serve"].iter().chain(args)).unwrap();
-    let Command::Serve(serve) = cli.command;
+    let Command::Serve(serve) = cli.command else {
+        panic!("`pickline serve` parses as Serve");
+    };
     (serve.config.clone(), serve.overrides())
 }
 
