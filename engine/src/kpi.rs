@@ -150,10 +150,10 @@ impl Kpis {
             Event::PickingStarted { order, .. } => {
                 self.bump(order.store(), |k| k.picking_started += 1)
             }
-            Event::OrderShortPicked { order, .. } => {
-                if self.short_picked.insert(*order, ()).is_none() {
-                    self.bump(order.store(), |k| k.short_picked_orders += 1);
-                }
+            Event::OrderShortPicked { order, .. }
+                if self.short_picked.insert(*order, ()).is_none() =>
+            {
+                self.bump(order.store(), |k| k.short_picked_orders += 1);
             }
             Event::OrderCollected { order, .. } => {
                 self.short_picked.remove(order);

@@ -308,7 +308,7 @@ pub enum CollectOutcome {
     Collected {
         /// The e-receipt (an error only if the order's data cannot make one, e.g. a store
         /// id unfit for a receipt number; the hand-off stands either way).
-        receipt: Result<Receipt, ReceiptError>,
+        receipt: Box<Result<Receipt, ReceiptError>>,
         /// The record of the hand-off.
         lsn: Lsn,
     },
@@ -1384,16 +1384,17 @@ impl Engine {
                     consumed,
                 }],
                 CollectOutcome::Collected {
-                    receipt: Err(ReceiptError::InvalidStoreId),
+                    receipt: Box::new(Err(ReceiptError::InvalidStoreId)),
                     lsn: Lsn(0),
                 },
             ))
         })?;
         Ok(match (outcome, lsn) {
             (CollectOutcome::Collected { .. }, Some(lsn)) => CollectOutcome::Collected {
-                receipt: self
-                    .order_receipt(order)
-                    .unwrap_or(Err(ReceiptError::InvalidStoreId)),
+                receipt: Box::new(
+                    self.order_receipt(order)
+                        .unwrap_or(Err(ReceiptError::InvalidStoreId)),
+                ),
                 lsn,
             },
             (other, _) => other,

@@ -177,7 +177,7 @@ fn collect_consumes_on_hand_and_held_and_makes_a_receipt() {
     };
     assert_eq!(cell(&e, "A"), (8, 0));
     assert_eq!(cell(&e, "B"), (9, 0));
-    let receipt = receipt.unwrap();
+    let receipt = (*receipt).unwrap();
     assert_eq!(receipt.receipt_number().as_str(), "R-s1-000001");
     assert_eq!(receipt.total_minor(), 2_250);
     assert!(receipt.to_json().contains("#1001"));
@@ -198,7 +198,7 @@ fn collect_consumes_on_hand_and_held_and_makes_a_receipt() {
     else {
         panic!("collect refused")
     };
-    assert_eq!(receipt.unwrap().receipt_number().as_str(), "R-s1-000002");
+    assert_eq!((*receipt).unwrap().receipt_number().as_str(), "R-s1-000002");
     check_replay(&e, &log, &[o, o2]);
 }
 
