@@ -256,7 +256,7 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-type CellGuard<'a> = MutexGuard<'a, Cell>;
+pub(crate) type CellGuard<'a> = MutexGuard<'a, Cell>;
 
 impl Engine {
     /// An engine without a durable log (LSNs only).
@@ -455,7 +455,7 @@ impl Engine {
         self.stores.get(store.0 as usize)?.get().map(|b| &**b)
     }
 
-    fn shard_by_name(&self, store: &str) -> Result<&StoreShard, EngineError> {
+    pub(crate) fn shard_by_name(&self, store: &str) -> Result<&StoreShard, EngineError> {
         self.store_id(store)
             .and_then(|id| self.shard(id))
             .ok_or_else(|| EngineError::UnknownStore(truncate(store)))
@@ -864,7 +864,7 @@ impl Engine {
         }
     }
 
-    fn hold_shard(&self, hold: HoldId) -> Result<&StoreShard, EngineError> {
+    pub(crate) fn hold_shard(&self, hold: HoldId) -> Result<&StoreShard, EngineError> {
         self.shard(hold.store())
             .ok_or_else(|| EngineError::invalid("hold", format!("no store for hold {hold}")))
     }
@@ -893,12 +893,17 @@ impl Engine {
             Some(_) => return Ok(Ended::Not(HoldNotActive::Unknown)),
             None => return Ok(Ended::Not(not_active(&st, hold))),
         }
-        let lsn = self.log.append(&Record {
-            at: now,
-            events: vec![Event::HoldReleased { hold, reason }],
-        })?;
+        // A hold that is a pickup order's allocation ends the order in the same record.
+        let order_event = crate::order::hold_end_event(&st, hold, reason);
+        let mut events = vec![Event::HoldReleased { hold, reason }];
+        events.extend(order_event.clone());
+        let lsn = self.log.append(&Record { at: now, events })?;
         let rec = apply_release(&mut guards, &mut st, hold, reason, now)
             .ok_or_else(|| EngineError::invalid("hold", "vanished under its locks"))?;
+        if let Some(ev) = &order_event {
+            crate::order::apply_state_event(ev, &mut st, now)
+                .map_err(|e| EngineError::invalid("order", e))?;
+        }
         Ok(Ended::Now(lsn, rec))
     }
 
@@ -939,6 +944,30 @@ impl Engine {
         let mut st = shard.state.lock();
         if st.pos_seen.contains_key(d.pos_event_id.as_str()) {
             return Ok(PosOutcome::Duplicate);
+        }
+        // A sale naming a pickup order is recognized against the order (SPEC 4, POS feed).
+        if let Some(ev) = crate::order::pos_sale_event(&st, &guard, shard.id, sku, d) {
+            let horizon = now.add_ms(-self.config.limits.dedupe_window_ms);
+            let (on_hand, held) = crate::order::pos_sale_after(&ev, &guard);
+            let mut events = vec![ev];
+            let shortage = shortage_event(shard.id, sku, &st, on_hand, held);
+            events.extend(shortage.clone());
+            let record = Record { at: now, events };
+            let lsn = self.log.append(&record)?;
+            if let Some(ev) = record.events.first() {
+                crate::order::apply_pos_sale(ev, &mut guard, &mut st, now, horizon)
+                    .map_err(|e| EngineError::invalid("pos sale", e))?;
+            }
+            drop(st);
+            drop(guard);
+            drop(gate);
+            self.log.wait_durable(lsn)?;
+            return Ok(PosOutcome::Applied {
+                on_hand,
+                matched: None,
+                shortage: shortage.map(into_shortage),
+                lsn,
+            });
         }
         let on_hand_after = clamp_qty(i64::from(guard.on_hand) + signed);
         let mut events = vec![Event::PosDelta {
@@ -1392,6 +1421,21 @@ impl Engine {
             }
             // Shortages are derived facts: they record what the state showed, change nothing.
             Event::Shortage { .. } => {}
+            // Cursors live in the event stream, which reads them from the log itself.
+            Event::ConsumerAcked { .. } => {}
+            Event::OrderCreated { .. }
+            | Event::OrderConfirmed { .. }
+            | Event::PickingStarted { .. }
+            | Event::StockAdjusted { .. }
+            | Event::OrderShortPicked { .. }
+            | Event::ReallocationRequested { .. }
+            | Event::OrderReady { .. }
+            | Event::PickupCodeRejected { .. }
+            | Event::PickupCodeOverride { .. }
+            | Event::OrderCollected { .. }
+            | Event::OrderCancelled { .. }
+            | Event::OrderExpired { .. }
+            | Event::PosOrderSale { .. } => self.replay_order_event(ev, at)?,
         }
         Ok(())
     }
@@ -1417,7 +1461,7 @@ enum Ended {
     Not(HoldNotActive),
 }
 
-fn poisoned() -> EngineError {
+pub(crate) fn poisoned() -> EngineError {
     EngineError::invalid("engine", "snapshot gate poisoned by a panic")
 }
 
@@ -1425,7 +1469,7 @@ fn truncate(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
-fn check_id(field: &'static str, v: &str, len_max: usize) -> Result<(), EngineError> {
+pub(crate) fn check_id(field: &'static str, v: &str, len_max: usize) -> Result<(), EngineError> {
     if v.is_empty() {
         return Err(EngineError::invalid(field, "must not be empty"));
     }
@@ -1441,11 +1485,11 @@ fn check_id(field: &'static str, v: &str, len_max: usize) -> Result<(), EngineEr
     Ok(())
 }
 
-fn clamp_qty(v: i64) -> Qty {
+pub(crate) fn clamp_qty(v: i64) -> Qty {
     v.clamp(0, i64::from(u32::MAX - 1)) as Qty
 }
 
-fn not_active(st: &StoreState, hold: HoldId) -> HoldNotActive {
+pub(crate) fn not_active(st: &StoreState, hold: HoldId) -> HoldNotActive {
     if hold.seq() < st.next_seq {
         HoldNotActive::Ended
     } else {
@@ -1453,7 +1497,7 @@ fn not_active(st: &StoreState, hold: HoldId) -> HoldNotActive {
     }
 }
 
-fn lock_cells<'a>(
+pub(crate) fn lock_cells<'a>(
     shard: &'a StoreShard,
     lines: &[Line],
 ) -> Result<Vec<CellGuard<'a>>, EngineError> {
@@ -1469,7 +1513,7 @@ fn lock_cells<'a>(
     lock_in_order(&cells).ok_or_else(|| EngineError::invalid("lines", "not in lock order"))
 }
 
-fn shortage_event(
+pub(crate) fn shortage_event(
     store: StoreId,
     sku: SkuId,
     st: &StoreState,
@@ -1547,7 +1591,7 @@ fn apply_extend(st: &mut StoreState, hold: HoldId, expires_at: Timestamp) {
     }
 }
 
-fn apply_release(
+pub(crate) fn apply_release(
     guards: &mut [CellGuard<'_>],
     st: &mut StoreState,
     hold: HoldId,
@@ -1563,7 +1607,7 @@ fn apply_release(
     Some(rec)
 }
 
-fn remember_pos_event(st: &mut StoreState, id: &str, now: Timestamp) {
+pub(crate) fn remember_pos_event(st: &mut StoreState, id: &str, now: Timestamp) {
     st.pos_seen.insert(id.into(), now);
     st.pos_fifo.push_back((now, id.into()));
 }

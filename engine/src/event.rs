@@ -9,6 +9,7 @@
 //! The record's log sequence number is the stable id of its events.
 
 use crate::codec::{Dec, DecodeError, Enc};
+use crate::order::{CancelledBy, Customer, OrderId, OrderLine, ShortPickResolution};
 use crate::types::{HoldId, Line, Lsn, Qty, SkuId, StoreId, StoreStatus, Timestamp};
 
 /// A store's definition as registered or updated.
@@ -242,6 +243,157 @@ pub enum Event {
         /// The newest holds whose units together cover the missing units, newest first.
         holds: Vec<HoldId>,
     },
+    /// A pickup order was created from an active hold (state `placed`).
+    OrderCreated {
+        /// The order (derived from its hold).
+        order: OrderId,
+        /// Sales channel, e.g. `shopify`.
+        channel: String,
+        /// The channel's order id.
+        channel_order_id: String,
+        /// Customer contact and consent.
+        customer: Customer,
+        /// Priced lines, sorted by SKU.
+        lines: Vec<OrderLine>,
+        /// ISO 4217 currency code.
+        currency: String,
+        /// Decimal places of the currency's minor unit.
+        currency_exponent: u8,
+        /// Idempotency key of the create request.
+        key: Option<String>,
+    },
+    /// Checkout confirmed the order (`placed -> confirmed`).
+    OrderConfirmed {
+        /// The order.
+        order: OrderId,
+    },
+    /// Staff started picking (`confirmed -> picking`).
+    PickingStarted {
+        /// The order.
+        order: OrderId,
+        /// Who.
+        staff: String,
+    },
+    /// `on_hand` of a cell was corrected outside the POS feed: units found missing while
+    /// picking an order (conservation: explains the change of `on_hand`).
+    StockAdjusted {
+        /// Store.
+        store: StoreId,
+        /// SKU.
+        sku: SkuId,
+        /// Signed change of `on_hand` (negative for missing units).
+        qty: i64,
+        /// `on_hand` after.
+        on_hand_after: Qty,
+        /// The order whose pick found it.
+        order: OrderId,
+    },
+    /// A line was found short while picking; the line and its hold shrink by `missing`.
+    OrderShortPicked {
+        /// The order.
+        order: OrderId,
+        /// SKU of the short line.
+        sku: SkuId,
+        /// Units missing.
+        missing: Qty,
+        /// Re-allocate elsewhere or cancel the missing units.
+        resolution: ShortPickResolution,
+        /// Who.
+        staff: String,
+    },
+    /// Missing units of an order should be allocated at another store (the allocation
+    /// module acts on it).
+    ReallocationRequested {
+        /// The order.
+        order: OrderId,
+        /// SKU.
+        sku: SkuId,
+        /// Units to re-allocate.
+        missing: Qty,
+    },
+    /// The order is ready for pickup (`picking -> ready`) with this pickup code.
+    OrderReady {
+        /// The order.
+        order: OrderId,
+        /// Who.
+        staff: String,
+        /// The pickup code's value (logged so replay issues the same code).
+        code: u64,
+    },
+    /// A wrong pickup code was presented at hand-off.
+    PickupCodeRejected {
+        /// The order.
+        order: OrderId,
+        /// The staff member at the desk.
+        staff: String,
+        /// Whether this wrong code locked the order.
+        now_locked: bool,
+    },
+    /// A staff member unlocked an order locked by wrong codes.
+    PickupCodeOverride {
+        /// The order.
+        order: OrderId,
+        /// Who.
+        staff: String,
+        /// 1 for the order's first override, and so on.
+        sequence: u32,
+    },
+    /// Hand-off (`ready -> collected`): the hold ends and `on_hand` falls by `consumed`.
+    OrderCollected {
+        /// The order.
+        order: OrderId,
+        /// Who handed it off.
+        staff: String,
+        /// The store's receipt sequence number of this order's e-receipt.
+        receipt_seq: u64,
+        /// Units taken off `on_hand` now (those the POS had not already reported).
+        consumed: Vec<Line>,
+    },
+    /// The order was cancelled; its hold (if still active) was released in the same record.
+    OrderCancelled {
+        /// The order.
+        order: OrderId,
+        /// Who cancelled.
+        by: CancelledBy,
+        /// The staff member, for a store cancel.
+        staff: Option<String>,
+    },
+    /// The order's hold expired: `expired` if it was only placed, `no_show` otherwise.
+    OrderExpired {
+        /// The order.
+        order: OrderId,
+        /// Whether it counts as a no-show (confirmed or later).
+        no_show: bool,
+    },
+    /// A POS sale that names a pickup order: recognized against the order instead of
+    /// being counted twice.
+    PosOrderSale {
+        /// Store.
+        store: StoreId,
+        /// SKU.
+        sku: SkuId,
+        /// The POS event id (deduplication).
+        pos_event_id: String,
+        /// The order it names.
+        order: OrderId,
+        /// Units the POS reported sold.
+        reported: Qty,
+        /// Units already taken off `on_hand` by the hand-off: not applied again.
+        recognized: Qty,
+        /// Units consumed from the order's active hold (`on_hand` and `held` both fall).
+        from_hold: Qty,
+        /// POS time of the sale.
+        pos_time: Timestamp,
+        /// `on_hand` after.
+        on_hand_after: Qty,
+    },
+    /// An event stream consumer acknowledged every record up to `lsn` (durable cursor).
+    ConsumerAcked {
+        /// Consumer name.
+        consumer: String,
+        /// Last acknowledged LSN.
+        lsn: Lsn,
+    },
 }
 
 impl Event {
@@ -259,6 +411,20 @@ impl Event {
             Event::PosDelta { .. } => "pos_delta",
             Event::PosCount { .. } => "pos_count",
             Event::Shortage { .. } => "shortage",
+            Event::OrderCreated { .. } => "order_created",
+            Event::OrderConfirmed { .. } => "order_confirmed",
+            Event::PickingStarted { .. } => "picking_started",
+            Event::StockAdjusted { .. } => "stock_adjusted",
+            Event::OrderShortPicked { .. } => "order_short_picked",
+            Event::ReallocationRequested { .. } => "reallocation_requested",
+            Event::OrderReady { .. } => "order_ready",
+            Event::PickupCodeRejected { .. } => "pickup_code_rejected",
+            Event::PickupCodeOverride { .. } => "pickup_code_override",
+            Event::OrderCollected { .. } => "order_collected",
+            Event::OrderCancelled { .. } => "order_cancelled",
+            Event::OrderExpired { .. } => "order_expired",
+            Event::PosOrderSale { .. } => "pos_order_sale",
+            Event::ConsumerAcked { .. } => "consumer_acked",
         }
     }
 
@@ -275,7 +441,19 @@ impl Event {
             | Event::HoldExtended { hold, .. }
             | Event::HoldConfirmed { hold }
             | Event::HoldReleased { hold, .. } => Some(hold.store()),
-            Event::SkuRegistered { .. } => None,
+            Event::StockAdjusted { store, .. } | Event::PosOrderSale { store, .. } => Some(*store),
+            Event::OrderCreated { order, .. }
+            | Event::OrderConfirmed { order }
+            | Event::PickingStarted { order, .. }
+            | Event::OrderShortPicked { order, .. }
+            | Event::ReallocationRequested { order, .. }
+            | Event::OrderReady { order, .. }
+            | Event::PickupCodeRejected { order, .. }
+            | Event::PickupCodeOverride { order, .. }
+            | Event::OrderCollected { order, .. }
+            | Event::OrderCancelled { order, .. }
+            | Event::OrderExpired { order, .. } => Some(order.store()),
+            Event::SkuRegistered { .. } | Event::ConsumerAcked { .. } => None,
         }
     }
 }
@@ -313,6 +491,9 @@ mod tag {
     pub const POS_DELTA: u8 = 9;
     pub const POS_COUNT: u8 = 10;
     pub const SHORTAGE: u8 = 11;
+    // 40..=59: pickup orders, the event stream (encoded in `crate::order`).
+    pub const ORDER_FIRST: u8 = 40;
+    pub const ORDER_LAST: u8 = 59;
 }
 
 impl Record {
@@ -341,7 +522,7 @@ impl Record {
     }
 }
 
-fn encode_lines(e: &mut Enc<'_>, lines: &[Line]) {
+pub(crate) fn encode_lines(e: &mut Enc<'_>, lines: &[Line]) {
     e.seq_len(lines.len());
     for l in lines {
         e.u32(l.sku.0);
@@ -349,7 +530,7 @@ fn encode_lines(e: &mut Enc<'_>, lines: &[Line]) {
     }
 }
 
-fn decode_lines(d: &mut Dec<'_>) -> Result<Vec<Line>, DecodeError> {
+pub(crate) fn decode_lines(d: &mut Dec<'_>) -> Result<Vec<Line>, DecodeError> {
     let n = d.seq_len()?;
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
@@ -531,6 +712,7 @@ fn encode_event(e: &mut Enc<'_>, ev: &Event) {
                 e.u64(h.0);
             }
         }
+        other => crate::order::encode_event(e, other),
     }
 }
 
@@ -667,6 +849,7 @@ fn decode_event(d: &mut Dec<'_>) -> Result<Event, DecodeError> {
                 holds,
             }
         }
+        tag::ORDER_FIRST..=tag::ORDER_LAST => crate::order::decode_event(t, at, d)?,
         tag => {
             return Err(DecodeError::Tag {
                 what: "event",

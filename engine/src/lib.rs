@@ -18,6 +18,9 @@
 //! - [`calendar`]: store opening hours and pickup slots in the store's time zone.
 //! - [`pickup_code`]: pickup codes, their attempt limit and QR payloads.
 //! - [`receipt`]: e-receipts in JSON, plain text and HTML.
+//! - [`order`]: pickup orders from hold to hand-off, short picks, POS sale recognition.
+//! - [`stream`]: the in-memory event stream with durable consumer cursors.
+//! - [`kpi`]: fulfillment time, pickup conversion, short picks, inventory accuracy.
 //!
 //! ## Example
 //!
@@ -63,12 +66,15 @@ pub mod durable;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod kpi;
 pub mod lock_order;
 pub mod log;
+pub mod order;
 pub mod pickup_code;
 pub mod receipt;
 pub mod snapshot;
 mod stock;
+pub mod stream;
 pub mod types;
 pub mod wal;
 
@@ -81,8 +87,15 @@ pub use error::{ConfigError, EngineError};
 pub use event::{
     Event, HoldRejection, LineShortage, LoggedRecord, PosDeltaKind, Record, ReleaseReason, StoreDef,
 };
+pub use kpi::{Kpis, StoreKpis};
 pub use log::{EventLog, MemoryLog, NoLog};
+pub use order::{
+    CancelledBy, Canceller, CollectOutcome, CreateOrder, CreateOrderOutcome, CreateOrderRejection,
+    Customer, OrderId, OrderLine, OrderLineRequest, OrderRejection, OrderStatus, OrderView,
+    ReadyOutcome, ShortPick, ShortPickResolution, TransitionOutcome,
+};
 pub use stock::PAGE_LEN;
+pub use stream::{EventStream, StreamError};
 pub use types::{
     CellView, HoldId, Line, LineRequest, Lsn, Qty, SkuId, StoreId, StoreStatus, Timestamp,
 };

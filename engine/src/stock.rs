@@ -84,6 +84,7 @@ pub(crate) struct StoreState {
     pub(crate) recent_deltas: HashMap<SkuId, VecDeque<RecentDelta>>,
     pub(crate) last_count_as_of: HashMap<SkuId, Timestamp>,
     pub(crate) idem_fifo: VecDeque<(Timestamp, Box<str>)>,
+    pub(crate) orders: crate::order::OrderState,
 }
 
 impl StoreState {

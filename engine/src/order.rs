@@ -1,0 +1,1987 @@
+//! Pickup orders: from an active hold to hand-off (SPEC section 4, "Pickup lifecycle").
+//!
+//! ```text
+//! placed -> confirmed -> picking -> ready -> collected
+//!    \          \           \         \
+//!     +----------+-----------+---------+--> cancelled (customer or store)
+//! placed --hold expired--> expired        confirmed.. ready --hold expired--> no_show
+//! picking --short pick--> picking (line reduced; missing units re-allocated or cancelled)
+//! ```
+//!
+//! - **The order is its hold.** An order is created from an active hold and its id is the
+//!   hold's id ([`OrderId::from_hold`]), so every order operation finds its store, cells and
+//!   hold without a lookup, and creating the order twice from one hold cannot make two.
+//! - **Same locks, same log discipline as holds.** Every operation locks the hold's cells in
+//!   ascending SKU order, then the store's state, decides, appends one record, applies it
+//!   through [`apply_locked`] (which replay calls too), unlocks, and waits for durability.
+//! - **Outcomes are values.** An illegal transition is [`OrderRejection`], a wrong pickup
+//!   code is [`VerifyOutcome`]; `Err` is misuse or a log failure.
+//! - **Codes come from the caller's entropy** and the code value is logged, so replay issues
+//!   the same code. Wrong codes are logged too: the lockout survives a restart.
+//! - **Hand-off and the POS sale of the same order are counted once**, in either order of
+//!   arrival: a sale naming an order whose hold is active consumes from the hold
+//!   (`on_hand` and `held` fall together) and the hand-off then takes only what is left; a
+//!   sale naming a collected order is recognized up to the units handed off and not applied
+//!   again ([`Event::PosOrderSale`]).
+//! - **Bounded memory.** Finished orders are kept (for POS recognition, receipts and
+//!   queries) up to [`TERMINAL_ORDERS_MAX`] per store, oldest forgotten first. A POS sale
+//!   naming a forgotten order is applied as a plain sale.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+
+use crate::codec::{Dec, DecodeError, Enc};
+use crate::engine::{
+    CellGuard, Engine, HoldNotActive, PosDelta, apply_release, check_id, clamp_qty, lock_cells,
+    not_active, poisoned, remember_pos_event,
+};
+use crate::error::EngineError;
+use crate::event::{Event, Record, ReleaseReason, decode_lines, encode_lines};
+use crate::pickup_code::{
+    ENTROPY_BYTES, MAX_WRONG_ATTEMPTS, PickupCode, QrPayload, QrPayloadError, StaffId,
+    VerifyOutcome,
+};
+use crate::receipt::{
+    Currency, RECEIPT_TEXT_LEN_MAX, Receipt, ReceiptError, ReceiptInput, ReceiptLine, ReceiptNumber,
+};
+use crate::stock::{Cell, RecentDelta, StoreShard, StoreState};
+use crate::types::{HoldId, Line, Lsn, Qty, SkuId, StoreId, Timestamp};
+
+/// Finished (collected, cancelled, expired, no-show) orders remembered per store. Beyond it
+/// the oldest finished order is forgotten: queries no longer find it and a late POS sale
+/// naming it is applied as a plain sale.
+pub const TERMINAL_ORDERS_MAX: usize = 100_000;
+
+/// Longest customer email or phone number, in bytes (RFC 5321 path limit).
+pub const CONTACT_LEN_MAX: usize = 254;
+
+/// Longest channel name, in bytes.
+pub const CHANNEL_LEN_MAX: usize = 64;
+
+/// A pickup order id: the value of the hold it was created from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OrderId(pub u64);
+
+impl OrderId {
+    /// The order created from `hold`.
+    pub const fn from_hold(hold: HoldId) -> Self {
+        OrderId(hold.0)
+    }
+
+    /// Its hold.
+    pub const fn hold(self) -> HoldId {
+        HoldId(self.0)
+    }
+
+    /// Its store.
+    pub const fn store(self) -> StoreId {
+        self.hold().store()
+    }
+
+    /// Parses the displayed form `O<store>-<seq>` (what a POS may carry as order reference).
+    pub fn parse(s: &str) -> Option<OrderId> {
+        let (store, seq) = s.strip_prefix('O')?.split_once('-')?;
+        let store: u32 = store.parse().ok()?;
+        let seq: u64 = seq.parse().ok()?;
+        if seq >= 1 << HoldId::SEQ_BITS || store.to_string().len() > 10 {
+            return None;
+        }
+        let id = OrderId::from_hold(HoldId::new(StoreId(store), seq));
+        (id.to_string() == s).then_some(id)
+    }
+}
+
+impl fmt::Display for OrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "O{}-{}", self.store().0, self.hold().seq())
+    }
+}
+
+/// Where an order stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OrderStatus {
+    /// Created from a hold; checkout not yet confirmed.
+    Placed,
+    /// Checkout confirmed; waiting for staff.
+    Confirmed,
+    /// Staff are picking.
+    Picking,
+    /// Picked; a pickup code is issued.
+    Ready,
+    /// Handed off to the customer. Final.
+    Collected,
+    /// Cancelled by the customer, the store or a direct hold release. Final.
+    Cancelled,
+    /// The hold expired before checkout confirmed it. Final.
+    Expired,
+    /// The hold expired after confirmation: the customer did not come. Final.
+    NoShow,
+}
+
+impl OrderStatus {
+    /// Whether the order is finished.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            OrderStatus::Collected
+                | OrderStatus::Cancelled
+                | OrderStatus::Expired
+                | OrderStatus::NoShow
+        )
+    }
+
+    fn to_u8(self) -> u8 {
+        self as u8
+    }
+
+    #[cfg_attr(not(test), allow(dead_code))]
+    fn from_u8(v: u8) -> Option<Self> {
+        use OrderStatus::*;
+        [
+            Placed, Confirmed, Picking, Ready, Collected, Cancelled, Expired, NoShow,
+        ]
+        .get(usize::from(v))
+        .copied()
+    }
+}
+
+/// Customer contact and consent flags.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Customer {
+    /// Email address, up to [`CONTACT_LEN_MAX`] bytes.
+    pub email: Option<String>,
+    /// Phone number, up to [`CONTACT_LEN_MAX`] bytes.
+    pub phone: Option<String>,
+    /// May be sent SMS.
+    pub sms_consent: bool,
+    /// May be sent email.
+    pub email_consent: bool,
+}
+
+/// A priced order line as the engine keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderLine {
+    /// Interned SKU.
+    pub sku: SkuId,
+    /// Units (after short picks).
+    pub qty: Qty,
+    /// Price of one unit in minor units of the order's currency.
+    pub unit_price_minor: i64,
+    /// What the customer sees on the receipt.
+    pub description: String,
+}
+
+/// A priced line of a [`CreateOrder`] request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderLineRequest {
+    /// SKU external id; must be a line of the hold.
+    pub sku: String,
+    /// Units; must equal the hold's line.
+    pub qty: Qty,
+    /// Price of one unit in minor units.
+    pub unit_price_minor: i64,
+    /// Receipt text, up to [`RECEIPT_TEXT_LEN_MAX`] bytes.
+    pub description: String,
+}
+
+/// A request to create a pickup order from an active hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateOrder {
+    /// The hold; the order takes over its units.
+    pub hold: HoldId,
+    /// Sales channel, e.g. `shopify`.
+    pub channel: String,
+    /// The channel's order id (what the customer and the POS know).
+    pub channel_order_id: String,
+    /// Contact and consent.
+    pub customer: Customer,
+    /// Priced lines: exactly the hold's lines (SKU and quantity).
+    pub lines: Vec<OrderLineRequest>,
+    /// ISO 4217 currency code.
+    pub currency: String,
+    /// A retry with the same key on the same hold returns the same order.
+    pub idempotency_key: Option<String>,
+}
+
+/// Why [`Engine::create_order`] refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateOrderRejection {
+    /// The hold is not active.
+    HoldNotActive(HoldNotActive),
+    /// The hold already has an order, created with another idempotency key.
+    OrderExists {
+        /// That order.
+        order: OrderId,
+    },
+    /// The lines are not exactly the hold's lines.
+    LinesMismatch,
+}
+
+/// Outcome of [`Engine::create_order`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateOrderOutcome {
+    /// The order exists (now, or from an earlier request with the same key).
+    Created {
+        /// The order.
+        order: OrderId,
+    },
+    /// Nothing was created.
+    Rejected(CreateOrderRejection),
+}
+
+/// Why an order operation was refused. A business outcome: nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderRejection {
+    /// No such order (never created, or forgotten after [`TERMINAL_ORDERS_MAX`]).
+    UnknownOrder,
+    /// The operation is not allowed in the order's status.
+    IllegalTransition {
+        /// The status it is in.
+        from: OrderStatus,
+    },
+    /// The order has no line of that SKU.
+    NoSuchLine,
+    /// The units found are not fewer than the line's units.
+    NotShort {
+        /// Units the line still expects.
+        line_qty: Qty,
+    },
+    /// A staff override of an order that is not locked.
+    NotLocked,
+}
+
+/// Outcome of a simple order transition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransitionOutcome {
+    /// Done; the order's status now.
+    Done {
+        /// Status after.
+        status: OrderStatus,
+    },
+    /// Refused; nothing changed.
+    Rejected(OrderRejection),
+}
+
+/// What to do with the units a short pick found missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ShortPickResolution {
+    /// Ask the allocation module to find them at another store
+    /// ([`Event::ReallocationRequested`]).
+    Reallocate,
+    /// Drop them from the order.
+    CancelLine,
+}
+
+/// A short pick: staff found fewer units of a line than the order needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShortPick {
+    /// The order.
+    pub order: OrderId,
+    /// SKU external id of the line.
+    pub sku: String,
+    /// Units found on the shelf.
+    pub found: Qty,
+    /// What to do with the missing units.
+    pub resolution: ShortPickResolution,
+    /// Who picked.
+    pub staff: StaffId,
+}
+
+/// Outcome of [`Engine::mark_ready`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadyOutcome {
+    /// Ready; the code to send to the customer.
+    Ready {
+        /// The pickup code.
+        code: PickupCode,
+        /// The QR payload (fails only for store ids longer than the QR format allows).
+        qr: Result<QrPayload, QrPayloadError>,
+    },
+    /// Refused; nothing changed.
+    Rejected(OrderRejection),
+}
+
+/// Outcome of [`Engine::collect`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CollectOutcome {
+    /// Handed off: stock consumed, hold ended, e-receipt produced.
+    Collected {
+        /// The e-receipt (an error only if the order's data cannot make one, e.g. a store
+        /// id unfit for a receipt number; the hand-off stands either way).
+        receipt: Box<Result<Receipt, ReceiptError>>,
+        /// The record of the hand-off.
+        lsn: Lsn,
+    },
+    /// The code was not accepted ([`VerifyOutcome::Wrong`], `WrongNowLocked`, `Locked` or
+    /// `Malformed`); wrong codes were recorded.
+    Code(VerifyOutcome),
+    /// Refused; nothing changed.
+    Rejected(OrderRejection),
+}
+
+/// Who cancels an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Canceller {
+    /// The customer (counts against pickup conversion).
+    Customer,
+    /// Store staff.
+    Store(StaffId),
+}
+
+/// Who cancelled an order, as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CancelledBy {
+    /// The customer.
+    Customer,
+    /// Store staff.
+    Store,
+    /// A direct release of the order's hold through [`Engine::release`].
+    System,
+}
+
+impl CancelledBy {
+    fn to_u8(self) -> u8 {
+        self as u8
+    }
+
+    fn from_u8(v: u8) -> Option<Self> {
+        [
+            CancelledBy::Customer,
+            CancelledBy::Store,
+            CancelledBy::System,
+        ]
+        .get(usize::from(v))
+        .copied()
+    }
+}
+
+/// An order as [`Engine::order`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderView {
+    /// The order.
+    pub order: OrderId,
+    /// Status now.
+    pub status: OrderStatus,
+    /// Sales channel.
+    pub channel: String,
+    /// The channel's order id.
+    pub channel_order_id: String,
+    /// Contact and consent.
+    pub customer: Customer,
+    /// Lines (after short picks).
+    pub lines: Vec<OrderLine>,
+    /// ISO 4217 currency code.
+    pub currency: String,
+    /// Every transition with its time, oldest first.
+    pub transitions: Vec<(OrderStatus, Timestamp)>,
+    /// Pickup code, once ready.
+    pub code: Option<PickupCode>,
+    /// Wrong codes since the code was issued or last unlocked.
+    pub wrong_attempts: u32,
+    /// Locked by wrong codes.
+    pub locked: bool,
+    /// Staff overrides so far.
+    pub overrides: u32,
+    /// The last staff override: who and when.
+    pub last_override: Option<(String, Timestamp)>,
+    /// Short picks so far.
+    pub short_picks: u32,
+    /// Units sent for re-allocation elsewhere.
+    pub reallocation_requested: Vec<Line>,
+    /// Receipt sequence, once collected.
+    pub receipt_seq: Option<u64>,
+}
+
+// ---------------------------------------------------------------- state
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OrderRec {
+    status: OrderStatus,
+    channel: Box<str>,
+    channel_order_id: Box<str>,
+    customer: Customer,
+    lines: Vec<OrderLine>,
+    /// Per line: units the POS reported sold for this order.
+    pos_seen: Vec<Qty>,
+    currency: Box<str>,
+    currency_exponent: u8,
+    key: Option<Box<str>>,
+    times: Vec<(OrderStatus, Timestamp)>,
+    code: Option<u64>,
+    wrong: u32,
+    locked: bool,
+    overrides: u32,
+    last_override: Option<(Box<str>, Timestamp)>,
+    short_picks: u32,
+    realloc: Vec<Line>,
+    receipt_seq: Option<u64>,
+}
+
+/// The pickup orders of one store. Lives in the store's state, under its lock.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct OrderState {
+    orders: BTreeMap<OrderId, OrderRec>,
+    by_channel_ref: HashMap<Box<str>, OrderId>,
+    /// Finished orders, oldest first, for the [`TERMINAL_ORDERS_MAX`] bound.
+    finished: VecDeque<OrderId>,
+    receipt_seq: u64,
+}
+
+impl OrderState {
+    fn get(&self, id: OrderId) -> Option<&OrderRec> {
+        self.orders.get(&id)
+    }
+
+    fn find_ref(&self, store: StoreId, reference: &str) -> Option<OrderId> {
+        if let Some(id) = OrderId::parse(reference)
+            && id.store() == store
+            && self.orders.contains_key(&id)
+        {
+            return Some(id);
+        }
+        self.by_channel_ref.get(reference).copied()
+    }
+
+    fn rec_mut(&mut self, id: OrderId) -> Result<&mut OrderRec, String> {
+        self.orders
+            .get_mut(&id)
+            .ok_or_else(|| format!("unknown order {id}"))
+    }
+
+    fn set_status(
+        &mut self,
+        id: OrderId,
+        status: OrderStatus,
+        at: Timestamp,
+    ) -> Result<(), String> {
+        let rec = self.rec_mut(id)?;
+        if rec.status.is_final() {
+            return Err(format!("order {id} is already {:?}", rec.status));
+        }
+        rec.status = status;
+        rec.times.push((status, at));
+        if status.is_final() {
+            self.finished.push_back(id);
+            while self.finished.len() > TERMINAL_ORDERS_MAX {
+                let Some(old) = self.finished.pop_front() else {
+                    break;
+                };
+                if let Some(rec) = self.orders.remove(&old)
+                    && self.by_channel_ref.get(&rec.channel_order_id) == Some(&old)
+                {
+                    self.by_channel_ref.remove(&rec.channel_order_id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // The snapshot writer on main calls these; until it is merged only the tests do.
+    #[cfg_attr(not(test), allow(dead_code))]
+    /// Appends the state's encoding for a snapshot: receipt sequence, then the orders in id
+    /// order (each with every field), then the finished queue. The channel reference index
+    /// is rebuilt on decode.
+    pub(crate) fn encode(&self, e: &mut Enc<'_>) {
+        e.u64(self.receipt_seq);
+        e.seq_len(self.orders.len());
+        for (id, r) in &self.orders {
+            e.u64(id.0);
+            e.u8(r.status.to_u8());
+            e.str(&r.channel);
+            e.str(&r.channel_order_id);
+            encode_customer(e, &r.customer);
+            encode_order_lines(e, &r.lines);
+            e.seq_len(r.pos_seen.len());
+            for q in &r.pos_seen {
+                e.u32(*q);
+            }
+            e.str(&r.currency);
+            e.u8(r.currency_exponent);
+            e.opt_str(r.key.as_deref());
+            e.seq_len(r.times.len());
+            for (s, t) in &r.times {
+                e.u8(s.to_u8());
+                e.i64(t.0);
+            }
+            e.opt_i64(r.code.map(|c| c as i64));
+            e.u32(r.wrong);
+            e.bool(r.locked);
+            e.u32(r.overrides);
+            match &r.last_override {
+                None => e.u8(0),
+                Some((s, t)) => {
+                    e.u8(1);
+                    e.str(s);
+                    e.i64(t.0);
+                }
+            }
+            e.u32(r.short_picks);
+            encode_lines(e, &r.realloc);
+            e.opt_i64(r.receipt_seq.map(|s| s as i64));
+        }
+        e.seq_len(self.finished.len());
+        for id in &self.finished {
+            e.u64(id.0);
+        }
+    }
+
+    #[cfg_attr(not(test), allow(dead_code))]
+    /// Decodes what [`OrderState::encode`] wrote.
+    pub(crate) fn decode(d: &mut Dec<'_>) -> Result<OrderState, DecodeError> {
+        let mut st = OrderState {
+            receipt_seq: d.u64()?,
+            ..OrderState::default()
+        };
+        let n = d.seq_len()?;
+        for _ in 0..n {
+            let id = OrderId(d.u64()?);
+            let status = decode_status(d)?;
+            let channel: Box<str> = d.string()?.into();
+            let channel_order_id: Box<str> = d.string()?.into();
+            let customer = decode_customer(d)?;
+            let lines = decode_order_lines(d)?;
+            let k = d.seq_len()?;
+            let mut pos_seen = Vec::with_capacity(k);
+            for _ in 0..k {
+                pos_seen.push(d.u32()?);
+            }
+            let at = d.pos();
+            if pos_seen.len() != lines.len() {
+                return Err(DecodeError::Invalid {
+                    what: "order pos_seen",
+                    at,
+                });
+            }
+            let currency = d.string()?.into();
+            let currency_exponent = d.u8()?;
+            let key = d.opt_string()?.map(Into::into);
+            let k = d.seq_len()?;
+            let mut times = Vec::with_capacity(k);
+            for _ in 0..k {
+                let s = decode_status(d)?;
+                times.push((s, Timestamp(d.i64()?)));
+            }
+            let code = d.opt_i64()?.map(|c| c as u64);
+            let wrong = d.u32()?;
+            let locked = d.bool()?;
+            let overrides = d.u32()?;
+            let last_override = match d.u8()? {
+                0 => None,
+                _ => Some((d.string()?.into(), Timestamp(d.i64()?))),
+            };
+            let short_picks = d.u32()?;
+            let realloc = decode_lines(d)?;
+            let receipt_seq = d.opt_i64()?.map(|s| s as u64);
+            st.by_channel_ref.insert(channel_order_id.clone(), id);
+            st.orders.insert(
+                id,
+                OrderRec {
+                    status,
+                    channel,
+                    channel_order_id,
+                    customer,
+                    lines,
+                    pos_seen,
+                    currency,
+                    currency_exponent,
+                    key,
+                    times,
+                    code,
+                    wrong,
+                    locked,
+                    overrides,
+                    last_override,
+                    short_picks,
+                    realloc,
+                    receipt_seq,
+                },
+            );
+        }
+        let n = d.seq_len()?;
+        for _ in 0..n {
+            st.finished.push_back(OrderId(d.u64()?));
+        }
+        Ok(st)
+    }
+}
+
+#[cfg_attr(not(test), allow(dead_code))]
+fn decode_status(d: &mut Dec<'_>) -> Result<OrderStatus, DecodeError> {
+    let at = d.pos();
+    OrderStatus::from_u8(d.u8()?).ok_or(DecodeError::Invalid {
+        what: "order status",
+        at,
+    })
+}
+
+// ---------------------------------------------------------------- locked cells
+
+/// The cells an order operation holds, in lock order, with their SKUs.
+pub(crate) struct Cells<'a> {
+    lines: Vec<Line>,
+    guards: Vec<CellGuard<'a>>,
+}
+
+impl<'a> Cells<'a> {
+    fn lock(shard: &'a StoreShard, lines: Vec<Line>) -> Result<Self, EngineError> {
+        let guards = lock_cells(shard, &lines)?;
+        Ok(Cells { lines, guards })
+    }
+
+    fn cell(&mut self, sku: SkuId) -> Result<&mut Cell, String> {
+        let i = self
+            .lines
+            .iter()
+            .position(|l| l.sku == sku)
+            .ok_or_else(|| format!("cell of sku {} not locked", sku.0))?;
+        self.guards
+            .get_mut(i)
+            .map(|g| &mut **g)
+            .ok_or_else(|| "guard missing".to_owned())
+    }
+
+    fn view(&self, sku: SkuId) -> Option<Cell> {
+        let i = self.lines.iter().position(|l| l.sku == sku)?;
+        self.guards.get(i).map(|g| **g)
+    }
+}
+
+fn hold_line_qty(st: &StoreState, hold: HoldId, sku: SkuId) -> Option<Qty> {
+    st.active
+        .get(&hold)?
+        .lines
+        .iter()
+        .find(|l| l.sku == sku)
+        .map(|l| l.qty)
+}
+
+// ---------------------------------------------------------------- state transitions
+//
+// The only functions that change orders. Live operations and replay both call them with the
+// same locks held, so the live and the replayed state cannot diverge.
+
+/// Applies one event of an order record. `cells` holds the cells the event touches;
+/// `horizon` is `at - dedupe_window_ms`.
+pub(crate) fn apply_locked(
+    ev: &Event,
+    cells: &mut Cells<'_>,
+    st: &mut StoreState,
+    at: Timestamp,
+    horizon: Timestamp,
+) -> Result<(), String> {
+    match ev {
+        Event::OrderCreated {
+            order,
+            channel,
+            channel_order_id,
+            customer,
+            lines,
+            currency,
+            currency_exponent,
+            key,
+        } => {
+            if st.orders.orders.contains_key(order) {
+                return Err(format!("order {order} created twice"));
+            }
+            st.orders
+                .by_channel_ref
+                .insert(channel_order_id.as_str().into(), *order);
+            st.orders.orders.insert(
+                *order,
+                OrderRec {
+                    status: OrderStatus::Placed,
+                    channel: channel.as_str().into(),
+                    channel_order_id: channel_order_id.as_str().into(),
+                    customer: customer.clone(),
+                    pos_seen: vec![0; lines.len()],
+                    lines: lines.clone(),
+                    currency: currency.as_str().into(),
+                    currency_exponent: *currency_exponent,
+                    key: key.as_deref().map(Into::into),
+                    times: vec![(OrderStatus::Placed, at)],
+                    code: None,
+                    wrong: 0,
+                    locked: false,
+                    overrides: 0,
+                    last_override: None,
+                    short_picks: 0,
+                    realloc: Vec::new(),
+                    receipt_seq: None,
+                },
+            );
+        }
+        Event::HoldConfirmed { hold } => {
+            st.active
+                .get_mut(hold)
+                .ok_or_else(|| format!("confirm of inactive hold {hold}"))?
+                .confirmed = true;
+        }
+        Event::HoldReleased { hold, reason } => {
+            apply_release(&mut cells.guards, st, *hold, *reason, at)
+                .ok_or_else(|| format!("release of inactive hold {hold}"))?;
+        }
+        Event::OrderConfirmed { order } => {
+            st.orders.set_status(*order, OrderStatus::Confirmed, at)?
+        }
+        Event::PickingStarted { order, .. } => {
+            st.orders.set_status(*order, OrderStatus::Picking, at)?
+        }
+        Event::StockAdjusted {
+            sku, on_hand_after, ..
+        } => cells.cell(*sku)?.on_hand = *on_hand_after,
+        Event::OrderShortPicked {
+            order,
+            sku,
+            missing,
+            ..
+        } => {
+            let hold = order.hold();
+            let h = st
+                .active
+                .get_mut(&hold)
+                .ok_or_else(|| format!("short pick of order {order} without hold"))?;
+            let hl = h
+                .lines
+                .iter_mut()
+                .find(|l| l.sku == *sku)
+                .ok_or("short pick of a sku not held")?;
+            hl.qty = hl
+                .qty
+                .checked_sub(*missing)
+                .ok_or("short pick beyond hold")?;
+            let cell = cells.cell(*sku)?;
+            cell.held = cell.held.saturating_sub(*missing);
+            let rec = st.orders.rec_mut(*order)?;
+            let ol = rec
+                .lines
+                .iter_mut()
+                .find(|l| l.sku == *sku)
+                .ok_or("short pick of a sku not ordered")?;
+            ol.qty = ol.qty.saturating_sub(*missing);
+            rec.short_picks = rec.short_picks.saturating_add(1);
+        }
+        Event::ReallocationRequested {
+            order,
+            sku,
+            missing,
+        } => st.orders.rec_mut(*order)?.realloc.push(Line {
+            sku: *sku,
+            qty: *missing,
+        }),
+        Event::OrderReady { order, code, .. } => {
+            st.orders.set_status(*order, OrderStatus::Ready, at)?;
+            let rec = st.orders.rec_mut(*order)?;
+            rec.code = Some(*code);
+            rec.wrong = 0;
+            rec.locked = false;
+        }
+        Event::PickupCodeRejected {
+            order, now_locked, ..
+        } => {
+            let rec = st.orders.rec_mut(*order)?;
+            rec.wrong = rec.wrong.saturating_add(1);
+            rec.locked |= *now_locked;
+        }
+        Event::PickupCodeOverride {
+            order,
+            staff,
+            sequence,
+        } => {
+            let rec = st.orders.rec_mut(*order)?;
+            rec.locked = false;
+            rec.wrong = 0;
+            rec.overrides = *sequence;
+            rec.last_override = Some((staff.as_str().into(), at));
+        }
+        Event::OrderCollected {
+            order,
+            receipt_seq,
+            consumed,
+            ..
+        } => {
+            let hold = order.hold();
+            let h = st
+                .active
+                .remove(&hold)
+                .ok_or_else(|| format!("collect of order {order} without hold"))?;
+            st.by_expiry.remove(&(h.expires_at, hold));
+            for l in h.lines.iter() {
+                let cell = cells.cell(l.sku)?;
+                cell.held = cell.held.saturating_sub(l.qty);
+            }
+            for l in consumed {
+                let cell = cells.cell(l.sku)?;
+                cell.on_hand = cell.on_hand.saturating_sub(l.qty);
+                // A later POS count as of a time before the hand-off must not resurrect the
+                // units: the count reconciliation sees the hand-off as a delta at `at`.
+                push_recent(st, l.sku, at, at, -i64::from(l.qty), horizon);
+            }
+            st.orders.set_status(*order, OrderStatus::Collected, at)?;
+            st.orders.rec_mut(*order)?.receipt_seq = Some(*receipt_seq);
+            st.orders.receipt_seq = st.orders.receipt_seq.max(*receipt_seq);
+        }
+        Event::OrderCancelled { .. } | Event::OrderExpired { .. } => apply_state_event(ev, st, at)?,
+        Event::PosOrderSale { sku, .. } => {
+            let cell = cells.cell(*sku)?;
+            apply_pos_sale(ev, cell, st, at, horizon)?
+        }
+        other => return Err(format!("{} is not an order event", other.kind())),
+    }
+    Ok(())
+}
+
+/// Applies an order event that touches no cell (cancel, expiry).
+pub(crate) fn apply_state_event(
+    ev: &Event,
+    st: &mut StoreState,
+    at: Timestamp,
+) -> Result<(), String> {
+    match ev {
+        Event::OrderCancelled { order, .. } => {
+            st.orders.set_status(*order, OrderStatus::Cancelled, at)
+        }
+        Event::OrderExpired { order, no_show } => {
+            let status = if *no_show {
+                OrderStatus::NoShow
+            } else {
+                OrderStatus::Expired
+            };
+            st.orders.set_status(*order, status, at)
+        }
+        other => Err(format!("{} touches cells", other.kind())),
+    }
+}
+
+fn push_recent(
+    st: &mut StoreState,
+    sku: SkuId,
+    pos_time: Timestamp,
+    at: Timestamp,
+    qty: i64,
+    horizon: Timestamp,
+) {
+    let recent = st.recent_deltas.entry(sku).or_default();
+    while recent.front().is_some_and(|r| r.applied_at < horizon) {
+        recent.pop_front();
+    }
+    recent.push_back(RecentDelta {
+        pos_time,
+        applied_at: at,
+        qty,
+    });
+}
+
+/// The order event that ends an order whose hold the engine ends directly (expiry, or a
+/// release through [`Engine::release`]).
+pub(crate) fn hold_end_event(
+    st: &StoreState,
+    hold: HoldId,
+    reason: ReleaseReason,
+) -> Option<Event> {
+    let order = OrderId::from_hold(hold);
+    let rec = st.orders.get(order)?;
+    if rec.status.is_final() {
+        return None;
+    }
+    Some(match reason {
+        ReleaseReason::Expired => Event::OrderExpired {
+            order,
+            no_show: rec.status != OrderStatus::Placed,
+        },
+        ReleaseReason::Released => Event::OrderCancelled {
+            order,
+            by: CancelledBy::System,
+            staff: None,
+        },
+    })
+}
+
+/// For a POS sale naming a known order with a line of `sku`: the event that records it
+/// against the order. `None` for any other delta (applied as a plain delta).
+pub(crate) fn pos_sale_event(
+    st: &StoreState,
+    cell: &Cell,
+    store: StoreId,
+    sku: SkuId,
+    d: &PosDelta,
+) -> Option<Event> {
+    if d.kind != crate::event::PosDeltaKind::Sale {
+        return None;
+    }
+    let order = st.orders.find_ref(store, d.order_ref.as_deref()?)?;
+    let rec = st.orders.get(order)?;
+    let i = rec.lines.iter().position(|l| l.sku == sku)?;
+    let reported = clamp_qty(d.qty);
+    let (recognized, from_hold) = match rec.status {
+        OrderStatus::Collected => {
+            let unreported = rec.lines[i].qty.saturating_sub(rec.pos_seen[i]);
+            (reported.min(unreported), 0)
+        }
+        s if !s.is_final() => {
+            let held = hold_line_qty(st, order.hold(), sku).unwrap_or(0);
+            (0, reported.min(held))
+        }
+        _ => return None,
+    };
+    let applied = reported - recognized;
+    Some(Event::PosOrderSale {
+        store,
+        sku,
+        pos_event_id: d.pos_event_id.clone(),
+        order,
+        reported,
+        recognized,
+        from_hold,
+        pos_time: d.pos_time,
+        on_hand_after: cell.on_hand.saturating_sub(applied),
+    })
+}
+
+/// `on_hand` and `held` of the cell after a [`Event::PosOrderSale`].
+pub(crate) fn pos_sale_after(ev: &Event, cell: &Cell) -> (Qty, Qty) {
+    match ev {
+        Event::PosOrderSale {
+            from_hold,
+            on_hand_after,
+            ..
+        } => (*on_hand_after, cell.held.saturating_sub(*from_hold)),
+        _ => (cell.on_hand, cell.held),
+    }
+}
+
+/// Applies a [`Event::PosOrderSale`] to its cell and store.
+pub(crate) fn apply_pos_sale(
+    ev: &Event,
+    cell: &mut Cell,
+    st: &mut StoreState,
+    at: Timestamp,
+    horizon: Timestamp,
+) -> Result<(), String> {
+    let Event::PosOrderSale {
+        sku,
+        pos_event_id,
+        order,
+        reported,
+        recognized,
+        from_hold,
+        pos_time,
+        on_hand_after,
+        ..
+    } = ev
+    else {
+        return Err(format!("{} is not a pos order sale", ev.kind()));
+    };
+    if *from_hold > 0 {
+        let h = st
+            .active
+            .get_mut(&order.hold())
+            .ok_or("pos sale from an inactive hold")?;
+        let hl = h
+            .lines
+            .iter_mut()
+            .find(|l| l.sku == *sku)
+            .ok_or("pos sale of a sku not held")?;
+        hl.qty = hl
+            .qty
+            .checked_sub(*from_hold)
+            .ok_or("pos sale beyond hold")?;
+        cell.held = cell.held.saturating_sub(*from_hold);
+    }
+    cell.on_hand = *on_hand_after;
+    if let Ok(rec) = st.orders.rec_mut(*order)
+        && let Some(i) = rec.lines.iter().position(|l| l.sku == *sku)
+    {
+        rec.pos_seen[i] = rec.pos_seen[i].saturating_add(*from_hold + *recognized);
+    }
+    remember_pos_event(st, pos_event_id, at);
+    let applied = i64::from(reported.saturating_sub(*recognized));
+    push_recent(st, *sku, *pos_time, at, -applied, horizon);
+    Ok(())
+}
+
+// ---------------------------------------------------------------- engine operations
+
+type Decided<R> = Result<(Vec<Event>, R), EngineError>;
+
+impl Engine {
+    /// Runs one order operation: locks the order's hold cells (ascending SKU) and its
+    /// store's state, lets `decide` choose the events, appends them as one record, applies
+    /// them, unlocks and waits for durability.
+    fn order_txn<R>(
+        &self,
+        order: OrderId,
+        now: Timestamp,
+        decide: impl FnOnce(&StoreShard, &Cells<'_>, &StoreState) -> Decided<R>,
+    ) -> Result<(R, Option<Lsn>), EngineError> {
+        let shard = self.hold_shard(order.hold())?;
+        let gate = self.gate.read().map_err(|_| poisoned())?;
+        let lines = hold_lines(shard, order.hold());
+        let mut cells = Cells::lock(shard, lines)?;
+        let mut st = shard.state.lock();
+        // Lines of a hold never change SKUs; only qty. If the hold ended in between, the
+        // extra locks are harmless.
+        let (events, r) = decide(shard, &cells, &st)?;
+        if events.is_empty() {
+            return Ok((r, None));
+        }
+        let record = Record { at: now, events };
+        let lsn = self.log().append(&record)?;
+        let horizon = now.add_ms(-self.config().limits.dedupe_window_ms);
+        for ev in &record.events {
+            apply_locked(ev, &mut cells, &mut st, now, horizon)
+                .map_err(|e| EngineError::invalid("order", e))?;
+        }
+        drop(st);
+        drop(cells);
+        drop(gate);
+        self.log().wait_durable(lsn)?;
+        Ok((r, Some(lsn)))
+    }
+
+    /// Creates a pickup order (status `placed`) from an active hold. The order id is the
+    /// hold's ([`OrderId::from_hold`]).
+    pub fn create_order(
+        &self,
+        req: &CreateOrder,
+        now: Timestamp,
+    ) -> Result<CreateOrderOutcome, EngineError> {
+        let limits = &self.config().limits;
+        check_id("channel", &req.channel, CHANNEL_LEN_MAX)?;
+        check_id(
+            "channel_order_id",
+            &req.channel_order_id,
+            limits.external_id_len_max,
+        )?;
+        if let Some(k) = &req.idempotency_key {
+            check_id("idempotency_key", k, limits.key_len_max)?;
+        }
+        for (field, v) in [
+            ("customer.email", &req.customer.email),
+            ("customer.phone", &req.customer.phone),
+        ] {
+            if let Some(v) = v {
+                check_id(field, v, CONTACT_LEN_MAX)?;
+            }
+        }
+        let currency = Currency::iso(&req.currency)
+            .map_err(|e| EngineError::invalid("currency", e.to_string()))?;
+        if req.lines.is_empty() || req.lines.len() > limits.hold_lines_max {
+            return Err(EngineError::invalid(
+                "lines",
+                format!("must have 1..={} lines", limits.hold_lines_max),
+            ));
+        }
+        let mut total: i64 = 0;
+        let mut lines = Vec::with_capacity(req.lines.len());
+        let mut unknown_sku = false;
+        for l in &req.lines {
+            if l.description.len() > RECEIPT_TEXT_LEN_MAX {
+                return Err(EngineError::invalid(
+                    "description",
+                    format!("longer than {RECEIPT_TEXT_LEN_MAX} bytes"),
+                ));
+            }
+            total = i64::from(l.qty)
+                .checked_mul(l.unit_price_minor)
+                .and_then(|t| t.checked_add(total))
+                .ok_or_else(|| EngineError::invalid("unit_price_minor", "order total overflows"))?;
+            match self.sku_id(&l.sku) {
+                Some(sku) => lines.push(OrderLine {
+                    sku,
+                    qty: l.qty,
+                    unit_price_minor: l.unit_price_minor,
+                    description: l.description.clone(),
+                }),
+                None => unknown_sku = true,
+            }
+        }
+        lines.sort_by_key(|l| l.sku);
+        let order = OrderId::from_hold(req.hold);
+        let (outcome, _) = self.order_txn(order, now, |_, _, st| {
+            let reject = |r| Ok((Vec::new(), CreateOrderOutcome::Rejected(r)));
+            if let Some(rec) = st.orders.get(order) {
+                if req.idempotency_key.is_some()
+                    && rec.key.as_deref() == req.idempotency_key.as_deref()
+                {
+                    return Ok((Vec::new(), CreateOrderOutcome::Created { order }));
+                }
+                return reject(CreateOrderRejection::OrderExists { order });
+            }
+            let Some(h) = st.active.get(&req.hold) else {
+                return reject(CreateOrderRejection::HoldNotActive(not_active(
+                    st, req.hold,
+                )));
+            };
+            let same = !unknown_sku
+                && h.lines.len() == lines.len()
+                && h.lines
+                    .iter()
+                    .zip(&lines)
+                    .all(|(a, b)| a.sku == b.sku && a.qty == b.qty);
+            if !same {
+                return reject(CreateOrderRejection::LinesMismatch);
+            }
+            Ok((
+                vec![Event::OrderCreated {
+                    order,
+                    channel: req.channel.clone(),
+                    channel_order_id: req.channel_order_id.clone(),
+                    customer: req.customer.clone(),
+                    lines: lines.clone(),
+                    currency: currency.code().to_owned(),
+                    currency_exponent: currency.exponent(),
+                    key: req.idempotency_key.clone(),
+                }],
+                CreateOrderOutcome::Created { order },
+            ))
+        })?;
+        Ok(outcome)
+    }
+
+    fn simple_transition(
+        &self,
+        order: OrderId,
+        now: Timestamp,
+        from: OrderStatus,
+        to: OrderStatus,
+        event: impl FnOnce(&StoreState) -> Vec<Event>,
+    ) -> Result<TransitionOutcome, EngineError> {
+        let (outcome, _) = self.order_txn(order, now, |_, _, st| {
+            let Some(rec) = st.orders.get(order) else {
+                return Ok((
+                    Vec::new(),
+                    TransitionOutcome::Rejected(OrderRejection::UnknownOrder),
+                ));
+            };
+            if rec.status == to {
+                return Ok((Vec::new(), TransitionOutcome::Done { status: to }));
+            }
+            if rec.status != from {
+                return Ok((
+                    Vec::new(),
+                    TransitionOutcome::Rejected(OrderRejection::IllegalTransition {
+                        from: rec.status,
+                    }),
+                ));
+            }
+            Ok((event(st), TransitionOutcome::Done { status: to }))
+        })?;
+        Ok(outcome)
+    }
+
+    /// Checkout confirmed the order: `placed -> confirmed` (the hold is confirmed too).
+    /// Idempotent.
+    pub fn confirm_order(
+        &self,
+        order: OrderId,
+        now: Timestamp,
+    ) -> Result<TransitionOutcome, EngineError> {
+        self.simple_transition(
+            order,
+            now,
+            OrderStatus::Placed,
+            OrderStatus::Confirmed,
+            |st| {
+                let hold = order.hold();
+                let mut evs = Vec::new();
+                if st.active.get(&hold).is_some_and(|h| !h.confirmed) {
+                    evs.push(Event::HoldConfirmed { hold });
+                }
+                evs.push(Event::OrderConfirmed { order });
+                evs
+            },
+        )
+    }
+
+    /// Staff start picking: `confirmed -> picking`. Idempotent.
+    pub fn start_picking(
+        &self,
+        order: OrderId,
+        staff: &StaffId,
+        now: Timestamp,
+    ) -> Result<TransitionOutcome, EngineError> {
+        self.simple_transition(
+            order,
+            now,
+            OrderStatus::Confirmed,
+            OrderStatus::Picking,
+            |_| {
+                vec![Event::PickingStarted {
+                    order,
+                    staff: staff.as_str().to_owned(),
+                }]
+            },
+        )
+    }
+
+    /// A line was found short while picking: the line and the hold shrink by the missing
+    /// units, `on_hand` is corrected ([`Event::StockAdjusted`]), and the missing units are
+    /// either sent for re-allocation ([`Event::ReallocationRequested`]) or dropped.
+    pub fn short_pick(
+        &self,
+        req: &ShortPick,
+        now: Timestamp,
+    ) -> Result<TransitionOutcome, EngineError> {
+        let order = req.order;
+        let sku = self.sku_id(&req.sku);
+        let (outcome, _) = self.order_txn(order, now, |shard, cells, st| {
+            let rej = |r| Ok((Vec::new(), TransitionOutcome::Rejected(r)));
+            let Some(rec) = st.orders.get(order) else {
+                return rej(OrderRejection::UnknownOrder);
+            };
+            if rec.status != OrderStatus::Picking {
+                return rej(OrderRejection::IllegalTransition { from: rec.status });
+            }
+            let Some(sku) = sku else {
+                return rej(OrderRejection::NoSuchLine);
+            };
+            let Some(line) = rec.lines.iter().find(|l| l.sku == sku) else {
+                return rej(OrderRejection::NoSuchLine);
+            };
+            let held = hold_line_qty(st, order.hold(), sku).unwrap_or(0);
+            let missing = line.qty.saturating_sub(req.found).min(held);
+            if missing == 0 {
+                return rej(OrderRejection::NotShort { line_qty: line.qty });
+            }
+            let cell = cells
+                .view(sku)
+                .ok_or_else(|| EngineError::invalid("sku", "cell not locked"))?;
+            let on_hand_after = cell.on_hand.saturating_sub(missing);
+            let staff = req.staff.as_str().to_owned();
+            let mut evs = vec![
+                Event::StockAdjusted {
+                    store: shard.id,
+                    sku,
+                    qty: i64::from(on_hand_after) - i64::from(cell.on_hand),
+                    on_hand_after,
+                    order,
+                },
+                Event::OrderShortPicked {
+                    order,
+                    sku,
+                    missing,
+                    resolution: req.resolution,
+                    staff,
+                },
+            ];
+            if req.resolution == ShortPickResolution::Reallocate {
+                evs.push(Event::ReallocationRequested {
+                    order,
+                    sku,
+                    missing,
+                });
+            }
+            Ok((
+                evs,
+                TransitionOutcome::Done {
+                    status: OrderStatus::Picking,
+                },
+            ))
+        })?;
+        Ok(outcome)
+    }
+
+    /// Picking is done: `picking -> ready`. Issues the pickup code from the caller's
+    /// CSPRNG bytes (the engine never reads randomness) and its QR payload.
+    pub fn mark_ready(
+        &self,
+        order: OrderId,
+        staff: &StaffId,
+        entropy: [u8; ENTROPY_BYTES],
+        now: Timestamp,
+    ) -> Result<ReadyOutcome, EngineError> {
+        let code = PickupCode::from_entropy(entropy);
+        let (outcome, _) = self.order_txn(order, now, |shard, _, st| {
+            let Some(rec) = st.orders.get(order) else {
+                return Ok((
+                    Vec::new(),
+                    ReadyOutcome::Rejected(OrderRejection::UnknownOrder),
+                ));
+            };
+            if rec.status != OrderStatus::Picking {
+                return Ok((
+                    Vec::new(),
+                    ReadyOutcome::Rejected(OrderRejection::IllegalTransition { from: rec.status }),
+                ));
+            }
+            let store = shard.def.read().external_id.clone();
+            Ok((
+                vec![Event::OrderReady {
+                    order,
+                    staff: staff.as_str().to_owned(),
+                    code: code.value(),
+                }],
+                ReadyOutcome::Ready {
+                    code,
+                    qr: QrPayload::new(&store, &order.to_string(), code),
+                },
+            ))
+        })?;
+        Ok(outcome)
+    }
+
+    /// Hand-off: checks the code the customer presents and, if right, moves the order to
+    /// `collected`: `on_hand` and `held` fall by the order's lines (less what the POS
+    /// already reported), the hold ends, and the e-receipt is produced. Wrong codes count;
+    /// after [`MAX_WRONG_ATTEMPTS`] the order locks until [`Engine::staff_override`].
+    pub fn collect(
+        &self,
+        order: OrderId,
+        code_input: &str,
+        staff: &StaffId,
+        now: Timestamp,
+    ) -> Result<CollectOutcome, EngineError> {
+        let (outcome, lsn) = self.order_txn(order, now, |_, _, st| {
+            let nothing = |o| Ok((Vec::new(), o));
+            let Some(rec) = st.orders.get(order) else {
+                return nothing(CollectOutcome::Rejected(OrderRejection::UnknownOrder));
+            };
+            if rec.status != OrderStatus::Ready {
+                return nothing(CollectOutcome::Rejected(
+                    OrderRejection::IllegalTransition { from: rec.status },
+                ));
+            }
+            if rec.locked {
+                return nothing(CollectOutcome::Code(VerifyOutcome::Locked));
+            }
+            let presented = match PickupCode::parse(code_input) {
+                Ok(c) => c,
+                Err(e) => return nothing(CollectOutcome::Code(VerifyOutcome::Malformed(e))),
+            };
+            let issued = rec
+                .code
+                .and_then(|v| PickupCode::from_value(v).ok())
+                .ok_or_else(|| EngineError::invalid("order", "ready without a code"))?;
+            let staff = staff.as_str().to_owned();
+            if !issued.verify(&presented) {
+                let wrong = rec.wrong.saturating_add(1);
+                let now_locked = wrong >= MAX_WRONG_ATTEMPTS;
+                return Ok((
+                    vec![Event::PickupCodeRejected {
+                        order,
+                        staff,
+                        now_locked,
+                    }],
+                    CollectOutcome::Code(if now_locked {
+                        VerifyOutcome::WrongNowLocked
+                    } else {
+                        VerifyOutcome::Wrong {
+                            attempts_left: MAX_WRONG_ATTEMPTS - wrong,
+                        }
+                    }),
+                ));
+            }
+            let h = st
+                .active
+                .get(&order.hold())
+                .ok_or_else(|| EngineError::invalid("order", "ready without an active hold"))?;
+            let consumed = h.lines.iter().filter(|l| l.qty > 0).copied().collect();
+            Ok((
+                vec![Event::OrderCollected {
+                    order,
+                    staff,
+                    receipt_seq: st.orders.receipt_seq + 1,
+                    consumed,
+                }],
+                CollectOutcome::Collected {
+                    receipt: Box::new(Err(ReceiptError::InvalidStoreId)),
+                    lsn: Lsn(0),
+                },
+            ))
+        })?;
+        Ok(match (outcome, lsn) {
+            (CollectOutcome::Collected { .. }, Some(lsn)) => CollectOutcome::Collected {
+                receipt: Box::new(
+                    self.order_receipt(order)
+                        .unwrap_or(Err(ReceiptError::InvalidStoreId)),
+                ),
+                lsn,
+            },
+            (other, _) => other,
+        })
+    }
+
+    /// Unlocks an order locked by wrong codes, recording the staff member.
+    pub fn staff_override(
+        &self,
+        order: OrderId,
+        staff: &StaffId,
+        now: Timestamp,
+    ) -> Result<TransitionOutcome, EngineError> {
+        let (outcome, _) = self.order_txn(order, now, |_, _, st| {
+            let rej = |r| Ok((Vec::new(), TransitionOutcome::Rejected(r)));
+            let Some(rec) = st.orders.get(order) else {
+                return rej(OrderRejection::UnknownOrder);
+            };
+            if rec.status != OrderStatus::Ready {
+                return rej(OrderRejection::IllegalTransition { from: rec.status });
+            }
+            if !rec.locked {
+                return rej(OrderRejection::NotLocked);
+            }
+            Ok((
+                vec![Event::PickupCodeOverride {
+                    order,
+                    staff: staff.as_str().to_owned(),
+                    sequence: rec.overrides.saturating_add(1),
+                }],
+                TransitionOutcome::Done {
+                    status: OrderStatus::Ready,
+                },
+            ))
+        })?;
+        Ok(outcome)
+    }
+
+    /// Cancels an unfinished order and releases its hold.
+    pub fn cancel_order(
+        &self,
+        order: OrderId,
+        by: &Canceller,
+        now: Timestamp,
+    ) -> Result<TransitionOutcome, EngineError> {
+        let (outcome, _) = self.order_txn(order, now, |_, _, st| {
+            let Some(rec) = st.orders.get(order) else {
+                return Ok((
+                    Vec::new(),
+                    TransitionOutcome::Rejected(OrderRejection::UnknownOrder),
+                ));
+            };
+            if rec.status.is_final() {
+                return Ok((
+                    Vec::new(),
+                    TransitionOutcome::Rejected(OrderRejection::IllegalTransition {
+                        from: rec.status,
+                    }),
+                ));
+            }
+            let hold = order.hold();
+            let mut evs = Vec::new();
+            if st.active.contains_key(&hold) {
+                evs.push(Event::HoldReleased {
+                    hold,
+                    reason: ReleaseReason::Released,
+                });
+            }
+            let (by, staff) = match by {
+                Canceller::Customer => (CancelledBy::Customer, None),
+                Canceller::Store(s) => (CancelledBy::Store, Some(s.as_str().to_owned())),
+            };
+            evs.push(Event::OrderCancelled { order, by, staff });
+            Ok((
+                evs,
+                TransitionOutcome::Done {
+                    status: OrderStatus::Cancelled,
+                },
+            ))
+        })?;
+        Ok(outcome)
+    }
+
+    /// An order, if the engine knows it.
+    pub fn order(&self, order: OrderId) -> Option<OrderView> {
+        let shard = self.shard(order.store())?;
+        let st = shard.state.lock();
+        let r = st.orders.get(order)?;
+        Some(OrderView {
+            order,
+            status: r.status,
+            channel: r.channel.to_string(),
+            channel_order_id: r.channel_order_id.to_string(),
+            customer: r.customer.clone(),
+            lines: r.lines.clone(),
+            currency: r.currency.to_string(),
+            transitions: r.times.clone(),
+            code: r.code.and_then(|c| PickupCode::from_value(c).ok()),
+            wrong_attempts: r.wrong,
+            locked: r.locked,
+            overrides: r.overrides,
+            last_override: r.last_override.as_ref().map(|(s, t)| (s.to_string(), *t)),
+            short_picks: r.short_picks,
+            reallocation_requested: r.realloc.clone(),
+            receipt_seq: r.receipt_seq,
+        })
+    }
+
+    /// The order a POS order reference names at `store`: the engine's order id
+    /// (`O<store>-<seq>`) or the channel order id.
+    pub fn order_by_ref(&self, store: &str, reference: &str) -> Option<OrderId> {
+        let shard = self.shard_by_name(store).ok()?;
+        let st = shard.state.lock();
+        st.orders.find_ref(shard.id, reference)
+    }
+
+    /// The e-receipt of a collected order (`None` if unknown or not collected).
+    pub fn order_receipt(&self, order: OrderId) -> Option<Result<Receipt, ReceiptError>> {
+        let view = self.order(order)?;
+        let seq = view.receipt_seq?;
+        let collected_at = view
+            .transitions
+            .iter()
+            .rev()
+            .find(|(s, _)| *s == OrderStatus::Collected)
+            .map(|(_, t)| *t)?;
+        let def = self.store_def(order.store())?;
+        let exponent = {
+            let shard = self.shard(order.store())?;
+            let st = shard.state.lock();
+            st.orders.get(order)?.currency_exponent
+        };
+        Some((|| {
+            Receipt::new(ReceiptInput {
+                receipt_number: ReceiptNumber::new(&def.external_id, seq)?,
+                order_id: order.to_string(),
+                channel_order_id: view.channel_order_id.clone(),
+                store_name: def.name.clone(),
+                store_time_zone: def.time_zone.clone(),
+                collected_at_ms: collected_at.as_ms(),
+                currency: Currency::new(&view.currency, exponent)?,
+                lines: view
+                    .lines
+                    .iter()
+                    .filter(|l| l.qty > 0)
+                    .map(|l| ReceiptLine {
+                        sku: self.sku_name(l.sku).unwrap_or_default(),
+                        description: l.description.clone(),
+                        qty: l.qty,
+                        unit_price_minor: l.unit_price_minor,
+                    })
+                    .collect(),
+            })
+        })())
+    }
+
+    /// Replays one order event of a logged record with the locks the live operation held.
+    pub(crate) fn replay_order_event(&self, ev: &Event, at: Timestamp) -> Result<(), String> {
+        let horizon = at.add_ms(-self.config().limits.dedupe_window_ms);
+        let (store, lines) = match ev {
+            Event::StockAdjusted { store, sku, .. } | Event::PosOrderSale { store, sku, .. } => {
+                (*store, vec![Line { sku: *sku, qty: 0 }])
+            }
+            _ => {
+                let store = ev.store().ok_or("event without store")?;
+                let shard = self.shard(store).ok_or("unknown store")?;
+                let hold = match ev {
+                    Event::OrderCreated { order, .. }
+                    | Event::OrderConfirmed { order }
+                    | Event::PickingStarted { order, .. }
+                    | Event::OrderShortPicked { order, .. }
+                    | Event::ReallocationRequested { order, .. }
+                    | Event::OrderReady { order, .. }
+                    | Event::PickupCodeRejected { order, .. }
+                    | Event::PickupCodeOverride { order, .. }
+                    | Event::OrderCollected { order, .. }
+                    | Event::OrderCancelled { order, .. }
+                    | Event::OrderExpired { order, .. } => order.hold(),
+                    other => return Err(format!("{} is not an order event", other.kind())),
+                };
+                (store, hold_lines(shard, hold))
+            }
+        };
+        let shard = self.shard(store).ok_or("unknown store")?;
+        let mut cells = Cells::lock(shard, lines).map_err(|e| e.to_string())?;
+        let mut st = shard.state.lock();
+        apply_locked(ev, &mut cells, &mut st, at, horizon)
+    }
+}
+
+fn hold_lines(shard: &StoreShard, hold: HoldId) -> Vec<Line> {
+    shard
+        .state
+        .lock()
+        .active
+        .get(&hold)
+        .map(|h| h.lines.to_vec())
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------- codec
+
+fn encode_customer(e: &mut Enc<'_>, c: &Customer) {
+    e.opt_str(c.email.as_deref());
+    e.opt_str(c.phone.as_deref());
+    e.bool(c.sms_consent);
+    e.bool(c.email_consent);
+}
+
+fn decode_customer(d: &mut Dec<'_>) -> Result<Customer, DecodeError> {
+    Ok(Customer {
+        email: d.opt_string()?,
+        phone: d.opt_string()?,
+        sms_consent: d.bool()?,
+        email_consent: d.bool()?,
+    })
+}
+
+fn encode_order_lines(e: &mut Enc<'_>, lines: &[OrderLine]) {
+    e.seq_len(lines.len());
+    for l in lines {
+        e.u32(l.sku.0);
+        e.u32(l.qty);
+        e.i64(l.unit_price_minor);
+        e.str(&l.description);
+    }
+}
+
+fn decode_order_lines(d: &mut Dec<'_>) -> Result<Vec<OrderLine>, DecodeError> {
+    let n = d.seq_len()?;
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push(OrderLine {
+            sku: SkuId(d.u32()?),
+            qty: d.u32()?,
+            unit_price_minor: d.i64()?,
+            description: d.string()?,
+        });
+    }
+    Ok(v)
+}
+
+mod tag {
+    pub const ORDER_CREATED: u8 = 40;
+    pub const ORDER_CONFIRMED: u8 = 41;
+    pub const PICKING_STARTED: u8 = 42;
+    pub const STOCK_ADJUSTED: u8 = 43;
+    pub const ORDER_SHORT_PICKED: u8 = 44;
+    pub const REALLOCATION_REQUESTED: u8 = 45;
+    pub const ORDER_READY: u8 = 46;
+    pub const PICKUP_CODE_REJECTED: u8 = 47;
+    pub const PICKUP_CODE_OVERRIDE: u8 = 48;
+    pub const ORDER_COLLECTED: u8 = 49;
+    pub const ORDER_CANCELLED: u8 = 50;
+    pub const ORDER_EXPIRED: u8 = 51;
+    pub const POS_ORDER_SALE: u8 = 52;
+    pub const CONSUMER_ACKED: u8 = 53;
+}
+
+/// Encodes an event with a tag in 40..=59: tag byte, then its fields in declaration order.
+pub(crate) fn encode_event(e: &mut Enc<'_>, ev: &Event) {
+    match ev {
+        Event::OrderCreated {
+            order,
+            channel,
+            channel_order_id,
+            customer,
+            lines,
+            currency,
+            currency_exponent,
+            key,
+        } => {
+            e.u8(tag::ORDER_CREATED);
+            e.u64(order.0);
+            e.str(channel);
+            e.str(channel_order_id);
+            encode_customer(e, customer);
+            encode_order_lines(e, lines);
+            e.str(currency);
+            e.u8(*currency_exponent);
+            e.opt_str(key.as_deref());
+        }
+        Event::OrderConfirmed { order } => {
+            e.u8(tag::ORDER_CONFIRMED);
+            e.u64(order.0);
+        }
+        Event::PickingStarted { order, staff } => {
+            e.u8(tag::PICKING_STARTED);
+            e.u64(order.0);
+            e.str(staff);
+        }
+        Event::StockAdjusted {
+            store,
+            sku,
+            qty,
+            on_hand_after,
+            order,
+        } => {
+            e.u8(tag::STOCK_ADJUSTED);
+            e.u32(store.0);
+            e.u32(sku.0);
+            e.i64(*qty);
+            e.u32(*on_hand_after);
+            e.u64(order.0);
+        }
+        Event::OrderShortPicked {
+            order,
+            sku,
+            missing,
+            resolution,
+            staff,
+        } => {
+            e.u8(tag::ORDER_SHORT_PICKED);
+            e.u64(order.0);
+            e.u32(sku.0);
+            e.u32(*missing);
+            e.u8(match resolution {
+                ShortPickResolution::Reallocate => 0,
+                ShortPickResolution::CancelLine => 1,
+            });
+            e.str(staff);
+        }
+        Event::ReallocationRequested {
+            order,
+            sku,
+            missing,
+        } => {
+            e.u8(tag::REALLOCATION_REQUESTED);
+            e.u64(order.0);
+            e.u32(sku.0);
+            e.u32(*missing);
+        }
+        Event::OrderReady { order, staff, code } => {
+            e.u8(tag::ORDER_READY);
+            e.u64(order.0);
+            e.str(staff);
+            e.u64(*code);
+        }
+        Event::PickupCodeRejected {
+            order,
+            staff,
+            now_locked,
+        } => {
+            e.u8(tag::PICKUP_CODE_REJECTED);
+            e.u64(order.0);
+            e.str(staff);
+            e.bool(*now_locked);
+        }
+        Event::PickupCodeOverride {
+            order,
+            staff,
+            sequence,
+        } => {
+            e.u8(tag::PICKUP_CODE_OVERRIDE);
+            e.u64(order.0);
+            e.str(staff);
+            e.u32(*sequence);
+        }
+        Event::OrderCollected {
+            order,
+            staff,
+            receipt_seq,
+            consumed,
+        } => {
+            e.u8(tag::ORDER_COLLECTED);
+            e.u64(order.0);
+            e.str(staff);
+            e.u64(*receipt_seq);
+            encode_lines(e, consumed);
+        }
+        Event::OrderCancelled { order, by, staff } => {
+            e.u8(tag::ORDER_CANCELLED);
+            e.u64(order.0);
+            e.u8(by.to_u8());
+            e.opt_str(staff.as_deref());
+        }
+        Event::OrderExpired { order, no_show } => {
+            e.u8(tag::ORDER_EXPIRED);
+            e.u64(order.0);
+            e.bool(*no_show);
+        }
+        Event::PosOrderSale {
+            store,
+            sku,
+            pos_event_id,
+            order,
+            reported,
+            recognized,
+            from_hold,
+            pos_time,
+            on_hand_after,
+        } => {
+            e.u8(tag::POS_ORDER_SALE);
+            e.u32(store.0);
+            e.u32(sku.0);
+            e.str(pos_event_id);
+            e.u64(order.0);
+            e.u32(*reported);
+            e.u32(*recognized);
+            e.u32(*from_hold);
+            e.i64(pos_time.0);
+            e.u32(*on_hand_after);
+        }
+        Event::ConsumerAcked { consumer, lsn } => {
+            e.u8(tag::CONSUMER_ACKED);
+            e.str(consumer);
+            e.u64(lsn.0);
+        }
+        // Events 1..=39 are encoded in `crate::event`, which never passes them here.
+        _ => {}
+    }
+}
+
+/// Decodes the fields of an event whose tag byte `t` (at offset `at`) is in 40..=59.
+pub(crate) fn decode_event(t: u8, at: usize, d: &mut Dec<'_>) -> Result<Event, DecodeError> {
+    Ok(match t {
+        tag::ORDER_CREATED => Event::OrderCreated {
+            order: OrderId(d.u64()?),
+            channel: d.string()?,
+            channel_order_id: d.string()?,
+            customer: decode_customer(d)?,
+            lines: decode_order_lines(d)?,
+            currency: d.string()?,
+            currency_exponent: d.u8()?,
+            key: d.opt_string()?,
+        },
+        tag::ORDER_CONFIRMED => Event::OrderConfirmed {
+            order: OrderId(d.u64()?),
+        },
+        tag::PICKING_STARTED => Event::PickingStarted {
+            order: OrderId(d.u64()?),
+            staff: d.string()?,
+        },
+        tag::STOCK_ADJUSTED => Event::StockAdjusted {
+            store: StoreId(d.u32()?),
+            sku: SkuId(d.u32()?),
+            qty: d.i64()?,
+            on_hand_after: d.u32()?,
+            order: OrderId(d.u64()?),
+        },
+        tag::ORDER_SHORT_PICKED => {
+            let order = OrderId(d.u64()?);
+            let sku = SkuId(d.u32()?);
+            let missing = d.u32()?;
+            let at = d.pos();
+            let resolution = match d.u8()? {
+                0 => ShortPickResolution::Reallocate,
+                1 => ShortPickResolution::CancelLine,
+                tag => {
+                    return Err(DecodeError::Tag {
+                        what: "short pick resolution",
+                        tag,
+                        at,
+                    });
+                }
+            };
+            Event::OrderShortPicked {
+                order,
+                sku,
+                missing,
+                resolution,
+                staff: d.string()?,
+            }
+        }
+        tag::REALLOCATION_REQUESTED => Event::ReallocationRequested {
+            order: OrderId(d.u64()?),
+            sku: SkuId(d.u32()?),
+            missing: d.u32()?,
+        },
+        tag::ORDER_READY => Event::OrderReady {
+            order: OrderId(d.u64()?),
+            staff: d.string()?,
+            code: d.u64()?,
+        },
+        tag::PICKUP_CODE_REJECTED => Event::PickupCodeRejected {
+            order: OrderId(d.u64()?),
+            staff: d.string()?,
+            now_locked: d.bool()?,
+        },
+        tag::PICKUP_CODE_OVERRIDE => Event::PickupCodeOverride {
+            order: OrderId(d.u64()?),
+            staff: d.string()?,
+            sequence: d.u32()?,
+        },
+        tag::ORDER_COLLECTED => Event::OrderCollected {
+            order: OrderId(d.u64()?),
+            staff: d.string()?,
+            receipt_seq: d.u64()?,
+            consumed: decode_lines(d)?,
+        },
+        tag::ORDER_CANCELLED => {
+            let order = OrderId(d.u64()?);
+            let at = d.pos();
+            let by = CancelledBy::from_u8(d.u8()?).ok_or(DecodeError::Invalid {
+                what: "cancelled by",
+                at,
+            })?;
+            Event::OrderCancelled {
+                order,
+                by,
+                staff: d.opt_string()?,
+            }
+        }
+        tag::ORDER_EXPIRED => Event::OrderExpired {
+            order: OrderId(d.u64()?),
+            no_show: d.bool()?,
+        },
+        tag::POS_ORDER_SALE => Event::PosOrderSale {
+            store: StoreId(d.u32()?),
+            sku: SkuId(d.u32()?),
+            pos_event_id: d.string()?,
+            order: OrderId(d.u64()?),
+            reported: d.u32()?,
+            recognized: d.u32()?,
+            from_hold: d.u32()?,
+            pos_time: Timestamp(d.i64()?),
+            on_hand_after: d.u32()?,
+        },
+        tag::CONSUMER_ACKED => Event::ConsumerAcked {
+            consumer: d.string()?,
+            lsn: Lsn(d.u64()?),
+        },
+        tag => {
+            return Err(DecodeError::Tag {
+                what: "event",
+                tag,
+                at,
+            });
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_id_display_parses_back() {
+        let id = OrderId::from_hold(HoldId::new(StoreId(3), 42));
+        assert_eq!(id.to_string(), "O3-42");
+        assert_eq!(OrderId::parse("O3-42"), Some(id));
+        assert_eq!(OrderId::parse("O3-042"), None);
+        assert_eq!(OrderId::parse("#1001"), None);
+        assert_eq!(OrderId::parse("O-1"), None);
+    }
+
+    #[test]
+    fn order_state_snapshot_round_trips() {
+        let mut st = StoreState::default();
+        let order = OrderId::from_hold(HoldId::new(StoreId(0), 0));
+        let ev = Event::OrderCreated {
+            order,
+            channel: "shopify".into(),
+            channel_order_id: "#1001".into(),
+            customer: Customer {
+                email: Some("a@example.com".into()),
+                phone: None,
+                sms_consent: false,
+                email_consent: true,
+            },
+            lines: vec![OrderLine {
+                sku: SkuId(1),
+                qty: 2,
+                unit_price_minor: 999,
+                description: "Mug".into(),
+            }],
+            currency: "EUR".into(),
+            currency_exponent: 2,
+            key: Some("k".into()),
+        };
+        let mut cells = Cells {
+            lines: Vec::new(),
+            guards: Vec::new(),
+        };
+        apply_locked(&ev, &mut cells, &mut st, Timestamp(5), Timestamp(0)).unwrap();
+        st.orders
+            .set_status(order, OrderStatus::Cancelled, Timestamp(9))
+            .unwrap();
+        let mut buf = Vec::new();
+        st.orders.encode(&mut Enc::new(&mut buf));
+        let mut d = Dec::new(&buf);
+        let back = OrderState::decode(&mut d).unwrap();
+        d.finish().unwrap();
+        assert_eq!(back, st.orders);
+        // Every truncation fails cleanly instead of panicking.
+        for n in 0..buf.len() {
+            assert!(OrderState::decode(&mut Dec::new(&buf[..n])).is_err());
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! The event stream: every record the engine logs, in LSN order, kept in memory for
+//! consumers (notifications, webhooks, broker publishing, KPIs), each with its own cursor.
+//!
+//! [`EventStream`] is an [`EventLog`] decorator: the engine writes to it, it forwards to the
+//! real log and keeps a copy. One mutex is held across the inner append and the buffer push,
+//! so the buffer is in LSN order whatever the threads do.
+//!
+//! - **Cursors are durable through the log.** [`Engine::ack_consumer`] appends
+//!   [`Event::ConsumerAcked`]; the stream moves the cursor when it sees that event, live or
+//!   during recovery ([`EventStream::replayed`]), so a restart restores every cursor.
+//! - **Retention.** A record is kept until every registered consumer has acknowledged it,
+//!   but never more than `retained_max` records. Beyond that the oldest records are dropped
+//!   even if a slow consumer has not read them: that consumer's next [`EventStream::read`]
+//!   is [`StreamError::Truncated`] and it must catch up from the write-ahead log files (which
+//!   keep everything) or resynchronize. Memory stays bounded; nothing is lost from the log.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use thiserror::Error;
+
+use crate::engine::{Engine, check_id, poisoned};
+use crate::error::EngineError;
+use crate::event::{Event, LoggedRecord, Record};
+use crate::log::EventLog;
+use crate::types::{Lsn, Timestamp};
+
+/// Default bound on records kept in memory.
+pub const STREAM_RETAINED_MAX: usize = 1 << 20;
+
+/// Registered consumers at most.
+pub const STREAM_CONSUMERS_MAX: usize = 64;
+
+/// Longest consumer name, in bytes.
+pub const CONSUMER_NAME_LEN_MAX: usize = 64;
+
+/// Why a stream read or registration failed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum StreamError {
+    /// The consumer is not registered.
+    #[error("unknown consumer `{0}`")]
+    UnknownConsumer(String),
+    /// Records after the requested LSN were dropped by the retention bound; read the
+    /// write-ahead log from `after` up to `oldest` first.
+    #[error("records after {after} were dropped; the oldest kept is {oldest}")]
+    Truncated {
+        /// The LSN asked for.
+        after: u64,
+        /// The oldest LSN still in memory.
+        oldest: u64,
+    },
+    /// [`STREAM_CONSUMERS_MAX`] consumers are registered already.
+    #[error("too many consumers (at most {STREAM_CONSUMERS_MAX})")]
+    TooManyConsumers,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    buf: VecDeque<LoggedRecord>,
+    /// Acknowledged LSN per consumer. Cursors of consumers seen in the log but not (yet)
+    /// registered are kept too, so a registration after recovery starts where it left off.
+    cursors: BTreeMap<String, Lsn>,
+    registered: BTreeMap<String, ()>,
+    /// Last LSN dropped from the buffer (0: nothing dropped).
+    dropped_through: Lsn,
+    last: Lsn,
+}
+
+/// An [`EventLog`] decorator that keeps the records for consumers.
+pub struct EventStream {
+    inner_log: Arc<dyn EventLog>,
+    retained_max: usize,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let i = self.inner.lock();
+        f.debug_struct("EventStream")
+            .field("records", &i.buf.len())
+            .field("consumers", &i.registered.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventStream {
+    /// A stream in front of `inner`, keeping at most `retained_max` records (at least 1).
+    pub fn new(inner: Arc<dyn EventLog>, retained_max: usize) -> Self {
+        let last = inner.last_lsn();
+        EventStream {
+            inner_log: inner,
+            retained_max: retained_max.max(1),
+            inner: Mutex::new(Inner {
+                dropped_through: last,
+                last,
+                ..Inner::default()
+            }),
+        }
+    }
+
+    /// Registers a consumer (idempotent). A new consumer starts at its durable cursor if
+    /// the log has one, else at the oldest record kept.
+    pub fn register_consumer(&self, name: &str) -> Result<Lsn, StreamError> {
+        let mut i = self.inner.lock();
+        if !i.registered.contains_key(name) {
+            if i.registered.len() >= STREAM_CONSUMERS_MAX {
+                return Err(StreamError::TooManyConsumers);
+            }
+            i.registered.insert(name.to_owned(), ());
+        }
+        let start = i.dropped_through;
+        Ok(*i.cursors.entry(name.to_owned()).or_insert(start))
+    }
+
+    /// Up to `max` whole records with LSN greater than `after_lsn`, in LSN order.
+    pub fn read(
+        &self,
+        consumer: &str,
+        after_lsn: Lsn,
+        max: usize,
+    ) -> Result<Vec<LoggedRecord>, StreamError> {
+        let i = self.inner.lock();
+        if !i.registered.contains_key(consumer) {
+            return Err(StreamError::UnknownConsumer(
+                consumer.chars().take(64).collect(),
+            ));
+        }
+        if after_lsn < i.dropped_through {
+            return Err(StreamError::Truncated {
+                after: after_lsn.0,
+                oldest: i.dropped_through.0 + 1,
+            });
+        }
+        let start = i.buf.partition_point(|r| r.lsn <= after_lsn);
+        Ok(i.buf.iter().skip(start).take(max).cloned().collect())
+    }
+
+    /// Moves a consumer's cursor in memory only. Use [`Engine::ack_consumer`] for a
+    /// durable acknowledgement (it calls this through the logged event).
+    pub fn ack(&self, consumer: &str, lsn: Lsn) {
+        let mut i = self.inner.lock();
+        let c = i.cursors.entry(consumer.to_owned()).or_default();
+        *c = (*c).max(lsn);
+        self.trim(&mut i);
+    }
+
+    /// A consumer's acknowledged LSN.
+    pub fn cursor(&self, consumer: &str) -> Option<Lsn> {
+        self.inner.lock().cursors.get(consumer).copied()
+    }
+
+    /// Every known cursor (for a snapshot; restore with [`EventStream::ack`]).
+    pub fn cursors(&self) -> Vec<(String, Lsn)> {
+        self.inner
+            .lock()
+            .cursors
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
+    /// Records kept in memory now.
+    pub fn retained(&self) -> usize {
+        self.inner.lock().buf.len()
+    }
+
+    /// Feeds a record read back during recovery (before the engine takes new writes), so
+    /// the stream holds it and restores the cursors it acknowledges. Records at or below
+    /// the last LSN seen are ignored.
+    pub fn replayed(&self, rec: &LoggedRecord) {
+        let mut i = self.inner.lock();
+        if rec.lsn <= i.last {
+            return;
+        }
+        self.push(&mut i, rec.clone());
+    }
+
+    fn push(&self, i: &mut Inner, rec: LoggedRecord) {
+        i.last = rec.lsn;
+        if i.buf.is_empty() {
+            i.dropped_through = Lsn(rec.lsn.0.saturating_sub(1)).max(i.dropped_through);
+        }
+        for ev in &rec.record.events {
+            if let Event::ConsumerAcked { consumer, lsn } = ev {
+                let c = i.cursors.entry(consumer.clone()).or_default();
+                *c = (*c).max(*lsn);
+            }
+        }
+        i.buf.push_back(rec);
+        self.trim(i);
+    }
+
+    fn trim(&self, i: &mut Inner) {
+        // Keep what the slowest registered consumer has not acknowledged; with no consumer
+        // registered, keep up to the bound so a consumer registering soon still sees them.
+        let slowest = i
+            .registered
+            .keys()
+            .map(|k| i.cursors.get(k).copied().unwrap_or_default())
+            .min();
+        while let Some(front) = i.buf.front() {
+            let acked = slowest.is_some_and(|s| front.lsn <= s);
+            if !acked && i.buf.len() <= self.retained_max {
+                break;
+            }
+            let lsn = front.lsn;
+            i.buf.pop_front();
+            i.dropped_through = lsn;
+        }
+    }
+}
+
+impl EventLog for EventStream {
+    fn append(&self, record: &Record) -> Result<Lsn, EngineError> {
+        let mut i = self.inner.lock();
+        let lsn = self.inner_log.append(record)?;
+        self.push(
+            &mut i,
+            LoggedRecord {
+                lsn,
+                record: record.clone(),
+            },
+        );
+        Ok(lsn)
+    }
+
+    fn wait_durable(&self, lsn: Lsn) -> Result<(), EngineError> {
+        self.inner_log.wait_durable(lsn)
+    }
+
+    fn last_lsn(&self) -> Lsn {
+        self.inner_log.last_lsn()
+    }
+}
+
+impl Engine {
+    /// Durably acknowledges that `consumer` has processed every record up to `lsn`: logs
+    /// [`Event::ConsumerAcked`], which an [`EventStream`] in the log chain (live or in
+    /// recovery) turns into the consumer's cursor.
+    pub fn ack_consumer(
+        &self,
+        consumer: &str,
+        lsn: Lsn,
+        now: Timestamp,
+    ) -> Result<Lsn, EngineError> {
+        check_id("consumer", consumer, CONSUMER_NAME_LEN_MAX)?;
+        if lsn > self.log().last_lsn() {
+            return Err(EngineError::invalid("lsn", "beyond the last logged record"));
+        }
+        let gate = self.gate.read().map_err(|_| poisoned())?;
+        let at = self.log().append(&Record {
+            at: now,
+            events: vec![Event::ConsumerAcked {
+                consumer: consumer.to_owned(),
+                lsn,
+            }],
+        })?;
+        drop(gate);
+        self.log().wait_durable(at)?;
+        Ok(at)
+    }
+}

@@ -1,0 +1,533 @@
+//! Pickup lifecycle scenarios: POS double counting both ways round, code brute force and
+//! staff override, hand-off stock, no-show, event stream cursors, KPIs. Every scenario
+//! ends by replaying the log into a fresh engine and comparing.
+
+use std::sync::Arc;
+
+use pickline_engine::pickup_code::{PickupCode, StaffId, VerifyOutcome};
+use pickline_engine::{
+    Canceller, CollectOutcome, CreateOrder, CreateOrderOutcome, Customer, Engine, EngineConfig,
+    Event, EventStream, HoldRequest, Kpis, LineRequest, Lsn, MemoryLog, OrderId, OrderLineRequest,
+    OrderStatus, PosCount, PosDelta, PosDeltaKind, ReadyOutcome, ShortPick, ShortPickResolution,
+    StoreDef, StreamError, Timestamp, TransitionOutcome,
+};
+
+const T0: Timestamp = Timestamp::from_ms(1_795_000_000_000);
+const ENTROPY: [u8; 8] = [7, 1, 2, 3, 4, 5, 6, 9];
+
+fn staff(s: &str) -> StaffId {
+    StaffId::new(s).unwrap()
+}
+
+fn setup() -> (Engine, Arc<MemoryLog>) {
+    let log = Arc::new(MemoryLog::new());
+    let e = Engine::with_log(EngineConfig::default(), log.clone()).unwrap();
+    e.define_store(StoreDef::new("s1", 52.5, 13.4, "Europe/Berlin"), T0)
+        .unwrap();
+    receive(&e, "A", 10, "rcv-A");
+    receive(&e, "B", 10, "rcv-B");
+    (e, log)
+}
+
+fn receive(e: &Engine, sku: &str, qty: i64, id: &str) {
+    e.apply_delta(
+        &PosDelta {
+            store: "s1".into(),
+            sku: sku.into(),
+            pos_event_id: id.into(),
+            kind: PosDeltaKind::Receive,
+            qty,
+            order_ref: None,
+            pos_time: T0,
+        },
+        T0,
+    )
+    .unwrap();
+}
+
+fn sale(e: &Engine, sku: &str, qty: i64, id: &str, order_ref: &str, now: Timestamp) {
+    e.apply_delta(
+        &PosDelta {
+            store: "s1".into(),
+            sku: sku.into(),
+            pos_event_id: id.into(),
+            kind: PosDeltaKind::Sale,
+            qty,
+            order_ref: Some(order_ref.into()),
+            pos_time: now,
+        },
+        now,
+    )
+    .unwrap();
+}
+
+/// An order of 2 A + 1 B, placed at `now`, ttl 1 hour.
+fn place(e: &Engine, channel_order_id: &str, now: Timestamp) -> OrderId {
+    let grant = e
+        .hold(
+            &HoldRequest::new(
+                "s1",
+                vec![LineRequest::new("A", 2), LineRequest::new("B", 1)],
+            )
+            .with_ttl_ms(3_600_000),
+            now,
+        )
+        .unwrap();
+    let hold = grant.granted().unwrap().hold;
+    let req = CreateOrder {
+        hold,
+        channel: "shopify".into(),
+        channel_order_id: channel_order_id.into(),
+        customer: Customer {
+            email: Some("c@example.com".into()),
+            phone: Some("+49301234".into()),
+            sms_consent: true,
+            email_consent: true,
+        },
+        lines: vec![
+            OrderLineRequest {
+                sku: "B".into(),
+                qty: 1,
+                unit_price_minor: 250,
+                description: "Bag".into(),
+            },
+            OrderLineRequest {
+                sku: "A".into(),
+                qty: 2,
+                unit_price_minor: 1_000,
+                description: "Apple".into(),
+            },
+        ],
+        currency: "EUR".into(),
+        idempotency_key: Some(format!("k-{channel_order_id}")),
+    };
+    let CreateOrderOutcome::Created { order } = e.create_order(&req, now).unwrap() else {
+        panic!("create refused")
+    };
+    // Retrying with the same key returns the same order and logs nothing.
+    let before = e.log().last_lsn();
+    assert_eq!(
+        e.create_order(&req, now).unwrap(),
+        CreateOrderOutcome::Created { order }
+    );
+    assert_eq!(e.log().last_lsn(), before);
+    order
+}
+
+/// Places, confirms, picks and readies an order; returns it and its code.
+fn ready(e: &Engine, id: &str, now: Timestamp, ready_after_ms: i64) -> (OrderId, PickupCode) {
+    let o = place(e, id, now);
+    let done = |s| TransitionOutcome::Done { status: s };
+    assert_eq!(
+        e.confirm_order(o, now).unwrap(),
+        done(OrderStatus::Confirmed)
+    );
+    assert_eq!(
+        e.start_picking(o, &staff("ann"), now).unwrap(),
+        done(OrderStatus::Picking)
+    );
+    let ReadyOutcome::Ready { code, qr } = e
+        .mark_ready(o, &staff("ann"), ENTROPY, now.add_ms(ready_after_ms))
+        .unwrap()
+    else {
+        panic!("ready refused")
+    };
+    assert_eq!(qr.unwrap().code(), code);
+    (o, code)
+}
+
+fn cell(e: &Engine, sku: &str) -> (u32, u32) {
+    let v = e.availability("s1", sku).unwrap();
+    (v.on_hand, v.held)
+}
+
+fn check_replay(e: &Engine, log: &MemoryLog, orders: &[OrderId]) {
+    e.check_conservation().unwrap();
+    let fresh = Engine::new(EngineConfig::default()).unwrap();
+    for r in log.records() {
+        // Through the binary codec, as recovery would read it.
+        let mut buf = Vec::new();
+        r.record.encode(&mut buf);
+        let rec = pickline_engine::Record::decode(&buf).unwrap();
+        assert_eq!(rec, r.record);
+        fresh.replay(&rec).unwrap();
+    }
+    fresh.check_conservation().unwrap();
+    for sku in ["A", "B"] {
+        assert_eq!(
+            e.availability("s1", sku).unwrap(),
+            fresh.availability("s1", sku).unwrap()
+        );
+    }
+    for o in orders {
+        assert_eq!(e.order(*o), fresh.order(*o));
+    }
+}
+
+#[test]
+fn collect_consumes_on_hand_and_held_and_makes_a_receipt() {
+    let (e, log) = setup();
+    let (o, code) = ready(&e, "#1001", T0, 60_000);
+    assert_eq!(cell(&e, "A"), (10, 2));
+    let CollectOutcome::Collected { receipt, .. } = e
+        .collect(o, &code.to_string(), &staff("bob"), T0.add_ms(120_000))
+        .unwrap()
+    else {
+        panic!("collect refused")
+    };
+    assert_eq!(cell(&e, "A"), (8, 0));
+    assert_eq!(cell(&e, "B"), (9, 0));
+    let receipt = (*receipt).unwrap();
+    assert_eq!(receipt.receipt_number().as_str(), "R-s1-000001");
+    assert_eq!(receipt.total_minor(), 2_250);
+    assert!(receipt.to_json().contains("#1001"));
+    assert_eq!(e.order(o).unwrap().status, OrderStatus::Collected);
+    assert_eq!(e.hold_info(o.hold()), None);
+    // A second hand-off is an illegal transition, not a second decrement.
+    assert!(matches!(
+        e.collect(o, &code.to_string(), &staff("bob"), T0.add_ms(130_000))
+            .unwrap(),
+        CollectOutcome::Rejected(_)
+    ));
+    assert_eq!(cell(&e, "A"), (8, 0));
+    // The next receipt of the store gets the next number.
+    let (o2, code2) = ready(&e, "#1002", T0, 1);
+    let CollectOutcome::Collected { receipt, .. } = e
+        .collect(o2, &code2.to_compact(), &staff("bob"), T0.add_ms(5))
+        .unwrap()
+    else {
+        panic!("collect refused")
+    };
+    assert_eq!((*receipt).unwrap().receipt_number().as_str(), "R-s1-000002");
+    check_replay(&e, &log, &[o, o2]);
+}
+
+#[test]
+fn pos_sale_after_hand_off_is_not_counted_twice() {
+    let (e, log) = setup();
+    let (o, code) = ready(&e, "#2001", T0, 1);
+    e.collect(o, &code.to_string(), &staff("bob"), T0.add_ms(10))
+        .unwrap();
+    assert_eq!(cell(&e, "A"), (8, 0));
+    // POS reports the sale by channel order id: recognized, on_hand unchanged.
+    sale(&e, "A", 2, "pos-1", "#2001", T0.add_ms(20));
+    assert_eq!(cell(&e, "A"), (8, 0));
+    // ... and by pickline order id for the other line.
+    sale(&e, "B", 1, "pos-2", &o.to_string(), T0.add_ms(21));
+    assert_eq!(cell(&e, "B"), (9, 0));
+    // A further sale naming the same order is beyond what was handed off: applied.
+    sale(&e, "A", 1, "pos-3", "#2001", T0.add_ms(22));
+    assert_eq!(cell(&e, "A"), (7, 0));
+    check_replay(&e, &log, &[o]);
+}
+
+#[test]
+fn pos_sale_before_hand_off_consumes_from_the_hold() {
+    let (e, log) = setup();
+    let (o, code) = ready(&e, "#3001", T0, 1);
+    sale(&e, "A", 2, "pos-1", "#3001", T0.add_ms(5));
+    // on_hand and held fall together: availability elsewhere is unchanged.
+    assert_eq!(cell(&e, "A"), (8, 0));
+    e.check_conservation().unwrap();
+    e.collect(o, &code.to_string(), &staff("bob"), T0.add_ms(10))
+        .unwrap();
+    // The hand-off takes only what the POS had not reported.
+    assert_eq!(cell(&e, "A"), (8, 0));
+    assert_eq!(cell(&e, "B"), (9, 0));
+    // The receipt still lists both units of A.
+    let receipt = e.order_receipt(o).unwrap().unwrap();
+    assert_eq!(receipt.total_qty(), 3);
+    check_replay(&e, &log, &[o]);
+}
+
+#[test]
+fn count_before_hand_off_does_not_resurrect_units() {
+    let (e, log) = setup();
+    let (o, code) = ready(&e, "#3501", T0, 1);
+    e.collect(o, &code.to_string(), &staff("bob"), T0.add_ms(100))
+        .unwrap();
+    // A count of 10 as of a time before the hand-off: on_hand stays 8.
+    let out = e
+        .apply_count(
+            &PosCount {
+                store: "s1".into(),
+                sku: "A".into(),
+                pos_event_id: "cnt-1".into(),
+                counted: 10,
+                as_of: T0.add_ms(50),
+            },
+            T0.add_ms(200),
+        )
+        .unwrap();
+    assert!(matches!(
+        out,
+        pickline_engine::PosOutcome::Applied {
+            on_hand: 8,
+            matched: Some(true),
+            ..
+        }
+    ));
+    check_replay(&e, &log, &[o]);
+}
+
+#[test]
+fn code_brute_force_locks_after_five_and_override_is_recorded() {
+    let (e, log) = setup();
+    let (o, code) = ready(&e, "#4001", T0, 1);
+    let wrong = PickupCode::from_value(code.value() ^ 1)
+        .unwrap()
+        .to_string();
+    let bob = staff("bob");
+    // Malformed input is not a guess.
+    assert!(matches!(
+        e.collect(o, "not a code!", &bob, T0).unwrap(),
+        CollectOutcome::Code(VerifyOutcome::Malformed(_))
+    ));
+    for left in (1..5).rev() {
+        assert_eq!(
+            e.collect(o, &wrong, &bob, T0).unwrap(),
+            CollectOutcome::Code(VerifyOutcome::Wrong {
+                attempts_left: left
+            })
+        );
+    }
+    assert_eq!(
+        e.collect(o, &wrong, &bob, T0).unwrap(),
+        CollectOutcome::Code(VerifyOutcome::WrongNowLocked)
+    );
+    // Locked: even the right code is refused, and stock is untouched.
+    assert_eq!(
+        e.collect(o, &code.to_string(), &bob, T0).unwrap(),
+        CollectOutcome::Code(VerifyOutcome::Locked)
+    );
+    assert_eq!(cell(&e, "A"), (10, 2));
+    let v = e.order(o).unwrap();
+    assert!(v.locked);
+    assert_eq!(v.wrong_attempts, 5);
+    // The lockout survives a replay.
+    check_replay(&e, &log, &[o]);
+    assert_eq!(
+        e.staff_override(o, &staff("mgr-7"), T0.add_ms(9)).unwrap(),
+        TransitionOutcome::Done {
+            status: OrderStatus::Ready
+        }
+    );
+    let v = e.order(o).unwrap();
+    assert!(!v.locked);
+    assert_eq!(v.last_override, Some(("mgr-7".into(), T0.add_ms(9))));
+    assert!(
+        log.records()
+            .iter()
+            .any(|r| r.record.events.iter().any(|ev| matches!(
+                ev,
+                Event::PickupCodeOverride { staff, sequence: 1, .. } if staff == "mgr-7"
+            )))
+    );
+    // A second override of an open order is refused.
+    assert!(matches!(
+        e.staff_override(o, &staff("mgr-7"), T0).unwrap(),
+        TransitionOutcome::Rejected(_)
+    ));
+    assert!(matches!(
+        e.collect(o, &code.to_string(), &bob, T0.add_ms(10))
+            .unwrap(),
+        CollectOutcome::Collected { .. }
+    ));
+    check_replay(&e, &log, &[o]);
+}
+
+#[test]
+fn no_show_releases_stock_and_unconfirmed_order_expires() {
+    let (e, log) = setup();
+    let (ready_order, _) = ready(&e, "#5001", T0, 1);
+    let placed = place(&e, "#5002", T0);
+    assert_eq!(cell(&e, "A"), (10, 4));
+    let expired = e.expire(T0.add_ms(3_600_000), 100).unwrap();
+    assert_eq!(expired.len(), 2);
+    assert_eq!(cell(&e, "A"), (10, 0));
+    assert_eq!(e.order(ready_order).unwrap().status, OrderStatus::NoShow);
+    assert_eq!(e.order(placed).unwrap().status, OrderStatus::Expired);
+    check_replay(&e, &log, &[ready_order, placed]);
+}
+
+#[test]
+fn short_pick_adjusts_on_hand_and_requests_reallocation() {
+    let (e, log) = setup();
+    let o = place(&e, "#6001", T0);
+    e.confirm_order(o, T0).unwrap();
+    // Short pick before picking is illegal.
+    let req = ShortPick {
+        order: o,
+        sku: "A".into(),
+        found: 1,
+        resolution: ShortPickResolution::Reallocate,
+        staff: staff("ann"),
+    };
+    assert!(matches!(
+        e.short_pick(&req, T0).unwrap(),
+        TransitionOutcome::Rejected(_)
+    ));
+    e.start_picking(o, &staff("ann"), T0).unwrap();
+    e.short_pick(&req, T0).unwrap();
+    // One unit of A was not on the shelf: on_hand and held both fall by one.
+    assert_eq!(cell(&e, "A"), (9, 1));
+    let v = e.order(o).unwrap();
+    assert_eq!(v.short_picks, 1);
+    assert_eq!(v.reallocation_requested.len(), 1);
+    let recs = log.records();
+    let last = &recs.last().unwrap().record.events;
+    assert!(matches!(
+        last[0],
+        Event::StockAdjusted {
+            qty: -1,
+            on_hand_after: 9,
+            ..
+        }
+    ));
+    assert!(matches!(
+        last[2],
+        Event::ReallocationRequested { missing: 1, .. }
+    ));
+    // Found as many as the line needs: not short.
+    let not_short = ShortPick { found: 1, ..req };
+    assert!(matches!(
+        e.short_pick(&not_short, T0).unwrap(),
+        TransitionOutcome::Rejected(_)
+    ));
+    check_replay(&e, &log, &[o]);
+}
+
+#[test]
+fn cancel_releases_the_hold_and_illegal_transitions_are_values() {
+    let (e, log) = setup();
+    let o = place(&e, "#7001", T0);
+    assert!(matches!(
+        e.start_picking(o, &staff("ann"), T0).unwrap(),
+        TransitionOutcome::Rejected(_)
+    ));
+    assert!(matches!(
+        e.mark_ready(o, &staff("ann"), ENTROPY, T0).unwrap(),
+        ReadyOutcome::Rejected(_)
+    ));
+    e.cancel_order(o, &Canceller::Customer, T0).unwrap();
+    assert_eq!(cell(&e, "A"), (10, 0));
+    assert!(matches!(
+        e.cancel_order(o, &Canceller::Customer, T0).unwrap(),
+        TransitionOutcome::Rejected(_)
+    ));
+    check_replay(&e, &log, &[o]);
+}
+
+#[test]
+fn event_stream_cursors_survive_replay() {
+    let mem = Arc::new(MemoryLog::new());
+    let stream = Arc::new(EventStream::new(mem.clone(), 1_000));
+    let e = Engine::with_log(EngineConfig::default(), stream.clone()).unwrap();
+    stream.register_consumer("notify").unwrap();
+    e.define_store(StoreDef::new("s1", 52.5, 13.4, "Europe/Berlin"), T0)
+        .unwrap();
+    receive(&e, "A", 10, "r1");
+    let got = stream.read("notify", Lsn(0), 10).unwrap();
+    assert_eq!(got.len(), mem.records().len());
+    assert!(got.windows(2).all(|w| w[0].lsn < w[1].lsn));
+    let upto = got[1].lsn;
+    e.ack_consumer("notify", upto, T0).unwrap();
+    assert_eq!(stream.cursor("notify"), Some(upto));
+    // Acknowledged records are dropped; reading before them is a typed error.
+    assert!(matches!(
+        stream.read("notify", Lsn(0), 10),
+        Err(StreamError::Truncated { .. })
+    ));
+    assert!(matches!(
+        stream.read("nobody", upto, 10),
+        Err(StreamError::UnknownConsumer(_))
+    ));
+    // Recovery: a fresh stream fed the log restores the cursor.
+    let restored = EventStream::new(Arc::new(MemoryLog::new()), 1_000);
+    for r in mem.records() {
+        restored.replayed(&r);
+    }
+    assert_eq!(restored.register_consumer("notify").unwrap(), upto);
+    let rest = restored.read("notify", upto, 100).unwrap();
+    assert_eq!(rest.first().map(|r| r.lsn), Some(Lsn(upto.0 + 1)));
+}
+
+#[test]
+fn event_stream_retention_is_bounded() {
+    let mem = Arc::new(MemoryLog::new());
+    let stream = Arc::new(EventStream::new(mem.clone(), 3));
+    let e = Engine::with_log(EngineConfig::default(), stream.clone()).unwrap();
+    stream.register_consumer("slow").unwrap();
+    e.define_store(StoreDef::new("s1", 52.5, 13.4, "Europe/Berlin"), T0)
+        .unwrap();
+    for i in 0..5 {
+        receive(&e, "A", 1, &format!("r{i}"));
+    }
+    assert_eq!(stream.retained(), 3);
+    assert!(matches!(
+        stream.read("slow", Lsn(0), 10),
+        Err(StreamError::Truncated { .. })
+    ));
+    let last = mem.records().last().unwrap().lsn;
+    assert_eq!(stream.read("slow", Lsn(last.0 - 3), 10).unwrap().len(), 3);
+}
+
+#[test]
+fn kpis_on_a_hand_built_scenario() {
+    let (e, log) = setup();
+    // Four orders ready after 5, 10, 15 and 20 minutes.
+    let mut ready_orders = Vec::new();
+    for (i, mins) in [5i64, 10, 15, 20].iter().enumerate() {
+        ready_orders.push(ready(&e, &format!("#80{i}"), T0, mins * 60_000));
+    }
+    // Short pick on a fifth order, which the customer then cancels.
+    let o5 = place(&e, "#805", T0);
+    e.confirm_order(o5, T0).unwrap();
+    e.start_picking(o5, &staff("ann"), T0).unwrap();
+    e.short_pick(
+        &ShortPick {
+            order: o5,
+            sku: "B".into(),
+            found: 0,
+            resolution: ShortPickResolution::CancelLine,
+            staff: staff("ann"),
+        },
+        T0,
+    )
+    .unwrap();
+    e.cancel_order(o5, &Canceller::Customer, T0).unwrap();
+    // Three collected, one no-show.
+    for (o, code) in &ready_orders[..3] {
+        e.collect(*o, &code.to_string(), &staff("bob"), T0.add_ms(1_500_000))
+            .unwrap();
+    }
+    e.expire(T0.add_ms(3_600_000), 100).unwrap();
+    // Two counts, one matching.
+    for (id, counted) in [("c1", 4u32), ("c2", 3)] {
+        e.apply_count(
+            &PosCount {
+                store: "s1".into(),
+                sku: "A".into(),
+                pos_event_id: id.into(),
+                counted,
+                as_of: T0.add_ms(3_700_000),
+            },
+            T0.add_ms(3_700_000),
+        )
+        .unwrap();
+    }
+    let mut k = Kpis::new();
+    for r in log.records() {
+        k.observe(&r.record);
+    }
+    let s = k.store(pickline_engine::StoreId(0));
+    assert_eq!(s.avg_fulfillment_ms(), Some(12.5 * 60_000.0));
+    assert_eq!(s.p90_fulfillment_ms(), Some(20 * 60_000));
+    // 3 collected / (3 + 1 no-show + 1 customer cancel).
+    assert_eq!(s.pickup_conversion(), Some(0.6));
+    assert_eq!(s.short_pick_rate(), Some(0.2));
+    assert_eq!(s.counts, 2);
+    assert_eq!(s.inventory_accuracy(), Some(0.5));
+    assert_eq!(s.shortages, 0);
+    assert_eq!(k.overall(), &s);
+}
