@@ -244,6 +244,9 @@ pub struct Engine {
     pub(crate) registry_lock: Mutex<()>,
     pub(crate) idem: DashMap<Box<str>, IdemEntry>,
     pub(crate) expire_cursor: AtomicU32,
+    /// Event-stream consumer cursors (the last LSN each consumer acknowledged), kept in the
+    /// state so that snapshots carry them.
+    pub(crate) consumers: Mutex<std::collections::BTreeMap<String, Lsn>>,
     pub(crate) log: Arc<dyn EventLog>,
 }
 
@@ -282,6 +285,7 @@ impl Engine {
             registry_lock: Mutex::new(()),
             idem: DashMap::new(),
             expire_cursor: AtomicU32::new(0),
+            consumers: Mutex::new(Default::default()),
             log,
         })
     }
@@ -289,6 +293,15 @@ impl Engine {
     /// The configuration.
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// Every consumer cursor: the last LSN each event-stream consumer acknowledged.
+    pub fn consumer_cursors(&self) -> Vec<(String, Lsn)> {
+        self.consumers
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
     }
 
     /// The log the engine writes to.
@@ -1422,7 +1435,11 @@ impl Engine {
             // Shortages are derived facts: they record what the state showed, change nothing.
             Event::Shortage { .. } => {}
             // Cursors live in the event stream, which reads them from the log itself.
-            Event::ConsumerAcked { .. } => {}
+            Event::ConsumerAcked { consumer, lsn } => {
+                let mut c = self.consumers.lock();
+                let cur = c.entry(consumer.clone()).or_default();
+                *cur = (*cur).max(*lsn);
+            }
             Event::OrderCreated { .. }
             | Event::OrderConfirmed { .. }
             | Event::PickingStarted { .. }

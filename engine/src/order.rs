@@ -476,8 +476,6 @@ impl OrderState {
         Ok(())
     }
 
-    // The snapshot writer on main calls these; until it is merged only the tests do.
-    #[cfg_attr(not(test), allow(dead_code))]
     /// Appends the state's encoding for a snapshot: receipt sequence, then the orders in id
     /// order (each with every field), then the finished queue. The channel reference index
     /// is rebuilt on decode.
@@ -525,7 +523,6 @@ impl OrderState {
         }
     }
 
-    #[cfg_attr(not(test), allow(dead_code))]
     /// Decodes what [`OrderState::encode`] wrote.
     pub(crate) fn decode(d: &mut Dec<'_>) -> Result<OrderState, DecodeError> {
         let mut st = OrderState {

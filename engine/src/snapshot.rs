@@ -6,9 +6,10 @@
 //! the pause is proportional to the state's size and is measured by `pickline bench wal`.
 //!
 //! Layout (all with the varint codec of [`crate::codec`]): format version; stores (their
-//! definitions in id order); SKU external ids in id order; idempotency outcomes; then per
+//! definitions in id order); SKU external ids in id order; idempotency outcomes; consumer
+//! cursors; then per
 //! store: non-empty cells, hold sequence, active holds, POS dedupe window, recent POS deltas,
-//! last count times, idempotency aging queue.
+//! last count times, idempotency aging queue, pickup orders.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,7 +23,7 @@ use crate::log::EventLog;
 use crate::stock::{Cell, HoldRec, RecentDelta};
 use crate::types::{HoldId, Line, Lsn, SkuId, StoreId, Timestamp};
 
-const SNAPSHOT_VERSION: u32 = 1;
+const SNAPSHOT_VERSION: u32 = 2;
 
 impl Engine {
     /// Encodes the whole state. Returns the LSN of the last record it includes.
@@ -64,6 +65,12 @@ impl Engine {
         for (key, outcome) in &idem {
             e.str(key);
             encode_outcome(&mut e, outcome);
+        }
+        let consumers = self.consumer_cursors();
+        e.seq_len(consumers.len());
+        for (name, lsn) in &consumers {
+            e.str(name);
+            e.u64(lsn.0);
         }
         for i in 0..n {
             let Some(shard) = self.shard(StoreId(i)) else {
@@ -131,6 +138,7 @@ impl Engine {
                 e.i64(at.0);
                 e.str(key);
             }
+            st.orders.encode(&mut e);
         }
         Ok((lsn, buf))
     }
@@ -188,6 +196,12 @@ impl Engine {
                     outcome,
                 },
             );
+        }
+        let consumers = d.seq_len()?;
+        for _ in 0..consumers {
+            let name = d.string()?;
+            let lsn = Lsn(d.u64()?);
+            self.consumers.lock().insert(name, lsn);
         }
         for i in 0..n {
             let shard = self.shard(StoreId(i)).ok_or(SnapshotError::Bad("store"))?;
@@ -260,6 +274,7 @@ impl Engine {
                 let key = d.string()?.into();
                 st.idem_fifo.push_back((at, key));
             }
+            st.orders = crate::order::OrderState::decode(&mut d)?;
         }
         d.finish()?;
         // Assert after reading back: the snapshot must satisfy conservation.

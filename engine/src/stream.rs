@@ -249,12 +249,17 @@ impl Engine {
             return Err(EngineError::invalid("lsn", "beyond the last logged record"));
         }
         let gate = self.gate.read().map_err(|_| poisoned())?;
+        let event = Event::ConsumerAcked {
+            consumer: consumer.to_owned(),
+            lsn,
+        };
         let at = self.log().append(&Record {
             at: now,
-            events: vec![Event::ConsumerAcked {
-                consumer: consumer.to_owned(),
-                lsn,
-            }],
+            events: vec![event.clone()],
+        })?;
+        self.replay(&Record {
+            at: now,
+            events: vec![event],
         })?;
         drop(gate);
         self.log().wait_durable(at)?;
