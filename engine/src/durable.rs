@@ -28,8 +28,10 @@ use crate::codec::DecodeError;
 use crate::config::EngineConfig;
 use crate::engine::Engine;
 use crate::error::EngineError;
+use crate::event::LoggedRecord;
 use crate::event::{RECORD_KIND_EVENTS, Record};
 use crate::log::EventLog;
+use crate::stream::{EventStream, STREAM_RETAINED_MAX};
 use crate::types::Lsn;
 use crate::wal::{RecoveryMode, RecoveryReport, Storage, Wal, WalConfig, WalError};
 
@@ -115,6 +117,7 @@ pub enum OpenError {
 pub struct DurableEngine {
     engine: Arc<Engine>,
     log: Arc<WalLog>,
+    stream: Arc<EventStream>,
     report: RecoveryReport,
 }
 
@@ -133,10 +136,18 @@ impl DurableEngine {
     pub fn open(storage: Arc<dyn Storage>, opts: OpenOptions) -> Result<Self, OpenError> {
         let (wal, recovery) = Wal::open(storage, opts.wal, opts.recovery)?;
         let log = Arc::new(WalLog { wal });
+        // The event stream sits in front of the WAL, so consumers see every record in LSN
+        // order; recovery feeds it the records after the snapshot.
+        let snapshot_lsn = recovery.snapshot.as_ref().map_or(Lsn::ZERO, |s| s.lsn);
+        let stream = Arc::new(EventStream::starting_after(
+            log.clone(),
+            STREAM_RETAINED_MAX,
+            snapshot_lsn,
+        ));
         let engine = match &recovery.snapshot {
-            Some(s) => Engine::from_snapshot(opts.engine.clone(), log.clone(), &s.bytes)
+            Some(s) => Engine::from_snapshot(opts.engine.clone(), stream.clone(), &s.bytes)
                 .map_err(|error| OpenError::Apply { lsn: s.lsn, error })?,
-            None => Engine::with_log(opts.engine.clone(), log.clone()).map_err(|error| {
+            None => Engine::with_log(opts.engine.clone(), stream.clone()).map_err(|error| {
                 OpenError::Apply {
                     lsn: Lsn::ZERO,
                     error,
@@ -158,6 +169,14 @@ impl DurableEngine {
                 lsn: rec.lsn,
                 error,
             })?;
+            stream.replayed(&LoggedRecord {
+                lsn: rec.lsn,
+                record,
+            });
+        }
+        // Cursors acknowledged before the snapshot come from the snapshot's state.
+        for (consumer, lsn) in engine.consumer_cursors() {
+            stream.ack(&consumer, lsn);
         }
         // Assert after reading back.
         engine
@@ -169,6 +188,7 @@ impl DurableEngine {
         Ok(DurableEngine {
             engine: Arc::new(engine),
             log,
+            stream,
             report: recovery.report,
         })
     }
@@ -176,6 +196,12 @@ impl DurableEngine {
     /// The engine. Clone the `Arc` to share it between threads.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// The event stream: consumers register, read records after their cursor, and
+    /// acknowledge through [`Engine::ack_consumer`] (durable).
+    pub fn stream(&self) -> &Arc<EventStream> {
+        &self.stream
     }
 
     /// The WAL.
@@ -204,8 +230,14 @@ impl DurableEngine {
 
     /// Flushes and syncs everything appended, then stops the committer.
     pub fn close(self) -> Result<(), WalError> {
-        let DurableEngine { engine, log, .. } = self;
+        let DurableEngine {
+            engine,
+            log,
+            stream,
+            ..
+        } = self;
         drop(engine);
+        drop(stream);
         log.wal().flush()
     }
 }

@@ -88,6 +88,12 @@ impl EventStream {
     /// A stream in front of `inner`, keeping at most `retained_max` records (at least 1).
     pub fn new(inner: Arc<dyn EventLog>, retained_max: usize) -> Self {
         let last = inner.last_lsn();
+        Self::starting_after(inner, retained_max, last)
+    }
+
+    /// A stream whose first record will be `start + 1`: for recovery, where the records
+    /// after the snapshot at `start` are fed in with [`EventStream::replayed`].
+    pub fn starting_after(inner: Arc<dyn EventLog>, retained_max: usize, last: Lsn) -> Self {
         EventStream {
             inner_log: inner,
             retained_max: retained_max.max(1),

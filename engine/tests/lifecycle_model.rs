@@ -404,7 +404,11 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     // from a snapshot all encode to the same bytes.
     let (_, live) = e.snapshot().unwrap();
     let (_, replayed) = fresh.snapshot().unwrap();
-    prop_assert_eq!(&live, &replayed, "replayed state differs from the live state");
+    prop_assert_eq!(
+        &live,
+        &replayed,
+        "replayed state differs from the live state"
+    );
     let restored = Engine::from_snapshot(
         EngineConfig::default(),
         std::sync::Arc::new(pickline_engine::NoLog::default()),
