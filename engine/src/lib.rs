@@ -14,6 +14,8 @@
 //! - [`log`]: the narrow interface to the write-ahead log ([`EventLog`]).
 //! - [`wal`]: the segmented write-ahead log with group commit.
 //! - [`calendar`]: store opening hours and pickup slots in the store's time zone.
+//! - [`slot`]: per-store calendar, slot bookings and the ready estimate.
+//! - [`engine::alloc`]: geo index and [`Engine::allocate`].
 //! - [`pickup_code`]: pickup codes, their attempt limit and QR payloads.
 //! - [`receipt`]: e-receipts in JSON, plain text and HTML.
 //!
@@ -64,11 +66,15 @@ pub mod lock_order;
 pub mod log;
 pub mod pickup_code;
 pub mod receipt;
+pub mod slot;
 mod stock;
 pub mod types;
 pub mod wal;
 
 pub use config::{EngineConfig, Limits};
+pub use engine::alloc::{
+    AllocateOutcome, AllocateRejection, AllocateRequest, AllocatedPart, Alternative, LineSupply,
+};
 pub use engine::{
     ConfirmOutcome, Engine, ExpiredHold, ExtendOutcome, HoldGrant, HoldInfo, HoldNotActive,
     HoldOutcome, HoldRequest, PosCount, PosDelta, PosOutcome, ReleaseOutcome, Shortage,
@@ -78,6 +84,7 @@ pub use event::{
     Event, HoldRejection, LineShortage, LoggedRecord, PosDeltaKind, Record, ReleaseReason, StoreDef,
 };
 pub use log::{EventLog, MemoryLog, NoLog};
+pub use slot::SlotProblem;
 pub use stock::PAGE_LEN;
 pub use types::{
     CellView, HoldId, Line, LineRequest, Lsn, Qty, SkuId, StoreId, StoreStatus, Timestamp,
