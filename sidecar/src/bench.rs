@@ -1,6 +1,7 @@
 //! `pickline bench ...`: the benchmark command. Workloads live in the `pickline-benches`
 //! crate, shared with the criterion benches.
 
+use pickline_benches::alloc_bench::{self, AllocBenchConfig};
 use pickline_benches::engine_bench::{self, EngineBenchConfig};
 
 /// Which benchmark.
@@ -8,6 +9,8 @@ use pickline_benches::engine_bench::{self, EngineBenchConfig};
 pub enum Suite {
     /// In-process engine: holds, hot keys, 5-line orders, memory per cell.
     Engine,
+    /// Allocation: geo search + holds over 2,000 stores, allocate + release loops.
+    Allocate,
 }
 
 /// Arguments of `pickline bench`.
@@ -22,6 +25,9 @@ pub struct BenchArgs {
     /// A small, fast configuration (smoke test; figures are not representative).
     #[arg(long)]
     pub quick: bool,
+    /// `allocate` only: give every store a pickup calendar (estimates on).
+    #[arg(long)]
+    pub calendars: bool,
 }
 
 /// Runs the benchmark and prints its report on stdout (progress goes to stderr).
@@ -34,6 +40,20 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 EngineBenchConfig::default()
             };
             let report = engine_bench::run(&cfg, |step| eprintln!("bench engine: {step}"));
+            if args.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_table());
+            }
+        }
+        Suite::Allocate => {
+            let mut cfg = if args.quick {
+                AllocBenchConfig::quick()
+            } else {
+                AllocBenchConfig::default()
+            };
+            cfg.calendars = args.calendars;
+            let report = alloc_bench::run(&cfg, |step| eprintln!("bench allocate: {step}"));
             if args.json {
                 println!("{}", report.to_json());
             } else {
