@@ -297,6 +297,9 @@ pub(crate) struct AllocKeys {
     fifo: Mutex<VecDeque<(Timestamp, Box<str>)>>,
 }
 
+/// A split allocation: the candidate indexes used and the parts held there.
+type SplitPlan = (Vec<usize>, Vec<AllocatedPart>);
+
 struct Candidate<'a> {
     shard: &'a StoreShard,
     distance_km: f64,
@@ -325,7 +328,7 @@ impl Engine {
             shard,
             Event::CalendarSet {
                 store: shard.id,
-                config,
+                config: Box::new(config),
             },
             now,
         )
@@ -550,14 +553,15 @@ impl Engine {
                 });
             }
         }
-        if req.allow_split && lines.len() > 1 {
-            if let Some((used, parts)) = self.try_split(&candidates, &lines, req, now)? {
-                let alternatives = self.alternatives(&candidates, &used, &lines, req);
-                return Ok(AllocateOutcome::Allocated {
-                    parts,
-                    alternatives,
-                });
-            }
+        if req.allow_split
+            && lines.len() > 1
+            && let Some((used, parts)) = self.try_split(&candidates, &lines, req, now)?
+        {
+            let alternatives = self.alternatives(&candidates, &used, &lines, req);
+            return Ok(AllocateOutcome::Allocated {
+                parts,
+                alternatives,
+            });
         }
         Ok(AllocateOutcome::Rejected {
             reason: AllocateRejection::NotCoverable,
@@ -685,7 +689,7 @@ impl Engine {
         lines: &[ReqLine],
         req: &AllocateRequest,
         now: Timestamp,
-    ) -> Result<Option<(Vec<usize>, Vec<AllocatedPart>)>, EngineError> {
+    ) -> Result<Option<SplitPlan>, EngineError> {
         let n = candidates.len().min(SPLIT_CANDIDATES_MAX);
         // Which lines each candidate could supply whole, as read now.
         let supplies: Vec<Vec<bool>> = candidates

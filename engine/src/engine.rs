@@ -1435,7 +1435,7 @@ impl Engine {
             Event::Shortage { .. } => {}
             Event::CalendarSet { store, config } => {
                 let shard = self.shard(*store).ok_or("unknown store")?;
-                let cal = crate::calendar::StoreCalendar::new(config.clone())
+                let cal = crate::calendar::StoreCalendar::new((**config).clone())
                     .map_err(|e| format!("calendar of store {}: {e}", store.0))?;
                 shard.state.lock().slots.calendar = Some(Arc::new(cal));
             }

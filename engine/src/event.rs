@@ -255,8 +255,9 @@ pub enum Event {
     CalendarSet {
         /// Store.
         store: StoreId,
-        /// The configuration (validated before it was logged).
-        config: crate::calendar::CalendarConfig,
+        /// The configuration (validated before it was logged). Boxed: it is large and
+        /// rare, and would otherwise size every event.
+        config: Box<crate::calendar::CalendarConfig>,
     },
     /// A store's average pick time per order was set.
     PickTimeSet {
@@ -737,7 +738,7 @@ fn decode_event(d: &mut Dec<'_>) -> Result<Event, DecodeError> {
         }
         tag::CALENDAR_SET => Event::CalendarSet {
             store: StoreId(d.u32()?),
-            config: crate::slot::decode_calendar_config(d)?,
+            config: Box::new(crate::slot::decode_calendar_config(d)?),
         },
         tag::PICK_TIME_SET => Event::PickTimeSet {
             store: StoreId(d.u32()?),
