@@ -1,6 +1,7 @@
 //! `pickline bench ...`: the benchmark command. Workloads live in the `pickline-benches`
 //! crate, shared with the criterion benches.
 
+use pickline_benches::alloc_bench::{self, AllocBenchConfig};
 use pickline_benches::engine_bench::{self, EngineBenchConfig};
 use pickline_benches::wal_bench::{self, WalBenchConfig};
 
@@ -11,6 +12,8 @@ pub enum Suite {
     Engine,
     /// Durability: group commit, one fsync per hold, replay, restart with 10M holds.
     Wal,
+    /// Allocation: geo search + holds over 2,000 stores, allocate + release loops.
+    Allocate,
 }
 
 /// Arguments of `pickline bench`.
@@ -28,6 +31,9 @@ pub struct BenchArgs {
     /// Directory for benchmark files (must be on a real disk, not tmpfs).
     #[arg(long, default_value = "./pickline-bench-data")]
     pub dir: std::path::PathBuf,
+    /// `allocate` only: give every store a pickup calendar (estimates on).
+    #[arg(long)]
+    pub calendars: bool,
 }
 
 /// Runs the benchmark and prints its report on stdout (progress goes to stderr).
@@ -53,6 +59,20 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 WalBenchConfig::full(args.dir.clone())
             };
             let report = wal_bench::run(&cfg, |step| eprintln!("bench wal: {step}"));
+            if args.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_table());
+            }
+        }
+        Suite::Allocate => {
+            let mut cfg = if args.quick {
+                AllocBenchConfig::quick()
+            } else {
+                AllocBenchConfig::default()
+            };
+            cfg.calendars = args.calendars;
+            let report = alloc_bench::run(&cfg, |step| eprintln!("bench allocate: {step}"));
             if args.json {
                 println!("{}", report.to_json());
             } else {
