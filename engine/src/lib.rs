@@ -92,7 +92,7 @@ pub use log::{EventLog, MemoryLog, NoLog};
 pub use order::{
     CancelledBy, Canceller, CollectOutcome, CreateOrder, CreateOrderOutcome, CreateOrderRejection,
     Customer, OrderId, OrderLine, OrderLineRequest, OrderRejection, OrderStatus, OrderView,
-    ReadyOutcome, ShortPick, ShortPickResolution, TransitionOutcome,
+    ReadyOutcome, ShortPick, ShortPickResolution, TransitionOutcome, VerifyCodeOutcome,
 };
 pub use stock::PAGE_LEN;
 pub use stream::{EventStream, StreamError};
