@@ -2,6 +2,8 @@
 //! crate, shared with the criterion benches.
 
 use pickline_benches::engine_bench::{self, EngineBenchConfig};
+
+use crate::bench_grpc::{self, GrpcBenchConfig};
 use pickline_benches::wal_bench::{self, WalBenchConfig};
 
 /// Which benchmark.
@@ -11,6 +13,8 @@ pub enum Suite {
     Engine,
     /// Durability: group commit, one fsync per hold, replay, restart with 10M holds.
     Wal,
+    /// The gRPC server in-process: Ping vs Hold, BatchHold lines, open-loop p99.
+    Grpc,
 }
 
 /// Arguments of `pickline bench`.
@@ -28,6 +32,10 @@ pub struct BenchArgs {
     /// Directory for benchmark files (must be on a real disk, not tmpfs).
     #[arg(long, default_value = "./pickline-bench-data")]
     pub dir: std::path::PathBuf,
+    /// WAL durability of the server in `bench grpc`: sync (the default and the headline:
+    /// every hold is acknowledged after its group commit's fdatasync), async or off.
+    #[arg(long, default_value = "sync")]
+    pub durability: crate::config::DurabilityMode,
 }
 
 /// Runs the benchmark and prints its report on stdout (progress goes to stderr).
@@ -53,6 +61,19 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 WalBenchConfig::full(args.dir.clone())
             };
             let report = wal_bench::run(&cfg, |step| eprintln!("bench wal: {step}"));
+            if args.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_table());
+            }
+        }
+        Suite::Grpc => {
+            let cfg = if args.quick {
+                GrpcBenchConfig::quick(args.dir.clone(), args.durability)
+            } else {
+                GrpcBenchConfig::full(args.dir.clone(), args.durability)
+            };
+            let report = bench_grpc::run(&cfg, |step| eprintln!("bench grpc: {step}"))?;
             if args.json {
                 println!("{}", report.to_json());
             } else {

@@ -486,8 +486,16 @@ impl Config {
         }
         let d = &self.data;
         for (key, value, max) in [
-            ("data.async_flush_interval_ms", d.async_flush_interval_ms, 60_000),
-            ("data.checkpoint_interval_ms", d.checkpoint_interval_ms, 86_400_000),
+            (
+                "data.async_flush_interval_ms",
+                d.async_flush_interval_ms,
+                60_000,
+            ),
+            (
+                "data.checkpoint_interval_ms",
+                d.checkpoint_interval_ms,
+                86_400_000,
+            ),
             ("data.expire_interval_ms", d.expire_interval_ms, 60_000),
         ] {
             if !(1..=max).contains(&value) {
@@ -495,7 +503,10 @@ impl Config {
             }
         }
         if d.checkpoint_wal_bytes < (1 << 20) {
-            return Err(invalid("data.checkpoint_wal_bytes", "must be at least 1 MiB"));
+            return Err(invalid(
+                "data.checkpoint_wal_bytes",
+                "must be at least 1 MiB",
+            ));
         }
         if !(1..=EXPIRE_BATCH_MAX).contains(&d.expire_batch) {
             return Err(invalid(

@@ -7,8 +7,8 @@
 //! validates itself and reports through [`From<EngineError>`].
 
 use pickline_engine::{
-    self as pe, CellView, EngineError, HoldId, HoldRejection, OrderId, OrderRejection,
-    OrderStatus, OrderView, StoreDef, StoreStatus,
+    self as pe, CellView, EngineError, HoldId, HoldRejection, OrderId, OrderRejection, OrderStatus,
+    OrderView, StoreDef, StoreStatus,
     pickup_code::{QrPayload, StaffId, VerifyOutcome},
     receipt::Receipt,
 };
@@ -682,9 +682,7 @@ pub fn record_pb(engine: &pe::Engine, rec: &pe::LoggedRecord) -> Vec<pb::Event> 
                     pb::HoldState::Active,
                     *hold,
                 )),
-                pe::Event::HoldExtended { hold, .. } => {
-                    hold_changed(*hold, pb::HoldState::Active)
-                }
+                pe::Event::HoldExtended { hold, .. } => hold_changed(*hold, pb::HoldState::Active),
                 pe::Event::HoldConfirmed { hold } => hold_changed(*hold, pb::HoldState::Confirmed),
                 pe::Event::HoldReleased { hold, reason } => hold_changed(
                     *hold,

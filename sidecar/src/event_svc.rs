@@ -109,12 +109,13 @@ impl EventService for Events {
         let batch = convert::page_size(req.batch_size, BATCH_DEFAULT, BATCH_MAX)?;
         let db = self.domain.db()?.clone();
         let mut after = match req.after_seq {
-            0 => db.stream().cursor(&req.consumer).ok_or_else(|| {
-                DomainError::NotFound {
+            0 => db
+                .stream()
+                .cursor(&req.consumer)
+                .ok_or_else(|| DomainError::NotFound {
                     kind: ResourceKind::Consumer,
                     id: req.consumer.clone(),
-                }
-            })?,
+                })?,
             seq => Lsn(seq),
         };
         // Fail fast on an unknown consumer or a position already dropped.
@@ -144,7 +145,11 @@ impl EventService for Events {
                     .flat_map(|r| convert::record_pb(engine, r))
                     .collect();
                 let head_seq = engine.log().last_lsn().0;
-                if tx.send(Ok(pb::EventBatch { events, head_seq })).await.is_err() {
+                if tx
+                    .send(Ok(pb::EventBatch { events, head_seq }))
+                    .await
+                    .is_err()
+                {
                     return; // the client went away
                 }
                 after = last;
@@ -169,7 +174,8 @@ impl EventService for Events {
                     id: req.consumer,
                 });
             }
-            db.engine().ack_consumer(&req.consumer, Lsn(req.seq), now())?;
+            db.engine()
+                .ack_consumer(&req.consumer, Lsn(req.seq), now())?;
             Ok(pb::AckResponse {
                 consumer: Some(pb::Consumer {
                     acked_seq: db.stream().cursor(&req.consumer).unwrap_or_default().0,

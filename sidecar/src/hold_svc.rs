@@ -71,7 +71,10 @@ fn hold_response(
     })
 }
 
-fn not_active(hold: pickline_engine::HoldId, n: HoldNotActive) -> Result<pb::HoldRejected, DomainError> {
+fn not_active(
+    hold: pickline_engine::HoldId,
+    n: HoldNotActive,
+) -> Result<pb::HoldRejected, DomainError> {
     match n {
         HoldNotActive::Ended => Ok(convert::hold_not_active_pb(hold)),
         HoldNotActive::Unknown => Err(convert::unknown_hold(hold)),

@@ -54,8 +54,18 @@ impl Inventory {
 /// Applies one POS event; an unknown store is that event's outcome, not the batch's error.
 fn apply_one(engine: &Engine, cmd: &PosCommand) -> Result<pb::PosEventOutcome, DomainError> {
     let (store, sku, id, result) = match cmd {
-        PosCommand::Delta(d) => (&d.store, &d.sku, &d.pos_event_id, engine.apply_delta(d, now())),
-        PosCommand::Count(c) => (&c.store, &c.sku, &c.pos_event_id, engine.apply_count(c, now())),
+        PosCommand::Delta(d) => (
+            &d.store,
+            &d.sku,
+            &d.pos_event_id,
+            engine.apply_delta(d, now()),
+        ),
+        PosCommand::Count(c) => (
+            &c.store,
+            &c.sku,
+            &c.pos_event_id,
+            engine.apply_count(c, now()),
+        ),
     };
     let outcome = |result: pb::PosEventResult, seq, holds_at_risk| -> Result<_, DomainError> {
         Ok(pb::PosEventOutcome {
@@ -196,7 +206,9 @@ impl InventoryService for Inventory {
         // The page is cut in SKU id order before the prefix filter, so a page may hold
         // fewer than page_size cells; the token still moves forward.
         let next_page_token = if page.len() == size {
-            page.last().map(|(sku, _)| sku.0.to_string()).unwrap_or_default()
+            page.last()
+                .map(|(sku, _)| sku.0.to_string())
+                .unwrap_or_default()
         } else {
             String::new()
         };
@@ -235,7 +247,9 @@ impl InventoryService for Inventory {
         blocking(move || {
             let now = now();
             if req.sku.is_empty() {
-                let store = engine.store_id(&req.store_id).and_then(|id| engine.store_def(id));
+                let store = engine
+                    .store_id(&req.store_id)
+                    .and_then(|id| engine.store_def(id));
                 let mut def = store.ok_or(EngineError::UnknownStore(req.store_id.clone()))?;
                 def.default_safety_stock = req.safety_stock;
                 engine.define_store(def, now)?;

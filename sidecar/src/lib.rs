@@ -39,6 +39,7 @@
 pub mod admin;
 pub mod auth;
 pub mod bench;
+pub mod bench_grpc;
 pub mod cli;
 pub mod config;
 pub mod convert;

@@ -53,9 +53,10 @@ fn transitioned(
     action: &'static str,
 ) -> Result<pb::PickupOrder, DomainError> {
     match outcome {
-        TransitionOutcome::Done { .. } => {
-            Ok(convert::order_pb(engine, &convert::order_view(engine, order)?))
-        }
+        TransitionOutcome::Done { .. } => Ok(convert::order_pb(
+            engine,
+            &convert::order_view(engine, order)?,
+        )),
         TransitionOutcome::Rejected(r) => Err(convert::order_rejection(order, &r, action)),
     }
 }
@@ -115,8 +116,8 @@ impl PickupService for Pickups {
                 }
             };
             // Nothing appended by this request: the order came from an earlier one.
-            let replayed = matches!(outcome, Outcome::Order(_))
-                && engine.log().last_lsn() == head_before;
+            let replayed =
+                matches!(outcome, Outcome::Order(_)) && engine.log().last_lsn() == head_before;
             Ok(pb::CreateOrderResponse {
                 outcome: Some(outcome),
                 replayed,
@@ -192,12 +193,18 @@ impl PickupService for Pickups {
             .store_orders(&req.store_id, after, size, wanted)
             .map_err(DomainError::from)?;
         let next_page_token = if views.len() == size {
-            views.last().map(|v| v.order.0.to_string()).unwrap_or_default()
+            views
+                .last()
+                .map(|v| v.order.0.to_string())
+                .unwrap_or_default()
         } else {
             String::new()
         };
         Ok(Response::new(pb::ListOrdersResponse {
-            orders: views.iter().map(|v| convert::order_pb(&engine, v)).collect(),
+            orders: views
+                .iter()
+                .map(|v| convert::order_pb(&engine, v))
+                .collect(),
             next_page_token,
         }))
     }

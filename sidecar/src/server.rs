@@ -61,9 +61,8 @@ use crate::{
     inventory_svc::Inventory,
     metrics::{self, EngineGauges, MetricsLayer},
     pb::{
-        self, admin_service_server::AdminServiceServer,
-        event_service_server::EventServiceServer, hold_service_server::HoldServiceServer,
-        inventory_service_server::InventoryServiceServer,
+        self, admin_service_server::AdminServiceServer, event_service_server::EventServiceServer,
+        hold_service_server::HoldServiceServer, inventory_service_server::InventoryServiceServer,
         pickup_service_server::PickupServiceServer, store_service_server::StoreServiceServer,
     },
     pickup_svc::Pickups,
@@ -473,10 +472,9 @@ fn spawn_background(config: &Config, domain: &Domain) -> Vec<tokio::task::JoinHa
                 loop {
                     let Ok(engine) = domain.engine() else { break };
                     let batch = d.expire_batch;
-                    let done = domain::blocking(move || {
-                        Ok(engine.expire(domain::now(), batch)?.len())
-                    })
-                    .await;
+                    let done =
+                        domain::blocking(move || Ok(engine.expire(domain::now(), batch)?.len()))
+                            .await;
                     match done {
                         Ok(n) if n >= batch => continue,
                         Ok(_) => break,

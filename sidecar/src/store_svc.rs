@@ -27,11 +27,7 @@ impl Stores {
         Stores { domain }
     }
 
-    async fn set_status(
-        &self,
-        store_id: String,
-        status: StoreStatus,
-    ) -> Result<pb::Store, Status> {
+    async fn set_status(&self, store_id: String, status: StoreStatus) -> Result<pb::Store, Status> {
         let engine = self.domain.engine()?;
         blocking(move || {
             engine.set_store_status(&store_id, status, now())?;
@@ -41,7 +37,10 @@ impl Stores {
     }
 }
 
-fn store_by_name(engine: &pickline_engine::Engine, store_id: &str) -> Result<pb::Store, DomainError> {
+fn store_by_name(
+    engine: &pickline_engine::Engine,
+    store_id: &str,
+) -> Result<pb::Store, DomainError> {
     engine
         .store_id(store_id)
         .and_then(|id| engine.store_def(id))
@@ -108,7 +107,9 @@ impl StoreService for Stores {
         let store = self
             .set_status(req.store_id, StoreStatus::PickupsPaused)
             .await?;
-        Ok(Response::new(pb::PausePickupsResponse { store: Some(store) }))
+        Ok(Response::new(pb::PausePickupsResponse {
+            store: Some(store),
+        }))
     }
 
     async fn resume_pickups(
@@ -119,7 +120,9 @@ impl StoreService for Stores {
         let req = request.into_inner();
         idempotency_key("idempotency_key", &req.idempotency_key)?;
         let store = self.set_status(req.store_id, StoreStatus::Open).await?;
-        Ok(Response::new(pb::ResumePickupsResponse { store: Some(store) }))
+        Ok(Response::new(pb::ResumePickupsResponse {
+            store: Some(store),
+        }))
     }
 
     async fn get_store(
@@ -156,7 +159,9 @@ impl StoreService for Stores {
         defs.sort_by(|a, b| a.external_id.cmp(&b.external_id));
         let next_page_token = if defs.len() > size {
             defs.truncate(size);
-            defs.last().map(|d| d.external_id.clone()).unwrap_or_default()
+            defs.last()
+                .map(|d| d.external_id.clone())
+                .unwrap_or_default()
         } else {
             String::new()
         };

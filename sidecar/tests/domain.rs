@@ -5,8 +5,7 @@ mod common;
 
 use common::{ADMIN_TOKEN, CHECKOUT_TOKEN, POS_TOKEN, STAFF_S1_TOKEN, TestServer, with_token};
 use pickline_sidecar::pb::{
-    self, hold_service_client::HoldServiceClient,
-    inventory_service_client::InventoryServiceClient,
+    self, hold_service_client::HoldServiceClient, inventory_service_client::InventoryServiceClient,
     pickup_service_client::PickupServiceClient, store_service_client::StoreServiceClient,
 };
 use tonic::{Code, transport::Channel};
@@ -215,8 +214,17 @@ async fn a_pickup_from_store_setup_to_receipt() {
         .unwrap()
         .into_inner();
     assert_eq!(ready.order.as_ref().unwrap().state(), pb::OrderState::Ready);
-    assert_eq!(ready.pickup_code.len(), 11, "XXXXX-XXXXX: {}", ready.pickup_code);
-    assert!(ready.qr_payload.starts_with("PICKLINE1:"), "{}", ready.qr_payload);
+    assert_eq!(
+        ready.pickup_code.len(),
+        11,
+        "XXXXX-XXXXX: {}",
+        ready.pickup_code
+    );
+    assert!(
+        ready.qr_payload.starts_with("PICKLINE1:"),
+        "{}",
+        ready.qr_payload
+    );
 
     // A wrong code is a business answer with the attempts left, not an error.
     let wrong = c
@@ -416,8 +424,10 @@ async fn a_retried_hold_returns_the_same_hold_and_survives_a_restart() {
     let req = hold_request("cart-1", "S1", &[("SKU-1", 3)]);
     let first = hold(&mut c, req.clone()).await;
     let retry = hold(&mut c, req.clone()).await;
-    let (Some(pb::hold_response::Outcome::Granted(a)), Some(pb::hold_response::Outcome::Granted(b))) =
-        (&first.outcome, &retry.outcome)
+    let (
+        Some(pb::hold_response::Outcome::Granted(a)),
+        Some(pb::hold_response::Outcome::Granted(b)),
+    ) = (&first.outcome, &retry.outcome)
     else {
         panic!("{first:?} {retry:?}");
     };

@@ -103,7 +103,10 @@ async fn domain_rpcs_need_a_token_and_the_scope_and_unmerged_ones_say_so() {
         .await
         .unwrap_err();
     assert_eq!(not_merged.code(), Code::Unimplemented, "{not_merged:?}");
-    assert!(not_merged.message().contains("allocation"), "{not_merged:?}");
+    assert!(
+        not_merged.message().contains("allocation"),
+        "{not_merged:?}"
+    );
 }
 
 #[tokio::test]
