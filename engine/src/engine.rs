@@ -7,6 +7,11 @@
 //! before returning. Because the log append happens before any state changes, a log failure
 //! leaves the state untouched.
 
+// Allocation lives in its own file but is a child module, so it drives holds through
+// the engine's private helpers without widening their visibility.
+#[path = "alloc.rs"]
+pub mod alloc;
+
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -39,6 +44,9 @@ pub struct HoldRequest {
     pub idempotency_key: Option<String>,
     /// Hold time; the store's default when `None`. Bounded by the store's maximum.
     pub ttl_ms: Option<i64>,
+    /// The pickup slot to book with the hold (its `start_ms`). A slot-bound hold expires
+    /// at the slot's end plus the store's grace period instead of after `ttl_ms`.
+    pub slot_start_ms: Option<i64>,
 }
 
 impl HoldRequest {
@@ -49,7 +57,14 @@ impl HoldRequest {
             lines,
             idempotency_key: None,
             ttl_ms: None,
+            slot_start_ms: None,
         }
+    }
+
+    /// Books the pickup slot starting at `start_ms` together with the hold.
+    pub fn with_slot(mut self, start_ms: i64) -> Self {
+        self.slot_start_ms = Some(start_ms);
+        self
     }
 
     /// Sets the idempotency key.
@@ -248,6 +263,10 @@ pub struct Engine {
     /// state so that snapshots carry them.
     pub(crate) consumers: Mutex<std::collections::BTreeMap<String, Lsn>>,
     pub(crate) log: Arc<dyn EventLog>,
+    /// Store positions for allocation; updated by every `StoreDefined` event.
+    geo: alloc::GeoIndex,
+    /// Allocation idempotency keys (in memory, for the dedupe window).
+    alloc_keys: alloc::AllocKeys,
 }
 
 impl std::fmt::Debug for Engine {
@@ -287,6 +306,8 @@ impl Engine {
             expire_cursor: AtomicU32::new(0),
             consumers: Mutex::new(Default::default()),
             log,
+            geo: alloc::GeoIndex::default(),
+            alloc_keys: alloc::AllocKeys::default(),
         })
     }
 
@@ -678,6 +699,26 @@ impl Engine {
                 value: self.config.limits.store_active_holds_max as u64,
             });
         }
+        // The slot is checked and booked under the store state lock, after the cell locks:
+        // units and slot capacity are granted together or not at all.
+        let mut expires_at = now.add_ms(ttl_ms);
+        if let Some(start_ms) = req.slot_start_ms {
+            match st.slots.check_slot(start_ms, now.as_ms()) {
+                Ok(slot) => {
+                    let cal = st.slots.calendar.as_ref();
+                    expires_at = Timestamp(cal.map_or(slot.end_ms, |c| c.slot_expiry_ms(&slot)));
+                }
+                Err(problem) => {
+                    drop(st);
+                    drop(guards);
+                    let rejection = HoldRejection::SlotUnavailable {
+                        slot_start_ms: start_ms,
+                        problem,
+                    };
+                    return self.reject(shard, req, rejection, now);
+                }
+            }
+        }
         let hold = HoldId::new(shard.id, st.next_seq);
         let lines: Vec<Line> = lines
             .iter()
@@ -686,7 +727,6 @@ impl Engine {
                 qty: *q as Qty,
             })
             .collect();
-        let expires_at = now.add_ms(ttl_ms);
         let record = Record {
             at: now,
             events: vec![Event::HoldGranted {
@@ -694,6 +734,7 @@ impl Engine {
                 key: req.idempotency_key.clone(),
                 lines,
                 expires_at,
+                slot: req.slot_start_ms,
             }],
         };
         let lsn = self.log.append(&record)?;
@@ -712,7 +753,7 @@ impl Engine {
             req.idempotency_key.as_deref(),
             lines.into_boxed_slice(),
             now,
-            expires_at,
+            (expires_at, req.slot_start_ms),
         );
         if let Some(key) = &req.idempotency_key {
             self.idem.insert(
@@ -813,9 +854,7 @@ impl Engine {
             at: now,
             events: vec![Event::HoldConfirmed { hold }],
         })?;
-        if let Some(h) = st.active.get_mut(&hold) {
-            h.confirmed = true;
-        }
+        apply_confirm(&mut st, hold);
         drop(st);
         drop(gate);
         self.log.wait_durable(lsn)?;
@@ -1305,6 +1344,7 @@ impl Engine {
                 }
                 self.store_index
                     .insert(def.external_id.as_str().into(), *store);
+                self.geo.upsert(*store, def.lat, def.lon);
             }
             Event::SkuRegistered { sku, external_id } => {
                 let mut names = self.sku_names.lock();
@@ -1330,6 +1370,7 @@ impl Engine {
                 key,
                 lines,
                 expires_at,
+                slot,
             } => {
                 let shard = self.shard(hold.store()).ok_or("unknown store")?;
                 let mut guards = lock_cells(shard, lines).map_err(|e| e.to_string())?;
@@ -1349,7 +1390,7 @@ impl Engine {
                     key.as_deref(),
                     lines.clone().into_boxed_slice(),
                     at,
-                    *expires_at,
+                    (*expires_at, *slot),
                 );
                 if let Some(key) = key {
                     // The LSN is not known here; 0 is durable by definition after recovery.
@@ -1396,10 +1437,10 @@ impl Engine {
             Event::HoldConfirmed { hold } => {
                 let shard = self.shard(hold.store()).ok_or("unknown store")?;
                 let mut st = shard.state.lock();
-                st.active
-                    .get_mut(hold)
-                    .ok_or_else(|| format!("confirm of inactive hold {hold}"))?
-                    .confirmed = true;
+                if !st.active.contains_key(hold) {
+                    return Err(format!("confirm of inactive hold {hold}"));
+                }
+                apply_confirm(&mut st, *hold);
             }
             Event::HoldReleased { hold, reason } => {
                 let shard = self.shard(hold.store()).ok_or("unknown store")?;
@@ -1483,6 +1524,19 @@ impl Engine {
             | Event::OrderCancelled { .. }
             | Event::OrderExpired { .. }
             | Event::PosOrderSale { .. } => self.replay_order_event(ev, at)?,
+            Event::CalendarSet { store, config } => {
+                let shard = self.shard(*store).ok_or("unknown store")?;
+                let cal = crate::calendar::StoreCalendar::new((**config).clone())
+                    .map_err(|e| format!("calendar of store {}: {e}", store.0))?;
+                shard.state.lock().slots.calendar = Some(Arc::new(cal));
+            }
+            Event::PickTimeSet {
+                store,
+                pick_time_per_order_ms,
+            } => {
+                let shard = self.shard(*store).ok_or("unknown store")?;
+                shard.state.lock().slots.pick_time_per_order_ms = *pick_time_per_order_ms;
+            }
         }
         Ok(())
     }
@@ -1608,11 +1662,12 @@ fn apply_grant(
     key: Option<&str>,
     lines: Box<[Line]>,
     now: Timestamp,
-    expires_at: Timestamp,
+    (expires_at, slot): (Timestamp, Option<i64>),
 ) {
     for (g, l) in guards.iter_mut().zip(lines.iter()) {
         g.held += l.qty;
     }
+    st.slots.book(slot);
     st.next_seq = st.next_seq.max(hold.seq() + 1);
     st.by_expiry.insert((expires_at, hold));
     if let Some(key) = key {
@@ -1626,8 +1681,18 @@ fn apply_grant(
             created: now,
             expires_at,
             confirmed: false,
+            slot,
         },
     );
+}
+
+pub(crate) fn apply_confirm(st: &mut StoreState, hold: HoldId) {
+    if let Some(h) = st.active.get_mut(&hold)
+        && !h.confirmed
+    {
+        h.confirmed = true;
+        st.slots.confirmed_active = st.slots.confirmed_active.saturating_add(1);
+    }
 }
 
 fn apply_extend(st: &mut StoreState, hold: HoldId, expires_at: Timestamp) {
@@ -1650,6 +1715,10 @@ pub(crate) fn apply_release(
         g.held = g.held.saturating_sub(l.qty);
     }
     st.by_expiry.remove(&(rec.expires_at, hold));
+    st.slots.unbook(rec.slot);
+    if rec.confirmed {
+        st.slots.confirmed_active = st.slots.confirmed_active.saturating_sub(1);
+    }
     let _ = (reason, now);
     Some(rec)
 }

@@ -124,6 +124,13 @@ pub enum HoldRejection {
         /// Its status.
         status: StoreStatus,
     },
+    /// The requested pickup slot cannot be booked; nothing is reserved.
+    SlotUnavailable {
+        /// The slot asked for (its `start_ms`).
+        slot_start_ms: i64,
+        /// Why.
+        problem: crate::slot::SlotProblem,
+    },
 }
 
 /// One domain event.
@@ -162,6 +169,8 @@ pub enum Event {
         lines: Vec<Line>,
         /// When it expires unless extended, confirmed into an order or released.
         expires_at: Timestamp,
+        /// The pickup slot (its `start_ms`) the hold booked one unit of capacity of.
+        slot: Option<i64>,
     },
     /// A hold with an idempotency key was refused; recorded so that a retry returns the
     /// same outcome.
@@ -394,6 +403,21 @@ pub enum Event {
         /// Last acknowledged LSN.
         lsn: Lsn,
     },
+    /// A store's pickup calendar was set or replaced.
+    CalendarSet {
+        /// Store.
+        store: StoreId,
+        /// The configuration (validated before it was logged). Boxed: it is large and
+        /// rare, and would otherwise size every event.
+        config: Box<crate::calendar::CalendarConfig>,
+    },
+    /// A store's average pick time per order was set.
+    PickTimeSet {
+        /// Store.
+        store: StoreId,
+        /// Milliseconds one staff member needs to pick one order.
+        pick_time_per_order_ms: u32,
+    },
 }
 
 impl Event {
@@ -425,6 +449,8 @@ impl Event {
             Event::OrderExpired { .. } => "order_expired",
             Event::PosOrderSale { .. } => "pos_order_sale",
             Event::ConsumerAcked { .. } => "consumer_acked",
+            Event::CalendarSet { .. } => "calendar_set",
+            Event::PickTimeSet { .. } => "pick_time_set",
         }
     }
 
@@ -436,7 +462,9 @@ impl Event {
             | Event::HoldRejected { store, .. }
             | Event::PosDelta { store, .. }
             | Event::PosCount { store, .. }
-            | Event::Shortage { store, .. } => Some(*store),
+            | Event::Shortage { store, .. }
+            | Event::CalendarSet { store, .. }
+            | Event::PickTimeSet { store, .. } => Some(*store),
             Event::HoldGranted { hold, .. }
             | Event::HoldExtended { hold, .. }
             | Event::HoldConfirmed { hold }
@@ -494,6 +522,10 @@ mod tag {
     // 40..=59: pickup orders, the event stream (encoded in `crate::order`).
     pub const ORDER_FIRST: u8 = 40;
     pub const ORDER_LAST: u8 = 59;
+    pub const CALENDAR_SET: u8 = 60;
+    pub const PICK_TIME_SET: u8 = 61;
+    /// Sub-tag of `HoldRejection::SlotUnavailable` inside `HOLD_REJECTED`.
+    pub const REJECTION_SLOT_UNAVAILABLE: u8 = 60;
 }
 
 impl Record {
@@ -607,12 +639,14 @@ fn encode_event(e: &mut Enc<'_>, ev: &Event) {
             key,
             lines,
             expires_at,
+            slot,
         } => {
             e.u8(tag::HOLD_GRANTED);
             e.u64(hold.0);
             e.opt_str(key.as_deref());
             encode_lines(e, lines);
             e.i64(expires_at.0);
+            e.opt_i64(*slot);
         }
         Event::HoldRejected {
             store,
@@ -635,6 +669,14 @@ fn encode_event(e: &mut Enc<'_>, ev: &Event) {
                 HoldRejection::StoreNotAccepting { status } => {
                     e.u8(1);
                     e.u8(status.to_u8());
+                }
+                HoldRejection::SlotUnavailable {
+                    slot_start_ms,
+                    problem,
+                } => {
+                    e.u8(tag::REJECTION_SLOT_UNAVAILABLE);
+                    e.i64(*slot_start_ms);
+                    e.u8(problem.to_u8());
                 }
             }
         }
@@ -712,6 +754,19 @@ fn encode_event(e: &mut Enc<'_>, ev: &Event) {
                 e.u64(h.0);
             }
         }
+        Event::CalendarSet { store, config } => {
+            e.u8(tag::CALENDAR_SET);
+            e.u32(store.0);
+            crate::slot::encode_calendar_config(e, config);
+        }
+        Event::PickTimeSet {
+            store,
+            pick_time_per_order_ms,
+        } => {
+            e.u8(tag::PICK_TIME_SET);
+            e.u32(store.0);
+            e.u32(*pick_time_per_order_ms);
+        }
         other => crate::order::encode_event(e, other),
     }
 }
@@ -738,6 +793,7 @@ fn decode_event(d: &mut Dec<'_>) -> Result<Event, DecodeError> {
             key: d.opt_string()?,
             lines: decode_lines(d)?,
             expires_at: Timestamp(d.i64()?),
+            slot: d.opt_i64()?,
         },
         tag::HOLD_REJECTED => {
             let store = StoreId(d.u32()?);
@@ -763,6 +819,19 @@ fn decode_event(d: &mut Dec<'_>) -> Result<Event, DecodeError> {
                         at,
                     })?;
                     HoldRejection::StoreNotAccepting { status }
+                }
+                tag::REJECTION_SLOT_UNAVAILABLE => {
+                    let slot_start_ms = d.i64()?;
+                    let at = d.pos();
+                    let problem =
+                        crate::slot::SlotProblem::from_u8(d.u8()?).ok_or(DecodeError::Invalid {
+                            what: "slot problem",
+                            at,
+                        })?;
+                    HoldRejection::SlotUnavailable {
+                        slot_start_ms,
+                        problem,
+                    }
                 }
                 tag => {
                     return Err(DecodeError::Tag {
@@ -850,6 +919,14 @@ fn decode_event(d: &mut Dec<'_>) -> Result<Event, DecodeError> {
             }
         }
         tag::ORDER_FIRST..=tag::ORDER_LAST => crate::order::decode_event(t, at, d)?,
+        tag::CALENDAR_SET => Event::CalendarSet {
+            store: StoreId(d.u32()?),
+            config: Box::new(crate::slot::decode_calendar_config(d)?),
+        },
+        tag::PICK_TIME_SET => Event::PickTimeSet {
+            store: StoreId(d.u32()?),
+            pick_time_per_order_ms: d.u32()?,
+        },
         tag => {
             return Err(DecodeError::Tag {
                 what: "event",

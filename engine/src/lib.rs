@@ -16,6 +16,8 @@
 //! - [`durable`]: the engine over the WAL: recovery and checkpoints ([`durable::DurableEngine`]).
 //! - [`wal`]: the segmented write-ahead log with group commit.
 //! - [`calendar`]: store opening hours and pickup slots in the store's time zone.
+//! - [`slot`]: per-store calendar, slot bookings and the ready estimate.
+//! - [`engine::alloc`]: geo index and [`Engine::allocate`].
 //! - [`pickup_code`]: pickup codes, their attempt limit and QR payloads.
 //! - [`receipt`]: e-receipts in JSON, plain text and HTML.
 //! - [`order`]: pickup orders from hold to hand-off, short picks, POS sale recognition.
@@ -72,6 +74,7 @@ pub mod log;
 pub mod order;
 pub mod pickup_code;
 pub mod receipt;
+pub mod slot;
 pub mod snapshot;
 mod stock;
 pub mod stream;
@@ -79,6 +82,9 @@ pub mod types;
 pub mod wal;
 
 pub use config::{EngineConfig, Limits};
+pub use engine::alloc::{
+    AllocateOutcome, AllocateRejection, AllocateRequest, AllocatedPart, Alternative, LineSupply,
+};
 pub use engine::{
     ConfirmOutcome, Engine, ExpiredHold, ExtendOutcome, HoldGrant, HoldInfo, HoldNotActive,
     HoldOutcome, HoldRequest, PosCount, PosDelta, PosOutcome, ReleaseOutcome, Shortage,
@@ -94,6 +100,7 @@ pub use order::{
     Customer, OrderId, OrderLine, OrderLineRequest, OrderRejection, OrderStatus, OrderView,
     ReadyOutcome, ShortPick, ShortPickResolution, TransitionOutcome, VerifyCodeOutcome,
 };
+pub use slot::SlotProblem;
 pub use stock::PAGE_LEN;
 pub use stream::{EventStream, StreamError};
 pub use types::{

@@ -717,10 +717,10 @@ pub(crate) fn apply_locked(
             );
         }
         Event::HoldConfirmed { hold } => {
-            st.active
-                .get_mut(hold)
-                .ok_or_else(|| format!("confirm of inactive hold {hold}"))?
-                .confirmed = true;
+            if !st.active.contains_key(hold) {
+                return Err(format!("confirm of inactive hold {hold}"));
+            }
+            crate::engine::apply_confirm(st, *hold);
         }
         Event::HoldReleased { hold, reason } => {
             apply_release(&mut cells.guards, st, *hold, *reason, at)

@@ -9,7 +9,7 @@
 //! definitions in id order); SKU external ids in id order; idempotency outcomes; consumer
 //! cursors; then per
 //! store: non-empty cells, hold sequence, active holds, POS dedupe window, recent POS deltas,
-//! last count times, idempotency aging queue, pickup orders.
+//! last count times, idempotency aging queue, pickup orders, calendar and slot bookings.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -23,7 +23,7 @@ use crate::log::EventLog;
 use crate::stock::{Cell, HoldRec, RecentDelta};
 use crate::types::{HoldId, Line, Lsn, SkuId, StoreId, Timestamp};
 
-const SNAPSHOT_VERSION: u32 = 2;
+const SNAPSHOT_VERSION: u32 = 3;
 
 impl Engine {
     /// Encodes the whole state. Returns the LSN of the last record it includes.
@@ -108,6 +108,7 @@ impl Engine {
                 e.i64(h.created.0);
                 e.i64(h.expires_at.0);
                 e.bool(h.confirmed);
+                e.opt_i64(h.slot);
             }
             e.seq_len(st.pos_fifo.len());
             for (at, id) in &st.pos_fifo {
@@ -139,6 +140,7 @@ impl Engine {
                 e.str(key);
             }
             st.orders.encode(&mut e);
+            st.slots.encode(&mut e);
         }
         Ok((lsn, buf))
     }
@@ -238,6 +240,7 @@ impl Engine {
                     created: Timestamp(d.i64()?),
                     expires_at: Timestamp(d.i64()?),
                     confirmed: d.bool()?,
+                    slot: d.opt_i64()?,
                 };
                 st.by_expiry.insert((rec.expires_at, id));
                 st.active.insert(id, rec);
@@ -275,6 +278,7 @@ impl Engine {
                 st.idem_fifo.push_back((at, key));
             }
             st.orders = crate::order::OrderState::decode(&mut d)?;
+            st.slots = crate::slot::SlotState::decode(&mut d)?;
         }
         d.finish()?;
         // Assert after reading back: the snapshot must satisfy conservation.

@@ -62,6 +62,8 @@ pub(crate) struct HoldRec {
     pub(crate) created: Timestamp,
     pub(crate) expires_at: Timestamp,
     pub(crate) confirmed: bool,
+    /// The pickup slot (`start_ms`) the hold booked, if any.
+    pub(crate) slot: Option<i64>,
 }
 
 /// A POS delta remembered for count reconciliation.
@@ -85,6 +87,8 @@ pub(crate) struct StoreState {
     pub(crate) last_count_as_of: HashMap<SkuId, Timestamp>,
     pub(crate) idem_fifo: VecDeque<(Timestamp, Box<str>)>,
     pub(crate) orders: crate::order::OrderState,
+    /// Pickup calendar, slot bookings and picking settings.
+    pub(crate) slots: crate::slot::SlotState,
 }
 
 impl StoreState {

@@ -1,6 +1,7 @@
 //! `pickline bench ...`: the benchmark command. Workloads live in the `pickline-benches`
 //! crate, shared with the criterion benches.
 
+use pickline_benches::alloc_bench::{self, AllocBenchConfig};
 use pickline_benches::engine_bench::{self, EngineBenchConfig};
 
 use crate::bench_grpc::{self, GrpcBenchConfig};
@@ -15,6 +16,8 @@ pub enum Suite {
     Wal,
     /// The gRPC server in-process: Ping vs Hold, BatchHold lines, open-loop p99.
     Grpc,
+    /// Allocation: geo search + holds over 2,000 stores, allocate + release loops.
+    Allocate,
 }
 
 /// Arguments of `pickline bench`.
@@ -36,6 +39,9 @@ pub struct BenchArgs {
     /// every hold is acknowledged after its group commit's fdatasync), async or off.
     #[arg(long, default_value = "sync")]
     pub durability: crate::config::DurabilityMode,
+    /// `allocate` only: give every store a pickup calendar (estimates on).
+    #[arg(long)]
+    pub calendars: bool,
 }
 
 /// Runs the benchmark and prints its report on stdout (progress goes to stderr).
@@ -74,6 +80,20 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 GrpcBenchConfig::full(args.dir.clone(), args.durability)
             };
             let report = bench_grpc::run(&cfg, |step| eprintln!("bench grpc: {step}"))?;
+            if args.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_table());
+            }
+        }
+        Suite::Allocate => {
+            let mut cfg = if args.quick {
+                AllocBenchConfig::quick()
+            } else {
+                AllocBenchConfig::default()
+            };
+            cfg.calendars = args.calendars;
+            let report = alloc_bench::run(&cfg, |step| eprintln!("bench allocate: {step}"));
             if args.json {
                 println!("{}", report.to_json());
             } else {

@@ -351,6 +351,19 @@ pub fn hold_rejected_pb(r: &HoldRejection) -> pb::HoldRejected {
             hold_state: 0,
             message: format!("store is {status:?}"),
         },
+        HoldRejection::SlotUnavailable {
+            slot_start_ms,
+            problem,
+        } => pb::HoldRejected {
+            reason: if *problem == pickline_engine::SlotProblem::Full {
+                pb::HoldRejectReason::SlotFull as i32
+            } else {
+                pb::HoldRejectReason::SlotUnavailable as i32
+            },
+            shortages: Vec::new(),
+            hold_state: 0,
+            message: format!("slot {slot_start_ms}: {problem:?}"),
+        },
     }
 }
 

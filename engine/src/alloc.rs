@@ -1,0 +1,870 @@
+//! Allocation: choose the store(s) for an order and hold the stock there, atomically.
+//!
+//! Stores are indexed by position in an R-tree ([`rstar`]) of 3D unit vectors: the
+//! straight-line (chord) distance between two points on the unit sphere grows strictly
+//! with their great-circle distance, so the tree's nearest-neighbour order *is* the
+//! great-circle order, with no special case at the antimeridian or the poles. The
+//! great-circle distance itself is `2 asin(chord / 2)` times the Earth's mean radius.
+//!
+//! [`Engine::allocate`] walks candidate stores (the preferred store first, then by
+//! distance, within the maximum distance, open for pickups) and places an ordinary
+//! [`Engine::hold`] at each in turn: the hold is the atomic step, so a concurrent request
+//! that took the stock first only makes allocation move on to the next store. A split
+//! allocation places one hold per store, one after the other (never two stores' locks at
+//! once, so no lock-order cycle between stores can exist), and releases the parts it took
+//! if a later part fails.
+//!
+//! Idempotency of allocation is kept in memory for the dedupe window: a retry with the
+//! same key returns the original outcome. The holds themselves are logged as usual.
+//!
+//! This module is a child of [`crate::engine`] so that it uses the engine's private
+//! helpers without widening their visibility.
+
+use std::collections::VecDeque;
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use parking_lot::{Mutex, RwLock};
+use rstar::RTree;
+use rstar::primitives::GeomWithData;
+
+use super::{Engine, HoldGrant, HoldOutcome, HoldRequest, check_id, poisoned};
+use crate::calendar::{ReadyEstimate, Slot};
+use crate::error::EngineError;
+use crate::event::{Event, HoldRejection, Record};
+use crate::slot::{PICK_TIME_PER_ORDER_MS_MAX, SlotProblem};
+use crate::stock::StoreShard;
+use crate::types::{LineRequest, Qty, StoreId, StoreStatus, Timestamp};
+
+/// Mean Earth radius (IUGG), in kilometres.
+pub const EARTH_RADIUS_KM: f64 = 6_371.008_8;
+/// Largest accepted `max_distance_km`: half the Earth's circumference.
+pub const MAX_DISTANCE_KM_MAX: f64 = std::f64::consts::PI * EARTH_RADIUS_KM;
+/// Most candidate stores one allocation tries.
+pub const CANDIDATES_MAX: usize = 64;
+/// Most stores the nearest-neighbour walk examines per allocation (closed or paused
+/// stores included), so a region full of closed stores cannot make one call unbounded.
+pub const SCAN_STORES_MAX: usize = 4_096;
+/// Most alternatives one outcome lists.
+pub const ALTERNATIVES_MAX: usize = 16;
+/// Most stores a split allocation uses.
+pub const SPLIT_STORES_MAX: usize = 3;
+/// Candidates (nearest first) a split allocation combines: 12 stores give at most 220
+/// combinations of three, cheap to rank.
+pub const SPLIT_CANDIDATES_MAX: usize = 12;
+/// Most store combinations a split allocation tries to hold before giving up.
+pub const SPLIT_ATTEMPTS_MAX: usize = 8;
+/// Times one store's slot is re-estimated when concurrent bookings filled the chosen one.
+pub const SLOT_RETRIES_MAX: usize = 4;
+/// Most allocation idempotency keys remembered at once.
+pub const ALLOC_KEYS_MAX: usize = 1 << 20;
+/// Most expired allocation keys forgotten per call (bounded work).
+const ALLOC_KEYS_AGE_OUT_PER_CALL: usize = 64;
+
+type GeoPoint = GeomWithData<[f64; 3], u32>;
+
+/// The 3D unit vector of a latitude/longitude in degrees.
+pub fn unit_vector(lat: f64, lon: f64) -> [f64; 3] {
+    let (lat, lon) = (lat.to_radians(), lon.to_radians());
+    [lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()]
+}
+
+/// Great-circle distance in kilometres between two positions in degrees.
+pub fn great_circle_km(a: (f64, f64), b: (f64, f64)) -> f64 {
+    chord_to_km(chord2(unit_vector(a.0, a.1), unit_vector(b.0, b.1)))
+}
+
+fn chord2(a: [f64; 3], b: [f64; 3]) -> f64 {
+    (a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)
+}
+
+fn chord_to_km(chord2: f64) -> f64 {
+    2.0 * (chord2.sqrt() / 2.0).clamp(0.0, 1.0).asin() * EARTH_RADIUS_KM
+}
+
+fn km_to_chord2(km: f64) -> f64 {
+    let half_angle = (km / EARTH_RADIUS_KM / 2.0).min(std::f64::consts::FRAC_PI_2);
+    (2.0 * half_angle.sin()).powi(2)
+}
+
+/// The store position index. Updated by every `StoreDefined` event, live or replayed.
+#[derive(Default)]
+pub(crate) struct GeoIndex {
+    inner: RwLock<GeoInner>,
+}
+
+#[derive(Default)]
+struct GeoInner {
+    tree: RTree<GeoPoint>,
+    /// Position of each store id in the tree, to remove it when the store moves.
+    points: Vec<Option<[f64; 3]>>,
+}
+
+impl GeoIndex {
+    pub(crate) fn upsert(&self, store: StoreId, lat: f64, lon: f64) {
+        let p = unit_vector(lat, lon);
+        let mut g = self.inner.write();
+        let idx = store.0 as usize;
+        if g.points.len() <= idx {
+            g.points.resize(idx + 1, None);
+        }
+        match g.points.get(idx).copied().flatten() {
+            Some(old) if old == p => return,
+            Some(old) => {
+                g.tree.remove(&GeoPoint::new(old, store.0));
+            }
+            None => {}
+        }
+        g.tree.insert(GeoPoint::new(p, store.0));
+        if let Some(slot) = g.points.get_mut(idx) {
+            *slot = Some(p);
+        }
+    }
+
+    /// Stores within `max_km` of `origin`, nearest first, passing `keep`, at most `limit`
+    /// of them, examining at most [`SCAN_STORES_MAX`] stores.
+    fn nearest(
+        &self,
+        origin: [f64; 3],
+        max_km: f64,
+        limit: usize,
+        mut keep: impl FnMut(StoreId) -> bool,
+    ) -> Vec<(StoreId, f64)> {
+        let max_chord2 = km_to_chord2(max_km);
+        let g = self.inner.read();
+        let mut out = Vec::new();
+        for (p, d2) in g
+            .tree
+            .nearest_neighbor_iter_with_distance_2(origin)
+            .take(SCAN_STORES_MAX)
+        {
+            if d2 > max_chord2 || out.len() >= limit {
+                break;
+            }
+            let store = StoreId(p.data);
+            if keep(store) {
+                out.push((store, chord_to_km(d2)));
+            }
+        }
+        out
+    }
+}
+
+/// A request to allocate an order to the nearest store(s) that can supply it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AllocateRequest {
+    /// The customer's position (latitude, longitude in degrees).
+    pub position: Option<(f64, f64)>,
+    /// A store to try first (the customer's usual store). Without `position`, distances
+    /// are measured from it.
+    pub preferred_store: Option<String>,
+    /// Lines; a SKU named twice is merged.
+    pub lines: Vec<LineRequest>,
+    /// Only stores within this great-circle distance are candidates (the preferred store
+    /// always is). At most [`MAX_DISTANCE_KM_MAX`].
+    pub max_distance_km: f64,
+    /// Most candidate stores tried, `1..=`[`CANDIDATES_MAX`].
+    pub max_candidates: usize,
+    /// Allow the order to be split over several stores (off by default: customers prefer
+    /// one trip). Each line goes whole to one store.
+    pub allow_split: bool,
+    /// The customer wants to pick up no earlier than this; stores closed then are skipped.
+    pub earliest_pickup_ms: Option<i64>,
+    /// Book a pickup slot with each hold: the first slot with capacity at or after the
+    /// estimated ready time.
+    pub want_slot: bool,
+    /// Most alternatives returned, at most [`ALTERNATIVES_MAX`].
+    pub alternatives_max: usize,
+    /// A retry with the same key returns the original outcome.
+    pub idempotency_key: Option<String>,
+    /// Hold time of holds without a slot; the store's default when `None`.
+    pub ttl_ms: Option<i64>,
+}
+
+impl AllocateRequest {
+    /// A request for `lines` near `position` with defaults: 50 km, 10 candidates, no
+    /// split, no slot, 3 alternatives, no key.
+    pub fn near(lat: f64, lon: f64, lines: Vec<LineRequest>) -> Self {
+        AllocateRequest {
+            position: Some((lat, lon)),
+            preferred_store: None,
+            lines,
+            max_distance_km: 50.0,
+            max_candidates: 10,
+            allow_split: false,
+            earliest_pickup_ms: None,
+            want_slot: false,
+            alternatives_max: 3,
+            idempotency_key: None,
+            ttl_ms: None,
+        }
+    }
+}
+
+/// One store's part of an allocation: an ordinary hold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AllocatedPart {
+    /// The store.
+    pub store: StoreId,
+    /// Its external id.
+    pub store_external_id: String,
+    /// Great-circle distance from the customer (or preferred store), km.
+    pub distance_km: f64,
+    /// The hold placed there.
+    pub grant: HoldGrant,
+    /// The lines this part holds (merged).
+    pub lines: Vec<LineRequest>,
+    /// The pickup slot booked with the hold, if one was asked for.
+    pub slot: Option<Slot>,
+    /// Estimated ready time and first free slot (`None` for a store without calendar).
+    pub estimate: Option<ReadyEstimate>,
+}
+
+/// What one line could get at an alternative store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineSupply {
+    /// SKU external id.
+    pub sku: String,
+    /// Units asked for.
+    pub requested: Qty,
+    /// Units available to promise there when read.
+    pub available: Qty,
+}
+
+/// Another candidate store and what it could supply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alternative {
+    /// The store.
+    pub store: StoreId,
+    /// Its external id.
+    pub store_external_id: String,
+    /// Great-circle distance, km.
+    pub distance_km: f64,
+    /// Per line: what it could supply.
+    pub supply: Vec<LineSupply>,
+}
+
+/// Why nothing was allocated. A business outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllocateRejection {
+    /// No store within the distance is open for pickups at the requested time.
+    NoCandidates,
+    /// No candidate (or, with split, no combination of up to [`SPLIT_STORES_MAX`]
+    /// candidates) could supply every line (and a slot, if asked).
+    NotCoverable,
+}
+
+/// Outcome of [`Engine::allocate`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum AllocateOutcome {
+    /// Allocated: one part, or several with split.
+    Allocated {
+        /// The holds, nearest store first.
+        parts: Vec<AllocatedPart>,
+        /// Other candidates and what they could supply.
+        alternatives: Vec<Alternative>,
+    },
+    /// Nothing is held.
+    Rejected {
+        /// Why.
+        reason: AllocateRejection,
+        /// Candidates and what they could supply.
+        alternatives: Vec<Alternative>,
+    },
+    /// A request with the same idempotency key is being applied right now.
+    InFlight,
+}
+
+impl AllocateOutcome {
+    /// The parts, if allocated.
+    pub fn parts(&self) -> Option<&[AllocatedPart]> {
+        match self {
+            AllocateOutcome::Allocated { parts, .. } => Some(parts),
+            _ => None,
+        }
+    }
+}
+
+enum AllocIdem {
+    Pending,
+    Done(AllocateOutcome),
+}
+
+/// Allocation idempotency: outcome per key, with an age-ordered key list.
+#[derive(Default)]
+pub(crate) struct AllocKeys {
+    map: DashMap<Box<str>, AllocIdem>,
+    fifo: Mutex<VecDeque<(Timestamp, Box<str>)>>,
+}
+
+/// A split allocation: the candidate indexes used and the parts held there.
+type SplitPlan = (Vec<usize>, Vec<AllocatedPart>);
+
+struct Candidate<'a> {
+    shard: &'a StoreShard,
+    distance_km: f64,
+}
+
+/// A line resolved for reading availability.
+struct ReqLine {
+    name: String,
+    qty: Qty,
+    sku: Option<crate::types::SkuId>,
+}
+
+impl Engine {
+    /// Sets (or replaces) a store's pickup calendar. The configuration is validated,
+    /// logged, and rebuilt on replay.
+    pub fn set_calendar(
+        &self,
+        store: &str,
+        config: crate::calendar::CalendarConfig,
+        now: Timestamp,
+    ) -> Result<(), EngineError> {
+        let shard = self.shard_by_name(store)?;
+        crate::calendar::StoreCalendar::new(config.clone())
+            .map_err(|e| EngineError::invalid("calendar", e.to_string()))?;
+        self.log_store_event(
+            shard,
+            Event::CalendarSet {
+                store: shard.id,
+                config: Box::new(config),
+            },
+            now,
+        )
+    }
+
+    /// Sets a store's average pick time per order (default
+    /// [`crate::slot::PICK_TIME_PER_ORDER_MS_DEFAULT`]), used by the ready estimate.
+    pub fn set_pick_time(
+        &self,
+        store: &str,
+        pick_time_per_order_ms: u32,
+        now: Timestamp,
+    ) -> Result<(), EngineError> {
+        if pick_time_per_order_ms == 0 || pick_time_per_order_ms > PICK_TIME_PER_ORDER_MS_MAX {
+            return Err(EngineError::invalid(
+                "pick_time_per_order_ms",
+                format!("must be within 1..={PICK_TIME_PER_ORDER_MS_MAX}"),
+            ));
+        }
+        let shard = self.shard_by_name(store)?;
+        self.log_store_event(
+            shard,
+            Event::PickTimeSet {
+                store: shard.id,
+                pick_time_per_order_ms,
+            },
+            now,
+        )
+    }
+
+    fn log_store_event(
+        &self,
+        shard: &StoreShard,
+        event: Event,
+        now: Timestamp,
+    ) -> Result<(), EngineError> {
+        let gate = self.gate.read().map_err(|_| poisoned())?;
+        // The store state lock orders this change with holds at the store.
+        let st = shard.state.lock();
+        let lsn = self.log.append(&Record {
+            at: now,
+            events: vec![event.clone()],
+        })?;
+        drop(st);
+        self.apply_event(&event, now)
+            .map_err(|e| EngineError::invalid("store", e))?;
+        drop(gate);
+        self.log.wait_durable(lsn)
+    }
+
+    /// Estimated ready time of an order placed now at `store`: lead time plus the picking
+    /// queue (confirmed active holds) shared by the staff on shift, rounded up to the
+    /// first slot with capacity. `None` if the store has no calendar or no free slot in
+    /// the calendar's scan span.
+    pub fn estimate_ready(
+        &self,
+        store: &str,
+        now: Timestamp,
+    ) -> Result<Option<ReadyEstimate>, EngineError> {
+        let shard = self.shard_by_name(store)?;
+        Ok(shard.state.lock().slots.estimate(now.as_ms(), None))
+    }
+
+    /// Pickups booked on a store's slot starting at `start_ms`.
+    pub fn slot_booked(&self, store: &str, start_ms: i64) -> Result<u32, EngineError> {
+        let shard = self.shard_by_name(store)?;
+        Ok(shard.state.lock().slots.booked_on(start_ms))
+    }
+
+    /// Allocates an order: holds every line at the nearest open store within the distance
+    /// that can supply all of it (and a slot, if asked), or with `allow_split` at the
+    /// fewest nearest stores; returns the hold(s), the ready estimate and alternatives.
+    ///
+    /// Rejections are outcomes; `Err` means misuse (invalid request, unknown preferred
+    /// store, a limit) or a log failure. After an `Err`, holds taken by this call have
+    /// been released (or, after a log failure, may remain: the log is then unusable).
+    pub fn allocate(
+        &self,
+        req: &AllocateRequest,
+        now: Timestamp,
+    ) -> Result<AllocateOutcome, EngineError> {
+        self.validate_allocate(req)?;
+        let Some(key) = req.idempotency_key.as_deref() else {
+            return self.allocate_inner(req, now);
+        };
+        self.age_out_alloc_keys(now);
+        match self.alloc_keys.map.entry(key.into()) {
+            Entry::Occupied(e) => {
+                return Ok(match e.get() {
+                    AllocIdem::Pending => AllocateOutcome::InFlight,
+                    AllocIdem::Done(o) => o.clone(),
+                });
+            }
+            Entry::Vacant(v) => {
+                if self.alloc_keys.fifo.lock().len() >= ALLOC_KEYS_MAX {
+                    return Err(EngineError::LimitReached {
+                        limit: "ALLOC_KEYS_MAX",
+                        value: ALLOC_KEYS_MAX as u64,
+                    });
+                }
+                v.insert(AllocIdem::Pending);
+            }
+        }
+        let result = self.allocate_inner(req, now);
+        match &result {
+            Ok(outcome) => {
+                self.alloc_keys
+                    .map
+                    .insert(key.into(), AllocIdem::Done(outcome.clone()));
+                self.alloc_keys.fifo.lock().push_back((now, key.into()));
+            }
+            Err(_) => {
+                self.alloc_keys.map.remove(key);
+            }
+        }
+        result
+    }
+
+    fn age_out_alloc_keys(&self, now: Timestamp) {
+        let horizon = now.add_ms(-self.config.limits.dedupe_window_ms);
+        let mut fifo = self.alloc_keys.fifo.lock();
+        for _ in 0..ALLOC_KEYS_AGE_OUT_PER_CALL {
+            match fifo.front() {
+                Some((t, _)) if *t <= horizon => {}
+                _ => break,
+            }
+            if let Some((_, key)) = fifo.pop_front() {
+                self.alloc_keys
+                    .map
+                    .remove_if(&key, |_, v| matches!(v, AllocIdem::Done(_)));
+            }
+        }
+    }
+
+    fn validate_allocate(&self, req: &AllocateRequest) -> Result<(), EngineError> {
+        let limits = &self.config.limits;
+        if req.lines.is_empty() || req.lines.len() > limits.hold_lines_max {
+            return Err(EngineError::invalid(
+                "lines",
+                format!("must have 1..={} lines", limits.hold_lines_max),
+            ));
+        }
+        for l in &req.lines {
+            if l.qty == 0 || l.qty > limits.line_qty_max {
+                return Err(EngineError::invalid(
+                    "qty",
+                    format!("must be within 1..={}", limits.line_qty_max),
+                ));
+            }
+            check_id("sku", &l.sku, limits.external_id_len_max)?;
+        }
+        if !(req.max_distance_km.is_finite()
+            && (0.0..=MAX_DISTANCE_KM_MAX).contains(&req.max_distance_km))
+        {
+            return Err(EngineError::invalid(
+                "max_distance_km",
+                format!("must be within 0..={MAX_DISTANCE_KM_MAX}"),
+            ));
+        }
+        if req.max_candidates == 0 || req.max_candidates > CANDIDATES_MAX {
+            return Err(EngineError::invalid(
+                "max_candidates",
+                format!("must be within 1..={CANDIDATES_MAX}"),
+            ));
+        }
+        if req.alternatives_max > ALTERNATIVES_MAX {
+            return Err(EngineError::invalid(
+                "alternatives_max",
+                format!("at most {ALTERNATIVES_MAX}"),
+            ));
+        }
+        if let Some((lat, lon)) = req.position
+            && !(lat.is_finite()
+                && lon.is_finite()
+                && (-90.0..=90.0).contains(&lat)
+                && (-180.0..=180.0).contains(&lon))
+        {
+            return Err(EngineError::invalid(
+                "position",
+                "latitude must be within -90..=90 and longitude within -180..=180",
+            ));
+        }
+        if req.position.is_none() && req.preferred_store.is_none() {
+            return Err(EngineError::invalid(
+                "position",
+                "a position or a preferred store is needed",
+            ));
+        }
+        if let Some(key) = &req.idempotency_key {
+            check_id("idempotency_key", key, limits.key_len_max)?;
+        }
+        Ok(())
+    }
+
+    fn allocate_inner(
+        &self,
+        req: &AllocateRequest,
+        now: Timestamp,
+    ) -> Result<AllocateOutcome, EngineError> {
+        let lines = self.merge_lines(&req.lines);
+        let candidates = self.candidates(req, now)?;
+        if candidates.is_empty() {
+            return Ok(AllocateOutcome::Rejected {
+                reason: AllocateRejection::NoCandidates,
+                alternatives: Vec::new(),
+            });
+        }
+        let line_reqs: Vec<LineRequest> = lines
+            .iter()
+            .map(|l| LineRequest::new(l.name.clone(), l.qty))
+            .collect();
+        // One store for everything, nearest first.
+        for (i, c) in candidates.iter().enumerate() {
+            if !covers(c.shard, &lines) {
+                continue;
+            }
+            if let Some(part) = self.try_part(c, &line_reqs, req, now)? {
+                let alternatives = self.alternatives(&candidates, &[i], &lines, req);
+                return Ok(AllocateOutcome::Allocated {
+                    parts: vec![part],
+                    alternatives,
+                });
+            }
+        }
+        if req.allow_split
+            && lines.len() > 1
+            && let Some((used, parts)) = self.try_split(&candidates, &lines, req, now)?
+        {
+            let alternatives = self.alternatives(&candidates, &used, &lines, req);
+            return Ok(AllocateOutcome::Allocated {
+                parts,
+                alternatives,
+            });
+        }
+        Ok(AllocateOutcome::Rejected {
+            reason: AllocateRejection::NotCoverable,
+            alternatives: self.alternatives(&candidates, &[], &lines, req),
+        })
+    }
+
+    fn merge_lines(&self, lines: &[LineRequest]) -> Vec<ReqLine> {
+        let mut out: Vec<ReqLine> = Vec::with_capacity(lines.len());
+        for l in lines {
+            match out.iter_mut().find(|r| r.name == l.sku) {
+                Some(r) => r.qty = r.qty.saturating_add(l.qty),
+                None => out.push(ReqLine {
+                    name: l.sku.clone(),
+                    qty: l.qty,
+                    sku: self.sku_id(&l.sku),
+                }),
+            }
+        }
+        out
+    }
+
+    /// Whether a store takes holds now and is open at the requested pickup time.
+    fn is_candidate(&self, shard: &StoreShard, at_ms: i64) -> bool {
+        shard.status() == StoreStatus::Open && shard.state.lock().slots.is_open_at(at_ms)
+    }
+
+    fn candidates(
+        &self,
+        req: &AllocateRequest,
+        now: Timestamp,
+    ) -> Result<Vec<Candidate<'_>>, EngineError> {
+        let at_ms = req
+            .earliest_pickup_ms
+            .unwrap_or(now.as_ms())
+            .max(now.as_ms());
+        let preferred = match &req.preferred_store {
+            Some(name) => Some(self.shard_by_name(name)?),
+            None => None,
+        };
+        let pref_pos = preferred.map(|s| {
+            let d = s.def.read();
+            (d.lat, d.lon)
+        });
+        let origin = match (req.position, pref_pos) {
+            (Some(p), _) | (None, Some(p)) => p,
+            (None, None) => return Ok(Vec::new()),
+        };
+        let mut out = Vec::new();
+        if let (Some(shard), Some(pos)) = (preferred, pref_pos)
+            && self.is_candidate(shard, at_ms)
+        {
+            out.push(Candidate {
+                shard,
+                distance_km: great_circle_km(origin, pos),
+            });
+        }
+        let pref_id = preferred.map(|s| s.id);
+        let limit = req.max_candidates.saturating_sub(out.len());
+        let near = self.geo.nearest(
+            unit_vector(origin.0, origin.1),
+            req.max_distance_km,
+            limit,
+            |id| Some(id) != pref_id && self.shard(id).is_some_and(|s| self.is_candidate(s, at_ms)),
+        );
+        for (id, distance_km) in near {
+            if let Some(shard) = self.shard(id) {
+                out.push(Candidate { shard, distance_km });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Places the hold of `lines` at one candidate (with a slot if asked). `None` when
+    /// the store could not take it (stock taken concurrently, no slot).
+    fn try_part(
+        &self,
+        c: &Candidate<'_>,
+        lines: &[LineRequest],
+        req: &AllocateRequest,
+        now: Timestamp,
+    ) -> Result<Option<AllocatedPart>, EngineError> {
+        let external_id = c.shard.def.read().external_id.clone();
+        let mut hold_req = HoldRequest::new(external_id.clone(), lines.to_vec());
+        hold_req.ttl_ms = req.ttl_ms;
+        let attempts = if req.want_slot { SLOT_RETRIES_MAX } else { 1 };
+        for _ in 0..attempts {
+            let estimate = c
+                .shard
+                .state
+                .lock()
+                .slots
+                .estimate(now.as_ms(), req.earliest_pickup_ms);
+            if req.want_slot {
+                let Some(est) = estimate else {
+                    return Ok(None);
+                };
+                hold_req.slot_start_ms = Some(est.slot.start_ms);
+            }
+            match self.hold(&hold_req, now)? {
+                HoldOutcome::Granted(grant) => {
+                    return Ok(Some(AllocatedPart {
+                        store: c.shard.id,
+                        store_external_id: external_id,
+                        distance_km: c.distance_km,
+                        grant,
+                        lines: lines.to_vec(),
+                        slot: estimate.filter(|_| req.want_slot).map(|e| e.slot),
+                        estimate,
+                    }));
+                }
+                HoldOutcome::Rejected(HoldRejection::SlotUnavailable {
+                    problem: SlotProblem::Full | SlotProblem::TooSoon,
+                    ..
+                }) => continue,
+                HoldOutcome::Rejected(_) | HoldOutcome::InFlight => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    fn try_split(
+        &self,
+        candidates: &[Candidate<'_>],
+        lines: &[ReqLine],
+        req: &AllocateRequest,
+        now: Timestamp,
+    ) -> Result<Option<SplitPlan>, EngineError> {
+        let n = candidates.len().min(SPLIT_CANDIDATES_MAX);
+        // Which lines each candidate could supply whole, as read now.
+        let supplies: Vec<Vec<bool>> = candidates
+            .iter()
+            .take(n)
+            .map(|c| lines.iter().map(|l| line_covered(c.shard, l)).collect())
+            .collect();
+        let mut attempts = 0;
+        for k in 2..=SPLIT_STORES_MAX.min(n) {
+            let mut combos: Vec<(f64, Vec<usize>)> = Vec::new();
+            for_each_combination(n, k, &mut |combo| {
+                let feasible = (0..lines.len()).all(|li| {
+                    combo
+                        .iter()
+                        .any(|&ci| supplies.get(ci).and_then(|s| s.get(li)) == Some(&true))
+                });
+                if feasible {
+                    let total: f64 = combo
+                        .iter()
+                        .filter_map(|&ci| candidates.get(ci))
+                        .map(|c| c.distance_km)
+                        .sum();
+                    combos.push((total, combo.to_vec()));
+                }
+            });
+            combos.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+            for (_, combo) in combos {
+                if attempts >= SPLIT_ATTEMPTS_MAX {
+                    return Ok(None);
+                }
+                attempts += 1;
+                // Each line goes to the nearest store of the combination that has it.
+                let mut assigned: Vec<Vec<LineRequest>> = vec![Vec::new(); combo.len()];
+                for (li, l) in lines.iter().enumerate() {
+                    let pos = combo
+                        .iter()
+                        .position(|&ci| supplies.get(ci).and_then(|s| s.get(li)) == Some(&true));
+                    if let Some(part) = pos.and_then(|p| assigned.get_mut(p)) {
+                        part.push(LineRequest::new(l.name.clone(), l.qty));
+                    }
+                }
+                // A store of the combination may end up with no line (another, nearer
+                // store of it covers everything it had); that combination is not minimal
+                // and a smaller one was tried before.
+                if assigned.iter().any(Vec::is_empty) {
+                    continue;
+                }
+                if let Some(parts) = self.hold_parts(candidates, &combo, &assigned, req, now)? {
+                    return Ok(Some((combo, parts)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Holds each part in turn; on the first failure releases the parts taken.
+    fn hold_parts(
+        &self,
+        candidates: &[Candidate<'_>],
+        combo: &[usize],
+        assigned: &[Vec<LineRequest>],
+        req: &AllocateRequest,
+        now: Timestamp,
+    ) -> Result<Option<Vec<AllocatedPart>>, EngineError> {
+        let mut parts: Vec<AllocatedPart> = Vec::with_capacity(combo.len());
+        for (&ci, lines) in combo.iter().zip(assigned) {
+            let Some(c) = candidates.get(ci) else {
+                continue;
+            };
+            let placed = match self.try_part(c, lines, req, now) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.release_parts(&parts, now)?;
+                    return Err(e);
+                }
+            };
+            match placed {
+                Some(p) => parts.push(p),
+                None => {
+                    self.release_parts(&parts, now)?;
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(parts))
+    }
+
+    fn release_parts(&self, parts: &[AllocatedPart], now: Timestamp) -> Result<(), EngineError> {
+        for p in parts {
+            self.release(p.grant.hold, now)?;
+        }
+        Ok(())
+    }
+
+    fn alternatives(
+        &self,
+        candidates: &[Candidate<'_>],
+        used: &[usize],
+        lines: &[ReqLine],
+        req: &AllocateRequest,
+    ) -> Vec<Alternative> {
+        candidates
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !used.contains(i))
+            .take(req.alternatives_max)
+            .map(|(_, c)| Alternative {
+                store: c.shard.id,
+                store_external_id: c.shard.def.read().external_id.clone(),
+                distance_km: c.distance_km,
+                supply: lines
+                    .iter()
+                    .map(|l| LineSupply {
+                        sku: l.name.clone(),
+                        requested: l.qty,
+                        available: l.sku.map_or(0, |id| c.shard.view(id).atp()),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+fn line_covered(shard: &StoreShard, l: &ReqLine) -> bool {
+    l.sku.is_some_and(|id| shard.view(id).atp() >= l.qty)
+}
+
+/// Whether `shard` reads as able to supply every line (a hint: the hold decides under
+/// its locks).
+fn covers(shard: &StoreShard, lines: &[ReqLine]) -> bool {
+    lines.iter().all(|l| line_covered(shard, l))
+}
+
+/// Calls `f` with every `k`-combination of `0..n` in lexicographic order.
+fn for_each_combination(n: usize, k: usize, f: &mut impl FnMut(&[usize])) {
+    fn rec(start: usize, n: usize, k: usize, acc: &mut Vec<usize>, f: &mut impl FnMut(&[usize])) {
+        if acc.len() == k {
+            f(acc);
+            return;
+        }
+        for i in start..n {
+            acc.push(i);
+            rec(i + 1, n, k, acc, f);
+            acc.pop();
+        }
+    }
+    if k <= n {
+        rec(0, n, k, &mut Vec::with_capacity(k), f);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distances_are_great_circle() {
+        // Berlin - Paris is about 878 km.
+        let d = great_circle_km((52.52, 13.405), (48.8566, 2.3522));
+        assert!((d - 878.0).abs() < 5.0, "{d}");
+        // Across the antimeridian: 0.2 degrees of longitude on the equator.
+        let d = great_circle_km((0.0, 179.9), (0.0, -179.9));
+        assert!((d - 22.24).abs() < 0.1, "{d}");
+        assert!(
+            (km_to_chord2(d) - chord2(unit_vector(0.0, 179.9), unit_vector(0.0, -179.9))).abs()
+                < 1e-12
+        );
+    }
+
+    #[test]
+    fn combinations_are_complete() {
+        let mut seen = Vec::new();
+        for_each_combination(4, 2, &mut |c| seen.push(c.to_vec()));
+        assert_eq!(seen.len(), 6);
+        assert_eq!(seen.first(), Some(&vec![0, 1]));
+        assert_eq!(seen.last(), Some(&vec![2, 3]));
+    }
+}
