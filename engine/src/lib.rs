@@ -98,7 +98,7 @@ pub use log::{EventLog, MemoryLog, NoLog};
 pub use order::{
     CancelledBy, Canceller, CollectOutcome, CreateOrder, CreateOrderOutcome, CreateOrderRejection,
     Customer, OrderId, OrderLine, OrderLineRequest, OrderRejection, OrderStatus, OrderView,
-    ReadyOutcome, ShortPick, ShortPickResolution, TransitionOutcome,
+    ReadyOutcome, ShortPick, ShortPickResolution, TransitionOutcome, VerifyCodeOutcome,
 };
 pub use slot::SlotProblem;
 pub use stock::PAGE_LEN;

@@ -319,6 +319,15 @@ pub enum CollectOutcome {
     Rejected(OrderRejection),
 }
 
+/// Outcome of [`Engine::verify_code`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyCodeOutcome {
+    /// The code was checked (or not, when locked or malformed): `Accepted` when right.
+    Code(VerifyOutcome),
+    /// Refused; nothing changed.
+    Rejected(OrderRejection),
+}
+
 /// Who cancels an order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Canceller {
@@ -1475,29 +1484,104 @@ impl Engine {
         Ok(outcome)
     }
 
+    /// Checks the code a customer presents for a `ready` order without handing it off:
+    /// a wrong code is recorded and counts towards the lockout exactly as in
+    /// [`Engine::collect`]; a right code changes nothing (the hand-off still needs it).
+    pub fn verify_code(
+        &self,
+        order: OrderId,
+        code_input: &str,
+        staff: &StaffId,
+        now: Timestamp,
+    ) -> Result<VerifyCodeOutcome, EngineError> {
+        let (outcome, _) = self.order_txn(order, now, |_, _, st| {
+            let nothing = |o| Ok((Vec::new(), o));
+            let Some(rec) = st.orders.get(order) else {
+                return nothing(VerifyCodeOutcome::Rejected(OrderRejection::UnknownOrder));
+            };
+            if rec.status != OrderStatus::Ready {
+                return nothing(VerifyCodeOutcome::Rejected(
+                    OrderRejection::IllegalTransition { from: rec.status },
+                ));
+            }
+            if rec.locked {
+                return nothing(VerifyCodeOutcome::Code(VerifyOutcome::Locked));
+            }
+            let presented = match PickupCode::parse(code_input) {
+                Ok(c) => c,
+                Err(e) => return nothing(VerifyCodeOutcome::Code(VerifyOutcome::Malformed(e))),
+            };
+            let issued = rec
+                .code
+                .and_then(|v| PickupCode::from_value(v).ok())
+                .ok_or_else(|| EngineError::invalid("order", "ready without a code"))?;
+            if issued.verify(&presented) {
+                return nothing(VerifyCodeOutcome::Code(VerifyOutcome::Accepted));
+            }
+            let wrong = rec.wrong.saturating_add(1);
+            let now_locked = wrong >= MAX_WRONG_ATTEMPTS;
+            Ok((
+                vec![Event::PickupCodeRejected {
+                    order,
+                    staff: staff.as_str().to_owned(),
+                    now_locked,
+                }],
+                VerifyCodeOutcome::Code(if now_locked {
+                    VerifyOutcome::WrongNowLocked
+                } else {
+                    VerifyOutcome::Wrong {
+                        attempts_left: MAX_WRONG_ATTEMPTS - wrong,
+                    }
+                }),
+            ))
+        })?;
+        Ok(outcome)
+    }
+
+    /// A page of one store's orders in order id (creation) order, after `after`
+    /// (exclusive), at most `limit`, only those whose status `wanted` accepts.
+    pub fn store_orders(
+        &self,
+        store: &str,
+        after: Option<OrderId>,
+        limit: usize,
+        wanted: impl Fn(OrderStatus) -> bool,
+    ) -> Result<Vec<OrderView>, EngineError> {
+        let shard = self.shard_by_name(store)?;
+        let st = shard.state.lock();
+        let start = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        Ok(st
+            .orders
+            .orders
+            .range((start, std::ops::Bound::Unbounded))
+            .filter(|(_, r)| wanted(r.status))
+            .take(limit)
+            .map(|(id, r)| order_view(*id, r))
+            .collect())
+    }
+
+    /// Orders not in a final state, in every store.
+    pub fn open_orders(&self) -> usize {
+        self.stores()
+            .iter()
+            .filter_map(|(id, _)| self.shard(*id))
+            .map(|s| {
+                let st = s.state.lock();
+                st.orders
+                    .orders
+                    .values()
+                    .filter(|r| !r.status.is_final())
+                    .count()
+            })
+            .sum()
+    }
+
     /// An order, if the engine knows it.
     pub fn order(&self, order: OrderId) -> Option<OrderView> {
         let shard = self.shard(order.store())?;
         let st = shard.state.lock();
         let r = st.orders.get(order)?;
-        Some(OrderView {
-            order,
-            status: r.status,
-            channel: r.channel.to_string(),
-            channel_order_id: r.channel_order_id.to_string(),
-            customer: r.customer.clone(),
-            lines: r.lines.clone(),
-            currency: r.currency.to_string(),
-            transitions: r.times.clone(),
-            code: r.code.and_then(|c| PickupCode::from_value(c).ok()),
-            wrong_attempts: r.wrong,
-            locked: r.locked,
-            overrides: r.overrides,
-            last_override: r.last_override.as_ref().map(|(s, t)| (s.to_string(), *t)),
-            short_picks: r.short_picks,
-            reallocation_requested: r.realloc.clone(),
-            receipt_seq: r.receipt_seq,
-        })
+        Some(order_view(order, r))
     }
 
     /// The order a POS order reference names at `store`: the engine's order id
@@ -1922,6 +2006,28 @@ pub(crate) fn decode_event(t: u8, at: usize, d: &mut Dec<'_>) -> Result<Event, D
             });
         }
     })
+}
+
+/// The view of one order record.
+fn order_view(order: OrderId, r: &OrderRec) -> OrderView {
+    OrderView {
+        order,
+        status: r.status,
+        channel: r.channel.to_string(),
+        channel_order_id: r.channel_order_id.to_string(),
+        customer: r.customer.clone(),
+        lines: r.lines.clone(),
+        currency: r.currency.to_string(),
+        transitions: r.times.clone(),
+        code: r.code.and_then(|c| PickupCode::from_value(c).ok()),
+        wrong_attempts: r.wrong,
+        locked: r.locked,
+        overrides: r.overrides,
+        last_override: r.last_override.as_ref().map(|(s, t)| (s.to_string(), *t)),
+        short_picks: r.short_picks,
+        reallocation_requested: r.realloc.clone(),
+        receipt_seq: r.receipt_seq,
+    }
 }
 
 #[cfg(test)]

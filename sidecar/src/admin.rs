@@ -1,16 +1,31 @@
 //! `pickline.v1.AdminService` handlers.
 
+use std::time::Instant;
+
 use tonic::{Request, Response, Status};
 
-use crate::pb::{
-    PingRequest, PingResponse, SnapshotRequest, SnapshotResponse, StatsRequest, StatsResponse,
-    admin_service_server::AdminService,
+use crate::{
+    convert::idempotency_key,
+    domain::{Domain, blocking},
+    pb::{
+        ConsumerLag, PingRequest, PingResponse, SnapshotRequest, SnapshotResponse, StatsRequest,
+        StatsResponse, admin_service_server::AdminService,
+    },
+    status::DomainError,
 };
 
-/// The AdminService handler. Ping needs nothing; Snapshot and Stats need the engine and
-/// answer UNIMPLEMENTED until it is wired (never made-up numbers).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Admin;
+/// The AdminService handler. Ping needs nothing; Snapshot and Stats need the engine.
+#[derive(Clone, Debug, Default)]
+pub struct Admin {
+    domain: Domain,
+}
+
+impl Admin {
+    /// A handler over `domain`.
+    pub fn new(domain: Domain) -> Admin {
+        Admin { domain }
+    }
+}
 
 #[tonic::async_trait]
 impl AdminService for Admin {
@@ -20,19 +35,63 @@ impl AdminService for Admin {
 
     async fn snapshot(
         &self,
-        _request: Request<SnapshotRequest>,
+        request: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotResponse>, Status> {
-        Err(Status::unimplemented(
-            "AdminService.Snapshot is wired when the engine API lands",
-        ))
+        idempotency_key("idempotency_key", &request.get_ref().idempotency_key)?;
+        let domain = self.domain.clone();
+        blocking(move || {
+            let started = Instant::now();
+            let cp = domain.checkpoint()?;
+            Ok(SnapshotResponse {
+                seq: cp.lsn.0,
+                file: pickline_engine::wal::format::snapshot_file_name(cp.lsn),
+                size_bytes: cp.len_bytes as u64,
+                duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+            })
+        })
+        .await
+        .map(Response::new)
     }
 
     async fn stats(
         &self,
         _request: Request<StatsRequest>,
     ) -> Result<Response<StatsResponse>, Status> {
-        Err(Status::unimplemented(
-            "AdminService.Stats is wired when the engine API lands",
-        ))
+        let domain = self.domain.clone();
+        blocking(move || {
+            let db = domain.db()?;
+            let engine = db.engine();
+            let stores = engine.stores();
+            let mut cells = 0u64;
+            for (_, def) in &stores {
+                cells += engine
+                    .store_availability(&def.external_id, None, usize::MAX)
+                    .map_err(DomainError::from)?
+                    .len() as u64;
+            }
+            let head_seq = engine.log().last_lsn().0;
+            Ok(StatsResponse {
+                stores: stores.len() as u64,
+                cells,
+                active_holds: engine.active_holds() as u64,
+                open_orders: engine.open_orders() as u64,
+                head_seq,
+                durable_seq: db.wal().durable_lsn().0,
+                wal_bytes: domain.wal_bytes_since_checkpoint(),
+                consumers: db
+                    .stream()
+                    .cursors()
+                    .into_iter()
+                    .map(|(name, acked)| ConsumerLag {
+                        name,
+                        acked_seq: acked.0,
+                        lag: head_seq.saturating_sub(acked.0),
+                    })
+                    .collect(),
+                started_at_ms: domain.started_at_ms(),
+            })
+        })
+        .await
+        .map(Response::new)
     }
 }

@@ -3,6 +3,8 @@
 
 use pickline_benches::alloc_bench::{self, AllocBenchConfig};
 use pickline_benches::engine_bench::{self, EngineBenchConfig};
+
+use crate::bench_grpc::{self, GrpcBenchConfig};
 use pickline_benches::wal_bench::{self, WalBenchConfig};
 
 /// Which benchmark.
@@ -12,6 +14,8 @@ pub enum Suite {
     Engine,
     /// Durability: group commit, one fsync per hold, replay, restart with 10M holds.
     Wal,
+    /// The gRPC server in-process: Ping vs Hold, BatchHold lines, open-loop p99.
+    Grpc,
     /// Allocation: geo search + holds over 2,000 stores, allocate + release loops.
     Allocate,
 }
@@ -31,6 +35,10 @@ pub struct BenchArgs {
     /// Directory for benchmark files (must be on a real disk, not tmpfs).
     #[arg(long, default_value = "./pickline-bench-data")]
     pub dir: std::path::PathBuf,
+    /// WAL durability of the server in `bench grpc`: sync (the default and the headline:
+    /// every hold is acknowledged after its group commit's fdatasync), async or off.
+    #[arg(long, default_value = "sync")]
+    pub durability: crate::config::DurabilityMode,
     /// `allocate` only: give every store a pickup calendar (estimates on).
     #[arg(long)]
     pub calendars: bool,
@@ -59,6 +67,19 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 WalBenchConfig::full(args.dir.clone())
             };
             let report = wal_bench::run(&cfg, |step| eprintln!("bench wal: {step}"));
+            if args.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_table());
+            }
+        }
+        Suite::Grpc => {
+            let cfg = if args.quick {
+                GrpcBenchConfig::quick(args.dir.clone(), args.durability)
+            } else {
+                GrpcBenchConfig::full(args.dir.clone(), args.durability)
+            };
+            let report = bench_grpc::run(&cfg, |step| eprintln!("bench grpc: {step}"))?;
             if args.json {
                 println!("{}", report.to_json());
             } else {

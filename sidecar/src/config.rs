@@ -46,6 +46,8 @@ pub mod limits {
     pub const SHUTDOWN_GRACE_MS_MAX: u64 = 600_000;
     /// Shortest accepted token, in bytes: tokens must be long random strings.
     pub const TOKEN_LEN_MIN: usize = 16;
+    /// Largest accepted `data.expire_batch`.
+    pub const EXPIRE_BATCH_MAX: usize = 100_000;
 }
 
 /// The whole configuration.
@@ -70,12 +72,78 @@ pub struct Config {
 pub struct DataConfig {
     /// Directory of the write-ahead log and snapshots; created if missing.
     pub dir: PathBuf,
+    /// When a mutation is acknowledged: `sync` (after its group commit's fdatasync, the
+    /// default and the only mode that keeps SPEC invariant 5), `async` (flushed every
+    /// `async_flush_interval_ms`; a crash loses that window) or `off` (benchmarks only).
+    pub durability: DurabilityMode,
+    /// Flush interval of `durability = "async"`, ms.
+    pub async_flush_interval_ms: u64,
+    /// Write a snapshot at least this often, ms, so recovery replays a bounded log.
+    pub checkpoint_interval_ms: u64,
+    /// Also write one as soon as this many log bytes were written since the last one.
+    pub checkpoint_wal_bytes: u64,
+    /// How often the expiry ticker runs, ms.
+    pub expire_interval_ms: u64,
+    /// Holds examined per expiry call: bounds the work (and the lock hold times) of one
+    /// tick; a full batch makes the ticker run again at once.
+    pub expire_batch: usize,
+}
+
+/// `data.durability`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityMode {
+    /// Acknowledge after fdatasync (group commit).
+    #[default]
+    Sync,
+    /// Acknowledge at once; flush on an interval.
+    Async,
+    /// Write nothing (benchmarks and tests only).
+    Off,
+}
+
+impl FromStr for DurabilityMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sync" => Ok(DurabilityMode::Sync),
+            "async" => Ok(DurabilityMode::Async),
+            "off" => Ok(DurabilityMode::Off),
+            other => Err(format!(
+                "unknown durability {other:?}: expected sync, async or off"
+            )),
+        }
+    }
 }
 
 impl Default for DataConfig {
     fn default() -> Self {
         DataConfig {
             dir: PathBuf::from("./pickline-data"),
+            durability: DurabilityMode::Sync,
+            async_flush_interval_ms: 10,
+            checkpoint_interval_ms: 5 * 60_000,
+            checkpoint_wal_bytes: 256 << 20,
+            expire_interval_ms: 250,
+            expire_batch: 1_000,
+        }
+    }
+}
+
+impl DataConfig {
+    /// The WAL configuration these settings ask for.
+    pub fn wal_config(&self) -> pickline_engine::wal::WalConfig {
+        use pickline_engine::wal::{Durability, WalConfig};
+        WalConfig {
+            durability: match self.durability {
+                DurabilityMode::Sync => Durability::Sync,
+                DurabilityMode::Async => Durability::Async {
+                    flush_interval_ms: self.async_flush_interval_ms,
+                },
+                DurabilityMode::Off => Durability::Off,
+            },
+            ..WalConfig::default()
         }
     }
 }
@@ -415,6 +483,36 @@ impl Config {
         let g = &self.grpc;
         if self.data.dir.as_os_str().is_empty() {
             return Err(invalid("data.dir", "must not be empty"));
+        }
+        let d = &self.data;
+        for (key, value, max) in [
+            (
+                "data.async_flush_interval_ms",
+                d.async_flush_interval_ms,
+                60_000,
+            ),
+            (
+                "data.checkpoint_interval_ms",
+                d.checkpoint_interval_ms,
+                86_400_000,
+            ),
+            ("data.expire_interval_ms", d.expire_interval_ms, 60_000),
+        ] {
+            if !(1..=max).contains(&value) {
+                return Err(invalid(key, format!("{value} is outside 1..={max}")));
+            }
+        }
+        if d.checkpoint_wal_bytes < (1 << 20) {
+            return Err(invalid(
+                "data.checkpoint_wal_bytes",
+                "must be at least 1 MiB",
+            ));
+        }
+        if !(1..=EXPIRE_BATCH_MAX).contains(&d.expire_batch) {
+            return Err(invalid(
+                "data.expire_batch",
+                format!("{} is outside 1..={EXPIRE_BATCH_MAX}", d.expire_batch),
+            ));
         }
         if !(MAX_MESSAGE_BYTES_MIN..=MAX_MESSAGE_BYTES_MAX).contains(&g.max_message_bytes) {
             return Err(invalid(

@@ -39,14 +39,22 @@
 pub mod admin;
 pub mod auth;
 pub mod bench;
+pub mod bench_grpc;
 pub mod cli;
 pub mod config;
+pub mod convert;
+pub mod domain;
+pub mod event_svc;
+pub mod hold_svc;
+pub mod inventory_svc;
 pub mod logging;
 pub mod metrics;
+pub mod pickup_svc;
 pub mod qr;
 pub mod rpc;
 pub mod server;
 pub mod status;
+pub mod store_svc;
 pub mod walcmd;
 
 /// Generated protobuf and gRPC code of package `pickline.v1`.

@@ -95,8 +95,6 @@ fn describe() {
 pub struct EngineGauges {
     /// Stores known.
     pub stores: u64,
-    /// Stock cells known.
-    pub cells: u64,
     /// Holds in state ACTIVE.
     pub active_holds: u64,
     /// Orders not in a final state.
@@ -107,12 +105,15 @@ pub struct EngineGauges {
     pub durable_seq: u64,
     /// Log bytes since the last snapshot.
     pub wal_bytes: u64,
+    /// fdatasync time of the last WAL batch, microseconds.
+    pub wal_fsync_last_us: u64,
+    /// Records the event stream keeps in memory for its consumers.
+    pub stream_retained: u64,
 }
 
 impl EngineGauges {
     const DESCRIPTIONS: &[(&str, &str)] = &[
         ("pickline_engine_stores", "stores known"),
-        ("pickline_engine_cells", "stock cells known"),
         ("pickline_engine_active_holds", "holds in state ACTIVE"),
         ("pickline_engine_open_orders", "orders not in a final state"),
         (
@@ -127,18 +128,27 @@ impl EngineGauges {
             "pickline_engine_wal_bytes",
             "log bytes since the last snapshot",
         ),
+        (
+            "pickline_engine_wal_fsync_last_us",
+            "fdatasync time of the last WAL batch, microseconds",
+        ),
+        (
+            "pickline_engine_stream_retained",
+            "records the event stream keeps for consumers",
+        ),
     ];
 
     /// Sets every engine gauge.
     pub fn publish(&self) {
         let values = [
             self.stores,
-            self.cells,
             self.active_holds,
             self.open_orders,
             self.head_seq,
             self.durable_seq,
             self.wal_bytes,
+            self.wal_fsync_last_us,
+            self.stream_retained,
         ];
         for ((name, _), value) in Self::DESCRIPTIONS.iter().zip(values) {
             // Gauges are f64; u64 values up to 2^53 are exact, far beyond these counts.

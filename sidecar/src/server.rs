@@ -14,9 +14,14 @@
 //!    must work without a token and under overload.
 //! 3. tonic's router and the handler, with the max message size on both directions.
 //!
-//! Only `AdminService` is registered today. The other five services of the contract are
-//! generated (server traits and clients in [`crate::pb`]) but deliberately not served
-//! until their handlers call the engine: a call to them answers UNIMPLEMENTED.
+//! All six services of the contract are registered. The RPCs that need engine parts not
+//! merged yet (allocation, pickup slots, store calendars, nearby search) answer
+//! UNIMPLEMENTED with a message saying so, never made-up data.
+//!
+//! After recovery three background tasks run until shutdown: the expiry ticker (bounded
+//! `expire` batches on a blocking thread), the checkpoint ticker (a snapshot every
+//! `data.checkpoint_interval_ms` or `data.checkpoint_wal_bytes`, whichever comes first)
+//! and the gauge publisher.
 
 use std::{
     convert::Infallible,
@@ -41,14 +46,29 @@ use tonic_health::ServingStatus;
 use tower::{Layer, Service};
 use tracing::{error, info, warn};
 
+use pickline_engine::{
+    durable::{DurableEngine, OpenOptions},
+    wal::FileStorage,
+};
+
 use crate::{
     admin::Admin,
     auth::{AuthError, Caller, TokenTable},
     config::Config,
-    metrics::{self, MetricsLayer},
-    pb::{self, admin_service_server::AdminServiceServer},
+    domain::{self, Domain},
+    event_svc::Events,
+    hold_svc::Holds,
+    inventory_svc::Inventory,
+    metrics::{self, EngineGauges, MetricsLayer},
+    pb::{
+        self, admin_service_server::AdminServiceServer, event_service_server::EventServiceServer,
+        hold_service_server::HoldServiceServer, inventory_service_server::InventoryServiceServer,
+        pickup_service_server::PickupServiceServer, store_service_server::StoreServiceServer,
+    },
+    pickup_svc::Pickups,
     rpc::{self, RpcSpec},
     status,
+    store_svc::Stores,
 };
 
 /// Whether the engine has recovered and engine RPCs may run. Cheap to clone and read
@@ -241,7 +261,15 @@ pub enum ServerError {
 }
 
 /// The gRPC service names the server reports health for ("" is the whole server).
-const HEALTH_SERVICES: &[&str] = &["", pb::admin_service_server::SERVICE_NAME];
+const HEALTH_SERVICES: &[&str] = &[
+    "",
+    pb::admin_service_server::SERVICE_NAME,
+    pb::store_service_server::SERVICE_NAME,
+    pb::inventory_service_server::SERVICE_NAME,
+    pb::hold_service_server::SERVICE_NAME,
+    pb::pickup_service_server::SERVICE_NAME,
+    pb::event_service_server::SERVICE_NAME,
+];
 
 /// Runs the server on the two bound listeners until `shutdown` completes, then drains.
 ///
@@ -272,17 +300,30 @@ pub async fn run(
             .set_service_status(*name, ServingStatus::NotServing)
             .await;
     }
-    let reflection = tonic_reflection::server::Builder::configure()
+    let mut reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name(pb::admin_service_server::SERVICE_NAME)
         .with_service_name(tonic_health::pb::health_server::SERVICE_NAME)
-        .with_service_name("grpc.reflection.v1.ServerReflection")
-        .build_v1()?;
+        .with_service_name("grpc.reflection.v1.ServerReflection");
+    for name in &HEALTH_SERVICES[1..] {
+        reflection = reflection.with_service_name(*name);
+    }
+    let reflection = reflection.build_v1()?;
     let max = config.grpc.max_message_bytes;
-    let admin = AdminServiceServer::new(Admin)
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
+    let domain = Domain::new();
+    macro_rules! sized {
+        ($server:expr) => {
+            $server
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max)
+        };
+    }
+    let admin = sized!(AdminServiceServer::new(Admin::new(domain.clone())));
+    let stores = sized!(StoreServiceServer::new(Stores::new(domain.clone())));
+    let inventory = sized!(InventoryServiceServer::new(Inventory::new(domain.clone())));
+    let holds = sized!(HoldServiceServer::new(Holds::new(domain.clone())));
+    let pickups = sized!(PickupServiceServer::new(Pickups::new(domain.clone())));
+    let events = sized!(EventServiceServer::new(Events::new(domain.clone())));
 
     // HTTP: /metrics and /readyz, stopped after the gRPC drain so the last scrape sees it.
     let (http_stop, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -312,16 +353,22 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(admin)
+        .add_service(stores)
+        .add_service(inventory)
+        .add_service(holds)
+        .add_service(pickups)
+        .add_service(events)
         .serve_with_incoming_shutdown(incoming, async {
             let _ = grpc_stop_rx.await;
         });
     let mut grpc = std::pin::pin!(grpc);
     info!(%grpc_addr, %http_addr, "listening");
 
-    let recovery = recover(&config);
+    let recovery = recover(&config, &domain);
     let mut recovery = std::pin::pin!(recovery);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut recovered = false;
+    let mut background: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     // Set when the transport stopped on its own (an error); it must not be polled again.
     let mut grpc_finished = false;
     let result = loop {
@@ -332,6 +379,7 @@ pub async fn run(
                     error!(error = %e, "recovery failed; shutting down");
                     break Err(e);
                 }
+                background = spawn_background(&config, &domain);
                 readiness.set_ready(true);
                 for name in HEALTH_SERVICES {
                     health.set_service_status(*name, ServingStatus::Serving).await;
@@ -368,7 +416,10 @@ pub async fn run(
             ),
         }
     }
-    final_sync(&config);
+    for task in &background {
+        task.abort();
+    }
+    final_sync(&domain).await;
     upkeep.abort();
     let _ = http_stop.send(());
     match http_task.await {
@@ -380,23 +431,127 @@ pub async fn run(
     result
 }
 
-/// Brings the engine's state back from the data directory. Today the engine API has
-/// not landed, so this only makes sure the directory exists; the engine's open +
-/// log replay call goes here (on a blocking thread), and health turns SERVING after it.
-async fn recover(config: &Config) -> Result<(), ServerError> {
+/// Brings the engine's state back from the data directory: opens the WAL there (the
+/// newest snapshot plus the log after it) on a blocking thread, and hands the engine to
+/// the handlers. Health turns SERVING after it.
+async fn recover(config: &Config, domain: &Domain) -> Result<(), ServerError> {
     let dir = config.data.dir.clone();
-    let created = tokio::task::spawn_blocking({
+    let opts = OpenOptions {
+        wal: config.data.wal_config(),
+        ..OpenOptions::default()
+    };
+    let opened = tokio::task::spawn_blocking({
         let dir = dir.clone();
-        move || std::fs::create_dir_all(&dir)
+        move || -> io::Result<DurableEngine> {
+            std::fs::create_dir_all(&dir)?;
+            let storage = FileStorage::open(&dir)?;
+            DurableEngine::open(Arc::new(storage), opts).map_err(io::Error::other)
+        }
     })
     .await
     .unwrap_or_else(|join| Err(io::Error::other(join)));
-    created.map_err(|source| ServerError::Recovery { dir, source })
+    let db = opened.map_err(|source| ServerError::Recovery { dir, source })?;
+    let report = db.recovery_report();
+    info!(last_lsn = %report.last_lsn, "engine recovered");
+    domain.set(Arc::new(db));
+    Ok(())
 }
 
-/// Runs after the last in-flight request finished: the engine's final WAL fsync goes
-/// here, so that everything acknowledged before shutdown is durable on return. With no
-/// engine wired yet there is nothing to sync.
-fn final_sync(config: &Config) {
-    info!(data_dir = %config.data.dir.display(), "final sync point reached");
+/// Starts the expiry ticker, the checkpoint ticker and the gauge publisher.
+fn spawn_background(config: &Config, domain: &Domain) -> Vec<tokio::task::JoinHandle<()>> {
+    let d = config.data.clone();
+    let expiry = {
+        let domain = domain.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(d.expire_interval_ms));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                // A full batch means more may be due: go again at once, still bounded
+                // per call.
+                loop {
+                    let Ok(engine) = domain.engine() else { break };
+                    let batch = d.expire_batch;
+                    let done =
+                        domain::blocking(move || Ok(engine.expire(domain::now(), batch)?.len()))
+                            .await;
+                    match done {
+                        Ok(n) if n >= batch => continue,
+                        Ok(_) => break,
+                        Err(e) => {
+                            warn!(error = %e.message(), "expiry failed");
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let checkpoint = {
+        let domain = domain.clone();
+        let d = config.data.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CHECKPOINT_POLL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last = tokio::time::Instant::now();
+            loop {
+                tick.tick().await;
+                let due_by_time = last.elapsed() >= Duration::from_millis(d.checkpoint_interval_ms);
+                if !due_by_time && domain.wal_bytes_since_checkpoint() < d.checkpoint_wal_bytes {
+                    continue;
+                }
+                let domain = domain.clone();
+                match domain::blocking(move || domain.checkpoint()).await {
+                    Ok(cp) => info!(lsn = %cp.lsn, bytes = cp.len_bytes, "checkpoint written"),
+                    Err(e) => warn!(error = %e.message(), "checkpoint failed"),
+                }
+                last = tokio::time::Instant::now();
+            }
+        })
+    };
+    let gauges = {
+        let domain = domain.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(GAUGE_INTERVAL);
+            loop {
+                tick.tick().await;
+                let Ok(db) = domain.db() else { continue };
+                let wal = db.wal().metrics();
+                let engine = db.engine();
+                EngineGauges {
+                    stores: engine.stores().len() as u64,
+                    active_holds: engine.active_holds() as u64,
+                    open_orders: engine.open_orders() as u64,
+                    head_seq: engine.log().last_lsn().0,
+                    durable_seq: wal.durable_lsn,
+                    wal_bytes: domain.wal_bytes_since_checkpoint(),
+                    wal_fsync_last_us: wal.last_fsync_latency_us,
+                    stream_retained: db.stream().retained() as u64,
+                }
+                .publish();
+            }
+        })
+    };
+    vec![expiry, checkpoint, gauges]
+}
+
+/// How often the checkpoint ticker checks its two triggers.
+const CHECKPOINT_POLL: Duration = Duration::from_secs(1);
+/// How often engine gauges are published.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Runs after the last in-flight request finished: flushes and syncs the WAL, so that
+/// everything appended before shutdown is durable on return (with `durability = "sync"`
+/// it already was; with `async` this closes the loss window).
+async fn final_sync(domain: &Domain) {
+    let Ok(db) = domain.db() else {
+        info!("final sync: no engine was opened");
+        return;
+    };
+    let db = db.clone();
+    match tokio::task::spawn_blocking(move || db.wal().flush()).await {
+        Ok(Ok(())) => info!("final sync: WAL flushed"),
+        Ok(Err(e)) => error!(error = %e, "final sync: WAL flush failed"),
+        Err(e) => error!(error = %e, "final sync: task failed"),
+    }
 }

@@ -103,6 +103,12 @@ pub enum DomainError {
         /// The limit.
         limit: u64,
     },
+    /// A request with the same idempotency key is being applied right now.
+    #[error("a request with idempotency key {key:?} is in flight; retry shortly")]
+    InFlight {
+        /// The key.
+        key: String,
+    },
     /// The engine is still replaying its log.
     #[error("the engine is recovering its log; retry shortly")]
     Recovering,
@@ -115,6 +121,9 @@ pub enum DomainError {
     /// The log is corrupt.
     #[error("log corruption: {0}")]
     Corruption(String),
+    /// The contract has the RPC or form, but this server does not provide it yet.
+    #[error("not implemented: {0}")]
+    Unimplemented(&'static str),
     /// A bug.
     #[error("internal error: {0}")]
     Internal(String),
@@ -122,6 +131,9 @@ pub enum DomainError {
 
 /// How long clients should wait before retrying after UNAVAILABLE during recovery.
 const RECOVERING_RETRY: Duration = Duration::from_millis(500);
+
+/// How long clients should wait before retrying a request whose key is in flight.
+const IN_FLIGHT_RETRY: Duration = Duration::from_millis(20);
 
 /// The table: one arm per [`DomainError`] variant.
 pub fn to_status(err: &DomainError) -> Status {
@@ -166,8 +178,10 @@ pub fn to_status(err: &DomainError) -> Status {
             ErrorDetails::with_quota_failure_violation(*what, format!("limit {limit}")),
         ),
         DomainError::Recovering => unavailable_retry(message, RECOVERING_RETRY),
+        DomainError::InFlight { .. } => unavailable_retry(message, IN_FLIGHT_RETRY),
         DomainError::ShuttingDown | DomainError::Storage(_) => Status::unavailable(message),
         DomainError::Corruption(_) => Status::data_loss(message),
+        DomainError::Unimplemented(_) => Status::unimplemented(message),
         DomainError::Internal(_) => Status::internal(message),
     }
 }

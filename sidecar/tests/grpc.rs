@@ -75,7 +75,7 @@ async fn ping_with_a_token_lacking_the_scope_is_permission_denied() {
 }
 
 #[tokio::test]
-async fn unserved_services_are_unimplemented_and_still_need_a_token() {
+async fn domain_rpcs_need_a_token_and_the_scope_and_unmerged_ones_say_so() {
     let server = TestServer::start(|_| {}).await;
     let mut holds = HoldServiceClient::new(server.channel().await);
     let request = HoldRequest {
@@ -94,11 +94,19 @@ async fn unserved_services_are_unimplemented_and_still_need_a_token() {
         Code::PermissionDenied,
         "{wrong_scope:?}"
     );
-    let not_wired = holds
-        .hold(with_token(request, CHECKOUT_TOKEN))
+    // Allocation is not merged: UNIMPLEMENTED with a message saying why, not fake data.
+    let not_merged = holds
+        .allocate(with_token(
+            pickline_sidecar::pb::AllocateRequest::default(),
+            CHECKOUT_TOKEN,
+        ))
         .await
         .unwrap_err();
-    assert_eq!(not_wired.code(), Code::Unimplemented, "{not_wired:?}");
+    assert_eq!(not_merged.code(), Code::Unimplemented, "{not_merged:?}");
+    assert!(
+        not_merged.message().contains("allocation"),
+        "{not_merged:?}"
+    );
 }
 
 #[tokio::test]
@@ -147,9 +155,14 @@ async fn reflection_lists_the_served_services_and_knows_the_whole_contract() {
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",
             "pickline.v1.AdminService",
+            "pickline.v1.EventService",
+            "pickline.v1.HoldService",
+            "pickline.v1.InventoryService",
+            "pickline.v1.PickupService",
+            "pickline.v1.StoreService",
         ]
     );
-    // Not served yet, but its schema is there for clients to generate code from.
+    // The schema is there for clients to generate code from.
     let response = reflect(
         server.channel().await,
         MessageRequest::FileContainingSymbol("pickline.v1.HoldService".into()),

@@ -27,6 +27,7 @@ use tonic_health::pb::{
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 pub const CHECKOUT_TOKEN: &str = "test-checkout-token-0123456789abc";
 pub const POS_TOKEN: &str = "test-pos-s1-token-0123456789abcde";
+pub const STAFF_S1_TOKEN: &str = "test-staff-s1-token-0123456789abc";
 
 /// How long a test waits for something that should happen promptly before failing.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -73,6 +74,7 @@ pub fn test_config(dir: &ScratchDir) -> Config {
         token("ops", ADMIN_TOKEN, &["admin"]),
         token("web", CHECKOUT_TOKEN, &["checkout"]),
         token("till-s1", POS_TOKEN, &["pos:S1"]),
+        token("tablet-s1", STAFF_S1_TOKEN, &["staff:S1"]),
     ];
     config.validate().unwrap();
     config
@@ -84,14 +86,18 @@ pub struct TestServer {
     pub http_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServerError>>>,
-    _dir: ScratchDir,
+    dir: Option<ScratchDir>,
 }
 
 impl TestServer {
     /// Starts a server with `configure` applied to [`test_config`], and waits until its
     /// health check reports SERVING.
     pub async fn start(configure: impl FnOnce(&mut Config)) -> TestServer {
-        let dir = ScratchDir::new();
+        TestServer::start_in(ScratchDir::new(), configure).await
+    }
+
+    /// [`TestServer::start`] on an existing directory (a restart).
+    pub async fn start_in(dir: ScratchDir, configure: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = test_config(&dir);
         configure(&mut config);
         config.validate().unwrap();
@@ -108,7 +114,7 @@ impl TestServer {
             http_addr,
             stop: Some(stop),
             task: Some(task),
-            _dir: dir,
+            dir: Some(dir),
         };
         server.wait_serving("").await;
         server
@@ -156,6 +162,15 @@ impl TestServer {
             .await
             .expect("server did not stop in time")
             .expect("server task panicked")
+    }
+}
+
+impl TestServer {
+    /// Stops the server cleanly and hands back its directory for a restart.
+    pub async fn stop_keeping_dir(mut self) -> ScratchDir {
+        let dir = self.dir.take().unwrap();
+        self.stop().await.unwrap();
+        dir
     }
 }
 

@@ -1,0 +1,498 @@
+//! `pickline bench grpc`: the gRPC server in this process on loopback, and a tonic client
+//! load generator against it, both on one runtime (the 2-core budget is shared, as it
+//! would be on a small store server).
+//!
+//! Measured in one run, on the same server:
+//!
+//! - `ping_rps`: closed loop, `concurrency` calls in flight, `AdminService.Ping` (the
+//!   transport ceiling: auth, admission, metrics, no engine work).
+//! - `hold_rps`: closed loop, the same concurrency, each in-flight slot alternating
+//!   `Hold` (one line, keyed) and `Release` of that hold; the figure is unary mutation
+//!   RPCs per second, so it compares one-for-one with Ping (`hold_vs_ping`).
+//! - `batch_lines_per_s`: closed loop, `BatchHold` of `batch_len` single-line holds.
+//! - `p99_ms_at_half_load`: open loop at half of `hold_rps`, same hold/release mix; each
+//!   latency is measured from the request's *intended* send time, so a stalled server
+//!   cannot hide its queueing (coordinated omission corrected).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+use tonic::{
+    Request,
+    transport::{Channel, Endpoint},
+};
+
+use crate::{
+    config::{Config, DurabilityMode, TokenConfig},
+    pb::{
+        self, admin_service_client::AdminServiceClient, hold_service_client::HoldServiceClient,
+        inventory_service_client::InventoryServiceClient, store_service_client::StoreServiceClient,
+    },
+    server,
+};
+
+/// The bench's only token (admin scope: it may call everything).
+const TOKEN: &str = "bench-admin-token-0123456789abcdef";
+/// SKUs the holds spread over (uniform).
+const SKUS: u32 = 1_000;
+/// Units received per SKU: enough that batch holds never run out.
+const STOCK_PER_SKU: u32 = 1_000_000_000;
+/// Client connections (HTTP/2), requests spread round robin.
+const CONNECTIONS: usize = 4;
+
+/// Settings of one run.
+#[derive(Debug, Clone)]
+pub struct GrpcBenchConfig {
+    /// Data directory (wiped first).
+    pub dir: std::path::PathBuf,
+    /// WAL durability of the server.
+    pub durability: DurabilityMode,
+    /// Calls in flight in the closed loops.
+    pub concurrency: usize,
+    /// BatchHold requests in flight.
+    pub batch_concurrency: usize,
+    /// Holds per BatchHold request.
+    pub batch_len: usize,
+    /// Warm-up before each measured phase.
+    pub warmup: Duration,
+    /// Length of each measured phase.
+    pub phase: Duration,
+}
+
+impl GrpcBenchConfig {
+    /// The full configuration.
+    pub fn full(dir: std::path::PathBuf, durability: DurabilityMode) -> Self {
+        GrpcBenchConfig {
+            dir,
+            durability,
+            concurrency: 64,
+            batch_concurrency: 2,
+            batch_len: 1_000,
+            warmup: Duration::from_millis(500),
+            phase: Duration::from_secs(3),
+        }
+    }
+
+    /// A short smoke run; figures are not representative.
+    pub fn quick(dir: std::path::PathBuf, durability: DurabilityMode) -> Self {
+        GrpcBenchConfig {
+            concurrency: 8,
+            batch_len: 100,
+            warmup: Duration::from_millis(50),
+            phase: Duration::from_millis(300),
+            ..Self::full(dir, durability)
+        }
+    }
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GrpcBenchReport {
+    /// Durability of the server's WAL.
+    pub durability: String,
+    /// Calls in flight in the closed loops.
+    pub concurrency: usize,
+    /// Empty RPCs per second.
+    pub ping_rps: f64,
+    /// Hold/Release RPCs per second.
+    pub hold_rps: f64,
+    /// `hold_rps / ping_rps` (target >= 0.8).
+    pub hold_vs_ping: f64,
+    /// Held lines per second through BatchHold (target >= 1,000,000).
+    pub batch_lines_per_s: f64,
+    /// Holds per BatchHold request.
+    pub batch_len: usize,
+    /// Offered rate of the open loop, RPCs per second.
+    pub open_loop_rps: f64,
+    /// p50 latency of the open loop, ms.
+    pub p50_ms_at_half_load: f64,
+    /// p99 latency of the open loop, ms (target <= 2).
+    pub p99_ms_at_half_load: f64,
+    /// p99.9 latency of the open loop, ms.
+    pub p999_ms_at_half_load: f64,
+    /// Requests of the open loop that failed.
+    pub open_loop_errors: u64,
+}
+
+impl GrpcBenchReport {
+    /// One JSON object.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("report serializes")
+    }
+
+    /// A human-readable table.
+    pub fn to_table(&self) -> String {
+        format!(
+            "gRPC bench (durability {}, {} in flight)\n\
+             ping_rps             {:>12.0}\n\
+             hold_rps             {:>12.0}   (Hold+Release RPCs)\n\
+             hold_vs_ping         {:>12.3}   target >= 0.8\n\
+             batch_lines_per_s    {:>12.0}   target >= 1000000 ({} holds/request)\n\
+             open loop at         {:>12.0}   RPC/s (half of hold_rps)\n\
+             p50_ms_at_half_load  {:>12.3}\n\
+             p99_ms_at_half_load  {:>12.3}   target <= 2\n\
+             p999_ms_at_half_load {:>12.3}\n\
+             open loop errors     {:>12}\n",
+            self.durability,
+            self.concurrency,
+            self.ping_rps,
+            self.hold_rps,
+            self.hold_vs_ping,
+            self.batch_lines_per_s,
+            self.batch_len,
+            self.open_loop_rps,
+            self.p50_ms_at_half_load,
+            self.p99_ms_at_half_load,
+            self.p999_ms_at_half_load,
+            self.open_loop_errors,
+        )
+    }
+}
+
+fn authed<T>(message: T) -> Request<T> {
+    let mut r = Request::new(message);
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {TOKEN}").parse().expect("ascii"),
+    );
+    r
+}
+
+/// Runs the benchmark; `progress` gets one line per step.
+pub fn run(cfg: &GrpcBenchConfig, progress: impl Fn(&str)) -> anyhow::Result<GrpcBenchReport> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run_async(cfg, &progress))
+}
+
+async fn run_async(
+    cfg: &GrpcBenchConfig,
+    progress: &dyn Fn(&str),
+) -> anyhow::Result<GrpcBenchReport> {
+    let _ = std::fs::remove_dir_all(&cfg.dir);
+    let mut config = Config::default();
+    config.data.dir = cfg.dir.clone();
+    config.data.durability = cfg.durability;
+    config.grpc.concurrency_limit = 4 * cfg.concurrency.max(cfg.batch_concurrency) + 64;
+    config.grpc.max_message_bytes = 64 << 20;
+    config.tokens = vec![TokenConfig {
+        name: "bench".into(),
+        token: TOKEN.into(),
+        scopes: vec!["admin".parse()?],
+    }];
+    config.validate()?;
+    let grpc = TcpListener::bind("127.0.0.1:0").await?;
+    let http = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = grpc.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(server::run(config, grpc, http, async {
+        let _ = stopped.await;
+    }));
+
+    let mut channels = Vec::with_capacity(CONNECTIONS);
+    for _ in 0..CONNECTIONS {
+        channels.push(
+            Endpoint::from_shared(format!("http://{addr}"))?
+                .tcp_nodelay(true)
+                .connect()
+                .await?,
+        );
+    }
+    progress("waiting for the engine to recover");
+    setup(&channels[0]).await?;
+
+    progress("closed loop: Ping");
+    let ping_rps = closed_loop(cfg, &channels, |ch, _, _| async move {
+        AdminServiceClient::new(ch)
+            .ping(authed(pb::PingRequest {}))
+            .await
+            .map(|_| 1)
+    })
+    .await?;
+
+    progress("closed loop: Hold + Release");
+    let hold_rps = closed_loop(cfg, &channels, |ch, worker, i| async move {
+        hold_release(ch, worker, i).await
+    })
+    .await?;
+
+    progress("closed loop: BatchHold");
+    let batch_len = cfg.batch_len;
+    let batch_cfg = GrpcBenchConfig {
+        concurrency: cfg.batch_concurrency,
+        ..cfg.clone()
+    };
+    let batch_lines_per_s = closed_loop(&batch_cfg, &channels, move |ch, worker, i| async move {
+        let holds = (0..batch_len)
+            .map(|j| pb::HoldRequest {
+                idempotency_key: format!("b{worker}-{i}-{j}"),
+                store_id: "B1".into(),
+                lines: vec![pb::Line {
+                    sku: format!("SKU-{}", (j as u64 + i) % u64::from(SKUS)),
+                    qty: 1,
+                }],
+                expiry: None,
+            })
+            .collect();
+        let r = HoldServiceClient::new(ch)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+            .batch_hold(authed(pb::BatchHoldRequest { holds }))
+            .await?
+            .into_inner();
+        let granted = r
+            .results
+            .iter()
+            .filter(|h| matches!(h.outcome, Some(pb::hold_response::Outcome::Granted(_))))
+            .count();
+        Ok(granted as u64)
+    })
+    .await?;
+
+    let open_loop_rps = (hold_rps / 2.0).max(1.0);
+    progress(&format!(
+        "open loop: Hold + Release at {open_loop_rps:.0} RPC/s"
+    ));
+    let (hist, open_loop_errors) = open_loop(cfg, &channels, open_loop_rps).await?;
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1_000.0;
+
+    let _ = stop.send(());
+    let _ = server.await;
+    let _ = std::fs::remove_dir_all(&cfg.dir);
+    Ok(GrpcBenchReport {
+        durability: format!("{:?}", cfg.durability).to_lowercase(),
+        concurrency: cfg.concurrency,
+        ping_rps,
+        hold_rps,
+        hold_vs_ping: hold_rps / ping_rps,
+        batch_lines_per_s,
+        batch_len,
+        open_loop_rps,
+        p50_ms_at_half_load: ms(0.50),
+        p99_ms_at_half_load: ms(0.99),
+        p999_ms_at_half_load: ms(0.999),
+        open_loop_errors,
+    })
+}
+
+/// Waits until the engine serves, then creates the store and its stock.
+async fn setup(channel: &Channel) -> anyhow::Result<()> {
+    let mut stores = StoreServiceClient::new(channel.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let store = pb::StoreIdentity {
+        store_id: "B1".into(),
+        name: "Bench".into(),
+        location: Some(pb::GeoPoint {
+            latitude_deg: 48.14,
+            longitude_deg: 11.58,
+        }),
+        time_zone: "Europe/Berlin".into(),
+        status: pb::StoreStatus::Open as i32,
+        ..Default::default()
+    };
+    loop {
+        let r = stores
+            .upsert_store(authed(pb::UpsertStoreRequest {
+                idempotency_key: "bench-store".into(),
+                store: Some(store.clone()),
+            }))
+            .await;
+        match r {
+            Ok(_) => break,
+            Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(s) => return Err(s.into()),
+        }
+    }
+    let events = (0..SKUS)
+        .map(|s| pb::PosEvent {
+            pos_event_id: format!("recv-{s}"),
+            store_id: "B1".into(),
+            sku: format!("SKU-{s}"),
+            occurred_at_ms: 1,
+            change: Some(pb::pos_event::Change::Delta(pb::PosDelta {
+                kind: pb::PosDeltaKind::Receive as i32,
+                qty: STOCK_PER_SKU,
+            })),
+            order_ref: String::new(),
+        })
+        .collect();
+    InventoryServiceClient::new(channel.clone())
+        .apply_pos_events(authed(pb::ApplyPosEventsRequest {
+            idempotency_key: "bench-stock".into(),
+            events,
+        }))
+        .await?;
+    Ok(())
+}
+
+/// One Hold followed by the Release of the granted hold: 2 RPCs.
+async fn hold_release(ch: Channel, worker: usize, i: u64) -> Result<u64, tonic::Status> {
+    let mut holds = HoldServiceClient::new(ch);
+    let r = holds
+        .hold(authed(pb::HoldRequest {
+            idempotency_key: format!("h{worker}-{i}"),
+            store_id: "B1".into(),
+            lines: vec![pb::Line {
+                sku: format!("SKU-{}", (worker as u64 * 7919 + i) % u64::from(SKUS)),
+                qty: 1,
+            }],
+            expiry: None,
+        }))
+        .await?
+        .into_inner();
+    let Some(pb::hold_response::Outcome::Granted(h)) = r.outcome else {
+        return Err(tonic::Status::internal(format!("hold not granted: {r:?}")));
+    };
+    holds
+        .release(authed(pb::ReleaseRequest {
+            idempotency_key: format!("r{worker}-{i}"),
+            hold_id: h.hold_id,
+            reason: String::new(),
+        }))
+        .await?;
+    Ok(2)
+}
+
+/// Runs `call` from `cfg.concurrency` workers, each with one call in flight, for the
+/// warm-up and then the measured phase; returns units (the calls' `Ok` values) per
+/// second of the measured phase.
+async fn closed_loop<F, Fut>(
+    cfg: &GrpcBenchConfig,
+    channels: &[Channel],
+    call: F,
+) -> anyhow::Result<f64>
+where
+    F: Fn(Channel, usize, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<u64, tonic::Status>> + Send,
+{
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let units = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::with_capacity(cfg.concurrency);
+    for worker in 0..cfg.concurrency {
+        let (call, measuring, stop, units) =
+            (call.clone(), measuring.clone(), stop.clone(), units.clone());
+        let ch = channels[worker % channels.len()].clone();
+        // Keys must never repeat across phases or runs of the same server.
+        let seed = rand_seed();
+        workers.push(tokio::spawn(async move {
+            let mut i = seed;
+            while !stop.load(Ordering::Relaxed) {
+                let n = call(ch.clone(), worker, i).await?;
+                i += 1;
+                if measuring.load(Ordering::Relaxed) {
+                    units.fetch_add(n, Ordering::Relaxed);
+                }
+            }
+            Ok::<_, tonic::Status>(())
+        }));
+    }
+    tokio::time::sleep(cfg.warmup).await;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(cfg.phase).await;
+    let n = units.load(Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await??;
+    }
+    Ok(n as f64 / elapsed.as_secs_f64())
+}
+
+fn rand_seed() -> u64 {
+    use rand::RngExt as _;
+    rand::rng().random::<u64>() >> 16
+}
+
+/// Sends Hold (+ Release) pairs at `rate_rps` RPCs per second regardless of how fast
+/// answers come, and records each RPC's latency from its intended send time.
+async fn open_loop(
+    cfg: &GrpcBenchConfig,
+    channels: &[Channel],
+    rate_rps: f64,
+) -> anyhow::Result<(Histogram<u64>, u64)> {
+    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
+    let errors = Arc::new(AtomicU64::new(0));
+    // One pair is 2 RPCs: schedule pairs at half the RPC rate.
+    let interval = Duration::from_secs_f64(2.0 / rate_rps);
+    let total = cfg.warmup + cfg.phase;
+    let start = tokio::time::Instant::now() + Duration::from_millis(10);
+    let measure_from = start + cfg.warmup;
+    let seed = rand_seed();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut i: u64 = 0;
+    loop {
+        let intended = start + interval.mul_f64(i as f64);
+        if intended >= start + total {
+            break;
+        }
+        tokio::time::sleep_until(intended).await;
+        let ch = channels[i as usize % channels.len()].clone();
+        let (hist, errors) = (hist.clone(), errors.clone());
+        tasks.spawn(async move {
+            let mut holds = HoldServiceClient::new(ch);
+            let record = |hist: &Mutex<Histogram<u64>>, from: tokio::time::Instant| {
+                if intended >= measure_from {
+                    let us = from.elapsed().as_micros().max(1) as u64;
+                    let _ = hist.lock().record(us.min(60_000_000));
+                }
+            };
+            let r = holds
+                .hold(authed(pb::HoldRequest {
+                    idempotency_key: format!("o{seed}-{i}"),
+                    store_id: "B1".into(),
+                    lines: vec![pb::Line {
+                        sku: format!("SKU-{}", i % u64::from(SKUS)),
+                        qty: 1,
+                    }],
+                    expiry: None,
+                }))
+                .await;
+            // The hold was due at `intended`.
+            record(&hist, intended);
+            let Ok(r) = r else {
+                errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            let Some(pb::hold_response::Outcome::Granted(h)) = r.into_inner().outcome else {
+                errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            // The release was due half an interval later, or as soon as the hold
+            // answered if that was later: its latency counts from then.
+            let due = (intended + interval / 2).max(tokio::time::Instant::now());
+            tokio::time::sleep_until(due).await;
+            let r = holds
+                .release(authed(pb::ReleaseRequest {
+                    idempotency_key: format!("or{seed}-{i}"),
+                    hold_id: h.hold_id,
+                    reason: String::new(),
+                }))
+                .await;
+            record(&hist, due);
+            if r.is_err() {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        i += 1;
+    }
+    while tasks.join_next().await.is_some() {}
+    let hist = Arc::try_unwrap(hist)
+        .map_err(|_| anyhow::anyhow!("histogram still shared"))?
+        .into_inner();
+    Ok((hist, errors.load(Ordering::Relaxed)))
+}

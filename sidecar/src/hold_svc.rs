@@ -1,0 +1,238 @@
+//! `pickline.v1.HoldService` handlers: convert, call the engine on a blocking thread,
+//! convert the outcome.
+
+use pickline_engine::{
+    ConfirmOutcome, Engine, ExtendOutcome, HoldNotActive, HoldOutcome, ReleaseOutcome,
+};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    auth,
+    convert::{self, idempotency_key},
+    domain::{Domain, blocking, now},
+    pb::{self, hold_service_server::HoldService},
+    status::DomainError,
+};
+
+/// Holds per BatchHold request at most (hold.proto).
+pub const BATCH_HOLDS_MAX: usize = 1_000;
+
+/// The HoldService handler.
+#[derive(Clone, Debug)]
+pub struct Holds {
+    domain: Domain,
+}
+
+impl Holds {
+    /// A handler over `domain`.
+    pub fn new(domain: Domain) -> Holds {
+        Holds { domain }
+    }
+}
+
+/// The contract response of one engine hold outcome. `head_before` is the log head read
+/// before the call: a grant whose record is at or below it was granted by an earlier
+/// request with the same key (`replayed`).
+fn hold_response(
+    engine: &Engine,
+    req: &pb::HoldRequest,
+    outcome: HoldOutcome,
+    head_before: u64,
+) -> Result<pb::HoldResponse, DomainError> {
+    use pb::hold_response::Outcome;
+    Ok(match outcome {
+        HoldOutcome::Granted(g) => {
+            let replayed = g.lsn.0 <= head_before;
+            let info = match engine.hold_info(g.hold).filter(|_| replayed) {
+                Some(h) => convert::active_hold_pb(engine, &h),
+                None => convert::hold_info_pb(
+                    &req.store_id,
+                    req.lines.clone(),
+                    now().as_ms(),
+                    g.expires_at.as_ms(),
+                    pb::HoldState::Active,
+                    g.hold,
+                ),
+            };
+            pb::HoldResponse {
+                outcome: Some(Outcome::Granted(info)),
+                replayed,
+            }
+        }
+        HoldOutcome::Rejected(r) => pb::HoldResponse {
+            outcome: Some(Outcome::Rejected(convert::hold_rejected_pb(&r))),
+            replayed: false,
+        },
+        HoldOutcome::InFlight => {
+            return Err(DomainError::InFlight {
+                key: req.idempotency_key.clone(),
+            });
+        }
+    })
+}
+
+fn not_active(
+    hold: pickline_engine::HoldId,
+    n: HoldNotActive,
+) -> Result<pb::HoldRejected, DomainError> {
+    match n {
+        HoldNotActive::Ended => Ok(convert::hold_not_active_pb(hold)),
+        HoldNotActive::Unknown => Err(convert::unknown_hold(hold)),
+    }
+}
+
+#[tonic::async_trait]
+impl HoldService for Holds {
+    async fn hold(
+        &self,
+        request: Request<pb::HoldRequest>,
+    ) -> Result<Response<pb::HoldResponse>, Status> {
+        auth::caller(&request)?.authorize_store(&request.get_ref().store_id)?;
+        let req = request.into_inner();
+        let cmd = convert::hold_request("", &req)?;
+        let engine = self.domain.engine()?;
+        blocking(move || {
+            let head_before = engine.log().last_lsn().0;
+            let outcome = engine.hold(&cmd, now())?;
+            hold_response(&engine, &req, outcome, head_before)
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn batch_hold(
+        &self,
+        request: Request<pb::BatchHoldRequest>,
+    ) -> Result<Response<pb::BatchHoldResponse>, Status> {
+        let caller = auth::caller(&request)?.clone();
+        let reqs = request.into_inner().holds;
+        convert::batch_len("holds", reqs.len(), BATCH_HOLDS_MAX)?;
+        let mut cmds = Vec::with_capacity(reqs.len());
+        for (i, r) in reqs.iter().enumerate() {
+            caller.authorize_store(&r.store_id)?;
+            cmds.push(convert::hold_request(&format!("holds[{i}]."), r)?);
+        }
+        let engine = self.domain.engine()?;
+        blocking(move || {
+            let head_before = engine.log().last_lsn().0;
+            let outcomes = engine.hold_batch(&cmds, now())?;
+            let results = reqs
+                .iter()
+                .zip(outcomes)
+                .map(|(req, outcome)| hold_response(&engine, req, outcome?, head_before))
+                .collect::<Result<_, DomainError>>()?;
+            Ok(pb::BatchHoldResponse { results })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn extend(
+        &self,
+        request: Request<pb::ExtendRequest>,
+    ) -> Result<Response<pb::ExtendResponse>, Status> {
+        let req = request.into_inner();
+        idempotency_key("idempotency_key", &req.idempotency_key)?;
+        let hold = convert::hold_id(req.hold_id);
+        let engine = self.domain.engine()?;
+        blocking(move || {
+            use pb::extend_response::Outcome;
+            let outcome = match engine.extend(hold, Some(req.ttl_ms), now())? {
+                ExtendOutcome::Extended { .. } => match engine.hold_info(hold) {
+                    Some(h) => Outcome::Extended(convert::active_hold_pb(&engine, &h)),
+                    None => Outcome::Rejected(convert::hold_not_active_pb(hold)),
+                },
+                ExtendOutcome::NotActive(n) => Outcome::Rejected(not_active(hold, n)?),
+            };
+            Ok(pb::ExtendResponse {
+                outcome: Some(outcome),
+                replayed: false,
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn confirm(
+        &self,
+        request: Request<pb::ConfirmRequest>,
+    ) -> Result<Response<pb::ConfirmResponse>, Status> {
+        let req = request.into_inner();
+        idempotency_key("idempotency_key", &req.idempotency_key)?;
+        let hold = convert::hold_id(req.hold_id);
+        let engine = self.domain.engine()?;
+        blocking(move || {
+            use pb::confirm_response::Outcome;
+            let outcome = match engine.confirm(hold, now())? {
+                ConfirmOutcome::Confirmed { .. } => match engine.hold_info(hold) {
+                    Some(h) => Outcome::Confirmed(convert::active_hold_pb(&engine, &h)),
+                    None => Outcome::Rejected(convert::hold_not_active_pb(hold)),
+                },
+                ConfirmOutcome::NotActive(n) => Outcome::Rejected(not_active(hold, n)?),
+            };
+            Ok(pb::ConfirmResponse {
+                outcome: Some(outcome),
+                replayed: false,
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn release(
+        &self,
+        request: Request<pb::ReleaseRequest>,
+    ) -> Result<Response<pb::ReleaseResponse>, Status> {
+        let req = request.into_inner();
+        idempotency_key("idempotency_key", &req.idempotency_key)?;
+        let hold = convert::hold_id(req.hold_id);
+        let engine = self.domain.engine()?;
+        blocking(move || {
+            let before = engine.hold_info(hold);
+            let store = convert::store_name(&engine, hold.store().0);
+            let (lines, created, expires) = before.as_ref().map_or((Vec::new(), 0, 0), |h| {
+                (
+                    convert::lines_pb(&engine, &h.lines),
+                    h.created.as_ms(),
+                    h.expires_at.as_ms(),
+                )
+            });
+            let (state, released_now) = match engine.release(hold, now())? {
+                ReleaseOutcome::Released => (pb::HoldState::Released, true),
+                // Ended earlier: released (perhaps by a retry of this request), expired
+                // or consumed; the engine does not keep which.
+                ReleaseOutcome::AlreadyEnded => (pb::HoldState::Unspecified, false),
+                ReleaseOutcome::Unknown => return Err(convert::unknown_hold(hold)),
+            };
+            Ok(pb::ReleaseResponse {
+                hold: Some(convert::hold_info_pb(
+                    &store, lines, created, expires, state, hold,
+                )),
+                released_now,
+                replayed: false,
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn allocate(
+        &self,
+        _request: Request<pb::AllocateRequest>,
+    ) -> Result<Response<pb::AllocateResponse>, Status> {
+        Err(DomainError::Unimplemented(
+            "HoldService.Allocate needs the engine's allocation, which is not merged yet",
+        )
+        .into())
+    }
+
+    async fn list_slots(
+        &self,
+        _request: Request<pb::ListSlotsRequest>,
+    ) -> Result<Response<pb::ListSlotsResponse>, Status> {
+        Err(DomainError::Unimplemented(
+            "HoldService.ListSlots needs store calendars, which are not merged yet",
+        )
+        .into())
+    }
+}

@@ -1,0 +1,451 @@
+//! `pickline.v1.PickupService` handlers.
+//!
+//! Every handler that names an order authorizes the order's store (the store is in the
+//! order id's high bits), so a staff token of one store never reads or changes another
+//! store's orders.
+
+use std::sync::Arc;
+
+use pickline_engine::{
+    Canceller, CollectOutcome, CreateOrderOutcome, CreateOrderRejection, Engine, HoldNotActive,
+    OrderId, OrderStatus, ReadyOutcome, ShortPick, ShortPickResolution, TransitionOutcome,
+    VerifyCodeOutcome,
+};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    auth::{self, Caller},
+    convert::{self, idempotency_key, staff_id},
+    domain::{Domain, blocking, entropy, now},
+    pb::{self, pickup_service_server::PickupService},
+    status::{DomainError, ResourceKind},
+};
+
+/// Orders per ListOrders page: default and maximum (pickup.proto).
+const PAGE_DEFAULT: usize = 100;
+const PAGE_MAX: usize = 1_000;
+
+/// The PickupService handler.
+#[derive(Clone, Debug)]
+pub struct Pickups {
+    domain: Domain,
+}
+
+impl Pickups {
+    /// A handler over `domain`.
+    pub fn new(domain: Domain) -> Pickups {
+        Pickups { domain }
+    }
+
+    /// The engine, after checking that the caller may act on `order`'s store.
+    fn engine_for(&self, caller: &Caller, order: OrderId) -> Result<Arc<Engine>, Status> {
+        let engine = self.domain.engine()?;
+        caller.authorize_store(&convert::store_name(&engine, order.store().0))?;
+        Ok(engine)
+    }
+}
+
+/// The order after a transition, or the status error of a refused one.
+fn transitioned(
+    engine: &Engine,
+    order: OrderId,
+    outcome: TransitionOutcome,
+    action: &'static str,
+) -> Result<pb::PickupOrder, DomainError> {
+    match outcome {
+        TransitionOutcome::Done { .. } => Ok(convert::order_pb(
+            engine,
+            &convert::order_view(engine, order)?,
+        )),
+        TransitionOutcome::Rejected(r) => Err(convert::order_rejection(order, &r, action)),
+    }
+}
+
+fn order_rejected(reason: pb::OrderRejectReason, message: &str) -> pb::OrderRejected {
+    pb::OrderRejected {
+        reason: reason as i32,
+        attempts_left: 0,
+        message: message.to_owned(),
+    }
+}
+
+#[tonic::async_trait]
+impl PickupService for Pickups {
+    async fn create_order(
+        &self,
+        request: Request<pb::CreateOrderRequest>,
+    ) -> Result<Response<pb::CreateOrderResponse>, Status> {
+        let caller = auth::caller(&request)?.clone();
+        let cmd = convert::create_order(request.into_inner())?;
+        let order = OrderId::from_hold(cmd.hold);
+        let engine = self.engine_for(&caller, order)?;
+        blocking(move || {
+            use pb::create_order_response::Outcome;
+            let now = now();
+            let head_before = engine.log().last_lsn();
+            let outcome = match engine.create_order(&cmd, now)? {
+                CreateOrderOutcome::Created { order } => {
+                    // The contract's CreateOrder also confirms: checkout is complete.
+                    let confirmed = engine.confirm_order(order, now)?;
+                    Outcome::Order(transitioned(&engine, order, confirmed, "confirm")?)
+                }
+                CreateOrderOutcome::Rejected(CreateOrderRejection::HoldNotActive(
+                    HoldNotActive::Ended,
+                )) => Outcome::Rejected(order_rejected(
+                    pb::OrderRejectReason::HoldNotActive,
+                    "the hold expired or was released before the order was created",
+                )),
+                CreateOrderOutcome::Rejected(CreateOrderRejection::HoldNotActive(
+                    HoldNotActive::Unknown,
+                )) => return Err(convert::unknown_hold(cmd.hold)),
+                CreateOrderOutcome::Rejected(CreateOrderRejection::OrderExists { order }) => {
+                    return Err(DomainError::IdempotencyKeyReused {
+                        key: format!(
+                            "{} (hold {} already has order {})",
+                            cmd.idempotency_key.unwrap_or_default(),
+                            cmd.hold.0,
+                            order.0
+                        ),
+                    });
+                }
+                CreateOrderOutcome::Rejected(CreateOrderRejection::LinesMismatch) => {
+                    return Err(DomainError::InvalidArgument {
+                        field: "lines".into(),
+                        reason: "must be exactly the hold's lines (SKU and quantity)".into(),
+                    });
+                }
+            };
+            // Nothing appended by this request: the order came from an earlier one.
+            let replayed =
+                matches!(outcome, Outcome::Order(_)) && engine.log().last_lsn() == head_before;
+            Ok(pb::CreateOrderResponse {
+                outcome: Some(outcome),
+                replayed,
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn get_order(
+        &self,
+        request: Request<pb::GetOrderRequest>,
+    ) -> Result<Response<pb::GetOrderResponse>, Status> {
+        let caller = auth::caller(&request)?.clone();
+        let engine = self.domain.engine()?;
+        let order = match request.into_inner().key {
+            Some(pb::get_order_request::Key::OrderId(id)) => OrderId(id),
+            Some(pb::get_order_request::Key::ChannelRef(r)) => {
+                // The engine indexes channel order ids per store; the channel itself
+                // is not part of the key.
+                engine
+                    .stores()
+                    .iter()
+                    .find_map(|(_, def)| engine.order_by_ref(&def.external_id, &r.channel_order_id))
+                    .ok_or_else(|| DomainError::NotFound {
+                        kind: ResourceKind::Order,
+                        id: r.channel_order_id.clone(),
+                    })?
+            }
+            None => {
+                return Err(DomainError::InvalidArgument {
+                    field: "key".into(),
+                    reason: "order_id or channel_ref is required".into(),
+                }
+                .into());
+            }
+        };
+        let engine = self.engine_for(&caller, order)?;
+        let view = convert::order_view(&engine, order)?;
+        Ok(Response::new(pb::GetOrderResponse {
+            order: Some(convert::order_pb(&engine, &view)),
+        }))
+    }
+
+    async fn list_orders(
+        &self,
+        request: Request<pb::ListOrdersRequest>,
+    ) -> Result<Response<pb::ListOrdersResponse>, Status> {
+        auth::caller(&request)?.authorize_store(&request.get_ref().store_id)?;
+        let req = request.into_inner();
+        let size = convert::page_size(req.page_size, PAGE_DEFAULT, PAGE_MAX)?;
+        let after = convert::page_token(&req.page_token)?.map(OrderId);
+        let states = req
+            .states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| convert::order_status(&format!("states[{i}]"), *s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let wanted = move |s: OrderStatus| {
+            if states.is_empty() {
+                matches!(
+                    s,
+                    OrderStatus::Confirmed | OrderStatus::Picking | OrderStatus::Ready
+                )
+            } else {
+                states.contains(&s)
+            }
+        };
+        let engine = self.domain.engine()?;
+        // Orders come in id (creation) order: without pickup slots that is the order
+        // in which they entered the queue.
+        let views = engine
+            .store_orders(&req.store_id, after, size, wanted)
+            .map_err(DomainError::from)?;
+        let next_page_token = if views.len() == size {
+            views
+                .last()
+                .map(|v| v.order.0.to_string())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListOrdersResponse {
+            orders: views
+                .iter()
+                .map(|v| convert::order_pb(&engine, v))
+                .collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn start_picking(
+        &self,
+        request: Request<pb::StartPickingRequest>,
+    ) -> Result<Response<pb::StartPickingResponse>, Status> {
+        let caller = auth::caller(&request)?.clone();
+        let req = request.into_inner();
+        idempotency_key("idempotency_key", &req.idempotency_key)?;
+        let staff = staff_id("staff_id", &req.staff_id)?;
+        let order = OrderId(req.order_id);
+        let engine = self.engine_for(&caller, order)?;
+        blocking(move || {
+            let outcome = engine.start_picking(order, &staff, now())?;
+            Ok(pb::StartPickingResponse {
+                order: Some(transitioned(&engine, order, outcome, "start picking")?),
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn report_short(
+        &self,
+        request: Request<pb::ReportShortRequest>,
+    ) -> Result<Response<pb::ReportShortResponse>, Status> {
+        let caller = auth::caller(&request)?.clone();
+        let req = request.into_inner();
+        idempotency_key("idempotency_key", &req.idempotency_key)?;
+        let staff = staff_id("staff_id", &req.staff_id)?;
+        let order = OrderId(req.order_id);
+        convert::batch_len("lines", req.lines.len(), 100)?;
+        let mut picks = Vec::with_capacity(req.lines.len());
+        for (i, l) in req.lines.iter().enumerate() {
+            let resolution = match pb::ShortResolution::try_from(l.resolution) {
+                Ok(pb::ShortResolution::Cancel) => ShortPickResolution::CancelLine,
+                Ok(pb::ShortResolution::Reallocate) => {
+                    return Err(DomainError::Unimplemented(
+                        "REALLOCATE needs the engine's allocation, which is not merged yet",
+                    )
+                    .into());
+                }
+                _ => {
+                    return Err(DomainError::InvalidArgument {
+                        field: format!("lines[{i}].resolution"),
+                        reason: "must be set".into(),
+                    }
+                    .into());
+                }
+            };
+            picks.push(ShortPick {
+                order,
+                sku: l.sku.clone(),
+                found: l.picked_qty,
+                resolution,
+                staff: staff.clone(),
+            });
+        }
+        let engine = self.engine_for(&caller, order)?;
+        blocking(move || {
+            for pick in &picks {
+                if let TransitionOutcome::Rejected(r) = engine.short_pick(pick, now())? {
+                    return Err(convert::order_rejection(order, &r, "report short"));
+                }
+            }
+            let view = convert::order_view(&engine, order)?;
+            Ok(pb::ReportShortResponse {
+                order: Some(convert::order_pb(&engine, &view)),
+                reallocations: Vec::new(),
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn mark_ready(
+        &self,
+        request: Request<pb::MarkReadyRequest>,
+    ) -> Result<Response<pb::MarkReadyResponse>, Status> {
+        let caller = auth::caller(&request)?.clone();
+        let req = request.into_inner();
+        idempotency_key("idempotency_key", &req.idempotency_key)?;
+        let staff = staff_id("staff_id", &req.staff_id)?;
+        let order = OrderId(req.order_id);
+        let engine = self.engine_for(&caller, order)?;
+        blocking(move || {
+            let entropy = entropy()?;
+            match engine.mark_ready(order, &staff, entropy, now())? {
+                ReadyOutcome::Ready { code, qr } => {
+                    let view = convert::order_view(&engine, order)?;
+                    Ok(pb::MarkReadyResponse {
+                        order: Some(convert::order_pb(&engine, &view)),
+                        pickup_code: code.to_string(),
+                        qr_payload: qr.map(|q| q.encode()).unwrap_or_default(),
+                    })
+                }
+                ReadyOutcome::Rejected(r) => Err(convert::order_rejection(order, &r, "mark ready")),
+            }
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn verify_code(
+        &self,
+        request: Request<pb::VerifyCodeRequest>,
+    ) -> Result<Response<pb::VerifyCodeResponse>, Status> {
+        let caller = auth::caller(&request)?.clone();
+        let req = request.into_inner();
+        idempotency_key("idempotency_key", &req.idempotency_key)?;
+        let staff = staff_id("staff_id", &req.staff_id)?;
+        let order = OrderId(req.order_id);
+        let code = convert::presented_code(order, &req.code)?;
+        let engine = self.engine_for(&caller, order)?;
+        blocking(move || {
+            use pb::verify_code_response::Outcome;
+            let outcome = match engine.verify_code(order, &code, &staff, now())? {
+                VerifyCodeOutcome::Code(v) => match convert::code_rejected_pb(&v)? {
+                    Some(rejected) => Outcome::Rejected(rejected),
+                    None => Outcome::Verified(convert::order_pb(
+                        &engine,
+                        &convert::order_view(&engine, order)?,
+                    )),
+                },
+                VerifyCodeOutcome::Rejected(r) => {
+                    return Err(convert::order_rejection(order, &r, "verify code"));
+                }
+            };
+            Ok(pb::VerifyCodeResponse {
+                outcome: Some(outcome),
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn collect(
+        &self,
+        request: Request<pb::CollectRequest>,
+    ) -> Result<Response<pb::CollectResponse>, Status> {
+        let caller = auth::caller(&request)?.clone();
+        let req = request.into_inner();
+        idempotency_key("idempotency_key", &req.idempotency_key)?;
+        let staff = staff_id("staff_id", &req.staff_id)?;
+        let order = OrderId(req.order_id);
+        let code = convert::presented_code(order, &req.code)?;
+        let engine = self.engine_for(&caller, order)?;
+        blocking(move || {
+            use pb::collect_response::Outcome;
+            let outcome = match engine.collect(order, &code, &staff, now())? {
+                CollectOutcome::Collected { receipt, .. } => {
+                    let receipt = (*receipt).map_err(|e| {
+                        DomainError::Internal(format!("collected, but no receipt: {e}"))
+                    })?;
+                    let view = convert::order_view(&engine, order)?;
+                    Outcome::Collected(pb::CollectedOrder {
+                        order: Some(convert::order_pb(&engine, &view)),
+                        receipt: Some(convert::receipt_pb(&receipt)),
+                    })
+                }
+                CollectOutcome::Code(v) => match convert::code_rejected_pb(&v)? {
+                    Some(rejected) => Outcome::Rejected(rejected),
+                    None => {
+                        return Err(DomainError::Internal(
+                            "code accepted but the order was not collected".into(),
+                        ));
+                    }
+                },
+                CollectOutcome::Rejected(r) => {
+                    return Err(convert::order_rejection(order, &r, "collect"));
+                }
+            };
+            Ok(pb::CollectResponse {
+                outcome: Some(outcome),
+                replayed: false,
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn no_show(
+        &self,
+        _request: Request<pb::NoShowRequest>,
+    ) -> Result<Response<pb::NoShowResponse>, Status> {
+        Err(DomainError::Unimplemented(
+            "PickupService.NoShow: the engine records no-shows when a ready order's hold \
+             expires; a staff-initiated no-show is not in the engine yet",
+        )
+        .into())
+    }
+
+    async fn cancel(
+        &self,
+        request: Request<pb::CancelRequest>,
+    ) -> Result<Response<pb::CancelResponse>, Status> {
+        let caller = auth::caller(&request)?.clone();
+        let req = request.into_inner();
+        idempotency_key("idempotency_key", &req.idempotency_key)?;
+        let by = match pb::CancelActor::try_from(req.actor) {
+            Ok(pb::CancelActor::Customer) => Canceller::Customer,
+            Ok(pb::CancelActor::Store) => Canceller::Store(staff_id("staff_id", &req.staff_id)?),
+            _ => {
+                return Err(DomainError::InvalidArgument {
+                    field: "actor".into(),
+                    reason: "must be CUSTOMER or STORE".into(),
+                }
+                .into());
+            }
+        };
+        let order = OrderId(req.order_id);
+        let engine = self.engine_for(&caller, order)?;
+        blocking(move || {
+            let outcome = engine.cancel_order(order, &by, now())?;
+            Ok(pb::CancelResponse {
+                order: Some(transitioned(&engine, order, outcome, "cancel")?),
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn staff_override(
+        &self,
+        request: Request<pb::StaffOverrideRequest>,
+    ) -> Result<Response<pb::StaffOverrideResponse>, Status> {
+        let caller = auth::caller(&request)?.clone();
+        let req = request.into_inner();
+        idempotency_key("idempotency_key", &req.idempotency_key)?;
+        let staff = staff_id("staff_id", &req.staff_id)?;
+        let order = OrderId(req.order_id);
+        let engine = self.engine_for(&caller, order)?;
+        blocking(move || {
+            let outcome = engine.staff_override(order, &staff, now())?;
+            Ok(pb::StaffOverrideResponse {
+                order: Some(transitioned(&engine, order, outcome, "override")?),
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+}

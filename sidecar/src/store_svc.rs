@@ -1,0 +1,173 @@
+//! `pickline.v1.StoreService` handlers.
+
+use pickline_engine::StoreStatus;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    auth,
+    convert::{self, idempotency_key},
+    domain::{Domain, blocking, now},
+    pb::{self, store_service_server::StoreService},
+    status::{DomainError, ResourceKind},
+};
+
+/// Stores per ListStores page: default and maximum (store.proto).
+const PAGE_DEFAULT: usize = 100;
+const PAGE_MAX: usize = 1_000;
+
+/// The StoreService handler.
+#[derive(Clone, Debug)]
+pub struct Stores {
+    domain: Domain,
+}
+
+impl Stores {
+    /// A handler over `domain`.
+    pub fn new(domain: Domain) -> Stores {
+        Stores { domain }
+    }
+
+    async fn set_status(&self, store_id: String, status: StoreStatus) -> Result<pb::Store, Status> {
+        let engine = self.domain.engine()?;
+        blocking(move || {
+            engine.set_store_status(&store_id, status, now())?;
+            store_by_name(&engine, &store_id)
+        })
+        .await
+    }
+}
+
+fn store_by_name(
+    engine: &pickline_engine::Engine,
+    store_id: &str,
+) -> Result<pb::Store, DomainError> {
+    engine
+        .store_id(store_id)
+        .and_then(|id| engine.store_def(id))
+        .map(|def| convert::store_pb(&def))
+        .ok_or_else(|| DomainError::NotFound {
+            kind: ResourceKind::Store,
+            id: store_id.to_owned(),
+        })
+}
+
+const CALENDAR: &str = "store calendars (hours, staffing, slot configuration) are not merged yet";
+
+#[tonic::async_trait]
+impl StoreService for Stores {
+    async fn upsert_store(
+        &self,
+        request: Request<pb::UpsertStoreRequest>,
+    ) -> Result<Response<pb::UpsertStoreResponse>, Status> {
+        let req = request.into_inner();
+        idempotency_key("idempotency_key", &req.idempotency_key)?;
+        let def = convert::store_def(req.store)?;
+        let engine = self.domain.engine()?;
+        blocking(move || {
+            let created = engine.store_id(&def.external_id).is_none();
+            let id = def.external_id.clone();
+            engine.define_store(def, now())?;
+            Ok(pb::UpsertStoreResponse {
+                store: Some(store_by_name(&engine, &id)?),
+                created,
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn set_hours(
+        &self,
+        _request: Request<pb::SetHoursRequest>,
+    ) -> Result<Response<pb::SetHoursResponse>, Status> {
+        Err(DomainError::Unimplemented(CALENDAR).into())
+    }
+
+    async fn set_staffing(
+        &self,
+        _request: Request<pb::SetStaffingRequest>,
+    ) -> Result<Response<pb::SetStaffingResponse>, Status> {
+        Err(DomainError::Unimplemented(CALENDAR).into())
+    }
+
+    async fn set_slot_config(
+        &self,
+        _request: Request<pb::SetSlotConfigRequest>,
+    ) -> Result<Response<pb::SetSlotConfigResponse>, Status> {
+        Err(DomainError::Unimplemented(CALENDAR).into())
+    }
+
+    async fn pause_pickups(
+        &self,
+        request: Request<pb::PausePickupsRequest>,
+    ) -> Result<Response<pb::PausePickupsResponse>, Status> {
+        auth::caller(&request)?.authorize_store(&request.get_ref().store_id)?;
+        let req = request.into_inner();
+        idempotency_key("idempotency_key", &req.idempotency_key)?;
+        let store = self
+            .set_status(req.store_id, StoreStatus::PickupsPaused)
+            .await?;
+        Ok(Response::new(pb::PausePickupsResponse {
+            store: Some(store),
+        }))
+    }
+
+    async fn resume_pickups(
+        &self,
+        request: Request<pb::ResumePickupsRequest>,
+    ) -> Result<Response<pb::ResumePickupsResponse>, Status> {
+        auth::caller(&request)?.authorize_store(&request.get_ref().store_id)?;
+        let req = request.into_inner();
+        idempotency_key("idempotency_key", &req.idempotency_key)?;
+        let store = self.set_status(req.store_id, StoreStatus::Open).await?;
+        Ok(Response::new(pb::ResumePickupsResponse {
+            store: Some(store),
+        }))
+    }
+
+    async fn get_store(
+        &self,
+        request: Request<pb::GetStoreRequest>,
+    ) -> Result<Response<pb::GetStoreResponse>, Status> {
+        auth::caller(&request)?.authorize_store(&request.get_ref().store_id)?;
+        let engine = self.domain.engine()?;
+        let store = store_by_name(&engine, &request.get_ref().store_id)?;
+        Ok(Response::new(pb::GetStoreResponse { store: Some(store) }))
+    }
+
+    async fn list_stores(
+        &self,
+        request: Request<pb::ListStoresRequest>,
+    ) -> Result<Response<pb::ListStoresResponse>, Status> {
+        let caller = auth::caller(&request)?.clone();
+        let req = request.into_inner();
+        let size = convert::page_size(req.page_size, PAGE_DEFAULT, PAGE_MAX)?;
+        let status = match req.status {
+            0 => None,
+            s => Some(convert::store_status("status", s)?),
+        };
+        let engine = self.domain.engine()?;
+        let mut defs: Vec<_> = engine
+            .stores()
+            .into_iter()
+            .map(|(_, def)| def)
+            .filter(|d| status.is_none_or(|s| d.status == s))
+            .filter(|d| d.external_id.as_str() > req.page_token.as_str())
+            // A store-bound token lists only its own stores.
+            .filter(|d| caller.authorize_store(&d.external_id).is_ok())
+            .collect();
+        defs.sort_by(|a, b| a.external_id.cmp(&b.external_id));
+        let next_page_token = if defs.len() > size {
+            defs.truncate(size);
+            defs.last()
+                .map(|d| d.external_id.clone())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListStoresResponse {
+            stores: defs.iter().map(convert::store_pb).collect(),
+            next_page_token,
+        }))
+    }
+}

@@ -1,0 +1,472 @@
+//! End to end over gRPC: a real server on loopback with a data dir in a temp directory,
+//! driven through the generated clients.
+
+mod common;
+
+use common::{ADMIN_TOKEN, CHECKOUT_TOKEN, POS_TOKEN, STAFF_S1_TOKEN, TestServer, with_token};
+use pickline_sidecar::pb::{
+    self, hold_service_client::HoldServiceClient, inventory_service_client::InventoryServiceClient,
+    pickup_service_client::PickupServiceClient, store_service_client::StoreServiceClient,
+};
+use tonic::{Code, transport::Channel};
+
+struct Clients {
+    stores: StoreServiceClient<Channel>,
+    inventory: InventoryServiceClient<Channel>,
+    holds: HoldServiceClient<Channel>,
+    pickups: PickupServiceClient<Channel>,
+}
+
+async fn clients(server: &TestServer) -> Clients {
+    let channel = server.channel().await;
+    Clients {
+        stores: StoreServiceClient::new(channel.clone()),
+        inventory: InventoryServiceClient::new(channel.clone()),
+        holds: HoldServiceClient::new(channel.clone()),
+        pickups: PickupServiceClient::new(channel),
+    }
+}
+
+async fn upsert_store(c: &mut Clients, id: &str) {
+    let store = pb::StoreIdentity {
+        store_id: id.into(),
+        name: format!("Store {id}"),
+        location: Some(pb::GeoPoint {
+            latitude_deg: 52.52,
+            longitude_deg: 13.40,
+        }),
+        time_zone: "Europe/Berlin".into(),
+        status: pb::StoreStatus::Open as i32,
+        pickup_instructions: "desk by entrance B".into(),
+        ..Default::default()
+    };
+    let r = c
+        .stores
+        .upsert_store(with_token(
+            pb::UpsertStoreRequest {
+                idempotency_key: format!("store-{id}"),
+                store: Some(store),
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.created);
+    assert_eq!(r.store.unwrap().identity.unwrap().store_id, id);
+}
+
+fn receive(store: &str, sku: &str, qty: u32, id: &str) -> pb::ApplyPosEventsRequest {
+    pb::ApplyPosEventsRequest {
+        idempotency_key: format!("batch-{id}"),
+        events: vec![pb::PosEvent {
+            pos_event_id: id.into(),
+            store_id: store.into(),
+            sku: sku.into(),
+            occurred_at_ms: 1,
+            change: Some(pb::pos_event::Change::Delta(pb::PosDelta {
+                kind: pb::PosDeltaKind::Receive as i32,
+                qty,
+            })),
+            order_ref: String::new(),
+        }],
+    }
+}
+
+fn hold_request(key: &str, store: &str, lines: &[(&str, u32)]) -> pb::HoldRequest {
+    pb::HoldRequest {
+        idempotency_key: key.into(),
+        store_id: store.into(),
+        lines: lines
+            .iter()
+            .map(|(sku, qty)| pb::Line {
+                sku: (*sku).into(),
+                qty: *qty,
+            })
+            .collect(),
+        expiry: None,
+    }
+}
+
+async fn hold(c: &mut Clients, req: pb::HoldRequest) -> pb::HoldResponse {
+    c.holds
+        .hold(with_token(req, CHECKOUT_TOKEN))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test]
+async fn a_pickup_from_store_setup_to_receipt() {
+    let server = TestServer::start(|_| {}).await;
+    let mut c = clients(&server).await;
+    upsert_store(&mut c, "S1").await;
+    let applied = c
+        .inventory
+        .apply_pos_events(with_token(receive("S1", "SKU-1", 5, "pos-1"), POS_TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+    let outcome = &applied.outcomes[0];
+    assert_eq!(outcome.result(), pb::PosEventResult::Applied);
+    assert_eq!(outcome.cell.as_ref().unwrap().atp, 5);
+
+    let granted = hold(&mut c, hold_request("cart-1", "S1", &[("SKU-1", 2)])).await;
+    let Some(pb::hold_response::Outcome::Granted(h)) = granted.outcome else {
+        panic!("expected a grant: {granted:?}");
+    };
+    assert_eq!(h.state(), pb::HoldState::Active);
+    assert!(!granted.replayed);
+
+    let confirmed = c
+        .holds
+        .confirm(with_token(
+            pb::ConfirmRequest {
+                idempotency_key: "confirm-1".into(),
+                hold_id: h.hold_id,
+            },
+            CHECKOUT_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(pb::confirm_response::Outcome::Confirmed(ch)) = confirmed.outcome else {
+        panic!("expected confirmed: {confirmed:?}");
+    };
+    assert_eq!(ch.state(), pb::HoldState::Confirmed);
+
+    let created = c
+        .pickups
+        .create_order(with_token(
+            pb::CreateOrderRequest {
+                idempotency_key: "order-1".into(),
+                hold_id: h.hold_id,
+                channel: pb::Channel::Shopify as i32,
+                channel_order_id: "#1001".into(),
+                customer: Some(pb::CustomerContact {
+                    email: "ada@example.com".into(),
+                    email_consent: true,
+                    ..Default::default()
+                }),
+                lines: vec![pb::PricedLine {
+                    sku: "SKU-1".into(),
+                    qty: 2,
+                    unit_price_minor: 1_250,
+                    title: "Espresso cups".into(),
+                    ..Default::default()
+                }],
+                currency: "EUR".into(),
+                ..Default::default()
+            },
+            CHECKOUT_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(pb::create_order_response::Outcome::Order(order)) = created.outcome else {
+        panic!("expected an order: {created:?}");
+    };
+    assert_eq!(order.state(), pb::OrderState::Confirmed);
+    assert_eq!(order.store_id, "S1");
+
+    // The store's staff sees it in the queue.
+    let listed = c
+        .pickups
+        .list_orders(with_token(
+            pb::ListOrdersRequest {
+                store_id: "S1".into(),
+                ..Default::default()
+            },
+            STAFF_S1_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.orders.len(), 1);
+    assert_eq!(listed.orders[0].order_id, order.order_id);
+
+    let picking = c
+        .pickups
+        .start_picking(with_token(
+            pb::StartPickingRequest {
+                idempotency_key: "pick-1".into(),
+                order_id: order.order_id,
+                staff_id: "anna".into(),
+            },
+            STAFF_S1_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(picking.order.unwrap().state(), pb::OrderState::Picking);
+
+    let ready = c
+        .pickups
+        .mark_ready(with_token(
+            pb::MarkReadyRequest {
+                idempotency_key: "ready-1".into(),
+                order_id: order.order_id,
+                staff_id: "anna".into(),
+            },
+            STAFF_S1_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ready.order.as_ref().unwrap().state(), pb::OrderState::Ready);
+    assert_eq!(
+        ready.pickup_code.len(),
+        11,
+        "XXXXX-XXXXX: {}",
+        ready.pickup_code
+    );
+    assert!(
+        ready.qr_payload.starts_with("PICKLINE1:"),
+        "{}",
+        ready.qr_payload
+    );
+
+    // A wrong code is a business answer with the attempts left, not an error.
+    let wrong = c
+        .pickups
+        .verify_code(with_token(
+            pb::VerifyCodeRequest {
+                idempotency_key: "verify-0".into(),
+                order_id: order.order_id,
+                staff_id: "anna".into(),
+                code: "00000-00000".into(),
+            },
+            STAFF_S1_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(pb::verify_code_response::Outcome::Rejected(r)) = wrong.outcome else {
+        panic!("a wrong code must be rejected: {wrong:?}");
+    };
+    assert_eq!(r.reason(), pb::OrderRejectReason::WrongCode);
+    assert_eq!(r.attempts_left, 4);
+
+    let verified = c
+        .pickups
+        .verify_code(with_token(
+            pb::VerifyCodeRequest {
+                idempotency_key: "verify-1".into(),
+                order_id: order.order_id,
+                staff_id: "anna".into(),
+                code: ready.pickup_code.clone(),
+            },
+            STAFF_S1_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        matches!(
+            verified.outcome,
+            Some(pb::verify_code_response::Outcome::Verified(_))
+        ),
+        "{verified:?}"
+    );
+
+    let collected = c
+        .pickups
+        .collect(with_token(
+            pb::CollectRequest {
+                idempotency_key: "collect-1".into(),
+                order_id: order.order_id,
+                staff_id: "anna".into(),
+                code: ready.qr_payload.clone(),
+            },
+            STAFF_S1_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(pb::collect_response::Outcome::Collected(done)) = collected.outcome else {
+        panic!("expected collected: {collected:?}");
+    };
+    assert_eq!(done.order.unwrap().state(), pb::OrderState::Collected);
+    let receipt = done.receipt.unwrap();
+    assert_eq!(
+        receipt.total,
+        Some(pb::Money {
+            amount_minor: 2_500,
+            currency: "EUR".into()
+        })
+    );
+    assert!(receipt.json.contains("Espresso cups"), "{}", receipt.json);
+    assert!(receipt.text.contains("25.00"), "{}", receipt.text);
+    assert!(receipt.html.contains("<"), "{}", receipt.html);
+
+    // The hand-off consumed the stock: 3 of 5 left, nothing held.
+    let cell = c
+        .inventory
+        .get_availability(with_token(
+            pb::GetAvailabilityRequest {
+                store_id: "S1".into(),
+                sku: "SKU-1".into(),
+            },
+            CHECKOUT_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .cell
+        .unwrap();
+    assert_eq!((cell.on_hand, cell.held, cell.atp), (3, 0, 3));
+}
+
+#[tokio::test]
+async fn insufficient_stock_is_a_structured_rejection() {
+    let server = TestServer::start(|_| {}).await;
+    let mut c = clients(&server).await;
+    upsert_store(&mut c, "S1").await;
+    c.inventory
+        .apply_pos_events(with_token(receive("S1", "SKU-1", 1, "pos-1"), POS_TOKEN))
+        .await
+        .unwrap();
+    let r = hold(
+        &mut c,
+        hold_request("cart-1", "S1", &[("SKU-1", 3), ("SKU-NEVER", 1)]),
+    )
+    .await;
+    let Some(pb::hold_response::Outcome::Rejected(rejected)) = r.outcome else {
+        panic!("expected a rejection: {r:?}");
+    };
+    assert_eq!(rejected.reason(), pb::HoldRejectReason::InsufficientStock);
+    let mut shortages: Vec<_> = rejected
+        .shortages
+        .iter()
+        .map(|s| (s.sku.as_str(), s.requested, s.available))
+        .collect();
+    shortages.sort();
+    assert_eq!(shortages, [("SKU-1", 3, 1), ("SKU-NEVER", 1, 0)]);
+    // Nothing was reserved.
+    let again = hold(&mut c, hold_request("cart-2", "S1", &[("SKU-1", 1)])).await;
+    assert!(matches!(
+        again.outcome,
+        Some(pb::hold_response::Outcome::Granted(_))
+    ));
+}
+
+#[tokio::test]
+async fn store_bound_tokens_cannot_reach_other_stores() {
+    let server = TestServer::start(|_| {}).await;
+    let mut c = clients(&server).await;
+    upsert_store(&mut c, "S1").await;
+    upsert_store(&mut c, "S2").await;
+    // pos:S1 may feed S1 but not S2.
+    c.inventory
+        .apply_pos_events(with_token(receive("S1", "SKU-1", 1, "pos-1"), POS_TOKEN))
+        .await
+        .unwrap();
+    let denied = c
+        .inventory
+        .apply_pos_events(with_token(receive("S2", "SKU-1", 1, "pos-2"), POS_TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+
+    // staff:S1 may list S1's orders but not S2's, nor read an order of S2.
+    c.pickups
+        .list_orders(with_token(
+            pb::ListOrdersRequest {
+                store_id: "S1".into(),
+                ..Default::default()
+            },
+            STAFF_S1_TOKEN,
+        ))
+        .await
+        .unwrap();
+    let denied = c
+        .pickups
+        .list_orders(with_token(
+            pb::ListOrdersRequest {
+                store_id: "S2".into(),
+                ..Default::default()
+            },
+            STAFF_S1_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    c.inventory
+        .apply_pos_events(with_token(receive("S2", "SKU-1", 1, "pos-3"), ADMIN_TOKEN))
+        .await
+        .unwrap();
+    let r = hold(&mut c, hold_request("cart-s2", "S2", &[("SKU-1", 1)])).await;
+    let Some(pb::hold_response::Outcome::Granted(h)) = r.outcome else {
+        panic!("{r:?}")
+    };
+    let denied = c
+        .pickups
+        .get_order(with_token(
+            pb::GetOrderRequest {
+                key: Some(pb::get_order_request::Key::OrderId(h.hold_id)),
+            },
+            STAFF_S1_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+}
+
+#[tokio::test]
+async fn a_retried_hold_returns_the_same_hold_and_survives_a_restart() {
+    let server = TestServer::start(|_| {}).await;
+    let mut c = clients(&server).await;
+    upsert_store(&mut c, "S1").await;
+    c.inventory
+        .apply_pos_events(with_token(receive("S1", "SKU-1", 4, "pos-1"), POS_TOKEN))
+        .await
+        .unwrap();
+    let req = hold_request("cart-1", "S1", &[("SKU-1", 3)]);
+    let first = hold(&mut c, req.clone()).await;
+    let retry = hold(&mut c, req.clone()).await;
+    let (
+        Some(pb::hold_response::Outcome::Granted(a)),
+        Some(pb::hold_response::Outcome::Granted(b)),
+    ) = (&first.outcome, &retry.outcome)
+    else {
+        panic!("{first:?} {retry:?}");
+    };
+    assert_eq!(a.hold_id, b.hold_id);
+    assert!(!first.replayed);
+    assert!(retry.replayed);
+
+    let dir = server.stop_keeping_dir().await;
+    let server = TestServer::start_in(dir, |_| {}).await;
+    let mut c = clients(&server).await;
+    // Still held after the restart: only 1 of 4 available, and the retry still maps
+    // to the same hold.
+    let cell = c
+        .inventory
+        .get_availability(with_token(
+            pb::GetAvailabilityRequest {
+                store_id: "S1".into(),
+                sku: "SKU-1".into(),
+            },
+            CHECKOUT_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .cell
+        .unwrap();
+    assert_eq!((cell.on_hand, cell.held, cell.atp), (4, 3, 1));
+    let after = hold(&mut c, req).await;
+    let Some(pb::hold_response::Outcome::Granted(h)) = after.outcome else {
+        panic!("{after:?}")
+    };
+    assert_eq!(h.hold_id, a.hold_id);
+    assert!(after.replayed);
+    let stats = server
+        .admin_client()
+        .await
+        .stats(with_token(pb::StatsRequest {}, ADMIN_TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((stats.stores, stats.active_holds), (1, 1));
+}
