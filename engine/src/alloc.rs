@@ -376,7 +376,7 @@ impl Engine {
         self.apply_event(&event, now)
             .map_err(|e| EngineError::invalid("store", e))?;
         drop(gate);
-        self.log.wait_durable(lsn)
+        crate::log::wait_durable_or_defer(&*self.log, lsn)
     }
 
     /// Estimated ready time of an order placed now at `store`: lead time plus the picking

@@ -33,7 +33,7 @@ use crate::event::{RECORD_KIND_EVENTS, Record};
 use crate::log::EventLog;
 use crate::stream::{EventStream, STREAM_RETAINED_MAX};
 use crate::types::Lsn;
-use crate::wal::{RecoveryMode, RecoveryReport, Storage, Wal, WalConfig, WalError};
+use crate::wal::{Durability, RecoveryMode, RecoveryReport, Storage, Wal, WalConfig, WalError};
 
 /// The engine's [`EventLog`] over the WAL: records are encoded straight into the WAL's
 /// pending buffer under its append mutex (no per-record allocation).
@@ -60,8 +60,18 @@ impl EventLog for WalLog {
             .map_err(log_failed)
     }
 
+    /// Waits as the durability mode promises acknowledgements: `Sync` waits for the group
+    /// commit; `Async` acknowledges at once (its loss window is documented on
+    /// [`Durability::Async`]) but still reports a fail-stopped log; `Off` never waits.
     fn wait_durable(&self, lsn: Lsn) -> Result<(), EngineError> {
-        self.wal.wait_durable(lsn).map_err(log_failed)
+        match self.wal.config().durability {
+            Durability::Sync => self.wal.wait_durable(lsn).map_err(log_failed),
+            Durability::Async { .. } => match self.wal.failure() {
+                Some(reason) => Err(log_failed(WalError::FailStopped { reason })),
+                None => Ok(()),
+            },
+            Durability::Off => Ok(()),
+        }
     }
 
     fn last_lsn(&self) -> Lsn {

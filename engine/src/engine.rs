@@ -359,7 +359,7 @@ impl Engine {
             .map_err(|e| EngineError::invalid("store", e))?;
         drop(_reg);
         drop(_gate);
-        self.log.wait_durable(lsn)?;
+        crate::log::wait_durable_or_defer(&*self.log, lsn)?;
         Ok(store)
     }
 
@@ -481,7 +481,7 @@ impl Engine {
             .map_err(|e| EngineError::invalid("sku", e))?;
         drop(_reg);
         drop(_gate);
-        self.log.wait_durable(lsn)?;
+        crate::log::wait_durable_or_defer(&*self.log, lsn)?;
         Ok(SkuId(n))
     }
 
@@ -504,7 +504,7 @@ impl Engine {
     pub fn hold(&self, req: &HoldRequest, now: Timestamp) -> Result<HoldOutcome, EngineError> {
         let (outcome, lsn) = self.hold_unsynced(req, now)?;
         if let Some(lsn) = lsn {
-            self.log.wait_durable(lsn)?;
+            crate::log::wait_durable_or_defer(&*self.log, lsn)?;
         }
         Ok(outcome)
     }
@@ -531,7 +531,7 @@ impl Engine {
             }
         }
         if let Some(lsn) = newest {
-            self.log.wait_durable(lsn)?;
+            crate::log::wait_durable_or_defer(&*self.log, lsn)?;
         }
         Ok(out)
     }
@@ -834,7 +834,7 @@ impl Engine {
         apply_extend(&mut st, hold, expires_at);
         drop(st);
         drop(gate);
-        self.log.wait_durable(lsn)?;
+        crate::log::wait_durable_or_defer(&*self.log, lsn)?;
         Ok(ExtendOutcome::Extended { expires_at })
     }
 
@@ -857,7 +857,7 @@ impl Engine {
         apply_confirm(&mut st, hold);
         drop(st);
         drop(gate);
-        self.log.wait_durable(lsn)?;
+        crate::log::wait_durable_or_defer(&*self.log, lsn)?;
         Ok(ConfirmOutcome::Confirmed { expires_at })
     }
 
@@ -866,7 +866,7 @@ impl Engine {
         let shard = self.hold_shard(hold)?;
         match self.end_hold(shard, hold, ReleaseReason::Released, now)? {
             Ended::Now(lsn, _) => {
-                self.log.wait_durable(lsn)?;
+                crate::log::wait_durable_or_defer(&*self.log, lsn)?;
                 Ok(ReleaseOutcome::Released)
             }
             Ended::Not(HoldNotActive::Ended) => Ok(ReleaseOutcome::AlreadyEnded),
@@ -920,7 +920,7 @@ impl Engine {
             }
         }
         if let Some(lsn) = last_lsn {
-            self.log.wait_durable(lsn)?;
+            crate::log::wait_durable_or_defer(&*self.log, lsn)?;
         }
         Ok(out)
     }
@@ -1043,7 +1043,7 @@ impl Engine {
             drop(st);
             drop(guard);
             drop(gate);
-            self.log.wait_durable(lsn)?;
+            crate::log::wait_durable_or_defer(&*self.log, lsn)?;
             return Ok(PosOutcome::Applied {
                 on_hand,
                 matched: None,
@@ -1081,7 +1081,7 @@ impl Engine {
         drop(st);
         drop(guard);
         drop(gate);
-        self.log.wait_durable(lsn)?;
+        crate::log::wait_durable_or_defer(&*self.log, lsn)?;
         Ok(PosOutcome::Applied {
             on_hand: on_hand_after,
             matched: None,
@@ -1150,7 +1150,7 @@ impl Engine {
         drop(st);
         drop(guard);
         drop(gate);
-        self.log.wait_durable(lsn)?;
+        crate::log::wait_durable_or_defer(&*self.log, lsn)?;
         Ok(PosOutcome::Applied {
             on_hand: on_hand_after,
             matched: Some(matched),
@@ -1188,7 +1188,7 @@ impl Engine {
         guard.safety = safety_stock;
         drop(guard);
         drop(gate);
-        self.log.wait_durable(lsn)
+        crate::log::wait_durable_or_defer(&*self.log, lsn)
     }
 
     // ---------------------------------------------------------------- reads

@@ -94,7 +94,7 @@ pub use event::{
     Event, HoldRejection, LineShortage, LoggedRecord, PosDeltaKind, Record, ReleaseReason, StoreDef,
 };
 pub use kpi::{Kpis, StoreKpis};
-pub use log::{EventLog, MemoryLog, NoLog};
+pub use log::{Deferred, EventLog, MemoryLog, NoLog, defer_durability};
 pub use order::{
     CancelledBy, Canceller, CollectOutcome, CreateOrder, CreateOrderOutcome, CreateOrderRejection,
     Customer, OrderId, OrderLine, OrderLineRequest, OrderRejection, OrderStatus, OrderView,

@@ -12,6 +12,7 @@
 //! prefix of the log is durable. A crash therefore loses only unacknowledged suffixes, and
 //! the state recovered from the durable prefix is one the engine really passed through.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
@@ -31,6 +32,62 @@ pub trait EventLog: Send + Sync {
 
     /// The last LSN handed out.
     fn last_lsn(&self) -> Lsn;
+}
+
+thread_local! {
+    /// `Some(newest)` while [`defer_durability`] runs on this thread: the engine records
+    /// the LSN it would have waited for instead of blocking.
+    static DEFERRED: Cell<Option<Option<Lsn>>> = const { Cell::new(None) };
+}
+
+/// The result of engine calls made under [`defer_durability`], and the LSN that must be
+/// durable before any of it may be acknowledged.
+#[derive(Debug)]
+#[must_use = "nothing in `value` may be acknowledged before `wait_for` is durable"]
+pub struct Deferred<T> {
+    /// What the closure returned.
+    pub value: T,
+    /// The newest LSN the engine calls would have waited for (`None`: nothing to wait for).
+    pub wait_for: Option<Lsn>,
+}
+
+/// Runs `f` on this thread with the engine's durability waits deferred: every engine call
+/// inside applies its mutation and appends its record as usual, but instead of blocking
+/// until the record is durable it notes the LSN. The caller must wait for
+/// [`Deferred::wait_for`] (for example with an async waiter driven by
+/// [`crate::wal::Wal::set_progress_hook`]) before acknowledging anything `f` produced.
+///
+/// Why this is safe: LSNs are assigned in apply order, and durability is a prefix of the
+/// log, so waiting once for the newest LSN of `f` covers every record `f` appended. Any
+/// other caller that read state `f` changed appended after it and waits for a larger LSN
+/// (see the module docs), so deferring changes only *when* `f`'s caller acknowledges, never
+/// what is acknowledged. Calls nest: an inner deferral's LSN is carried to the outer one.
+pub fn defer_durability<T>(f: impl FnOnce() -> T) -> Deferred<T> {
+    struct Restore(Option<Option<Lsn>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let inner = DEFERRED.get().flatten();
+            // Carry what this level noted to an enclosing deferral, if any.
+            DEFERRED.set(self.0.map(|outer| outer.max(inner)));
+        }
+    }
+    let restore = Restore(DEFERRED.replace(Some(None)));
+    let value = f();
+    let wait_for = DEFERRED.get().flatten();
+    drop(restore);
+    Deferred { value, wait_for }
+}
+
+/// Waits until `lsn` is durable, or, under [`defer_durability`], notes it and returns at
+/// once. Every durability wait of the engine goes through here.
+pub(crate) fn wait_durable_or_defer(log: &dyn EventLog, lsn: Lsn) -> Result<(), EngineError> {
+    match DEFERRED.get() {
+        Some(newest) => {
+            DEFERRED.set(Some(newest.max(Some(lsn))));
+            Ok(())
+        }
+        None => log.wait_durable(lsn),
+    }
 }
 
 /// A log that keeps nothing: LSNs only. For benchmarks and embedding without durability.

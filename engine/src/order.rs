@@ -1040,7 +1040,7 @@ impl Engine {
         drop(st);
         drop(cells);
         drop(gate);
-        self.log().wait_durable(lsn)?;
+        crate::log::wait_durable_or_defer(&**self.log(), lsn)?;
         Ok((r, Some(lsn)))
     }
 

@@ -268,7 +268,7 @@ impl Engine {
             events: vec![event],
         })?;
         drop(gate);
-        self.log().wait_durable(at)?;
+        crate::log::wait_durable_or_defer(&**self.log(), at)?;
         Ok(at)
     }
 }

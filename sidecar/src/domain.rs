@@ -1,5 +1,11 @@
 //! The recovered engine as the handlers see it, and the two things every handler needs
-//! besides it: the injected clock and a blocking thread for calls that wait on fsync.
+//! besides it: the injected clock and a way to wait for the group commit.
+//!
+//! Engine calls are short (locks and an append to the WAL buffer, no I/O), so handlers run
+//! them inline on the async worker under [`defer_durability`] and then await the commit of
+//! the newest record they appended ([`Domain::durable`]): no thread is parked per request,
+//! and thousands of requests share one `fdatasync`. Only calls that do I/O themselves
+//! (snapshots, the final flush) go to a blocking thread ([`blocking`]).
 //!
 //! Services are registered before recovery ends (the server answers health probes and
 //! Ping at once), so they share a [`Domain`] whose engine is set exactly once, when
@@ -14,7 +20,12 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use pickline_engine::{Engine, Timestamp, durable::DurableEngine};
+use pickline_engine::{
+    Deferred, Engine, Timestamp, defer_durability,
+    durable::DurableEngine,
+    wal::{Durability, WalError},
+};
+use tokio::sync::Notify;
 use tonic::Status;
 
 use crate::status::DomainError;
@@ -28,6 +39,8 @@ pub struct Domain {
 #[derive(Debug, Default)]
 struct Inner {
     db: OnceLock<Arc<DurableEngine>>,
+    /// Woken by the WAL's committer whenever the durable LSN advances or the WAL stops.
+    progress: Arc<Notify>,
     started_at_ms: AtomicU64,
     /// WAL bytes written when the last snapshot was taken: `wal_bytes` in Stats and the
     /// size trigger of the checkpoint ticker are measured from here.
@@ -44,9 +57,59 @@ impl Domain {
         d
     }
 
-    /// Sets the recovered engine (once; later calls are ignored).
+    /// Sets the recovered engine (once; later calls are ignored) and hooks its WAL's
+    /// progress to the waiters of [`Domain::durable`].
     pub fn set(&self, db: Arc<DurableEngine>) {
+        let progress = self.inner.progress.clone();
+        // A WAL takes one hook; a second `set` with the same engine keeps the first, which
+        // wakes the same waiters.
+        let _ = db
+            .wal()
+            .set_progress_hook(Box::new(move || progress.notify_waiters()));
         let _ = self.inner.db.set(db);
+    }
+
+    /// Runs the engine calls of `f` inline with their durability waits deferred, then waits
+    /// (without parking a thread) until the newest record they appended is as durable as
+    /// the configured mode promises. Only then is the result handed back to be sent: a
+    /// response is the acknowledgement. `f` must not do I/O; it runs on an async worker.
+    pub async fn durable<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        F: FnOnce() -> Result<T, DomainError>,
+    {
+        let Deferred { value, wait_for } = defer_durability(f);
+        let value = value?;
+        if let Some(lsn) = wait_for {
+            self.wait_durable(lsn).await?;
+        }
+        Ok(value)
+    }
+
+    /// Waits until `lsn` is durable as the mode promises: `sync` waits for the group commit,
+    /// `async` and `off` do not wait (but a fail-stopped WAL is still an error).
+    async fn wait_durable(&self, lsn: pickline_engine::Lsn) -> Result<(), DomainError> {
+        let wal = self.db()?.wal();
+        match wal.config().durability {
+            Durability::Sync => {}
+            Durability::Async { .. } => {
+                return match wal.failure() {
+                    Some(reason) => Err(wal_failed(WalError::FailStopped { reason })),
+                    None => Ok(()),
+                };
+            }
+            Durability::Off => return Ok(()),
+        }
+        loop {
+            // Register before checking, so a commit between the check and the wait is not
+            // missed.
+            let notified = self.inner.progress.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if wal.poll_durable(lsn).map_err(wal_failed)? {
+                return Ok(());
+            }
+            notified.await;
+        }
     }
 
     /// The durable engine, or UNAVAILABLE while it recovers.
@@ -86,6 +149,10 @@ impl Domain {
     }
 }
 
+fn wal_failed(e: WalError) -> DomainError {
+    DomainError::from(pickline_engine::EngineError::LogFailed(e.to_string()))
+}
+
 /// The injected clock: wall time as a [`Timestamp`]. The engine never reads a clock; the
 /// sidecar reads it once per request and passes it in.
 pub fn now() -> Timestamp {
@@ -95,8 +162,8 @@ pub fn now() -> Timestamp {
     Timestamp::from_ms(ms)
 }
 
-/// Runs an engine call on a blocking thread: mutations wait for their group commit's
-/// fdatasync, which must not stall the async workers.
+/// Runs a call that does I/O itself (a snapshot, a flush) on a blocking thread, so that it
+/// does not stall the async workers. Engine calls use [`Domain::durable`] instead.
 pub async fn blocking<T, F>(f: F) -> Result<T, Status>
 where
     T: Send + 'static,

@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     convert::{self, idempotency_key},
-    domain::{Domain, blocking, now},
+    domain::{Domain, now},
     pb::{self, event_service_server::EventService},
     status::{DomainError, ResourceKind},
 };
@@ -77,26 +77,27 @@ impl EventService for Events {
                 reason: "must be EARLIEST or LATEST".into(),
             })?;
         let db = self.domain.db()?.clone();
-        blocking(move || {
-            let stream = db.stream();
-            let created = stream.cursor(&req.name).is_none();
-            let mut acked = stream.register_consumer(&req.name).map_err(stream_error)?;
-            let head = db.engine().log().last_lsn();
-            if created && start == pb::ConsumerStart::Latest && head > acked {
-                db.engine().ack_consumer(&req.name, head, now())?;
-                acked = head;
-            }
-            Ok(pb::RegisterConsumerResponse {
-                consumer: Some(pb::Consumer {
-                    name: req.name,
-                    acked_seq: acked.0,
-                    head_seq: head.0,
-                }),
-                created,
+        self.domain
+            .durable(move || {
+                let stream = db.stream();
+                let created = stream.cursor(&req.name).is_none();
+                let mut acked = stream.register_consumer(&req.name).map_err(stream_error)?;
+                let head = db.engine().log().last_lsn();
+                if created && start == pb::ConsumerStart::Latest && head > acked {
+                    db.engine().ack_consumer(&req.name, head, now())?;
+                    acked = head;
+                }
+                Ok(pb::RegisterConsumerResponse {
+                    consumer: Some(pb::Consumer {
+                        name: req.name,
+                        acked_seq: acked.0,
+                        head_seq: head.0,
+                    }),
+                    created,
+                })
             })
-        })
-        .await
-        .map(Response::new)
+            .await
+            .map(Response::new)
     }
 
     type SubscribeStream = EventBatchStream;
@@ -167,24 +168,25 @@ impl EventService for Events {
         let req = request.into_inner();
         idempotency_key("idempotency_key", &req.idempotency_key)?;
         let db = self.domain.db()?.clone();
-        blocking(move || {
-            if db.stream().cursor(&req.consumer).is_none() {
-                return Err(DomainError::NotFound {
-                    kind: ResourceKind::Consumer,
-                    id: req.consumer,
-                });
-            }
-            db.engine()
-                .ack_consumer(&req.consumer, Lsn(req.seq), now())?;
-            Ok(pb::AckResponse {
-                consumer: Some(pb::Consumer {
-                    acked_seq: db.stream().cursor(&req.consumer).unwrap_or_default().0,
-                    head_seq: db.engine().log().last_lsn().0,
-                    name: req.consumer,
-                }),
+        self.domain
+            .durable(move || {
+                if db.stream().cursor(&req.consumer).is_none() {
+                    return Err(DomainError::NotFound {
+                        kind: ResourceKind::Consumer,
+                        id: req.consumer,
+                    });
+                }
+                db.engine()
+                    .ack_consumer(&req.consumer, Lsn(req.seq), now())?;
+                Ok(pb::AckResponse {
+                    consumer: Some(pb::Consumer {
+                        acked_seq: db.stream().cursor(&req.consumer).unwrap_or_default().0,
+                        head_seq: db.engine().log().last_lsn().0,
+                        name: req.consumer,
+                    }),
+                })
             })
-        })
-        .await
-        .map(Response::new)
+            .await
+            .map(Response::new)
     }
 }

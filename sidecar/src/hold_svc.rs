@@ -1,5 +1,5 @@
-//! `pickline.v1.HoldService` handlers: convert, call the engine on a blocking thread,
-//! convert the outcome.
+//! `pickline.v1.HoldService` handlers: convert, call the engine inline, await the group
+//! commit, convert the outcome.
 
 use pickline_engine::{
     ConfirmOutcome, Engine, ExtendOutcome, HoldNotActive, HoldOutcome, ReleaseOutcome,
@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     auth,
     convert::{self, idempotency_key},
-    domain::{Domain, blocking, now},
+    domain::{Domain, now},
     pb::{self, hold_service_server::HoldService},
     status::DomainError,
 };
@@ -91,13 +91,14 @@ impl HoldService for Holds {
         let req = request.into_inner();
         let cmd = convert::hold_request("", &req)?;
         let engine = self.domain.engine()?;
-        blocking(move || {
-            let head_before = engine.log().last_lsn().0;
-            let outcome = engine.hold(&cmd, now())?;
-            hold_response(&engine, &req, outcome, head_before)
-        })
-        .await
-        .map(Response::new)
+        self.domain
+            .durable(move || {
+                let head_before = engine.log().last_lsn().0;
+                let outcome = engine.hold(&cmd, now())?;
+                hold_response(&engine, &req, outcome, head_before)
+            })
+            .await
+            .map(Response::new)
     }
 
     async fn batch_hold(
@@ -113,18 +114,19 @@ impl HoldService for Holds {
             cmds.push(convert::hold_request(&format!("holds[{i}]."), r)?);
         }
         let engine = self.domain.engine()?;
-        blocking(move || {
-            let head_before = engine.log().last_lsn().0;
-            let outcomes = engine.hold_batch(&cmds, now())?;
-            let results = reqs
-                .iter()
-                .zip(outcomes)
-                .map(|(req, outcome)| hold_response(&engine, req, outcome?, head_before))
-                .collect::<Result<_, DomainError>>()?;
-            Ok(pb::BatchHoldResponse { results })
-        })
-        .await
-        .map(Response::new)
+        self.domain
+            .durable(move || {
+                let head_before = engine.log().last_lsn().0;
+                let outcomes = engine.hold_batch(&cmds, now())?;
+                let results = reqs
+                    .iter()
+                    .zip(outcomes)
+                    .map(|(req, outcome)| hold_response(&engine, req, outcome?, head_before))
+                    .collect::<Result<_, DomainError>>()?;
+                Ok(pb::BatchHoldResponse { results })
+            })
+            .await
+            .map(Response::new)
     }
 
     async fn extend(
@@ -135,22 +137,23 @@ impl HoldService for Holds {
         idempotency_key("idempotency_key", &req.idempotency_key)?;
         let hold = convert::hold_id(req.hold_id);
         let engine = self.domain.engine()?;
-        blocking(move || {
-            use pb::extend_response::Outcome;
-            let outcome = match engine.extend(hold, Some(req.ttl_ms), now())? {
-                ExtendOutcome::Extended { .. } => match engine.hold_info(hold) {
-                    Some(h) => Outcome::Extended(convert::active_hold_pb(&engine, &h)),
-                    None => Outcome::Rejected(convert::hold_not_active_pb(hold)),
-                },
-                ExtendOutcome::NotActive(n) => Outcome::Rejected(not_active(hold, n)?),
-            };
-            Ok(pb::ExtendResponse {
-                outcome: Some(outcome),
-                replayed: false,
+        self.domain
+            .durable(move || {
+                use pb::extend_response::Outcome;
+                let outcome = match engine.extend(hold, Some(req.ttl_ms), now())? {
+                    ExtendOutcome::Extended { .. } => match engine.hold_info(hold) {
+                        Some(h) => Outcome::Extended(convert::active_hold_pb(&engine, &h)),
+                        None => Outcome::Rejected(convert::hold_not_active_pb(hold)),
+                    },
+                    ExtendOutcome::NotActive(n) => Outcome::Rejected(not_active(hold, n)?),
+                };
+                Ok(pb::ExtendResponse {
+                    outcome: Some(outcome),
+                    replayed: false,
+                })
             })
-        })
-        .await
-        .map(Response::new)
+            .await
+            .map(Response::new)
     }
 
     async fn confirm(
@@ -161,22 +164,23 @@ impl HoldService for Holds {
         idempotency_key("idempotency_key", &req.idempotency_key)?;
         let hold = convert::hold_id(req.hold_id);
         let engine = self.domain.engine()?;
-        blocking(move || {
-            use pb::confirm_response::Outcome;
-            let outcome = match engine.confirm(hold, now())? {
-                ConfirmOutcome::Confirmed { .. } => match engine.hold_info(hold) {
-                    Some(h) => Outcome::Confirmed(convert::active_hold_pb(&engine, &h)),
-                    None => Outcome::Rejected(convert::hold_not_active_pb(hold)),
-                },
-                ConfirmOutcome::NotActive(n) => Outcome::Rejected(not_active(hold, n)?),
-            };
-            Ok(pb::ConfirmResponse {
-                outcome: Some(outcome),
-                replayed: false,
+        self.domain
+            .durable(move || {
+                use pb::confirm_response::Outcome;
+                let outcome = match engine.confirm(hold, now())? {
+                    ConfirmOutcome::Confirmed { .. } => match engine.hold_info(hold) {
+                        Some(h) => Outcome::Confirmed(convert::active_hold_pb(&engine, &h)),
+                        None => Outcome::Rejected(convert::hold_not_active_pb(hold)),
+                    },
+                    ConfirmOutcome::NotActive(n) => Outcome::Rejected(not_active(hold, n)?),
+                };
+                Ok(pb::ConfirmResponse {
+                    outcome: Some(outcome),
+                    replayed: false,
+                })
             })
-        })
-        .await
-        .map(Response::new)
+            .await
+            .map(Response::new)
     }
 
     async fn release(
@@ -187,33 +191,34 @@ impl HoldService for Holds {
         idempotency_key("idempotency_key", &req.idempotency_key)?;
         let hold = convert::hold_id(req.hold_id);
         let engine = self.domain.engine()?;
-        blocking(move || {
-            let before = engine.hold_info(hold);
-            let store = convert::store_name(&engine, hold.store().0);
-            let (lines, created, expires) = before.as_ref().map_or((Vec::new(), 0, 0), |h| {
-                (
-                    convert::lines_pb(&engine, &h.lines),
-                    h.created.as_ms(),
-                    h.expires_at.as_ms(),
-                )
-            });
-            let (state, released_now) = match engine.release(hold, now())? {
-                ReleaseOutcome::Released => (pb::HoldState::Released, true),
-                // Ended earlier: released (perhaps by a retry of this request), expired
-                // or consumed; the engine does not keep which.
-                ReleaseOutcome::AlreadyEnded => (pb::HoldState::Unspecified, false),
-                ReleaseOutcome::Unknown => return Err(convert::unknown_hold(hold)),
-            };
-            Ok(pb::ReleaseResponse {
-                hold: Some(convert::hold_info_pb(
-                    &store, lines, created, expires, state, hold,
-                )),
-                released_now,
-                replayed: false,
+        self.domain
+            .durable(move || {
+                let before = engine.hold_info(hold);
+                let store = convert::store_name(&engine, hold.store().0);
+                let (lines, created, expires) = before.as_ref().map_or((Vec::new(), 0, 0), |h| {
+                    (
+                        convert::lines_pb(&engine, &h.lines),
+                        h.created.as_ms(),
+                        h.expires_at.as_ms(),
+                    )
+                });
+                let (state, released_now) = match engine.release(hold, now())? {
+                    ReleaseOutcome::Released => (pb::HoldState::Released, true),
+                    // Ended earlier: released (perhaps by a retry of this request), expired
+                    // or consumed; the engine does not keep which.
+                    ReleaseOutcome::AlreadyEnded => (pb::HoldState::Unspecified, false),
+                    ReleaseOutcome::Unknown => return Err(convert::unknown_hold(hold)),
+                };
+                Ok(pb::ReleaseResponse {
+                    hold: Some(convert::hold_info_pb(
+                        &store, lines, created, expires, state, hold,
+                    )),
+                    released_now,
+                    replayed: false,
+                })
             })
-        })
-        .await
-        .map(Response::new)
+            .await
+            .map(Response::new)
     }
 
     async fn allocate(

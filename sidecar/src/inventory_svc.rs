@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::{
     auth::{self, Caller},
     convert::{self, PosCommand, idempotency_key},
-    domain::{Domain, blocking, now},
+    domain::{Domain, now},
     pb::{self, inventory_service_server::InventoryService},
     status::DomainError,
 };
@@ -33,7 +33,7 @@ impl Inventory {
         Inventory { domain }
     }
 
-    /// Converts and authorizes a batch, then applies it on a blocking thread.
+    /// Converts and authorizes a batch, then applies it and awaits one group commit.
     async fn apply(
         &self,
         caller: &Caller,
@@ -47,7 +47,9 @@ impl Inventory {
             cmds.push(convert::pos_command(i, e)?);
         }
         let engine = self.domain.engine()?;
-        blocking(move || cmds.iter().map(|c| apply_one(&engine, c)).collect()).await
+        self.domain
+            .durable(move || cmds.iter().map(|c| apply_one(&engine, c)).collect())
+            .await
     }
 }
 
@@ -244,23 +246,24 @@ impl InventoryService for Inventory {
         let req = request.into_inner();
         idempotency_key("idempotency_key", &req.idempotency_key)?;
         let engine = self.domain.engine()?;
-        blocking(move || {
-            let now = now();
-            if req.sku.is_empty() {
-                let store = engine
-                    .store_id(&req.store_id)
-                    .and_then(|id| engine.store_def(id));
-                let mut def = store.ok_or(EngineError::UnknownStore(req.store_id.clone()))?;
-                def.default_safety_stock = req.safety_stock;
-                engine.define_store(def, now)?;
-                return Ok(pb::SetSafetyStockResponse { cell: None });
-            }
-            engine.set_safety_stock(&req.store_id, &req.sku, req.safety_stock, now)?;
-            Ok(pb::SetSafetyStockResponse {
-                cell: Some(cell(&engine, &req.store_id, &req.sku)?),
+        self.domain
+            .durable(move || {
+                let now = now();
+                if req.sku.is_empty() {
+                    let store = engine
+                        .store_id(&req.store_id)
+                        .and_then(|id| engine.store_def(id));
+                    let mut def = store.ok_or(EngineError::UnknownStore(req.store_id.clone()))?;
+                    def.default_safety_stock = req.safety_stock;
+                    engine.define_store(def, now)?;
+                    return Ok(pb::SetSafetyStockResponse { cell: None });
+                }
+                engine.set_safety_stock(&req.store_id, &req.sku, req.safety_stock, now)?;
+                Ok(pb::SetSafetyStockResponse {
+                    cell: Some(cell(&engine, &req.store_id, &req.sku)?),
+                })
             })
-        })
-        .await
-        .map(Response::new)
+            .await
+            .map(Response::new)
     }
 }

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     auth::{self, Caller},
     convert::{self, idempotency_key, staff_id},
-    domain::{Domain, blocking, entropy, now},
+    domain::{Domain, entropy, now},
     pb::{self, pickup_service_server::PickupService},
     status::{DomainError, ResourceKind},
 };
@@ -79,52 +79,53 @@ impl PickupService for Pickups {
         let cmd = convert::create_order(request.into_inner())?;
         let order = OrderId::from_hold(cmd.hold);
         let engine = self.engine_for(&caller, order)?;
-        blocking(move || {
-            use pb::create_order_response::Outcome;
-            let now = now();
-            let head_before = engine.log().last_lsn();
-            let outcome = match engine.create_order(&cmd, now)? {
-                CreateOrderOutcome::Created { order } => {
-                    // The contract's CreateOrder also confirms: checkout is complete.
-                    let confirmed = engine.confirm_order(order, now)?;
-                    Outcome::Order(transitioned(&engine, order, confirmed, "confirm")?)
-                }
-                CreateOrderOutcome::Rejected(CreateOrderRejection::HoldNotActive(
-                    HoldNotActive::Ended,
-                )) => Outcome::Rejected(order_rejected(
-                    pb::OrderRejectReason::HoldNotActive,
-                    "the hold expired or was released before the order was created",
-                )),
-                CreateOrderOutcome::Rejected(CreateOrderRejection::HoldNotActive(
-                    HoldNotActive::Unknown,
-                )) => return Err(convert::unknown_hold(cmd.hold)),
-                CreateOrderOutcome::Rejected(CreateOrderRejection::OrderExists { order }) => {
-                    return Err(DomainError::IdempotencyKeyReused {
-                        key: format!(
-                            "{} (hold {} already has order {})",
-                            cmd.idempotency_key.unwrap_or_default(),
-                            cmd.hold.0,
-                            order.0
-                        ),
-                    });
-                }
-                CreateOrderOutcome::Rejected(CreateOrderRejection::LinesMismatch) => {
-                    return Err(DomainError::InvalidArgument {
-                        field: "lines".into(),
-                        reason: "must be exactly the hold's lines (SKU and quantity)".into(),
-                    });
-                }
-            };
-            // Nothing appended by this request: the order came from an earlier one.
-            let replayed =
-                matches!(outcome, Outcome::Order(_)) && engine.log().last_lsn() == head_before;
-            Ok(pb::CreateOrderResponse {
-                outcome: Some(outcome),
-                replayed,
+        self.domain
+            .durable(move || {
+                use pb::create_order_response::Outcome;
+                let now = now();
+                let head_before = engine.log().last_lsn();
+                let outcome = match engine.create_order(&cmd, now)? {
+                    CreateOrderOutcome::Created { order } => {
+                        // The contract's CreateOrder also confirms: checkout is complete.
+                        let confirmed = engine.confirm_order(order, now)?;
+                        Outcome::Order(transitioned(&engine, order, confirmed, "confirm")?)
+                    }
+                    CreateOrderOutcome::Rejected(CreateOrderRejection::HoldNotActive(
+                        HoldNotActive::Ended,
+                    )) => Outcome::Rejected(order_rejected(
+                        pb::OrderRejectReason::HoldNotActive,
+                        "the hold expired or was released before the order was created",
+                    )),
+                    CreateOrderOutcome::Rejected(CreateOrderRejection::HoldNotActive(
+                        HoldNotActive::Unknown,
+                    )) => return Err(convert::unknown_hold(cmd.hold)),
+                    CreateOrderOutcome::Rejected(CreateOrderRejection::OrderExists { order }) => {
+                        return Err(DomainError::IdempotencyKeyReused {
+                            key: format!(
+                                "{} (hold {} already has order {})",
+                                cmd.idempotency_key.unwrap_or_default(),
+                                cmd.hold.0,
+                                order.0
+                            ),
+                        });
+                    }
+                    CreateOrderOutcome::Rejected(CreateOrderRejection::LinesMismatch) => {
+                        return Err(DomainError::InvalidArgument {
+                            field: "lines".into(),
+                            reason: "must be exactly the hold's lines (SKU and quantity)".into(),
+                        });
+                    }
+                };
+                // Nothing appended by this request: the order came from an earlier one.
+                let replayed =
+                    matches!(outcome, Outcome::Order(_)) && engine.log().last_lsn() == head_before;
+                Ok(pb::CreateOrderResponse {
+                    outcome: Some(outcome),
+                    replayed,
+                })
             })
-        })
-        .await
-        .map(Response::new)
+            .await
+            .map(Response::new)
     }
 
     async fn get_order(
@@ -219,14 +220,15 @@ impl PickupService for Pickups {
         let staff = staff_id("staff_id", &req.staff_id)?;
         let order = OrderId(req.order_id);
         let engine = self.engine_for(&caller, order)?;
-        blocking(move || {
-            let outcome = engine.start_picking(order, &staff, now())?;
-            Ok(pb::StartPickingResponse {
-                order: Some(transitioned(&engine, order, outcome, "start picking")?),
+        self.domain
+            .durable(move || {
+                let outcome = engine.start_picking(order, &staff, now())?;
+                Ok(pb::StartPickingResponse {
+                    order: Some(transitioned(&engine, order, outcome, "start picking")?),
+                })
             })
-        })
-        .await
-        .map(Response::new)
+            .await
+            .map(Response::new)
     }
 
     async fn report_short(
@@ -266,20 +268,21 @@ impl PickupService for Pickups {
             });
         }
         let engine = self.engine_for(&caller, order)?;
-        blocking(move || {
-            for pick in &picks {
-                if let TransitionOutcome::Rejected(r) = engine.short_pick(pick, now())? {
-                    return Err(convert::order_rejection(order, &r, "report short"));
+        self.domain
+            .durable(move || {
+                for pick in &picks {
+                    if let TransitionOutcome::Rejected(r) = engine.short_pick(pick, now())? {
+                        return Err(convert::order_rejection(order, &r, "report short"));
+                    }
                 }
-            }
-            let view = convert::order_view(&engine, order)?;
-            Ok(pb::ReportShortResponse {
-                order: Some(convert::order_pb(&engine, &view)),
-                reallocations: Vec::new(),
+                let view = convert::order_view(&engine, order)?;
+                Ok(pb::ReportShortResponse {
+                    order: Some(convert::order_pb(&engine, &view)),
+                    reallocations: Vec::new(),
+                })
             })
-        })
-        .await
-        .map(Response::new)
+            .await
+            .map(Response::new)
     }
 
     async fn mark_ready(
@@ -292,22 +295,25 @@ impl PickupService for Pickups {
         let staff = staff_id("staff_id", &req.staff_id)?;
         let order = OrderId(req.order_id);
         let engine = self.engine_for(&caller, order)?;
-        blocking(move || {
-            let entropy = entropy()?;
-            match engine.mark_ready(order, &staff, entropy, now())? {
-                ReadyOutcome::Ready { code, qr } => {
-                    let view = convert::order_view(&engine, order)?;
-                    Ok(pb::MarkReadyResponse {
-                        order: Some(convert::order_pb(&engine, &view)),
-                        pickup_code: code.to_string(),
-                        qr_payload: qr.map(|q| q.encode()).unwrap_or_default(),
-                    })
+        self.domain
+            .durable(move || {
+                let entropy = entropy()?;
+                match engine.mark_ready(order, &staff, entropy, now())? {
+                    ReadyOutcome::Ready { code, qr } => {
+                        let view = convert::order_view(&engine, order)?;
+                        Ok(pb::MarkReadyResponse {
+                            order: Some(convert::order_pb(&engine, &view)),
+                            pickup_code: code.to_string(),
+                            qr_payload: qr.map(|q| q.encode()).unwrap_or_default(),
+                        })
+                    }
+                    ReadyOutcome::Rejected(r) => {
+                        Err(convert::order_rejection(order, &r, "mark ready"))
+                    }
                 }
-                ReadyOutcome::Rejected(r) => Err(convert::order_rejection(order, &r, "mark ready")),
-            }
-        })
-        .await
-        .map(Response::new)
+            })
+            .await
+            .map(Response::new)
     }
 
     async fn verify_code(
@@ -321,26 +327,27 @@ impl PickupService for Pickups {
         let order = OrderId(req.order_id);
         let code = convert::presented_code(order, &req.code)?;
         let engine = self.engine_for(&caller, order)?;
-        blocking(move || {
-            use pb::verify_code_response::Outcome;
-            let outcome = match engine.verify_code(order, &code, &staff, now())? {
-                VerifyCodeOutcome::Code(v) => match convert::code_rejected_pb(&v)? {
-                    Some(rejected) => Outcome::Rejected(rejected),
-                    None => Outcome::Verified(convert::order_pb(
-                        &engine,
-                        &convert::order_view(&engine, order)?,
-                    )),
-                },
-                VerifyCodeOutcome::Rejected(r) => {
-                    return Err(convert::order_rejection(order, &r, "verify code"));
-                }
-            };
-            Ok(pb::VerifyCodeResponse {
-                outcome: Some(outcome),
+        self.domain
+            .durable(move || {
+                use pb::verify_code_response::Outcome;
+                let outcome = match engine.verify_code(order, &code, &staff, now())? {
+                    VerifyCodeOutcome::Code(v) => match convert::code_rejected_pb(&v)? {
+                        Some(rejected) => Outcome::Rejected(rejected),
+                        None => Outcome::Verified(convert::order_pb(
+                            &engine,
+                            &convert::order_view(&engine, order)?,
+                        )),
+                    },
+                    VerifyCodeOutcome::Rejected(r) => {
+                        return Err(convert::order_rejection(order, &r, "verify code"));
+                    }
+                };
+                Ok(pb::VerifyCodeResponse {
+                    outcome: Some(outcome),
+                })
             })
-        })
-        .await
-        .map(Response::new)
+            .await
+            .map(Response::new)
     }
 
     async fn collect(
@@ -354,38 +361,39 @@ impl PickupService for Pickups {
         let order = OrderId(req.order_id);
         let code = convert::presented_code(order, &req.code)?;
         let engine = self.engine_for(&caller, order)?;
-        blocking(move || {
-            use pb::collect_response::Outcome;
-            let outcome = match engine.collect(order, &code, &staff, now())? {
-                CollectOutcome::Collected { receipt, .. } => {
-                    let receipt = (*receipt).map_err(|e| {
-                        DomainError::Internal(format!("collected, but no receipt: {e}"))
-                    })?;
-                    let view = convert::order_view(&engine, order)?;
-                    Outcome::Collected(pb::CollectedOrder {
-                        order: Some(convert::order_pb(&engine, &view)),
-                        receipt: Some(convert::receipt_pb(&receipt)),
-                    })
-                }
-                CollectOutcome::Code(v) => match convert::code_rejected_pb(&v)? {
-                    Some(rejected) => Outcome::Rejected(rejected),
-                    None => {
-                        return Err(DomainError::Internal(
-                            "code accepted but the order was not collected".into(),
-                        ));
+        self.domain
+            .durable(move || {
+                use pb::collect_response::Outcome;
+                let outcome = match engine.collect(order, &code, &staff, now())? {
+                    CollectOutcome::Collected { receipt, .. } => {
+                        let receipt = (*receipt).map_err(|e| {
+                            DomainError::Internal(format!("collected, but no receipt: {e}"))
+                        })?;
+                        let view = convert::order_view(&engine, order)?;
+                        Outcome::Collected(pb::CollectedOrder {
+                            order: Some(convert::order_pb(&engine, &view)),
+                            receipt: Some(convert::receipt_pb(&receipt)),
+                        })
                     }
-                },
-                CollectOutcome::Rejected(r) => {
-                    return Err(convert::order_rejection(order, &r, "collect"));
-                }
-            };
-            Ok(pb::CollectResponse {
-                outcome: Some(outcome),
-                replayed: false,
+                    CollectOutcome::Code(v) => match convert::code_rejected_pb(&v)? {
+                        Some(rejected) => Outcome::Rejected(rejected),
+                        None => {
+                            return Err(DomainError::Internal(
+                                "code accepted but the order was not collected".into(),
+                            ));
+                        }
+                    },
+                    CollectOutcome::Rejected(r) => {
+                        return Err(convert::order_rejection(order, &r, "collect"));
+                    }
+                };
+                Ok(pb::CollectResponse {
+                    outcome: Some(outcome),
+                    replayed: false,
+                })
             })
-        })
-        .await
-        .map(Response::new)
+            .await
+            .map(Response::new)
     }
 
     async fn no_show(
@@ -419,14 +427,15 @@ impl PickupService for Pickups {
         };
         let order = OrderId(req.order_id);
         let engine = self.engine_for(&caller, order)?;
-        blocking(move || {
-            let outcome = engine.cancel_order(order, &by, now())?;
-            Ok(pb::CancelResponse {
-                order: Some(transitioned(&engine, order, outcome, "cancel")?),
+        self.domain
+            .durable(move || {
+                let outcome = engine.cancel_order(order, &by, now())?;
+                Ok(pb::CancelResponse {
+                    order: Some(transitioned(&engine, order, outcome, "cancel")?),
+                })
             })
-        })
-        .await
-        .map(Response::new)
+            .await
+            .map(Response::new)
     }
 
     async fn staff_override(
@@ -439,13 +448,14 @@ impl PickupService for Pickups {
         let staff = staff_id("staff_id", &req.staff_id)?;
         let order = OrderId(req.order_id);
         let engine = self.engine_for(&caller, order)?;
-        blocking(move || {
-            let outcome = engine.staff_override(order, &staff, now())?;
-            Ok(pb::StaffOverrideResponse {
-                order: Some(transitioned(&engine, order, outcome, "override")?),
+        self.domain
+            .durable(move || {
+                let outcome = engine.staff_override(order, &staff, now())?;
+                Ok(pb::StaffOverrideResponse {
+                    order: Some(transitioned(&engine, order, outcome, "override")?),
+                })
             })
-        })
-        .await
-        .map(Response::new)
+            .await
+            .map(Response::new)
     }
 }

@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     auth,
     convert::{self, idempotency_key},
-    domain::{Domain, blocking, now},
+    domain::{Domain, now},
     pb::{self, store_service_server::StoreService},
     status::{DomainError, ResourceKind},
 };
@@ -29,11 +29,12 @@ impl Stores {
 
     async fn set_status(&self, store_id: String, status: StoreStatus) -> Result<pb::Store, Status> {
         let engine = self.domain.engine()?;
-        blocking(move || {
-            engine.set_store_status(&store_id, status, now())?;
-            store_by_name(&engine, &store_id)
-        })
-        .await
+        self.domain
+            .durable(move || {
+                engine.set_store_status(&store_id, status, now())?;
+                store_by_name(&engine, &store_id)
+            })
+            .await
     }
 }
 
@@ -63,17 +64,18 @@ impl StoreService for Stores {
         idempotency_key("idempotency_key", &req.idempotency_key)?;
         let def = convert::store_def(req.store)?;
         let engine = self.domain.engine()?;
-        blocking(move || {
-            let created = engine.store_id(&def.external_id).is_none();
-            let id = def.external_id.clone();
-            engine.define_store(def, now())?;
-            Ok(pb::UpsertStoreResponse {
-                store: Some(store_by_name(&engine, &id)?),
-                created,
+        self.domain
+            .durable(move || {
+                let created = engine.store_id(&def.external_id).is_none();
+                let id = def.external_id.clone();
+                engine.define_store(def, now())?;
+                Ok(pb::UpsertStoreResponse {
+                    store: Some(store_by_name(&engine, &id)?),
+                    created,
+                })
             })
-        })
-        .await
-        .map(Response::new)
+            .await
+            .map(Response::new)
     }
 
     async fn set_hours(

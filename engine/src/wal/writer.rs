@@ -98,11 +98,16 @@ struct Shared {
     durable_cv: Condvar,
     /// Set once by the first write/fsync failure; never cleared.
     failed: OnceLock<Arc<str>>,
+    /// Called after every change a waiter may care about (see [`Wal::set_progress_hook`]).
+    progress_hook: OnceLock<ProgressHook>,
     commit: Mutex<CommitState>,
     /// Newest snapshot LSN written or recovered; serializes snapshot writes.
     snapshot: Mutex<Option<Lsn>>,
     metrics: MetricCells,
 }
+
+/// See [`Wal::set_progress_hook`].
+pub type ProgressHook = Box<dyn Fn() + Send + Sync>;
 
 /// The write-ahead log. `Send + Sync`: share it by reference or `Arc`.
 ///
@@ -201,6 +206,7 @@ impl Wal {
             durable_mx: Mutex::new(()),
             durable_cv: Condvar::new(),
             failed: OnceLock::new(),
+            progress_hook: OnceLock::new(),
             commit: Mutex::new(CommitState {
                 segment,
                 spare: Vec::new(),
@@ -369,6 +375,57 @@ impl Wal {
         }
     }
 
+    /// Non-blocking [`Wal::wait_durable`]: `Ok(true)` once every record up to `lsn` is as
+    /// durable as the mode promises (at once in `Off` mode), `Ok(false)` while the caller
+    /// must keep waiting, and the errors `wait_durable` would return. For waiters that do
+    /// not park a thread (an async task re-polls from [`Wal::set_progress_hook`]). Unlike
+    /// `wait_durable` it never commits on the calling thread and never requests an early
+    /// flush in `Async` mode.
+    pub fn poll_durable(&self, lsn: Lsn) -> Result<bool, WalError> {
+        let shared = &*self.shared;
+        if lsn.0 <= shared.durable_lsn.load(Ordering::Acquire) {
+            return Ok(true);
+        }
+        if shared.config.durability == Durability::Off {
+            let next_lsn = shared.pending.lock().next_lsn;
+            return match lsn.0 < next_lsn {
+                true => Ok(true),
+                false => Err(WalError::LsnNotAssigned {
+                    lsn: lsn.0,
+                    next_lsn,
+                }),
+            };
+        }
+        if shared.failed.get().is_some() {
+            return Err(shared.failed_error());
+        }
+        let p = shared.pending.lock();
+        if lsn.0 >= p.next_lsn {
+            return Err(WalError::LsnNotAssigned {
+                lsn: lsn.0,
+                next_lsn: p.next_lsn,
+            });
+        }
+        if p.shutdown
+            && self
+                .committer_thread
+                .as_ref()
+                .is_none_or(|t| t.is_finished())
+        {
+            return Err(WalError::Closed);
+        }
+        Ok(false)
+    }
+
+    /// Installs `hook`, called (on the committer's thread, with no WAL lock held) every time
+    /// the durable LSN advances, when the WAL fail-stops and when it closes: exactly the
+    /// moments at which [`Wal::poll_durable`] may change its answer. It must be quick (wake
+    /// waiters, nothing more). One hook per WAL: a second call is refused and returns
+    /// `hook` back.
+    pub fn set_progress_hook(&self, hook: ProgressHook) -> Result<(), ProgressHook> {
+        self.shared.progress_hook.set(hook)
+    }
+
     /// Writes and syncs everything appended so far, on the calling thread, as one batch.
     /// Returns when it is durable (or the WAL failed).
     pub fn flush(&self) -> Result<(), WalError> {
@@ -504,6 +561,7 @@ impl Wal {
             let _g = shared.durable_mx.lock();
             shared.durable_cv.notify_all();
         }
+        shared.notify_progress();
         if shared.failed.get().is_some() {
             return Err(shared.failed_error());
         }
@@ -546,8 +604,19 @@ impl Shared {
             self.space_cv.notify_all();
             self.work_cv.notify_all();
         }
-        let _g = self.durable_mx.lock();
-        self.durable_cv.notify_all();
+        {
+            let _g = self.durable_mx.lock();
+            self.durable_cv.notify_all();
+        }
+        self.notify_progress();
+    }
+
+    /// Runs the progress hook, if one is set. Called without any WAL lock held, so the
+    /// hook may call back into the WAL.
+    fn notify_progress(&self) {
+        if let Some(hook) = self.progress_hook.get() {
+            hook();
+        }
     }
 
     /// `flush` for shutdown without a committer thread (Manual mode).
@@ -593,6 +662,7 @@ impl Shared {
                     let _g = self.durable_mx.lock();
                     self.durable_cv.notify_all();
                 }
+                self.notify_progress();
                 let mut spare = batch;
                 spare.clear();
                 commit.spare = spare;
