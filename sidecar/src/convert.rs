@@ -247,8 +247,10 @@ pub fn pos_command(i: usize, e: pb::PosEvent) -> Result<PosCommand, DomainError>
 // ---------------------------------------------------------------- holds
 
 /// A hold request from proto (the slot form is refused by the caller before this).
-pub fn hold_request(field: &str, r: &pb::HoldRequest) -> Result<pe::HoldRequest, DomainError> {
-    let key = idempotency_key(&format!("{field}idempotency_key"), &r.idempotency_key)?;
+/// Field names in errors are relative to the request (callers of a batch prefix them with
+/// [`DomainError::in_field`]).
+pub fn hold_request(r: &pb::HoldRequest) -> Result<pe::HoldRequest, DomainError> {
+    let key = idempotency_key("idempotency_key", &r.idempotency_key)?;
     let lines = r
         .lines
         .iter()

@@ -43,7 +43,13 @@ fn hold_response(
     Ok(match outcome {
         HoldOutcome::Granted(g) => {
             let replayed = g.lsn.0 <= head_before;
-            let info = match engine.hold_info(g.hold).filter(|_| replayed) {
+            // Only a replay reads the hold back: a fresh grant is described by the request.
+            let existing = if replayed {
+                engine.hold_info(g.hold)
+            } else {
+                None
+            };
+            let info = match existing {
                 Some(h) => convert::active_hold_pb(engine, &h),
                 None => convert::hold_info_pb(
                     &req.store_id,
@@ -89,7 +95,7 @@ impl HoldService for Holds {
     ) -> Result<Response<pb::HoldResponse>, Status> {
         auth::caller(&request)?.authorize_store(&request.get_ref().store_id)?;
         let req = request.into_inner();
-        let cmd = convert::hold_request("", &req)?;
+        let cmd = convert::hold_request(&req)?;
         let engine = self.domain.engine()?;
         self.domain
             .durable(move || {
@@ -111,7 +117,10 @@ impl HoldService for Holds {
         let mut cmds = Vec::with_capacity(reqs.len());
         for (i, r) in reqs.iter().enumerate() {
             caller.authorize_store(&r.store_id)?;
-            cmds.push(convert::hold_request(&format!("holds[{i}]."), r)?);
+            // The field prefix is formatted only for an error, not per hold.
+            let cmd =
+                convert::hold_request(r).map_err(|e| e.in_field(|| format!("holds[{i}].")))?;
+            cmds.push(cmd);
         }
         let engine = self.domain.engine()?;
         self.domain

@@ -129,6 +129,20 @@ pub enum DomainError {
     Internal(String),
 }
 
+impl DomainError {
+    /// The same error with `prefix()` put before the name of the invalid field, for an
+    /// item of a repeated field (`holds[3].` + `lines[0].qty`).
+    pub fn in_field(self, prefix: impl FnOnce() -> String) -> DomainError {
+        match self {
+            DomainError::InvalidArgument { field, reason } => DomainError::InvalidArgument {
+                field: prefix() + &field,
+                reason,
+            },
+            other => other,
+        }
+    }
+}
+
 /// How long clients should wait before retrying after UNAVAILABLE during recovery.
 const RECOVERING_RETRY: Duration = Duration::from_millis(500);
 
