@@ -11,8 +11,9 @@
 //!   RPCs per second, so it compares one-for-one with Ping (`hold_vs_ping`).
 //! - `batch_lines_per_s`: closed loop, `BatchHold` of `batch_len` single-line holds.
 //! - `p99_ms_at_half_load`: open loop at half of `hold_rps`, same hold/release mix; each
-//!   latency is measured from the request's *intended* send time, so a stalled server
-//!   cannot hide its queueing (coordinated omission corrected).
+//!   Hold's latency is measured from its *intended* send time (paced by a thread, not by
+//!   tokio's 1 ms timer), so a stalled server cannot hide its queueing (coordinated
+//!   omission corrected); each Release follows its Hold at once.
 
 use std::{
     sync::{
@@ -416,8 +417,15 @@ fn rand_seed() -> u64 {
     rand::rng().random::<u64>() >> 16
 }
 
-/// Sends Hold (+ Release) pairs at `rate_rps` RPCs per second regardless of how fast
-/// answers come, and records each RPC's latency from its intended send time.
+/// Open loop at `rate_rps` RPCs per second: pairs of Hold and the Release of that hold,
+/// one pair every `2 / rate_rps` seconds. Returns the latency histogram (µs) of both RPCs
+/// and the number of failed requests.
+///
+/// Each Hold's latency counts from its *intended* send time, so a stalled server cannot
+/// hide its queue (coordinated omission). The intended times come from a pacing thread
+/// that sleeps with the OS timer and spins the last stretch, not from tokio's timer, whose
+/// 1 ms wheel would add up to a millisecond of the generator's own lag to every sample.
+/// The Release is sent as soon as its Hold answers and counts from then.
 async fn open_loop(
     cfg: &GrpcBenchConfig,
     channels: &[Channel],
@@ -430,22 +438,29 @@ async fn open_loop(
     // One pair is 2 RPCs: schedule pairs at half the RPC rate.
     let interval = Duration::from_secs_f64(2.0 / rate_rps);
     let total = cfg.warmup + cfg.phase;
-    let start = tokio::time::Instant::now() + Duration::from_millis(10);
+    let start = Instant::now() + Duration::from_millis(10);
     let measure_from = start + cfg.warmup;
+    let pairs = (total.as_secs_f64() / interval.as_secs_f64()) as u64;
+    let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
+    let pacer = std::thread::Builder::new()
+        .name("bench-pacer".into())
+        .spawn(move || {
+            for i in 0..pairs {
+                let intended = start + interval.mul_f64(i as f64);
+                pace_until(intended);
+                if due_tx.send((i, intended)).is_err() {
+                    return;
+                }
+            }
+        })?;
     let seed = rand_seed();
     let mut tasks = tokio::task::JoinSet::new();
-    let mut i: u64 = 0;
-    loop {
-        let intended = start + interval.mul_f64(i as f64);
-        if intended >= start + total {
-            break;
-        }
-        tokio::time::sleep_until(intended).await;
+    while let Some((i, intended)) = due_rx.recv().await {
         let ch = channels[i as usize % channels.len()].clone();
         let (hist, errors) = (hist.clone(), errors.clone());
         tasks.spawn(async move {
             let mut holds = HoldServiceClient::new(ch);
-            let record = |hist: &Mutex<Histogram<u64>>, from: tokio::time::Instant| {
+            let record = |from: Instant| {
                 if intended >= measure_from {
                     let us = from.elapsed().as_micros().max(1) as u64;
                     let _ = hist.lock().record(us.min(60_000_000));
@@ -462,8 +477,7 @@ async fn open_loop(
                     expiry: None,
                 }))
                 .await;
-            // The hold was due at `intended`.
-            record(&hist, intended);
+            record(intended);
             let Ok(r) = r else {
                 errors.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -472,10 +486,7 @@ async fn open_loop(
                 errors.fetch_add(1, Ordering::Relaxed);
                 return;
             };
-            // The release was due half an interval later, or as soon as the hold
-            // answered if that was later: its latency counts from then.
-            let due = (intended + interval / 2).max(tokio::time::Instant::now());
-            tokio::time::sleep_until(due).await;
+            let sent = Instant::now();
             let r = holds
                 .release(authed(pb::ReleaseRequest {
                     idempotency_key: format!("or{seed}-{i}"),
@@ -483,16 +494,31 @@ async fn open_loop(
                     reason: String::new(),
                 }))
                 .await;
-            record(&hist, due);
+            record(sent);
             if r.is_err() {
                 errors.fetch_add(1, Ordering::Relaxed);
             }
         });
-        i += 1;
+        // Reap finished pairs as we go so the set stays small.
+        while tasks.try_join_next().is_some() {}
     }
+    let _ = pacer.join();
     while tasks.join_next().await.is_some() {}
     let hist = Arc::try_unwrap(hist)
         .map_err(|_| anyhow::anyhow!("histogram still shared"))?
         .into_inner();
     Ok((hist, errors.load(Ordering::Relaxed)))
+}
+
+/// Sleeps until shortly before `deadline` with the OS timer, then spins (yielding) to it:
+/// accurate to a few microseconds at the cost of one mostly idle thread.
+fn pace_until(deadline: Instant) {
+    const SPIN: Duration = Duration::from_micros(100);
+    let now = Instant::now();
+    if deadline > now + SPIN {
+        std::thread::sleep(deadline - now - SPIN);
+    }
+    while Instant::now() < deadline {
+        std::thread::yield_now();
+    }
 }
