@@ -376,10 +376,9 @@ impl StoreCalendar {
     /// with the "compatible" rule), in time order. Empty on a closed day.
     pub fn slots_on(&self, date: Date) -> Vec<Slot> {
         let midnight = |d: Date| self.compatible_ms(DateTime::from_parts(d, Time::midnight()));
-        let (Some(from_ms), Some(to_ms)) = (
-            midnight(date),
-            date.tomorrow().ok().and_then(|next| midnight(next)),
-        ) else {
+        let (Some(from_ms), Some(to_ms)) =
+            (midnight(date), date.tomorrow().ok().and_then(midnight))
+        else {
             return Vec::new();
         };
         self.slots(from_ms, to_ms).collect()
