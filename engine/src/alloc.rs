@@ -29,7 +29,9 @@ use rstar::RTree;
 use rstar::primitives::GeomWithData;
 
 use super::{Engine, HoldGrant, HoldOutcome, HoldRequest, check_id, poisoned};
-use crate::calendar::{ReadyEstimate, Slot};
+use std::sync::Arc;
+
+use crate::calendar::{CalendarConfig, ReadyEstimate, Slot, StoreCalendar};
 use crate::error::EngineError;
 use crate::event::{Event, HoldRejection, Record};
 use crate::slot::{PICK_TIME_PER_ORDER_MS_MAX, SlotProblem};
@@ -179,6 +181,9 @@ pub struct AllocateRequest {
     pub idempotency_key: Option<String>,
     /// Hold time of holds without a slot; the store's default when `None`.
     pub ttl_ms: Option<i64>,
+    /// Stores never chosen nor offered as alternatives, by external id (a re-allocation
+    /// excludes the store that came up short). Unknown ids are ignored.
+    pub exclude_stores: Vec<String>,
 }
 
 impl AllocateRequest {
@@ -197,6 +202,7 @@ impl AllocateRequest {
             alternatives_max: 3,
             idempotency_key: None,
             ttl_ms: None,
+            exclude_stores: Vec::new(),
         }
     }
 }
@@ -318,20 +324,81 @@ impl Engine {
     pub fn set_calendar(
         &self,
         store: &str,
-        config: crate::calendar::CalendarConfig,
+        config: CalendarConfig,
         now: Timestamp,
     ) -> Result<(), EngineError> {
+        self.update_calendar(store, now, |_| config).map(|_| ())
+    }
+
+    /// Edits a store's pickup calendar atomically: `edit` receives the configuration in
+    /// force (`None` before the first) and returns the new one, which is validated
+    /// ([`EngineError::InvalidCalendar`] names what is wrong), logged as
+    /// [`Event::CalendarSet`] and applied, all under the store state lock. So two
+    /// concurrent edits of different parts (opening hours, staffing) both survive, and
+    /// the log order is the order in which they were applied. Returns the new
+    /// configuration.
+    pub fn update_calendar(
+        &self,
+        store: &str,
+        now: Timestamp,
+        edit: impl FnOnce(Option<&CalendarConfig>) -> CalendarConfig,
+    ) -> Result<CalendarConfig, EngineError> {
         let shard = self.shard_by_name(store)?;
-        crate::calendar::StoreCalendar::new(config.clone())
-            .map_err(|e| EngineError::invalid("calendar", e.to_string()))?;
-        self.log_store_event(
-            shard,
-            Event::CalendarSet {
+        let gate = self.gate.read().map_err(|_| poisoned())?;
+        let mut st = shard.state.lock();
+        let config = edit(st.slots.calendar.as_ref().map(|c| c.config()));
+        let calendar = StoreCalendar::new(config.clone())?;
+        let lsn = self.log.append(&Record {
+            at: now,
+            events: vec![Event::CalendarSet {
                 store: shard.id,
-                config: Box::new(config),
-            },
-            now,
-        )
+                config: Box::new(config.clone()),
+            }],
+        })?;
+        // The same change replay makes for `CalendarSet` (`Engine::apply_event`).
+        st.slots.calendar = Some(Arc::new(calendar));
+        drop(st);
+        drop(gate);
+        crate::log::wait_durable_or_defer(&*self.log, lsn)?;
+        Ok(config)
+    }
+
+    /// A store's calendar configuration, `None` before the first
+    /// [`Engine::set_calendar`].
+    pub fn calendar_config(&self, store: &str) -> Result<Option<CalendarConfig>, EngineError> {
+        let shard = self.shard_by_name(store)?;
+        let st = shard.state.lock();
+        Ok(st.slots.calendar.as_ref().map(|c| c.config().clone()))
+    }
+
+    /// A store's average pick time per order, ms.
+    pub fn pick_time_per_order_ms(&self, store: &str) -> Result<u32, EngineError> {
+        let shard = self.shard_by_name(store)?;
+        Ok(shard.state.lock().slots.pick_time_per_order_ms)
+    }
+
+    /// The pickup slots of one local day of a store (in the store's time zone), in time
+    /// order, each with the pickups booked on it. `None` if the store has no calendar.
+    pub fn slots_on(
+        &self,
+        store: &str,
+        date: crate::calendar::Date,
+    ) -> Result<Option<Vec<(Slot, u32)>>, EngineError> {
+        let shard = self.shard_by_name(store)?;
+        let st = shard.state.lock();
+        Ok(st.slots.calendar.as_ref().map(|cal| {
+            cal.slots_on(date)
+                .into_iter()
+                .map(|slot| (slot, st.slots.booked_on(slot.start_ms)))
+                .collect()
+        }))
+    }
+
+    /// The slot of `store` that starts at `start_ms`, if its calendar has one.
+    pub fn slot_at(&self, store: StoreId, start_ms: i64) -> Option<Slot> {
+        let shard = self.shard(store)?;
+        let st = shard.state.lock();
+        st.slots.calendar.as_ref()?.slot_at(start_ms)
     }
 
     /// Sets a store's average pick time per order (default
@@ -520,6 +587,12 @@ impl Engine {
         if let Some(key) = &req.idempotency_key {
             check_id("idempotency_key", key, limits.key_len_max)?;
         }
+        if req.exclude_stores.len() > CANDIDATES_MAX {
+            return Err(EngineError::invalid(
+                "exclude_stores",
+                format!("at most {CANDIDATES_MAX} stores"),
+            ));
+        }
         Ok(())
     }
 
@@ -610,8 +683,14 @@ impl Engine {
             (Some(p), _) | (None, Some(p)) => p,
             (None, None) => return Ok(Vec::new()),
         };
+        let excluded: Vec<StoreId> = req
+            .exclude_stores
+            .iter()
+            .filter_map(|name| self.store_id(name))
+            .collect();
         let mut out = Vec::new();
         if let (Some(shard), Some(pos)) = (preferred, pref_pos)
+            && !excluded.contains(&shard.id)
             && self.is_candidate(shard, at_ms)
         {
             out.push(Candidate {
@@ -625,7 +704,11 @@ impl Engine {
             unit_vector(origin.0, origin.1),
             req.max_distance_km,
             limit,
-            |id| Some(id) != pref_id && self.shard(id).is_some_and(|s| self.is_candidate(s, at_ms)),
+            |id| {
+                Some(id) != pref_id
+                    && !excluded.contains(&id)
+                    && self.shard(id).is_some_and(|s| self.is_candidate(s, at_ms))
+            },
         );
         for (id, distance_km) in near {
             if let Some(shard) = self.shard(id) {
@@ -813,6 +896,130 @@ impl Engine {
     }
 }
 
+/// Most stores one [`Engine::nearby_availability`] query returns.
+pub const NEARBY_STORES_MAX: usize = 100;
+
+/// A query for what the stores near a position could supply now
+/// ([`Engine::nearby_availability`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NearbyQuery {
+    /// Where the customer is (latitude, longitude in degrees).
+    pub position: (f64, f64),
+    /// Only stores within this great-circle distance, km (at most [`MAX_DISTANCE_KM_MAX`]).
+    pub max_distance_km: f64,
+    /// What the customer wants; a SKU named twice is merged.
+    pub lines: Vec<LineRequest>,
+    /// Most stores returned, `1..=`[`NEARBY_STORES_MAX`].
+    pub max_stores: usize,
+    /// Also return stores that take no holds now (pickups paused, closed); off by
+    /// default because a checkout cannot use them.
+    pub include_not_accepting: bool,
+}
+
+/// What one store near the query position could supply now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NearbySupply {
+    /// The store.
+    pub store: StoreId,
+    /// Its external id.
+    pub store_external_id: String,
+    /// Great-circle distance from the query position, km.
+    pub distance_km: f64,
+    /// Whether the store takes holds now (its status is open).
+    pub accepting: bool,
+    /// Per (merged) line: units available to promise there when read.
+    pub supply: Vec<LineSupply>,
+}
+
+impl Engine {
+    /// The stores within `q.max_distance_km` of `q.position`, nearest first, at most
+    /// `q.max_stores` of them, that `keep` accepts (the sidecar passes its
+    /// authorization filter), each with what it could supply of `q.lines` now.
+    ///
+    /// A read: it locks nothing but single cells one at a time, so it never blocks
+    /// writers for long, and a store's numbers are at most as stale as its last write.
+    /// The store walk is the same geo index [`Engine::allocate`] uses, bounded by
+    /// [`SCAN_STORES_MAX`].
+    pub fn nearby_availability(
+        &self,
+        q: &NearbyQuery,
+        mut keep: impl FnMut(StoreId) -> bool,
+    ) -> Result<Vec<NearbySupply>, EngineError> {
+        let limits = &self.config.limits;
+        if q.lines.is_empty() || q.lines.len() > limits.hold_lines_max {
+            return Err(EngineError::invalid(
+                "lines",
+                format!("must have 1..={} lines", limits.hold_lines_max),
+            ));
+        }
+        for l in &q.lines {
+            if l.qty == 0 || l.qty > limits.line_qty_max {
+                return Err(EngineError::invalid(
+                    "qty",
+                    format!("must be within 1..={}", limits.line_qty_max),
+                ));
+            }
+            check_id("sku", &l.sku, limits.external_id_len_max)?;
+        }
+        let (lat, lon) = q.position;
+        if !(lat.is_finite()
+            && lon.is_finite()
+            && (-90.0..=90.0).contains(&lat)
+            && (-180.0..=180.0).contains(&lon))
+        {
+            return Err(EngineError::invalid(
+                "position",
+                "latitude must be within -90..=90 and longitude within -180..=180",
+            ));
+        }
+        if !(q.max_distance_km.is_finite()
+            && (0.0..=MAX_DISTANCE_KM_MAX).contains(&q.max_distance_km))
+        {
+            return Err(EngineError::invalid(
+                "max_distance_km",
+                format!("must be within 0..={MAX_DISTANCE_KM_MAX}"),
+            ));
+        }
+        if q.max_stores == 0 || q.max_stores > NEARBY_STORES_MAX {
+            return Err(EngineError::invalid(
+                "max_stores",
+                format!("must be within 1..={NEARBY_STORES_MAX}"),
+            ));
+        }
+        let lines = self.merge_lines(&q.lines);
+        let near = self.geo.nearest(
+            unit_vector(lat, lon),
+            q.max_distance_km,
+            q.max_stores,
+            |id| {
+                self.shard(id)
+                    .is_some_and(|s| q.include_not_accepting || s.status().accepts_holds())
+                    && keep(id)
+            },
+        );
+        Ok(near
+            .into_iter()
+            .filter_map(|(id, distance_km)| {
+                let shard = self.shard(id)?;
+                Some(NearbySupply {
+                    store: id,
+                    store_external_id: shard.def.read().external_id.clone(),
+                    distance_km,
+                    accepting: shard.status().accepts_holds(),
+                    supply: lines
+                        .iter()
+                        .map(|l| LineSupply {
+                            sku: l.name.clone(),
+                            requested: l.qty,
+                            available: l.sku.map_or(0, |sku| shard.view(sku).atp()),
+                        })
+                        .collect(),
+                })
+            })
+            .collect())
+    }
+}
+
 fn line_covered(shard: &StoreShard, l: &ReqLine) -> bool {
     l.sku.is_some_and(|id| shard.view(id).atp() >= l.qty)
 }
@@ -857,6 +1064,94 @@ mod tests {
             (km_to_chord2(d) - chord2(unit_vector(0.0, 179.9), unit_vector(0.0, -179.9))).abs()
                 < 1e-12
         );
+    }
+
+    fn stocked_engine(stores: &[(&str, f64, f64, u32)]) -> Engine {
+        use crate::{EngineConfig, PosDelta, PosDeltaKind, StoreDef};
+        let e = Engine::new(EngineConfig::default()).unwrap();
+        let now = Timestamp::from_ms(1_780_000_000_000);
+        for (name, lat, lon, qty) in stores {
+            e.define_store(StoreDef::new(*name, *lat, *lon, "Europe/Berlin"), now)
+                .unwrap();
+            if *qty == 0 {
+                continue;
+            }
+            e.apply_delta(
+                &PosDelta {
+                    store: (*name).into(),
+                    sku: "MUG".into(),
+                    pos_event_id: format!("r-{name}"),
+                    kind: PosDeltaKind::Receive,
+                    qty: i64::from(*qty),
+                    order_ref: None,
+                    pos_time: now,
+                },
+                now,
+            )
+            .unwrap();
+        }
+        e
+    }
+
+    #[test]
+    fn nearby_availability_is_nearest_first_within_the_radius() {
+        // From Berlin Mitte: Alexanderplatz ~1.5 km, Potsdam ~27 km, Hamburg ~255 km.
+        let e = stocked_engine(&[
+            ("hamburg", 53.55, 10.0, 9),
+            ("potsdam", 52.39, 13.06, 0),
+            ("alex", 52.52, 13.41, 3),
+        ]);
+        let q = NearbyQuery {
+            position: (52.52, 13.39),
+            max_distance_km: 100.0,
+            lines: vec![
+                LineRequest::new("MUG", 2),
+                LineRequest::new("MUG", 2),
+                LineRequest::new("NEVER-SEEN", 1),
+            ],
+            max_stores: 10,
+            include_not_accepting: false,
+        };
+        let got = e.nearby_availability(&q, |_| true).unwrap();
+        let names: Vec<_> = got.iter().map(|s| s.store_external_id.as_str()).collect();
+        assert_eq!(names, ["alex", "potsdam"], "Hamburg is beyond 100 km");
+        assert!(got[0].distance_km < got[1].distance_km);
+        // The two MUG lines are merged; an unknown SKU reads as zero everywhere.
+        let alex = &got[0].supply;
+        assert_eq!(alex.len(), 2);
+        assert_eq!((alex[0].requested, alex[0].available), (4, 3));
+        assert_eq!((alex[1].requested, alex[1].available), (1, 0));
+        assert_eq!(got[1].supply[0].available, 0);
+
+        // A paused store is left out unless asked for, and marked.
+        let now = Timestamp::from_ms(1_780_000_000_000);
+        e.set_store_status("alex", StoreStatus::PickupsPaused, now)
+            .unwrap();
+        let got = e.nearby_availability(&q, |_| true).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].store_external_id, "potsdam");
+        let all = NearbyQuery {
+            include_not_accepting: true,
+            max_stores: 1,
+            ..q.clone()
+        };
+        let got = e.nearby_availability(&all, |_| true).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].store_external_id, "alex");
+        assert!(!got[0].accepting);
+        // The caller's filter applies before the limit.
+        let alex = e.store_id("alex").unwrap();
+        let got = e.nearby_availability(&all, |id| id != alex).unwrap();
+        assert_eq!(got[0].store_external_id, "potsdam");
+        // Bad input is an error naming the field.
+        let bad = NearbyQuery { max_stores: 0, ..q };
+        assert!(matches!(
+            e.nearby_availability(&bad, |_| true),
+            Err(EngineError::InvalidRequest {
+                field: "max_stores",
+                ..
+            })
+        ));
     }
 
     #[test]

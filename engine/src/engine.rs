@@ -1261,6 +1261,7 @@ impl Engine {
             created: h.created,
             expires_at: h.expires_at,
             confirmed: h.confirmed,
+            slot: h.slot,
         })
     }
 
@@ -1523,6 +1524,7 @@ impl Engine {
             | Event::OrderCollected { .. }
             | Event::OrderCancelled { .. }
             | Event::OrderExpired { .. }
+            | Event::OrderNoShow { .. }
             | Event::PosOrderSale { .. } => self.replay_order_event(ev, at)?,
             Event::CalendarSet { store, config } => {
                 let shard = self.shard(*store).ok_or("unknown store")?;
@@ -1555,6 +1557,8 @@ pub struct HoldInfo {
     pub expires_at: Timestamp,
     /// Whether checkout confirmed it.
     pub confirmed: bool,
+    /// The pickup slot (`start_ms`) booked with it, if any.
+    pub slot: Option<i64>,
 }
 
 enum Ended {

@@ -35,6 +35,10 @@ pub enum EngineError {
         /// What is wrong.
         why: String,
     },
+    /// A store calendar configuration was refused; the error names the part (field,
+    /// weekday or date) that is wrong.
+    #[error("invalid calendar: {0}")]
+    InvalidCalendar(#[from] crate::calendar::CalendarError),
     /// A table is full; the message names the limit.
     #[error("limit reached: {limit} = {value}")]
     LimitReached {

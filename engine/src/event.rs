@@ -374,6 +374,14 @@ pub enum Event {
         /// Whether it counts as a no-show (confirmed or later).
         no_show: bool,
     },
+    /// Staff recorded that the customer did not come for a `ready` order whose pickup
+    /// window had passed (`ready -> no_show`); its hold was released in the same record.
+    OrderNoShow {
+        /// The order.
+        order: OrderId,
+        /// Who recorded it.
+        staff: String,
+    },
     /// A POS sale that names a pickup order: recognized against the order instead of
     /// being counted twice.
     PosOrderSale {
@@ -447,6 +455,7 @@ impl Event {
             Event::OrderCollected { .. } => "order_collected",
             Event::OrderCancelled { .. } => "order_cancelled",
             Event::OrderExpired { .. } => "order_expired",
+            Event::OrderNoShow { .. } => "order_no_show",
             Event::PosOrderSale { .. } => "pos_order_sale",
             Event::ConsumerAcked { .. } => "consumer_acked",
             Event::CalendarSet { .. } => "calendar_set",
@@ -480,7 +489,8 @@ impl Event {
             | Event::PickupCodeOverride { order, .. }
             | Event::OrderCollected { order, .. }
             | Event::OrderCancelled { order, .. }
-            | Event::OrderExpired { order, .. } => Some(order.store()),
+            | Event::OrderExpired { order, .. }
+            | Event::OrderNoShow { order, .. } => Some(order.store()),
             Event::SkuRegistered { .. } | Event::ConsumerAcked { .. } => None,
         }
     }

@@ -166,6 +166,11 @@ impl Kpis {
                     self.bump(order.store(), |k| k.no_show += 1);
                 }
             }
+            Event::OrderNoShow { order, .. } => {
+                self.placed_at.remove(order);
+                self.short_picked.remove(order);
+                self.bump(order.store(), |k| k.no_show += 1);
+            }
             Event::OrderCancelled { order, by, .. } => {
                 self.placed_at.remove(order);
                 self.short_picked.remove(order);

@@ -84,6 +84,7 @@ pub mod wal;
 pub use config::{EngineConfig, Limits};
 pub use engine::alloc::{
     AllocateOutcome, AllocateRejection, AllocateRequest, AllocatedPart, Alternative, LineSupply,
+    NearbyQuery, NearbySupply,
 };
 pub use engine::{
     ConfirmOutcome, Engine, ExpiredHold, ExtendOutcome, HoldGrant, HoldInfo, HoldNotActive,

@@ -5,6 +5,7 @@
 //!    \          \           \         \
 //!     +----------+-----------+---------+--> cancelled (customer or store)
 //! placed --hold expired--> expired        confirmed.. ready --hold expired--> no_show
+//! ready --staff, pickup window passed--> no_show
 //! picking --short pick--> picking (line reduced; missing units re-allocated or cancelled)
 //! ```
 //!
@@ -248,6 +249,12 @@ pub enum OrderRejection {
     },
     /// A staff override of an order that is not locked.
     NotLocked,
+    /// A no-show recorded before the order's pickup window ended.
+    PickupWindowOpen {
+        /// When the window ends: the end of the booked slot, or the hold's expiry for an
+        /// order without a slot.
+        ends_at: Timestamp,
+    },
 }
 
 /// Outcome of a simple order transition.
@@ -827,6 +834,9 @@ pub(crate) fn apply_locked(
             st.orders.receipt_seq = st.orders.receipt_seq.max(*receipt_seq);
         }
         Event::OrderCancelled { .. } | Event::OrderExpired { .. } => apply_state_event(ev, st, at)?,
+        Event::OrderNoShow { order, .. } => {
+            st.orders.set_status(*order, OrderStatus::NoShow, at)?
+        }
         Event::PosOrderSale { sku, .. } => {
             let cell = cells.cell(*sku)?;
             apply_pos_sale(ev, cell, st, at, horizon)?
@@ -1484,6 +1494,67 @@ impl Engine {
         Ok(outcome)
     }
 
+    /// Staff record that the customer did not come: `ready -> no_show`. Allowed once the
+    /// order's pickup window has ended, that is at or after the end of its booked slot
+    /// (staff may end the grace period early), or for an order without a slot at or
+    /// after its hold's expiry (what the expiry ticker would do, recorded with the staff
+    /// member). The hold is released in the same record, so its units are available to
+    /// promise again and its slot capacity is freed, exactly as when it expires.
+    /// Idempotent: an order already `no_show` (by staff or by expiry) is `Done`.
+    pub fn no_show(
+        &self,
+        order: OrderId,
+        staff: &StaffId,
+        now: Timestamp,
+    ) -> Result<TransitionOutcome, EngineError> {
+        let (outcome, _) = self.order_txn(order, now, |_, _, st| {
+            let rej = |r| Ok((Vec::new(), TransitionOutcome::Rejected(r)));
+            let Some(rec) = st.orders.get(order) else {
+                return rej(OrderRejection::UnknownOrder);
+            };
+            match rec.status {
+                OrderStatus::NoShow => {
+                    return Ok((
+                        Vec::new(),
+                        TransitionOutcome::Done {
+                            status: OrderStatus::NoShow,
+                        },
+                    ));
+                }
+                OrderStatus::Ready => {}
+                from => return rej(OrderRejection::IllegalTransition { from }),
+            }
+            let hold = order.hold();
+            let mut evs = Vec::new();
+            if let Some(h) = st.active.get(&hold) {
+                // The slot as the calendar cuts it now; a slot the calendar no longer
+                // has (hours changed since) ends with the hold.
+                let ends_at = h
+                    .slot
+                    .and_then(|start| st.slots.calendar.as_ref()?.slot_at(start))
+                    .map_or(h.expires_at, |slot| Timestamp(slot.end_ms));
+                if now < ends_at {
+                    return rej(OrderRejection::PickupWindowOpen { ends_at });
+                }
+                evs.push(Event::HoldReleased {
+                    hold,
+                    reason: ReleaseReason::Expired,
+                });
+            }
+            evs.push(Event::OrderNoShow {
+                order,
+                staff: staff.as_str().to_owned(),
+            });
+            Ok((
+                evs,
+                TransitionOutcome::Done {
+                    status: OrderStatus::NoShow,
+                },
+            ))
+        })?;
+        Ok(outcome)
+    }
+
     /// Checks the code a customer presents for a `ready` order without handing it off:
     /// a wrong code is recorded and counts towards the lockout exactly as in
     /// [`Engine::collect`]; a right code changes nothing (the hand-off still needs it).
@@ -1653,7 +1724,8 @@ impl Engine {
                     | Event::PickupCodeOverride { order, .. }
                     | Event::OrderCollected { order, .. }
                     | Event::OrderCancelled { order, .. }
-                    | Event::OrderExpired { order, .. } => order.hold(),
+                    | Event::OrderExpired { order, .. }
+                    | Event::OrderNoShow { order, .. } => order.hold(),
                     other => return Err(format!("{} is not an order event", other.kind())),
                 };
                 (store, hold_lines(shard, hold))
@@ -1733,6 +1805,7 @@ mod tag {
     pub const ORDER_EXPIRED: u8 = 51;
     pub const POS_ORDER_SALE: u8 = 52;
     pub const CONSUMER_ACKED: u8 = 53;
+    pub const ORDER_NO_SHOW: u8 = 54;
 }
 
 /// Encodes an event with a tag in 40..=59: tag byte, then its fields in declaration order.
@@ -1856,6 +1929,11 @@ pub(crate) fn encode_event(e: &mut Enc<'_>, ev: &Event) {
             e.u8(tag::ORDER_EXPIRED);
             e.u64(order.0);
             e.bool(*no_show);
+        }
+        Event::OrderNoShow { order, staff } => {
+            e.u8(tag::ORDER_NO_SHOW);
+            e.u64(order.0);
+            e.str(staff);
         }
         Event::PosOrderSale {
             store,
@@ -1982,6 +2060,10 @@ pub(crate) fn decode_event(t: u8, at: usize, d: &mut Dec<'_>) -> Result<Event, D
         tag::ORDER_EXPIRED => Event::OrderExpired {
             order: OrderId(d.u64()?),
             no_show: d.bool()?,
+        },
+        tag::ORDER_NO_SHOW => Event::OrderNoShow {
+            order: OrderId(d.u64()?),
+            staff: d.string()?,
         },
         tag::POS_ORDER_SALE => Event::PosOrderSale {
             store: StoreId(d.u32()?),

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use pickline_engine::pickup_code::{PickupCode, StaffId, VerifyOutcome};
 use pickline_engine::{
     Canceller, CollectOutcome, CreateOrder, CreateOrderOutcome, Customer, Engine, EngineConfig,
-    HoldRequest, LineRequest, MemoryLog, OrderId, OrderLineRequest, OrderStatus, PosDelta,
-    PosDeltaKind, ReadyOutcome, ShortPick, ShortPickResolution, StoreDef, Timestamp,
+    HoldRequest, LineRequest, MemoryLog, OrderId, OrderLineRequest, OrderRejection, OrderStatus,
+    PosDelta, PosDeltaKind, ReadyOutcome, ShortPick, ShortPickResolution, StoreDef, Timestamp,
     TransitionOutcome,
 };
 use proptest::prelude::*;
@@ -48,6 +48,9 @@ enum Op {
         qty: u32,
         by_channel: bool,
     },
+    /// Staff record a no-show (allowed for a ready order once its hold's expiry, the
+    /// pickup window of an order without a slot, has passed).
+    NoShow(usize),
     Advance(i64),
     Expire,
 }
@@ -68,6 +71,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(order, sku, qty, by_channel)| Op::PosSale { order, sku, qty, by_channel }),
         1 => (1..30_000i64).prop_map(Op::Advance),
         1 => Just(Op::Expire),
+        1 => any::<usize>().prop_map(Op::NoShow),
     ]
 }
 
@@ -350,6 +354,32 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 m.held[sku] -= from_hold;
                 m.pos[sku] += recognized + from_hold;
                 on_hand[sku] = on_hand[sku].saturating_sub(qty - recognized);
+            }
+            Op::NoShow(i) => {
+                let Some(i) = pick(i) else { continue };
+                let m = &mut orders[i];
+                let out = e.no_show(m.id, &staff(), now).unwrap();
+                let no_show = TransitionOutcome::Done {
+                    status: OrderStatus::NoShow,
+                };
+                match m.status {
+                    OrderStatus::NoShow => prop_assert_eq!(out, no_show),
+                    OrderStatus::Ready if now >= m.expires_at => {
+                        prop_assert_eq!(out, no_show);
+                        m.status = OrderStatus::NoShow;
+                        m.held = [0; 2];
+                    }
+                    OrderStatus::Ready => prop_assert_eq!(
+                        out,
+                        TransitionOutcome::Rejected(OrderRejection::PickupWindowOpen {
+                            ends_at: m.expires_at
+                        })
+                    ),
+                    from => prop_assert_eq!(
+                        out,
+                        TransitionOutcome::Rejected(OrderRejection::IllegalTransition { from })
+                    ),
+                }
             }
             Op::Advance(ms) => now = now.add_ms(ms),
             Op::Expire => {

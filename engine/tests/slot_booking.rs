@@ -375,3 +375,72 @@ proptest! {
         prop_assert!(engine.check_conservation().is_ok());
     }
 }
+
+/// A staff no-show of a slot-bound order is allowed from the end of its slot (staff may
+/// cut the grace period short), not before, and frees both the units and the slot.
+#[test]
+fn staff_no_show_after_the_slot_frees_units_and_capacity() {
+    use pickline_engine::pickup_code::StaffId;
+    use pickline_engine::{
+        CreateOrder, CreateOrderOutcome, Customer, OrderLineRequest, OrderRejection, OrderStatus,
+        ReadyOutcome, TransitionOutcome,
+    };
+    let now = Timestamp(berlin_ms(2026, 6, 1, 9, 0));
+    let engine = engine_with(5, 2, now);
+    let slot = berlin_ms(2026, 6, 1, 10, 0);
+    let HoldOutcome::Granted(g) = engine.hold(&slot_hold(2, slot), now).unwrap() else {
+        panic!("slot hold refused");
+    };
+    let create = CreateOrder {
+        hold: g.hold,
+        channel: "direct".into(),
+        channel_order_id: "#1".into(),
+        customer: Customer::default(),
+        lines: vec![OrderLineRequest {
+            sku: SKU.into(),
+            qty: 2,
+            unit_price_minor: 500,
+            description: String::new(),
+        }],
+        currency: "EUR".into(),
+        idempotency_key: None,
+    };
+    let CreateOrderOutcome::Created { order } = engine.create_order(&create, now).unwrap() else {
+        panic!("order refused");
+    };
+    let staff = StaffId::new("s-1").unwrap();
+    engine.confirm_order(order, now).unwrap();
+    engine.start_picking(order, &staff, now).unwrap();
+    let ready = engine.mark_ready(order, &staff, [7; 8], now).unwrap();
+    assert!(matches!(ready, ReadyOutcome::Ready { .. }));
+    assert_eq!(engine.slot_booked(STORE, slot).unwrap(), 1);
+
+    let slot_end = slot + 30 * MINUTE_MS;
+    let early = engine
+        .no_show(order, &staff, Timestamp(slot_end - 1))
+        .unwrap();
+    assert_eq!(
+        early,
+        TransitionOutcome::Rejected(OrderRejection::PickupWindowOpen {
+            ends_at: Timestamp(slot_end)
+        })
+    );
+    assert_eq!(engine.availability(STORE, SKU).unwrap().atp(), 3);
+
+    // At the slot's end, though the hold itself would live on for the grace period.
+    assert!(g.expires_at.as_ms() > slot_end);
+    let done = engine.no_show(order, &staff, Timestamp(slot_end)).unwrap();
+    assert_eq!(
+        done,
+        TransitionOutcome::Done {
+            status: OrderStatus::NoShow
+        }
+    );
+    assert_eq!(engine.availability(STORE, SKU).unwrap().atp(), 5);
+    assert_eq!(engine.slot_booked(STORE, slot).unwrap(), 0);
+    assert_eq!(engine.order(order).unwrap().status, OrderStatus::NoShow);
+    assert!(engine.check_conservation().is_ok());
+    // Repeating it changes nothing.
+    let again = engine.no_show(order, &staff, Timestamp(slot_end)).unwrap();
+    assert_eq!(again, done);
+}

@@ -9,6 +9,10 @@
 use pickline_engine::{
     self as pe, CellView, EngineError, HoldId, HoldRejection, OrderId, OrderRejection, OrderStatus,
     OrderView, StoreDef, StoreStatus,
+    calendar::{
+        CalendarConfig, CalendarError, Date, DateException, DayHours, DayRef, LocalInterval,
+        LocalTime, PickupConfig, StaffShift, WeeklyHours, WeeklyStaffing,
+    },
     pickup_code::{QrPayload, StaffId, VerifyOutcome},
     receipt::Receipt,
 };
@@ -41,6 +45,7 @@ impl From<EngineError> for DomainError {
                 actual: value,
                 limit: value,
             },
+            EngineError::InvalidCalendar(e) => calendar_error(&e),
             EngineError::LogFailed(why) => DomainError::Storage(std::io::Error::other(why)),
         }
     }
@@ -154,11 +159,12 @@ pub fn store_def(s: Option<pb::StoreIdentity>) -> Result<StoreDef, DomainError> 
     Ok(def)
 }
 
-/// A store as the contract shows it. The engine keeps no calendar yet (hours, staffing
-/// and slot configuration arrive with the allocation work), so those fields are empty
-/// rather than invented.
-pub fn store_pb(def: &StoreDef) -> pb::Store {
-    pb::Store {
+/// A store as the contract shows it, with its pickup calendar when it has one (hours,
+/// exceptions, staffing, slot configuration; empty before the first SetHours,
+/// SetStaffing or SetSlotConfig). The engine keeps no change time, so `updated_at_ms`
+/// is 0.
+pub fn store_pb(def: &StoreDef, calendar: Option<&CalendarConfig>, pick_time_ms: u32) -> pb::Store {
+    let mut store = pb::Store {
         identity: Some(pb::StoreIdentity {
             store_id: def.external_id.clone(),
             name: def.name.clone(),
@@ -178,7 +184,304 @@ pub fn store_pb(def: &StoreDef) -> pb::Store {
         staffing: Vec::new(),
         slot_config: None,
         updated_at_ms: 0,
+    };
+    if let Some(cal) = calendar {
+        store.hours = Some(pb::WeeklyHours {
+            days: WEEKDAYS
+                .iter()
+                .filter(|(_, day)| !cal.weekly_hours.on(*day).is_empty())
+                .map(|(weekday, day)| pb::DayHours {
+                    weekday: *weekday as i32,
+                    open: cal.weekly_hours.on(*day).iter().map(range_pb).collect(),
+                })
+                .collect(),
+        });
+        store.exceptions = cal
+            .exceptions
+            .iter()
+            .map(|x| pb::DateException {
+                date: x.date.to_string(),
+                open: match &x.hours {
+                    DayHours::Closed => Vec::new(),
+                    DayHours::Open(spans) => spans.iter().map(range_pb).collect(),
+                },
+                note: String::new(),
+            })
+            .collect();
+        store.staffing = WEEKDAYS
+            .iter()
+            .flat_map(|(weekday, day)| {
+                cal.staffing
+                    .on(*day)
+                    .iter()
+                    .map(|shift| pb::StaffingWindow {
+                        day: Some(pb::staffing_window::Day::Weekday(*weekday as i32)),
+                        span: Some(span_pb(shift.start, shift.end)),
+                        staff_count: shift.staff,
+                    })
+            })
+            .collect();
+        store.slot_config = Some(pb::SlotConfig {
+            slot_ms: i64::from(cal.pickup.slot_len_min) * MINUTE_MS,
+            lead_time_ms: i64::from(cal.pickup.lead_time_min) * MINUTE_MS,
+            pickups_per_staff_per_slot: cal.pickup.pickups_per_staff_per_slot,
+            hold_grace_ms: i64::from(cal.pickup.hold_grace_min) * MINUTE_MS,
+            pick_time_per_order_ms: i64::from(pick_time_ms),
+        });
     }
+    store
+}
+
+/// A store as the contract shows it, with the calendar the engine has for it now.
+pub fn store_full_pb(engine: &pe::Engine, def: &StoreDef) -> pb::Store {
+    let id = &def.external_id;
+    let calendar = engine.calendar_config(id).ok().flatten();
+    let pick_time = engine
+        .pick_time_per_order_ms(id)
+        .unwrap_or(pe::slot::PICK_TIME_PER_ORDER_MS_DEFAULT);
+    store_pb(def, calendar.as_ref(), pick_time)
+}
+
+// ---------------------------------------------------------------- calendars
+
+const MINUTE_MS: i64 = 60_000;
+const DAY_MINUTES: u32 = 24 * 60;
+
+/// The slot configuration of a store whose manager has not set one (store.proto).
+pub const DEFAULT_PICKUP: PickupConfig = PickupConfig {
+    slot_len_min: 30,
+    lead_time_min: 60,
+    hold_grace_min: 30,
+    pickups_per_staff_per_slot: 2,
+};
+
+/// Proto weekdays and the engine's, Monday first.
+const WEEKDAYS: [(pb::Weekday, pe::calendar::Weekday); 7] = [
+    (pb::Weekday::Monday, pe::calendar::Weekday::Monday),
+    (pb::Weekday::Tuesday, pe::calendar::Weekday::Tuesday),
+    (pb::Weekday::Wednesday, pe::calendar::Weekday::Wednesday),
+    (pb::Weekday::Thursday, pe::calendar::Weekday::Thursday),
+    (pb::Weekday::Friday, pe::calendar::Weekday::Friday),
+    (pb::Weekday::Saturday, pe::calendar::Weekday::Saturday),
+    (pb::Weekday::Sunday, pe::calendar::Weekday::Sunday),
+];
+
+fn weekday(field: &str, w: i32) -> Result<pe::calendar::Weekday, DomainError> {
+    WEEKDAYS
+        .iter()
+        .find(|(p, _)| *p as i32 == w)
+        .map(|(_, d)| *d)
+        .ok_or_else(|| invalid(field, "must be MONDAY..SUNDAY"))
+}
+
+fn minute_pb(t: LocalTime, end: bool) -> u32 {
+    match t.minute_of_day() {
+        // A span ending at midnight ends at the end of its day.
+        0 if end => DAY_MINUTES,
+        m => m,
+    }
+}
+
+fn span_pb(start: LocalTime, end: LocalTime) -> pb::LocalTimeRange {
+    pb::LocalTimeRange {
+        start_minute: minute_pb(start, false),
+        end_minute: minute_pb(end, true),
+    }
+}
+
+fn range_pb(i: &LocalInterval) -> pb::LocalTimeRange {
+    span_pb(i.open, i.close)
+}
+
+/// A local span `start_minute..end_minute` (0 <= start < end <= 1440) as engine times;
+/// an end of 1440 is the next midnight.
+fn local_span(
+    field: &str,
+    r: Option<&pb::LocalTimeRange>,
+) -> Result<(LocalTime, LocalTime), DomainError> {
+    let r = r.ok_or_else(|| invalid(field, "required"))?;
+    if r.start_minute >= r.end_minute || r.end_minute > DAY_MINUTES {
+        return Err(invalid(
+            field,
+            format!(
+                "{}..{} is not a span within a day (0 <= start_minute < end_minute <= 1440)",
+                r.start_minute, r.end_minute
+            ),
+        ));
+    }
+    let time = |m: u32| {
+        LocalTime::from_minute_of_day(m % DAY_MINUTES).map_err(|e| invalid(field, e.to_string()))
+    };
+    Ok((time(r.start_minute)?, time(r.end_minute)?))
+}
+
+fn intervals(field: &str, open: &[pb::LocalTimeRange]) -> Result<Vec<LocalInterval>, DomainError> {
+    open.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let (start, end) = local_span(&format!("{field}[{i}]"), Some(r))?;
+            Ok(LocalInterval::new(start, end))
+        })
+        .collect()
+}
+
+/// A local date `YYYY-MM-DD`.
+pub fn local_date(field: &str, s: &str) -> Result<Date, DomainError> {
+    s.parse::<Date>()
+        .map_err(|_| invalid(field, format!("{s:?} is not a date YYYY-MM-DD")))
+}
+
+/// Weekly hours and dated exceptions from a SetHours request.
+pub fn hours(
+    weekly: Option<&pb::WeeklyHours>,
+    exceptions: &[pb::DateException],
+) -> Result<(WeeklyHours, Vec<DateException>), DomainError> {
+    let mut out = WeeklyHours::closed();
+    let mut seen = Vec::new();
+    for (i, day) in weekly
+        .map_or(&[][..], |w| w.days.as_slice())
+        .iter()
+        .enumerate()
+    {
+        let field = format!("hours.days[{i}]");
+        let wd = weekday(&format!("{field}.weekday"), day.weekday)?;
+        if seen.contains(&wd) {
+            return Err(invalid(format!("{field}.weekday"), "weekday named twice"));
+        }
+        seen.push(wd);
+        out = out.with_day(wd, &intervals(&format!("{field}.open"), &day.open)?);
+    }
+    let exceptions = exceptions
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let field = format!("exceptions[{i}]");
+            let spans = intervals(&format!("{field}.open"), &x.open)?;
+            Ok(DateException {
+                date: local_date(&format!("{field}.date"), &x.date)?,
+                hours: if spans.is_empty() {
+                    DayHours::Closed
+                } else {
+                    DayHours::Open(spans)
+                },
+            })
+        })
+        .collect::<Result<_, DomainError>>()?;
+    Ok((out, exceptions))
+}
+
+/// A weekly staffing plan from SetStaffing windows.
+pub fn staffing(windows: &[pb::StaffingWindow]) -> Result<WeeklyStaffing, DomainError> {
+    let mut days: [Vec<StaffShift>; 7] = Default::default();
+    for (i, w) in windows.iter().enumerate() {
+        let field = format!("windows[{i}]");
+        let wd = match &w.day {
+            Some(pb::staffing_window::Day::Weekday(d)) => weekday(&format!("{field}.weekday"), *d)?,
+            Some(pb::staffing_window::Day::Date(_)) => {
+                return Err(invalid(
+                    format!("{field}.date"),
+                    "dated staffing windows are not supported: staffing is planned per weekday",
+                ));
+            }
+            None => return Err(invalid(format!("{field}.day"), "a weekday is required")),
+        };
+        let (start, end) = local_span(&format!("{field}.span"), w.span.as_ref())?;
+        let index = WEEKDAYS.iter().position(|(_, d)| *d == wd).unwrap_or(0);
+        if let Some(day) = days.get_mut(index) {
+            day.push(StaffShift {
+                start,
+                end,
+                staff: w.staff_count,
+            });
+        }
+    }
+    Ok(WeeklyStaffing { days })
+}
+
+fn whole_minutes(field: &str, ms: i64) -> Result<u32, DomainError> {
+    if ms < 0 || ms % MINUTE_MS != 0 {
+        return Err(invalid(
+            field,
+            "must be a non-negative whole number of minutes, in ms",
+        ));
+    }
+    u32::try_from(ms / MINUTE_MS).map_err(|_| invalid(field, "too long"))
+}
+
+/// The pickup settings and pick time (`None`: keep) of a SetSlotConfig request.
+pub fn slot_config(c: Option<&pb::SlotConfig>) -> Result<(PickupConfig, Option<u32>), DomainError> {
+    let c = c.ok_or_else(|| invalid("slot_config", "required"))?;
+    let pickup = PickupConfig {
+        slot_len_min: whole_minutes("slot_config.slot_ms", c.slot_ms)?,
+        lead_time_min: whole_minutes("slot_config.lead_time_ms", c.lead_time_ms)?,
+        hold_grace_min: whole_minutes("slot_config.hold_grace_ms", c.hold_grace_ms)?,
+        pickups_per_staff_per_slot: c.pickups_per_staff_per_slot,
+    };
+    let pick_time = match c.pick_time_per_order_ms {
+        0 => None,
+        ms => Some(u32::try_from(ms).map_err(|_| {
+            invalid(
+                "slot_config.pick_time_per_order_ms",
+                "must be within 1..=14400000 (4 hours)",
+            )
+        })?),
+    };
+    Ok((pickup, pick_time))
+}
+
+/// The calendar a store gets when one part is edited: the current one, or the empty
+/// one with [`DEFAULT_PICKUP`], always in the store's own time zone.
+pub fn base_calendar(current: Option<&CalendarConfig>, time_zone: &str) -> CalendarConfig {
+    let mut c = current.cloned().unwrap_or_else(|| CalendarConfig {
+        time_zone: String::new(),
+        weekly_hours: WeeklyHours::closed(),
+        exceptions: Vec::new(),
+        pickup: DEFAULT_PICKUP,
+        staffing: WeeklyStaffing::default(),
+    });
+    time_zone.clone_into(&mut c.time_zone);
+    c
+}
+
+/// INVALID_ARGUMENT naming the request field a calendar refusal is about.
+pub fn calendar_error(e: &CalendarError) -> DomainError {
+    let day_field = |day: &DayRef, weekly: &'static str| match day {
+        DayRef::Weekly(_) => weekly,
+        DayRef::Dated(_) => "exceptions",
+    };
+    let field = match e {
+        CalendarError::TimeZoneNameTooLong { .. } | CalendarError::UnknownTimeZone { .. } => {
+            "store.time_zone"
+        }
+        CalendarError::InvalidLocalTime { .. } => "hours",
+        CalendarError::SlotLenOutOfRange { .. } | CalendarError::SlotLenNotDividingDay { .. } => {
+            "slot_config.slot_ms"
+        }
+        CalendarError::IntervalNotMultipleOfSlot { day, .. }
+        | CalendarError::TooManyIntervals { day, .. }
+        | CalendarError::OverlappingIntervals { day } => day_field(day, "hours.days"),
+        CalendarError::TooManyExceptions { .. } | CalendarError::DuplicateException { .. } => {
+            "exceptions"
+        }
+        CalendarError::LeadTimeTooLong { .. } => "slot_config.lead_time_ms",
+        CalendarError::HoldGraceTooLong { .. } => "slot_config.hold_grace_ms",
+        CalendarError::PickupsPerStaffOutOfRange { .. } => "slot_config.pickups_per_staff_per_slot",
+        CalendarError::TooManyShifts { .. } | CalendarError::TooManyStaff { .. } => "windows",
+    };
+    invalid(field, e.to_string())
+}
+
+/// A pickup slot by its start, with its end as the store's calendar cuts it (0 when the
+/// calendar no longer has the slot).
+pub fn slot_pb(
+    engine: &pe::Engine,
+    store: pe::StoreId,
+    start_ms: Option<i64>,
+) -> Option<pb::PickupSlot> {
+    start_ms.map(|start_ms| pb::PickupSlot {
+        start_ms,
+        end_ms: engine.slot_at(store, start_ms).map_or(0, |s| s.end_ms),
+    })
 }
 
 // ---------------------------------------------------------------- inventory
@@ -246,7 +549,7 @@ pub fn pos_command(i: usize, e: pb::PosEvent) -> Result<PosCommand, DomainError>
 
 // ---------------------------------------------------------------- holds
 
-/// A hold request from proto (the slot form is refused by the caller before this).
+/// A hold request from proto.
 /// Field names in errors are relative to the request (callers of a batch prefix them with
 /// [`DomainError::in_field`]).
 pub fn hold_request(r: &pb::HoldRequest) -> Result<pe::HoldRequest, DomainError> {
@@ -259,11 +562,7 @@ pub fn hold_request(r: &pb::HoldRequest) -> Result<pe::HoldRequest, DomainError>
     let mut req = pe::HoldRequest::new(r.store_id.clone(), lines).with_key(key);
     match r.expiry {
         Some(pb::hold_request::Expiry::TtlMs(ttl)) => req = req.with_ttl_ms(ttl),
-        Some(pb::hold_request::Expiry::SlotStartMs(_)) => {
-            return Err(DomainError::Unimplemented(
-                "holds on a pickup slot need store calendars, which are not wired yet",
-            ));
-        }
+        Some(pb::hold_request::Expiry::SlotStartMs(start)) => req = req.with_slot(start),
         None => {}
     }
     Ok(req)
@@ -282,12 +581,13 @@ pub fn hold_info_pb(
     expires_ms: i64,
     state: pb::HoldState,
     hold: HoldId,
+    slot: Option<pb::PickupSlot>,
 ) -> pb::HoldInfo {
     pb::HoldInfo {
         hold_id: hold.0,
         store_id: store.to_owned(),
         lines,
-        slot: None,
+        slot,
         created_at_ms: created_ms,
         expires_at_ms: expires_ms,
         state: state as i32,
@@ -320,6 +620,7 @@ pub fn active_hold_pb(engine: &pe::Engine, h: &pe::HoldInfo) -> pb::HoldInfo {
         h.expires_at.as_ms(),
         state,
         h.hold,
+        slot_pb(engine, h.hold.store(), h.slot),
     )
 }
 
@@ -526,7 +827,9 @@ pub fn order_pb(engine: &pe::Engine, v: &OrderView) -> pb::PickupOrder {
             .collect(),
         currency: v.currency.clone(),
         state: order_state_pb(v.status) as i32,
-        slot: None,
+        slot: engine
+            .hold_info(v.order.hold())
+            .and_then(|h| slot_pb(engine, v.order.store(), h.slot)),
         estimated_ready_ms: 0,
         pickup_code: v.code.map(|c| c.to_string()).unwrap_or_default(),
         code_attempts: v.wrong_attempts,
@@ -567,6 +870,15 @@ pub fn order_rejection(order: OrderId, r: &OrderRejection, action: &'static str)
             kind: ResourceKind::Order,
             id: order.0.to_string(),
             state: "not locked".to_owned(),
+            action,
+        },
+        OrderRejection::PickupWindowOpen { ends_at } => DomainError::IllegalTransition {
+            kind: ResourceKind::Order,
+            id: order.0.to_string(),
+            state: format!(
+                "READY with its pickup window open until {} ms",
+                ends_at.as_ms()
+            ),
             action,
         },
     }
@@ -658,6 +970,7 @@ pub fn record_pb(engine: &pe::Engine, rec: &pe::LoggedRecord) -> Vec<pb::Event> 
                 0,
                 state,
                 hold,
+                None,
             ),
         })
     };
@@ -682,12 +995,18 @@ pub fn record_pb(engine: &pe::Engine, rec: &pe::LoggedRecord) -> Vec<pb::Event> 
         .filter_map(|ev| {
             let kind = match ev {
                 pe::Event::StoreDefined { def, .. } => Kind::StoreChanged(pb::StoreChanged {
-                    store: Some(store_pb(def)),
+                    store: Some(store_full_pb(engine, def)),
                 }),
+                pe::Event::CalendarSet { store, .. } | pe::Event::PickTimeSet { store, .. } => {
+                    Kind::StoreChanged(pb::StoreChanged {
+                        store: Some(store_full_pb(engine, &engine.store_def(*store)?)),
+                    })
+                }
                 pe::Event::HoldGranted {
                     hold,
                     lines,
                     expires_at,
+                    slot,
                     ..
                 } => Kind::HoldGranted(hold_info_pb(
                     &store_name(engine, hold.store().0),
@@ -696,6 +1015,7 @@ pub fn record_pb(engine: &pe::Engine, rec: &pe::LoggedRecord) -> Vec<pb::Event> 
                     expires_at.as_ms(),
                     pb::HoldState::Active,
                     *hold,
+                    slot_pb(engine, hold.store(), *slot),
                 )),
                 pe::Event::HoldExtended { hold, .. } => hold_changed(*hold, pb::HoldState::Active),
                 pe::Event::HoldConfirmed { hold } => hold_changed(*hold, pb::HoldState::Confirmed),
@@ -777,7 +1097,8 @@ pub fn record_pb(engine: &pe::Engine, rec: &pe::LoggedRecord) -> Vec<pb::Event> 
                 | pe::Event::OrderReady { order, .. }
                 | pe::Event::OrderCollected { order, .. }
                 | pe::Event::OrderCancelled { order, .. }
-                | pe::Event::OrderExpired { order, .. } => order_changed(*order)?,
+                | pe::Event::OrderExpired { order, .. }
+                | pe::Event::OrderNoShow { order, .. } => order_changed(*order)?,
                 _ => return None,
             };
             Some(pb::Event {
@@ -787,4 +1108,261 @@ pub fn record_pb(engine: &pe::Engine, rec: &pe::LoggedRecord) -> Vec<pb::Event> 
             })
         })
         .collect()
+}
+
+// ---------------------------------------------------------------- allocation
+
+/// Largest search radius a request may give, metres (hold.proto, inventory.proto).
+pub const DISTANCE_M_MAX: u32 = 500_000;
+/// Lines of an Allocate or NearbyAvailability request at most.
+pub const CART_LINES_MAX: usize = 100;
+/// Alternatives an AllocateResponse lists at most (hold.proto).
+pub const ALTERNATIVES_MAX: usize = 5;
+/// Candidate stores of an Allocate: default and maximum (hold.proto).
+const CANDIDATES_DEFAULT: usize = 10;
+const CANDIDATES_MAX: usize = 50;
+
+/// A radius in metres (1..=[`DISTANCE_M_MAX`]) as the engine's kilometres.
+pub fn distance_km(field: &str, m: u32) -> Result<f64, DomainError> {
+    if m == 0 || m > DISTANCE_M_MAX {
+        return Err(invalid(
+            field,
+            format!("must be within 1..={DISTANCE_M_MAX} metres"),
+        ));
+    }
+    Ok(f64::from(m) / 1_000.0)
+}
+
+fn distance_m(km: f64) -> u32 {
+    // Distances are below half the Earth's circumference, so the cast cannot saturate.
+    (km * 1_000.0).round() as u32
+}
+
+/// A position from proto.
+pub fn position(field: &str, p: Option<&pb::GeoPoint>) -> Result<(f64, f64), DomainError> {
+    p.map(|p| (p.latitude_deg, p.longitude_deg))
+        .ok_or_else(|| invalid(field, "required"))
+}
+
+fn cart(lines: &[pb::Line]) -> Result<Vec<pe::LineRequest>, DomainError> {
+    batch_len("lines", lines.len(), CART_LINES_MAX)?;
+    Ok(lines
+        .iter()
+        .map(|l| pe::LineRequest::new(l.sku.clone(), l.qty))
+        .collect())
+}
+
+/// An Allocate request from proto.
+pub fn allocate_request(r: &pb::AllocateRequest) -> Result<pe::AllocateRequest, DomainError> {
+    let key = idempotency_key("idempotency_key", &r.idempotency_key)?;
+    let (pos, preferred) = match &r.origin {
+        Some(pb::allocate_request::Origin::Position(p)) => {
+            (Some(position("origin.position", Some(p))?), None)
+        }
+        Some(pb::allocate_request::Origin::PreferredStoreId(s)) => (None, Some(s.clone())),
+        None => {
+            return Err(invalid(
+                "origin",
+                "a position or a preferred_store_id is required",
+            ));
+        }
+    };
+    let max_candidates = match r.max_candidates as usize {
+        0 => CANDIDATES_DEFAULT,
+        n if n <= CANDIDATES_MAX => n,
+        _ => {
+            return Err(invalid(
+                "max_candidates",
+                format!("must be within 0..={CANDIDATES_MAX}"),
+            ));
+        }
+    };
+    if r.earliest_pickup_ms < 0 {
+        return Err(invalid("earliest_pickup_ms", "must not be negative"));
+    }
+    let (lat, lon) = pos.unwrap_or_default();
+    let mut req = pe::AllocateRequest::near(lat, lon, cart(&r.lines)?);
+    req.position = pos;
+    req.preferred_store = preferred;
+    req.max_distance_km = distance_km("max_distance_m", r.max_distance_m)?;
+    req.max_candidates = max_candidates;
+    req.allow_split = r.allow_split;
+    req.earliest_pickup_ms = (r.earliest_pickup_ms != 0).then_some(r.earliest_pickup_ms);
+    req.want_slot = r.slot_wanted;
+    req.alternatives_max = ALTERNATIVES_MAX;
+    req.idempotency_key = Some(key);
+    req.ttl_ms = (r.ttl_ms != 0).then_some(r.ttl_ms);
+    Ok(req)
+}
+
+fn supply_pb(supply: &[pe::LineSupply]) -> (Vec<pb::Line>, bool) {
+    let lines = supply
+        .iter()
+        .map(|l| pb::Line {
+            sku: l.sku.clone(),
+            qty: l.available.min(l.requested),
+        })
+        .collect();
+    (lines, supply.iter().all(|l| l.available >= l.requested))
+}
+
+fn estimated_ready_ms(engine: &pe::Engine, store: &str, now: pe::Timestamp) -> i64 {
+    engine
+        .estimate_ready(store, now)
+        .ok()
+        .flatten()
+        .map_or(0, |e| e.ready_ms)
+}
+
+/// The contract response of an allocation outcome. `head_before` is the log head read
+/// before the call: holds whose records are at or below it were granted by an earlier
+/// request with the same key (`replayed`).
+pub fn allocate_response(
+    engine: &pe::Engine,
+    key: &str,
+    outcome: pe::AllocateOutcome,
+    head_before: u64,
+    now: pe::Timestamp,
+) -> Result<pb::AllocateResponse, DomainError> {
+    use pb::allocate_response::Outcome;
+    let alternatives_pb = |alts: &[pe::Alternative]| -> Vec<pb::Alternative> {
+        alts.iter()
+            .map(|a| {
+                let (can_supply, complete) = supply_pb(&a.supply);
+                pb::Alternative {
+                    store_id: a.store_external_id.clone(),
+                    distance_m: distance_m(a.distance_km),
+                    can_supply,
+                    complete,
+                    estimated_ready_ms: estimated_ready_ms(engine, &a.store_external_id, now),
+                }
+            })
+            .collect()
+    };
+    Ok(match outcome {
+        pe::AllocateOutcome::Allocated {
+            parts,
+            alternatives,
+        } => {
+            let replayed = parts.iter().all(|p| p.grant.lsn.0 <= head_before);
+            let holds = parts
+                .iter()
+                .map(|p| {
+                    let created = engine
+                        .hold_info(p.grant.hold)
+                        .map_or(now.as_ms(), |h| h.created.as_ms());
+                    hold_info_pb(
+                        &p.store_external_id,
+                        p.lines
+                            .iter()
+                            .map(|l| pb::Line {
+                                sku: l.sku.clone(),
+                                qty: l.qty,
+                            })
+                            .collect(),
+                        created,
+                        p.grant.expires_at.as_ms(),
+                        pb::HoldState::Active,
+                        p.grant.hold,
+                        p.slot.map(|s| pb::PickupSlot {
+                            start_ms: s.start_ms,
+                            end_ms: s.end_ms,
+                        }),
+                    )
+                })
+                .collect();
+            let estimated_ready_ms = parts
+                .iter()
+                .filter_map(|p| p.estimate.map(|e| e.ready_ms))
+                .max()
+                .unwrap_or(0);
+            pb::AllocateResponse {
+                outcome: Some(Outcome::Allocated(pb::Allocation {
+                    holds,
+                    estimated_ready_ms,
+                })),
+                alternatives: alternatives_pb(&alternatives),
+                replayed,
+            }
+        }
+        pe::AllocateOutcome::Rejected {
+            reason,
+            alternatives,
+        } => {
+            // The shortages a checkout shows are those of the nearest candidate.
+            let shortages = alternatives.first().map_or(Vec::new(), |a| {
+                a.supply
+                    .iter()
+                    .filter(|l| l.available < l.requested)
+                    .map(|l| pb::LineShortage {
+                        sku: l.sku.clone(),
+                        requested: l.requested,
+                        available: l.available,
+                    })
+                    .collect()
+            });
+            let message = match reason {
+                pe::AllocateRejection::NoCandidates => {
+                    "no store within the distance takes pickups at that time"
+                }
+                pe::AllocateRejection::NotCoverable => {
+                    "no candidate store (or allowed split) could supply every line"
+                }
+            };
+            pb::AllocateResponse {
+                outcome: Some(Outcome::Rejected(pb::HoldRejected {
+                    reason: pb::HoldRejectReason::NoStore as i32,
+                    shortages,
+                    hold_state: 0,
+                    message: message.to_owned(),
+                })),
+                alternatives: alternatives_pb(&alternatives),
+                replayed: false,
+            }
+        }
+        pe::AllocateOutcome::InFlight => {
+            return Err(DomainError::InFlight {
+                key: key.to_owned(),
+            });
+        }
+    })
+}
+
+/// Stores returned by a NearbyAvailability: default and maximum (inventory.proto).
+const NEARBY_DEFAULT: usize = 10;
+
+/// A NearbyAvailability query from proto.
+pub fn nearby_query(r: &pb::NearbyAvailabilityRequest) -> Result<pe::NearbyQuery, DomainError> {
+    let max_stores = match r.max_stores as usize {
+        0 => NEARBY_DEFAULT,
+        n if n <= pe::engine::alloc::NEARBY_STORES_MAX => n,
+        _ => {
+            return Err(invalid(
+                "max_stores",
+                format!(
+                    "must be within 0..={}",
+                    pe::engine::alloc::NEARBY_STORES_MAX
+                ),
+            ));
+        }
+    };
+    Ok(pe::NearbyQuery {
+        position: position("position", r.position.as_ref())?,
+        max_distance_km: distance_km("radius_m", r.radius_m)?,
+        lines: cart(&r.lines)?,
+        max_stores,
+        include_not_accepting: r.include_not_accepting,
+    })
+}
+
+/// What one nearby store could supply, as the contract shows it.
+pub fn store_supply_pb(s: &pe::NearbySupply) -> pb::StoreSupply {
+    let (available, complete) = supply_pb(&s.supply);
+    pb::StoreSupply {
+        store_id: s.store_external_id.clone(),
+        distance_m: distance_m(s.distance_km),
+        accepting_pickups: s.accepting,
+        available,
+        complete,
+    }
 }

@@ -51,14 +51,21 @@ fn hold_response(
             };
             let info = match existing {
                 Some(h) => convert::active_hold_pb(engine, &h),
-                None => convert::hold_info_pb(
-                    &req.store_id,
-                    req.lines.clone(),
-                    now().as_ms(),
-                    g.expires_at.as_ms(),
-                    pb::HoldState::Active,
-                    g.hold,
-                ),
+                None => {
+                    let slot = match req.expiry {
+                        Some(pb::hold_request::Expiry::SlotStartMs(start)) => Some(start),
+                        _ => None,
+                    };
+                    convert::hold_info_pb(
+                        &req.store_id,
+                        req.lines.clone(),
+                        now().as_ms(),
+                        g.expires_at.as_ms(),
+                        pb::HoldState::Active,
+                        g.hold,
+                        convert::slot_pb(engine, g.hold.store(), slot),
+                    )
+                }
             };
             pb::HoldResponse {
                 outcome: Some(Outcome::Granted(info)),
@@ -211,6 +218,9 @@ impl HoldService for Holds {
                         h.expires_at.as_ms(),
                     )
                 });
+                let slot = before
+                    .as_ref()
+                    .and_then(|h| convert::slot_pb(&engine, hold.store(), h.slot));
                 let (state, released_now) = match engine.release(hold, now())? {
                     ReleaseOutcome::Released => (pb::HoldState::Released, true),
                     // Ended earlier: released (perhaps by a retry of this request), expired
@@ -220,7 +230,7 @@ impl HoldService for Holds {
                 };
                 Ok(pb::ReleaseResponse {
                     hold: Some(convert::hold_info_pb(
-                        &store, lines, created, expires, state, hold,
+                        &store, lines, created, expires, state, hold, slot,
                     )),
                     released_now,
                     replayed: false,
@@ -232,21 +242,50 @@ impl HoldService for Holds {
 
     async fn allocate(
         &self,
-        _request: Request<pb::AllocateRequest>,
+        request: Request<pb::AllocateRequest>,
     ) -> Result<Response<pb::AllocateResponse>, Status> {
-        Err(DomainError::Unimplemented(
-            "HoldService.Allocate needs the engine's allocation, which is not merged yet",
-        )
-        .into())
+        let caller = auth::caller(&request)?.clone();
+        let req = request.into_inner();
+        let cmd = convert::allocate_request(&req)?;
+        if let Some(store) = &cmd.preferred_store {
+            caller.authorize_store(store)?;
+        }
+        let engine = self.domain.engine()?;
+        self.domain
+            .durable(move || {
+                let now = now();
+                let head_before = engine.log().last_lsn().0;
+                let outcome = engine.allocate(&cmd, now)?;
+                convert::allocate_response(&engine, &req.idempotency_key, outcome, head_before, now)
+            })
+            .await
+            .map(Response::new)
     }
 
     async fn list_slots(
         &self,
-        _request: Request<pb::ListSlotsRequest>,
+        request: Request<pb::ListSlotsRequest>,
     ) -> Result<Response<pb::ListSlotsResponse>, Status> {
-        Err(DomainError::Unimplemented(
-            "HoldService.ListSlots needs store calendars, which are not merged yet",
-        )
-        .into())
+        auth::caller(&request)?.authorize_store(&request.get_ref().store_id)?;
+        let req = request.into_inner();
+        let date = convert::local_date("date", &req.date)?;
+        let engine = self.domain.engine()?;
+        // A read under one store lock: no blocking thread needed, like GetAvailability.
+        let slots = engine
+            .slots_on(&req.store_id, date)
+            .map_err(DomainError::from)?
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(slot, booked)| pb::SlotAvailability {
+                slot: Some(pb::PickupSlot {
+                    start_ms: slot.start_ms,
+                    end_ms: slot.end_ms,
+                }),
+                capacity: slot.capacity,
+                booked,
+                free: slot.capacity.saturating_sub(booked),
+            })
+            .collect();
+        Ok(Response::new(pb::ListSlotsResponse { slots }))
     }
 }

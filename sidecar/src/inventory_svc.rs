@@ -230,12 +230,23 @@ impl InventoryService for Inventory {
 
     async fn nearby_availability(
         &self,
-        _request: Request<pb::NearbyAvailabilityRequest>,
+        request: Request<pb::NearbyAvailabilityRequest>,
     ) -> Result<Response<pb::NearbyAvailabilityResponse>, Status> {
-        Err(DomainError::Unimplemented(
-            "InventoryService.NearbyAvailability needs the engine's store search, which is not merged yet",
-        )
-        .into())
+        let caller = auth::caller(&request)?.clone();
+        let query = convert::nearby_query(request.get_ref())?;
+        let engine = self.domain.engine()?;
+        // A store-bound token (staff) sees only its own stores; the filter runs inside
+        // the nearest-first walk so that `max_stores` counts visible stores.
+        let stores = engine
+            .nearby_availability(&query, |store| {
+                caller
+                    .authorize_store(&convert::store_name(&engine, store.0))
+                    .is_ok()
+            })
+            .map_err(DomainError::from)?;
+        Ok(Response::new(pb::NearbyAvailabilityResponse {
+            stores: stores.iter().map(convert::store_supply_pb).collect(),
+        }))
     }
 
     async fn set_safety_stock(

@@ -7,9 +7,9 @@
 use std::sync::Arc;
 
 use pickline_engine::{
-    Canceller, CollectOutcome, CreateOrderOutcome, CreateOrderRejection, Engine, HoldNotActive,
-    OrderId, OrderStatus, ReadyOutcome, ShortPick, ShortPickResolution, TransitionOutcome,
-    VerifyCodeOutcome,
+    AllocateRequest, Canceller, CollectOutcome, CreateOrderOutcome, CreateOrderRejection, Engine,
+    HoldNotActive, LineRequest, OrderId, OrderStatus, ReadyOutcome, ShortPick, ShortPickResolution,
+    TransitionOutcome, VerifyCodeOutcome,
 };
 use tonic::{Request, Response, Status};
 
@@ -59,6 +59,62 @@ fn transitioned(
         )),
         TransitionOutcome::Rejected(r) => Err(convert::order_rejection(order, &r, action)),
     }
+}
+
+/// Search radius of REALLOCATE when the request gives none (pickup.proto).
+const REALLOCATE_DISTANCE_KM_DEFAULT: f64 = 50.0;
+
+/// Units of `sku` the order still expects (0 when it has no such line).
+fn line_qty(engine: &Engine, order: OrderId, sku: &str) -> Result<u32, DomainError> {
+    let view = convert::order_view(engine, order)?;
+    let id = engine.sku_id(sku);
+    Ok(view
+        .lines
+        .iter()
+        .find(|l| Some(l.sku) == id)
+        .map_or(0, |l| l.qty))
+}
+
+/// Holds the `missing` units of a short line at other stores with the rules of
+/// Allocate, searching around the short store and never choosing it. The allocation's
+/// key names the order, the SKU and the units found, so one short of one line is
+/// allocated once however often the engine is asked within its dedupe window.
+fn reallocate(
+    engine: &Engine,
+    pick: &ShortPick,
+    missing: u32,
+    max_distance_km: f64,
+    now: pickline_engine::Timestamp,
+) -> Result<pb::Reallocation, DomainError> {
+    let order = pick.order;
+    let def = engine
+        .store_def(order.store())
+        .ok_or_else(|| convert::unknown_order(order))?;
+    let mut req = AllocateRequest::near(
+        def.lat,
+        def.lon,
+        vec![LineRequest::new(pick.sku.clone(), missing)],
+    );
+    req.max_distance_km = max_distance_km;
+    req.allow_split = true;
+    req.alternatives_max = convert::ALTERNATIVES_MAX;
+    req.exclude_stores = vec![def.external_id];
+    let sku_id = engine.sku_id(&pick.sku).map_or(u32::MAX, |s| s.0);
+    let key = format!("reallocate:{}:{sku_id}:{}", order.0, pick.found);
+    req.idempotency_key = Some(key.clone());
+    let head_before = engine.log().last_lsn().0;
+    let outcome = engine.allocate(&req, now)?;
+    Ok(pb::Reallocation {
+        sku: pick.sku.clone(),
+        missing_qty: missing,
+        result: Some(convert::allocate_response(
+            engine,
+            &key,
+            outcome,
+            head_before,
+            now,
+        )?),
+    })
 }
 
 fn order_rejected(reason: pb::OrderRejectReason, message: &str) -> pb::OrderRejected {
@@ -245,12 +301,7 @@ impl PickupService for Pickups {
         for (i, l) in req.lines.iter().enumerate() {
             let resolution = match pb::ShortResolution::try_from(l.resolution) {
                 Ok(pb::ShortResolution::Cancel) => ShortPickResolution::CancelLine,
-                Ok(pb::ShortResolution::Reallocate) => {
-                    return Err(DomainError::Unimplemented(
-                        "REALLOCATE needs the engine's allocation, which is not merged yet",
-                    )
-                    .into());
-                }
+                Ok(pb::ShortResolution::Reallocate) => ShortPickResolution::Reallocate,
                 _ => {
                     return Err(DomainError::InvalidArgument {
                         field: format!("lines[{i}].resolution"),
@@ -267,18 +318,29 @@ impl PickupService for Pickups {
                 staff: staff.clone(),
             });
         }
+        let realloc_km = match req.reallocate_max_distance_m {
+            0 => REALLOCATE_DISTANCE_KM_DEFAULT,
+            m => convert::distance_km("reallocate_max_distance_m", m)?,
+        };
         let engine = self.engine_for(&caller, order)?;
         self.domain
             .durable(move || {
+                let mut reallocations = Vec::new();
                 for pick in &picks {
-                    if let TransitionOutcome::Rejected(r) = engine.short_pick(pick, now())? {
+                    let before = line_qty(&engine, order, &pick.sku)?;
+                    let now = now();
+                    if let TransitionOutcome::Rejected(r) = engine.short_pick(pick, now)? {
                         return Err(convert::order_rejection(order, &r, "report short"));
+                    }
+                    let missing = before.saturating_sub(line_qty(&engine, order, &pick.sku)?);
+                    if pick.resolution == ShortPickResolution::Reallocate && missing > 0 {
+                        reallocations.push(reallocate(&engine, pick, missing, realloc_km, now)?);
                     }
                 }
                 let view = convert::order_view(&engine, order)?;
                 Ok(pb::ReportShortResponse {
                     order: Some(convert::order_pb(&engine, &view)),
-                    reallocations: Vec::new(),
+                    reallocations,
                 })
             })
             .await
@@ -398,13 +460,23 @@ impl PickupService for Pickups {
 
     async fn no_show(
         &self,
-        _request: Request<pb::NoShowRequest>,
+        request: Request<pb::NoShowRequest>,
     ) -> Result<Response<pb::NoShowResponse>, Status> {
-        Err(DomainError::Unimplemented(
-            "PickupService.NoShow: the engine records no-shows when a ready order's hold \
-             expires; a staff-initiated no-show is not in the engine yet",
-        )
-        .into())
+        let caller = auth::caller(&request)?.clone();
+        let req = request.into_inner();
+        idempotency_key("idempotency_key", &req.idempotency_key)?;
+        let staff = staff_id("staff_id", &req.staff_id)?;
+        let order = OrderId(req.order_id);
+        let engine = self.engine_for(&caller, order)?;
+        self.domain
+            .durable(move || {
+                let outcome = engine.no_show(order, &staff, now())?;
+                Ok(pb::NoShowResponse {
+                    order: Some(transitioned(&engine, order, outcome, "record no-show")?),
+                })
+            })
+            .await
+            .map(Response::new)
     }
 
     async fn cancel(

@@ -14,9 +14,10 @@
 //!    must work without a token and under overload.
 //! 3. tonic's router and the handler, with the max message size on both directions.
 //!
-//! All six services of the contract are registered. The RPCs that need engine parts not
-//! merged yet (allocation, pickup slots, store calendars, nearby search) answer
-//! UNIMPLEMENTED with a message saying so, never made-up data.
+//! All six services of the contract are registered and every RPC is served by the
+//! engine. A form the contract gains before the engine can serve it answers
+//! UNIMPLEMENTED ([`crate::status::DomainError::Unimplemented`]) with a message saying
+//! so, never made-up data.
 //!
 //! After recovery three background tasks run until shutdown: the expiry ticker (bounded
 //! `expire` batches on a blocking thread), the checkpoint ticker (a snapshot every

@@ -366,6 +366,10 @@ mod tests {
             DomainError::Corruption("wal-3 @ 4096".into()),
             Code::DataLoss,
         );
+        check(
+            DomainError::Unimplemented("a form the engine cannot serve yet"),
+            Code::Unimplemented,
+        );
         check(DomainError::Internal("bug".into()), Code::Internal);
     }
 

@@ -1,6 +1,6 @@
 //! `pickline.v1.StoreService` handlers.
 
-use pickline_engine::StoreStatus;
+use pickline_engine::{Engine, EngineError, StoreStatus, calendar::CalendarConfig};
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -38,21 +38,38 @@ impl Stores {
     }
 }
 
-fn store_by_name(
-    engine: &pickline_engine::Engine,
-    store_id: &str,
-) -> Result<pb::Store, DomainError> {
+fn store_by_name(engine: &Engine, store_id: &str) -> Result<pb::Store, DomainError> {
     engine
         .store_id(store_id)
         .and_then(|id| engine.store_def(id))
-        .map(|def| convert::store_pb(&def))
+        .map(|def| convert::store_full_pb(engine, &def))
         .ok_or_else(|| DomainError::NotFound {
             kind: ResourceKind::Store,
             id: store_id.to_owned(),
         })
 }
 
-const CALENDAR: &str = "store calendars (hours, staffing, slot configuration) are not merged yet";
+/// Replaces one part of a store's calendar (`edit` changes the base calendar: the
+/// current one, or the default one before the first edit) and returns the store.
+fn edit_calendar(
+    engine: &Engine,
+    store_id: &str,
+    edit: impl FnOnce(&mut CalendarConfig),
+) -> Result<pb::Store, DomainError> {
+    let def = engine
+        .store_id(store_id)
+        .and_then(|id| engine.store_def(id))
+        .ok_or_else(|| DomainError::NotFound {
+            kind: ResourceKind::Store,
+            id: store_id.to_owned(),
+        })?;
+    engine.update_calendar(store_id, now(), |current| {
+        let mut config = convert::base_calendar(current, &def.time_zone);
+        edit(&mut config);
+        config
+    })?;
+    store_by_name(engine, store_id)
+}
 
 #[tonic::async_trait]
 impl StoreService for Stores {
@@ -68,7 +85,17 @@ impl StoreService for Stores {
             .durable(move || {
                 let created = engine.store_id(&def.external_id).is_none();
                 let id = def.external_id.clone();
+                let time_zone = def.time_zone.clone();
                 engine.define_store(def, now())?;
+                // Hours are local: a store that moves to another time zone keeps its
+                // wall-clock hours in the new one.
+                if engine
+                    .calendar_config(&id)?
+                    .is_some_and(|c| c.time_zone != time_zone)
+                {
+                    engine
+                        .update_calendar(&id, now(), |c| convert::base_calendar(c, &time_zone))?;
+                }
                 Ok(pb::UpsertStoreResponse {
                     store: Some(store_by_name(&engine, &id)?),
                     created,
@@ -80,23 +107,78 @@ impl StoreService for Stores {
 
     async fn set_hours(
         &self,
-        _request: Request<pb::SetHoursRequest>,
+        request: Request<pb::SetHoursRequest>,
     ) -> Result<Response<pb::SetHoursResponse>, Status> {
-        Err(DomainError::Unimplemented(CALENDAR).into())
+        auth::caller(&request)?.authorize_store(&request.get_ref().store_id)?;
+        let req = request.into_inner();
+        idempotency_key("idempotency_key", &req.idempotency_key)?;
+        let (weekly, exceptions) = convert::hours(req.hours.as_ref(), &req.exceptions)?;
+        let engine = self.domain.engine()?;
+        self.domain
+            .durable(move || {
+                let store = edit_calendar(&engine, &req.store_id, |c| {
+                    c.weekly_hours = weekly;
+                    c.exceptions = exceptions;
+                })?;
+                Ok(pb::SetHoursResponse { store: Some(store) })
+            })
+            .await
+            .map(Response::new)
     }
 
     async fn set_staffing(
         &self,
-        _request: Request<pb::SetStaffingRequest>,
+        request: Request<pb::SetStaffingRequest>,
     ) -> Result<Response<pb::SetStaffingResponse>, Status> {
-        Err(DomainError::Unimplemented(CALENDAR).into())
+        auth::caller(&request)?.authorize_store(&request.get_ref().store_id)?;
+        let req = request.into_inner();
+        idempotency_key("idempotency_key", &req.idempotency_key)?;
+        let staffing = convert::staffing(&req.windows)?;
+        let engine = self.domain.engine()?;
+        self.domain
+            .durable(move || {
+                let store = edit_calendar(&engine, &req.store_id, |c| c.staffing = staffing)?;
+                Ok(pb::SetStaffingResponse { store: Some(store) })
+            })
+            .await
+            .map(Response::new)
     }
 
     async fn set_slot_config(
         &self,
-        _request: Request<pb::SetSlotConfigRequest>,
+        request: Request<pb::SetSlotConfigRequest>,
     ) -> Result<Response<pb::SetSlotConfigResponse>, Status> {
-        Err(DomainError::Unimplemented(CALENDAR).into())
+        auth::caller(&request)?.authorize_store(&request.get_ref().store_id)?;
+        let req = request.into_inner();
+        idempotency_key("idempotency_key", &req.idempotency_key)?;
+        let (pickup, pick_time_ms) = convert::slot_config(req.slot_config.as_ref())?;
+        let engine = self.domain.engine()?;
+        self.domain
+            .durable(move || {
+                // Two records: a crash between them keeps the new slots with the old pick
+                // time, which a retry with the same request completes.
+                let store = edit_calendar(&engine, &req.store_id, |c| c.pickup = pickup)?;
+                let store = match pick_time_ms {
+                    Some(ms) => {
+                        engine
+                            .set_pick_time(&req.store_id, ms, now())
+                            .map_err(|e| match e {
+                                EngineError::InvalidRequest { why, .. } => {
+                                    DomainError::InvalidArgument {
+                                        field: "slot_config.pick_time_per_order_ms".into(),
+                                        reason: why,
+                                    }
+                                }
+                                other => other.into(),
+                            })?;
+                        store_by_name(&engine, &req.store_id)?
+                    }
+                    None => store,
+                };
+                Ok(pb::SetSlotConfigResponse { store: Some(store) })
+            })
+            .await
+            .map(Response::new)
     }
 
     async fn pause_pickups(
@@ -168,7 +250,10 @@ impl StoreService for Stores {
             String::new()
         };
         Ok(Response::new(pb::ListStoresResponse {
-            stores: defs.iter().map(convert::store_pb).collect(),
+            stores: defs
+                .iter()
+                .map(|d| convert::store_full_pb(&engine, d))
+                .collect(),
             next_page_token,
         }))
     }

@@ -75,7 +75,7 @@ async fn ping_with_a_token_lacking_the_scope_is_permission_denied() {
 }
 
 #[tokio::test]
-async fn domain_rpcs_need_a_token_and_the_scope_and_unmerged_ones_say_so() {
+async fn domain_rpcs_need_a_token_and_the_scope_and_validate_their_input() {
     let server = TestServer::start(|_| {}).await;
     let mut holds = HoldServiceClient::new(server.channel().await);
     let request = HoldRequest {
@@ -94,19 +94,19 @@ async fn domain_rpcs_need_a_token_and_the_scope_and_unmerged_ones_say_so() {
         Code::PermissionDenied,
         "{wrong_scope:?}"
     );
-    // Allocation is not merged: UNIMPLEMENTED with a message saying why, not fake data.
-    let not_merged = holds
+    // An empty request is understood and refused field by field, not left unimplemented.
+    let invalid = holds
         .allocate(with_token(
             pickline_sidecar::pb::AllocateRequest::default(),
             CHECKOUT_TOKEN,
         ))
         .await
         .unwrap_err();
-    assert_eq!(not_merged.code(), Code::Unimplemented, "{not_merged:?}");
-    assert!(
-        not_merged.message().contains("allocation"),
-        "{not_merged:?}"
-    );
+    assert_eq!(invalid.code(), Code::InvalidArgument, "{invalid:?}");
+    let bad = invalid
+        .get_details_bad_request()
+        .expect("BadRequest detail");
+    assert_eq!(bad.field_violations[0].field, "idempotency_key");
 }
 
 #[tokio::test]

@@ -58,7 +58,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use jiff::Timestamp;
-use jiff::civil::{Date, DateTime, Time, Weekday};
+use jiff::civil::{DateTime, Time};
 use jiff::tz::{AmbiguousOffset, TimeZone, TimeZoneDatabase};
 
 pub use config::{
@@ -67,6 +67,9 @@ pub use config::{
 };
 pub use error::{CalendarError, DayRef};
 pub use estimate::{ReadyEstimate, ReadyQuery};
+/// The civil date and weekday types of the calendar's public API, re-exported so that an
+/// embedder (the sidecar) builds configurations with the very types the engine checks.
+pub use jiff::civil::{Date, Weekday};
 pub use slots::{Slot, Slots};
 
 use config::{DAY_MIN, weekday_index};
@@ -366,6 +369,19 @@ impl StoreCalendar {
             AmbiguousOffset::Gap { .. } => [None, None],
             AmbiguousOffset::Fold { before, after } => [to_ms(before), to_ms(after)],
         }
+    }
+
+    /// The slots of the local day `date`: those whose `start_ms` lies between the
+    /// day's first instant and the next day's first instant (local midnights, resolved
+    /// with the "compatible" rule), in time order. Empty on a closed day.
+    pub fn slots_on(&self, date: Date) -> Vec<Slot> {
+        let midnight = |d: Date| self.compatible_ms(DateTime::from_parts(d, Time::midnight()));
+        let (Some(from_ms), Some(to_ms)) =
+            (midnight(date), date.tomorrow().ok().and_then(midnight))
+        else {
+            return Vec::new();
+        };
+        self.slots(from_ms, to_ms).collect()
     }
 
     /// Local datetime of instant `ms`, or `None` outside jiff's range.

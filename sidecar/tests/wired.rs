@@ -1,0 +1,794 @@
+//! The RPCs wired to allocation, calendars, slots, nearby search, staff no-shows and
+//! re-allocation, end to end over real loopback gRPC.
+
+mod common;
+
+use std::{
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use common::{ADMIN_TOKEN, CHECKOUT_TOKEN, STAFF_S1_TOKEN, TestServer, with_token};
+use pickline_sidecar::pb::{
+    self, hold_service_client::HoldServiceClient, inventory_service_client::InventoryServiceClient,
+    pickup_service_client::PickupServiceClient, store_service_client::StoreServiceClient,
+};
+use tonic::{Code, Status, transport::Channel};
+use tonic_types::StatusExt as _;
+
+const DAY_MS: i64 = 86_400_000;
+const HOUR_MS: i64 = 3_600_000;
+
+struct Clients {
+    stores: StoreServiceClient<Channel>,
+    inventory: InventoryServiceClient<Channel>,
+    holds: HoldServiceClient<Channel>,
+    pickups: PickupServiceClient<Channel>,
+}
+
+async fn clients(server: &TestServer) -> Clients {
+    let channel = server.channel().await;
+    Clients {
+        stores: StoreServiceClient::new(channel.clone()),
+        inventory: InventoryServiceClient::new(channel.clone()),
+        holds: HoldServiceClient::new(channel.clone()),
+        pickups: PickupServiceClient::new(channel),
+    }
+}
+
+fn key(what: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("{what}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+fn line(sku: &str, qty: u32) -> pb::Line {
+    pb::Line {
+        sku: sku.into(),
+        qty,
+    }
+}
+
+fn point(lat: f64, lon: f64) -> Option<pb::GeoPoint> {
+    Some(pb::GeoPoint {
+        latitude_deg: lat,
+        longitude_deg: lon,
+    })
+}
+
+/// Creates an open store at `(lat, lon)` in UTC with `qty` units of MUG.
+async fn store_with_mugs(c: &mut Clients, id: &str, lat: f64, lon: f64, qty: u32) {
+    c.stores
+        .upsert_store(with_token(
+            pb::UpsertStoreRequest {
+                idempotency_key: key("store"),
+                store: Some(pb::StoreIdentity {
+                    store_id: id.into(),
+                    name: format!("Store {id}"),
+                    location: point(lat, lon),
+                    time_zone: "UTC".into(),
+                    status: pb::StoreStatus::Open as i32,
+                    ..Default::default()
+                }),
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap();
+    if qty == 0 {
+        return;
+    }
+    let applied = c
+        .inventory
+        .apply_pos_events(with_token(
+            pb::ApplyPosEventsRequest {
+                idempotency_key: key("pos-batch"),
+                events: vec![pb::PosEvent {
+                    pos_event_id: key("pos"),
+                    store_id: id.into(),
+                    sku: "MUG".into(),
+                    occurred_at_ms: 1,
+                    change: Some(pb::pos_event::Change::Delta(pb::PosDelta {
+                        kind: pb::PosDeltaKind::Receive as i32,
+                        qty,
+                    })),
+                    order_ref: String::new(),
+                }],
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(applied.outcomes[0].result(), pb::PosEventResult::Applied);
+}
+
+async fn availability(c: &mut Clients, store: &str) -> pb::Availability {
+    c.inventory
+        .get_availability(with_token(
+            pb::GetAvailabilityRequest {
+                store_id: store.into(),
+                sku: "MUG".into(),
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .cell
+        .unwrap()
+}
+
+async fn allocate(c: &mut Clients, req: pb::AllocateRequest) -> pb::AllocateResponse {
+    c.holds
+        .allocate(with_token(req, CHECKOUT_TOKEN))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn allocate_near(key: &str, qty: u32) -> pb::AllocateRequest {
+    pb::AllocateRequest {
+        idempotency_key: key.into(),
+        origin: Some(pb::allocate_request::Origin::Position(pb::GeoPoint {
+            latitude_deg: 52.5200,
+            longitude_deg: 13.4000,
+        })),
+        lines: vec![line("MUG", qty)],
+        max_distance_m: 50_000,
+        ..Default::default()
+    }
+}
+
+fn allocated(r: &pb::AllocateResponse) -> &pb::Allocation {
+    match &r.outcome {
+        Some(pb::allocate_response::Outcome::Allocated(a)) => a,
+        other => panic!("expected an allocation, got {other:?}"),
+    }
+}
+
+fn field_violation(status: &Status) -> String {
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    status
+        .get_details_bad_request()
+        .expect("BadRequest detail")
+        .field_violations[0]
+        .field
+        .clone()
+}
+
+#[tokio::test]
+async fn allocate_picks_the_nearest_store_with_stock_then_falls_back_to_the_next() {
+    let server = TestServer::start(|_| {}).await;
+    let mut c = clients(&server).await;
+    // From the customer at (52.52, 13.40): NEAR ~0.7 km, MID ~3.5 km, FAR ~14 km.
+    store_with_mugs(&mut c, "FAR", 52.60, 13.55, 5).await;
+    store_with_mugs(&mut c, "NEAR", 52.52, 13.41, 1).await;
+    store_with_mugs(&mut c, "MID", 52.53, 13.45, 5).await;
+
+    let first = allocate(&mut c, allocate_near("alloc-1", 1)).await;
+    let a = allocated(&first);
+    assert_eq!(a.holds.len(), 1);
+    assert_eq!(a.holds[0].store_id, "NEAR");
+    assert_eq!(a.holds[0].state(), pb::HoldState::Active);
+    let alternatives: Vec<_> = first
+        .alternatives
+        .iter()
+        .map(|x| x.store_id.as_str())
+        .collect();
+    assert_eq!(alternatives, ["MID", "FAR"]);
+    assert!(first.alternatives[0].distance_m < first.alternatives[1].distance_m);
+    assert!(first.alternatives[0].complete);
+    assert_eq!(availability(&mut c, "NEAR").await.atp, 0);
+
+    // NEAR has nothing left: the next store by distance takes the cart.
+    let second = allocate(&mut c, allocate_near("alloc-2", 2)).await;
+    let b = allocated(&second);
+    assert_eq!(b.holds[0].store_id, "MID");
+    assert_eq!(b.holds[0].lines, [line("MUG", 2)]);
+    let near = &second.alternatives[0];
+    assert_eq!(near.store_id, "NEAR");
+    assert_eq!((near.can_supply[0].qty, near.complete), (0, false));
+    assert_eq!(availability(&mut c, "MID").await.held, 2);
+
+    // A retry with the same key is the same allocation, and holds nothing more.
+    let retry = allocate(&mut c, allocate_near("alloc-2", 2)).await;
+    assert!(retry.replayed);
+    assert_eq!(allocated(&retry).holds[0].hold_id, b.holds[0].hold_id);
+    assert_eq!(availability(&mut c, "MID").await.held, 2);
+
+    // More than any store has: NO_STORE with the nearest store's shortage.
+    let none = allocate(&mut c, allocate_near("alloc-3", 50)).await;
+    let Some(pb::allocate_response::Outcome::Rejected(r)) = none.outcome else {
+        panic!("expected a rejection: {none:?}");
+    };
+    assert_eq!(r.reason(), pb::HoldRejectReason::NoStore);
+    assert_eq!(
+        r.shortages,
+        [pb::LineShortage {
+            sku: "MUG".into(),
+            requested: 50,
+            available: 0,
+        }]
+    );
+
+    // Only stores within the distance are candidates.
+    let mut close = allocate_near("alloc-4", 1);
+    close.max_distance_m = 5_000;
+    let close = allocate(&mut c, close).await;
+    assert_eq!(allocated(&close).holds[0].store_id, "MID");
+    assert!(close.alternatives.iter().all(|x| x.store_id != "FAR"));
+
+    // Out-of-range input is refused naming the field.
+    let mut far = allocate_near("alloc-5", 1);
+    far.max_distance_m = 600_000;
+    let err = c
+        .holds
+        .allocate(with_token(far, CHECKOUT_TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(field_violation(&err), "max_distance_m");
+}
+
+// ---------------------------------------------------------------- calendars and slots
+
+/// The civil date (UTC) of a day number since the epoch, `YYYY-MM-DD` (H. Hinnant's
+/// `civil_from_days`).
+fn utc_date(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+fn every_day(start_minute: u32, end_minute: u32) -> pb::WeeklyHours {
+    pb::WeeklyHours {
+        days: (1..=7)
+            .map(|weekday| pb::DayHours {
+                weekday,
+                open: vec![pb::LocalTimeRange {
+                    start_minute,
+                    end_minute,
+                }],
+            })
+            .collect(),
+    }
+}
+
+async fn set_hours(
+    c: &mut Clients,
+    store: &str,
+    hours: pb::WeeklyHours,
+    exceptions: Vec<pb::DateException>,
+) -> Result<pb::Store, Status> {
+    c.stores
+        .set_hours(with_token(
+            pb::SetHoursRequest {
+                idempotency_key: key("hours"),
+                store_id: store.into(),
+                hours: Some(hours),
+                exceptions,
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .map(|r| r.into_inner().store.unwrap())
+}
+
+async fn list_slots(c: &mut Clients, store: &str, date: &str) -> Vec<pb::SlotAvailability> {
+    c.holds
+        .list_slots(with_token(
+            pb::ListSlotsRequest {
+                store_id: store.into(),
+                date: date.into(),
+            },
+            CHECKOUT_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .slots
+}
+
+async fn slot_hold(c: &mut Clients, store: &str, start_ms: i64) -> pb::hold_response::Outcome {
+    c.holds
+        .hold(with_token(
+            pb::HoldRequest {
+                idempotency_key: key("slot-hold"),
+                store_id: store.into(),
+                lines: vec![line("MUG", 1)],
+                expiry: Some(pb::hold_request::Expiry::SlotStartMs(start_ms)),
+            },
+            CHECKOUT_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .outcome
+        .unwrap()
+}
+
+#[tokio::test]
+async fn slots_follow_the_calendar_and_a_slot_hold_takes_capacity() {
+    let server = TestServer::start(|_| {}).await;
+    let mut c = clients(&server).await;
+    store_with_mugs(&mut c, "CAL", 48.14, 11.58, 10).await;
+
+    let config = c
+        .stores
+        .set_slot_config(with_token(
+            pb::SetSlotConfigRequest {
+                idempotency_key: key("slots"),
+                store_id: "CAL".into(),
+                slot_config: Some(pb::SlotConfig {
+                    slot_ms: HOUR_MS,
+                    lead_time_ms: 0,
+                    pickups_per_staff_per_slot: 1,
+                    hold_grace_ms: 30 * 60_000,
+                    pick_time_per_order_ms: 120_000,
+                }),
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let sc = config.store.unwrap().slot_config.unwrap();
+    assert_eq!((sc.slot_ms, sc.pick_time_per_order_ms), (HOUR_MS, 120_000));
+    let staffed = c
+        .stores
+        .set_staffing(with_token(
+            pb::SetStaffingRequest {
+                idempotency_key: key("staff"),
+                store_id: "CAL".into(),
+                windows: (1..=7)
+                    .map(|weekday| pb::StaffingWindow {
+                        day: Some(pb::staffing_window::Day::Weekday(weekday)),
+                        span: Some(pb::LocalTimeRange {
+                            start_minute: 0,
+                            end_minute: 1_440,
+                        }),
+                        staff_count: 2,
+                    })
+                    .collect(),
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(staffed.store.unwrap().staffing.len(), 7);
+
+    let today = now_ms().div_euclid(DAY_MS);
+    let (tomorrow, holiday) = (today + 1, today + 2);
+    let store = set_hours(
+        &mut c,
+        "CAL",
+        every_day(9 * 60, 17 * 60),
+        vec![pb::DateException {
+            date: utc_date(holiday),
+            open: Vec::new(),
+            note: "stocktake".into(),
+        }],
+    )
+    .await
+    .unwrap();
+    // Each part was kept when the next was set.
+    assert_eq!(store.hours.unwrap().days.len(), 7);
+    assert_eq!(store.staffing.len(), 7);
+    assert_eq!(store.slot_config.unwrap().slot_ms, HOUR_MS);
+    assert_eq!(store.exceptions[0].date, utc_date(holiday));
+
+    let slots = list_slots(&mut c, "CAL", &utc_date(tomorrow)).await;
+    assert_eq!(slots.len(), 8, "09:00..17:00 in one-hour slots");
+    let first = slots[0].slot.unwrap();
+    assert_eq!(first.start_ms, tomorrow * DAY_MS + 9 * HOUR_MS);
+    assert_eq!(first.end_ms, first.start_ms + HOUR_MS);
+    assert_eq!(
+        (slots[0].capacity, slots[0].booked, slots[0].free),
+        (2, 0, 2)
+    );
+    assert!(
+        list_slots(&mut c, "CAL", &utc_date(holiday))
+            .await
+            .is_empty()
+    );
+
+    // A slot hold books the slot with the stock and expires after slot end + grace.
+    let pb::hold_response::Outcome::Granted(h) = slot_hold(&mut c, "CAL", first.start_ms).await
+    else {
+        panic!("slot hold refused");
+    };
+    assert_eq!(h.slot, Some(first));
+    assert_eq!(h.expires_at_ms, first.end_ms + 30 * 60_000);
+    let after = list_slots(&mut c, "CAL", &utc_date(tomorrow)).await;
+    assert_eq!((after[0].booked, after[0].free), (1, 1));
+    assert_eq!((after[1].booked, after[1].free), (0, 2));
+    let pb::hold_response::Outcome::Granted(_) = slot_hold(&mut c, "CAL", first.start_ms).await
+    else {
+        panic!("second booking refused");
+    };
+    let pb::hold_response::Outcome::Rejected(full) = slot_hold(&mut c, "CAL", first.start_ms).await
+    else {
+        panic!("a full slot was booked");
+    };
+    assert_eq!(full.reason(), pb::HoldRejectReason::SlotFull);
+
+    // Outside the opening hours, and on the closed day, there is no slot to book.
+    for start in [
+        tomorrow * DAY_MS + 3 * HOUR_MS,
+        holiday * DAY_MS + 10 * HOUR_MS,
+    ] {
+        let pb::hold_response::Outcome::Rejected(r) = slot_hold(&mut c, "CAL", start).await else {
+            panic!("a slot outside the hours was booked");
+        };
+        assert_eq!(r.reason(), pb::HoldRejectReason::SlotUnavailable);
+    }
+    assert_eq!(availability(&mut c, "CAL").await.held, 2);
+}
+
+#[tokio::test]
+async fn calendar_input_is_refused_naming_the_field() {
+    let server = TestServer::start(|_| {}).await;
+    let mut c = clients(&server).await;
+    store_with_mugs(&mut c, "CAL", 48.14, 11.58, 0).await;
+    // Not a span within a day.
+    let err = set_hours(&mut c, "CAL", every_day(600, 1_500), Vec::new())
+        .await
+        .unwrap_err();
+    assert_eq!(field_violation(&err), "hours.days[0].open[0]");
+    // Not a whole number of the default 30-minute slots.
+    let err = set_hours(&mut c, "CAL", every_day(540, 585), Vec::new())
+        .await
+        .unwrap_err();
+    assert_eq!(field_violation(&err), "hours.days");
+    let bad_date = pb::DateException {
+        date: "2026-02-30".into(),
+        ..Default::default()
+    };
+    let err = set_hours(&mut c, "CAL", every_day(540, 600), vec![bad_date])
+        .await
+        .unwrap_err();
+    assert_eq!(field_violation(&err), "exceptions[0].date");
+    let err = c
+        .stores
+        .set_staffing(with_token(
+            pb::SetStaffingRequest {
+                idempotency_key: key("staff"),
+                store_id: "CAL".into(),
+                windows: vec![pb::StaffingWindow {
+                    day: Some(pb::staffing_window::Day::Date("2026-12-24".into())),
+                    span: Some(pb::LocalTimeRange {
+                        start_minute: 0,
+                        end_minute: 60,
+                    }),
+                    staff_count: 1,
+                }],
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(field_violation(&err), "windows[0].date");
+    let err = c
+        .stores
+        .set_slot_config(with_token(
+            pb::SetSlotConfigRequest {
+                idempotency_key: key("slots"),
+                store_id: "CAL".into(),
+                slot_config: Some(pb::SlotConfig {
+                    slot_ms: 7 * 60_000,
+                    pickups_per_staff_per_slot: 1,
+                    ..Default::default()
+                }),
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(field_violation(&err), "slot_config.slot_ms");
+    // Calendars are the admin's.
+    let denied = c
+        .stores
+        .set_hours(with_token(
+            pb::SetHoursRequest {
+                idempotency_key: key("hours"),
+                store_id: "S1".into(),
+                hours: Some(every_day(540, 600)),
+                exceptions: Vec::new(),
+            },
+            STAFF_S1_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+}
+
+// ---------------------------------------------------------------- nearby availability
+
+#[tokio::test]
+async fn nearby_availability_lists_stores_nearest_first() {
+    let server = TestServer::start(|_| {}).await;
+    let mut c = clients(&server).await;
+    store_with_mugs(&mut c, "S3", 52.60, 13.55, 7).await;
+    store_with_mugs(&mut c, "S1", 52.52, 13.41, 1).await;
+    store_with_mugs(&mut c, "S2", 52.53, 13.45, 4).await;
+    store_with_mugs(&mut c, "S9", 48.14, 11.58, 9).await;
+    let request = pb::NearbyAvailabilityRequest {
+        position: point(52.52, 13.40),
+        radius_m: 100_000,
+        lines: vec![line("MUG", 3)],
+        ..Default::default()
+    };
+    let got = c
+        .inventory
+        .nearby_availability(with_token(request.clone(), CHECKOUT_TOKEN))
+        .await
+        .unwrap()
+        .into_inner()
+        .stores;
+    let ids: Vec<_> = got.iter().map(|s| s.store_id.as_str()).collect();
+    assert_eq!(ids, ["S1", "S2", "S3"], "S9 (Munich) is beyond the radius");
+    assert!(got.windows(2).all(|w| w[0].distance_m < w[1].distance_m));
+    assert_eq!((got[0].available[0].qty, got[0].complete), (1, false));
+    assert_eq!((got[1].available[0].qty, got[1].complete), (3, true));
+    assert!(got.iter().all(|s| s.accepting_pickups));
+
+    // A staff token sees its own store only.
+    let staff = c
+        .inventory
+        .nearby_availability(with_token(request.clone(), STAFF_S1_TOKEN))
+        .await
+        .unwrap()
+        .into_inner()
+        .stores;
+    assert_eq!(staff.len(), 1);
+    assert_eq!(staff[0].store_id, "S1");
+
+    let err = c
+        .inventory
+        .nearby_availability(with_token(
+            pb::NearbyAvailabilityRequest {
+                position: None,
+                ..request
+            },
+            CHECKOUT_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(field_violation(&err), "position");
+}
+
+// ---------------------------------------------------------------- orders
+
+/// Holds `qty` MUG at `store` for `ttl_ms`, creates the order and takes it to PICKING
+/// (staff actions with `staff_token`). Returns the order id and the hold's expiry.
+async fn picking_order(
+    c: &mut Clients,
+    store: &str,
+    qty: u32,
+    ttl_ms: i64,
+    staff_token: &str,
+) -> (u64, i64) {
+    let held = c
+        .holds
+        .hold(with_token(
+            pb::HoldRequest {
+                idempotency_key: key("hold"),
+                store_id: store.into(),
+                lines: vec![line("MUG", qty)],
+                expiry: Some(pb::hold_request::Expiry::TtlMs(ttl_ms)),
+            },
+            CHECKOUT_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(pb::hold_response::Outcome::Granted(h)) = held.outcome else {
+        panic!("hold refused: {held:?}");
+    };
+    let created = c
+        .pickups
+        .create_order(with_token(
+            pb::CreateOrderRequest {
+                idempotency_key: key("order"),
+                hold_id: h.hold_id,
+                channel: pb::Channel::Direct as i32,
+                channel_order_id: key("web"),
+                lines: vec![pb::PricedLine {
+                    sku: "MUG".into(),
+                    qty,
+                    unit_price_minor: 900,
+                    ..Default::default()
+                }],
+                currency: "EUR".into(),
+                ..Default::default()
+            },
+            CHECKOUT_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(pb::create_order_response::Outcome::Order(order)) = created.outcome else {
+        panic!("order refused: {created:?}");
+    };
+    c.pickups
+        .start_picking(with_token(
+            pb::StartPickingRequest {
+                idempotency_key: key("pick"),
+                order_id: order.order_id,
+                staff_id: "anna".into(),
+            },
+            staff_token,
+        ))
+        .await
+        .unwrap();
+    (order.order_id, h.expires_at_ms)
+}
+
+async fn ready_order(
+    c: &mut Clients,
+    store: &str,
+    qty: u32,
+    ttl_ms: i64,
+    staff: &str,
+) -> (u64, i64) {
+    let (order, expires_at_ms) = picking_order(c, store, qty, ttl_ms, staff).await;
+    c.pickups
+        .mark_ready(with_token(
+            pb::MarkReadyRequest {
+                idempotency_key: key("ready"),
+                order_id: order,
+                staff_id: "anna".into(),
+            },
+            staff,
+        ))
+        .await
+        .unwrap();
+    (order, expires_at_ms)
+}
+
+async fn no_show(c: &mut Clients, order: u64, token: &str) -> Result<pb::PickupOrder, Status> {
+    c.pickups
+        .no_show(with_token(
+            pb::NoShowRequest {
+                idempotency_key: key("no-show"),
+                order_id: order,
+                staff_id: "anna".into(),
+            },
+            token,
+        ))
+        .await
+        .map(|r| r.into_inner().order.unwrap())
+}
+
+#[tokio::test]
+async fn no_show_after_the_pickup_window_releases_the_stock() {
+    const TTL_MS: i64 = 3_000;
+    // The expiry ticker must not beat the staff to it: one tick at start, then a minute.
+    let server = TestServer::start(|c| c.data.expire_interval_ms = 60_000).await;
+    let mut c = clients(&server).await;
+    store_with_mugs(&mut c, "S1", 52.52, 13.41, 3).await;
+    store_with_mugs(&mut c, "S2", 52.53, 13.45, 3).await;
+    let (order, expires_at_ms) = ready_order(&mut c, "S1", 2, TTL_MS, STAFF_S1_TOKEN).await;
+    let (other, _) = ready_order(&mut c, "S2", 1, TTL_MS, ADMIN_TOKEN).await;
+    assert_eq!(availability(&mut c, "S1").await.atp, 1);
+
+    // Within the window the customer may still come.
+    let early = no_show(&mut c, order, STAFF_S1_TOKEN).await.unwrap_err();
+    assert_eq!(early.code(), Code::FailedPrecondition, "{early:?}");
+    // A tablet of S1 cannot touch S2's orders.
+    let denied = no_show(&mut c, other, STAFF_S1_TOKEN).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+
+    // The window of an order without a slot ends with its hold.
+    let wait_ms = u64::try_from(expires_at_ms + 100 - now_ms()).unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+    let gone = no_show(&mut c, order, STAFF_S1_TOKEN).await.unwrap();
+    assert_eq!(gone.state(), pb::OrderState::NoShow);
+    let last = gone.history.last().unwrap();
+    assert_eq!(
+        (last.from(), last.to()),
+        (pb::OrderState::Ready, pb::OrderState::NoShow)
+    );
+    let cell = availability(&mut c, "S1").await;
+    assert_eq!((cell.held, cell.atp), (0, 3));
+    // Recording it again changes nothing.
+    let again = no_show(&mut c, order, STAFF_S1_TOKEN).await.unwrap();
+    assert_eq!(again.history.len(), gone.history.len());
+    // S2's order is still waiting for its own staff.
+    assert_eq!(availability(&mut c, "S2").await.held, 1);
+}
+
+#[tokio::test]
+async fn a_short_pick_with_reallocate_holds_the_missing_units_at_the_next_store() {
+    let server = TestServer::start(|_| {}).await;
+    let mut c = clients(&server).await;
+    store_with_mugs(&mut c, "S1", 52.52, 13.41, 3).await;
+    store_with_mugs(&mut c, "S2", 52.53, 13.45, 1).await;
+    store_with_mugs(&mut c, "S3", 52.60, 13.55, 5).await;
+    let (order, _) = picking_order(&mut c, "S1", 3, 3_600_000, STAFF_S1_TOKEN).await;
+
+    let report = c
+        .pickups
+        .report_short(with_token(
+            pb::ReportShortRequest {
+                idempotency_key: key("short"),
+                order_id: order,
+                staff_id: "anna".into(),
+                lines: vec![pb::ShortLine {
+                    sku: "MUG".into(),
+                    picked_qty: 1,
+                    resolution: pb::ShortResolution::Reallocate as i32,
+                }],
+                reallocate_max_distance_m: 0,
+            },
+            STAFF_S1_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let o = report.order.unwrap();
+    assert_eq!(o.state(), pb::OrderState::Picking);
+    assert_eq!(o.lines[0].qty, 1);
+    assert_eq!(report.reallocations.len(), 1);
+    let r = &report.reallocations[0];
+    assert_eq!((r.sku.as_str(), r.missing_qty), ("MUG", 2));
+    let result = r.result.as_ref().unwrap();
+    // S2 is nearer but has one unit; S1 (the short store) is never a candidate.
+    let a = allocated(result);
+    assert_eq!(a.holds[0].store_id, "S3");
+    assert_eq!(a.holds[0].lines, [line("MUG", 2)]);
+    let alternatives: Vec<_> = result
+        .alternatives
+        .iter()
+        .map(|x| x.store_id.as_str())
+        .collect();
+    assert_eq!(alternatives, ["S2"]);
+    assert_eq!(availability(&mut c, "S3").await.held, 2);
+    // The short store's missing units left its stock; its hold keeps the one found.
+    let s1 = availability(&mut c, "S1").await;
+    assert_eq!((s1.on_hand, s1.held), (1, 1));
+
+    // Nothing within a small radius: the line stays short and the response says why.
+    let (order, _) = picking_order(&mut c, "S2", 1, 3_600_000, ADMIN_TOKEN).await;
+    let report = c
+        .pickups
+        .report_short(with_token(
+            pb::ReportShortRequest {
+                idempotency_key: key("short"),
+                order_id: order,
+                staff_id: "anna".into(),
+                lines: vec![pb::ShortLine {
+                    sku: "MUG".into(),
+                    picked_qty: 0,
+                    resolution: pb::ShortResolution::Reallocate as i32,
+                }],
+                reallocate_max_distance_m: 1_000,
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let result = report.reallocations[0].result.as_ref().unwrap();
+    let Some(pb::allocate_response::Outcome::Rejected(r)) = &result.outcome else {
+        panic!("expected no store: {result:?}");
+    };
+    assert_eq!(r.reason(), pb::HoldRejectReason::NoStore);
+}
