@@ -11,7 +11,7 @@ use pickline_engine::durable::{DurableEngine, OpenOptions};
 use pickline_engine::wal::{Durability, FileStorage, WalConfig};
 use pickline_engine::{
     Engine, EngineConfig, HoldOutcome, HoldRequest, Limits, LineRequest, PosDelta, PosDeltaKind,
-    StoreDef, Timestamp,
+    StoreDef, Timestamp, defer_durability,
 };
 
 /// What to run.
@@ -60,14 +60,21 @@ impl WalBenchConfig {
 /// The figures `pickline bench wal` prints.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WalBenchReport {
-    /// Durable holds per second, sync mode, `writers` concurrent writers (group commit).
+    /// Durable holds per second, sync mode, `writers` concurrent writers as async tasks on
+    /// 2 runtime workers (how the sidecar serves: one task per request), each waiting for
+    /// its group commit without parking a thread (`defer_durability` + `poll_durable`).
     pub durable_holds_per_s: f64,
-    /// p99 of hold latency (append to durable acknowledgement) in that run, ms.
+    /// p99 of hold latency (call to durable acknowledgement) in that run, ms.
     pub commit_p99_ms: f64,
     /// Median of the same, ms.
     pub commit_p50_ms: f64,
     /// Mean records per fsync batch in that run.
     pub records_per_batch: f64,
+    /// The same workload with `writers` OS threads, each blocking in `wait_durable` (how an
+    /// embedding service with a thread per request would call the engine).
+    pub durable_holds_per_s_threads: f64,
+    /// p99 of hold latency in the thread run, ms.
+    pub commit_p99_ms_threads: f64,
     /// Durable holds per second with one writer: one fsync per hold (same run).
     pub fsync_per_op_holds_per_s: f64,
     /// Records replayed per second at recovery (log only, no snapshot).
@@ -86,7 +93,8 @@ impl WalBenchReport {
         format!(
             concat!(
                 "{{\"durable_holds_per_s\":{:.0},\"commit_p99_ms\":{:.3},\"commit_p50_ms\":{:.3},",
-                "\"records_per_batch\":{:.1},\"fsync_per_op_holds_per_s\":{:.0},",
+                "\"records_per_batch\":{:.1},\"durable_holds_per_s_threads\":{:.0},",
+                "\"commit_p99_ms_threads\":{:.3},\"fsync_per_op_holds_per_s\":{:.0},",
                 "\"replay_records_per_s\":{:.0},\"restart_s_10m\":{:.2},\"restart_holds\":{},",
                 "\"snapshot_pause_ms\":{:.1}}}"
             ),
@@ -94,6 +102,8 @@ impl WalBenchReport {
             self.commit_p99_ms,
             self.commit_p50_ms,
             self.records_per_batch,
+            self.durable_holds_per_s_threads,
+            self.commit_p99_ms_threads,
             self.fsync_per_op_holds_per_s,
             self.replay_records_per_s,
             self.restart_s_10m,
@@ -119,6 +129,16 @@ impl WalBenchReport {
             (
                 "records_per_batch",
                 format!("{:.1}", self.records_per_batch),
+                "",
+            ),
+            (
+                "durable_holds_per_s_threads",
+                format!("{:.0}", self.durable_holds_per_s_threads),
+                "",
+            ),
+            (
+                "commit_p99_ms_threads",
+                format!("{:.3}", self.commit_p99_ms_threads),
                 "",
             ),
             (
@@ -259,17 +279,85 @@ fn durable_run(engine: &Arc<Engine>, writers: usize, run_ms: u64) -> (f64, Histo
     (total as f64 / start.elapsed().as_secs_f64(), hist)
 }
 
+/// `writers` async tasks on a 2-worker runtime placing durable holds for `run_ms`, each
+/// awaiting its group commit as the sidecar does; returns (holds/s, latency histogram).
+fn durable_run_async(
+    db: &Arc<DurableEngine>,
+    writers: usize,
+    run_ms: u64,
+) -> (f64, Histogram<u64>) {
+    let progress = Arc::new(tokio::sync::Notify::new());
+    let hook = progress.clone();
+    if db
+        .wal()
+        .set_progress_hook(Box::new(move || hook.notify_waiters()))
+        .is_err()
+    {
+        panic!("the bench installs the only progress hook of a fresh WAL");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let deadline = Duration::from_millis(run_ms);
+    let start = Instant::now();
+    let results = runtime.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 0..writers {
+            let (db, progress) = (db.clone(), progress.clone());
+            let reqs = requests(4096, t as u64 + 1);
+            tasks.spawn(async move {
+                let mut hist = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).expect("hist");
+                let mut n = 0usize;
+                while start.elapsed() < deadline {
+                    let t0 = Instant::now();
+                    let d = defer_durability(|| db.engine().hold(&reqs[n % reqs.len()], T0));
+                    let granted = matches!(d.value, Ok(HoldOutcome::Granted(_)));
+                    if let Some(lsn) = d.wait_for {
+                        loop {
+                            let notified = progress.notified();
+                            let mut notified = std::pin::pin!(notified);
+                            notified.as_mut().enable();
+                            if db.wal().poll_durable(lsn).expect("durable") {
+                                break;
+                            }
+                            notified.await;
+                        }
+                    }
+                    if granted {
+                        n += 1;
+                    }
+                    let _ = hist.record(t0.elapsed().as_micros() as u64);
+                }
+                (n, hist)
+            });
+        }
+        tasks.join_all().await
+    });
+    let elapsed = start.elapsed().as_secs_f64();
+    let mut total = 0;
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).expect("hist");
+    for (n, h) in results {
+        total += n;
+        hist.add(h).expect("hist add");
+    }
+    (total as f64 / elapsed, hist)
+}
+
 /// Runs every WAL workload.
 pub fn run(cfg: &WalBenchConfig, mut progress: impl FnMut(&str)) -> WalBenchReport {
     // Group commit vs one fsync per hold, same engine, same run.
     progress("durable holds (group commit)");
     let dir = fresh_dir(&cfg.dir, "durable");
-    let db = open(&dir, Durability::Sync);
+    let db = Arc::new(open(&dir, Durability::Sync));
     stock(db.engine());
     let engine = db.engine().clone();
     let before = db.wal().metrics();
-    let (durable_holds_per_s, hist) = durable_run(&engine, cfg.writers, cfg.run_ms);
+    let (durable_holds_per_s, hist) = durable_run_async(&db, cfg.writers, cfg.run_ms);
     let after = db.wal().metrics();
+    progress("durable holds (group commit, threads)");
+    let (durable_holds_per_s_threads, hist_threads) = durable_run(&engine, cfg.writers, cfg.run_ms);
     let batches = after
         .batches_written
         .saturating_sub(before.batches_written)
@@ -278,7 +366,10 @@ pub fn run(cfg: &WalBenchConfig, mut progress: impl FnMut(&str)) -> WalBenchRepo
     progress("durable holds (one writer: one fsync per hold)");
     let (fsync_per_op_holds_per_s, _) = durable_run(&engine, 1, cfg.run_ms);
     drop(engine);
-    db.close().expect("close");
+    Arc::into_inner(db)
+        .expect("the bench's tasks are done")
+        .close()
+        .expect("close");
 
     // Replay: a log of holds, no snapshot.
     progress("replay");
@@ -346,6 +437,8 @@ pub fn run(cfg: &WalBenchConfig, mut progress: impl FnMut(&str)) -> WalBenchRepo
         commit_p99_ms: hist.value_at_quantile(0.99) as f64 / 1e3,
         commit_p50_ms: hist.value_at_quantile(0.50) as f64 / 1e3,
         records_per_batch: records as f64 / batches as f64,
+        durable_holds_per_s_threads,
+        commit_p99_ms_threads: hist_threads.value_at_quantile(0.99) as f64 / 1e3,
         fsync_per_op_holds_per_s,
         replay_records_per_s,
         restart_s_10m,
