@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use pickline_engine::wal::{
     Committer, Durability, FaultKind, FaultPlan, FaultyStorage, FileStorage, Lsn, MemStorage,
-    RECORD_LEN_MAX, RECORD_PAYLOAD_LEN_MAX, Recovery, RecoveryMode, SEGMENT_HEADER_LEN, Storage,
-    Wal, WalConfig, WalError, dump, verify,
+    RECORD_HEADER_LEN, RECORD_LEN_MAX, RECORD_PAYLOAD_LEN_MAX, Recovery, RecoveryMode,
+    SEGMENT_HEADER_LEN, Storage, Wal, WalConfig, WalError, dump, verify,
 };
 
 /// One record as the tests model it.
@@ -88,7 +88,8 @@ fn record_offsets(segment: &[u8]) -> Vec<usize> {
     let mut at = SEGMENT_HEADER_LEN;
     while at + 4 <= segment.len() {
         offsets.push(at);
-        at += 17 + u32::from_le_bytes(segment[at..at + 4].try_into().unwrap()) as usize;
+        at += RECORD_HEADER_LEN
+            + u32::from_le_bytes(segment[at..at + 4].try_into().unwrap()) as usize;
     }
     offsets
 }
@@ -209,17 +210,23 @@ fn every_truncation_point_of_a_segment_recovers_a_prefix() {
     }
 }
 
+/// Appends `count` records, each made durable before the next is appended (one batch per
+/// record), so every record's stamp proves its predecessor durable.
+fn append_each_synced(wal: &Wal, count: u64) -> Vec<Rec> {
+    (0..count).flat_map(|_| append_n(wal, 1)).collect()
+}
+
 #[test]
-fn a_bit_flip_mid_log_is_refused_with_file_and_offset() {
+fn a_bit_flip_in_synced_records_is_refused_with_file_and_offset() {
     let storage = MemStorage::new();
     let (wal, _) = open(&storage, manual(4096), RecoveryMode::TolerateTailCorruption).unwrap();
-    append_n(&wal, 200);
+    append_each_synced(&wal, 200);
     wal.close().unwrap();
     let names = segments(&storage);
     assert!(names.len() >= 3);
 
-    // (segment index, record index) -> where to flip; the last record of the last segment is
-    // a tolerable tail, everything else is not.
+    // (segment index, record index) -> where to flip. Every record but the very last is
+    // followed by a record whose stamp proves it was synced: refused in both modes.
     let last_seg = names.len() - 1;
     let last_offsets = record_offsets(&storage.file(&names[last_seg]).unwrap());
     let cases = [
@@ -267,7 +274,8 @@ fn a_bit_flip_mid_log_is_refused_with_file_and_offset() {
         );
     }
 
-    // The very last record: dropped in Tolerate mode, refused in Absolute mode.
+    // The very last record: nothing after it proves it durable. Dropped in Tolerate mode,
+    // refused in Absolute mode.
     let s = storage.process_crash();
     let name = &names[last_seg];
     let offset = *last_offsets.last().unwrap();
@@ -278,10 +286,68 @@ fn a_bit_flip_mid_log_is_refused_with_file_and_offset() {
     ));
     let (_wal, rec) = open(&s, manual(4096), RecoveryMode::TolerateTailCorruption).unwrap();
     assert_eq!(rec.records.len(), 199);
-    assert_eq!(
-        rec.report.tail_truncated.as_ref().unwrap().offset,
-        offset as u64
-    );
+    let tail = rec.report.tail_truncated.as_ref().unwrap();
+    assert_eq!(tail.offset, offset as u64);
+    assert_eq!(tail.intact_records_dropped, 0);
+}
+
+#[test]
+fn a_bit_flip_in_a_never_synced_batch_before_intact_records_is_a_torn_tail() {
+    let storage = MemStorage::new();
+    let (wal, _) = open(&storage, manual(1 << 20), RecoveryMode::default()).unwrap();
+    let synced = append_each_synced(&wal, 10);
+    // One more batch of 30 records, all stamped with LSN 10: nothing in it was durable when
+    // it was written, so damage inside it followed by its own intact records is a torn tail.
+    let batch = append_n(&wal, 30);
+    wal.close().unwrap();
+    let name = segments(&storage).pop().unwrap();
+    let offsets = record_offsets(&storage.file(&name).unwrap());
+    for (index, flip_at) in [(10usize, 3usize), (11, 20), (25, 8), (39, 30)] {
+        let s = storage.process_crash();
+        let offset = offsets[index];
+        assert!(s.flip_bit(&name, offset + flip_at, 5), "record {index}");
+        assert!(
+            matches!(
+                open(&s, manual(1 << 20), RecoveryMode::AbsoluteConsistency),
+                Err(WalError::Corruption { offset: at, .. }) if at == offset as u64
+            ),
+            "record {index}: AbsoluteConsistency refuses any damage"
+        );
+        assert!(verify(&s).unwrap().recovery.is_ok(), "record {index}");
+        let (wal, rec) = open(&s, manual(1 << 20), RecoveryMode::default())
+            .unwrap_or_else(|e| panic!("record {index}: refused never-synced damage: {e}"));
+        let mut expected = synced.clone();
+        expected.extend_from_slice(&batch[..index - 10]);
+        assert_eq!(recovered(&rec), expected, "record {index}");
+        let tail = rec.report.tail_truncated.as_ref().unwrap();
+        assert_eq!(
+            (tail.file.as_str(), tail.offset),
+            (name.as_str(), offset as u64)
+        );
+        assert_eq!(
+            tail.intact_records_dropped,
+            39 - index as u64,
+            "record {index}"
+        );
+        // The cut log takes new records and reopens clean.
+        let more = append_n(&wal, 2);
+        assert_eq!(more[0].lsn, index as u64 + 1);
+        wal.close().unwrap();
+        let (_w, rec) = open(&s, manual(1 << 20), RecoveryMode::AbsoluteConsistency).unwrap();
+        assert_eq!(rec.report.last_lsn, Lsn(index as u64 + 2));
+    }
+    // Damage in the synced part is refused, naming segment and offset: LSN 10 (index 9) is
+    // proven durable by the last batch's stamp 10, LSN 6 (index 5) by LSN 7's stamp 6.
+    for index in [5usize, 9] {
+        let s = storage.process_crash();
+        assert!(s.flip_bit(&name, offsets[index] + 12, 1));
+        match open(&s, manual(1 << 20), RecoveryMode::default()) {
+            Err(WalError::Corruption { file, offset, .. }) => {
+                assert_eq!((file, offset), (name.clone(), offsets[index] as u64));
+            }
+            other => panic!("record {index}: expected a refusal, got {other:?}"),
+        }
+    }
 }
 
 #[test]
@@ -297,7 +363,7 @@ fn a_valid_record_with_a_wrong_lsn_is_refused() {
     wal.close().unwrap();
     let name = segments(&storage).pop().unwrap();
     let mut image = storage.file(&name).unwrap();
-    pickline_engine::wal::format::encode_record(&mut image, Lsn(9), 0, b"gap").unwrap();
+    pickline_engine::wal::format::encode_record(&mut image, Lsn(9), Lsn(5), 0, b"gap").unwrap();
     storage.put_file(&name, image);
     match open(
         &storage,
@@ -374,11 +440,17 @@ fn snapshots_prune_the_log_and_keep_one_fallback() {
     // Corrupt newest snapshot with the log cut below it: no fallback, typed error.
     let s = storage.process_crash();
     assert!(s.flip_bit("snapshot-00000000000000000250.snap", 33, 1));
-    let last = segments(&s).pop().unwrap();
-    let bytes = s.file(&last).unwrap();
-    let first: u64 = last[4..24].parse().unwrap();
-    assert!(first <= 250);
-    s.put_file(&last, bytes[..SEGMENT_HEADER_LEN].to_vec());
+    // Cut the segment holding LSN 250 to its header and remove every later one.
+    let segs = segments(&s);
+    let holding = segs
+        .iter()
+        .rposition(|n| n[4..24].parse::<u64>().unwrap() <= 250)
+        .unwrap();
+    for later in &segs[holding + 1..] {
+        s.remove(later).unwrap();
+    }
+    let bytes = s.file(&segs[holding]).unwrap();
+    s.put_file(&segs[holding], bytes[..SEGMENT_HEADER_LEN].to_vec());
     match open(&s, manual(4096), RecoveryMode::TolerateTailCorruption) {
         Err(WalError::SnapshotUnrecoverable { file, .. }) => {
             assert_eq!(file, "snapshot-00000000000000000250.snap")

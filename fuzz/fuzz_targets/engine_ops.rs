@@ -52,7 +52,9 @@ fuzz_target!(|data: &[u8]| {
     let engine = Engine::with_log(config(), log.clone()).unwrap();
     let mut now = 1_700_000_000_000i64;
     for s in STORES {
-        engine.define_store(StoreDef::new(s, 1.0, 2.0, "UTC"), Timestamp(now)).unwrap();
+        engine
+            .define_store(StoreDef::new(s, 1.0, 2.0, "UTC"), Timestamp(now))
+            .unwrap();
     }
     let mut model: HashMap<(usize, usize), Cell> = HashMap::new();
     let mut holds: Vec<(HoldId, Vec<(usize, i64)>)> = Vec::new();
@@ -70,11 +72,17 @@ fuzz_target!(|data: &[u8]| {
                 let lines: Vec<LineRequest> = (0..n)
                     .map(|i| LineRequest::new(SKUS[(sku + i) % 3], 1 + u32::from(arg2 >> 4)))
                     .collect();
-                let req = HoldRequest::new(STORES[store], lines.clone()).with_ttl_ms(1_000 + i64::from(arg2) * 100);
+                let req = HoldRequest::new(STORES[store], lines.clone())
+                    .with_ttl_ms(1_000 + i64::from(arg2) * 100);
                 if let Ok(HoldOutcome::Granted(g)) = engine.hold(&req, t) {
                     let l: Vec<(usize, i64)> = lines
                         .iter()
-                        .map(|l| (SKUS.iter().position(|s| *s == l.sku).unwrap(), i64::from(l.qty)))
+                        .map(|l| {
+                            (
+                                SKUS.iter().position(|s| *s == l.sku).unwrap(),
+                                i64::from(l.qty),
+                            )
+                        })
                         .collect();
                     for (k, q) in &l {
                         model.entry((store, *k)).or_default().held += q;
@@ -116,7 +124,10 @@ fuzz_target!(|data: &[u8]| {
                         model.get_mut(&(e.hold.store().0 as usize, k)).unwrap().held -= q;
                     }
                 }
-                assert!(active.values().all(|(_, exp)| *exp > now), "a due hold did not expire");
+                assert!(
+                    active.values().all(|(_, exp)| *exp > now),
+                    "a due hold did not expire"
+                );
             }
             5 | 6 => {
                 let kind = match arg2 % 4 {
@@ -125,7 +136,12 @@ fuzz_target!(|data: &[u8]| {
                     2 => PosDeltaKind::Receive,
                     _ => PosDeltaKind::Adjust,
                 };
-                let qty = i64::from(arg2 >> 2).max(1) * if kind == PosDeltaKind::Adjust && arg2 & 2 != 0 { -1 } else { 1 };
+                let qty = i64::from(arg2 >> 2).max(1)
+                    * if kind == PosDeltaKind::Adjust && arg2 & 2 != 0 {
+                        -1
+                    } else {
+                        1
+                    };
                 let out = engine.apply_delta(
                     &PosDelta {
                         store: STORES[store].into(),
@@ -158,7 +174,11 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             _ => {
-                let status = if arg2 & 1 == 0 { StoreStatus::Open } else { StoreStatus::PickupsPaused };
+                let status = if arg2 & 1 == 0 {
+                    StoreStatus::Open
+                } else {
+                    StoreStatus::PickupsPaused
+                };
                 engine.set_store_status(STORES[store], status, t).unwrap();
             }
         }
@@ -173,7 +193,13 @@ fuzz_target!(|data: &[u8]| {
     for r in log.records() {
         let mut buf = Vec::new();
         r.record.encode(&mut buf);
-        fresh.replay(&pickline_engine::Record::decode(&buf).unwrap()).unwrap();
+        fresh
+            .replay(&pickline_engine::Record::decode(&buf).unwrap())
+            .unwrap();
     }
-    assert_eq!(engine.snapshot().unwrap().1, fresh.snapshot().unwrap().1, "replay differs");
+    assert_eq!(
+        engine.snapshot().unwrap().1,
+        fresh.snapshot().unwrap().1,
+        "replay differs"
+    );
 });

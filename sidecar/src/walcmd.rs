@@ -17,7 +17,8 @@ pub enum WalCommand {
         /// The data directory.
         dir: PathBuf,
     },
-    /// Print every record: segment, offset, LSN, kind, length and its decoded events.
+    /// Print every record: segment, offset, LSN, the durable LSN when it was written, kind,
+    /// length and its decoded events.
     Dump {
         /// The data directory.
         dir: PathBuf,
@@ -48,8 +49,13 @@ pub fn run(cmd: &WalCommand) -> anyhow::Result<()> {
             for entry in wal::dump(&*storage)? {
                 let entry = entry?;
                 println!(
-                    "{} @{} lsn {} kind {} len {}",
-                    entry.file, entry.offset, entry.lsn, entry.kind, entry.payload_len
+                    "{} @{} lsn {} durable-at-write {} kind {} len {}",
+                    entry.file,
+                    entry.offset,
+                    entry.lsn,
+                    entry.durable_lsn_at_write,
+                    entry.kind,
+                    entry.payload_len
                 );
                 if !headers_only && entry.kind == RECORD_KIND_EVENTS {
                     match Record::decode(&entry.payload) {

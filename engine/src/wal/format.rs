@@ -10,8 +10,9 @@ use super::Lsn;
 /// every `lsn + count` computation far from overflow (2^62 records at 10M/s is ~14,000 years).
 pub const LSN_MAX: u64 = 1 << 62;
 
-/// Length of the fixed record header: `len` (4) + `crc` (4) + `lsn` (8) + `kind` (1).
-pub const RECORD_HEADER_LEN: usize = 17;
+/// Length of the fixed record header: `len` (4) + `crc` (4) + `lsn` (8) +
+/// `durable_lsn_at_write` (8) + `kind` (1).
+pub const RECORD_HEADER_LEN: usize = 25;
 
 /// Largest payload one record may carry, in bytes.
 ///
@@ -27,7 +28,10 @@ pub const RECORD_LEN_MAX: usize = RECORD_HEADER_LEN + RECORD_PAYLOAD_LEN_MAX;
 pub const SEGMENT_MAGIC: [u8; 8] = *b"PKLWAL\r\n";
 
 /// Segment format version written by this code; decoding refuses any other version.
-pub const SEGMENT_FORMAT_VERSION: u32 = 1;
+///
+/// Version 2 added `durable_lsn_at_write` to the record header (version 1 had no way to
+/// tell never-synced damage from damage to acknowledged records).
+pub const SEGMENT_FORMAT_VERSION: u32 = 2;
 
 /// Length of the segment header: magic (8) + version (4) + first LSN (8) + CRC (4).
 pub const SEGMENT_HEADER_LEN: usize = 24;
@@ -105,6 +109,15 @@ pub enum DecodeError {
         /// LSN in the header.
         header_lsn: u64,
     },
+    /// A checksum-valid record whose durable stamp is not below its own LSN: no writer
+    /// produces one (a record is never durable before it is written).
+    #[error("record LSN {lsn} carries durable stamp {durable_lsn_at_write}, not below its LSN")]
+    StampNotBeforeLsn {
+        /// The record's LSN.
+        lsn: u64,
+        /// Its `durable_lsn_at_write` field.
+        durable_lsn_at_write: u64,
+    },
     /// A header LSN of 0 or above `LSN_MAX`.
     #[error("LSN {lsn} is out of range 1..={LSN_MAX}")]
     LsnOutOfRange {
@@ -126,6 +139,11 @@ pub enum DecodeError {
 pub struct Record<'a> {
     /// Log sequence number.
     pub lsn: Lsn,
+    /// Highest LSN that was durable when the committer wrote this record's batch: every
+    /// record up to it had been `fdatasync`ed before these bytes reached the file. Always
+    /// below `lsn`. Recovery uses it to tell damage to once-durable bytes from damage to
+    /// bytes that were never synced (see `LAYOUT.md`).
+    pub durable_lsn_at_write: Lsn,
     /// Record kind, chosen by the engine.
     pub kind: u8,
     /// Opaque payload, encoded by the engine.
@@ -144,9 +162,10 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// CRC32C of a record: over the `len` field, then `lsn`, `kind` and the payload.
+/// CRC32C of a record: over the `len` field, then `lsn`, `durable_lsn_at_write`, `kind`
+/// and the payload.
 ///
-/// `frame_tail` is everything after the CRC field: `lsn ++ kind ++ payload`.
+/// `frame_tail` is everything after the CRC field.
 fn record_crc(len_le: [u8; 4], frame_tail: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&len_le), frame_tail)
 }
@@ -157,21 +176,31 @@ fn record_crc(len_le: [u8; 4], frame_tail: &[u8]) -> u32 {
 ///
 /// ```text
 /// offset  size  field
-/// 0       4     len    payload length in bytes, <= RECORD_PAYLOAD_LEN_MAX
-/// 4       4     crc    CRC32C over bytes [0..4) ++ [8..17+len): len, lsn, kind, payload
-/// 8       8     lsn    log sequence number; consecutive records have consecutive LSNs
-/// 16      1     kind   record kind (opaque to the WAL)
-/// 17      len   payload
+/// 0       4     len                   payload length in bytes, <= RECORD_PAYLOAD_LEN_MAX
+/// 4       4     crc                   CRC32C over bytes [0..4) ++ [8..25+len)
+/// 8       8     lsn                   log sequence number; consecutive records have
+///                                     consecutive LSNs
+/// 16      8     durable_lsn_at_write  highest LSN durable when the batch holding this
+///                                     record was written; always < lsn
+/// 24      1     kind                  record kind (opaque to the WAL)
+/// 25      len   payload
 /// ```
 ///
-/// The CRC covers `len` too, so a flipped length bit is caught even when the wrong length
-/// happens to land on bytes that look like a record. It does not cover itself.
+/// The CRC covers `len` and the stamp too, so a flipped length bit is caught even when the
+/// wrong length happens to land on bytes that look like a record, and a flipped stamp can
+/// neither hide real corruption nor invent proof of it. It does not cover itself.
+///
+/// Why the stamp: the committer writes batch N+1 only after batch N's `fdatasync`
+/// succeeded, and stamps every record of a batch with the durable LSN at that moment. A
+/// checksum-valid record stamped `>= L` therefore proves that record `L` had been synced.
 ///
 /// Returns [`DecodeError::PayloadTooLong`] (and appends nothing) when the payload exceeds
-/// `RECORD_PAYLOAD_LEN_MAX`.
+/// `RECORD_PAYLOAD_LEN_MAX`, [`DecodeError::StampNotBeforeLsn`] when
+/// `durable_lsn_at_write >= lsn`.
 pub fn encode_record(
     buf: &mut Vec<u8>,
     lsn: Lsn,
+    durable_lsn_at_write: Lsn,
     kind: u8,
     payload: &[u8],
 ) -> Result<(), DecodeError> {
@@ -180,32 +209,57 @@ pub fn encode_record(
             payload_len: payload.len() as u64,
         });
     }
+    if durable_lsn_at_write >= lsn {
+        return Err(DecodeError::StampNotBeforeLsn {
+            lsn: lsn.0,
+            durable_lsn_at_write: durable_lsn_at_write.0,
+        });
+    }
     let start = buf.len();
     buf.extend_from_slice(&[0u8; RECORD_HEADER_LEN]);
     buf.extend_from_slice(payload);
     seal_record(&mut buf[start..], lsn, kind);
+    stamp_record(&mut buf[start..], durable_lsn_at_write);
     Ok(())
 }
 
-/// Fills in the header of a record frame whose payload is already at `frame[17..]`.
+/// Fills in `len`, `lsn` and `kind` of a record frame whose payload is already at
+/// `frame[25..]`; the stamp and the CRC are left for [`stamp_record`].
 ///
-/// The writer encodes payloads in place into its shared buffer and then calls this, so the
-/// layout lives in one place. The caller guarantees `frame.len() >= RECORD_HEADER_LEN` and a
-/// payload no longer than `RECORD_PAYLOAD_LEN_MAX`.
+/// Split in two because the appender knows the LSN but not the durable LSN at write time:
+/// the appender encodes payloads in place into the shared buffer and calls this; the
+/// committer calls `stamp_record` on every frame of the batch just before writing it (so
+/// the CRC is computed off the append mutex, once). The caller guarantees
+/// `frame.len() >= RECORD_HEADER_LEN` and a payload no longer than `RECORD_PAYLOAD_LEN_MAX`.
 pub(crate) fn seal_record(frame: &mut [u8], lsn: Lsn, kind: u8) {
     debug_assert!(frame.len() >= RECORD_HEADER_LEN);
     debug_assert!(frame.len() - RECORD_HEADER_LEN <= RECORD_PAYLOAD_LEN_MAX);
     let len_le = ((frame.len() - RECORD_HEADER_LEN) as u32).to_le_bytes();
     frame[0..4].copy_from_slice(&len_le);
     frame[8..16].copy_from_slice(&lsn.0.to_le_bytes());
-    frame[16] = kind;
+    frame[24] = kind;
+}
+
+/// Writes `durable_lsn_at_write` into a sealed frame (exactly one record) and computes its
+/// CRC. The caller guarantees `durable_lsn_at_write < lsn`.
+pub(crate) fn stamp_record(frame: &mut [u8], durable_lsn_at_write: Lsn) {
+    debug_assert!(durable_lsn_at_write.0 < u64_at(frame, 8));
+    frame[16..24].copy_from_slice(&durable_lsn_at_write.0.to_le_bytes());
+    let mut len_le = [0u8; 4];
+    len_le.copy_from_slice(&frame[0..4]);
     let crc = record_crc(len_le, &frame[8..]);
     frame[4..8].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// Length of the frame at the start of `frame`, from its `len` field (no validation).
+pub(crate) fn frame_len_at(frame: &[u8]) -> usize {
+    RECORD_HEADER_LEN + u32_at(frame, 0) as usize
+}
+
 /// Decodes the record at the start of `bytes`; returns it and its encoded length.
 ///
-/// Never panics; never returns a record whose CRC does not verify.
+/// Never panics; never returns a record whose CRC does not verify or whose stamp is not
+/// below its LSN.
 pub fn decode_record(bytes: &[u8]) -> Result<(Record<'_>, usize), DecodeError> {
     if bytes.len() < RECORD_HEADER_LEN {
         return Err(DecodeError::Truncated {
@@ -235,9 +289,16 @@ pub fn decode_record(bytes: &[u8]) -> Result<(Record<'_>, usize), DecodeError> {
     }
     let record = Record {
         lsn: Lsn(u64_at(bytes, 8)),
-        kind: bytes[16],
+        durable_lsn_at_write: Lsn(u64_at(bytes, 16)),
+        kind: bytes[24],
         payload: &bytes[RECORD_HEADER_LEN..frame_len],
     };
+    if record.durable_lsn_at_write >= record.lsn {
+        return Err(DecodeError::StampNotBeforeLsn {
+            lsn: record.lsn.0,
+            durable_lsn_at_write: record.durable_lsn_at_write.0,
+        });
+    }
     Ok((record, frame_len))
 }
 
@@ -259,6 +320,7 @@ pub struct SegmentHeader {
 /// 12      8     first_lsn  LSN of the first record in this segment
 /// 20      4     crc        CRC32C over bytes [0..20)
 /// 24            records follow, back to back, each as in `encode_record`
+///               (version 2: records carry `durable_lsn_at_write`)
 /// ```
 pub fn encode_segment_header(header: SegmentHeader) -> [u8; SEGMENT_HEADER_LEN] {
     let mut out = [0u8; SEGMENT_HEADER_LEN];
@@ -459,17 +521,27 @@ mod tests {
     #[test]
     fn record_round_trip_and_layout() {
         let mut buf = Vec::new();
-        encode_record(&mut buf, Lsn(0x0102_0304_0506_0708), 7, b"hello").unwrap();
+        encode_record(
+            &mut buf,
+            Lsn(0x0102_0304_0506_0708),
+            Lsn(0x0a0b),
+            7,
+            b"hello",
+        )
+        .unwrap();
         assert_eq!(buf.len(), RECORD_HEADER_LEN + 5);
         assert_eq!(&buf[0..4], &5u32.to_le_bytes());
         assert_eq!(&buf[8..16], &0x0102_0304_0506_0708u64.to_le_bytes());
-        assert_eq!(buf[16], 7);
+        assert_eq!(&buf[16..24], &0x0a0bu64.to_le_bytes());
+        assert_eq!(buf[24], 7);
+        assert_eq!(&buf[25..], b"hello");
         let (rec, len) = decode_record(&buf).unwrap();
         assert_eq!(len, buf.len());
         assert_eq!(
             rec,
             Record {
                 lsn: Lsn(0x0102_0304_0506_0708),
+                durable_lsn_at_write: Lsn(0x0a0b),
                 kind: 7,
                 payload: b"hello"
             }
@@ -479,7 +551,7 @@ mod tests {
     #[test]
     fn every_single_bit_flip_in_a_record_is_detected() {
         let mut buf = Vec::new();
-        encode_record(&mut buf, Lsn(42), 3, b"some payload bytes").unwrap();
+        encode_record(&mut buf, Lsn(42), Lsn(40), 3, b"some payload bytes").unwrap();
         for bit in 0..buf.len() * 8 {
             let mut bad = buf.clone();
             bad[bit / 8] ^= 1 << (bit % 8);
@@ -493,7 +565,7 @@ mod tests {
     #[test]
     fn every_truncation_of_a_record_is_detected() {
         let mut buf = Vec::new();
-        encode_record(&mut buf, Lsn(1), 1, &[9u8; 40]).unwrap();
+        encode_record(&mut buf, Lsn(1), Lsn(0), 1, &[9u8; 40]).unwrap();
         for cut in 0..buf.len() {
             assert!(
                 matches!(
@@ -506,10 +578,40 @@ mod tests {
     }
 
     #[test]
+    fn a_stamp_not_below_the_lsn_is_refused_both_ways() {
+        let mut buf = Vec::new();
+        for stamp in [5, 6] {
+            assert_eq!(
+                encode_record(&mut buf, Lsn(5), Lsn(stamp), 1, b"x"),
+                Err(DecodeError::StampNotBeforeLsn {
+                    lsn: 5,
+                    durable_lsn_at_write: stamp
+                })
+            );
+        }
+        assert!(buf.is_empty());
+        // A hand-made frame with a valid CRC but stamp == lsn: the decoder refuses it.
+        let mut frame = vec![0u8; RECORD_HEADER_LEN + 1];
+        seal_record(&mut frame, Lsn(5), 1);
+        frame[16..24].copy_from_slice(&5u64.to_le_bytes());
+        let crc = record_crc(frame[0..4].try_into().unwrap(), &frame[8..]);
+        frame[4..8].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(
+            decode_record(&frame),
+            Err(DecodeError::StampNotBeforeLsn { lsn: 5, .. })
+        ));
+        stamp_record(&mut frame, Lsn(4));
+        assert_eq!(
+            decode_record(&frame).unwrap().0.durable_lsn_at_write,
+            Lsn(4)
+        );
+    }
+
+    #[test]
     fn oversized_payload_is_refused_both_ways() {
         let mut buf = Vec::new();
         let big = vec![0u8; RECORD_PAYLOAD_LEN_MAX + 1];
-        assert!(encode_record(&mut buf, Lsn(1), 1, &big).is_err());
+        assert!(encode_record(&mut buf, Lsn(1), Lsn(0), 1, &big).is_err());
         assert!(buf.is_empty());
         let mut frame = vec![0u8; RECORD_HEADER_LEN];
         frame[0..4].copy_from_slice(&((RECORD_PAYLOAD_LEN_MAX + 1) as u32).to_le_bytes());
@@ -589,7 +691,7 @@ mod tests {
     fn segment_iterator_stops_at_first_bad_record() {
         let mut bytes = encode_segment_header(SegmentHeader { first_lsn: Lsn(1) }).to_vec();
         for i in 1..=3 {
-            encode_record(&mut bytes, Lsn(i), 0, &[i as u8; 3]).unwrap();
+            encode_record(&mut bytes, Lsn(i), Lsn(i - 1), 0, &[i as u8; 3]).unwrap();
         }
         let second = SEGMENT_HEADER_LEN + RECORD_HEADER_LEN + 3;
         bytes[second + RECORD_HEADER_LEN] ^= 0x10;

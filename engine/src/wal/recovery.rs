@@ -19,9 +19,10 @@ pub const QUARANTINE_SUFFIX: &str = ".corrupt";
 /// How recovery treats a bad record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RecoveryMode {
-    /// A torn or corrupt record at the very tail of the last segment, with no valid record
-    /// after it, is what a crash during an unacknowledged write leaves: it is dropped, the
-    /// file is cut there, and [`RecoveryReport::tail_truncated`] says so. A corrupt newest
+    /// A torn or corrupt record in the last segment that no later checksum-valid record
+    /// proves durable (by its `durable_lsn_at_write` stamp) is what a crash during an
+    /// unsynced, hence unacknowledged, write leaves: it is dropped with everything after
+    /// it, the file is cut there, and [`RecoveryReport::tail_truncated`] says so. A corrupt newest
     /// snapshot falls back to the previous one if the log covers it. Anything else is an
     /// error.
     #[default]
@@ -60,6 +61,10 @@ pub struct TailTruncation {
     pub offset: u64,
     /// Bytes dropped.
     pub dropped_len_bytes: u64,
+    /// Checksum-valid records after the damage that were dropped with it: a power cut
+    /// flipped bits in a batch that was never synced, and no record after the damage
+    /// proves the damaged record was ever durable (see `LAYOUT.md`, "Recovery").
+    pub intact_records_dropped: u64,
     /// What was wrong at `offset`.
     pub detail: DecodeError,
     /// The whole file was removed (its header itself was torn).
@@ -219,24 +224,54 @@ fn scan_segment(file: &str, name_lsn: Lsn, bytes: &[u8]) -> Result<SegmentScan, 
     Ok(scan)
 }
 
-/// Offset of a checksum-valid record after `from` that could be a real successor of the
-/// damaged record, if any. Such a record proves the damage at `from` is not a torn tail.
+/// What the checksum-valid records after a damaged one say about it.
+#[derive(Debug, Default)]
+struct AfterDamage {
+    /// Checksum-valid records that could be real successors of the damaged one (they are
+    /// dropped with the tail if nothing proves the damaged record was durable).
+    intact_count: u64,
+    /// Offset of the first of them whose stamp proves the damaged record was durable.
+    proof_offset: Option<u64>,
+}
+
+/// Looks at every checksum-valid record after the damage at `from` that could be a real
+/// successor of the damaged record `damaged_lsn`, and checks whether one of them proves
+/// that `damaged_lsn` had been made durable (its `durable_lsn_at_write >= damaged_lsn`).
 ///
-/// The damaged record at `from` had LSN `last_good_lsn + 1`, and every record takes at least
-/// `RECORD_HEADER_LEN` bytes, so a real successor at `at` has an LSN in
-/// `last_good_lsn + 2 ..= last_good_lsn + 1 + (at - from) / RECORD_HEADER_LEN`. Checking the
-/// window (not just the checksum) keeps a frame embedded in the torn record's own payload
-/// from being mistaken for a successor, unless its LSN is exactly such a successor's.
-fn valid_record_after(bytes: &[u8], from: u64, last_good_lsn: u64) -> Option<u64> {
-    let from = usize::try_from(from).ok()?;
-    let end = bytes.len().saturating_sub(RECORD_HEADER_LEN - 1);
-    (from + 1..end).find_map(|at| match decode_record(&bytes[at..]) {
-        Ok((record, _)) => {
-            let lsn_max = last_good_lsn + 1 + ((at - from) / RECORD_HEADER_LEN) as u64;
-            (record.lsn.0 >= last_good_lsn + 2 && record.lsn.0 <= lsn_max).then_some(at as u64)
+/// Why that is proof: the committer writes a batch only after the previous batch's
+/// `fdatasync` succeeded and stamps it with the durable LSN of that moment, so such a
+/// record was written after `damaged_lsn` was synced: the damage is in acknowledged bytes.
+/// Without proof, no surviving record shows `damaged_lsn` was ever durable: a crash during
+/// an unsynced write explains everything from `from` on.
+///
+/// A real successor at `at` has an LSN in
+/// `damaged_lsn + 1 ..= damaged_lsn + (at - from) / RECORD_HEADER_LEN` (every record takes
+/// at least `RECORD_HEADER_LEN` bytes). Checking that window (not just the checksum) keeps
+/// a frame embedded in the damaged record's own payload from being taken for a successor,
+/// unless its LSN is exactly such a successor's. After a plausible successor the scan
+/// follows the chain (the next frame starts right after it), so an intact tail is read
+/// once, not probed at every byte.
+fn scan_after_damage(bytes: &[u8], from: u64, damaged_lsn: u64) -> AfterDamage {
+    let mut out = AfterDamage::default();
+    let Ok(from) = usize::try_from(from) else {
+        return out;
+    };
+    let mut at = from + 1;
+    while at + RECORD_HEADER_LEN <= bytes.len() {
+        let lsn_max = damaged_lsn + ((at - from) / RECORD_HEADER_LEN) as u64;
+        match decode_record(&bytes[at..]) {
+            Ok((record, len)) if (damaged_lsn + 1..=lsn_max).contains(&record.lsn.0) => {
+                out.intact_count += 1;
+                if record.durable_lsn_at_write.0 >= damaged_lsn {
+                    out.proof_offset = Some(at as u64);
+                    return out;
+                }
+                at += len;
+            }
+            _ => at += 1,
         }
-        Err(_) => None,
-    })
+    }
+    out
 }
 
 struct LogScan {
@@ -275,7 +310,6 @@ fn scan_log(
     let used = &segments[start..];
     // LSN the next segment must start with; the first segment may start at or before `needed`.
     let mut expected_next: Option<u64> = None;
-    let mut last_record_lsn: Option<u64> = None;
     for (i, (name_lsn, name)) in used.iter().enumerate() {
         let is_last = i + 1 == used.len();
         let bytes = storage
@@ -303,18 +337,21 @@ fn scan_log(
             if !is_last || mode == RecoveryMode::AbsoluteConsistency {
                 return Err(corruption());
             }
-            let last_good = scan
-                .last_lsn()
-                .map(|l| l.0)
-                .or(last_record_lsn)
-                .unwrap_or(0);
-            if valid_record_after(&bytes, offset, last_good).is_some() {
+            // The damaged record's LSN: the one after the valid prefix (for a torn
+            // header, the segment's first LSN, from its name).
+            let damaged_lsn = match scan.first_lsn {
+                Some(first) => first.0 + scan.record_count,
+                None => name_lsn.0,
+            };
+            let after = scan_after_damage(&bytes, offset, damaged_lsn);
+            if after.proof_offset.is_some() {
                 return Err(corruption());
             }
             out.tail = Some(TailTruncation {
                 file: name.clone(),
                 offset,
                 dropped_len_bytes: bytes.len() as u64 - offset,
+                intact_records_dropped: after.intact_count,
                 detail,
                 file_removed: scan.first_lsn.is_none(),
             });
@@ -339,9 +376,6 @@ fn scan_log(
                 start: at,
                 end: valid_len as usize,
             });
-        }
-        if let Some(last) = scan.last_lsn() {
-            last_record_lsn = Some(last.0);
         }
         expected_next = Some(first.0 + scan.record_count);
         out.current = Some((name.clone(), valid_len));
@@ -727,6 +761,8 @@ pub struct DumpEntry {
     pub offset: u64,
     /// Its LSN.
     pub lsn: Lsn,
+    /// Highest LSN durable when it was written (its batch's stamp).
+    pub durable_lsn_at_write: Lsn,
     /// Its kind.
     pub kind: u8,
     /// Payload length in bytes.
@@ -786,6 +822,7 @@ impl Iterator for Dump<'_> {
                         file: name.clone(),
                         offset: offset as u64,
                         lsn: record.lsn,
+                        durable_lsn_at_write: record.durable_lsn_at_write,
                         kind: record.kind,
                         payload_len: record.payload.len() as u32,
                         payload: record.payload.to_vec(),

@@ -9,9 +9,9 @@ use parking_lot::{Condvar, Mutex};
 
 use super::format::{
     LSN_MAX, RECORD_HEADER_LEN, RECORD_PAYLOAD_LEN_MAX, SEGMENT_HEADER_LEN,
-    SNAPSHOT_PAYLOAD_LEN_MAX, SegmentHeader, encode_segment_header, encode_snapshot,
+    SNAPSHOT_PAYLOAD_LEN_MAX, SegmentHeader, encode_segment_header, encode_snapshot, frame_len_at,
     parse_segment_file_name, parse_snapshot_file_name, seal_record, segment_file_name,
-    snapshot_file_name,
+    snapshot_file_name, stamp_record,
 };
 use super::recovery::{self, Recovery, RecoveryMode};
 use super::storage::{Storage, StorageFile};
@@ -649,6 +649,12 @@ impl Shared {
             (batch, p.next_lsn - 1, records)
         };
         self.space_cv.notify_all();
+        // Stamp the batch with the durable LSN now: the previous batch's fdatasync has
+        // returned (commits are serialized by `commit`), and nothing of this batch is on
+        // disk yet. Recovery relies on exactly this: a record stamped `>= L` proves that
+        // record `L` had been synced before it was written.
+        let mut batch = batch;
+        Self::stamp_batch(&mut batch, Lsn(self.durable_lsn.load(Ordering::Acquire)));
         match self.write_batch(&mut commit, &batch) {
             Ok(sync_us) => {
                 debug_assert_eq!(
@@ -672,6 +678,16 @@ impl Shared {
                 self.fail_stop(e.to_string());
                 Err(e)
             }
+        }
+    }
+
+    /// Writes the stamp and the CRC of every frame in `batch` (appenders leave both out).
+    fn stamp_batch(batch: &mut [u8], durable_lsn: Lsn) {
+        let mut pos = 0;
+        while pos < batch.len() {
+            let len = frame_len_at(&batch[pos..]);
+            stamp_record(&mut batch[pos..pos + len], durable_lsn);
+            pos += len;
         }
     }
 
