@@ -79,6 +79,54 @@ impl EventLog for WalLog {
     }
 }
 
+/// Reads the records `after + 1 ..= through` back from the log files into the stream.
+fn backfill_stream(wal: &Wal, stream: &EventStream, after: Lsn, through: Lsn) -> StreamBackfill {
+    let mut out = StreamBackfill {
+        wanted_after: after,
+        records: 0,
+        first_lsn: None,
+        problem: None,
+    };
+    let read = || -> Result<Vec<LoggedRecord>, String> {
+        let records = wal
+            .read_records(after, through)
+            .map_err(|e| e.to_string())?;
+        records
+            .iter()
+            .map(|rec| {
+                if rec.kind != RECORD_KIND_EVENTS {
+                    return Err(format!(
+                        "log record {} has unknown kind {}",
+                        rec.lsn, rec.kind
+                    ));
+                }
+                let record = Record::decode(rec.payload)
+                    .map_err(|e| format!("log record {} does not decode: {e}", rec.lsn))?;
+                Ok(LoggedRecord {
+                    lsn: rec.lsn,
+                    record,
+                })
+            })
+            .collect()
+    };
+    match read() {
+        Ok(records) => {
+            let first_lsn = records.first().map(|r| r.lsn);
+            let count = records.len() as u64;
+            if stream.backfill(records) {
+                out.records = count;
+                out.first_lsn = first_lsn;
+            } else {
+                out.problem = Some(format!(
+                    "records {first_lsn:?}..={through} do not end where the stream begins"
+                ));
+            }
+        }
+        Err(problem) => out.problem = Some(problem),
+    }
+    out
+}
+
 /// How to open a durable engine.
 #[derive(Debug, Clone, Default)]
 pub struct OpenOptions {
@@ -129,15 +177,37 @@ pub struct DurableEngine {
     log: Arc<WalLog>,
     stream: Arc<EventStream>,
     report: RecoveryReport,
+    backfill: Option<StreamBackfill>,
 }
 
 /// What a checkpoint wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
     /// The snapshot contains every record up to this LSN.
     pub lsn: Lsn,
     /// Snapshot payload size.
     pub len_bytes: usize,
+    /// Every record after this LSN is still in the log files (kept back to the slowest
+    /// durable consumer cursor, within `WalConfig::consumer_retention_len_max`).
+    pub log_readable_after: Lsn,
+    /// Consumers whose durable cursor is behind `log_readable_after`: after a restart their
+    /// next read is `Truncated` (the retention cap let their records go). Log it.
+    pub consumers_beyond_retention: Vec<(String, Lsn)>,
+}
+
+/// Records read back from the log files into the event stream at open, for consumers whose
+/// durable cursor is behind the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamBackfill {
+    /// The slowest durable cursor: records after it were wanted.
+    pub wanted_after: Lsn,
+    /// Records put into the stream (ending at the snapshot LSN).
+    pub records: u64,
+    /// The first of them (`None` if the log files held none of them).
+    pub first_lsn: Option<Lsn>,
+    /// Why the backfill was not done, if it was not (the engine still starts: the state
+    /// does not depend on these records; lagging consumers get `Truncated`).
+    pub problem: Option<String>,
 }
 
 impl DurableEngine {
@@ -185,9 +255,17 @@ impl DurableEngine {
             });
         }
         // Cursors acknowledged before the snapshot come from the snapshot's state.
-        for (consumer, lsn) in engine.consumer_cursors() {
-            stream.ack(&consumer, lsn);
+        let cursors = engine.consumer_cursors();
+        for (consumer, lsn) in &cursors {
+            stream.ack(consumer, *lsn);
         }
+        let slowest = cursors.iter().map(|(_, lsn)| *lsn).min();
+        let backfill = match (slowest, &recovery.snapshot) {
+            (Some(after), Some(s)) if after < s.lsn => {
+                Some(backfill_stream(&log.wal, &stream, after, s.lsn))
+            }
+            _ => None,
+        };
         // Assert after reading back.
         engine
             .check_conservation()
@@ -200,7 +278,14 @@ impl DurableEngine {
             log,
             stream,
             report: recovery.report,
+            backfill,
         })
+    }
+
+    /// What open read back from the log files for lagging consumers, if anything was
+    /// wanted.
+    pub fn stream_backfill(&self) -> Option<&StreamBackfill> {
+        self.backfill.as_ref()
     }
 
     /// The engine. Clone the `Arc` to share it between threads.
@@ -226,15 +311,27 @@ impl DurableEngine {
 
     /// Writes a snapshot of the current state and prunes the log behind it. Writers pause
     /// only while the state is encoded (not while it is written).
+    ///
+    /// Segments behind the snapshot are kept back to the slowest durable consumer cursor in
+    /// the snapshot (so a restart can serve that consumer from the files), within
+    /// `WalConfig::consumer_retention_len_max`; consumers beyond it are named in the result.
     pub fn checkpoint(&self) -> Result<Checkpoint, EngineError> {
-        let (lsn, bytes) = self.engine.snapshot()?;
-        self.log
+        let (lsn, bytes, cursors) = self.engine.snapshot_with_cursors()?;
+        let slowest = cursors.iter().map(|(_, acked)| *acked).min();
+        let retention = self
+            .log
             .wal()
-            .write_snapshot(lsn, &bytes)
+            .write_snapshot_retaining(lsn, &bytes, slowest)
             .map_err(log_failed)?;
+        let consumers_beyond_retention = cursors
+            .into_iter()
+            .filter(|(_, acked)| *acked < retention.readable_after)
+            .collect();
         Ok(Checkpoint {
             lsn,
             len_bytes: bytes.len(),
+            log_readable_after: retention.readable_after,
+            consumers_beyond_retention,
         })
     }
 

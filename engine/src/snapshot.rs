@@ -25,9 +25,19 @@ use crate::types::{HoldId, Line, Lsn, SkuId, StoreId, Timestamp};
 
 const SNAPSHOT_VERSION: u32 = 3;
 
+/// Consumer names with the last LSN each acknowledged.
+pub type ConsumerCursors = Vec<(String, Lsn)>;
+
 impl Engine {
     /// Encodes the whole state. Returns the LSN of the last record it includes.
     pub fn snapshot(&self) -> Result<(Lsn, Vec<u8>), EngineError> {
+        self.snapshot_with_cursors()
+            .map(|(lsn, bytes, _)| (lsn, bytes))
+    }
+
+    /// [`Engine::snapshot`], plus the consumer cursors it contains (read under the same
+    /// gate, so they are exactly the cursors a restart from these bytes begins with).
+    pub fn snapshot_with_cursors(&self) -> Result<(Lsn, Vec<u8>, ConsumerCursors), EngineError> {
         let _gate = self
             .gate
             .write()
@@ -142,7 +152,7 @@ impl Engine {
             st.orders.encode(&mut e);
             st.slots.encode(&mut e);
         }
-        Ok((lsn, buf))
+        Ok((lsn, buf, consumers))
     }
 
     /// Rebuilds an engine from [`Engine::snapshot`] bytes, writing new records to `log`.

@@ -11,8 +11,12 @@
 //! - **Retention.** A record is kept until every registered consumer has acknowledged it,
 //!   but never more than `retained_max` records. Beyond that the oldest records are dropped
 //!   even if a slow consumer has not read them: that consumer's next [`EventStream::read`]
-//!   is [`StreamError::Truncated`] and it must catch up from the write-ahead log files (which
-//!   keep everything) or resynchronize. Memory stays bounded; nothing is lost from the log.
+//!   is [`StreamError::Truncated`] and it must resynchronize. Memory stays bounded.
+//! - **Restarts.** Checkpoints keep the log segments back to the slowest durable cursor
+//!   (up to `WalConfig::consumer_retention_len_max` bytes), and
+//!   [`crate::durable::DurableEngine::open`] reads those records back into the stream
+//!   ([`EventStream::backfill`]), so a consumer that lagged behind the snapshot continues
+//!   where it acknowledged. One lagging beyond that cap gets `Truncated`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -180,6 +184,34 @@ impl EventStream {
             return;
         }
         self.push(&mut i, rec.clone());
+    }
+
+    /// Puts records older than any the stream holds back in front of them: after a
+    /// restart, the records between a lagging consumer's durable cursor and the snapshot,
+    /// read back from the write-ahead log files. `records` must be contiguous and end
+    /// right before the oldest record kept; otherwise nothing changes and `false` is
+    /// returned. `retained_max` still bounds what is kept.
+    pub fn backfill(&self, records: Vec<LoggedRecord>) -> bool {
+        let mut i = self.inner.lock();
+        let (Some(first), Some(last)) = (records.first(), records.last()) else {
+            return true;
+        };
+        let contiguous = records.windows(2).all(|w| w[1].lsn.0 == w[0].lsn.0 + 1);
+        if !contiguous || last.lsn != i.dropped_through {
+            return false;
+        }
+        i.dropped_through = Lsn(first.lsn.0 - 1);
+        for rec in records.into_iter().rev() {
+            for ev in &rec.record.events {
+                if let Event::ConsumerAcked { consumer, lsn } = ev {
+                    let c = i.cursors.entry(consumer.clone()).or_default();
+                    *c = (*c).max(*lsn);
+                }
+            }
+            i.buf.push_front(rec);
+        }
+        self.trim(&mut i);
+        true
     }
 
     fn push(&self, i: &mut Inner, rec: LoggedRecord) {

@@ -454,6 +454,30 @@ async fn recover(config: &Config, domain: &Domain) -> Result<(), ServerError> {
     let db = opened.map_err(|source| ServerError::Recovery { dir, source })?;
     let report = db.recovery_report();
     info!(last_lsn = %report.last_lsn, "engine recovered");
+    if let Some(tail) = &report.tail_truncated {
+        warn!(
+            file = %tail.file,
+            offset = tail.offset,
+            dropped_bytes = tail.dropped_len_bytes,
+            intact_records_dropped = tail.intact_records_dropped,
+            detail = %tail.detail,
+            "dropped a torn log tail (never acknowledged)"
+        );
+    }
+    if let Some(b) = db.stream_backfill() {
+        match &b.problem {
+            None => info!(
+                after = %b.wanted_after,
+                records = b.records,
+                "event stream refilled from the log for lagging consumers"
+            ),
+            Some(problem) => warn!(
+                after = %b.wanted_after,
+                problem = %problem,
+                "lagging consumers cannot be served from the log and will be truncated"
+            ),
+        }
+    }
     domain.set(Arc::new(db));
     Ok(())
 }
@@ -503,7 +527,17 @@ fn spawn_background(config: &Config, domain: &Domain) -> Vec<tokio::task::JoinHa
                 }
                 let domain = domain.clone();
                 match domain::blocking(move || domain.checkpoint()).await {
-                    Ok(cp) => info!(lsn = %cp.lsn, bytes = cp.len_bytes, "checkpoint written"),
+                    Ok(cp) => {
+                        info!(lsn = %cp.lsn, bytes = cp.len_bytes, "checkpoint written");
+                        for (consumer, acked) in &cp.consumers_beyond_retention {
+                            warn!(
+                                consumer = %consumer,
+                                acked = %acked,
+                                log_readable_after = %cp.log_readable_after,
+                                "consumer lags beyond the WAL retention cap; it will be truncated after a restart"
+                            );
+                        }
+                    }
                     Err(e) => warn!(error = %e.message(), "checkpoint failed"),
                 }
                 last = tokio::time::Instant::now();

@@ -43,7 +43,7 @@ pub use storage::{
     CrashEffect, FaultKind, FaultPlan, FaultyStorage, FileStorage, FiredFault, MemStorage, SimRng,
     Storage, StorageFile,
 };
-pub use writer::{FSYNC_HISTOGRAM_BUCKETS, ProgressHook, Wal, WalMetrics};
+pub use writer::{FSYNC_HISTOGRAM_BUCKETS, ProgressHook, Retention, Wal, WalMetrics};
 
 pub use crate::types::Lsn;
 
@@ -97,6 +97,13 @@ pub struct WalConfig {
     /// commits inline instead). The buffer therefore never exceeds
     /// `pending_len_max + RECORD_LEN_MAX` bytes.
     pub pending_len_max: usize,
+    /// Most bytes of segments kept *only* for lagging event-stream consumers
+    /// (`0..=CONSUMER_RETENTION_LEN_MAX_LIMIT`; default 1 GiB). A snapshot normally lets
+    /// the log behind the previous snapshot go; [`Wal::write_snapshot_retaining`] keeps it
+    /// back to the slowest durable consumer cursor instead, but never more than this many
+    /// bytes of such extra segments (oldest go first). A consumer whose cursor falls behind
+    /// what is kept is reported in [`Retention`] and gets `Truncated` after a restart.
+    pub consumer_retention_len_max: u64,
 }
 
 impl Default for WalConfig {
@@ -106,12 +113,16 @@ impl Default for WalConfig {
             committer: Committer::Thread,
             segment_len_max: 64 << 20,
             pending_len_max: 8 << 20,
+            consumer_retention_len_max: 1 << 30,
         }
     }
 }
 
 /// Upper bound for `WalConfig::pending_len_max`.
 pub const PENDING_LEN_MAX_LIMIT: usize = 1 << 30;
+
+/// Upper bound for `WalConfig::consumer_retention_len_max` (1 TiB).
+pub const CONSUMER_RETENTION_LEN_MAX_LIMIT: u64 = 1 << 40;
 
 /// Upper bound for `Durability::Async { flush_interval_ms }`.
 pub const FLUSH_INTERVAL_MS_MAX: u64 = 60_000;
@@ -130,6 +141,12 @@ impl WalConfig {
             return bad(format!(
                 "pending_len_max = {} is outside {RECORD_LEN_MAX}..={PENDING_LEN_MAX_LIMIT}",
                 self.pending_len_max
+            ));
+        }
+        if self.consumer_retention_len_max > CONSUMER_RETENTION_LEN_MAX_LIMIT {
+            return bad(format!(
+                "consumer_retention_len_max = {} is above {CONSUMER_RETENTION_LEN_MAX_LIMIT}",
+                self.consumer_retention_len_max
             ));
         }
         if let Durability::Async { flush_interval_ms } = self.durability

@@ -33,6 +33,8 @@ pub trait Storage: Send + Sync + 'static {
     fn open_append(&self, name: &str) -> io::Result<Box<dyn StorageFile>>;
     /// Reads the whole file.
     fn read(&self, name: &str) -> io::Result<Vec<u8>>;
+    /// Length of the file in bytes (for retention limits; no need to read it).
+    fn len(&self, name: &str) -> io::Result<u64>;
     /// Replaces `name` with `bytes` atomically and durably: temp file, fsync, rename,
     /// directory fsync. After a crash the file is either absent/old or complete.
     fn write_atomic(&self, name: &str, bytes: &[u8]) -> io::Result<()>;
@@ -120,6 +122,10 @@ impl Storage for FileStorage {
 
     fn read(&self, name: &str) -> io::Result<Vec<u8>> {
         fs::read(self.path(name)?)
+    }
+
+    fn len(&self, name: &str) -> io::Result<u64> {
+        Ok(fs::metadata(self.path(name)?)?.len())
     }
 
     fn write_atomic(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
@@ -421,6 +427,12 @@ impl Storage for MemStorage {
         self.file(name).ok_or_else(|| Self::not_found(name))
     }
 
+    fn len(&self, name: &str) -> io::Result<u64> {
+        let state = self.state.lock();
+        let file = state.files.get(name).ok_or_else(|| Self::not_found(name))?;
+        Ok(file.data.len() as u64)
+    }
+
     fn write_atomic(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
         let mut state = self.state.lock();
         state.removed.remove(name);
@@ -691,6 +703,11 @@ impl Storage for FaultyStorage {
     fn read(&self, name: &str) -> io::Result<Vec<u8>> {
         self.gate(OpKind::Other, name)?;
         self.inner.read(name)
+    }
+
+    fn len(&self, name: &str) -> io::Result<u64> {
+        self.gate(OpKind::Other, name)?;
+        self.inner.len(name)
     }
 
     fn write_atomic(&self, name: &str, bytes: &[u8]) -> io::Result<()> {

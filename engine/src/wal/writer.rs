@@ -13,7 +13,7 @@ use super::format::{
     parse_segment_file_name, parse_snapshot_file_name, seal_record, segment_file_name,
     snapshot_file_name, stamp_record,
 };
-use super::recovery::{self, Recovery, RecoveryMode};
+use super::recovery::{self, RecoveredRecords, Recovery, RecoveryMode};
 use super::storage::{Storage, StorageFile};
 use super::{Committer, Durability, Lsn, WalConfig, WalError};
 
@@ -104,6 +104,17 @@ struct Shared {
     /// Newest snapshot LSN written or recovered; serializes snapshot writes.
     snapshot: Mutex<Option<Lsn>>,
     metrics: MetricCells,
+}
+
+/// What [`Wal::write_snapshot_retaining`] left readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Every record with a larger LSN is still in the segment files (records at or below it
+    /// may be gone). At most the consumers' cursor unless the cap was hit.
+    pub readable_after: Lsn,
+    /// Segments a consumer still needed were removed because they exceeded
+    /// `WalConfig::consumer_retention_len_max`.
+    pub consumer_cap_hit: bool,
 }
 
 /// See [`Wal::set_progress_hook`].
@@ -491,9 +502,26 @@ impl Wal {
     /// Snapshot I/O errors are returned but do not fail-stop the log: the log alone is still
     /// complete and correct. In `Off` mode nothing is written.
     pub fn write_snapshot(&self, lsn: Lsn, bytes: &[u8]) -> Result<(), WalError> {
+        self.write_snapshot_retaining(lsn, bytes, None).map(|_| ())
+    }
+
+    /// [`Wal::write_snapshot`] that also keeps the segments holding every record after
+    /// `consumers_acked` (the slowest durable consumer cursor), so a restarted event stream
+    /// can serve that consumer from the files. Segments kept only for this purpose are
+    /// bounded by `WalConfig::consumer_retention_len_max` bytes; the oldest go first, and
+    /// [`Retention`] says where the readable log now starts.
+    pub fn write_snapshot_retaining(
+        &self,
+        lsn: Lsn,
+        bytes: &[u8],
+        consumers_acked: Option<Lsn>,
+    ) -> Result<Retention, WalError> {
         let shared = &*self.shared;
         if shared.config.durability == Durability::Off {
-            return Ok(());
+            return Ok(Retention {
+                readable_after: lsn,
+                consumer_cap_hit: false,
+            });
         }
         if bytes.len() as u64 > SNAPSHOT_PAYLOAD_LEN_MAX {
             return Err(WalError::SnapshotTooLarge {
@@ -527,7 +555,16 @@ impl Wal {
             .write_atomic(&name, &encoded)
             .map_err(|e| WalError::io("write_atomic", &name, e))?;
         *newest = Some(lsn);
-        shared.prune(lsn)
+        shared.prune(lsn, consumers_acked)
+    }
+
+    /// The records with LSN in `after + 1 ..= through` that are still in the segment files,
+    /// read back and checked (checksums, contiguous LSNs). If the log no longer reaches
+    /// back to `after + 1`, the result starts at the oldest record kept; the first record's
+    /// LSN says where. For serving lagging consumers after a restart; the WAL itself never
+    /// needs records behind its snapshot.
+    pub fn read_records(&self, after: Lsn, through: Lsn) -> Result<RecoveredRecords, WalError> {
+        recovery::read_range(&*self.shared.storage, after, through)
     }
 
     /// Flushes what is pending, stops the committer, and reports the final state: `Ok` if
@@ -807,8 +844,10 @@ impl Shared {
     }
 
     /// Removes snapshots older than the previous one, and segments whose records are all
-    /// covered by the previous snapshot. Never removes the newest segment.
-    fn prune(&self, newest: Lsn) -> Result<(), WalError> {
+    /// covered by the previous snapshot, except those still holding records after
+    /// `consumers_acked` (within `consumer_retention_len_max` bytes). Never removes the
+    /// newest segment.
+    fn prune(&self, newest: Lsn, consumers_acked: Option<Lsn>) -> Result<Retention, WalError> {
         let storage = &*self.storage;
         let names = storage.list().map_err(|e| WalError::io("list", "", e))?;
         let mut snapshots: Vec<(Lsn, String)> = names
@@ -836,16 +875,43 @@ impl Shared {
                 .map_err(|e| WalError::io("remove", name, e))?;
             removed_any = true;
         }
+        let mut consumer_cap_hit = false;
+        // Index of the oldest segment left (removals take a contiguous run of the oldest).
+        let mut oldest_kept = 0;
         if let Some(previous) = previous {
-            // Segment i holds LSNs [first_i, first_{i+1}); it is all <= previous iff
-            // first_{i+1} <= previous + 1.
-            for pair in segments.windows(2) {
-                if pair[1].0.0 <= previous.0 + 1 {
-                    storage
-                        .remove(&pair[0].1)
-                        .map_err(|e| WalError::io("remove", &pair[0].1, e))?;
-                    removed_any = true;
+            // Segment i holds LSNs [first_i, first_{i+1}); it holds a record after `floor`
+            // iff first_{i+1} > floor + 1. The newest segment is never a candidate.
+            let holds_after = |i: usize, floor: Lsn| segments[i + 1].0.0 > floor.0 + 1;
+            let consumer_floor = consumers_acked.map_or(previous, |c| c.min(previous));
+            // Candidates for removal, newest first: the segments the fallback snapshot does
+            // not need. Those a consumer needs are kept while they fit in the cap.
+            let mut kept_for_consumers_len = 0u64;
+            let mut cap_reached = false;
+            for i in (0..segments.len().saturating_sub(1)).rev() {
+                if holds_after(i, previous) {
+                    continue;
                 }
+                let name = &segments[i].1;
+                if !cap_reached && holds_after(i, consumer_floor) {
+                    let len = storage
+                        .len(name)
+                        .map_err(|e| WalError::io("len", name, e))?;
+                    if kept_for_consumers_len + len <= self.config.consumer_retention_len_max {
+                        kept_for_consumers_len += len;
+                        continue;
+                    }
+                    cap_reached = true;
+                    consumer_cap_hit = true;
+                } else {
+                    // Older segments than one removed must go too: the kept log stays a
+                    // contiguous run of segments.
+                    cap_reached = true;
+                }
+                storage
+                    .remove(name)
+                    .map_err(|e| WalError::io("remove", name, e))?;
+                removed_any = true;
+                oldest_kept = oldest_kept.max(i + 1);
             }
         }
         if removed_any {
@@ -853,7 +919,12 @@ impl Shared {
                 .sync_dir()
                 .map_err(|e| WalError::io("sync_dir", "", e))?;
         }
-        Ok(())
+        Ok(Retention {
+            readable_after: Lsn(segments
+                .get(oldest_kept)
+                .map_or(newest.0, |(first, _)| first.0 - 1)),
+            consumer_cap_hit,
+        })
     }
 
     fn committer_loop(&self) {
