@@ -980,7 +980,7 @@ impl Engine {
         let mut events = vec![Event::HoldReleased { hold, reason }];
         events.extend(order_event.clone());
         let lsn = self.log.append(&Record { at: now, events })?;
-        let rec = apply_release(&mut guards, &mut st, hold, reason, now)
+        let rec = apply_release(&mut guards, &mut st, hold)
             .ok_or_else(|| EngineError::invalid("hold", "vanished under its locks"))?;
         if let Some(ev) = &order_event {
             crate::order::apply_state_event(ev, &mut st, now)
@@ -1443,7 +1443,7 @@ impl Engine {
                 }
                 apply_confirm(&mut st, *hold);
             }
-            Event::HoldReleased { hold, reason } => {
+            Event::HoldReleased { hold, .. } => {
                 let shard = self.shard(hold.store()).ok_or("unknown store")?;
                 let lines = shard
                     .state
@@ -1454,7 +1454,7 @@ impl Engine {
                     .ok_or_else(|| format!("release of inactive hold {hold}"))?;
                 let mut guards = lock_cells(shard, &lines).map_err(|e| e.to_string())?;
                 let mut st = shard.state.lock();
-                apply_release(&mut guards, &mut st, *hold, *reason, at)
+                apply_release(&mut guards, &mut st, *hold)
                     .ok_or_else(|| format!("release of inactive hold {hold}"))?;
             }
             Event::PosDelta {
@@ -1711,8 +1711,6 @@ pub(crate) fn apply_release(
     guards: &mut [CellGuard<'_>],
     st: &mut StoreState,
     hold: HoldId,
-    reason: ReleaseReason,
-    now: Timestamp,
 ) -> Option<HoldRec> {
     let rec = st.active.remove(&hold)?;
     for (g, l) in guards.iter_mut().zip(rec.lines.iter()) {
@@ -1723,7 +1721,6 @@ pub(crate) fn apply_release(
     if rec.confirmed {
         st.slots.confirmed_active = st.slots.confirmed_active.saturating_sub(1);
     }
-    let _ = (reason, now);
     Some(rec)
 }
 

@@ -729,8 +729,8 @@ pub(crate) fn apply_locked(
             }
             crate::engine::apply_confirm(st, *hold);
         }
-        Event::HoldReleased { hold, reason } => {
-            apply_release(&mut cells.guards, st, *hold, *reason, at)
+        Event::HoldReleased { hold, .. } => {
+            apply_release(&mut cells.guards, st, *hold)
                 .ok_or_else(|| format!("release of inactive hold {hold}"))?;
         }
         Event::OrderConfirmed { order } => {
