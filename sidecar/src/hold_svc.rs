@@ -94,6 +94,22 @@ fn not_active(
     }
 }
 
+/// The hold after a change to it (extend, confirm): its description, or the rejection when
+/// it was not active (`not_active`) or ended in between.
+fn hold_after(
+    engine: &Engine,
+    hold: pickline_engine::HoldId,
+    not_active: Option<HoldNotActive>,
+) -> Result<Result<pb::HoldInfo, pb::HoldRejected>, DomainError> {
+    if let Some(n) = not_active {
+        return Ok(Err(self::not_active(hold, n)?));
+    }
+    Ok(match engine.hold_info(hold) {
+        Some(h) => Ok(convert::active_hold_pb(engine, &h)),
+        None => Err(convert::hold_not_active_pb(hold)),
+    })
+}
+
 #[tonic::async_trait]
 impl HoldService for Holds {
     async fn hold(
@@ -156,12 +172,13 @@ impl HoldService for Holds {
         self.domain
             .durable(move || {
                 use pb::extend_response::Outcome;
-                let outcome = match engine.extend(hold, Some(req.ttl_ms), now())? {
-                    ExtendOutcome::Extended { .. } => match engine.hold_info(hold) {
-                        Some(h) => Outcome::Extended(convert::active_hold_pb(&engine, &h)),
-                        None => Outcome::Rejected(convert::hold_not_active_pb(hold)),
-                    },
-                    ExtendOutcome::NotActive(n) => Outcome::Rejected(not_active(hold, n)?),
+                let not_active = match engine.extend(hold, Some(req.ttl_ms), now())? {
+                    ExtendOutcome::Extended { .. } => None,
+                    ExtendOutcome::NotActive(n) => Some(n),
+                };
+                let outcome = match hold_after(&engine, hold, not_active)? {
+                    Ok(info) => Outcome::Extended(info),
+                    Err(rejected) => Outcome::Rejected(rejected),
                 };
                 Ok(pb::ExtendResponse {
                     outcome: Some(outcome),
@@ -183,12 +200,13 @@ impl HoldService for Holds {
         self.domain
             .durable(move || {
                 use pb::confirm_response::Outcome;
-                let outcome = match engine.confirm(hold, now())? {
-                    ConfirmOutcome::Confirmed { .. } => match engine.hold_info(hold) {
-                        Some(h) => Outcome::Confirmed(convert::active_hold_pb(&engine, &h)),
-                        None => Outcome::Rejected(convert::hold_not_active_pb(hold)),
-                    },
-                    ConfirmOutcome::NotActive(n) => Outcome::Rejected(not_active(hold, n)?),
+                let not_active = match engine.confirm(hold, now())? {
+                    ConfirmOutcome::Confirmed { .. } => None,
+                    ConfirmOutcome::NotActive(n) => Some(n),
+                };
+                let outcome = match hold_after(&engine, hold, not_active)? {
+                    Ok(info) => Outcome::Confirmed(info),
+                    Err(rejected) => Outcome::Rejected(rejected),
                 };
                 Ok(pb::ConfirmResponse {
                     outcome: Some(outcome),

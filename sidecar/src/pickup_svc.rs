@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use pickline_engine::{
     AllocateRequest, Canceller, CollectOutcome, CreateOrderOutcome, CreateOrderRejection, Engine,
-    HoldNotActive, LineRequest, OrderId, OrderStatus, ReadyOutcome, ShortPick, ShortPickResolution,
-    TransitionOutcome, VerifyCodeOutcome,
+    EngineError, HoldNotActive, LineRequest, OrderId, OrderStatus, ReadyOutcome, ShortPick,
+    ShortPickResolution, Timestamp, TransitionOutcome, VerifyCodeOutcome,
 };
 use tonic::{Request, Response, Status};
 
@@ -42,6 +42,25 @@ impl Pickups {
         let engine = self.domain.engine()?;
         caller.authorize_store(&convert::store_name(&engine, order.store().0))?;
         Ok(engine)
+    }
+
+    /// The shape of every plain transition: authorize on the order's store, apply `apply`
+    /// (an engine transition at `now`), await its commit, and answer with the order after
+    /// it (or the status of a refused transition, naming `action`).
+    async fn transition(
+        &self,
+        caller: &Caller,
+        order: OrderId,
+        action: &'static str,
+        apply: impl FnOnce(&Engine, Timestamp) -> Result<TransitionOutcome, EngineError>,
+    ) -> Result<pb::PickupOrder, Status> {
+        let engine = self.engine_for(caller, order)?;
+        self.domain
+            .durable(move || {
+                let outcome = apply(&engine, now())?;
+                transitioned(&engine, order, outcome, action)
+            })
+            .await
     }
 }
 
@@ -275,16 +294,14 @@ impl PickupService for Pickups {
         idempotency_key("idempotency_key", &req.idempotency_key)?;
         let staff = staff_id("staff_id", &req.staff_id)?;
         let order = OrderId(req.order_id);
-        let engine = self.engine_for(&caller, order)?;
-        self.domain
-            .durable(move || {
-                let outcome = engine.start_picking(order, &staff, now())?;
-                Ok(pb::StartPickingResponse {
-                    order: Some(transitioned(&engine, order, outcome, "start picking")?),
-                })
+        let order_pb = self
+            .transition(&caller, order, "start picking", |engine, now| {
+                engine.start_picking(order, &staff, now)
             })
-            .await
-            .map(Response::new)
+            .await?;
+        Ok(Response::new(pb::StartPickingResponse {
+            order: Some(order_pb),
+        }))
     }
 
     async fn report_short(
@@ -467,16 +484,14 @@ impl PickupService for Pickups {
         idempotency_key("idempotency_key", &req.idempotency_key)?;
         let staff = staff_id("staff_id", &req.staff_id)?;
         let order = OrderId(req.order_id);
-        let engine = self.engine_for(&caller, order)?;
-        self.domain
-            .durable(move || {
-                let outcome = engine.no_show(order, &staff, now())?;
-                Ok(pb::NoShowResponse {
-                    order: Some(transitioned(&engine, order, outcome, "record no-show")?),
-                })
+        let order_pb = self
+            .transition(&caller, order, "record no-show", |engine, now| {
+                engine.no_show(order, &staff, now)
             })
-            .await
-            .map(Response::new)
+            .await?;
+        Ok(Response::new(pb::NoShowResponse {
+            order: Some(order_pb),
+        }))
     }
 
     async fn cancel(
@@ -498,16 +513,14 @@ impl PickupService for Pickups {
             }
         };
         let order = OrderId(req.order_id);
-        let engine = self.engine_for(&caller, order)?;
-        self.domain
-            .durable(move || {
-                let outcome = engine.cancel_order(order, &by, now())?;
-                Ok(pb::CancelResponse {
-                    order: Some(transitioned(&engine, order, outcome, "cancel")?),
-                })
+        let order_pb = self
+            .transition(&caller, order, "cancel", |engine, now| {
+                engine.cancel_order(order, &by, now)
             })
-            .await
-            .map(Response::new)
+            .await?;
+        Ok(Response::new(pb::CancelResponse {
+            order: Some(order_pb),
+        }))
     }
 
     async fn staff_override(
@@ -519,15 +532,13 @@ impl PickupService for Pickups {
         idempotency_key("idempotency_key", &req.idempotency_key)?;
         let staff = staff_id("staff_id", &req.staff_id)?;
         let order = OrderId(req.order_id);
-        let engine = self.engine_for(&caller, order)?;
-        self.domain
-            .durable(move || {
-                let outcome = engine.staff_override(order, &staff, now())?;
-                Ok(pb::StaffOverrideResponse {
-                    order: Some(transitioned(&engine, order, outcome, "override")?),
-                })
+        let order_pb = self
+            .transition(&caller, order, "override", |engine, now| {
+                engine.staff_override(order, &staff, now)
             })
-            .await
-            .map(Response::new)
+            .await?;
+        Ok(Response::new(pb::StaffOverrideResponse {
+            order: Some(order_pb),
+        }))
     }
 }

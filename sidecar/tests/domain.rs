@@ -3,29 +3,12 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, CHECKOUT_TOKEN, POS_TOKEN, STAFF_S1_TOKEN, TestServer, with_token};
-use pickline_sidecar::pb::{
-    self, hold_service_client::HoldServiceClient, inventory_service_client::InventoryServiceClient,
-    pickup_service_client::PickupServiceClient, store_service_client::StoreServiceClient,
+use common::{
+    ADMIN_TOKEN, CHECKOUT_TOKEN, Clients, POS_TOKEN, STAFF_S1_TOKEN, TestServer, clients,
+    with_token,
 };
-use tonic::{Code, transport::Channel};
-
-struct Clients {
-    stores: StoreServiceClient<Channel>,
-    inventory: InventoryServiceClient<Channel>,
-    holds: HoldServiceClient<Channel>,
-    pickups: PickupServiceClient<Channel>,
-}
-
-async fn clients(server: &TestServer) -> Clients {
-    let channel = server.channel().await;
-    Clients {
-        stores: StoreServiceClient::new(channel.clone()),
-        inventory: InventoryServiceClient::new(channel.clone()),
-        holds: HoldServiceClient::new(channel.clone()),
-        pickups: PickupServiceClient::new(channel),
-    }
-}
+use pickline_sidecar::pb;
+use tonic::Code;
 
 async fn upsert_store(c: &mut Clients, id: &str) {
     let store = pb::StoreIdentity {

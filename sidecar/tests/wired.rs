@@ -8,33 +8,15 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use common::{ADMIN_TOKEN, CHECKOUT_TOKEN, STAFF_S1_TOKEN, TestServer, with_token};
-use pickline_sidecar::pb::{
-    self, hold_service_client::HoldServiceClient, inventory_service_client::InventoryServiceClient,
-    pickup_service_client::PickupServiceClient, store_service_client::StoreServiceClient,
+use common::{
+    ADMIN_TOKEN, CHECKOUT_TOKEN, Clients, STAFF_S1_TOKEN, TestServer, clients, with_token,
 };
-use tonic::{Code, Status, transport::Channel};
+use pickline_sidecar::pb;
+use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
 
 const DAY_MS: i64 = 86_400_000;
 const HOUR_MS: i64 = 3_600_000;
-
-struct Clients {
-    stores: StoreServiceClient<Channel>,
-    inventory: InventoryServiceClient<Channel>,
-    holds: HoldServiceClient<Channel>,
-    pickups: PickupServiceClient<Channel>,
-}
-
-async fn clients(server: &TestServer) -> Clients {
-    let channel = server.channel().await;
-    Clients {
-        stores: StoreServiceClient::new(channel.clone()),
-        inventory: InventoryServiceClient::new(channel.clone()),
-        holds: HoldServiceClient::new(channel.clone()),
-        pickups: PickupServiceClient::new(channel),
-    }
-}
 
 fn key(what: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -715,6 +697,35 @@ async fn no_show_after_the_pickup_window_releases_the_stock() {
     assert_eq!(availability(&mut c, "S2").await.held, 1);
 }
 
+/// Reports that only `picked` mugs of `order` were found, asking to re-allocate the rest
+/// within `max_distance_m` (0: the server's default).
+async fn reallocate_mugs(
+    c: &mut Clients,
+    order: u64,
+    picked: u32,
+    max_distance_m: u32,
+    token: &str,
+) -> pb::ReportShortResponse {
+    c.pickups
+        .report_short(with_token(
+            pb::ReportShortRequest {
+                idempotency_key: key("short"),
+                order_id: order,
+                staff_id: "anna".into(),
+                lines: vec![pb::ShortLine {
+                    sku: "MUG".into(),
+                    picked_qty: picked,
+                    resolution: pb::ShortResolution::Reallocate as i32,
+                }],
+                reallocate_max_distance_m: max_distance_m,
+            },
+            token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 #[tokio::test]
 async fn a_short_pick_with_reallocate_holds_the_missing_units_at_the_next_store() {
     let server = TestServer::start(|_| {}).await;
@@ -724,25 +735,7 @@ async fn a_short_pick_with_reallocate_holds_the_missing_units_at_the_next_store(
     store_with_mugs(&mut c, "S3", 52.60, 13.55, 5).await;
     let (order, _) = picking_order(&mut c, "S1", 3, 3_600_000, STAFF_S1_TOKEN).await;
 
-    let report = c
-        .pickups
-        .report_short(with_token(
-            pb::ReportShortRequest {
-                idempotency_key: key("short"),
-                order_id: order,
-                staff_id: "anna".into(),
-                lines: vec![pb::ShortLine {
-                    sku: "MUG".into(),
-                    picked_qty: 1,
-                    resolution: pb::ShortResolution::Reallocate as i32,
-                }],
-                reallocate_max_distance_m: 0,
-            },
-            STAFF_S1_TOKEN,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let report = reallocate_mugs(&mut c, order, 1, 0, STAFF_S1_TOKEN).await;
     let o = report.order.unwrap();
     assert_eq!(o.state(), pb::OrderState::Picking);
     assert_eq!(o.lines[0].qty, 1);
@@ -767,25 +760,7 @@ async fn a_short_pick_with_reallocate_holds_the_missing_units_at_the_next_store(
 
     // Nothing within a small radius: the line stays short and the response says why.
     let (order, _) = picking_order(&mut c, "S2", 1, 3_600_000, ADMIN_TOKEN).await;
-    let report = c
-        .pickups
-        .report_short(with_token(
-            pb::ReportShortRequest {
-                idempotency_key: key("short"),
-                order_id: order,
-                staff_id: "anna".into(),
-                lines: vec![pb::ShortLine {
-                    sku: "MUG".into(),
-                    picked_qty: 0,
-                    resolution: pb::ShortResolution::Reallocate as i32,
-                }],
-                reallocate_max_distance_m: 1_000,
-            },
-            ADMIN_TOKEN,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let report = reallocate_mugs(&mut c, order, 0, 1_000, ADMIN_TOKEN).await;
     let result = report.reallocations[0].result.as_ref().unwrap();
     let Some(pb::allocate_response::Outcome::Rejected(r)) = &result.outcome else {
         panic!("expected no store: {result:?}");

@@ -10,7 +10,11 @@ use std::{
 
 use pickline_sidecar::{
     config::{Config, TokenConfig},
-    pb::admin_service_client::AdminServiceClient,
+    pb::{
+        admin_service_client::AdminServiceClient, hold_service_client::HoldServiceClient,
+        inventory_service_client::InventoryServiceClient,
+        pickup_service_client::PickupServiceClient, store_service_client::StoreServiceClient,
+    },
     server::{self, ServerError},
 };
 use tokio::{
@@ -183,6 +187,25 @@ impl Drop for TestServer {
 }
 
 /// `request` with `authorization: Bearer <token>`.
+/// One client per domain service over one channel to `server`.
+pub struct Clients {
+    pub stores: StoreServiceClient<Channel>,
+    pub inventory: InventoryServiceClient<Channel>,
+    pub holds: HoldServiceClient<Channel>,
+    pub pickups: PickupServiceClient<Channel>,
+}
+
+/// The clients of `server`'s domain services.
+pub async fn clients(server: &TestServer) -> Clients {
+    let channel = server.channel().await;
+    Clients {
+        stores: StoreServiceClient::new(channel.clone()),
+        inventory: InventoryServiceClient::new(channel.clone()),
+        holds: HoldServiceClient::new(channel.clone()),
+        pickups: PickupServiceClient::new(channel),
+    }
+}
+
 pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request
