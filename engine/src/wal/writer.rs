@@ -70,6 +70,12 @@ struct Pending {
     flush_requested: bool,
     /// `close`/`drop` began: flush what is pending, then stop.
     shutdown: bool,
+    /// Records appended since the last commit was acknowledged (see
+    /// `WalConfig::commit_delay_us`).
+    appended_since_ack: u64,
+    /// While the committer gathers: wake it when `appended_since_ack` reaches this
+    /// (0: nobody is gathering).
+    gather_target: u64,
 }
 
 struct OpenSegment {
@@ -210,6 +216,8 @@ impl Wal {
                 next_lsn: last_lsn + 1,
                 flush_requested: false,
                 shutdown: false,
+                appended_since_ack: 0,
+                gather_target: 0,
             }),
             work_cv: Condvar::new(),
             space_cv: Condvar::new(),
@@ -317,10 +325,15 @@ impl Wal {
         let lsn = Lsn(p.next_lsn);
         p.next_lsn += 1;
         p.buf_records += 1;
+        p.appended_since_ack += 1;
         seal_record(&mut p.buf[start..], lsn, kind);
         if shared.config.committer == Committer::Thread {
+            let gathered = p.gather_target != 0 && p.appended_since_ack >= p.gather_target;
+            if gathered {
+                p.gather_target = 0;
+            }
             let wake = match shared.config.durability {
-                Durability::Sync => was_empty,
+                Durability::Sync => was_empty || gathered,
                 _ => p.buf.len() >= shared.config.pending_len_max / 2,
             };
             if wake {
@@ -670,6 +683,11 @@ impl Shared {
     /// Takes the whole pending buffer and makes it durable: one write and one `fdatasync`
     /// per batch (plus one fsync of the old segment, and one directory fsync, when rolling).
     fn flush(&self) -> Result<(), WalError> {
+        self.commit_pending().map(|_| ())
+    }
+
+    /// [`Shared::flush`], returning how many records the commit acknowledged.
+    fn commit_pending(&self) -> Result<u64, WalError> {
         let mut commit = self.commit.lock();
         let (batch, batch_last_lsn, batch_records) = {
             let mut p = self.pending.lock();
@@ -678,7 +696,7 @@ impl Shared {
             }
             p.flush_requested = false;
             if p.buf.is_empty() {
-                return Ok(());
+                return Ok(0);
             }
             let mut batch = std::mem::take(&mut commit.spare);
             std::mem::swap(&mut batch, &mut p.buf);
@@ -700,6 +718,8 @@ impl Shared {
                     "the last record of a batch carries the last assigned LSN"
                 );
                 self.record_metrics(batch_records, batch.len() as u64, sync_us);
+                // Count appends from the moment the waiters can see the acknowledgement.
+                self.pending.lock().appended_since_ack = 0;
                 self.durable_lsn.store(batch_last_lsn, Ordering::Release);
                 {
                     let _g = self.durable_mx.lock();
@@ -709,7 +729,7 @@ impl Shared {
                 let mut spare = batch;
                 spare.clear();
                 commit.spare = spare;
-                Ok(())
+                Ok(batch_records)
             }
             Err(e) => {
                 self.fail_stop(e.to_string());
@@ -934,7 +954,14 @@ impl Shared {
             }
             _ => None,
         };
+        let gather_window = match (self.config.durability, self.config.commit_delay_us) {
+            (Durability::Sync, us) if us > 0 => Some(Duration::from_micros(us)),
+            _ => None,
+        };
         let mut deadline = interval.map(|i| Instant::now() + i);
+        // While gathering: the records the last commit acknowledged, and until when to wait
+        // for as many new appends (see `WalConfig::commit_delay_us`).
+        let mut gather: Option<(u64, Instant)> = None;
         loop {
             let shutdown = {
                 let mut p = self.pending.lock();
@@ -945,7 +972,15 @@ impl Shared {
                     if p.shutdown {
                         break true;
                     }
-                    if !p.buf.is_empty() {
+                    if let Some((acked, until)) = gather
+                        && (p.appended_since_ack >= acked
+                            || p.flush_requested
+                            || Instant::now() >= until)
+                    {
+                        gather = None;
+                        p.gather_target = 0;
+                    }
+                    if !p.buf.is_empty() && gather.is_none() {
                         let due = match deadline {
                             None => true,
                             Some(d) => {
@@ -958,8 +993,12 @@ impl Shared {
                             break false;
                         }
                     }
-                    match (deadline, interval) {
-                        (Some(d), Some(i)) => {
+                    match (gather, deadline, interval) {
+                        (Some((acked, until)), _, _) => {
+                            p.gather_target = acked;
+                            self.work_cv.wait_until(&mut p, until);
+                        }
+                        (None, Some(d), Some(i)) => {
                             if self.work_cv.wait_until(&mut p, d).timed_out() && p.buf.is_empty() {
                                 deadline = Some(Instant::now() + i);
                             }
@@ -969,9 +1008,14 @@ impl Shared {
                 }
             };
             // Errors are recorded by fail-stop inside `flush`; waiters see them there.
-            let _ = self.flush();
+            let acked = self.commit_pending().unwrap_or(0);
             if let Some(i) = interval {
                 deadline = Some(Instant::now() + i);
+            }
+            if let Some(window) = gather_window
+                && acked > 0
+            {
+                gather = Some((acked, Instant::now() + window));
             }
             if shutdown {
                 // `append` refuses new records once `shutdown` is set, so one flush is all.
