@@ -154,6 +154,42 @@ fn round_trip_on_a_real_directory_with_the_committer_thread() {
 }
 
 #[test]
+fn a_real_directory_preallocates_and_reopens_at_the_logical_end() {
+    let dir = std::env::temp_dir().join(format!("pickline-wal-pre-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let storage: Arc<dyn Storage> = Arc::new(FileStorage::open(&dir).unwrap());
+    let config = WalConfig::default();
+    let mut expected = Vec::new();
+    for round in 0..3 {
+        let (wal, rec) = Wal::open(
+            storage.clone(),
+            config,
+            RecoveryMode::AbsoluteConsistency,
+        )
+        .unwrap();
+        assert_eq!(rec.report.tail_truncated, None, "round {round}");
+        assert_eq!(recovered(&rec), expected, "round {round}");
+        expected.extend(append_n(&wal, 300));
+        wal.close().unwrap();
+        // The file runs ahead of its records with zeros, and `verify` sees a clean log.
+        let names = storage.list().unwrap();
+        let segment = names.iter().find(|n| n.starts_with("wal-")).unwrap();
+        let bytes = storage.read(segment).unwrap();
+        let records_len: usize = SEGMENT_HEADER_LEN
+            + expected
+                .iter()
+                .map(|r| RECORD_HEADER_LEN + r.payload.len())
+                .sum::<usize>();
+        assert!(bytes.len() > records_len, "round {round}: not preallocated");
+        assert!(bytes[records_len..].iter().all(|&b| b == 0));
+        let report = verify(&*storage).unwrap();
+        assert!(report.is_clean(), "round {round}: {:?}", report.first_error);
+        assert_eq!(report.record_count, expected.len() as u64);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn every_truncation_point_of_a_segment_recovers_a_prefix() {
     let storage = MemStorage::new();
     let (wal, _) = open(

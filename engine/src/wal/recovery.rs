@@ -221,6 +221,14 @@ fn scan_segment(file: &str, name_lsn: Lsn, bytes: &[u8]) -> Result<SegmentScan, 
             Err(bad) => scan.bad = Some(bad),
         }
     }
+    // Zeros from a record boundary to the end are preallocated space, not damage: no record
+    // is all zeros (LSNs start at 1 and the checksum covers the LSN), and a torn write
+    // that left zeros and then data is not all zeros.
+    if let Some((offset, _)) = scan.bad
+        && bytes[offset as usize..].iter().all(|&b| b == 0)
+    {
+        scan.bad = None;
+    }
     Ok(scan)
 }
 
@@ -624,6 +632,18 @@ pub(crate) fn recover(
                 .truncate(&tail.file, tail.offset)
                 .map_err(|e| WalError::io("truncate", &tail.file, e))?;
         }
+    }
+    // Appends continue at the end of the segment's valid records: cut the preallocated
+    // zeros after them (the storage writes ahead again as the segment grows).
+    if let Some((name, valid_len)) = &plan.current
+        && storage
+            .len(name)
+            .map_err(|e| WalError::io("len", name, e))?
+            > *valid_len
+    {
+        storage
+            .truncate(name, *valid_len)
+            .map_err(|e| WalError::io("truncate", name, e))?;
     }
     storage
         .sync_dir()

@@ -1,7 +1,8 @@
 //! The one narrow trait between the WAL and a directory of files, and its implementations.
 //!
 //! - [`FileStorage`]: a real directory (`fdatasync` per batch, directory fsync after create,
-//!   rename and remove).
+//!   rename and remove; appends run ahead of themselves with zeros, see
+//!   [`PREALLOCATE_CHUNK_LEN`]).
 //! - [`MemStorage`]: keeps the *live* image (what was written) apart from the *durable* image
 //!   (what was synced); [`MemStorage::crash`] returns what a power cut would leave.
 //! - [`FaultyStorage`]: wraps a `MemStorage` and injects one fault at a chosen I/O operation.
@@ -19,7 +20,9 @@ use super::format::TEMP_SUFFIX;
 
 /// A directory of named files, as the WAL needs it and no more.
 ///
-/// Names are plain file names (no separators). Durability contract, which every
+/// Names are plain file names (no separators). An appendable file may read back longer
+/// than what was appended, with zero bytes after it (preallocation); readers of the log
+/// treat an all-zero remainder as its end. Durability contract, which every
 /// implementation keeps and the WAL relies on:
 /// - bytes passed to [`StorageFile::append`] are durable only after
 ///   [`StorageFile::sync_data`] returns `Ok`;
@@ -84,13 +87,47 @@ impl FileStorage {
     }
 }
 
+/// How far [`FileStorage`] appends run ahead of themselves: when an append would pass the
+/// file's end, the file is first extended with this many zero bytes past the append.
+///
+/// Why: an `fdatasync` after an append that grows the file must also commit the new size
+/// (a journal commit on ext4, about 30% of the sync time measured here); an `fdatasync`
+/// after overwriting bytes that already exist commits data only. With the zeros written
+/// ahead, only one sync in `PREALLOCATE_CHUNK_LEN` bytes pays for the metadata (the same
+/// reason PostgreSQL zero-fills its WAL segments). 256 KiB is a few thousand records:
+/// small enough that the one slower sync stays well under a millisecond.
+pub const PREALLOCATE_CHUNK_LEN: u64 = 256 << 10;
+
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+
+/// An append-only file that writes at its logical end and keeps zeros ahead of it.
 struct FileAppend {
     file: File,
+    /// Logical end: where the next append goes.
+    pos: u64,
+    /// Physical length (the zeros after `pos` included).
+    allocated: u64,
 }
 
 impl StorageFile for FileAppend {
     fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.file.write_all(bytes)
+        use std::os::unix::fs::FileExt;
+        let end = self.pos + bytes.len() as u64;
+        self.file.write_all_at(bytes, self.pos)?;
+        self.pos = end;
+        if end > self.allocated {
+            // Extend past the end, then let the caller's next `sync_data` commit the size
+            // once for the whole chunk.
+            let target = end + PREALLOCATE_CHUNK_LEN;
+            let mut at = end;
+            while at < target {
+                let n = (target - at).min(ZEROS.len() as u64) as usize;
+                self.file.write_all_at(&ZEROS[..n], at)?;
+                at += n as u64;
+            }
+            self.allocated = target;
+        }
+        Ok(())
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
@@ -115,9 +152,17 @@ impl Storage for FileStorage {
     fn open_append(&self, name: &str) -> io::Result<Box<dyn StorageFile>> {
         let file = OpenOptions::new()
             .create(true)
-            .append(true)
+            .write(true)
+            .truncate(false)
             .open(self.path(name)?)?;
-        Ok(Box::new(FileAppend { file }))
+        // Appends continue at the file's end: recovery has cut any zero tail of the
+        // segment it continues.
+        let len = file.metadata()?.len();
+        Ok(Box::new(FileAppend {
+            file,
+            pos: len,
+            allocated: len,
+        }))
     }
 
     fn read(&self, name: &str) -> io::Result<Vec<u8>> {
@@ -193,6 +238,29 @@ struct MemFile {
     synced_len: usize,
     /// Whether the directory entry survives a power cut.
     entry_durable: bool,
+    /// Physical length when preallocating (zeros from `data.len()` up to it); 0 if not.
+    zeros_to: usize,
+    /// `zeros_to` as of the last sync: the length a power cut keeps for sure.
+    zeros_to_durable: usize,
+}
+
+impl MemFile {
+    /// The file as a reader sees it: the data, then the preallocated zeros.
+    fn image(&self) -> Vec<u8> {
+        let mut bytes = self.data.clone();
+        bytes.resize(self.data.len().max(self.zeros_to), 0);
+        bytes
+    }
+
+    fn durable(data: Vec<u8>) -> MemFile {
+        MemFile {
+            synced_len: data.len(),
+            data,
+            entry_durable: true,
+            zeros_to: 0,
+            zeros_to_durable: 0,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -200,6 +268,8 @@ struct MemState {
     files: BTreeMap<String, MemFile>,
     /// Removed files whose removal is not yet durable: a power cut may bring them back.
     removed: BTreeMap<String, MemFile>,
+    /// Appends run this far ahead with zeros, like [`FileStorage`]'s (0: they do not).
+    preallocate_chunk_len: usize,
 }
 
 /// In-memory [`Storage`] that keeps the live image apart from the durable image.
@@ -237,6 +307,16 @@ impl MemStorage {
     /// An empty directory.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty directory whose appends, like [`FileStorage`]'s, extend the file with
+    /// `chunk_len` zero bytes past the append whenever they pass its end. The zeros become
+    /// durable with the next sync of the file; a power cut before that may keep or drop
+    /// them.
+    pub fn preallocating(chunk_len: usize) -> Self {
+        let storage = Self::default();
+        storage.state.lock().preallocate_chunk_len = chunk_len;
+        storage
     }
 
     /// What a power cut at this instant would leave, as a new independent directory.
@@ -278,28 +358,23 @@ impl MemStorage {
                     }
                 }
             }
-            let synced_len = data.len();
-            files.insert(
-                name.clone(),
-                MemFile {
-                    data,
-                    synced_len,
-                    entry_durable: true,
-                },
-            );
+            // An extension not yet synced may or may not have reached the disk.
+            let zeros_to = if file.zeros_to != file.zeros_to_durable && rng.chance(1, 2) {
+                file.zeros_to
+            } else {
+                file.zeros_to_durable
+            };
+            let mut crashed = MemFile::durable(data);
+            crashed.zeros_to = zeros_to.max(crashed.data.len());
+            crashed.zeros_to_durable = crashed.zeros_to;
+            files.insert(name.clone(), crashed);
         }
         for (name, file) in &state.removed {
             if !files.contains_key(name) && rng.chance(1, 2) {
-                let data = file.data[..file.synced_len].to_vec();
-                let synced_len = data.len();
-                files.insert(
-                    name.clone(),
-                    MemFile {
-                        data,
-                        synced_len,
-                        entry_durable: true,
-                    },
-                );
+                let mut back = MemFile::durable(file.data[..file.synced_len].to_vec());
+                back.zeros_to = file.zeros_to_durable.max(back.data.len());
+                back.zeros_to_durable = back.zeros_to;
+                files.insert(name.clone(), back);
                 effects.push((name.clone(), CrashEffect::Resurrected));
             }
         }
@@ -307,6 +382,7 @@ impl MemStorage {
             state: Arc::new(Mutex::new(MemState {
                 files,
                 removed: BTreeMap::new(),
+                preallocate_chunk_len: state.preallocate_chunk_len,
             })),
         };
         (crashed, effects)
@@ -319,11 +395,9 @@ impl MemStorage {
             .files
             .iter()
             .map(|(name, f)| {
-                let file = MemFile {
-                    data: f.data.clone(),
-                    synced_len: f.data.len(),
-                    entry_durable: true,
-                };
+                let mut file = MemFile::durable(f.data.clone());
+                file.zeros_to = f.zeros_to;
+                file.zeros_to_durable = f.zeros_to;
                 (name.clone(), file)
             })
             .collect();
@@ -331,13 +405,14 @@ impl MemStorage {
             state: Arc::new(Mutex::new(MemState {
                 files,
                 removed: BTreeMap::new(),
+                preallocate_chunk_len: state.preallocate_chunk_len,
             })),
         }
     }
 
-    /// Live bytes of `name`, if it exists.
+    /// Live bytes of `name`, if it exists (preallocated zeros included).
     pub fn file(&self, name: &str) -> Option<Vec<u8>> {
-        self.state.lock().files.get(name).map(|f| f.data.clone())
+        self.state.lock().files.get(name).map(MemFile::image)
     }
 
     /// Length of the durable image of `name`, if it exists.
@@ -347,15 +422,10 @@ impl MemStorage {
 
     /// Replaces `name` with `bytes`, durably (test helper for hand-made corruption).
     pub fn put_file(&self, name: &str, bytes: Vec<u8>) {
-        let synced_len = bytes.len();
-        self.state.lock().files.insert(
-            name.to_string(),
-            MemFile {
-                data: bytes,
-                synced_len,
-                entry_durable: true,
-            },
-        );
+        self.state
+            .lock()
+            .files
+            .insert(name.to_string(), MemFile::durable(bytes));
     }
 
     /// Flips bit `bit` (0-7) of byte `offset` of `name`; false if out of range.
@@ -387,11 +457,16 @@ struct MemAppend {
 impl StorageFile for MemAppend {
     fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
         let mut state = self.state.lock();
+        let chunk = state.preallocate_chunk_len;
         let file = state
             .files
             .get_mut(&self.name)
             .ok_or_else(|| MemStorage::not_found(&self.name))?;
+        // Appends go to the logical end, over the zeros ahead of it.
         file.data.extend_from_slice(bytes);
+        if chunk > 0 && file.data.len() > file.zeros_to {
+            file.zeros_to = file.data.len() + chunk;
+        }
         Ok(())
     }
 
@@ -402,6 +477,7 @@ impl StorageFile for MemAppend {
             .get_mut(&self.name)
             .ok_or_else(|| MemStorage::not_found(&self.name))?;
         file.synced_len = file.data.len();
+        file.zeros_to_durable = file.zeros_to;
         Ok(())
     }
 }
@@ -430,18 +506,15 @@ impl Storage for MemStorage {
     fn len(&self, name: &str) -> io::Result<u64> {
         let state = self.state.lock();
         let file = state.files.get(name).ok_or_else(|| Self::not_found(name))?;
-        Ok(file.data.len() as u64)
+        Ok(file.data.len().max(file.zeros_to) as u64)
     }
 
     fn write_atomic(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
         let mut state = self.state.lock();
         state.removed.remove(name);
-        let file = MemFile {
-            data: bytes.to_vec(),
-            synced_len: bytes.len(),
-            entry_durable: true,
-        };
-        state.files.insert(name.to_string(), file);
+        state
+            .files
+            .insert(name.to_string(), MemFile::durable(bytes.to_vec()));
         Ok(())
     }
 
@@ -465,9 +538,12 @@ impl Storage for MemStorage {
             .ok_or_else(|| Self::not_found(name))?;
         let len = usize::try_from(len_bytes)
             .unwrap_or(usize::MAX)
-            .min(file.data.len());
-        file.data.truncate(len);
+            .min(file.data.len().max(file.zeros_to));
+        // Cutting inside the zeros keeps the cut-off length of zeros as data.
+        file.data.resize(len, 0);
         file.synced_len = len;
+        file.zeros_to = 0;
+        file.zeros_to_durable = 0;
         Ok(())
     }
 
