@@ -161,12 +161,8 @@ fn a_real_directory_preallocates_and_reopens_at_the_logical_end() {
     let config = WalConfig::default();
     let mut expected = Vec::new();
     for round in 0..3 {
-        let (wal, rec) = Wal::open(
-            storage.clone(),
-            config,
-            RecoveryMode::AbsoluteConsistency,
-        )
-        .unwrap();
+        let (wal, rec) =
+            Wal::open(storage.clone(), config, RecoveryMode::AbsoluteConsistency).unwrap();
         assert_eq!(rec.report.tail_truncated, None, "round {round}");
         assert_eq!(recovered(&rec), expected, "round {round}");
         expected.extend(append_n(&wal, 300));

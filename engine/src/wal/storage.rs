@@ -868,6 +868,29 @@ mod tests {
     }
 
     #[test]
+    fn preallocated_zeros_survive_a_crash_only_once_synced() {
+        let s = MemStorage::preallocating(8);
+        let mut f = s.open_append("a").unwrap();
+        f.append(b"abc").unwrap();
+        assert_eq!(s.file("a").unwrap(), b"abc\0\0\0\0\0\0\0\0");
+        f.sync_data().unwrap();
+        s.sync_dir().unwrap();
+        f.append(b"defghijkl").unwrap(); // past the zeros: extends again
+        assert_eq!(s.len("a").unwrap(), 12 + 8);
+        for seed in 0..64 {
+            let (c, _) = s.crash(seed);
+            let data = c.file("a").unwrap();
+            assert!(data.starts_with(b"abc"), "seed {seed}");
+            assert!(
+                data.len() >= 11,
+                "seed {seed}: the synced zeros are durable"
+            );
+        }
+        s.truncate("a", 3).unwrap();
+        assert_eq!(s.file("a").unwrap(), b"abc");
+    }
+
+    #[test]
     fn faulty_storage_fires_once_then_stays_down() {
         let plan = FaultPlan {
             op_index: 2,
@@ -896,9 +919,18 @@ mod tests {
         f.append(b"world").unwrap();
         f.sync_data().unwrap();
         s.sync_dir().unwrap();
-        assert_eq!(s.read("seg").unwrap(), b"hello world");
+        // The appends are followed by preallocated zeros.
+        let read = s.read("seg").unwrap();
+        assert_eq!(&read[..11], b"hello world");
+        assert_eq!(read.len() as u64, 6 + PREALLOCATE_CHUNK_LEN);
+        assert!(read[11..].iter().all(|&b| b == 0));
         s.truncate("seg", 5).unwrap();
         assert_eq!(s.read("seg").unwrap(), b"hello");
+        // Reopened, appends continue at the end (zeros run ahead again).
+        let mut f = s.open_append("seg").unwrap();
+        f.append(b"!").unwrap();
+        f.sync_data().unwrap();
+        assert_eq!(&s.read("seg").unwrap()[..6], b"hello!");
         s.write_atomic("snap", b"state").unwrap();
         let mut names = s.list().unwrap();
         names.sort();
