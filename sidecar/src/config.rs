@@ -78,6 +78,10 @@ pub struct DataConfig {
     pub durability: DurabilityMode,
     /// Flush interval of `durability = "async"`, ms.
     pub async_flush_interval_ms: u64,
+    /// Group-commit gathering window of `durability = "sync"`, µs (0 turns it off): after
+    /// a commit that acknowledged N records, the next one starts when N more were appended
+    /// or this much time has passed. Bounds the delay it can add to a commit.
+    pub commit_delay_us: u64,
     /// Write a snapshot at least this often, ms, so recovery replays a bounded log.
     pub checkpoint_interval_ms: u64,
     /// Also write one as soon as this many log bytes were written since the last one.
@@ -123,6 +127,7 @@ impl Default for DataConfig {
             dir: PathBuf::from("./pickline-data"),
             durability: DurabilityMode::Sync,
             async_flush_interval_ms: 10,
+            commit_delay_us: pickline_engine::wal::WalConfig::default().commit_delay_us,
             checkpoint_interval_ms: 5 * 60_000,
             checkpoint_wal_bytes: 256 << 20,
             expire_interval_ms: 250,
@@ -143,6 +148,7 @@ impl DataConfig {
                 },
                 DurabilityMode::Off => Durability::Off,
             },
+            commit_delay_us: self.commit_delay_us,
             ..WalConfig::default()
         }
     }
@@ -501,6 +507,13 @@ impl Config {
             if !(1..=max).contains(&value) {
                 return Err(invalid(key, format!("{value} is outside 1..={max}")));
             }
+        }
+        let commit_delay_us_max = pickline_engine::wal::COMMIT_DELAY_US_MAX;
+        if d.commit_delay_us > commit_delay_us_max {
+            return Err(invalid(
+                "data.commit_delay_us",
+                format!("{} is outside 0..={commit_delay_us_max}", d.commit_delay_us),
+            ));
         }
         if d.checkpoint_wal_bytes < (1 << 20) {
             return Err(invalid(

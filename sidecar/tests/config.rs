@@ -169,6 +169,12 @@ fn invalid_configs_are_rejected_with_clear_messages() {
         &["grpc.concurrency_limit", "0 is outside 1..=100000"],
     );
     check_invalid(
+        Some("[data]\ncommit_delay_us = 20000\n"),
+        &[],
+        &[],
+        &["data.commit_delay_us", "20000 is outside 0..=10000"],
+    );
+    check_invalid(
         None,
         &[("PICKLINE_GRPC_LISTEN", "localhost")],
         &[],
