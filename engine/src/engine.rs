@@ -28,7 +28,9 @@ use crate::event::{
 };
 use crate::lock_order::lock_in_order;
 use crate::log::{EventLog, NoLog};
-use crate::stock::{Cell, HoldRec, RecentDelta, SAFETY_INHERIT, StoreShard, StoreState};
+use crate::stock::{
+    Cell, FastHashMap, HoldRec, RecentDelta, SAFETY_INHERIT, StoreShard, StoreState,
+};
 use crate::types::{
     CellView, HoldId, Line, LineRequest, Lsn, Qty, SkuId, StoreId, StoreStatus, Timestamp,
 };
@@ -1265,6 +1267,15 @@ impl Engine {
         })
     }
 
+    /// Makes room in a store's hold map for `additional` more active holds without
+    /// rehashing: recovery calls it with the holds the log will leave the store with.
+    /// Only capacity changes (not the state); an unknown store is ignored.
+    pub fn reserve_holds(&self, store: StoreId, additional: usize) {
+        if let Some(shard) = self.shard(store) {
+            shard.state.lock().active.reserve(additional);
+        }
+    }
+
     /// Number of active holds in every store.
     pub fn active_holds(&self) -> usize {
         (0..self.store_count.load(Ordering::Acquire))
@@ -1283,7 +1294,7 @@ impl Engine {
                 continue;
             };
             let st = shard.state.lock();
-            let mut sums: std::collections::HashMap<SkuId, u64> = Default::default();
+            let mut sums: FastHashMap<SkuId, u64> = Default::default();
             for h in st.active.values() {
                 for l in h.lines.iter() {
                     *sums.entry(l.sku).or_default() += u64::from(l.qty);

@@ -13,6 +13,10 @@ use parking_lot::{Mutex, RwLock};
 use crate::event::StoreDef;
 use crate::types::{CellView, HoldId, Line, Qty, SkuId, StoreId, StoreStatus, Timestamp};
 
+/// A hash map for keys the engine assigns (hold and SKU ids): foldhash instead of SipHash.
+/// Still randomly seeded per map; not for keys that come from clients.
+pub(crate) type FastHashMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Cells per page. 1,024 cells of 16 bytes: a 16 KiB page.
 pub const PAGE_LEN: usize = 1024;
 
@@ -79,7 +83,8 @@ pub(crate) struct RecentDelta {
 #[derive(Debug, Default)]
 pub(crate) struct StoreState {
     pub(crate) next_seq: u64,
-    pub(crate) active: HashMap<HoldId, HoldRec>,
+    /// Keyed by engine-assigned ids (not client input), so a fast non-keyed hasher.
+    pub(crate) active: FastHashMap<HoldId, HoldRec>,
     pub(crate) by_expiry: BTreeSet<(Timestamp, HoldId)>,
     pub(crate) pos_seen: HashMap<Box<str>, Timestamp>,
     pub(crate) pos_fifo: VecDeque<(Timestamp, Box<str>)>,
