@@ -142,11 +142,11 @@ impl HoldCapacity {
     fn from_log(records: &RecoveredRecords, config: &EngineConfig) -> Self {
         let stores = config.limits.stores_max as usize;
         let mut net: Vec<i64> = Vec::new();
-        for rec in records.iter() {
-            if rec.kind != RECORD_KIND_EVENTS {
+        for (kind, payload) in records.kinds_and_payloads() {
+            if kind != RECORD_KIND_EVENTS {
                 continue;
             }
-            let Some((hold, granted)) = Record::peek_hold(rec.payload) else {
+            let Some((hold, granted)) = Record::peek_hold(payload) else {
                 continue;
             };
             let s = hold.store().0 as usize;
@@ -275,7 +275,7 @@ impl DurableEngine {
             STREAM_RETAINED_MAX,
             snapshot_lsn,
         ));
-        let engine = match &recovery.snapshot {
+        let mut engine = match &recovery.snapshot {
             Some(s) => Engine::from_snapshot(opts.engine.clone(), stream.clone(), &s.bytes)
                 .map_err(|error| OpenError::Apply { lsn: s.lsn, error })?,
             None => Engine::with_log(opts.engine.clone(), stream.clone()).map_err(|error| {
@@ -301,10 +301,12 @@ impl DurableEngine {
                 error,
             })?;
             capacity.before(&engine, &record);
-            engine.replay(&record).map_err(|error| OpenError::Apply {
-                lsn: rec.lsn,
-                error,
-            })?;
+            engine
+                .replay_exclusive(&record)
+                .map_err(|error| OpenError::Apply {
+                    lsn: rec.lsn,
+                    error,
+                })?;
             stream.replayed_owned(
                 LoggedRecord {
                     lsn: rec.lsn,

@@ -1335,6 +1335,95 @@ impl Engine {
         Ok(())
     }
 
+    /// [`Engine::replay`] through exclusive access, as recovery does before the engine is
+    /// shared: the same checks and the same state, but hold grants (most of a log) touch
+    /// their cells and store state without taking locks, so replay does not stall on an
+    /// atomic per lock.
+    pub fn replay_exclusive(&mut self, record: &Record) -> Result<(), EngineError> {
+        for ev in &record.events {
+            let applied = match ev {
+                Event::HoldGranted {
+                    hold,
+                    key,
+                    lines,
+                    expires_at,
+                    slot,
+                } => self.replay_grant_exclusive(
+                    *hold,
+                    key.as_deref(),
+                    lines,
+                    record.at,
+                    (*expires_at, *slot),
+                ),
+                _ => self.apply_event(ev, record.at),
+            };
+            applied.map_err(|why| EngineError::invalid("log record", why))?;
+        }
+        Ok(())
+    }
+
+    /// `apply_event`'s `HoldGranted` arm without locks: checks in the same order
+    /// (`lock_cells`: every SKU has a cell, then lock order; not granted twice; no
+    /// overflow), then the same mutation (`apply_grant`).
+    fn replay_grant_exclusive(
+        &mut self,
+        hold: HoldId,
+        key: Option<&str>,
+        lines: &[Line],
+        at: Timestamp,
+        expiry: (Timestamp, Option<i64>),
+    ) -> Result<(), String> {
+        let shard = self
+            .stores
+            .get_mut(hold.store().0 as usize)
+            .and_then(OnceLock::get_mut)
+            .ok_or("unknown store")?;
+        for l in lines {
+            if shard.cell_mut(l.sku).0.is_none() {
+                return Err(EngineError::invalid("sku", "beyond skus_max").to_string());
+            }
+        }
+        if lines.windows(2).any(|w| w[0].sku.0 >= w[1].sku.0) {
+            return Err(EngineError::invalid("lines", "not in lock order").to_string());
+        }
+        if shard.state.get_mut().active.contains_key(&hold) {
+            return Err(format!("hold {hold} granted twice"));
+        }
+        for l in lines {
+            if let (Some(c), _) = shard.cell_mut(l.sku)
+                && c.held.checked_add(l.qty).is_none()
+            {
+                return Err(format!("hold {hold} overflows held"));
+            }
+        }
+        for l in lines {
+            if let (Some(c), _) = shard.cell_mut(l.sku) {
+                c.held += l.qty;
+            }
+        }
+        grant_state(shard.state.get_mut(), hold, key, lines.into(), at, expiry);
+        self.replayed_grant_key(hold, key, expiry.0);
+        Ok(())
+    }
+
+    /// A replayed grant's idempotency key answers a retry with the grant.
+    fn replayed_grant_key(&self, hold: HoldId, key: Option<&str>, expires_at: Timestamp) {
+        if let Some(key) = key {
+            // The LSN is not known here; 0 is durable by definition after recovery.
+            self.idem.insert(
+                key.into(),
+                IdemEntry::Done {
+                    lsn: Lsn(0),
+                    outcome: HoldOutcome::Granted(HoldGrant {
+                        hold,
+                        expires_at,
+                        lsn: Lsn(0),
+                    }),
+                },
+            );
+        }
+    }
+
     fn apply_event(&self, ev: &Event, at: Timestamp) -> Result<(), String> {
         match ev {
             Event::StoreDefined { store, def } => {
@@ -1404,20 +1493,7 @@ impl Engine {
                     at,
                     (*expires_at, *slot),
                 );
-                if let Some(key) = key {
-                    // The LSN is not known here; 0 is durable by definition after recovery.
-                    self.idem.insert(
-                        key.as_str().into(),
-                        IdemEntry::Done {
-                            lsn: Lsn(0),
-                            outcome: HoldOutcome::Granted(HoldGrant {
-                                hold: *hold,
-                                expires_at: *expires_at,
-                                lsn: Lsn(0),
-                            }),
-                        },
-                    );
-                }
+                self.replayed_grant_key(*hold, key.as_deref(), *expires_at);
             }
             Event::HoldRejected {
                 store,
@@ -1682,6 +1758,18 @@ fn apply_grant(
     for (g, l) in guards.iter_mut().zip(lines.iter()) {
         g.held += l.qty;
     }
+    grant_state(st, hold, key, lines, now, (expires_at, slot));
+}
+
+/// The store-state half of [`apply_grant`] (the cells' `held` already moved).
+fn grant_state(
+    st: &mut StoreState,
+    hold: HoldId,
+    key: Option<&str>,
+    lines: Box<[Line]>,
+    now: Timestamp,
+    (expires_at, slot): (Timestamp, Option<i64>),
+) {
     st.slots.book(slot);
     st.next_seq = st.next_seq.max(hold.seq() + 1);
     st.by_expiry.insert((expires_at, hold));

@@ -185,6 +185,19 @@ impl StoreShard {
         page.get(idx % PAGE_LEN)
     }
 
+    /// [`StoreShard::cell`] through exclusive access (recovery, before the engine is
+    /// shared): no lock taken. Returns the store state alongside, a disjoint field.
+    pub(crate) fn cell_mut(&mut self, sku: SkuId) -> (Option<&mut Cell>, &mut StoreState) {
+        let idx = sku.0 as usize;
+        let cell = self.pages.get_mut(idx / PAGE_LEN).and_then(|page| {
+            if page.get().is_none() {
+                let _ = page.set((0..PAGE_LEN).map(|_| Mutex::new(Cell::default())).collect());
+            }
+            page.get_mut()?.get_mut(idx % PAGE_LEN).map(Mutex::get_mut)
+        });
+        (cell, self.state.get_mut())
+    }
+
     /// The cell of `sku` if its page exists; reads use this so they never allocate.
     pub(crate) fn existing_cell(&self, sku: SkuId) -> Option<&Mutex<Cell>> {
         let idx = sku.0 as usize;

@@ -185,20 +185,33 @@ impl EventStream {
     /// [`EventStream::replayed`] taking the record by value (recovery decodes each record
     /// once and hands it over). `following` is how many records recovery feeds after this
     /// one: when at least `retained_max` follow, the buffer would drop this record before
-    /// recovery ends, so it is not stored at all (the cursors it acknowledges still
-    /// count); the stream ends up exactly as if it had been pushed and trimmed.
+    /// recovery ends, so it is not stored at all: a record acknowledging nothing is not
+    /// even looked at (no lock), one with acknowledgements moves the cursors. Once the
+    /// last record is fed, the stream is exactly as if every record had been pushed and
+    /// trimmed.
     pub fn replayed_owned(&self, rec: LoggedRecord, following: u64) {
+        let skipped = following >= self.retained_max as u64;
+        if skipped && !has_acks(&rec) {
+            return;
+        }
         let mut i = self.inner.lock();
         if rec.lsn <= i.last {
             return;
         }
-        if following >= self.retained_max as u64 {
+        if skipped {
             i.last = rec.lsn;
             note_acks(&mut i, &rec);
             // Pushed, then trimmed off the front at once: every record before it is gone.
             i.buf.clear();
             i.dropped_through = rec.lsn;
             return;
+        }
+        if i.buf.is_empty() {
+            // Every record from here on is kept (until trimmed): grow the buffer once.
+            let kept = (following as usize)
+                .saturating_add(1)
+                .min(self.retained_max);
+            i.buf.reserve(kept);
         }
         self.push(&mut i, rec);
     }
@@ -259,6 +272,13 @@ impl EventStream {
             i.dropped_through = lsn;
         }
     }
+}
+
+fn has_acks(rec: &LoggedRecord) -> bool {
+    rec.record
+        .events
+        .iter()
+        .any(|ev| matches!(ev, Event::ConsumerAcked { .. }))
 }
 
 /// Moves the cursors of the consumers `rec` acknowledges.
