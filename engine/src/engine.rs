@@ -28,7 +28,9 @@ use crate::event::{
 };
 use crate::lock_order::lock_in_order;
 use crate::log::{EventLog, NoLog};
-use crate::stock::{Cell, HoldRec, RecentDelta, SAFETY_INHERIT, StoreShard, StoreState};
+use crate::stock::{
+    Cell, FastHashMap, HoldRec, RecentDelta, SAFETY_INHERIT, StoreShard, StoreState,
+};
 use crate::types::{
     CellView, HoldId, Line, LineRequest, Lsn, Qty, SkuId, StoreId, StoreStatus, Timestamp,
 };
@@ -1265,6 +1267,15 @@ impl Engine {
         })
     }
 
+    /// Makes room in a store's hold map for `additional` more active holds without
+    /// rehashing: recovery calls it with the holds the log will leave the store with.
+    /// Only capacity changes (not the state); an unknown store is ignored.
+    pub fn reserve_holds(&self, store: StoreId, additional: usize) {
+        if let Some(shard) = self.shard(store) {
+            shard.state.lock().active.reserve(additional);
+        }
+    }
+
     /// Number of active holds in every store.
     pub fn active_holds(&self) -> usize {
         (0..self.store_count.load(Ordering::Acquire))
@@ -1283,7 +1294,7 @@ impl Engine {
                 continue;
             };
             let st = shard.state.lock();
-            let mut sums: std::collections::HashMap<SkuId, u64> = Default::default();
+            let mut sums: FastHashMap<SkuId, u64> = Default::default();
             for h in st.active.values() {
                 for l in h.lines.iter() {
                     *sums.entry(l.sku).or_default() += u64::from(l.qty);
@@ -1322,6 +1333,95 @@ impl Engine {
                 .map_err(|why| EngineError::invalid("log record", why))?;
         }
         Ok(())
+    }
+
+    /// [`Engine::replay`] through exclusive access, as recovery does before the engine is
+    /// shared: the same checks and the same state, but hold grants (most of a log) touch
+    /// their cells and store state without taking locks, so replay does not stall on an
+    /// atomic per lock.
+    pub fn replay_exclusive(&mut self, record: &Record) -> Result<(), EngineError> {
+        for ev in &record.events {
+            let applied = match ev {
+                Event::HoldGranted {
+                    hold,
+                    key,
+                    lines,
+                    expires_at,
+                    slot,
+                } => self.replay_grant_exclusive(
+                    *hold,
+                    key.as_deref(),
+                    lines,
+                    record.at,
+                    (*expires_at, *slot),
+                ),
+                _ => self.apply_event(ev, record.at),
+            };
+            applied.map_err(|why| EngineError::invalid("log record", why))?;
+        }
+        Ok(())
+    }
+
+    /// `apply_event`'s `HoldGranted` arm without locks: checks in the same order
+    /// (`lock_cells`: every SKU has a cell, then lock order; not granted twice; no
+    /// overflow), then the same mutation (`apply_grant`).
+    fn replay_grant_exclusive(
+        &mut self,
+        hold: HoldId,
+        key: Option<&str>,
+        lines: &[Line],
+        at: Timestamp,
+        expiry: (Timestamp, Option<i64>),
+    ) -> Result<(), String> {
+        let shard = self
+            .stores
+            .get_mut(hold.store().0 as usize)
+            .and_then(OnceLock::get_mut)
+            .ok_or("unknown store")?;
+        for l in lines {
+            if shard.cell_mut(l.sku).0.is_none() {
+                return Err(EngineError::invalid("sku", "beyond skus_max").to_string());
+            }
+        }
+        if lines.windows(2).any(|w| w[0].sku.0 >= w[1].sku.0) {
+            return Err(EngineError::invalid("lines", "not in lock order").to_string());
+        }
+        if shard.state.get_mut().active.contains_key(&hold) {
+            return Err(format!("hold {hold} granted twice"));
+        }
+        for l in lines {
+            if let (Some(c), _) = shard.cell_mut(l.sku)
+                && c.held.checked_add(l.qty).is_none()
+            {
+                return Err(format!("hold {hold} overflows held"));
+            }
+        }
+        for l in lines {
+            if let (Some(c), _) = shard.cell_mut(l.sku) {
+                c.held += l.qty;
+            }
+        }
+        grant_state(shard.state.get_mut(), hold, key, lines.into(), at, expiry);
+        self.replayed_grant_key(hold, key, expiry.0);
+        Ok(())
+    }
+
+    /// A replayed grant's idempotency key answers a retry with the grant.
+    fn replayed_grant_key(&self, hold: HoldId, key: Option<&str>, expires_at: Timestamp) {
+        if let Some(key) = key {
+            // The LSN is not known here; 0 is durable by definition after recovery.
+            self.idem.insert(
+                key.into(),
+                IdemEntry::Done {
+                    lsn: Lsn(0),
+                    outcome: HoldOutcome::Granted(HoldGrant {
+                        hold,
+                        expires_at,
+                        lsn: Lsn(0),
+                    }),
+                },
+            );
+        }
     }
 
     fn apply_event(&self, ev: &Event, at: Timestamp) -> Result<(), String> {
@@ -1393,20 +1493,7 @@ impl Engine {
                     at,
                     (*expires_at, *slot),
                 );
-                if let Some(key) = key {
-                    // The LSN is not known here; 0 is durable by definition after recovery.
-                    self.idem.insert(
-                        key.as_str().into(),
-                        IdemEntry::Done {
-                            lsn: Lsn(0),
-                            outcome: HoldOutcome::Granted(HoldGrant {
-                                hold: *hold,
-                                expires_at: *expires_at,
-                                lsn: Lsn(0),
-                            }),
-                        },
-                    );
-                }
+                self.replayed_grant_key(*hold, key.as_deref(), *expires_at);
             }
             Event::HoldRejected {
                 store,
@@ -1671,6 +1758,18 @@ fn apply_grant(
     for (g, l) in guards.iter_mut().zip(lines.iter()) {
         g.held += l.qty;
     }
+    grant_state(st, hold, key, lines, now, (expires_at, slot));
+}
+
+/// The store-state half of [`apply_grant`] (the cells' `held` already moved).
+fn grant_state(
+    st: &mut StoreState,
+    hold: HoldId,
+    key: Option<&str>,
+    lines: Box<[Line]>,
+    now: Timestamp,
+    (expires_at, slot): (Timestamp, Option<i64>),
+) {
     st.slots.book(slot);
     st.next_seq = st.next_seq.max(hold.seq() + 1);
     st.by_expiry.insert((expires_at, hold));

@@ -230,6 +230,10 @@ impl Engine {
             let mut st = shard.state.lock();
             st.next_seq = d.u64()?;
             let holds = d.seq_len()?;
+            st.active.reserve(holds);
+            // The expiry index is built in one go once the holds are read (a bulk build
+            // from sorted keys rather than one tree insert per hold).
+            let mut expiry = Vec::with_capacity(holds);
             for _ in 0..holds {
                 let id = HoldId(d.u64()?);
                 if id.store() != shard.id || id.seq() >= st.next_seq {
@@ -252,9 +256,11 @@ impl Engine {
                     confirmed: d.bool()?,
                     slot: d.opt_i64()?,
                 };
-                st.by_expiry.insert((rec.expires_at, id));
+                expiry.push((rec.expires_at, id));
                 st.active.insert(id, rec);
             }
+            expiry.sort_unstable();
+            st.by_expiry.extend(expiry);
             let pos = d.seq_len()?;
             for _ in 0..pos {
                 let at = Timestamp(d.i64()?);

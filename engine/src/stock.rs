@@ -13,6 +13,10 @@ use parking_lot::{Mutex, RwLock};
 use crate::event::StoreDef;
 use crate::types::{CellView, HoldId, Line, Qty, SkuId, StoreId, StoreStatus, Timestamp};
 
+/// A hash map for keys the engine assigns (hold and SKU ids): foldhash instead of SipHash.
+/// Still randomly seeded per map; not for keys that come from clients.
+pub(crate) type FastHashMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Cells per page. 1,024 cells of 16 bytes: a 16 KiB page.
 pub const PAGE_LEN: usize = 1024;
 
@@ -79,7 +83,8 @@ pub(crate) struct RecentDelta {
 #[derive(Debug, Default)]
 pub(crate) struct StoreState {
     pub(crate) next_seq: u64,
-    pub(crate) active: HashMap<HoldId, HoldRec>,
+    /// Keyed by engine-assigned ids (not client input), so a fast non-keyed hasher.
+    pub(crate) active: FastHashMap<HoldId, HoldRec>,
     pub(crate) by_expiry: BTreeSet<(Timestamp, HoldId)>,
     pub(crate) pos_seen: HashMap<Box<str>, Timestamp>,
     pub(crate) pos_fifo: VecDeque<(Timestamp, Box<str>)>,
@@ -178,6 +183,19 @@ impl StoreShard {
             .get(idx / PAGE_LEN)?
             .get_or_init(|| (0..PAGE_LEN).map(|_| Mutex::new(Cell::default())).collect());
         page.get(idx % PAGE_LEN)
+    }
+
+    /// [`StoreShard::cell`] through exclusive access (recovery, before the engine is
+    /// shared): no lock taken. Returns the store state alongside, a disjoint field.
+    pub(crate) fn cell_mut(&mut self, sku: SkuId) -> (Option<&mut Cell>, &mut StoreState) {
+        let idx = sku.0 as usize;
+        let cell = self.pages.get_mut(idx / PAGE_LEN).and_then(|page| {
+            if page.get().is_none() {
+                let _ = page.set((0..PAGE_LEN).map(|_| Mutex::new(Cell::default())).collect());
+            }
+            page.get_mut()?.get_mut(idx % PAGE_LEN).map(Mutex::get_mut)
+        });
+        (cell, self.state.get_mut())
     }
 
     /// The cell of `sku` if its page exists; reads use this so they never allocate.

@@ -179,11 +179,41 @@ impl EventStream {
     /// the stream holds it and restores the cursors it acknowledges. Records at or below
     /// the last LSN seen are ignored.
     pub fn replayed(&self, rec: &LoggedRecord) {
+        self.replayed_owned(rec.clone(), 0);
+    }
+
+    /// [`EventStream::replayed`] taking the record by value (recovery decodes each record
+    /// once and hands it over). `following` is how many records recovery feeds after this
+    /// one: when at least `retained_max` follow, the buffer would drop this record before
+    /// recovery ends, so it is not stored at all: a record acknowledging nothing is not
+    /// even looked at (no lock), one with acknowledgements moves the cursors. Once the
+    /// last record is fed, the stream is exactly as if every record had been pushed and
+    /// trimmed.
+    pub fn replayed_owned(&self, rec: LoggedRecord, following: u64) {
+        let skipped = following >= self.retained_max as u64;
+        if skipped && !has_acks(&rec) {
+            return;
+        }
         let mut i = self.inner.lock();
         if rec.lsn <= i.last {
             return;
         }
-        self.push(&mut i, rec.clone());
+        if skipped {
+            i.last = rec.lsn;
+            note_acks(&mut i, &rec);
+            // Pushed, then trimmed off the front at once: every record before it is gone.
+            i.buf.clear();
+            i.dropped_through = rec.lsn;
+            return;
+        }
+        if i.buf.is_empty() {
+            // Every record from here on is kept (until trimmed): grow the buffer once.
+            let kept = (following as usize)
+                .saturating_add(1)
+                .min(self.retained_max);
+            i.buf.reserve(kept);
+        }
+        self.push(&mut i, rec);
     }
 
     /// Puts records older than any the stream holds back in front of them: after a
@@ -219,12 +249,7 @@ impl EventStream {
         if i.buf.is_empty() {
             i.dropped_through = Lsn(rec.lsn.0.saturating_sub(1)).max(i.dropped_through);
         }
-        for ev in &rec.record.events {
-            if let Event::ConsumerAcked { consumer, lsn } = ev {
-                let c = i.cursors.entry(consumer.clone()).or_default();
-                *c = (*c).max(*lsn);
-            }
-        }
+        note_acks(i, &rec);
         i.buf.push_back(rec);
         self.trim(i);
     }
@@ -245,6 +270,23 @@ impl EventStream {
             let lsn = front.lsn;
             i.buf.pop_front();
             i.dropped_through = lsn;
+        }
+    }
+}
+
+fn has_acks(rec: &LoggedRecord) -> bool {
+    rec.record
+        .events
+        .iter()
+        .any(|ev| matches!(ev, Event::ConsumerAcked { .. }))
+}
+
+/// Moves the cursors of the consumers `rec` acknowledges.
+fn note_acks(i: &mut Inner, rec: &LoggedRecord) {
+    for ev in &rec.record.events {
+        if let Event::ConsumerAcked { consumer, lsn } = ev {
+            let c = i.cursors.entry(consumer.clone()).or_default();
+            *c = (*c).max(*lsn);
         }
     }
 }

@@ -453,6 +453,48 @@ fn event_stream_cursors_survive_replay() {
 }
 
 #[test]
+fn event_stream_replayed_owned_skips_only_records_it_would_drop() {
+    let mem = Arc::new(MemoryLog::new());
+    let stream = Arc::new(EventStream::new(mem.clone(), 1_000));
+    let e = Engine::with_log(EngineConfig::default(), stream.clone()).unwrap();
+    stream.register_consumer("notify").unwrap();
+    e.define_store(StoreDef::new("s1", 52.5, 13.4, "Europe/Berlin"), T0)
+        .unwrap();
+    for i in 0..4 {
+        receive(&e, "A", 1, &format!("r{i}"));
+    }
+    let acked = mem.records()[2].lsn;
+    e.ack_consumer("notify", acked, T0).unwrap();
+    for i in 4..8 {
+        receive(&e, "A", 1, &format!("r{i}"));
+    }
+    let records = mem.records();
+    // The same log fed record by record (each kept, then trimmed) and by value with the
+    // count that follows (early records never stored): same buffer, same cursors.
+    let one = EventStream::new(Arc::new(MemoryLog::new()), 3);
+    let two = EventStream::new(Arc::new(MemoryLog::new()), 3);
+    for (n, r) in records.iter().enumerate() {
+        one.replayed(r);
+        two.replayed_owned(r.clone(), (records.len() - 1 - n) as u64);
+    }
+    assert_eq!(one.retained(), 3);
+    assert_eq!(two.retained(), 3);
+    assert_eq!(one.cursors(), two.cursors());
+    assert_eq!(two.cursor("notify"), Some(acked));
+    for s in [&one, &two] {
+        s.register_consumer("late").unwrap();
+    }
+    let last = records.last().unwrap().lsn;
+    for after in [Lsn(0), Lsn(last.0 - 4), Lsn(last.0 - 3), Lsn(last.0 - 1)] {
+        assert_eq!(
+            one.read("late", after, 10),
+            two.read("late", after, 10),
+            "read after {after}"
+        );
+    }
+}
+
+#[test]
 fn event_stream_retention_is_bounded() {
     let mem = Arc::new(MemoryLog::new());
     let stream = Arc::new(EventStream::new(mem.clone(), 3));

@@ -42,6 +42,10 @@ pub struct BenchArgs {
     /// `allocate` only: give every store a pickup calendar (estimates on).
     #[arg(long)]
     pub calendars: bool,
+    /// `wal` only: run just the replay workload, writing its log once and timing this many
+    /// reopens (prints `replay_records_per_s` of each and their median).
+    #[arg(long, value_name = "ROUNDS")]
+    pub replay_only: Option<usize>,
 }
 
 /// Runs the benchmark and prints its report on stdout (progress goes to stderr).
@@ -66,6 +70,28 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             } else {
                 WalBenchConfig::full(args.dir.clone())
             };
+            if let Some(rounds) = args.replay_only {
+                let mut rates = wal_bench::run_replay_only(&cfg, rounds.max(1), |step| {
+                    eprintln!("bench wal: {step}")
+                });
+                let rounds: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+                rates.sort_by(f64::total_cmp);
+                let median = rates[rates.len() / 2];
+                if args.json {
+                    println!(
+                        "{{\"replay_records\":{},\"replay_records_per_s\":{median:.0},\"rounds\":[{}]}}",
+                        cfg.replay_records,
+                        rounds.join(",")
+                    );
+                } else {
+                    println!(
+                        "replay_records_per_s {median:.0} (median of {}: {})",
+                        rounds.len(),
+                        rounds.join(", ")
+                    );
+                }
+                return Ok(());
+            }
             let report = wal_bench::run(&cfg, |step| eprintln!("bench wal: {step}"));
             if args.json {
                 println!("{}", report.to_json());
