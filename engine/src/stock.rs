@@ -79,7 +79,8 @@ pub(crate) struct RecentDelta {
 #[derive(Debug, Default)]
 pub(crate) struct StoreState {
     pub(crate) next_seq: u64,
-    pub(crate) active: HashMap<HoldId, HoldRec>,
+    /// Keyed by engine-assigned ids: foldhash's fast hasher, not SipHash.
+    pub(crate) active: HashMap<HoldId, HoldRec, foldhash::fast::RandomState>,
     pub(crate) by_expiry: BTreeSet<(Timestamp, HoldId)>,
     pub(crate) pos_seen: HashMap<Box<str>, Timestamp>,
     pub(crate) pos_fifo: VecDeque<(Timestamp, Box<str>)>,
