@@ -268,3 +268,51 @@ pub fn entropy() -> Result<[u8; 8], DomainError> {
         .map_err(|e| DomainError::Internal(format!("OS random source failed: {e}")))?;
     Ok(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        },
+        task::{Wake, Waker},
+    };
+
+    use super::Waiters;
+
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn waker() -> (Arc<Count>, Waker) {
+        let c = Arc::new(Count(AtomicUsize::new(0)));
+        (c.clone(), Waker::from(c))
+    }
+
+    #[test]
+    fn a_commit_wakes_only_the_waiters_it_covers() {
+        let waiters = Waiters::default();
+        let (low, w_low) = waker();
+        let (high, w_high) = waker();
+        waiters.register(5, &w_low);
+        waiters.register(9, &w_high);
+        waiters.wake_through(4);
+        assert_eq!(low.0.load(Ordering::SeqCst), 0);
+        waiters.wake_through(5);
+        assert_eq!(low.0.load(Ordering::SeqCst), 1);
+        assert_eq!(high.0.load(Ordering::SeqCst), 0);
+        // Woken waiters are forgotten: a later commit does not wake them again.
+        waiters.wake_through(8);
+        assert_eq!(low.0.load(Ordering::SeqCst), 1);
+        assert_eq!(high.0.load(Ordering::SeqCst), 0);
+        // A stopped WAL wakes everyone.
+        waiters.wake_through(u64::MAX);
+        assert_eq!(high.0.load(Ordering::SeqCst), 1);
+        assert!(waiters.list.lock().is_empty());
+    }
+}
