@@ -29,13 +29,11 @@ use crate::config::EngineConfig;
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::event::LoggedRecord;
-use crate::event::{Event, RECORD_KIND_EVENTS, Record};
+use crate::event::{RECORD_KIND_EVENTS, Record};
 use crate::log::EventLog;
 use crate::stream::{EventStream, STREAM_RETAINED_MAX};
 use crate::types::Lsn;
-use crate::wal::{
-    Durability, RecoveredRecords, RecoveryMode, RecoveryReport, Storage, Wal, WalConfig, WalError,
-};
+use crate::wal::{Durability, RecoveryMode, RecoveryReport, Storage, Wal, WalConfig, WalError};
 
 /// The engine's [`EventLog`] over the WAL: records are encoded straight into the WAL's
 /// pending buffer under its append mutex (no per-record allocation).
@@ -127,55 +125,6 @@ fn backfill_stream(wal: &Wal, stream: &EventStream, after: Lsn, through: Lsn) ->
         Err(problem) => out.problem = Some(problem),
     }
     out
-}
-
-/// Per-store capacity hints for replay: the holds each store gains over the log (grants
-/// less releases, read from each record's first event without decoding it). A hint only:
-/// records with several events (orders) may grant or release more, and the maps still
-/// grow as needed.
-struct HoldCapacity {
-    per_store: Vec<usize>,
-    cap: usize,
-}
-
-impl HoldCapacity {
-    fn from_log(records: &RecoveredRecords, config: &EngineConfig) -> Self {
-        let stores = config.limits.stores_max as usize;
-        let mut net: Vec<i64> = Vec::new();
-        for (kind, payload) in records.kinds_and_payloads() {
-            if kind != RECORD_KIND_EVENTS {
-                continue;
-            }
-            let Some((hold, granted)) = Record::peek_hold(payload) else {
-                continue;
-            };
-            let s = hold.store().0 as usize;
-            if s >= stores {
-                continue;
-            }
-            if net.len() <= s {
-                net.resize(s + 1, 0);
-            }
-            net[s] += if granted { 1 } else { -1 };
-        }
-        HoldCapacity {
-            per_store: net.into_iter().map(|n| n.max(0) as usize).collect(),
-            cap: config.limits.store_active_holds_max,
-        }
-    }
-
-    /// Reserves a store's hold map before the first grant replayed into it.
-    fn before(&mut self, engine: &Engine, record: &Record) {
-        let Some(Event::HoldGranted { hold, .. }) = record.events.first() else {
-            return;
-        };
-        if let Some(n) = self.per_store.get_mut(hold.store().0 as usize)
-            && *n > 0
-        {
-            engine.reserve_holds(hold.store(), (*n).min(self.cap));
-            *n = 0;
-        }
-    }
 }
 
 /// How to open a durable engine.
@@ -285,9 +234,6 @@ impl DurableEngine {
                 }
             })?,
         };
-        // Sizes each store's hold map once for the holds the log leaves it with, rather
-        // than letting it rehash (and fault in fresh pages) as it doubles.
-        let mut capacity = HoldCapacity::from_log(&recovery.records, &opts.engine);
         let total = recovery.records.len();
         for (n, rec) in recovery.records.iter().enumerate() {
             if rec.kind != RECORD_KIND_EVENTS {
@@ -300,7 +246,6 @@ impl DurableEngine {
                 lsn: rec.lsn,
                 error,
             })?;
-            capacity.before(&engine, &record);
             engine
                 .replay_exclusive(&record)
                 .map_err(|error| OpenError::Apply {

@@ -259,7 +259,9 @@ pub struct Engine {
     pub(crate) sku_names: Mutex<Vec<Box<str>>>,
     /// Serializes store and SKU registration so their ids are dense and logged in order.
     pub(crate) registry_lock: Mutex<()>,
-    pub(crate) idem: DashMap<Box<str>, IdemEntry>,
+    /// Keyed by client-chosen strings: foldhash's keyed `quality` hasher (a per-process
+    /// random seed) instead of SipHash, which was about 6% of CPU in BatchHold profiles.
+    pub(crate) idem: DashMap<Box<str>, IdemEntry, foldhash::quality::RandomState>,
     pub(crate) expire_cursor: AtomicU32,
     /// Event-stream consumer cursors (the last LSN each consumer acknowledged), kept in the
     /// state so that snapshots carry them.
@@ -304,7 +306,7 @@ impl Engine {
             skus: DashMap::new(),
             sku_names: Mutex::new(Vec::new()),
             registry_lock: Mutex::new(()),
-            idem: DashMap::new(),
+            idem: DashMap::with_hasher(foldhash::quality::RandomState::default()),
             expire_cursor: AtomicU32::new(0),
             consumers: Mutex::new(Default::default()),
             log,
@@ -758,13 +760,18 @@ impl Engine {
             (expires_at, req.slot_start_ms),
         );
         if let Some(key) = &req.idempotency_key {
-            self.idem.insert(
-                key.as_str().into(),
-                IdemEntry::Done {
-                    lsn,
-                    outcome: outcome.clone(),
-                },
-            );
+            let done = IdemEntry::Done {
+                lsn,
+                outcome: outcome.clone(),
+            };
+            // The entry is normally our own `Pending`: overwrite it in place (one lookup,
+            // no second key allocation). Insert if it is gone.
+            match self.idem.get_mut(key.as_str()) {
+                Some(mut e) => *e = done,
+                None => {
+                    self.idem.insert(key.as_str().into(), done);
+                }
+            }
         }
         Ok((outcome, Some(lsn)))
     }
@@ -1265,15 +1272,6 @@ impl Engine {
             confirmed: h.confirmed,
             slot: h.slot,
         })
-    }
-
-    /// Makes room in a store's hold map for `additional` more active holds without
-    /// rehashing: recovery calls it with the holds the log will leave the store with.
-    /// Only capacity changes (not the state); an unknown store is ignored.
-    pub fn reserve_holds(&self, store: StoreId, additional: usize) {
-        if let Some(shard) = self.shard(store) {
-            shard.state.lock().active.reserve(additional);
-        }
     }
 
     /// Number of active holds in every store.

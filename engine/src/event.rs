@@ -564,26 +564,6 @@ impl Record {
     }
 }
 
-impl Record {
-    /// The hold an encoded record's first event grants (`true`) or releases (`false`),
-    /// read without decoding the rest of the record: a capacity hint for recovery, which
-    /// decodes and checks every record when it applies it. `None` for other events and
-    /// for bytes that do not start like a record.
-    pub fn peek_hold(bytes: &[u8]) -> Option<(HoldId, bool)> {
-        let mut d = Dec::new(bytes);
-        d.i64().ok()?;
-        if d.seq_len().ok()? == 0 {
-            return None;
-        }
-        let granted = match d.u8().ok()? {
-            tag::HOLD_GRANTED => true,
-            tag::HOLD_RELEASED => false,
-            _ => return None,
-        };
-        Some((HoldId(d.u64().ok()?), granted))
-    }
-}
-
 pub(crate) fn encode_lines(e: &mut Enc<'_>, lines: &[Line]) {
     e.seq_len(lines.len());
     for l in lines {

@@ -230,7 +230,6 @@ impl Engine {
             let mut st = shard.state.lock();
             st.next_seq = d.u64()?;
             let holds = d.seq_len()?;
-            st.active.reserve(holds);
             // The expiry index is built in one go once the holds are read (a bulk build
             // from sorted keys rather than one tree insert per hold).
             let mut expiry = Vec::with_capacity(holds);

@@ -4,7 +4,7 @@
 //! (16 bytes in all). A store's cells live in pages of [`PAGE_LEN`] cells, allocated on first
 //! use and indexed by SKU id, so a lookup is two array indexes and a lock, never a hash.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, Ordering};
 
@@ -83,8 +83,12 @@ pub(crate) struct RecentDelta {
 #[derive(Debug, Default)]
 pub(crate) struct StoreState {
     pub(crate) next_seq: u64,
-    /// Keyed by engine-assigned ids (not client input), so a fast non-keyed hasher.
-    pub(crate) active: FastHashMap<HoldId, HoldRec>,
+    /// Ordered by id, which is a per-store sequence: a new hold appends at the right edge
+    /// of the tree (hot in cache), and growth never rehashes. A hash map here put each
+    /// insert on a cold cache line and, at each doubling, copied every active hold under
+    /// this lock (with hundreds of thousands active, milliseconds for every hold of the
+    /// store; about 12% of CPU in BatchHold profiles).
+    pub(crate) active: BTreeMap<HoldId, HoldRec>,
     pub(crate) by_expiry: BTreeSet<(Timestamp, HoldId)>,
     pub(crate) pos_seen: HashMap<Box<str>, Timestamp>,
     pub(crate) pos_fifo: VecDeque<(Timestamp, Box<str>)>,

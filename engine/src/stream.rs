@@ -33,6 +33,9 @@ use crate::types::{Lsn, Timestamp};
 /// Default bound on records kept in memory.
 pub const STREAM_RETAINED_MAX: usize = 1 << 20;
 
+/// Records the buffer reserves room for up front, at most (a larger bound grows beyond it).
+const STREAM_PREALLOC_MAX: usize = (1 << 20) + 1;
+
 /// Registered consumers at most.
 pub const STREAM_CONSUMERS_MAX: usize = 64;
 
@@ -98,10 +101,18 @@ impl EventStream {
     /// A stream whose first record will be `start + 1`: for recovery, where the records
     /// after the snapshot at `start` are fed in with [`EventStream::replayed`].
     pub fn starting_after(inner: Arc<dyn EventLog>, retained_max: usize, last: Lsn) -> Self {
+        let retained_max = retained_max.max(1);
         EventStream {
             inner_log: inner,
-            retained_max: retained_max.max(1),
+            retained_max,
             inner: Mutex::new(Inner {
+                // Room for the bound (plus the one record pushed before trimming) up front:
+                // growing a full ring copies every record under the lock each engine append
+                // takes, a stall of milliseconds for every writer at each doubling. The
+                // memory is only reserved: pages are touched as records arrive.
+                buf: VecDeque::with_capacity(
+                    retained_max.saturating_add(1).min(STREAM_PREALLOC_MAX),
+                ),
                 dropped_through: last,
                 last,
                 ..Inner::default()

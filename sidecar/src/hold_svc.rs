@@ -2,7 +2,7 @@
 //! commit, convert the outcome.
 
 use pickline_engine::{
-    ConfirmOutcome, Engine, ExtendOutcome, HoldNotActive, HoldOutcome, ReleaseOutcome,
+    ConfirmOutcome, Engine, ExtendOutcome, HoldNotActive, HoldOutcome, ReleaseOutcome, Timestamp,
 };
 use tonic::{Request, Response, Status};
 
@@ -32,12 +32,15 @@ impl Holds {
 
 /// The contract response of one engine hold outcome. `head_before` is the log head read
 /// before the call: a grant whose record is at or below it was granted by an earlier
-/// request with the same key (`replayed`).
+/// request with the same key (`replayed`). `now` is the time the engine call was given
+/// (a fresh hold's creation time). Takes the request by value: a fresh grant is described
+/// by its store and lines, moved rather than copied (BatchHold does this per line).
 fn hold_response(
     engine: &Engine,
-    req: &pb::HoldRequest,
+    req: pb::HoldRequest,
     outcome: HoldOutcome,
     head_before: u64,
+    now: Timestamp,
 ) -> Result<pb::HoldResponse, DomainError> {
     use pb::hold_response::Outcome;
     Ok(match outcome {
@@ -58,8 +61,8 @@ fn hold_response(
                     };
                     convert::hold_info_pb(
                         &req.store_id,
-                        req.lines.clone(),
-                        now().as_ms(),
+                        req.lines,
+                        now.as_ms(),
                         g.expires_at.as_ms(),
                         pb::HoldState::Active,
                         g.hold,
@@ -78,7 +81,7 @@ fn hold_response(
         },
         HoldOutcome::InFlight => {
             return Err(DomainError::InFlight {
-                key: req.idempotency_key.clone(),
+                key: req.idempotency_key,
             });
         }
     })
@@ -122,9 +125,10 @@ impl HoldService for Holds {
         let engine = self.domain.engine()?;
         self.domain
             .durable(move || {
+                let now = now();
                 let head_before = engine.log().last_lsn().0;
-                let outcome = engine.hold(&cmd, now())?;
-                hold_response(&engine, &req, outcome, head_before)
+                let outcome = engine.hold(&cmd, now)?;
+                hold_response(&engine, req, outcome, head_before, now)
             })
             .await
             .map(Response::new)
@@ -148,12 +152,14 @@ impl HoldService for Holds {
         let engine = self.domain.engine()?;
         self.domain
             .durable(move || {
+                let now = now();
                 let head_before = engine.log().last_lsn().0;
-                let outcomes = engine.hold_batch(&cmds, now())?;
+                let outcomes = engine.hold_batch(&cmds, now)?;
+                drop(cmds);
                 let results = reqs
-                    .iter()
+                    .into_iter()
                     .zip(outcomes)
-                    .map(|(req, outcome)| hold_response(&engine, req, outcome?, head_before))
+                    .map(|(req, outcome)| hold_response(&engine, req, outcome?, head_before, now))
                     .collect::<Result<_, DomainError>>()?;
                 Ok(pb::BatchHoldResponse { results })
             })

@@ -150,25 +150,6 @@ impl RecoveredRecords {
     }
 }
 
-impl RecoveredRecords {
-    /// Each record's kind and payload, in LSN order, without verifying its checksum again:
-    /// for a first pass that only sizes things (capacity hints). Apply records from
-    /// [`RecoveredRecords::iter`], which checks them.
-    pub fn kinds_and_payloads(&self) -> impl Iterator<Item = (u8, &[u8])> + '_ {
-        self.spans.iter().flat_map(|span| {
-            let bytes = &span.bytes[..span.end];
-            let mut at = span.start;
-            std::iter::from_fn(move || {
-                let header = bytes.get(at..at + RECORD_HEADER_LEN)?;
-                let len = read_len(header, 0);
-                let payload = bytes.get(at + RECORD_HEADER_LEN..at + RECORD_HEADER_LEN + len)?;
-                at += RECORD_HEADER_LEN + len;
-                Some((header[RECORD_HEADER_LEN - 1], payload))
-            })
-        })
-    }
-}
-
 /// Result of scanning one segment's bytes.
 struct SegmentScan {
     /// From the header; `None` if the header is bad.
