@@ -105,15 +105,16 @@ pub struct WalConfig {
     /// what is kept is reported in [`Retention`] and gets `Truncated` after a restart.
     pub consumer_retention_len_max: u64,
     /// Group-commit gathering window in microseconds (`0..=COMMIT_DELAY_US_MAX`; default
-    /// 200; 0 turns it off). Only with [`Durability::Sync`] and [`Committer::Thread`]: when
-    /// a commit has acknowledged `R` records, the committer waits until `R` records have
-    /// been appended since that acknowledgement, or until this much time has passed,
-    /// before it starts the next commit. Writers woken by one commit then ride the next
-    /// one together, instead of splitting into two half-size cohorts that alternate
-    /// (what PostgreSQL's `commit_delay` and MySQL's `binlog_group_commit_sync_delay`
-    /// address). The wait never adds more than this to a commit, and costs nothing at
-    /// low load: a committer with nothing pending sleeps as before, and a lone writer
-    /// that comes back ends the wait at once.
+    /// 0: off). Only with [`Durability::Sync`] and [`Committer::Thread`]: when a commit has
+    /// acknowledged `R` records, the committer waits until `R` records have been appended
+    /// since that acknowledgement, or until this much time has passed, before it starts
+    /// the next commit, so that writers woken by one commit ride the next one together
+    /// instead of splitting into two half-size cohorts that alternate (PostgreSQL's
+    /// `commit_delay`, MySQL's `binlog_group_commit_sync_delay`). It never adds more than
+    /// this to a commit and costs nothing at low load. Off by default because on this
+    /// project's reference machine (fast `fdatasync` after preallocation, 2 cores) the
+    /// two alternating cohorts overlap CPU with the sync and win; it helps where the sync
+    /// is slow relative to the writers' work (see `docs/BENCHMARKS.md`).
     pub commit_delay_us: u64,
 }
 
@@ -125,7 +126,7 @@ impl Default for WalConfig {
             segment_len_max: 64 << 20,
             pending_len_max: 8 << 20,
             consumer_retention_len_max: 1 << 30,
-            commit_delay_us: 200,
+            commit_delay_us: 0,
         }
     }
 }
