@@ -349,19 +349,26 @@ fn durable_run_async(
 /// snapshot) into a fresh directory and returns it.
 pub fn write_replay_log(cfg: &WalBenchConfig) -> PathBuf {
     let dir = fresh_dir(&cfg.dir, "replay");
+    let (db, _) = stocked_with_holds(&dir, cfg.replay_records, 7);
+    db.close().expect("close");
+    dir
+}
+
+/// An engine in `dir` (async durability: building state, not measuring commits) with the
+/// bench's stock and `holds` single-line holds; returns it with the requests, for a tail.
+fn stocked_with_holds(dir: &Path, holds: u64, seed: u64) -> (DurableEngine, Vec<HoldRequest>) {
     let db = open(
-        &dir,
+        dir,
         Durability::Async {
             flush_interval_ms: 10,
         },
     );
     stock(db.engine());
-    let reqs = requests(65_536, 7);
-    for i in 0..cfg.replay_records as usize {
+    let reqs = requests(65_536, seed);
+    for i in 0..holds as usize {
         let _ = db.engine().hold(&reqs[i % reqs.len()], T0);
     }
-    db.close().expect("close");
-    dir
+    (db, reqs)
 }
 
 /// Reopens the log in `dir` (recovery replays every record) and returns the records
@@ -430,17 +437,7 @@ pub fn run(cfg: &WalBenchConfig, mut progress: impl FnMut(&str)) -> WalBenchRepo
     let dir = fresh_dir(&cfg.dir, "restart");
     let snapshot_pause_ms;
     {
-        let db = open(
-            &dir,
-            Durability::Async {
-                flush_interval_ms: 10,
-            },
-        );
-        stock(db.engine());
-        let reqs = requests(65_536, 11);
-        for i in 0..cfg.restart_holds as usize {
-            let _ = db.engine().hold(&reqs[i % reqs.len()], T0);
-        }
+        let (db, reqs) = stocked_with_holds(&dir, cfg.restart_holds, 11);
         progress("restart: snapshot");
         let t = Instant::now();
         let (lsn, bytes) = db.engine().snapshot().expect("snapshot");
