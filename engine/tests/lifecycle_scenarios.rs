@@ -452,14 +452,21 @@ fn event_stream_cursors_survive_replay() {
     assert_eq!(rest.first().map(|r| r.lsn), Some(Lsn(upto.0 + 1)));
 }
 
-#[test]
-fn event_stream_replayed_owned_skips_only_records_it_would_drop() {
+/// An engine logging through an event stream that keeps `retained` records, with one
+/// registered consumer and one store `s1`.
+fn streamed_engine(retained: usize, consumer: &str) -> (Arc<MemoryLog>, Arc<EventStream>, Engine) {
     let mem = Arc::new(MemoryLog::new());
-    let stream = Arc::new(EventStream::new(mem.clone(), 1_000));
+    let stream = Arc::new(EventStream::new(mem.clone(), retained));
     let e = Engine::with_log(EngineConfig::default(), stream.clone()).unwrap();
-    stream.register_consumer("notify").unwrap();
+    stream.register_consumer(consumer).unwrap();
     e.define_store(StoreDef::new("s1", 52.5, 13.4, "Europe/Berlin"), T0)
         .unwrap();
+    (mem, stream, e)
+}
+
+#[test]
+fn event_stream_replayed_owned_skips_only_records_it_would_drop() {
+    let (mem, _stream, e) = streamed_engine(1_000, "notify");
     for i in 0..4 {
         receive(&e, "A", 1, &format!("r{i}"));
     }
@@ -496,12 +503,7 @@ fn event_stream_replayed_owned_skips_only_records_it_would_drop() {
 
 #[test]
 fn event_stream_retention_is_bounded() {
-    let mem = Arc::new(MemoryLog::new());
-    let stream = Arc::new(EventStream::new(mem.clone(), 3));
-    let e = Engine::with_log(EngineConfig::default(), stream.clone()).unwrap();
-    stream.register_consumer("slow").unwrap();
-    e.define_store(StoreDef::new("s1", 52.5, 13.4, "Europe/Berlin"), T0)
-        .unwrap();
+    let (mem, stream, e) = streamed_engine(3, "slow");
     for i in 0..5 {
         receive(&e, "A", 1, &format!("r{i}"));
     }
