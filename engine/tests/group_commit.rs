@@ -73,6 +73,6 @@ fn woken_writers_ride_the_next_commit_together() {
 
 #[test]
 fn without_a_window_every_record_still_commits() {
-    let per_commit = closed_loop(0);
-    assert!(per_commit >= 1.0);
+    // `closed_loop` checks that every record was written and comes back after a crash.
+    closed_loop(0);
 }

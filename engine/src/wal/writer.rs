@@ -718,8 +718,11 @@ impl Shared {
                     "the last record of a batch carries the last assigned LSN"
                 );
                 self.record_metrics(batch_records, batch.len() as u64, sync_us);
-                // Count appends from the moment the waiters can see the acknowledgement.
-                self.pending.lock().appended_since_ack = 0;
+                // Count appends from the moment the waiters can see the acknowledgement
+                // (only the gathering window reads the count: no extra lock without it).
+                if self.config.commit_delay_us > 0 {
+                    self.pending.lock().appended_since_ack = 0;
+                }
                 self.durable_lsn.store(batch_last_lsn, Ordering::Release);
                 {
                     let _g = self.durable_mx.lock();
