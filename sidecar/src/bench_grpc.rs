@@ -425,9 +425,14 @@ fn rand_seed() -> u64 {
 /// and the number of failed requests.
 ///
 /// Each Hold's latency counts from its *intended* send time, so a stalled server cannot
-/// hide its queue (coordinated omission). The intended times come from a pacing thread
-/// that sleeps with the OS timer and spins the last stretch, not from tokio's timer, whose
-/// 1 ms wheel would add up to a millisecond of the generator's own lag to every sample.
+/// hide its queue (coordinated omission). The intended times come from a pacing thread,
+/// not from tokio's timer, whose 1 ms wheel would add up to a millisecond of the
+/// generator's own lag to every sample. The pacer sleeps on the OS timer with a 1 µs
+/// timer slack and, each time it wakes, spawns every pair that is due straight onto the
+/// runtime: it neither spins nor hands pairs to another thread, so the generator takes
+/// no core away from the server it measures (a spinning pacer and a receiving thread
+/// took most of one of the two cores and put multi-ms run-queue waits on the workers).
+/// The lag between a pair's intended time and the pacer's wake counts in its latency.
 /// The Release is sent as soon as its Hold answers and counts from then.
 async fn open_loop(
     cfg: &GrpcBenchConfig,
@@ -444,68 +449,37 @@ async fn open_loop(
     let start = Instant::now() + Duration::from_millis(10);
     let measure_from = start + cfg.warmup;
     let pairs = (total.as_secs_f64() / interval.as_secs_f64()) as u64;
-    let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
-    let pacer = std::thread::Builder::new()
-        .name("bench-pacer".into())
-        .spawn(move || {
-            for i in 0..pairs {
-                let intended = start + interval.mul_f64(i as f64);
-                pace_until(intended);
-                if due_tx.send((i, intended)).is_err() {
-                    return;
-                }
-            }
-        })?;
     let seed = rand_seed();
-    let mut tasks = tokio::task::JoinSet::new();
-    while let Some((i, intended)) = due_rx.recv().await {
-        let ch = channels[i as usize % channels.len()].clone();
+    let channels = channels.to_vec();
+    let pacer = {
         let (hist, errors) = (hist.clone(), errors.clone());
-        tasks.spawn(async move {
-            let mut holds = HoldServiceClient::new(ch);
-            let record = |from: Instant| {
-                if intended >= measure_from {
-                    let us = from.elapsed().as_micros().max(1) as u64;
-                    let _ = hist.lock().record(us.min(60_000_000));
+        tokio::task::spawn_blocking(move || {
+            set_fine_timer_slack();
+            let mut tasks = tokio::task::JoinSet::new();
+            let mut i = 0;
+            while i < pairs {
+                let now = Instant::now();
+                while i < pairs && start + interval.mul_f64(i as f64) <= now {
+                    let intended = start + interval.mul_f64(i as f64);
+                    let ch = channels[i as usize % channels.len()].clone();
+                    let (hist, errors) = (hist.clone(), errors.clone());
+                    let measured = intended >= measure_from;
+                    tasks.spawn(hold_release_from(
+                        ch, seed, i, intended, measured, hist, errors,
+                    ));
+                    i += 1;
                 }
-            };
-            let r = holds
-                .hold(authed(pb::HoldRequest {
-                    idempotency_key: format!("o{seed}-{i}"),
-                    store_id: "B1".into(),
-                    lines: vec![pb::Line {
-                        sku: format!("SKU-{}", i % u64::from(SKUS)),
-                        qty: 1,
-                    }],
-                    expiry: None,
-                }))
-                .await;
-            record(intended);
-            let Ok(r) = r else {
-                errors.fetch_add(1, Ordering::Relaxed);
-                return;
-            };
-            let Some(pb::hold_response::Outcome::Granted(h)) = r.into_inner().outcome else {
-                errors.fetch_add(1, Ordering::Relaxed);
-                return;
-            };
-            let sent = Instant::now();
-            let r = holds
-                .release(authed(pb::ReleaseRequest {
-                    idempotency_key: format!("or{seed}-{i}"),
-                    hold_id: h.hold_id,
-                    reason: String::new(),
-                }))
-                .await;
-            record(sent);
-            if r.is_err() {
-                errors.fetch_add(1, Ordering::Relaxed);
+                // Reap finished pairs as we go so the set stays small.
+                while tasks.try_join_next().is_some() {}
+                if i < pairs {
+                    let next = start + interval.mul_f64(i as f64);
+                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                }
             }
-        });
-        // Reap finished pairs as we go so the set stays small.
-        while tasks.try_join_next().is_some() {}
-    }
-    let _ = pacer.join();
+            tasks
+        })
+    };
+    let mut tasks = pacer.await?;
     while tasks.join_next().await.is_some() {}
     let hist = Arc::try_unwrap(hist)
         .map_err(|_| anyhow::anyhow!("histogram still shared"))?
@@ -513,15 +487,64 @@ async fn open_loop(
     Ok((hist, errors.load(Ordering::Relaxed)))
 }
 
-/// Sleeps until shortly before `deadline` with the OS timer, then spins (yielding) to it:
-/// accurate to a few microseconds at the cost of one mostly idle thread.
-fn pace_until(deadline: Instant) {
-    const SPIN: Duration = Duration::from_micros(100);
-    let now = Instant::now();
-    if deadline > now + SPIN {
-        std::thread::sleep(deadline - now - SPIN);
+/// One open-loop pair: the Hold (latency from `intended`) and the Release of its hold
+/// (latency from its own send). Records into `hist` when `measured`.
+async fn hold_release_from(
+    ch: Channel,
+    seed: u64,
+    i: u64,
+    intended: Instant,
+    measured: bool,
+    hist: Arc<Mutex<Histogram<u64>>>,
+    errors: Arc<AtomicU64>,
+) {
+    let mut holds = HoldServiceClient::new(ch);
+    let record = |from: Instant| {
+        if measured {
+            let us = from.elapsed().as_micros().max(1) as u64;
+            let _ = hist.lock().record(us.min(60_000_000));
+        }
+    };
+    let r = holds
+        .hold(authed(pb::HoldRequest {
+            idempotency_key: format!("o{seed}-{i}"),
+            store_id: "B1".into(),
+            lines: vec![pb::Line {
+                sku: format!("SKU-{}", i % u64::from(SKUS)),
+                qty: 1,
+            }],
+            expiry: None,
+        }))
+        .await;
+    record(intended);
+    let Ok(r) = r else {
+        errors.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let Some(pb::hold_response::Outcome::Granted(h)) = r.into_inner().outcome else {
+        errors.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let sent = Instant::now();
+    let r = holds
+        .release(authed(pb::ReleaseRequest {
+            idempotency_key: format!("or{seed}-{i}"),
+            hold_id: h.hold_id,
+            reason: String::new(),
+        }))
+        .await;
+    record(sent);
+    if r.is_err() {
+        errors.fetch_add(1, Ordering::Relaxed);
     }
-    while Instant::now() < deadline {
-        std::thread::yield_now();
+}
+
+/// Asks the kernel to wake this thread's timed sleeps within 1 µs of their deadline
+/// (the default slack is 50 µs). Best effort: outside Linux the default stays.
+fn set_fine_timer_slack() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_TIMERSLACK takes a plain integer and affects only this thread.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1_000, 0, 0, 0);
     }
 }
