@@ -286,15 +286,6 @@ fn durable_run_async(
     writers: usize,
     run_ms: u64,
 ) -> (f64, Histogram<u64>) {
-    let progress = Arc::new(tokio::sync::Notify::new());
-    let hook = progress.clone();
-    if db
-        .wal()
-        .set_progress_hook(Box::new(move || hook.notify_waiters()))
-        .is_err()
-    {
-        panic!("the bench installs the only progress hook of a fresh WAL");
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -305,7 +296,7 @@ fn durable_run_async(
     let results = runtime.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
         for t in 0..writers {
-            let (db, progress) = (db.clone(), progress.clone());
+            let db = db.clone();
             let reqs = requests(4096, t as u64 + 1);
             tasks.spawn(async move {
                 let mut hist = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).expect("hist");
@@ -315,15 +306,7 @@ fn durable_run_async(
                     let d = defer_durability(|| db.engine().hold(&reqs[n % reqs.len()], T0));
                     let granted = matches!(d.value, Ok(HoldOutcome::Granted(_)));
                     if let Some(lsn) = d.wait_for {
-                        loop {
-                            let notified = progress.notified();
-                            let mut notified = std::pin::pin!(notified);
-                            notified.as_mut().enable();
-                            if db.wal().poll_durable(lsn).expect("durable") {
-                                break;
-                            }
-                            notified.await;
-                        }
+                        db.wal().durable(lsn).await.expect("durable");
                     }
                     if granted {
                         n += 1;

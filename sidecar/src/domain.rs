@@ -13,17 +13,13 @@
 //! engine RPCs until then; [`Domain::db`] says the same if a request slips through.
 
 use std::{
-    future::Future,
-    pin::Pin,
     sync::{
-        Arc, OnceLock, Weak,
+        Arc, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
-    task::{Context, Poll, Waker},
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use parking_lot::Mutex;
 use pickline_engine::{
     Deferred, Engine, Timestamp, defer_durability,
     durable::DurableEngine,
@@ -42,9 +38,6 @@ pub struct Domain {
 #[derive(Debug, Default)]
 struct Inner {
     db: OnceLock<Arc<DurableEngine>>,
-    /// Requests waiting for their LSN to be durable; the WAL's committer wakes those its
-    /// commit covered whenever the durable LSN advances, and all of them if the WAL stops.
-    waiters: Arc<Waiters>,
     started_at_ms: AtomicU64,
     /// WAL bytes written when the last snapshot was taken: `wal_bytes` in Stats and the
     /// size trigger of the checkpoint ticker are measured from here.
@@ -61,30 +54,8 @@ impl Domain {
         d
     }
 
-    /// Sets the recovered engine (once; later calls are ignored) and hooks its WAL's
-    /// progress to the waiters of [`Domain::durable`].
+    /// Sets the recovered engine (once; later calls are ignored).
     pub fn set(&self, db: Arc<DurableEngine>) {
-        let waiters = self.inner.waiters.clone();
-        // The hook lives in the WAL, which the engine owns: a weak reference, no cycle.
-        let weak: Weak<DurableEngine> = Arc::downgrade(&db);
-        // A WAL takes one hook; a second `set` with the same engine keeps the first, which
-        // wakes the same waiters.
-        let _ = db.wal().set_progress_hook(Box::new(move || {
-            let Some(db) = weak.upgrade() else {
-                return waiters.wake_through(u64::MAX);
-            };
-            // Fail-stopped: wake everyone; each sees the failure when it polls.
-            let durable = match db.wal().failure() {
-                Some(_) => u64::MAX,
-                None => db.wal().durable_lsn().0,
-            };
-            waiters.wake_through(durable);
-            // Never drop the engine on this thread: its WAL joins the committer, which is
-            // this thread. If everyone else let go meanwhile, drop it elsewhere.
-            if let Some(last) = Arc::into_inner(db) {
-                std::thread::spawn(move || drop(last));
-            }
-        }));
         let _ = self.inner.db.set(db);
     }
 
@@ -118,16 +89,8 @@ impl Domain {
             }
             Durability::Off => return Ok(()),
         }
-        if wal.poll_durable(lsn).map_err(wal_failed)? {
-            return Ok(());
-        }
-        DurableWait {
-            waiters: &self.inner.waiters,
-            wal,
-            lsn,
-            registered: false,
-        }
-        .await
+        // The committer wakes this task when the commit covering `lsn` is done.
+        wal.durable(lsn).await.map_err(wal_failed)
     }
 
     /// The durable engine, or UNAVAILABLE while it recovers.
@@ -167,72 +130,6 @@ impl Domain {
     }
 }
 
-/// Wakers of requests waiting for durability, each with the LSN it waits for. The committer
-/// wakes only the requests its commit covered (not every waiter on every commit, which woke
-/// and re-parked the requests of the next batch each time).
-#[derive(Debug, Default)]
-struct Waiters {
-    list: Mutex<Vec<(u64, Waker)>>,
-}
-
-impl Waiters {
-    fn register(&self, lsn: u64, waker: &Waker) {
-        self.list.lock().push((lsn, waker.clone()));
-    }
-
-    /// Wakes (and forgets) every waiter for an LSN at or below `durable`.
-    fn wake_through(&self, durable: u64) {
-        let mut due = Vec::new();
-        {
-            let mut list = self.list.lock();
-            let mut i = 0;
-            while i < list.len() {
-                if list[i].0 <= durable {
-                    due.push(list.swap_remove(i).1);
-                } else {
-                    i += 1;
-                }
-            }
-        }
-        // Outside the lock: waking schedules tasks.
-        for w in due {
-            w.wake();
-        }
-    }
-}
-
-/// Resolves when `lsn` is durable or the WAL failed.
-struct DurableWait<'a> {
-    waiters: &'a Waiters,
-    wal: &'a pickline_engine::wal::Wal,
-    lsn: pickline_engine::Lsn,
-    registered: bool,
-}
-
-impl Future for DurableWait<'_> {
-    type Output = Result<(), DomainError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if self.wal.poll_durable(self.lsn).map_err(wal_failed)? {
-            return Poll::Ready(Ok(()));
-        }
-        if self.registered {
-            // Polled for another reason (a timeout, a spurious wake) while still on the
-            // list. A waiter is woken only once it is due, so still pending means still
-            // registered with a waker of this same task.
-            return Poll::Pending;
-        }
-        self.waiters.register(self.lsn.0, cx.waker());
-        self.registered = true;
-        // Check again: a commit between the first check and the registration woke the list
-        // before this waiter was on it.
-        match self.wal.poll_durable(self.lsn).map_err(wal_failed)? {
-            true => Poll::Ready(Ok(())),
-            false => Poll::Pending,
-        }
-    }
-}
-
 fn wal_failed(e: WalError) -> DomainError {
     DomainError::from(pickline_engine::EngineError::LogFailed(e.to_string()))
 }
@@ -267,52 +164,4 @@ pub fn entropy() -> Result<[u8; 8], DomainError> {
         .try_fill_bytes(&mut bytes)
         .map_err(|e| DomainError::Internal(format!("OS random source failed: {e}")))?;
     Ok(bytes)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::{
-        sync::{
-            Arc,
-            atomic::{AtomicUsize, Ordering},
-        },
-        task::{Wake, Waker},
-    };
-
-    use super::Waiters;
-
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    fn waker() -> (Arc<Count>, Waker) {
-        let c = Arc::new(Count(AtomicUsize::new(0)));
-        (c.clone(), Waker::from(c))
-    }
-
-    #[test]
-    fn a_commit_wakes_only_the_waiters_it_covers() {
-        let waiters = Waiters::default();
-        let (low, w_low) = waker();
-        let (high, w_high) = waker();
-        waiters.register(5, &w_low);
-        waiters.register(9, &w_high);
-        waiters.wake_through(4);
-        assert_eq!(low.0.load(Ordering::SeqCst), 0);
-        waiters.wake_through(5);
-        assert_eq!(low.0.load(Ordering::SeqCst), 1);
-        assert_eq!(high.0.load(Ordering::SeqCst), 0);
-        // Woken waiters are forgotten: a later commit does not wake them again.
-        waiters.wake_through(8);
-        assert_eq!(low.0.load(Ordering::SeqCst), 1);
-        assert_eq!(high.0.load(Ordering::SeqCst), 0);
-        // A stopped WAL wakes everyone.
-        waiters.wake_through(u64::MAX);
-        assert_eq!(high.0.load(Ordering::SeqCst), 1);
-        assert!(waiters.list.lock().is_empty());
-    }
 }

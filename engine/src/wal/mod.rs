@@ -43,7 +43,7 @@ pub use storage::{
     CrashEffect, FaultKind, FaultPlan, FaultyStorage, FileStorage, FiredFault, MemStorage, SimRng,
     Storage, StorageFile,
 };
-pub use writer::{FSYNC_HISTOGRAM_BUCKETS, ProgressHook, Retention, Wal, WalMetrics};
+pub use writer::{DurableWait, FSYNC_HISTOGRAM_BUCKETS, ProgressHook, Retention, Wal, WalMetrics};
 
 pub use crate::types::Lsn;
 

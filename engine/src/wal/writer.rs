@@ -1,7 +1,10 @@
 //! The append path, the committer (group commit), snapshots and metrics.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -106,6 +109,10 @@ struct Shared {
     failed: OnceLock<Arc<str>>,
     /// Called after every change a waiter may care about (see [`Wal::set_progress_hook`]).
     progress_hook: OnceLock<ProgressHook>,
+    /// Tasks waiting in [`Wal::durable`], with the LSN each waits for. A commit wakes only
+    /// the tasks it covered (not every waiter, which would wake and re-park the tasks of
+    /// the next batch on every commit); fail-stop and close wake all.
+    waiters: Mutex<Vec<(u64, Waker)>>,
     commit: Mutex<CommitState>,
     /// Newest snapshot LSN written or recovered; serializes snapshot writes.
     snapshot: Mutex<Option<Lsn>>,
@@ -121,6 +128,56 @@ pub struct Retention {
     /// Segments a consumer still needed were removed because they exceeded
     /// `WalConfig::consumer_retention_len_max`.
     pub consumer_cap_hit: bool,
+}
+
+/// The future of [`Wal::durable`].
+#[must_use = "a future does nothing unless polled"]
+pub struct DurableWait<'a> {
+    wal: &'a Wal,
+    lsn: Lsn,
+    /// The waker on the WAL's list, once registered.
+    registered: Option<Waker>,
+}
+
+impl std::fmt::Debug for DurableWait<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DurableWait")
+            .field("lsn", &self.lsn)
+            .field("registered", &self.registered.is_some())
+            .finish()
+    }
+}
+
+impl Future for DurableWait<'_> {
+    type Output = Result<(), WalError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.wal.poll_durable(self.lsn)? {
+            return Poll::Ready(Ok(()));
+        }
+        // A waiter is woken (and removed) only once it is due, so while still pending it
+        // is on the list; register again only if the task's waker changed.
+        if self
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            return Poll::Pending;
+        }
+        let waker = cx.waker().clone();
+        self.wal
+            .shared
+            .waiters
+            .lock()
+            .push((self.lsn.0, waker.clone()));
+        self.registered = Some(waker);
+        // Check again: a commit between the first check and the registration woke the
+        // list before this waiter was on it.
+        match self.wal.poll_durable(self.lsn)? {
+            true => Poll::Ready(Ok(())),
+            false => Poll::Pending,
+        }
+    }
 }
 
 /// See [`Wal::set_progress_hook`].
@@ -226,6 +283,7 @@ impl Wal {
             durable_cv: Condvar::new(),
             failed: OnceLock::new(),
             progress_hook: OnceLock::new(),
+            waiters: Mutex::new(Vec::new()),
             commit: Mutex::new(CommitState {
                 segment,
                 spare: Vec::new(),
@@ -441,6 +499,20 @@ impl Wal {
         Ok(false)
     }
 
+    /// Resolves once every record up to `lsn` is durable, with the errors of
+    /// [`Wal::poll_durable`] (in `Off` mode at once). The async form of
+    /// [`Wal::wait_durable`]: no thread is parked; the committer wakes the task when the
+    /// commit that covers `lsn` is done (and only then), or when the WAL fails or closes.
+    /// It never commits on the calling task and never asks for an early flush in `Async`
+    /// mode (where it waits for the next interval's commit).
+    pub fn durable(&self, lsn: Lsn) -> DurableWait<'_> {
+        DurableWait {
+            wal: self,
+            lsn,
+            registered: None,
+        }
+    }
+
     /// Installs `hook`, called (on the committer's thread, with no WAL lock held) every time
     /// the durable LSN advances, when the WAL fail-stops and when it closes: exactly the
     /// moments at which [`Wal::poll_durable`] may change its answer. It must be quick (wake
@@ -611,6 +683,7 @@ impl Wal {
             let _g = shared.durable_mx.lock();
             shared.durable_cv.notify_all();
         }
+        shared.wake_waiters(u64::MAX);
         shared.notify_progress();
         if shared.failed.get().is_some() {
             return Err(shared.failed_error());
@@ -658,7 +731,29 @@ impl Shared {
             let _g = self.durable_mx.lock();
             self.durable_cv.notify_all();
         }
+        self.wake_waiters(u64::MAX);
         self.notify_progress();
+    }
+
+    /// Wakes (and forgets) the tasks of [`Wal::durable`] waiting for an LSN at or below
+    /// `through` (`u64::MAX`: all of them, to see a failure or the close).
+    fn wake_waiters(&self, through: u64) {
+        let mut due = Vec::new();
+        {
+            let mut list = self.waiters.lock();
+            let mut i = 0;
+            while i < list.len() {
+                if list[i].0 <= through {
+                    due.push(list.swap_remove(i).1);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        // Outside the lock: waking schedules tasks.
+        for w in due {
+            w.wake();
+        }
     }
 
     /// Runs the progress hook, if one is set. Called without any WAL lock held, so the
@@ -728,6 +823,7 @@ impl Shared {
                     let _g = self.durable_mx.lock();
                     self.durable_cv.notify_all();
                 }
+                self.wake_waiters(batch_last_lsn);
                 self.notify_progress();
                 let mut spare = batch;
                 spare.clear();
@@ -1025,5 +1121,106 @@ impl Shared {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use super::super::storage::MemStorage;
+    use super::super::{Committer, RecoveryMode, WalConfig, WalError};
+    use super::Wal;
+
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn waker() -> (Arc<Count>, Waker) {
+        let c = Arc::new(Count(AtomicUsize::new(0)));
+        (c.clone(), Waker::from(c))
+    }
+
+    fn manual_wal() -> Wal {
+        let config = WalConfig {
+            committer: Committer::Manual,
+            ..WalConfig::default()
+        };
+        Wal::open(Arc::new(MemStorage::new()), config, RecoveryMode::default())
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn a_commit_wakes_only_the_waiters_it_covers() {
+        let wal = manual_wal();
+        let shared = &wal.shared;
+        let (low, w_low) = waker();
+        let (high, w_high) = waker();
+        shared.waiters.lock().push((5, w_low));
+        shared.waiters.lock().push((9, w_high));
+        shared.wake_waiters(4);
+        assert_eq!(low.0.load(Ordering::SeqCst), 0);
+        shared.wake_waiters(5);
+        assert_eq!(low.0.load(Ordering::SeqCst), 1);
+        assert_eq!(high.0.load(Ordering::SeqCst), 0);
+        // Woken waiters are forgotten: a later commit does not wake them again.
+        shared.wake_waiters(8);
+        assert_eq!(low.0.load(Ordering::SeqCst), 1);
+        assert_eq!(high.0.load(Ordering::SeqCst), 0);
+        // A stopped WAL wakes everyone.
+        shared.wake_waiters(u64::MAX);
+        assert_eq!(high.0.load(Ordering::SeqCst), 1);
+        assert!(shared.waiters.lock().is_empty());
+    }
+
+    #[test]
+    fn durable_resolves_after_the_commit_that_covers_it() {
+        let wal = manual_wal();
+        let lsn = wal.append(1, |b| b.push(7)).unwrap();
+        let (count, w) = waker();
+        let mut cx = Context::from_waker(&w);
+        let mut fut = pin!(wal.durable(lsn));
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        // Polled again by the same task: still one registration.
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(wal.shared.waiters.lock().len(), 1);
+        wal.flush().unwrap();
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "the commit woke the task"
+        );
+        assert!(matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(()))));
+        // Unassigned LSNs are an error, not a wait.
+        let mut beyond = pin!(wal.durable(super::Lsn(lsn.0 + 5)));
+        assert!(matches!(
+            beyond.as_mut().poll(&mut cx),
+            Poll::Ready(Err(WalError::LsnNotAssigned { .. }))
+        ));
+    }
+
+    #[test]
+    fn a_fail_stop_wakes_waiters_with_the_failure() {
+        let wal = manual_wal();
+        let lsn = wal.append(1, |b| b.push(7)).unwrap();
+        let (count, w) = waker();
+        let mut cx = Context::from_waker(&w);
+        let mut fut = pin!(wal.durable(lsn));
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        wal.shared.fail_stop("injected for the test".into());
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(matches!(
+            fut.as_mut().poll(&mut cx),
+            Poll::Ready(Err(WalError::FailStopped { .. }))
+        ));
     }
 }
