@@ -54,8 +54,8 @@ pub struct Deferred<T> {
 /// Runs `f` on this thread with the engine's durability waits deferred: every engine call
 /// inside applies its mutation and appends its record as usual, but instead of blocking
 /// until the record is durable it notes the LSN. The caller must wait for
-/// [`Deferred::wait_for`] (for example with an async waiter driven by
-/// [`crate::wal::Wal::set_progress_hook`]) before acknowledging anything `f` produced.
+/// [`Deferred::wait_for`] (for example by awaiting [`crate::wal::Wal::durable`]) before
+/// acknowledging anything `f` produced.
 ///
 /// Why this is safe: LSNs are assigned in apply order, and durability is a prefix of the
 /// log, so waiting once for the newest LSN of `f` covers every record `f` appended. Any
