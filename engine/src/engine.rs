@@ -29,7 +29,7 @@ use crate::event::{
 use crate::lock_order::lock_in_order;
 use crate::log::{EventLog, NoLog};
 use crate::stock::{
-    Cell, FastHashMap, HoldRec, RecentDelta, SAFETY_INHERIT, StoreShard, StoreState,
+    Cell, FastHashMap, HoldLines, HoldRec, RecentDelta, SAFETY_INHERIT, StoreShard, StoreState,
 };
 use crate::types::{
     CellView, HoldId, Line, LineRequest, Lsn, Qty, SkuId, StoreId, StoreStatus, Timestamp,
@@ -755,7 +755,7 @@ impl Engine {
             &mut st,
             hold,
             req.idempotency_key.as_deref(),
-            lines.into_boxed_slice(),
+            lines.into(),
             now,
             (expires_at, req.slot_start_ms),
         );
@@ -1537,7 +1537,7 @@ impl Engine {
                     &mut st,
                     *hold,
                     key.as_deref(),
-                    lines.clone().into_boxed_slice(),
+                    lines.as_slice().into(),
                     at,
                     (*expires_at, *slot),
                 );
@@ -1802,7 +1802,7 @@ fn apply_grant(
     st: &mut StoreState,
     hold: HoldId,
     key: Option<&str>,
-    lines: Box<[Line]>,
+    lines: HoldLines,
     now: Timestamp,
     (expires_at, slot): (Timestamp, Option<i64>),
 ) {
@@ -1817,7 +1817,7 @@ fn grant_state(
     st: &mut StoreState,
     hold: HoldId,
     key: Option<&str>,
-    lines: Box<[Line]>,
+    lines: HoldLines,
     now: Timestamp,
     (expires_at, slot): (Timestamp, Option<i64>),
 ) {
