@@ -249,7 +249,7 @@ impl Engine {
                 }
                 let rec = HoldRec {
                     key,
-                    lines: lines.into_boxed_slice(),
+                    lines: lines.into(),
                     created: Timestamp(d.i64()?),
                     expires_at: Timestamp(d.i64()?),
                     confirmed: d.bool()?,

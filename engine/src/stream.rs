@@ -190,7 +190,7 @@ impl EventStream {
     /// the stream holds it and restores the cursors it acknowledges. Records at or below
     /// the last LSN seen are ignored.
     pub fn replayed(&self, rec: &LoggedRecord) {
-        self.replayed_owned(rec.clone(), 0);
+        let _ = self.replayed_owned(rec.clone(), 0);
     }
 
     /// [`EventStream::replayed`] taking the record by value (recovery decodes each record
@@ -200,14 +200,17 @@ impl EventStream {
     /// even looked at (no lock), one with acknowledgements moves the cursors. Once the
     /// last record is fed, the stream is exactly as if every record had been pushed and
     /// trimmed.
-    pub fn replayed_owned(&self, rec: LoggedRecord, following: u64) {
+    ///
+    /// A record the stream does not keep is handed back, so that the caller chooses where
+    /// it is dropped (recovery drops it on the thread that decoded it).
+    pub fn replayed_owned(&self, rec: LoggedRecord, following: u64) -> Option<LoggedRecord> {
         let skipped = following >= self.retained_max as u64;
         if skipped && !has_acks(&rec) {
-            return;
+            return Some(rec);
         }
         let mut i = self.inner.lock();
         if rec.lsn <= i.last {
-            return;
+            return Some(rec);
         }
         if skipped {
             i.last = rec.lsn;
@@ -215,7 +218,7 @@ impl EventStream {
             // Pushed, then trimmed off the front at once: every record before it is gone.
             i.buf.clear();
             i.dropped_through = rec.lsn;
-            return;
+            return Some(rec);
         }
         if i.buf.is_empty() {
             // Every record from here on is kept (until trimmed): grow the buffer once.
@@ -225,6 +228,7 @@ impl EventStream {
             i.buf.reserve(kept);
         }
         self.push(&mut i, rec);
+        None
     }
 
     /// Puts records older than any the stream holds back in front of them: after a

@@ -482,7 +482,10 @@ fn event_stream_replayed_owned_skips_only_records_it_would_drop() {
     let two = EventStream::new(Arc::new(MemoryLog::new()), 3);
     for (n, r) in records.iter().enumerate() {
         one.replayed(r);
-        two.replayed_owned(r.clone(), (records.len() - 1 - n) as u64);
+        let following = (records.len() - 1 - n) as u64;
+        let handed_back = two.replayed_owned(r.clone(), following);
+        // Exactly the records the stream does not keep come back to the caller.
+        assert_eq!(handed_back.as_ref(), (following >= 3).then_some(r));
     }
     assert_eq!(one.retained(), 3);
     assert_eq!(two.retained(), 3);
