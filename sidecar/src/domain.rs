@@ -13,6 +13,7 @@
 //! engine RPCs until then; [`Domain::db`] says the same if a request slips through.
 
 use std::{
+    future::Future,
     sync::{
         Arc, OnceLock,
         atomic::{AtomicU64, Ordering},
@@ -27,7 +28,11 @@ use pickline_engine::{
 };
 use tonic::Status;
 
-use crate::status::DomainError;
+use crate::{
+    auth::Caller,
+    replies::{Begun, Replies},
+    status::DomainError,
+};
 
 /// The engine shared by every service handler. Cheap to clone.
 #[derive(Clone, Debug, Default)]
@@ -38,6 +43,8 @@ pub struct Domain {
 #[derive(Debug, Default)]
 struct Inner {
     db: OnceLock<Arc<DurableEngine>>,
+    /// First responses of the keyed mutations the engine does not deduplicate itself.
+    replies: Replies,
     started_at_ms: AtomicU64,
     /// WAL bytes written when the last snapshot was taken: `wal_bytes` in Stats and the
     /// size trigger of the checkpoint ticker are measured from here.
@@ -91,6 +98,30 @@ impl Domain {
         }
         // The committer wakes this task when the commit covering `lsn` is done.
         wal.durable(lsn).await.map_err(wal_failed)
+    }
+
+    /// Runs `run` once per (caller, idempotency `key`): a retry of the same request gets
+    /// the first OK response again (with `replayed` set where the response has it), a
+    /// different request under the same key ALREADY_EXISTS (see [`crate::replies`]).
+    /// `req` is fingerprinted before `run` takes it apart; `run` does nothing until awaited.
+    pub async fn once<Req, Resp>(
+        &self,
+        caller: &Caller,
+        key: &str,
+        req: &Req,
+        run: impl Future<Output = Result<Resp, Status>>,
+    ) -> Result<Resp, Status>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default + crate::replies::MarkReplayed,
+    {
+        match self.inner.replies.begin::<Req, Resp>(caller, key, req)? {
+            Begun::Replay(mut resp) => {
+                resp.mark_replayed();
+                Ok(resp)
+            }
+            Begun::Run(ticket) => ticket.finish(run.await),
+        }
     }
 
     /// The durable engine, or UNAVAILABLE while it recovers.

@@ -51,6 +51,7 @@ pub mod logging;
 pub mod metrics;
 pub mod pickup_svc;
 pub mod qr;
+pub mod replies;
 pub mod rpc;
 pub mod server;
 pub mod status;

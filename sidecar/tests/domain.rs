@@ -224,11 +224,88 @@ async fn a_pickup_from_store_setup_to_receipt() {
         .await
         .unwrap()
         .into_inner();
-    let Some(pb::verify_code_response::Outcome::Rejected(r)) = wrong.outcome else {
+    let Some(pb::verify_code_response::Outcome::Rejected(r)) = wrong.outcome.clone() else {
         panic!("a wrong code must be rejected: {wrong:?}");
     };
     assert_eq!(r.reason(), pb::OrderRejectReason::WrongCode);
     assert_eq!(r.attempts_left, 4);
+
+    // Retries with the same key return the first outcome and change nothing: the same
+    // pickup code, and the wrong code is not counted twice.
+    let ready_request = pb::MarkReadyRequest {
+        idempotency_key: "ready-1".into(),
+        order_id: order.order_id,
+        staff_id: "anna".into(),
+    };
+    let ready_again = c
+        .pickups
+        .mark_ready(with_token(ready_request.clone(), STAFF_S1_TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        ready_again, ready,
+        "a retried MarkReady answers as the first did"
+    );
+    let wrong_again = c
+        .pickups
+        .verify_code(with_token(
+            pb::VerifyCodeRequest {
+                idempotency_key: "verify-0".into(),
+                order_id: order.order_id,
+                staff_id: "anna".into(),
+                code: "00000-00000".into(),
+            },
+            STAFF_S1_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(wrong_again, wrong);
+    let picking_again = c
+        .pickups
+        .start_picking(with_token(
+            pb::StartPickingRequest {
+                idempotency_key: "pick-1".into(),
+                order_id: order.order_id,
+                staff_id: "anna".into(),
+            },
+            STAFF_S1_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        picking_again.order.unwrap().state(),
+        pb::OrderState::Picking
+    );
+    // The same key for a different request is misuse.
+    let reused = c
+        .pickups
+        .mark_ready(with_token(
+            pb::MarkReadyRequest {
+                staff_id: "bob".into(),
+                ..ready_request
+            },
+            STAFF_S1_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(reused.code(), tonic::Code::AlreadyExists, "{reused:?}");
+    // Without a stored response the state machine still refuses a second transition.
+    let second = c
+        .pickups
+        .mark_ready(with_token(
+            pb::MarkReadyRequest {
+                idempotency_key: "ready-2".into(),
+                order_id: order.order_id,
+                staff_id: "anna".into(),
+            },
+            STAFF_S1_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(second.code(), tonic::Code::FailedPrecondition, "{second:?}");
 
     let verified = c
         .pickups

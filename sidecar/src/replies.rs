@@ -1,0 +1,320 @@
+//! Idempotency of the mutations the engine does not deduplicate by key itself: order
+//! transitions (start picking, report short, mark ready, verify code, collect, no-show,
+//! cancel) and hold extend, confirm and release.
+//!
+//! The contract (common.proto) promises that a retry with the same idempotency key returns
+//! the original outcome and changes nothing, and that a key reused for a different request
+//! fails with ALREADY_EXISTS. Holds, POS events and allocations keep their keys in the
+//! engine; these requests are state transitions whose second application is refused by
+//! the state machine (the order is no longer where the first call found it), so without
+//! this a client retrying after a lost response would see FAILED_PRECONDITION for a call
+//! that succeeded. [`Replies`] keeps the first OK response per (caller, key), with a
+//! fingerprint of the RPC and the request bytes:
+//!
+//! - same key, same request, answered before: the stored response, unchanged, nothing
+//!   re-executed;
+//! - same key, same request, still running: UNAVAILABLE with a retry hint (as for holds);
+//! - same key, different request (or RPC): ALREADY_EXISTS (`IDEMPOTENCY_KEY_REUSED`);
+//! - a request that ended in an error status is not kept: its retry runs again.
+//!
+//! The responses live in memory, at most [`REPLIES_MAX`] of them and for at most
+//! [`REPLY_RETENTION`]: a retry after a restart or after eviction runs again and meets the
+//! state machine (the transitions are still never applied twice).
+
+use std::{
+    collections::{HashMap, VecDeque},
+    hash::{Hash, Hasher},
+    time::{Duration, Instant},
+};
+
+use parking_lot::Mutex;
+use prost::Message;
+use tonic::Status;
+
+use crate::{auth::Caller, pb, status::DomainError};
+
+/// Most responses kept.
+pub const REPLIES_MAX: usize = 65_536;
+/// How long a response is kept for retries.
+pub const REPLY_RETENTION: Duration = Duration::from_secs(24 * 3_600);
+
+/// (principal, idempotency key).
+type Key = (String, String);
+
+enum Entry {
+    Running { fingerprint: u64 },
+    Done { fingerprint: u64, response: Vec<u8> },
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Each key's entry and when it was inserted.
+    map: HashMap<Key, (Instant, Entry)>,
+    /// Keys by insertion time, oldest first, for eviction. A key freed by an error and
+    /// used again is here twice; only the push matching the entry's time evicts it.
+    order: VecDeque<(Instant, Key)>,
+}
+
+/// First responses of keyed mutations; see the module docs.
+#[derive(Default)]
+pub struct Replies {
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Replies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replies")
+            .field("kept", &self.inner.lock().map.len())
+            .finish()
+    }
+}
+
+/// What [`Replies::begin`] found.
+#[derive(Debug)]
+pub enum Begun<'a, T> {
+    /// The request was answered before: send this again.
+    Replay(T),
+    /// Run the request, then hand its result to [`Ticket::finish`].
+    Run(Ticket<'a>),
+}
+
+/// A request being run under its key. Dropped without [`Ticket::finish`] (the handler
+/// returned early or the client went away), the key is free again.
+#[derive(Debug)]
+pub struct Ticket<'a> {
+    replies: &'a Replies,
+    key: Option<Key>,
+    fingerprint: u64,
+}
+
+impl Replies {
+    /// Looks `key` up for `caller`'s request `req` (its RPC is part of the fingerprint).
+    pub fn begin<'a, Req: Message, Resp: Message + Default>(
+        &'a self,
+        caller: &Caller,
+        key: &str,
+        req: &Req,
+    ) -> Result<Begun<'a, Resp>, Status> {
+        let fingerprint = fingerprint(caller.rpc().path, req);
+        let k: Key = (caller.principal().name().to_owned(), key.to_owned());
+        let mut inner = self.inner.lock();
+        match inner.map.get(&k).map(|(_, e)| e) {
+            Some(Entry::Done {
+                fingerprint: f,
+                response,
+            }) if *f == fingerprint => {
+                return Resp::decode(response.as_slice())
+                    .map(Begun::Replay)
+                    .map_err(|e| Status::internal(format!("stored response: {e}")));
+            }
+            Some(Entry::Running { fingerprint: f }) if *f == fingerprint => {
+                return Err(DomainError::InFlight {
+                    key: key.to_owned(),
+                }
+                .into());
+            }
+            Some(_) => {
+                return Err(DomainError::IdempotencyKeyReused {
+                    key: key.to_owned(),
+                }
+                .into());
+            }
+            None => {}
+        }
+        let now = Instant::now();
+        evict(&mut inner, now);
+        inner
+            .map
+            .insert(k.clone(), (now, Entry::Running { fingerprint }));
+        inner.order.push_back((now, k.clone()));
+        Ok(Begun::Run(Ticket {
+            replies: self,
+            key: Some(k),
+            fingerprint,
+        }))
+    }
+
+    /// Responses kept now (running requests included).
+    pub fn len(&self) -> usize {
+        self.inner.lock().map.len()
+    }
+
+    /// No response is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Ticket<'_> {
+    /// Keeps an OK `result` for retries (an error frees the key) and returns it.
+    pub fn finish<T: Message>(mut self, result: Result<T, Status>) -> Result<T, Status> {
+        let Some(key) = self.key.take() else {
+            return result;
+        };
+        let mut inner = self.replies.inner.lock();
+        match (&result, inner.map.get_mut(&key)) {
+            // Still ours (eviction may have dropped it meanwhile: then keep nothing).
+            (Ok(response), Some((_, entry))) => {
+                *entry = Entry::Done {
+                    fingerprint: self.fingerprint,
+                    response: response.encode_to_vec(),
+                };
+            }
+            (Err(_), Some(_)) => {
+                inner.map.remove(&key);
+            }
+            (_, None) => {}
+        }
+        result
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let mut inner = self.replies.inner.lock();
+            if matches!(inner.map.get(&key), Some((_, Entry::Running { .. }))) {
+                inner.map.remove(&key);
+            }
+        }
+    }
+}
+
+/// Drops the oldest entries beyond [`REPLIES_MAX`] or older than [`REPLY_RETENTION`].
+fn evict(inner: &mut Inner, now: Instant) {
+    while let Some((at, _)) = inner.order.front() {
+        let expired = now.duration_since(*at) >= REPLY_RETENTION;
+        if !expired && inner.order.len() < REPLIES_MAX {
+            break;
+        }
+        if let Some((at, key)) = inner.order.pop_front()
+            && inner
+                .map
+                .get(&key)
+                .is_some_and(|(inserted, _)| *inserted == at)
+        {
+            inner.map.remove(&key);
+        }
+    }
+}
+
+/// Sets a response's `replayed` flag, where it has one, when [`Replies`] sends it again.
+pub trait MarkReplayed {
+    /// Marks the response as a replay of the first one.
+    fn mark_replayed(&mut self) {}
+}
+
+impl MarkReplayed for pb::CollectResponse {
+    fn mark_replayed(&mut self) {
+        self.replayed = true;
+    }
+}
+
+impl MarkReplayed for pb::StartPickingResponse {}
+impl MarkReplayed for pb::ReportShortResponse {}
+impl MarkReplayed for pb::MarkReadyResponse {}
+impl MarkReplayed for pb::VerifyCodeResponse {}
+impl MarkReplayed for pb::NoShowResponse {}
+impl MarkReplayed for pb::CancelResponse {}
+impl MarkReplayed for pb::StaffOverrideResponse {}
+
+/// A fingerprint of the RPC and the request's bytes (deterministic within the process).
+fn fingerprint<Req: Message>(rpc: &str, req: &Req) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    rpc.hash(&mut h);
+    req.encode_to_vec().hash(&mut h);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tonic::Code;
+
+    use super::{Begun, Replies};
+    use crate::{
+        auth::{Caller, Principal},
+        pb, rpc,
+    };
+
+    fn caller(name: &str, path: &str) -> Caller {
+        let spec = rpc::lookup(path).expect("a contract RPC");
+        Caller::new(Arc::new(Principal::new(name, &[])), spec)
+    }
+
+    fn ready(key: &str, staff: &str) -> pb::MarkReadyRequest {
+        pb::MarkReadyRequest {
+            idempotency_key: key.into(),
+            order_id: 7,
+            staff_id: staff.into(),
+        }
+    }
+
+    fn response(code: &str) -> pb::MarkReadyResponse {
+        pb::MarkReadyResponse {
+            pickup_code: code.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_key_runs_once_replays_its_ok_answer_and_refuses_other_requests() {
+        let replies = Replies::default();
+        let anna = caller("staff-s1", "/pickline.v1.PickupService/MarkReady");
+        let req = ready("k1", "anna");
+        let Ok(Begun::Run(ticket)) = replies.begin::<_, pb::MarkReadyResponse>(&anna, "k1", &req)
+        else {
+            panic!("a new key runs");
+        };
+        // While it runs, the same request is told to retry shortly.
+        let running = replies
+            .begin::<_, pb::MarkReadyResponse>(&anna, "k1", &req)
+            .unwrap_err();
+        assert_eq!(running.code(), Code::Unavailable);
+        ticket.finish(Ok(response("AAAAA-BBBBB"))).unwrap();
+        match replies.begin::<_, pb::MarkReadyResponse>(&anna, "k1", &req) {
+            Ok(Begun::Replay(r)) => assert_eq!(r, response("AAAAA-BBBBB")),
+            other => panic!("{other:?}"),
+        }
+        // A different request, or another RPC, under the same key is misuse.
+        let other = replies
+            .begin::<_, pb::MarkReadyResponse>(&anna, "k1", &ready("k1", "bob"))
+            .unwrap_err();
+        assert_eq!(other.code(), Code::AlreadyExists);
+        let collect = caller("staff-s1", "/pickline.v1.PickupService/Collect");
+        let other_rpc = replies
+            .begin::<_, pb::MarkReadyResponse>(&collect, "k1", &req)
+            .unwrap_err();
+        assert_eq!(other_rpc.code(), Code::AlreadyExists);
+        // Keys are per caller.
+        let other_caller = caller("staff-s2", "/pickline.v1.PickupService/MarkReady");
+        assert!(matches!(
+            replies.begin::<_, pb::MarkReadyResponse>(&other_caller, "k1", &req),
+            Ok(Begun::Run(_))
+        ));
+    }
+
+    #[test]
+    fn an_error_or_an_abandoned_run_frees_the_key() {
+        let replies = Replies::default();
+        let anna = caller("staff-s1", "/pickline.v1.PickupService/MarkReady");
+        let req = ready("k2", "anna");
+        let Ok(Begun::Run(ticket)) = replies.begin::<_, pb::MarkReadyResponse>(&anna, "k2", &req)
+        else {
+            panic!("a new key runs");
+        };
+        let failed: Result<pb::MarkReadyResponse, _> =
+            ticket.finish(Err(tonic::Status::unavailable("try again")));
+        assert!(failed.is_err());
+        let Ok(Begun::Run(ticket)) = replies.begin::<_, pb::MarkReadyResponse>(&anna, "k2", &req)
+        else {
+            panic!("an error is not kept: the retry runs");
+        };
+        drop(ticket);
+        assert!(matches!(
+            replies.begin::<_, pb::MarkReadyResponse>(&anna, "k2", &req),
+            Ok(Begun::Run(_))
+        ));
+    }
+}
