@@ -13,7 +13,6 @@
 //! engine RPCs until then; [`Domain::db`] says the same if a request slips through.
 
 use std::{
-    future::Future,
     sync::{
         Arc, OnceLock,
         atomic::{AtomicU64, Ordering},
@@ -30,7 +29,7 @@ use tonic::Status;
 
 use crate::{
     auth::Caller,
-    replies::{Begun, Replies},
+    replies::{Keyed, Replies},
     status::DomainError,
 };
 
@@ -100,28 +99,11 @@ impl Domain {
         wal.durable(lsn).await.map_err(wal_failed)
     }
 
-    /// Runs `run` once per (caller, idempotency `key`): a retry of the same request gets
-    /// the first OK response again (with `replayed` set where the response has it), a
-    /// different request under the same key ALREADY_EXISTS (see [`crate::replies`]).
-    /// `req` is fingerprinted before `run` takes it apart; `run` does nothing until awaited.
-    pub async fn once<Req, Resp>(
-        &self,
-        caller: &Caller,
-        key: &str,
-        req: &Req,
-        run: impl Future<Output = Result<Resp, Status>>,
-    ) -> Result<Resp, Status>
-    where
-        Req: prost::Message,
-        Resp: prost::Message + Default + crate::replies::MarkReplayed,
-    {
-        match self.inner.replies.begin::<Req, Resp>(caller, key, req)? {
-            Begun::Replay(mut resp) => {
-                resp.mark_replayed();
-                Ok(resp)
-            }
-            Begun::Run(ticket) => ticket.finish(run.await),
-        }
+    /// `caller`'s request `req`, to be run once per idempotency `key`: a retry of the same
+    /// request gets the first OK response again, a different request under the same key
+    /// ALREADY_EXISTS (see [`crate::replies`]).
+    pub fn keyed<Req: prost::Message>(&self, caller: &Caller, key: &str, req: &Req) -> Keyed<'_> {
+        self.inner.replies.keyed(caller, key, req)
     }
 
     /// The durable engine, or UNAVAILABLE while it recovers.

@@ -292,26 +292,21 @@ impl PickupService for Pickups {
         let caller = auth::caller(&request)?.clone();
         let req = request.into_inner();
         idempotency_key("idempotency_key", &req.idempotency_key)?;
-        let key = req.idempotency_key.clone();
-        let fingerprinted = req.clone();
-        let once_caller = caller.clone();
-        let run = async move {
-            let staff = staff_id("staff_id", &req.staff_id)?;
-            let order = OrderId(req.order_id);
-            let order_pb = self
-                .transition(&caller, order, "start picking", |engine, now| {
-                    engine.start_picking(order, &staff, now)
-                })
-                .await?;
-            Ok(Response::new(pb::StartPickingResponse {
-                order: Some(order_pb),
-            }))
-        };
-        let run = async move { run.await.map(Response::into_inner) };
-        self.domain
-            .once(&once_caller, &key, &fingerprinted, run)
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req);
+        keyed
+            .run(async move {
+                let staff = staff_id("staff_id", &req.staff_id)?;
+                let order = OrderId(req.order_id);
+                let order_pb = self
+                    .transition(&caller, order, "start picking", |engine, now| {
+                        engine.start_picking(order, &staff, now)
+                    })
+                    .await?;
+                Ok(Response::new(pb::StartPickingResponse {
+                    order: Some(order_pb),
+                }))
+            })
             .await
-            .map(Response::new)
     }
 
     async fn report_short(
@@ -321,68 +316,64 @@ impl PickupService for Pickups {
         let caller = auth::caller(&request)?.clone();
         let req = request.into_inner();
         idempotency_key("idempotency_key", &req.idempotency_key)?;
-        let key = req.idempotency_key.clone();
-        let fingerprinted = req.clone();
-        let once_caller = caller.clone();
-        let run = async move {
-            let staff = staff_id("staff_id", &req.staff_id)?;
-            let order = OrderId(req.order_id);
-            convert::batch_len("lines", req.lines.len(), 100)?;
-            let mut picks = Vec::with_capacity(req.lines.len());
-            for (i, l) in req.lines.iter().enumerate() {
-                let resolution = match pb::ShortResolution::try_from(l.resolution) {
-                    Ok(pb::ShortResolution::Cancel) => ShortPickResolution::CancelLine,
-                    Ok(pb::ShortResolution::Reallocate) => ShortPickResolution::Reallocate,
-                    _ => {
-                        return Err(DomainError::InvalidArgument {
-                            field: format!("lines[{i}].resolution"),
-                            reason: "must be set".into(),
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req);
+        keyed
+            .run(async move {
+                let staff = staff_id("staff_id", &req.staff_id)?;
+                let order = OrderId(req.order_id);
+                convert::batch_len("lines", req.lines.len(), 100)?;
+                let mut picks = Vec::with_capacity(req.lines.len());
+                for (i, l) in req.lines.iter().enumerate() {
+                    let resolution = match pb::ShortResolution::try_from(l.resolution) {
+                        Ok(pb::ShortResolution::Cancel) => ShortPickResolution::CancelLine,
+                        Ok(pb::ShortResolution::Reallocate) => ShortPickResolution::Reallocate,
+                        _ => {
+                            return Err(DomainError::InvalidArgument {
+                                field: format!("lines[{i}].resolution"),
+                                reason: "must be set".into(),
+                            }
+                            .into());
                         }
-                        .into());
-                    }
+                    };
+                    picks.push(ShortPick {
+                        order,
+                        sku: l.sku.clone(),
+                        found: l.picked_qty,
+                        resolution,
+                        staff: staff.clone(),
+                    });
+                }
+                let realloc_km = match req.reallocate_max_distance_m {
+                    0 => REALLOCATE_DISTANCE_KM_DEFAULT,
+                    m => convert::distance_km("reallocate_max_distance_m", m)?,
                 };
-                picks.push(ShortPick {
-                    order,
-                    sku: l.sku.clone(),
-                    found: l.picked_qty,
-                    resolution,
-                    staff: staff.clone(),
-                });
-            }
-            let realloc_km = match req.reallocate_max_distance_m {
-                0 => REALLOCATE_DISTANCE_KM_DEFAULT,
-                m => convert::distance_km("reallocate_max_distance_m", m)?,
-            };
-            let engine = self.engine_for(&caller, order)?;
-            self.domain
-                .durable(move || {
-                    let mut reallocations = Vec::new();
-                    for pick in &picks {
-                        let before = line_qty(&engine, order, &pick.sku)?;
-                        let now = now();
-                        if let TransitionOutcome::Rejected(r) = engine.short_pick(pick, now)? {
-                            return Err(convert::order_rejection(order, &r, "report short"));
+                let engine = self.engine_for(&caller, order)?;
+                self.domain
+                    .durable(move || {
+                        let mut reallocations = Vec::new();
+                        for pick in &picks {
+                            let before = line_qty(&engine, order, &pick.sku)?;
+                            let now = now();
+                            if let TransitionOutcome::Rejected(r) = engine.short_pick(pick, now)? {
+                                return Err(convert::order_rejection(order, &r, "report short"));
+                            }
+                            let missing =
+                                before.saturating_sub(line_qty(&engine, order, &pick.sku)?);
+                            if pick.resolution == ShortPickResolution::Reallocate && missing > 0 {
+                                reallocations
+                                    .push(reallocate(&engine, pick, missing, realloc_km, now)?);
+                            }
                         }
-                        let missing = before.saturating_sub(line_qty(&engine, order, &pick.sku)?);
-                        if pick.resolution == ShortPickResolution::Reallocate && missing > 0 {
-                            reallocations
-                                .push(reallocate(&engine, pick, missing, realloc_km, now)?);
-                        }
-                    }
-                    let view = convert::order_view(&engine, order)?;
-                    Ok(pb::ReportShortResponse {
-                        order: Some(convert::order_pb(&engine, &view)),
-                        reallocations,
+                        let view = convert::order_view(&engine, order)?;
+                        Ok(pb::ReportShortResponse {
+                            order: Some(convert::order_pb(&engine, &view)),
+                            reallocations,
+                        })
                     })
-                })
-                .await
-                .map(Response::new)
-        };
-        let run = async move { run.await.map(Response::into_inner) };
-        self.domain
-            .once(&once_caller, &key, &fingerprinted, run)
+                    .await
+                    .map(Response::new)
+            })
             .await
-            .map(Response::new)
     }
 
     async fn mark_ready(
@@ -392,38 +383,33 @@ impl PickupService for Pickups {
         let caller = auth::caller(&request)?.clone();
         let req = request.into_inner();
         idempotency_key("idempotency_key", &req.idempotency_key)?;
-        let key = req.idempotency_key.clone();
-        let fingerprinted = req.clone();
-        let once_caller = caller.clone();
-        let run = async move {
-            let staff = staff_id("staff_id", &req.staff_id)?;
-            let order = OrderId(req.order_id);
-            let engine = self.engine_for(&caller, order)?;
-            self.domain
-                .durable(move || {
-                    let entropy = entropy()?;
-                    match engine.mark_ready(order, &staff, entropy, now())? {
-                        ReadyOutcome::Ready { code, qr } => {
-                            let view = convert::order_view(&engine, order)?;
-                            Ok(pb::MarkReadyResponse {
-                                order: Some(convert::order_pb(&engine, &view)),
-                                pickup_code: code.to_string(),
-                                qr_payload: qr.map(|q| q.encode()).unwrap_or_default(),
-                            })
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req);
+        keyed
+            .run(async move {
+                let staff = staff_id("staff_id", &req.staff_id)?;
+                let order = OrderId(req.order_id);
+                let engine = self.engine_for(&caller, order)?;
+                self.domain
+                    .durable(move || {
+                        let entropy = entropy()?;
+                        match engine.mark_ready(order, &staff, entropy, now())? {
+                            ReadyOutcome::Ready { code, qr } => {
+                                let view = convert::order_view(&engine, order)?;
+                                Ok(pb::MarkReadyResponse {
+                                    order: Some(convert::order_pb(&engine, &view)),
+                                    pickup_code: code.to_string(),
+                                    qr_payload: qr.map(|q| q.encode()).unwrap_or_default(),
+                                })
+                            }
+                            ReadyOutcome::Rejected(r) => {
+                                Err(convert::order_rejection(order, &r, "mark ready"))
+                            }
                         }
-                        ReadyOutcome::Rejected(r) => {
-                            Err(convert::order_rejection(order, &r, "mark ready"))
-                        }
-                    }
-                })
-                .await
-                .map(Response::new)
-        };
-        let run = async move { run.await.map(Response::into_inner) };
-        self.domain
-            .once(&once_caller, &key, &fingerprinted, run)
+                    })
+                    .await
+                    .map(Response::new)
+            })
             .await
-            .map(Response::new)
     }
 
     async fn verify_code(
@@ -433,41 +419,36 @@ impl PickupService for Pickups {
         let caller = auth::caller(&request)?.clone();
         let req = request.into_inner();
         idempotency_key("idempotency_key", &req.idempotency_key)?;
-        let key = req.idempotency_key.clone();
-        let fingerprinted = req.clone();
-        let once_caller = caller.clone();
-        let run = async move {
-            let staff = staff_id("staff_id", &req.staff_id)?;
-            let order = OrderId(req.order_id);
-            let code = convert::presented_code(order, &req.code)?;
-            let engine = self.engine_for(&caller, order)?;
-            self.domain
-                .durable(move || {
-                    use pb::verify_code_response::Outcome;
-                    let outcome = match engine.verify_code(order, &code, &staff, now())? {
-                        VerifyCodeOutcome::Code(v) => match convert::code_rejected_pb(&v)? {
-                            Some(rejected) => Outcome::Rejected(rejected),
-                            None => Outcome::Verified(convert::order_pb(
-                                &engine,
-                                &convert::order_view(&engine, order)?,
-                            )),
-                        },
-                        VerifyCodeOutcome::Rejected(r) => {
-                            return Err(convert::order_rejection(order, &r, "verify code"));
-                        }
-                    };
-                    Ok(pb::VerifyCodeResponse {
-                        outcome: Some(outcome),
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req);
+        keyed
+            .run(async move {
+                let staff = staff_id("staff_id", &req.staff_id)?;
+                let order = OrderId(req.order_id);
+                let code = convert::presented_code(order, &req.code)?;
+                let engine = self.engine_for(&caller, order)?;
+                self.domain
+                    .durable(move || {
+                        use pb::verify_code_response::Outcome;
+                        let outcome = match engine.verify_code(order, &code, &staff, now())? {
+                            VerifyCodeOutcome::Code(v) => match convert::code_rejected_pb(&v)? {
+                                Some(rejected) => Outcome::Rejected(rejected),
+                                None => Outcome::Verified(convert::order_pb(
+                                    &engine,
+                                    &convert::order_view(&engine, order)?,
+                                )),
+                            },
+                            VerifyCodeOutcome::Rejected(r) => {
+                                return Err(convert::order_rejection(order, &r, "verify code"));
+                            }
+                        };
+                        Ok(pb::VerifyCodeResponse {
+                            outcome: Some(outcome),
+                        })
                     })
-                })
-                .await
-                .map(Response::new)
-        };
-        let run = async move { run.await.map(Response::into_inner) };
-        self.domain
-            .once(&once_caller, &key, &fingerprinted, run)
+                    .await
+                    .map(Response::new)
+            })
             .await
-            .map(Response::new)
     }
 
     async fn collect(
@@ -477,53 +458,48 @@ impl PickupService for Pickups {
         let caller = auth::caller(&request)?.clone();
         let req = request.into_inner();
         idempotency_key("idempotency_key", &req.idempotency_key)?;
-        let key = req.idempotency_key.clone();
-        let fingerprinted = req.clone();
-        let once_caller = caller.clone();
-        let run = async move {
-            let staff = staff_id("staff_id", &req.staff_id)?;
-            let order = OrderId(req.order_id);
-            let code = convert::presented_code(order, &req.code)?;
-            let engine = self.engine_for(&caller, order)?;
-            self.domain
-                .durable(move || {
-                    use pb::collect_response::Outcome;
-                    let outcome = match engine.collect(order, &code, &staff, now())? {
-                        CollectOutcome::Collected { receipt, .. } => {
-                            let receipt = (*receipt).map_err(|e| {
-                                DomainError::Internal(format!("collected, but no receipt: {e}"))
-                            })?;
-                            let view = convert::order_view(&engine, order)?;
-                            Outcome::Collected(pb::CollectedOrder {
-                                order: Some(convert::order_pb(&engine, &view)),
-                                receipt: Some(convert::receipt_pb(&receipt)),
-                            })
-                        }
-                        CollectOutcome::Code(v) => match convert::code_rejected_pb(&v)? {
-                            Some(rejected) => Outcome::Rejected(rejected),
-                            None => {
-                                return Err(DomainError::Internal(
-                                    "code accepted but the order was not collected".into(),
-                                ));
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req);
+        keyed
+            .run(async move {
+                let staff = staff_id("staff_id", &req.staff_id)?;
+                let order = OrderId(req.order_id);
+                let code = convert::presented_code(order, &req.code)?;
+                let engine = self.engine_for(&caller, order)?;
+                self.domain
+                    .durable(move || {
+                        use pb::collect_response::Outcome;
+                        let outcome = match engine.collect(order, &code, &staff, now())? {
+                            CollectOutcome::Collected { receipt, .. } => {
+                                let receipt = (*receipt).map_err(|e| {
+                                    DomainError::Internal(format!("collected, but no receipt: {e}"))
+                                })?;
+                                let view = convert::order_view(&engine, order)?;
+                                Outcome::Collected(pb::CollectedOrder {
+                                    order: Some(convert::order_pb(&engine, &view)),
+                                    receipt: Some(convert::receipt_pb(&receipt)),
+                                })
                             }
-                        },
-                        CollectOutcome::Rejected(r) => {
-                            return Err(convert::order_rejection(order, &r, "collect"));
-                        }
-                    };
-                    Ok(pb::CollectResponse {
-                        outcome: Some(outcome),
-                        replayed: false,
+                            CollectOutcome::Code(v) => match convert::code_rejected_pb(&v)? {
+                                Some(rejected) => Outcome::Rejected(rejected),
+                                None => {
+                                    return Err(DomainError::Internal(
+                                        "code accepted but the order was not collected".into(),
+                                    ));
+                                }
+                            },
+                            CollectOutcome::Rejected(r) => {
+                                return Err(convert::order_rejection(order, &r, "collect"));
+                            }
+                        };
+                        Ok(pb::CollectResponse {
+                            outcome: Some(outcome),
+                            replayed: false,
+                        })
                     })
-                })
-                .await
-                .map(Response::new)
-        };
-        let run = async move { run.await.map(Response::into_inner) };
-        self.domain
-            .once(&once_caller, &key, &fingerprinted, run)
+                    .await
+                    .map(Response::new)
+            })
             .await
-            .map(Response::new)
     }
 
     async fn no_show(
@@ -533,26 +509,21 @@ impl PickupService for Pickups {
         let caller = auth::caller(&request)?.clone();
         let req = request.into_inner();
         idempotency_key("idempotency_key", &req.idempotency_key)?;
-        let key = req.idempotency_key.clone();
-        let fingerprinted = req.clone();
-        let once_caller = caller.clone();
-        let run = async move {
-            let staff = staff_id("staff_id", &req.staff_id)?;
-            let order = OrderId(req.order_id);
-            let order_pb = self
-                .transition(&caller, order, "record no-show", |engine, now| {
-                    engine.no_show(order, &staff, now)
-                })
-                .await?;
-            Ok(Response::new(pb::NoShowResponse {
-                order: Some(order_pb),
-            }))
-        };
-        let run = async move { run.await.map(Response::into_inner) };
-        self.domain
-            .once(&once_caller, &key, &fingerprinted, run)
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req);
+        keyed
+            .run(async move {
+                let staff = staff_id("staff_id", &req.staff_id)?;
+                let order = OrderId(req.order_id);
+                let order_pb = self
+                    .transition(&caller, order, "record no-show", |engine, now| {
+                        engine.no_show(order, &staff, now)
+                    })
+                    .await?;
+                Ok(Response::new(pb::NoShowResponse {
+                    order: Some(order_pb),
+                }))
+            })
             .await
-            .map(Response::new)
     }
 
     async fn cancel(
@@ -562,38 +533,33 @@ impl PickupService for Pickups {
         let caller = auth::caller(&request)?.clone();
         let req = request.into_inner();
         idempotency_key("idempotency_key", &req.idempotency_key)?;
-        let key = req.idempotency_key.clone();
-        let fingerprinted = req.clone();
-        let once_caller = caller.clone();
-        let run = async move {
-            let by = match pb::CancelActor::try_from(req.actor) {
-                Ok(pb::CancelActor::Customer) => Canceller::Customer,
-                Ok(pb::CancelActor::Store) => {
-                    Canceller::Store(staff_id("staff_id", &req.staff_id)?)
-                }
-                _ => {
-                    return Err(DomainError::InvalidArgument {
-                        field: "actor".into(),
-                        reason: "must be CUSTOMER or STORE".into(),
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req);
+        keyed
+            .run(async move {
+                let by = match pb::CancelActor::try_from(req.actor) {
+                    Ok(pb::CancelActor::Customer) => Canceller::Customer,
+                    Ok(pb::CancelActor::Store) => {
+                        Canceller::Store(staff_id("staff_id", &req.staff_id)?)
                     }
-                    .into());
-                }
-            };
-            let order = OrderId(req.order_id);
-            let order_pb = self
-                .transition(&caller, order, "cancel", |engine, now| {
-                    engine.cancel_order(order, &by, now)
-                })
-                .await?;
-            Ok(Response::new(pb::CancelResponse {
-                order: Some(order_pb),
-            }))
-        };
-        let run = async move { run.await.map(Response::into_inner) };
-        self.domain
-            .once(&once_caller, &key, &fingerprinted, run)
+                    _ => {
+                        return Err(DomainError::InvalidArgument {
+                            field: "actor".into(),
+                            reason: "must be CUSTOMER or STORE".into(),
+                        }
+                        .into());
+                    }
+                };
+                let order = OrderId(req.order_id);
+                let order_pb = self
+                    .transition(&caller, order, "cancel", |engine, now| {
+                        engine.cancel_order(order, &by, now)
+                    })
+                    .await?;
+                Ok(Response::new(pb::CancelResponse {
+                    order: Some(order_pb),
+                }))
+            })
             .await
-            .map(Response::new)
     }
 
     async fn staff_override(
@@ -603,25 +569,20 @@ impl PickupService for Pickups {
         let caller = auth::caller(&request)?.clone();
         let req = request.into_inner();
         idempotency_key("idempotency_key", &req.idempotency_key)?;
-        let key = req.idempotency_key.clone();
-        let fingerprinted = req.clone();
-        let once_caller = caller.clone();
-        let run = async move {
-            let staff = staff_id("staff_id", &req.staff_id)?;
-            let order = OrderId(req.order_id);
-            let order_pb = self
-                .transition(&caller, order, "override", |engine, now| {
-                    engine.staff_override(order, &staff, now)
-                })
-                .await?;
-            Ok(Response::new(pb::StaffOverrideResponse {
-                order: Some(order_pb),
-            }))
-        };
-        let run = async move { run.await.map(Response::into_inner) };
-        self.domain
-            .once(&once_caller, &key, &fingerprinted, run)
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req);
+        keyed
+            .run(async move {
+                let staff = staff_id("staff_id", &req.staff_id)?;
+                let order = OrderId(req.order_id);
+                let order_pb = self
+                    .transition(&caller, order, "override", |engine, now| {
+                        engine.staff_override(order, &staff, now)
+                    })
+                    .await?;
+                Ok(Response::new(pb::StaffOverrideResponse {
+                    order: Some(order_pb),
+                }))
+            })
             .await
-            .map(Response::new)
     }
 }

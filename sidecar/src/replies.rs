@@ -23,13 +23,14 @@
 
 use std::{
     collections::{HashMap, VecDeque},
+    future::Future,
     hash::{Hash, Hasher},
     time::{Duration, Instant},
 };
 
 use parking_lot::Mutex;
 use prost::Message;
-use tonic::Status;
+use tonic::{Response, Status};
 
 use crate::{auth::Caller, pb, status::DomainError};
 
@@ -88,14 +89,24 @@ pub struct Ticket<'a> {
 }
 
 impl Replies {
-    /// Looks `key` up for `caller`'s request `req` (its RPC is part of the fingerprint).
-    pub fn begin<'a, Req: Message, Resp: Message + Default>(
-        &'a self,
+    /// Prepares to run `caller`'s request `req` under `key`: fingerprints it now, before
+    /// the handler takes it apart; [`Keyed::run`] then runs it once.
+    pub fn keyed<Req: Message>(&self, caller: &Caller, key: &str, req: &Req) -> Keyed<'_> {
+        Keyed {
+            replies: self,
+            caller: caller.clone(),
+            key: key.to_owned(),
+            fingerprint: fingerprint(caller, req),
+        }
+    }
+
+    /// Looks `key` up for `caller`'s request with this `fingerprint` (see [`fingerprint`]).
+    pub fn begin<Resp: Message + Default>(
+        &self,
         caller: &Caller,
         key: &str,
-        req: &Req,
-    ) -> Result<Begun<'a, Resp>, Status> {
-        let fingerprint = fingerprint(caller.rpc().path, req);
+        fingerprint: u64,
+    ) -> Result<Begun<'_, Resp>, Status> {
         let k: Key = (caller.principal().name().to_owned(), key.to_owned());
         let mut inner = self.inner.lock();
         match inner.map.get(&k).map(|(_, e)| e) {
@@ -218,10 +229,46 @@ impl MarkReplayed for pb::NoShowResponse {}
 impl MarkReplayed for pb::CancelResponse {}
 impl MarkReplayed for pb::StaffOverrideResponse {}
 
-/// A fingerprint of the RPC and the request's bytes (deterministic within the process).
-fn fingerprint<Req: Message>(rpc: &str, req: &Req) -> u64 {
+/// A request fingerprinted under its key; see [`Replies::keyed`].
+#[derive(Debug)]
+pub struct Keyed<'a> {
+    replies: &'a Replies,
+    caller: Caller,
+    key: String,
+    fingerprint: u64,
+}
+
+impl Keyed<'_> {
+    /// Runs `run` unless the key answered this request before (then its first response
+    /// comes back, with `replayed` set where the response has it), or answers the errors of
+    /// [`Replies::begin`]. `run` does nothing until awaited here.
+    pub async fn run<Resp>(
+        self,
+        run: impl Future<Output = Result<Response<Resp>, Status>>,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Resp: Message + Default + MarkReplayed,
+    {
+        match self
+            .replies
+            .begin::<Resp>(&self.caller, &self.key, self.fingerprint)?
+        {
+            Begun::Replay(mut resp) => {
+                resp.mark_replayed();
+                Ok(Response::new(resp))
+            }
+            Begun::Run(ticket) => ticket
+                .finish(run.await.map(Response::into_inner))
+                .map(Response::new),
+        }
+    }
+}
+
+/// A fingerprint of the caller's RPC and the request's bytes (deterministic within the
+/// process).
+pub fn fingerprint<Req: Message>(caller: &Caller, req: &Req) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    rpc.hash(&mut h);
+    caller.rpc().path.hash(&mut h);
     req.encode_to_vec().hash(&mut h);
     h.finish()
 }
@@ -232,7 +279,7 @@ mod tests {
 
     use tonic::Code;
 
-    use super::{Begun, Replies};
+    use super::{Begun, Replies, fingerprint};
     use crate::{
         auth::{Caller, Principal},
         pb, rpc,
@@ -263,34 +310,39 @@ mod tests {
         let replies = Replies::default();
         let anna = caller("staff-s1", "/pickline.v1.PickupService/MarkReady");
         let req = ready("k1", "anna");
-        let Ok(Begun::Run(ticket)) = replies.begin::<_, pb::MarkReadyResponse>(&anna, "k1", &req)
+        let Ok(Begun::Run(ticket)) =
+            replies.begin::<pb::MarkReadyResponse>(&anna, "k1", fingerprint(&anna, &req))
         else {
             panic!("a new key runs");
         };
         // While it runs, the same request is told to retry shortly.
         let running = replies
-            .begin::<_, pb::MarkReadyResponse>(&anna, "k1", &req)
+            .begin::<pb::MarkReadyResponse>(&anna, "k1", fingerprint(&anna, &req))
             .unwrap_err();
         assert_eq!(running.code(), Code::Unavailable);
         ticket.finish(Ok(response("AAAAA-BBBBB"))).unwrap();
-        match replies.begin::<_, pb::MarkReadyResponse>(&anna, "k1", &req) {
+        match replies.begin::<pb::MarkReadyResponse>(&anna, "k1", fingerprint(&anna, &req)) {
             Ok(Begun::Replay(r)) => assert_eq!(r, response("AAAAA-BBBBB")),
             other => panic!("{other:?}"),
         }
         // A different request, or another RPC, under the same key is misuse.
         let other = replies
-            .begin::<_, pb::MarkReadyResponse>(&anna, "k1", &ready("k1", "bob"))
+            .begin::<pb::MarkReadyResponse>(&anna, "k1", fingerprint(&anna, &ready("k1", "bob")))
             .unwrap_err();
         assert_eq!(other.code(), Code::AlreadyExists);
         let collect = caller("staff-s1", "/pickline.v1.PickupService/Collect");
         let other_rpc = replies
-            .begin::<_, pb::MarkReadyResponse>(&collect, "k1", &req)
+            .begin::<pb::MarkReadyResponse>(&collect, "k1", fingerprint(&collect, &req))
             .unwrap_err();
         assert_eq!(other_rpc.code(), Code::AlreadyExists);
         // Keys are per caller.
         let other_caller = caller("staff-s2", "/pickline.v1.PickupService/MarkReady");
         assert!(matches!(
-            replies.begin::<_, pb::MarkReadyResponse>(&other_caller, "k1", &req),
+            replies.begin::<pb::MarkReadyResponse>(
+                &other_caller,
+                "k1",
+                fingerprint(&other_caller, &req)
+            ),
             Ok(Begun::Run(_))
         ));
     }
@@ -300,20 +352,22 @@ mod tests {
         let replies = Replies::default();
         let anna = caller("staff-s1", "/pickline.v1.PickupService/MarkReady");
         let req = ready("k2", "anna");
-        let Ok(Begun::Run(ticket)) = replies.begin::<_, pb::MarkReadyResponse>(&anna, "k2", &req)
+        let Ok(Begun::Run(ticket)) =
+            replies.begin::<pb::MarkReadyResponse>(&anna, "k2", fingerprint(&anna, &req))
         else {
             panic!("a new key runs");
         };
         let failed: Result<pb::MarkReadyResponse, _> =
             ticket.finish(Err(tonic::Status::unavailable("try again")));
         assert!(failed.is_err());
-        let Ok(Begun::Run(ticket)) = replies.begin::<_, pb::MarkReadyResponse>(&anna, "k2", &req)
+        let Ok(Begun::Run(ticket)) =
+            replies.begin::<pb::MarkReadyResponse>(&anna, "k2", fingerprint(&anna, &req))
         else {
             panic!("an error is not kept: the retry runs");
         };
         drop(ticket);
         assert!(matches!(
-            replies.begin::<_, pb::MarkReadyResponse>(&anna, "k2", &req),
+            replies.begin::<pb::MarkReadyResponse>(&anna, "k2", fingerprint(&anna, &req)),
             Ok(Begun::Run(_))
         ));
     }
