@@ -171,97 +171,116 @@ impl HoldService for Holds {
         &self,
         request: Request<pb::ExtendRequest>,
     ) -> Result<Response<pb::ExtendResponse>, Status> {
+        let caller = auth::caller(&request)?.clone();
         let req = request.into_inner();
         idempotency_key("idempotency_key", &req.idempotency_key)?;
-        let hold = convert::hold_id(req.hold_id);
-        let engine = self.domain.engine()?;
-        self.domain
-            .durable(move || {
-                use pb::extend_response::Outcome;
-                let not_active = match engine.extend(hold, Some(req.ttl_ms), now())? {
-                    ExtendOutcome::Extended { .. } => None,
-                    ExtendOutcome::NotActive(n) => Some(n),
-                };
-                let outcome = match hold_after(&engine, hold, not_active)? {
-                    Ok(info) => Outcome::Extended(info),
-                    Err(rejected) => Outcome::Rejected(rejected),
-                };
-                Ok(pb::ExtendResponse {
-                    outcome: Some(outcome),
-                    replayed: false,
-                })
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req);
+        keyed
+            .run(async move {
+                let hold = convert::hold_id(req.hold_id);
+                let engine = self.domain.engine()?;
+                self.domain
+                    .durable(move || {
+                        use pb::extend_response::Outcome;
+                        let not_active = match engine.extend(hold, Some(req.ttl_ms), now())? {
+                            ExtendOutcome::Extended { .. } => None,
+                            ExtendOutcome::NotActive(n) => Some(n),
+                        };
+                        let outcome = match hold_after(&engine, hold, not_active)? {
+                            Ok(info) => Outcome::Extended(info),
+                            Err(rejected) => Outcome::Rejected(rejected),
+                        };
+                        Ok(pb::ExtendResponse {
+                            outcome: Some(outcome),
+                            replayed: false,
+                        })
+                    })
+                    .await
+                    .map(Response::new)
             })
             .await
-            .map(Response::new)
     }
 
     async fn confirm(
         &self,
         request: Request<pb::ConfirmRequest>,
     ) -> Result<Response<pb::ConfirmResponse>, Status> {
+        let caller = auth::caller(&request)?.clone();
         let req = request.into_inner();
         idempotency_key("idempotency_key", &req.idempotency_key)?;
-        let hold = convert::hold_id(req.hold_id);
-        let engine = self.domain.engine()?;
-        self.domain
-            .durable(move || {
-                use pb::confirm_response::Outcome;
-                let not_active = match engine.confirm(hold, now())? {
-                    ConfirmOutcome::Confirmed { .. } => None,
-                    ConfirmOutcome::NotActive(n) => Some(n),
-                };
-                let outcome = match hold_after(&engine, hold, not_active)? {
-                    Ok(info) => Outcome::Confirmed(info),
-                    Err(rejected) => Outcome::Rejected(rejected),
-                };
-                Ok(pb::ConfirmResponse {
-                    outcome: Some(outcome),
-                    replayed: false,
-                })
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req);
+        keyed
+            .run(async move {
+                let hold = convert::hold_id(req.hold_id);
+                let engine = self.domain.engine()?;
+                self.domain
+                    .durable(move || {
+                        use pb::confirm_response::Outcome;
+                        let not_active = match engine.confirm(hold, now())? {
+                            ConfirmOutcome::Confirmed { .. } => None,
+                            ConfirmOutcome::NotActive(n) => Some(n),
+                        };
+                        let outcome = match hold_after(&engine, hold, not_active)? {
+                            Ok(info) => Outcome::Confirmed(info),
+                            Err(rejected) => Outcome::Rejected(rejected),
+                        };
+                        Ok(pb::ConfirmResponse {
+                            outcome: Some(outcome),
+                            replayed: false,
+                        })
+                    })
+                    .await
+                    .map(Response::new)
             })
             .await
-            .map(Response::new)
     }
 
     async fn release(
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
+        let caller = auth::caller(&request)?.clone();
         let req = request.into_inner();
         idempotency_key("idempotency_key", &req.idempotency_key)?;
-        let hold = convert::hold_id(req.hold_id);
-        let engine = self.domain.engine()?;
-        self.domain
-            .durable(move || {
-                let before = engine.hold_info(hold);
-                let store = convert::store_name(&engine, hold.store().0);
-                let (lines, created, expires) = before.as_ref().map_or((Vec::new(), 0, 0), |h| {
-                    (
-                        convert::lines_pb(&engine, &h.lines),
-                        h.created.as_ms(),
-                        h.expires_at.as_ms(),
-                    )
-                });
-                let slot = before
-                    .as_ref()
-                    .and_then(|h| convert::slot_pb(&engine, hold.store(), h.slot));
-                let (state, released_now) = match engine.release(hold, now())? {
-                    ReleaseOutcome::Released => (pb::HoldState::Released, true),
-                    // Ended earlier: released (perhaps by a retry of this request), expired
-                    // or consumed; the engine does not keep which.
-                    ReleaseOutcome::AlreadyEnded => (pb::HoldState::Unspecified, false),
-                    ReleaseOutcome::Unknown => return Err(convert::unknown_hold(hold)),
-                };
-                Ok(pb::ReleaseResponse {
-                    hold: Some(convert::hold_info_pb(
-                        &store, lines, created, expires, state, hold, slot,
-                    )),
-                    released_now,
-                    replayed: false,
-                })
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req);
+        keyed
+            .run(async move {
+                let hold = convert::hold_id(req.hold_id);
+                let engine = self.domain.engine()?;
+                self.domain
+                    .durable(move || {
+                        let before = engine.hold_info(hold);
+                        let store = convert::store_name(&engine, hold.store().0);
+                        let (lines, created, expires) =
+                            before.as_ref().map_or((Vec::new(), 0, 0), |h| {
+                                (
+                                    convert::lines_pb(&engine, &h.lines),
+                                    h.created.as_ms(),
+                                    h.expires_at.as_ms(),
+                                )
+                            });
+                        let slot = before
+                            .as_ref()
+                            .and_then(|h| convert::slot_pb(&engine, hold.store(), h.slot));
+                        let (state, released_now) = match engine.release(hold, now())? {
+                            ReleaseOutcome::Released => (pb::HoldState::Released, true),
+                            // Ended earlier: released (perhaps by a retry of this request), expired
+                            // or consumed; the engine does not keep which.
+                            ReleaseOutcome::AlreadyEnded => (pb::HoldState::Unspecified, false),
+                            ReleaseOutcome::Unknown => return Err(convert::unknown_hold(hold)),
+                        };
+                        Ok(pb::ReleaseResponse {
+                            hold: Some(convert::hold_info_pb(
+                                &store, lines, created, expires, state, hold, slot,
+                            )),
+                            released_now,
+                            replayed: false,
+                        })
+                    })
+                    .await
+                    .map(Response::new)
             })
             .await
-            .map(Response::new)
     }
 
     async fn allocate(

@@ -1,6 +1,6 @@
 //! Idempotency of the mutations the engine does not deduplicate by key itself: order
 //! transitions (start picking, report short, mark ready, verify code, collect, no-show,
-//! cancel) and hold extend, confirm and release.
+//! cancel, staff override) and hold extend, confirm and release.
 //!
 //! The contract (common.proto) promises that a retry with the same idempotency key returns
 //! the original outcome and changes nothing, and that a key reused for a different request
@@ -216,6 +216,24 @@ pub trait MarkReplayed {
 }
 
 impl MarkReplayed for pb::CollectResponse {
+    fn mark_replayed(&mut self) {
+        self.replayed = true;
+    }
+}
+
+impl MarkReplayed for pb::ExtendResponse {
+    fn mark_replayed(&mut self) {
+        self.replayed = true;
+    }
+}
+
+impl MarkReplayed for pb::ConfirmResponse {
+    fn mark_replayed(&mut self) {
+        self.replayed = true;
+    }
+}
+
+impl MarkReplayed for pb::ReleaseResponse {
     fn mark_replayed(&mut self) {
         self.replayed = true;
     }

@@ -113,10 +113,25 @@ async fn a_pickup_from_store_setup_to_receipt() {
         .await
         .unwrap()
         .into_inner();
-    let Some(pb::confirm_response::Outcome::Confirmed(ch)) = confirmed.outcome else {
+    let Some(pb::confirm_response::Outcome::Confirmed(ch)) = confirmed.outcome.clone() else {
         panic!("expected confirmed: {confirmed:?}");
     };
     assert_eq!(ch.state(), pb::HoldState::Confirmed);
+    // A retried Confirm answers as the first did, marked as a replay.
+    let confirmed_again = c
+        .holds
+        .confirm(with_token(
+            pb::ConfirmRequest {
+                idempotency_key: "confirm-1".into(),
+                hold_id: h.hold_id,
+            },
+            CHECKOUT_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(confirmed_again.replayed);
+    assert_eq!(confirmed_again.outcome, confirmed.outcome);
 
     let created = c
         .pickups
