@@ -18,8 +18,9 @@
 //! - a request that ended in an error status is not kept: its retry runs again.
 //!
 //! The responses live in memory, at most [`REPLIES_MAX`] of them and for at most
-//! [`REPLY_RETENTION`]: a retry after a restart or after eviction runs again and meets the
-//! state machine (the transitions are still never applied twice).
+//! [`REPLY_RETENTION`]: a retry after a restart or after eviction runs again. An order
+//! transition then meets the state machine and is still never applied twice; an Extend
+//! extends again from the later clock (a hold is never extended past its store's maximum).
 
 use std::{
     collections::{HashMap, VecDeque},
