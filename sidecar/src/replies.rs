@@ -216,29 +216,23 @@ pub trait MarkReplayed {
     fn mark_replayed(&mut self) {}
 }
 
-impl MarkReplayed for pb::CollectResponse {
-    fn mark_replayed(&mut self) {
-        self.replayed = true;
-    }
+/// Responses with a `replayed` field: a replay sets it.
+macro_rules! replayed_flag {
+    ($($response:ty),* $(,)?) => {
+        $(impl MarkReplayed for $response {
+            fn mark_replayed(&mut self) {
+                self.replayed = true;
+            }
+        })*
+    };
 }
 
-impl MarkReplayed for pb::ExtendResponse {
-    fn mark_replayed(&mut self) {
-        self.replayed = true;
-    }
-}
-
-impl MarkReplayed for pb::ConfirmResponse {
-    fn mark_replayed(&mut self) {
-        self.replayed = true;
-    }
-}
-
-impl MarkReplayed for pb::ReleaseResponse {
-    fn mark_replayed(&mut self) {
-        self.replayed = true;
-    }
-}
+replayed_flag!(
+    pb::CollectResponse,
+    pb::ExtendResponse,
+    pb::ConfirmResponse,
+    pb::ReleaseResponse,
+);
 
 impl MarkReplayed for pb::StartPickingResponse {}
 impl MarkReplayed for pb::ReportShortResponse {}
