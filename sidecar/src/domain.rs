@@ -101,9 +101,16 @@ impl Domain {
 
     /// `caller`'s request `req`, to be run once per idempotency `key`: a retry of the same
     /// request gets the first OK response again, a different request under the same key
-    /// ALREADY_EXISTS (see [`crate::replies`]).
-    pub fn keyed<Req: prost::Message>(&self, caller: &Caller, key: &str, req: &Req) -> Keyed<'_> {
-        self.inner.replies.keyed(caller, key, req)
+    /// ALREADY_EXISTS (see [`crate::replies`]). Checks the key first (INVALID_ARGUMENT
+    /// naming `idempotency_key`).
+    pub fn keyed<Req: prost::Message>(
+        &self,
+        caller: &Caller,
+        key: &str,
+        req: &Req,
+    ) -> Result<Keyed<'_>, DomainError> {
+        crate::convert::idempotency_key("idempotency_key", key)?;
+        Ok(self.inner.replies.keyed(caller, key, req))
     }
 
     /// The durable engine, or UNAVAILABLE while it recovers.

@@ -7,8 +7,7 @@ use pickline_engine::{
 use tonic::{Request, Response, Status};
 
 use crate::{
-    auth,
-    convert::{self, idempotency_key},
+    auth, convert,
     domain::{Domain, now},
     pb::{self, hold_service_server::HoldService},
     status::DomainError,
@@ -173,8 +172,7 @@ impl HoldService for Holds {
     ) -> Result<Response<pb::ExtendResponse>, Status> {
         let caller = auth::caller(&request)?.clone();
         let req = request.into_inner();
-        idempotency_key("idempotency_key", &req.idempotency_key)?;
-        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req);
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req)?;
         keyed
             .run(async move {
                 let hold = convert::hold_id(req.hold_id);
@@ -207,8 +205,7 @@ impl HoldService for Holds {
     ) -> Result<Response<pb::ConfirmResponse>, Status> {
         let caller = auth::caller(&request)?.clone();
         let req = request.into_inner();
-        idempotency_key("idempotency_key", &req.idempotency_key)?;
-        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req);
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req)?;
         keyed
             .run(async move {
                 let hold = convert::hold_id(req.hold_id);
@@ -241,8 +238,7 @@ impl HoldService for Holds {
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
         let caller = auth::caller(&request)?.clone();
         let req = request.into_inner();
-        idempotency_key("idempotency_key", &req.idempotency_key)?;
-        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req);
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req)?;
         keyed
             .run(async move {
                 let hold = convert::hold_id(req.hold_id);

@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     auth::{self, Caller},
-    convert::{self, idempotency_key, staff_id},
+    convert::{self, staff_id},
     domain::{Domain, entropy, now},
     pb::{self, pickup_service_server::PickupService},
     status::{DomainError, ResourceKind},
@@ -291,8 +291,7 @@ impl PickupService for Pickups {
     ) -> Result<Response<pb::StartPickingResponse>, Status> {
         let caller = auth::caller(&request)?.clone();
         let req = request.into_inner();
-        idempotency_key("idempotency_key", &req.idempotency_key)?;
-        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req);
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req)?;
         keyed
             .run(async move {
                 let staff = staff_id("staff_id", &req.staff_id)?;
@@ -315,8 +314,7 @@ impl PickupService for Pickups {
     ) -> Result<Response<pb::ReportShortResponse>, Status> {
         let caller = auth::caller(&request)?.clone();
         let req = request.into_inner();
-        idempotency_key("idempotency_key", &req.idempotency_key)?;
-        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req);
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req)?;
         keyed
             .run(async move {
                 let staff = staff_id("staff_id", &req.staff_id)?;
@@ -382,8 +380,7 @@ impl PickupService for Pickups {
     ) -> Result<Response<pb::MarkReadyResponse>, Status> {
         let caller = auth::caller(&request)?.clone();
         let req = request.into_inner();
-        idempotency_key("idempotency_key", &req.idempotency_key)?;
-        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req);
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req)?;
         keyed
             .run(async move {
                 let staff = staff_id("staff_id", &req.staff_id)?;
@@ -418,8 +415,7 @@ impl PickupService for Pickups {
     ) -> Result<Response<pb::VerifyCodeResponse>, Status> {
         let caller = auth::caller(&request)?.clone();
         let req = request.into_inner();
-        idempotency_key("idempotency_key", &req.idempotency_key)?;
-        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req);
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req)?;
         keyed
             .run(async move {
                 let staff = staff_id("staff_id", &req.staff_id)?;
@@ -457,8 +453,7 @@ impl PickupService for Pickups {
     ) -> Result<Response<pb::CollectResponse>, Status> {
         let caller = auth::caller(&request)?.clone();
         let req = request.into_inner();
-        idempotency_key("idempotency_key", &req.idempotency_key)?;
-        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req);
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req)?;
         keyed
             .run(async move {
                 let staff = staff_id("staff_id", &req.staff_id)?;
@@ -508,8 +503,7 @@ impl PickupService for Pickups {
     ) -> Result<Response<pb::NoShowResponse>, Status> {
         let caller = auth::caller(&request)?.clone();
         let req = request.into_inner();
-        idempotency_key("idempotency_key", &req.idempotency_key)?;
-        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req);
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req)?;
         keyed
             .run(async move {
                 let staff = staff_id("staff_id", &req.staff_id)?;
@@ -532,8 +526,7 @@ impl PickupService for Pickups {
     ) -> Result<Response<pb::CancelResponse>, Status> {
         let caller = auth::caller(&request)?.clone();
         let req = request.into_inner();
-        idempotency_key("idempotency_key", &req.idempotency_key)?;
-        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req);
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req)?;
         keyed
             .run(async move {
                 let by = match pb::CancelActor::try_from(req.actor) {
@@ -568,8 +561,7 @@ impl PickupService for Pickups {
     ) -> Result<Response<pb::StaffOverrideResponse>, Status> {
         let caller = auth::caller(&request)?.clone();
         let req = request.into_inner();
-        idempotency_key("idempotency_key", &req.idempotency_key)?;
-        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req);
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req)?;
         keyed
             .run(async move {
                 let staff = staff_id("staff_id", &req.staff_id)?;

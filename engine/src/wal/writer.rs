@@ -1159,6 +1159,13 @@ mod tests {
             .0
     }
 
+    /// A manual-commit WAL with one appended, not yet durable record.
+    fn wal_with_one_record() -> (Wal, super::Lsn) {
+        let wal = manual_wal();
+        let lsn = wal.append(1, |b| b.push(7)).unwrap();
+        (wal, lsn)
+    }
+
     #[test]
     fn a_commit_wakes_only_the_waiters_it_covers() {
         let wal = manual_wal();
@@ -1184,8 +1191,7 @@ mod tests {
 
     #[test]
     fn durable_resolves_after_the_commit_that_covers_it() {
-        let wal = manual_wal();
-        let lsn = wal.append(1, |b| b.push(7)).unwrap();
+        let (wal, lsn) = wal_with_one_record();
         let (count, w) = waker();
         let mut cx = Context::from_waker(&w);
         let mut fut = pin!(wal.durable(lsn));
@@ -1210,8 +1216,7 @@ mod tests {
 
     #[test]
     fn a_fail_stop_wakes_waiters_with_the_failure() {
-        let wal = manual_wal();
-        let lsn = wal.append(1, |b| b.push(7)).unwrap();
+        let (wal, lsn) = wal_with_one_record();
         let (count, w) = waker();
         let mut cx = Context::from_waker(&w);
         let mut fut = pin!(wal.durable(lsn));
