@@ -872,14 +872,34 @@ impl Engine {
 
     /// Releases a hold: its units are available again.
     pub fn release(&self, hold: HoldId, now: Timestamp) -> Result<ReleaseOutcome, EngineError> {
+        self.release_described(hold, now)
+            .map(|(outcome, _)| outcome)
+    }
+
+    /// [`Engine::release`], also returning the hold as it was when this call released it
+    /// (`None` unless the outcome is [`ReleaseOutcome::Released`]): a release response
+    /// that describes the hold needs no second look under the store's lock.
+    pub fn release_described(
+        &self,
+        hold: HoldId,
+        now: Timestamp,
+    ) -> Result<(ReleaseOutcome, Option<HoldInfo>), EngineError> {
         let shard = self.hold_shard(hold)?;
         match self.end_hold(shard, hold, ReleaseReason::Released, now)? {
-            Ended::Now(lsn, _) => {
+            Ended::Now(lsn, rec) => {
                 crate::log::wait_durable_or_defer(&*self.log, lsn)?;
-                Ok(ReleaseOutcome::Released)
+                let info = HoldInfo {
+                    hold,
+                    lines: rec.lines.into_vec(),
+                    created: rec.created,
+                    expires_at: rec.expires_at,
+                    confirmed: rec.confirmed,
+                    slot: rec.slot,
+                };
+                Ok((ReleaseOutcome::Released, Some(info)))
             }
-            Ended::Not(HoldNotActive::Ended) => Ok(ReleaseOutcome::AlreadyEnded),
-            Ended::Not(HoldNotActive::Unknown) => Ok(ReleaseOutcome::Unknown),
+            Ended::Not(HoldNotActive::Ended) => Ok((ReleaseOutcome::AlreadyEnded, None)),
+            Ended::Not(HoldNotActive::Unknown) => Ok((ReleaseOutcome::Unknown, None)),
         }
     }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use pickline_engine::{
     ConfirmOutcome, Engine, EngineConfig, ExtendOutcome, HoldId, HoldOutcome, HoldRejection,
-    HoldRequest, LineRequest, MemoryLog, PosCount, PosDelta, PosDeltaKind, PosOutcome,
+    HoldRequest, Line, LineRequest, MemoryLog, PosCount, PosDelta, PosDeltaKind, PosOutcome,
     ReleaseOutcome, StoreDef, StoreStatus, Timestamp,
 };
 use proptest::prelude::*;
@@ -282,18 +282,27 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let Some(&h) = pick(&granted, hold) else {
                     continue;
                 };
-                let got = engine.release(h, t).unwrap();
+                let (got, released) = engine.release_described(h, t).unwrap();
                 match m.holds.remove(&h) {
                     Some(mh) => {
+                        prop_assert_eq!(got, ReleaseOutcome::Released);
+                        // The hold as it was when released.
+                        let info = released.expect("a release describes the hold it ended");
+                        prop_assert_eq!(info.hold, h);
+                        prop_assert_eq!(info.expires_at, Timestamp(mh.expires_at));
+                        prop_assert_eq!(info.confirmed, mh.confirmed);
+                        prop_assert_eq!(&model_lines(&engine, &info.lines), &mh.lines);
                         for (s, q) in mh.lines {
                             m.cells
                                 .get_mut(&cell_key(h.store().0 as usize, s))
                                 .unwrap()
                                 .held -= q;
                         }
-                        prop_assert_eq!(got, ReleaseOutcome::Released);
                     }
-                    None => prop_assert_eq!(got, ReleaseOutcome::AlreadyEnded),
+                    None => {
+                        prop_assert_eq!(got, ReleaseOutcome::AlreadyEnded);
+                        prop_assert!(released.is_none());
+                    }
                 }
             }
             Op::Advance { ms } => now += ms,
@@ -543,17 +552,20 @@ fn check_invariants(engine: &Engine, m: &Model) -> Result<(), TestCaseError> {
             .expect("model hold is active in the engine");
         prop_assert_eq!(info.expires_at, Timestamp(h.expires_at));
         prop_assert_eq!(info.confirmed, h.confirmed);
-        let lines: BTreeMap<usize, u32> = info
-            .lines
-            .iter()
-            .map(|l| {
-                let name = engine.sku_name(l.sku).unwrap();
-                (SKUS.iter().position(|s| *s == name).unwrap(), l.qty)
-            })
-            .collect();
-        prop_assert_eq!(&lines, &h.lines);
+        prop_assert_eq!(&model_lines(engine, &info.lines), &h.lines);
     }
     Ok(())
+}
+
+/// An engine hold's lines as the model keeps them (SKU index -> qty).
+fn model_lines(engine: &Engine, lines: &[Line]) -> BTreeMap<usize, u32> {
+    lines
+        .iter()
+        .map(|l| {
+            let name = engine.sku_name(l.sku).unwrap();
+            (SKUS.iter().position(|s| *s == name).unwrap(), l.qty)
+        })
+        .collect()
 }
 
 fn cases() -> u32 {

@@ -46,6 +46,13 @@ pub struct BenchArgs {
     /// reopens (prints `replay_records_per_s` of each and their median).
     #[arg(long, value_name = "ROUNDS")]
     pub replay_only: Option<usize>,
+    /// `grpc` only: calls in flight in the Ping and Hold closed loops (default 64; the
+    /// open loop's rate is half of the Hold loop's throughput at this concurrency).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: Option<u16>,
+    /// `grpc` only: BatchHold requests in flight (default 2).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub batch_concurrency: Option<u16>,
 }
 
 /// Runs the benchmark and prints its report on stdout (progress goes to stderr).
@@ -100,11 +107,17 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             }
         }
         Suite::Grpc => {
-            let cfg = if args.quick {
+            let mut cfg = if args.quick {
                 GrpcBenchConfig::quick(args.dir.clone(), args.durability)
             } else {
                 GrpcBenchConfig::full(args.dir.clone(), args.durability)
             };
+            if let Some(n) = args.concurrency {
+                cfg.concurrency = n.into();
+            }
+            if let Some(n) = args.batch_concurrency {
+                cfg.batch_concurrency = n.into();
+            }
             let report = bench_grpc::run(&cfg, |step| eprintln!("bench grpc: {step}"))?;
             if args.json {
                 println!("{}", report.to_json());

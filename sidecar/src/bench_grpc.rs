@@ -111,6 +111,8 @@ pub struct GrpcBenchReport {
     pub batch_lines_per_s: f64,
     /// Holds per BatchHold request.
     pub batch_len: usize,
+    /// BatchHold requests in flight.
+    pub batch_concurrency: usize,
     /// Offered rate of the open loop, RPCs per second.
     pub open_loop_rps: f64,
     /// p50 latency of the open loop, ms.
@@ -136,7 +138,7 @@ impl GrpcBenchReport {
              ping_rps             {:>12.0}\n\
              hold_rps             {:>12.0}   (Hold+Release RPCs)\n\
              hold_vs_ping         {:>12.3}   target >= 0.8\n\
-             batch_lines_per_s    {:>12.0}   target >= 1000000 ({} holds/request)\n\
+             batch_lines_per_s    {:>12.0}   target >= 1000000 ({} holds/request, {} in flight)\n\
              open loop at         {:>12.0}   RPC/s (half of hold_rps)\n\
              p50_ms_at_half_load  {:>12.3}\n\
              p99_ms_at_half_load  {:>12.3}   target <= 2\n\
@@ -149,6 +151,7 @@ impl GrpcBenchReport {
             self.hold_vs_ping,
             self.batch_lines_per_s,
             self.batch_len,
+            self.batch_concurrency,
             self.open_loop_rps,
             self.p50_ms_at_half_load,
             self.p99_ms_at_half_load,
@@ -280,6 +283,7 @@ async fn run_async(
         hold_vs_ping: hold_rps / ping_rps,
         batch_lines_per_s,
         batch_len,
+        batch_concurrency: cfg.batch_concurrency,
         open_loop_rps,
         p50_ms_at_half_load: ms(0.50),
         p99_ms_at_half_load: ms(0.99),

@@ -245,26 +245,26 @@ impl HoldService for Holds {
                 let engine = self.domain.engine()?;
                 self.domain
                     .durable(move || {
-                        let before = engine.hold_info(hold);
-                        let store = convert::store_name(&engine, hold.store().0);
-                        let (lines, created, expires) =
-                            before.as_ref().map_or((Vec::new(), 0, 0), |h| {
-                                (
-                                    convert::lines_pb(&engine, &h.lines),
-                                    h.created.as_ms(),
-                                    h.expires_at.as_ms(),
-                                )
-                            });
-                        let slot = before
-                            .as_ref()
-                            .and_then(|h| convert::slot_pb(&engine, hold.store(), h.slot));
-                        let (state, released_now) = match engine.release(hold, now())? {
+                        let (outcome, released) = engine.release_described(hold, now())?;
+                        let (state, released_now) = match outcome {
                             ReleaseOutcome::Released => (pb::HoldState::Released, true),
                             // Ended earlier: released (perhaps by a retry of this request), expired
                             // or consumed; the engine does not keep which.
                             ReleaseOutcome::AlreadyEnded => (pb::HoldState::Unspecified, false),
                             ReleaseOutcome::Unknown => return Err(convert::unknown_hold(hold)),
                         };
+                        let store = convert::store_name(&engine, hold.store().0);
+                        let (lines, created, expires) =
+                            released.as_ref().map_or((Vec::new(), 0, 0), |h| {
+                                (
+                                    convert::lines_pb(&engine, &h.lines),
+                                    h.created.as_ms(),
+                                    h.expires_at.as_ms(),
+                                )
+                            });
+                        let slot = released
+                            .as_ref()
+                            .and_then(|h| convert::slot_pb(&engine, hold.store(), h.slot));
                         Ok(pb::ReleaseResponse {
                             hold: Some(convert::hold_info_pb(
                                 &store, lines, created, expires, state, hold, slot,
