@@ -33,10 +33,10 @@ use std::sync::Arc;
 
 use crate::calendar::{CalendarConfig, ReadyEstimate, Slot, StoreCalendar};
 use crate::error::EngineError;
-use crate::event::{Event, HoldRejection, Record};
+use crate::event::{Event, HoldRejection, KeptPart, Record};
 use crate::slot::{PICK_TIME_PER_ORDER_MS_MAX, SlotProblem};
 use crate::stock::StoreShard;
-use crate::types::{LineRequest, Qty, StoreId, StoreStatus, Timestamp};
+use crate::types::{LineRequest, Lsn, Qty, StoreId, StoreStatus, Timestamp};
 
 /// Mean Earth radius (IUGG), in kilometres.
 pub const EARTH_RADIUS_KM: f64 = 6_371.008_8;
@@ -311,6 +311,17 @@ struct Candidate<'a> {
     distance_km: f64,
 }
 
+/// What an allocation's log record keeps of one part.
+fn kept_part(p: &AllocatedPart) -> KeptPart {
+    KeptPart {
+        hold: p.grant.hold,
+        expires_at: p.grant.expires_at,
+        distance_km: p.distance_km,
+        lines: p.lines.clone(),
+        slot: p.slot,
+    }
+}
+
 /// A line resolved for reading availability.
 struct ReqLine {
     name: String,
@@ -499,19 +510,101 @@ impl Engine {
                 v.insert(AllocIdem::Pending);
             }
         }
-        let result = self.allocate_inner(req, now);
-        match &result {
-            Ok(outcome) => {
-                self.alloc_keys
-                    .map
-                    .insert(key.into(), AllocIdem::Done(outcome.clone()));
-                self.alloc_keys.fifo.lock().push_back((now, key.into()));
-            }
-            Err(_) => {
-                self.alloc_keys.map.remove(key);
-            }
+        let result = self.allocate_inner(req, now).and_then(|outcome| {
+            self.keep_outcome(key, &outcome, now)?;
+            Ok(outcome)
+        });
+        if result.is_err() {
+            self.alloc_keys.map.remove(key);
         }
         result
+    }
+
+    /// Remembers `key`'s outcome for retries. An allocation that holds stock is also
+    /// logged (`AllocationKept`, after its holds' own records, waited for like them), so a
+    /// retry after a restart gets the same holds back instead of holding a second time.
+    /// A rejection is kept in memory only: it held nothing, and a retry after a restart
+    /// simply allocates against the state of then.
+    fn keep_outcome(
+        &self,
+        key: &str,
+        outcome: &AllocateOutcome,
+        now: Timestamp,
+    ) -> Result<(), EngineError> {
+        let AllocateOutcome::Allocated { parts, .. } = outcome else {
+            self.alloc_keys
+                .map
+                .insert(key.into(), AllocIdem::Done(outcome.clone()));
+            self.alloc_keys.fifo.lock().push_back((now, key.into()));
+            return Ok(());
+        };
+        let record = Record {
+            at: now,
+            events: vec![Event::AllocationKept {
+                key: key.to_owned(),
+                parts: parts.iter().map(kept_part).collect(),
+            }],
+        };
+        // Under the snapshot gate: a snapshot has both the record and the map entry, or
+        // neither.
+        let lsn = {
+            let _gate = self.gate.read().map_err(|_| poisoned())?;
+            let lsn = self.log.append(&record)?;
+            self.alloc_keys
+                .map
+                .insert(key.into(), AllocIdem::Done(outcome.clone()));
+            self.alloc_keys.fifo.lock().push_back((now, key.into()));
+            lsn
+        };
+        crate::log::wait_durable_or_defer(&*self.log, lsn)
+    }
+
+    /// Takes in a kept allocation (log replay, snapshot load): its answer for retries,
+    /// without the ready estimates and alternatives, which a retry does not get back.
+    pub(crate) fn keep_allocation(&self, key: &str, parts: &[KeptPart], at: Timestamp) {
+        let parts = parts
+            .iter()
+            .map(|p| {
+                let store = p.hold.store();
+                AllocatedPart {
+                    store,
+                    store_external_id: self
+                        .shard(store)
+                        .map(|s| s.def.read().external_id.clone())
+                        .unwrap_or_default(),
+                    distance_km: p.distance_km,
+                    grant: HoldGrant {
+                        hold: p.hold,
+                        expires_at: p.expires_at,
+                        lsn: Lsn(0),
+                    },
+                    lines: p.lines.clone(),
+                    slot: p.slot,
+                    estimate: None,
+                }
+            })
+            .collect();
+        let outcome = AllocateOutcome::Allocated {
+            parts,
+            alternatives: Vec::new(),
+        };
+        self.alloc_keys
+            .map
+            .insert(key.into(), AllocIdem::Done(outcome));
+        self.alloc_keys.fifo.lock().push_back((at, key.into()));
+    }
+
+    /// The kept allocations, oldest first, as `(key, kept at, parts)` (for snapshots).
+    pub(crate) fn kept_allocations(&self) -> Vec<(Box<str>, Timestamp, Vec<KeptPart>)> {
+        let fifo = self.alloc_keys.fifo.lock();
+        fifo.iter()
+            .filter_map(|(at, key)| match self.alloc_keys.map.get(key)?.value() {
+                AllocIdem::Done(AllocateOutcome::Allocated { parts, .. }) => {
+                    Some((key.clone(), *at, parts.iter().map(kept_part).collect()))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     fn age_out_alloc_keys(&self, now: Timestamp) {

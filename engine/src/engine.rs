@@ -1661,6 +1661,7 @@ impl Engine {
             }
             // Shortages are derived facts: they record what the state showed, change nothing.
             Event::Shortage { .. } => {}
+            Event::AllocationKept { key, parts } => self.keep_allocation(key, parts, at),
             // Cursors live in the event stream, which reads them from the log itself.
             Event::ConsumerAcked { consumer, lsn } => {
                 let mut c = self.consumers.lock();

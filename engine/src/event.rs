@@ -426,6 +426,31 @@ pub enum Event {
         /// Milliseconds one staff member needs to pick one order.
         pick_time_per_order_ms: u32,
     },
+    /// An allocation made under an idempotency key, and the holds it answered with: a
+    /// retry with the key gets this answer back, also after a restart. Changes no stock
+    /// (its holds were granted by their own records, before this one).
+    AllocationKept {
+        /// The allocation's idempotency key.
+        key: String,
+        /// One per held store, as the answer listed them.
+        parts: Vec<KeptPart>,
+    },
+}
+
+/// One store's part of an [`Event::AllocationKept`]: what the allocation's answer said
+/// of that store's hold (its ready estimate is not kept: a retry reads a fresh one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeptPart {
+    /// The hold (its store is `hold.store()`).
+    pub hold: HoldId,
+    /// When the hold expired as granted.
+    pub expires_at: Timestamp,
+    /// Distance from the customer (or preferred store), km.
+    pub distance_km: f64,
+    /// The lines held there (merged), by SKU external id.
+    pub lines: Vec<crate::types::LineRequest>,
+    /// The pickup slot booked with the hold, if any.
+    pub slot: Option<crate::calendar::Slot>,
 }
 
 impl Event {
@@ -460,6 +485,7 @@ impl Event {
             Event::ConsumerAcked { .. } => "consumer_acked",
             Event::CalendarSet { .. } => "calendar_set",
             Event::PickTimeSet { .. } => "pick_time_set",
+            Event::AllocationKept { .. } => "allocation_kept",
         }
     }
 
@@ -491,7 +517,9 @@ impl Event {
             | Event::OrderCancelled { order, .. }
             | Event::OrderExpired { order, .. }
             | Event::OrderNoShow { order, .. } => Some(order.store()),
-            Event::SkuRegistered { .. } | Event::ConsumerAcked { .. } => None,
+            Event::SkuRegistered { .. }
+            | Event::ConsumerAcked { .. }
+            | Event::AllocationKept { .. } => None,
         }
     }
 }
@@ -534,6 +562,7 @@ mod tag {
     pub const ORDER_LAST: u8 = 59;
     pub const CALENDAR_SET: u8 = 60;
     pub const PICK_TIME_SET: u8 = 61;
+    pub const ALLOCATION_KEPT: u8 = 62;
     /// Sub-tag of `HoldRejection::SlotUnavailable` inside `HOLD_REJECTED`.
     pub const REJECTION_SLOT_UNAVAILABLE: u8 = 60;
 }
@@ -620,6 +649,66 @@ pub(crate) fn decode_store_def(d: &mut Dec<'_>) -> Result<StoreDef, DecodeError>
         max_hold_ms: d.i64()?,
         pickup_instructions: d.string()?,
     })
+}
+
+/// Encodes the parts of an [`Event::AllocationKept`] (also used by snapshots).
+pub(crate) fn encode_kept_parts(e: &mut Enc<'_>, parts: &[KeptPart]) {
+    e.seq_len(parts.len());
+    for p in parts {
+        e.u64(p.hold.0);
+        e.i64(p.expires_at.0);
+        e.f64(p.distance_km);
+        e.seq_len(p.lines.len());
+        for l in &p.lines {
+            e.str(&l.sku);
+            e.u32(l.qty);
+        }
+        match &p.slot {
+            None => e.bool(false),
+            Some(s) => {
+                e.bool(true);
+                e.i64(s.start_ms);
+                e.i64(s.end_ms);
+                e.u32(s.capacity);
+            }
+        }
+    }
+}
+
+/// Decodes what [`encode_kept_parts`] wrote.
+pub(crate) fn decode_kept_parts(d: &mut Dec<'_>) -> Result<Vec<KeptPart>, DecodeError> {
+    let n = d.seq_len()?;
+    let mut parts = Vec::with_capacity(n);
+    for _ in 0..n {
+        let hold = HoldId(d.u64()?);
+        let expires_at = Timestamp(d.i64()?);
+        let distance_km = d.f64()?;
+        let lines_len = d.seq_len()?;
+        let mut lines = Vec::with_capacity(lines_len);
+        for _ in 0..lines_len {
+            lines.push(crate::types::LineRequest {
+                sku: d.string()?,
+                qty: d.u32()?,
+            });
+        }
+        let slot = if d.bool()? {
+            Some(crate::calendar::Slot {
+                start_ms: d.i64()?,
+                end_ms: d.i64()?,
+                capacity: d.u32()?,
+            })
+        } else {
+            None
+        };
+        parts.push(KeptPart {
+            hold,
+            expires_at,
+            distance_km,
+            lines,
+            slot,
+        });
+    }
+    Ok(parts)
 }
 
 fn encode_event(e: &mut Enc<'_>, ev: &Event) {
@@ -776,6 +865,11 @@ fn encode_event(e: &mut Enc<'_>, ev: &Event) {
             e.u8(tag::PICK_TIME_SET);
             e.u32(store.0);
             e.u32(*pick_time_per_order_ms);
+        }
+        Event::AllocationKept { key, parts } => {
+            e.u8(tag::ALLOCATION_KEPT);
+            e.str(key);
+            encode_kept_parts(e, parts);
         }
         other => crate::order::encode_event(e, other),
     }
@@ -936,6 +1030,10 @@ fn decode_event(d: &mut Dec<'_>) -> Result<Event, DecodeError> {
         tag::PICK_TIME_SET => Event::PickTimeSet {
             store: StoreId(d.u32()?),
             pick_time_per_order_ms: d.u32()?,
+        },
+        tag::ALLOCATION_KEPT => Event::AllocationKept {
+            key: d.string()?,
+            parts: decode_kept_parts(d)?,
         },
         tag => {
             return Err(DecodeError::Tag {

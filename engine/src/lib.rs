@@ -92,7 +92,8 @@ pub use engine::{
 };
 pub use error::{ConfigError, EngineError};
 pub use event::{
-    Event, HoldRejection, LineShortage, LoggedRecord, PosDeltaKind, Record, ReleaseReason, StoreDef,
+    Event, HoldRejection, KeptPart, LineShortage, LoggedRecord, PosDeltaKind, Record,
+    ReleaseReason, StoreDef,
 };
 pub use kpi::{Kpis, StoreKpis};
 pub use log::{Deferred, EventLog, MemoryLog, NoLog, defer_durability};

@@ -7,7 +7,7 @@
 //!
 //! Layout (all with the varint codec of [`crate::codec`]): format version; stores (their
 //! definitions in id order); SKU external ids in id order; idempotency outcomes; consumer
-//! cursors; then per
+//! cursors; kept allocations (oldest first; since version 4); then per
 //! store: non-empty cells, hold sequence, active holds, POS dedupe window, recent POS deltas,
 //! last count times, idempotency aging queue, pickup orders, calendar and slot bookings.
 
@@ -23,7 +23,9 @@ use crate::log::EventLog;
 use crate::stock::{Cell, HoldRec, RecentDelta};
 use crate::types::{HoldId, Line, Lsn, SkuId, StoreId, Timestamp};
 
-const SNAPSHOT_VERSION: u32 = 3;
+const SNAPSHOT_VERSION: u32 = 4;
+/// The previous format: version 4 added the kept allocations after the consumer cursors.
+const SNAPSHOT_VERSION_NO_KEPT_ALLOCATIONS: u32 = 3;
 
 /// Consumer names with the last LSN each acknowledged.
 pub type ConsumerCursors = Vec<(String, Lsn)>;
@@ -81,6 +83,13 @@ impl Engine {
         for (name, lsn) in &consumers {
             e.str(name);
             e.u64(lsn.0);
+        }
+        let kept = self.kept_allocations();
+        e.seq_len(kept.len());
+        for (key, at, parts) in &kept {
+            e.str(key);
+            e.i64(at.0);
+            crate::event::encode_kept_parts(&mut e, parts);
         }
         for i in 0..n {
             let Some(shard) = self.shard(StoreId(i)) else {
@@ -171,7 +180,7 @@ impl Engine {
     fn load_snapshot(&self, bytes: &[u8]) -> Result<(), SnapshotError> {
         let mut d = Dec::new(bytes);
         let version = d.u32()?;
-        if version != SNAPSHOT_VERSION {
+        if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_NO_KEPT_ALLOCATIONS {
             return Err(SnapshotError::Version(version));
         }
         let at = Timestamp(0);
@@ -214,6 +223,15 @@ impl Engine {
             let name = d.string()?;
             let lsn = Lsn(d.u64()?);
             self.consumers.lock().insert(name, lsn);
+        }
+        if version >= SNAPSHOT_VERSION {
+            let kept = d.seq_len()?;
+            for _ in 0..kept {
+                let key = d.string()?;
+                let at = Timestamp(d.i64()?);
+                let parts = crate::event::decode_kept_parts(&mut d)?;
+                self.keep_allocation(&key, &parts, at);
+            }
         }
         for i in 0..n {
             let shard = self.shard(StoreId(i)).ok_or(SnapshotError::Bad("store"))?;
