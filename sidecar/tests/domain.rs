@@ -545,3 +545,69 @@ async fn a_retried_hold_returns_the_same_hold_and_survives_a_restart() {
         .into_inner();
     assert_eq!((stats.stores, stats.active_holds), (1, 1));
 }
+
+#[tokio::test]
+async fn a_retried_allocation_gets_its_holds_back_after_a_restart() {
+    let server = TestServer::start(|_| {}).await;
+    let mut c = clients(&server).await;
+    upsert_store(&mut c, "S1").await;
+    c.inventory
+        .apply_pos_events(with_token(receive("S1", "SKU-1", 4, "pos-1"), POS_TOKEN))
+        .await
+        .unwrap();
+    let req = pb::AllocateRequest {
+        idempotency_key: "checkout-7".into(),
+        origin: Some(pb::allocate_request::Origin::Position(pb::GeoPoint {
+            latitude_deg: 52.52,
+            longitude_deg: 13.41,
+        })),
+        lines: vec![pb::Line {
+            sku: "SKU-1".into(),
+            qty: 3,
+        }],
+        max_distance_m: 50_000,
+        ..Default::default()
+    };
+    let allocate = |c: &mut common::Clients, req: pb::AllocateRequest| {
+        let mut holds = c.holds.clone();
+        async move {
+            holds
+                .allocate(with_token(req, CHECKOUT_TOKEN))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let hold_ids = |r: &pb::AllocateResponse| match &r.outcome {
+        Some(pb::allocate_response::Outcome::Allocated(a)) => {
+            a.holds.iter().map(|h| h.hold_id).collect::<Vec<_>>()
+        }
+        other => panic!("expected an allocation, got {other:?}"),
+    };
+    let first = allocate(&mut c, req.clone()).await;
+    assert!(!first.replayed);
+    assert_eq!(hold_ids(&first).len(), 1);
+
+    let dir = server.stop_keeping_dir().await;
+    let server = TestServer::start_in(dir, |_| {}).await;
+    let mut c = clients(&server).await;
+    let retry = allocate(&mut c, req).await;
+    assert!(retry.replayed, "{retry:?}");
+    assert_eq!(hold_ids(&retry), hold_ids(&first));
+    // Held once: 1 of 4 left, one active hold.
+    let cell = c
+        .inventory
+        .get_availability(with_token(
+            pb::GetAvailabilityRequest {
+                store_id: "S1".into(),
+                sku: "SKU-1".into(),
+            },
+            CHECKOUT_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .cell
+        .unwrap();
+    assert_eq!((cell.on_hand, cell.held, cell.atp), (4, 3, 1));
+}
