@@ -293,7 +293,53 @@ impl AllocateOutcome {
 
 enum AllocIdem {
     Pending,
-    Done(AllocateOutcome),
+    /// The outcome, and the [`allocate_identity`] of the request that produced it.
+    Done(AllocateOutcome, u32),
+}
+
+/// What identifies an allocation request for its idempotency key: a CRC-32C over every
+/// field but the key (lines merged and in SKU name order, exclusions sorted). A retry must
+/// repeat them. Stored in the log and in snapshots, so it must not depend on the process.
+pub(crate) fn allocate_identity(req: &AllocateRequest) -> u32 {
+    let mut lines: Vec<(&str, u64)> = Vec::with_capacity(req.lines.len());
+    for l in &req.lines {
+        match lines.iter_mut().find(|(name, _)| *name == l.sku) {
+            Some(line) => line.1 += u64::from(l.qty),
+            None => lines.push((&l.sku, u64::from(l.qty))),
+        }
+    }
+    lines.sort_unstable();
+    let mut excluded: Vec<&str> = req.exclude_stores.iter().map(String::as_str).collect();
+    excluded.sort_unstable();
+    excluded.dedup();
+    let mut buf = Vec::with_capacity(128);
+    let mut e = crate::codec::Enc::new(&mut buf);
+    match req.position {
+        Some((lat, lon)) => {
+            e.bool(true);
+            e.f64(lat);
+            e.f64(lon);
+        }
+        None => e.bool(false),
+    }
+    e.opt_str(req.preferred_store.as_deref());
+    e.seq_len(lines.len());
+    for (name, qty) in lines {
+        e.str(name);
+        e.u64(qty);
+    }
+    e.f64(req.max_distance_km);
+    e.u64(req.max_candidates as u64);
+    e.bool(req.allow_split);
+    e.opt_i64(req.earliest_pickup_ms);
+    e.bool(req.want_slot);
+    e.u64(req.alternatives_max as u64);
+    e.opt_i64(req.ttl_ms);
+    e.seq_len(excluded.len());
+    for name in excluded {
+        e.str(name);
+    }
+    crc32c::crc32c(&buf)
 }
 
 /// Allocation idempotency: outcome per key, with an age-ordered key list.
@@ -302,6 +348,10 @@ pub(crate) struct AllocKeys {
     map: DashMap<Box<str>, AllocIdem>,
     fifo: Mutex<VecDeque<(Timestamp, Box<str>)>>,
 }
+
+/// A kept allocation as snapshots store it: key, when it was kept, the request's
+/// [`allocate_identity`], and its parts.
+pub(crate) type KeptAllocation = (Box<str>, Timestamp, u32, Vec<KeptPart>);
 
 /// A split allocation: the candidate indexes used and the parts held there.
 type SplitPlan = (Vec<usize>, Vec<AllocatedPart>);
@@ -493,12 +543,18 @@ impl Engine {
             return self.allocate_inner(req, now);
         };
         self.age_out_alloc_keys(now);
+        let identity = allocate_identity(req);
         match self.alloc_keys.map.entry(key.into()) {
             Entry::Occupied(e) => {
-                return Ok(match e.get() {
-                    AllocIdem::Pending => AllocateOutcome::InFlight,
-                    AllocIdem::Done(o) => o.clone(),
-                });
+                return match e.get() {
+                    AllocIdem::Pending => Ok(AllocateOutcome::InFlight),
+                    AllocIdem::Done(_, request) if *request != identity => {
+                        Err(EngineError::IdempotencyKeyReused {
+                            key: key.to_owned(),
+                        })
+                    }
+                    AllocIdem::Done(o, _) => Ok(o.clone()),
+                };
             }
             Entry::Vacant(v) => {
                 if self.alloc_keys.fifo.lock().len() >= ALLOC_KEYS_MAX {
@@ -511,7 +567,7 @@ impl Engine {
             }
         }
         let result = self.allocate_inner(req, now).and_then(|outcome| {
-            self.keep_outcome(key, &outcome, now)?;
+            self.keep_outcome(key, (&outcome, identity), now)?;
             Ok(outcome)
         });
         if result.is_err() {
@@ -528,13 +584,13 @@ impl Engine {
     fn keep_outcome(
         &self,
         key: &str,
-        outcome: &AllocateOutcome,
+        (outcome, request): (&AllocateOutcome, u32),
         now: Timestamp,
     ) -> Result<(), EngineError> {
         let AllocateOutcome::Allocated { parts, .. } = outcome else {
             self.alloc_keys
                 .map
-                .insert(key.into(), AllocIdem::Done(outcome.clone()));
+                .insert(key.into(), AllocIdem::Done(outcome.clone(), request));
             self.alloc_keys.fifo.lock().push_back((now, key.into()));
             return Ok(());
         };
@@ -542,6 +598,7 @@ impl Engine {
             at: now,
             events: vec![Event::AllocationKept {
                 key: key.to_owned(),
+                request,
                 parts: parts.iter().map(kept_part).collect(),
             }],
         };
@@ -552,7 +609,7 @@ impl Engine {
             let lsn = self.log.append(&record)?;
             self.alloc_keys
                 .map
-                .insert(key.into(), AllocIdem::Done(outcome.clone()));
+                .insert(key.into(), AllocIdem::Done(outcome.clone(), request));
             self.alloc_keys.fifo.lock().push_back((now, key.into()));
             lsn
         };
@@ -561,7 +618,12 @@ impl Engine {
 
     /// Takes in a kept allocation (log replay, snapshot load): its answer for retries,
     /// without the ready estimates and alternatives, which a retry does not get back.
-    pub(crate) fn keep_allocation(&self, key: &str, parts: &[KeptPart], at: Timestamp) {
+    pub(crate) fn keep_allocation(
+        &self,
+        key: &str,
+        (request, parts): (u32, &[KeptPart]),
+        at: Timestamp,
+    ) {
         let parts = parts
             .iter()
             .map(|p| {
@@ -590,18 +652,22 @@ impl Engine {
         };
         self.alloc_keys
             .map
-            .insert(key.into(), AllocIdem::Done(outcome));
+            .insert(key.into(), AllocIdem::Done(outcome, request));
         self.alloc_keys.fifo.lock().push_back((at, key.into()));
     }
 
-    /// The kept allocations, oldest first, as `(key, kept at, parts)` (for snapshots).
-    pub(crate) fn kept_allocations(&self) -> Vec<(Box<str>, Timestamp, Vec<KeptPart>)> {
+    /// The kept allocations, oldest first, as `(key, kept at, request identity, parts)`
+    /// (for snapshots).
+    pub(crate) fn kept_allocations(&self) -> Vec<KeptAllocation> {
         let fifo = self.alloc_keys.fifo.lock();
         fifo.iter()
             .filter_map(|(at, key)| match self.alloc_keys.map.get(key)?.value() {
-                AllocIdem::Done(AllocateOutcome::Allocated { parts, .. }) => {
-                    Some((key.clone(), *at, parts.iter().map(kept_part).collect()))
-                }
+                AllocIdem::Done(AllocateOutcome::Allocated { parts, .. }, request) => Some((
+                    key.clone(),
+                    *at,
+                    *request,
+                    parts.iter().map(kept_part).collect(),
+                )),
                 _ => None,
             })
             .collect()
@@ -618,7 +684,7 @@ impl Engine {
             if let Some((_, key)) = fifo.pop_front() {
                 self.alloc_keys
                     .map
-                    .remove_if(&key, |_, v| matches!(v, AllocIdem::Done(_)));
+                    .remove_if(&key, |_, v| matches!(v, AllocIdem::Done(..)));
             }
         }
     }

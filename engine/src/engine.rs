@@ -239,7 +239,39 @@ pub enum PosOutcome {
 
 pub(crate) enum IdemEntry {
     Pending,
-    Done { lsn: Lsn, outcome: HoldOutcome },
+    Done {
+        lsn: Lsn,
+        outcome: HoldOutcome,
+        /// [`hold_identity`] of the request that produced it; `None` where it is not known
+        /// (a rejection recovered from the log, a snapshot of format 3).
+        request: Option<u32>,
+    },
+}
+
+/// What identifies a hold request for its idempotency key: a CRC-32C over the store, the
+/// merged lines in SKU name order (name and units) and the slot. A retry must repeat
+/// these; its TTL is not part of it (a grant does not record whether the TTL was the
+/// store's default). The value is stored in snapshots, so it must not depend on the
+/// process (no seeded hash).
+pub(crate) fn hold_identity<'a>(
+    store: StoreId,
+    lines: impl IntoIterator<Item = (&'a str, u64)>,
+    slot: Option<i64>,
+) -> u32 {
+    let mut lines: Vec<(&str, u64)> = lines.into_iter().collect();
+    lines.sort_unstable();
+    let mut crc = crc32c::crc32c(&store.0.to_le_bytes());
+    for (name, qty) in lines {
+        crc = crc32c::crc32c_append(crc, &(name.len() as u64).to_le_bytes());
+        crc = crc32c::crc32c_append(crc, name.as_bytes());
+        crc = crc32c::crc32c_append(crc, &qty.to_le_bytes());
+    }
+    match slot {
+        Some(start) => {
+            crc32c::crc32c_append(crc32c::crc32c_append(crc, &[1]), &start.to_le_bytes())
+        }
+        None => crc32c::crc32c_append(crc, &[0]),
+    }
 }
 
 /// The Pickline engine. Cheap to share: wrap it in an `Arc` and call it from any thread.
@@ -522,6 +554,17 @@ impl Engine {
         reqs: &[HoldRequest],
         now: Timestamp,
     ) -> Result<Vec<Result<HoldOutcome, EngineError>>, EngineError> {
+        // A key used before for a different request fails the whole batch before anything
+        // is held (checked again per hold, which a concurrent request can still hit).
+        for req in reqs {
+            if let Some(key) = &req.idempotency_key
+                && let Some(identity) = self.hold_request_identity(req)
+                && let Some(entry) = self.idem.get(key.as_str())
+                && matches!(entry.value(), IdemEntry::Done { request: Some(r), .. } if *r != identity)
+            {
+                return Err(EngineError::IdempotencyKeyReused { key: key.clone() });
+            }
+        }
         let mut newest: Option<Lsn> = None;
         let mut out = Vec::with_capacity(reqs.len());
         for req in reqs {
@@ -538,6 +581,20 @@ impl Engine {
             crate::log::wait_durable_or_defer(&*self.log, lsn)?;
         }
         Ok(out)
+    }
+
+    /// The [`hold_identity`] of `req` (`None` for a store the engine does not know): lines
+    /// merged by SKU name, as [`Engine::hold`] merges them.
+    fn hold_request_identity(&self, req: &HoldRequest) -> Option<u32> {
+        let shard = self.shard_by_name(&req.store).ok()?;
+        let mut lines: Vec<(&str, u64)> = Vec::with_capacity(req.lines.len());
+        for l in &req.lines {
+            match lines.iter_mut().find(|(name, _)| *name == l.sku) {
+                Some(line) => line.1 += u64::from(l.qty),
+                None => lines.push((&l.sku, u64::from(l.qty))),
+            }
+        }
+        Some(hold_identity(shard.id, lines, req.slot_start_ms))
     }
 
     /// [`Engine::hold`] without the wait for durability: the outcome and the LSN the
@@ -603,21 +660,33 @@ impl Engine {
                 format!("merged line above line_qty_max = {}", limits.line_qty_max),
             ));
         }
+        let identity = req.idempotency_key.as_ref().map(|_| {
+            hold_identity(
+                shard.id,
+                lines.iter().map(|(_, q, name)| (*name, *q)),
+                req.slot_start_ms,
+            )
+        });
         let gate = self.gate.read().map_err(|_| poisoned())?;
         if let Some(key) = &req.idempotency_key {
             match self.idem.entry(key.as_str().into()) {
                 Entry::Occupied(e) => {
-                    return Ok(match e.get() {
-                        IdemEntry::Pending => (HoldOutcome::InFlight, None),
-                        IdemEntry::Done { lsn, outcome } => (outcome.clone(), Some(*lsn)),
-                    });
+                    return match e.get() {
+                        IdemEntry::Pending => Ok((HoldOutcome::InFlight, None)),
+                        IdemEntry::Done {
+                            request: Some(r), ..
+                        } if Some(*r) != identity => {
+                            Err(EngineError::IdempotencyKeyReused { key: key.clone() })
+                        }
+                        IdemEntry::Done { lsn, outcome, .. } => Ok((outcome.clone(), Some(*lsn))),
+                    };
                 }
                 Entry::Vacant(v) => {
                     v.insert(IdemEntry::Pending);
                 }
             }
         }
-        let result = self.hold_locked(shard, req, &mut lines, ttl_ms, now);
+        let result = self.hold_locked(shard, req, &mut lines, (ttl_ms, identity), now);
         drop(gate);
         match result {
             Ok(done) => Ok(done),
@@ -631,17 +700,24 @@ impl Engine {
         }
     }
 
+    /// `ttl_identity`: the hold time, and the request's [`hold_identity`] when it has a key.
     fn hold_locked(
         &self,
         shard: &StoreShard,
         req: &HoldRequest,
         lines: &mut [(Option<SkuId>, u64, &str)],
-        ttl_ms: i64,
+        (ttl_ms, identity): (i64, Option<u32>),
         now: Timestamp,
     ) -> Result<(HoldOutcome, Option<Lsn>), EngineError> {
         let status = shard.status();
         if !status.accepts_holds() {
-            return self.reject(shard, req, HoldRejection::StoreNotAccepting { status }, now);
+            return self.reject(
+                shard,
+                req,
+                HoldRejection::StoreNotAccepting { status },
+                identity,
+                now,
+            );
         }
         if lines.iter().any(|(id, _, _)| id.is_none()) {
             let shortages = lines
@@ -660,6 +736,7 @@ impl Engine {
                 shard,
                 req,
                 HoldRejection::InsufficientStock { shortages },
+                identity,
                 now,
             );
         }
@@ -693,6 +770,7 @@ impl Engine {
                 shard,
                 req,
                 HoldRejection::InsufficientStock { shortages },
+                identity,
                 now,
             );
         }
@@ -719,7 +797,7 @@ impl Engine {
                         slot_start_ms: start_ms,
                         problem,
                     };
-                    return self.reject(shard, req, rejection, now);
+                    return self.reject(shard, req, rejection, identity, now);
                 }
             }
         }
@@ -763,6 +841,7 @@ impl Engine {
             let done = IdemEntry::Done {
                 lsn,
                 outcome: outcome.clone(),
+                request: identity,
             };
             // The entry is normally our own `Pending`: overwrite it in place (one lookup,
             // no second key allocation). Insert if it is gone.
@@ -781,6 +860,7 @@ impl Engine {
         shard: &StoreShard,
         req: &HoldRequest,
         rejection: HoldRejection,
+        identity: Option<u32>,
         now: Timestamp,
     ) -> Result<(HoldOutcome, Option<Lsn>), EngineError> {
         let outcome = HoldOutcome::Rejected(rejection.clone());
@@ -802,6 +882,7 @@ impl Engine {
             IdemEntry::Done {
                 lsn,
                 outcome: outcome.clone(),
+                request: identity,
             },
         );
         Ok((outcome, Some(lsn)))
@@ -1470,13 +1551,27 @@ impl Engine {
             }
         }
         grant_state(shard.state.get_mut(), hold, key, lines.into(), at, expiry);
-        self.replayed_grant_key(hold, key, expiry.0);
+        self.replayed_grant_key(hold, key, lines, expiry);
         Ok(())
     }
 
-    /// A replayed grant's idempotency key answers a retry with the grant.
-    fn replayed_grant_key(&self, hold: HoldId, key: Option<&str>, expires_at: Timestamp) {
+    /// A replayed grant's idempotency key answers a retry with the grant (and refuses a
+    /// different request under it: the grant records the store, lines and slot).
+    fn replayed_grant_key(
+        &self,
+        hold: HoldId,
+        key: Option<&str>,
+        lines: &[Line],
+        (expires_at, slot): (Timestamp, Option<i64>),
+    ) {
         if let Some(key) = key {
+            let names = self.sku_names.lock();
+            let named = lines.iter().map(|l| {
+                let name = names.get(l.sku.0 as usize).map_or("", |n| &**n);
+                (name, u64::from(l.qty))
+            });
+            let request = hold_identity(hold.store(), named, slot);
+            drop(names);
             // The LSN is not known here; 0 is durable by definition after recovery.
             self.idem.insert(
                 key.into(),
@@ -1487,6 +1582,7 @@ impl Engine {
                         expires_at,
                         lsn: Lsn(0),
                     }),
+                    request: Some(request),
                 },
             );
         }
@@ -1561,7 +1657,7 @@ impl Engine {
                     at,
                     (*expires_at, *slot),
                 );
-                self.replayed_grant_key(*hold, key.as_deref(), *expires_at);
+                self.replayed_grant_key(*hold, key.as_deref(), lines, (*expires_at, *slot));
             }
             Event::HoldRejected {
                 store,
@@ -1579,6 +1675,7 @@ impl Engine {
                     IdemEntry::Done {
                         lsn: Lsn(0),
                         outcome: HoldOutcome::Rejected(rejection.clone()),
+                        request: None,
                     },
                 );
             }
@@ -1661,7 +1758,11 @@ impl Engine {
             }
             // Shortages are derived facts: they record what the state showed, change nothing.
             Event::Shortage { .. } => {}
-            Event::AllocationKept { key, parts } => self.keep_allocation(key, parts, at),
+            Event::AllocationKept {
+                key,
+                request,
+                parts,
+            } => self.keep_allocation(key, (*request, parts), at),
             // Cursors live in the event stream, which reads them from the log itself.
             Event::ConsumerAcked { consumer, lsn } => {
                 let mut c = self.consumers.lock();

@@ -50,6 +50,13 @@ pub enum EngineError {
     /// The write-ahead log failed; the engine refuses all further writes (fail-stop).
     #[error("write-ahead log failed, engine stopped accepting writes: {0}")]
     LogFailed(String),
+    /// The idempotency key was used before for a different request (another store, other
+    /// lines or another slot); nothing was done.
+    #[error("idempotency key `{key}` was used for a different request")]
+    IdempotencyKeyReused {
+        /// The key.
+        key: String,
+    },
 }
 
 impl EngineError {

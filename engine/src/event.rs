@@ -432,6 +432,8 @@ pub enum Event {
     AllocationKept {
         /// The allocation's idempotency key.
         key: String,
+        /// What identifies the request under the key (a retry must repeat it).
+        request: u32,
         /// One per held store, as the answer listed them.
         parts: Vec<KeptPart>,
     },
@@ -866,9 +868,14 @@ fn encode_event(e: &mut Enc<'_>, ev: &Event) {
             e.u32(store.0);
             e.u32(*pick_time_per_order_ms);
         }
-        Event::AllocationKept { key, parts } => {
+        Event::AllocationKept {
+            key,
+            request,
+            parts,
+        } => {
             e.u8(tag::ALLOCATION_KEPT);
             e.str(key);
+            e.u32(*request);
             encode_kept_parts(e, parts);
         }
         other => crate::order::encode_event(e, other),
@@ -1033,6 +1040,7 @@ fn decode_event(d: &mut Dec<'_>) -> Result<Event, DecodeError> {
         },
         tag::ALLOCATION_KEPT => Event::AllocationKept {
             key: d.string()?,
+            request: d.u32()?,
             parts: decode_kept_parts(d)?,
         },
         tag => {

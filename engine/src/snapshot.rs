@@ -24,7 +24,8 @@ use crate::stock::{Cell, HoldRec, RecentDelta};
 use crate::types::{HoldId, Line, Lsn, SkuId, StoreId, Timestamp};
 
 const SNAPSHOT_VERSION: u32 = 4;
-/// The previous format: version 4 added the kept allocations after the consumer cursors.
+/// The previous format: version 4 added the request identity of each idempotency outcome
+/// and the kept allocations after the consumer cursors.
 const SNAPSHOT_VERSION_NO_KEPT_ALLOCATIONS: u32 = 3;
 
 /// Consumer names with the last LSN each acknowledged.
@@ -62,11 +63,21 @@ impl Engine {
             e.str(name);
         }
         drop(names);
-        let idem: Vec<(Box<str>, HoldOutcome)> = self
+        let idem: Vec<(Box<str>, HoldOutcome, Option<u32>)> = self
             .idem
             .iter()
             .filter_map(|r| match r.value() {
-                IdemEntry::Done { outcome, .. } => Some((r.key().clone(), outcome.clone())),
+                // A rejection's identity is not in its log record, so a snapshot does
+                // not keep it either: recovery from either gives the same state.
+                IdemEntry::Done {
+                    outcome, request, ..
+                } => {
+                    let request = match outcome {
+                        HoldOutcome::Granted(_) => *request,
+                        _ => None,
+                    };
+                    Some((r.key().clone(), outcome.clone(), request))
+                }
                 IdemEntry::Pending => None,
             })
             .collect();
@@ -74,9 +85,10 @@ impl Engine {
         // Sorted, so that equal states give equal bytes.
         idem.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         e.seq_len(idem.len());
-        for (key, outcome) in &idem {
+        for (key, outcome, request) in &idem {
             e.str(key);
             encode_outcome(&mut e, outcome);
+            e.opt_i64(request.map(i64::from));
         }
         let consumers = self.consumer_cursors();
         e.seq_len(consumers.len());
@@ -86,9 +98,10 @@ impl Engine {
         }
         let kept = self.kept_allocations();
         e.seq_len(kept.len());
-        for (key, at, parts) in &kept {
+        for (key, at, request, parts) in &kept {
             e.str(key);
             e.i64(at.0);
+            e.u32(*request);
             crate::event::encode_kept_parts(&mut e, parts);
         }
         for i in 0..n {
@@ -210,11 +223,20 @@ impl Engine {
         for _ in 0..idem {
             let key = d.string()?;
             let outcome = decode_outcome(&mut d)?;
+            let request = if version >= SNAPSHOT_VERSION {
+                d.opt_i64()?
+                    .map(u32::try_from)
+                    .transpose()
+                    .map_err(|_| SnapshotError::Bad("idempotency request identity"))?
+            } else {
+                None
+            };
             self.idem.insert(
                 key.into(),
                 IdemEntry::Done {
                     lsn: Lsn(0),
                     outcome,
+                    request,
                 },
             );
         }
@@ -229,8 +251,9 @@ impl Engine {
             for _ in 0..kept {
                 let key = d.string()?;
                 let at = Timestamp(d.i64()?);
+                let request = d.u32()?;
                 let parts = crate::event::decode_kept_parts(&mut d)?;
-                self.keep_allocation(&key, &parts, at);
+                self.keep_allocation(&key, (request, &parts), at);
             }
         }
         for i in 0..n {

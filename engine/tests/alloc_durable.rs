@@ -197,7 +197,10 @@ mod codec {
             parts in prop::collection::vec(part(), 0..4),
             at in any::<i64>(),
         ) {
-            let rec = Record { at: Timestamp(at), events: vec![Event::AllocationKept { key, parts }] };
+            let rec = Record {
+                at: Timestamp(at),
+                events: vec![Event::AllocationKept { key, request: at as u32, parts }],
+            };
             let mut buf = Vec::new();
             rec.encode(&mut buf);
             prop_assert_eq!(Record::decode(&buf).unwrap(), rec);

@@ -137,13 +137,12 @@ fn apply(
 ) -> Result<(), EngineError> {
     let pick = |holds: &Vec<HoldId>, i: usize| holds.get(i % holds.len().max(1)).copied();
     match op {
-        Op::Hold(req) => {
-            if let HoldOutcome::Granted(g) = engine.hold(req, now)?
-                && !holds.contains(&g.hold)
-            {
-                holds.push(g.hold);
-            }
-        }
+        Op::Hold(req) => match engine.hold(req, now) {
+            Ok(HoldOutcome::Granted(g)) if !holds.contains(&g.hold) => holds.push(g.hold),
+            // A key drawn again for other lines: refused, nothing applied.
+            Ok(_) | Err(EngineError::IdempotencyKeyReused { .. }) => {}
+            Err(e) => return Err(e),
+        },
         Op::Release(i) => {
             if let Some(h) = pick(holds, *i) {
                 engine.release(h, now)?;

@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use pickline_engine::{
-    ConfirmOutcome, Engine, EngineConfig, ExtendOutcome, HoldId, HoldOutcome, HoldRejection,
-    HoldRequest, Line, LineRequest, MemoryLog, PosCount, PosDelta, PosDeltaKind, PosOutcome,
-    ReleaseOutcome, StoreDef, StoreStatus, Timestamp,
+    ConfirmOutcome, Engine, EngineConfig, EngineError, ExtendOutcome, HoldId, HoldOutcome,
+    HoldRejection, HoldRequest, Line, LineRequest, MemoryLog, PosCount, PosDelta, PosDeltaKind,
+    PosOutcome, ReleaseOutcome, StoreDef, StoreStatus, Timestamp,
 };
 use proptest::prelude::*;
 
@@ -115,7 +115,8 @@ struct MHold {
 struct Model {
     cells: HashMap<(usize, usize), MCell>,
     holds: BTreeMap<HoldId, MHold>,
-    idem: HashMap<u8, HoldOutcome>,
+    /// Outcome per key, with the request it answered (store, merged lines).
+    idem: HashMap<u8, (HoldOutcome, (usize, BTreeMap<usize, u32>))>,
     pos_seen: std::collections::HashSet<(usize, u8)>,
     deltas: Vec<(usize, usize, i64, i64)>,
     last_count: HashMap<(usize, usize), i64>,
@@ -161,15 +162,29 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     req = req.with_key(format!("key-{k}"));
                 }
                 req.ttl_ms = ttl_ms;
-                let got = engine.hold(&req, t).unwrap();
+                let mut merged: BTreeMap<usize, u32> = BTreeMap::new();
+                for (s, q) in &lines {
+                    *merged.entry(*s).or_default() += q;
+                }
+                let result = engine.hold(&req, t);
+                // A key used before for another store or other lines: refused, no change.
+                if let Some(k) = key
+                    && m.idem
+                        .get(&k)
+                        .is_some_and(|(_, request)| *request != (store, merged.clone()))
+                {
+                    prop_assert!(
+                        matches!(result, Err(EngineError::IdempotencyKeyReused { .. })),
+                        "{:?}",
+                        result
+                    );
+                    continue;
+                }
+                let got = result.unwrap();
                 // Model.
-                let want = if let Some(prev) = key.and_then(|k| m.idem.get(&k)) {
+                let want = if let Some((prev, _)) = key.and_then(|k| m.idem.get(&k)) {
                     prev.clone()
                 } else {
-                    let mut merged: BTreeMap<usize, u32> = BTreeMap::new();
-                    for (s, q) in &lines {
-                        *merged.entry(*s).or_default() += q;
-                    }
                     let outcome = if m.paused[store] {
                         HoldOutcome::Rejected(HoldRejection::StoreNotAccepting {
                             status: StoreStatus::PickupsPaused,
@@ -214,7 +229,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         }
                     };
                     if let Some(k) = key {
-                        m.idem.insert(k, outcome.clone());
+                        m.idem.insert(k, (outcome.clone(), (store, merged.clone())));
                     }
                     outcome
                 };

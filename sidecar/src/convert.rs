@@ -47,6 +47,7 @@ impl From<EngineError> for DomainError {
             },
             EngineError::InvalidCalendar(e) => calendar_error(&e),
             EngineError::LogFailed(why) => DomainError::Storage(std::io::Error::other(why)),
+            EngineError::IdempotencyKeyReused { key } => DomainError::IdempotencyKeyReused { key },
         }
     }
 }

@@ -141,6 +141,19 @@ impl HoldService for Holds {
         let reqs = request.into_inner().holds;
         convert::batch_len("holds", reqs.len(), BATCH_HOLDS_MAX)?;
         let mut cmds = Vec::with_capacity(reqs.len());
+        // Every hold is its own operation with its own key: a key twice in one batch is
+        // refused before anything is held (the second would otherwise answer with the
+        // first's hold, or a later hold fail after earlier ones were applied).
+        let mut keys = std::collections::HashSet::with_capacity(reqs.len());
+        for (i, r) in reqs.iter().enumerate() {
+            if !keys.insert(r.idempotency_key.as_str()) {
+                return Err(DomainError::InvalidArgument {
+                    field: format!("holds[{i}].idempotency_key"),
+                    reason: "appears more than once in this batch".into(),
+                }
+                .into());
+            }
+        }
         for (i, r) in reqs.iter().enumerate() {
             caller.authorize_store(&r.store_id)?;
             // The field prefix is formatted only for an error, not per hold.

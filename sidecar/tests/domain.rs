@@ -611,3 +611,72 @@ async fn a_retried_allocation_gets_its_holds_back_after_a_restart() {
         .unwrap();
     assert_eq!((cell.on_hand, cell.held, cell.atp), (4, 3, 1));
 }
+
+#[tokio::test]
+async fn a_key_used_for_another_cart_is_refused_and_holds_nothing() {
+    let server = TestServer::start(|_| {}).await;
+    let mut c = clients(&server).await;
+    upsert_store(&mut c, "S1").await;
+    c.inventory
+        .apply_pos_events(with_token(receive("S1", "SKU-1", 10, "pos-1"), POS_TOKEN))
+        .await
+        .unwrap();
+    let first = hold(&mut c, hold_request("cart-1", "S1", &[("SKU-1", 2)])).await;
+    assert!(matches!(
+        first.outcome,
+        Some(pb::hold_response::Outcome::Granted(_))
+    ));
+    let atp = |c: &mut Clients| {
+        let mut inventory = c.inventory.clone();
+        async move {
+            inventory
+                .get_availability(with_token(
+                    pb::GetAvailabilityRequest {
+                        store_id: "S1".into(),
+                        sku: "SKU-1".into(),
+                    },
+                    CHECKOUT_TOKEN,
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .cell
+                .unwrap()
+                .atp
+        }
+    };
+    assert_eq!(atp(&mut c).await, 8);
+    // Another cart under the same key: ALREADY_EXISTS, not the first cart's hold.
+    let other = c
+        .holds
+        .hold(with_token(
+            hold_request("cart-1", "S1", &[("SKU-1", 5)]),
+            CHECKOUT_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), Code::AlreadyExists, "{other:?}");
+    // A batch naming a key twice is refused before anything is held, as is a batch with
+    // a reused key.
+    let batch =
+        |holds: Vec<pb::HoldRequest>| with_token(pb::BatchHoldRequest { holds }, CHECKOUT_TOKEN);
+    let twice = c
+        .holds
+        .batch_hold(batch(vec![
+            hold_request("cart-2", "S1", &[("SKU-1", 1)]),
+            hold_request("cart-2", "S1", &[("SKU-1", 3)]),
+        ]))
+        .await
+        .unwrap_err();
+    assert_eq!(twice.code(), Code::InvalidArgument, "{twice:?}");
+    let reused = c
+        .holds
+        .batch_hold(batch(vec![
+            hold_request("cart-3", "S1", &[("SKU-1", 1)]),
+            hold_request("cart-1", "S1", &[("SKU-1", 3)]),
+        ]))
+        .await
+        .unwrap_err();
+    assert_eq!(reused.code(), Code::AlreadyExists, "{reused:?}");
+    assert_eq!(atp(&mut c).await, 8, "nothing more was held");
+}
