@@ -110,13 +110,16 @@ struct MHold {
     confirmed: bool,
 }
 
+/// What a keyed hold asked for: store, and merged lines (SKU index -> units).
+type KeyedRequest = (usize, BTreeMap<usize, u32>);
+
 /// The sequential model: plain maps, no locks, no cleverness.
 #[derive(Default)]
 struct Model {
     cells: HashMap<(usize, usize), MCell>,
     holds: BTreeMap<HoldId, MHold>,
-    /// Outcome per key, with the request it answered (store, merged lines).
-    idem: HashMap<u8, (HoldOutcome, (usize, BTreeMap<usize, u32>))>,
+    /// Outcome per key, with the request it answered.
+    idem: HashMap<u8, (HoldOutcome, KeyedRequest)>,
     pos_seen: std::collections::HashSet<(usize, u8)>,
     deltas: Vec<(usize, usize, i64, i64)>,
     last_count: HashMap<(usize, usize), i64>,
