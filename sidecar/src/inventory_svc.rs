@@ -116,8 +116,14 @@ impl InventoryService for Inventory {
         request: Request<pb::ApplyPosEventsRequest>,
     ) -> Result<Response<pb::ApplyPosEventsResponse>, Status> {
         let caller = auth::caller(&request)?.clone();
-        let outcomes = self.apply(&caller, request.into_inner()).await?;
-        Ok(Response::new(pb::ApplyPosEventsResponse { outcomes }))
+        let req = request.into_inner();
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req)?;
+        keyed
+            .run(async move {
+                let outcomes = self.apply(&caller, req).await?;
+                Ok(Response::new(pb::ApplyPosEventsResponse { outcomes }))
+            })
+            .await
     }
 
     async fn stream_pos_events(
@@ -253,28 +259,34 @@ impl InventoryService for Inventory {
         &self,
         request: Request<pb::SetSafetyStockRequest>,
     ) -> Result<Response<pb::SetSafetyStockResponse>, Status> {
-        auth::caller(&request)?.authorize_store(&request.get_ref().store_id)?;
+        let caller = auth::caller(&request)?.clone();
+        caller.authorize_store(&request.get_ref().store_id)?;
         let req = request.into_inner();
-        idempotency_key("idempotency_key", &req.idempotency_key)?;
-        let engine = self.domain.engine()?;
-        self.domain
-            .durable(move || {
-                let now = now();
-                if req.sku.is_empty() {
-                    let store = engine
-                        .store_id(&req.store_id)
-                        .and_then(|id| engine.store_def(id));
-                    let mut def = store.ok_or(EngineError::UnknownStore(req.store_id.clone()))?;
-                    def.default_safety_stock = req.safety_stock;
-                    engine.define_store(def, now)?;
-                    return Ok(pb::SetSafetyStockResponse { cell: None });
-                }
-                engine.set_safety_stock(&req.store_id, &req.sku, req.safety_stock, now)?;
-                Ok(pb::SetSafetyStockResponse {
-                    cell: Some(cell(&engine, &req.store_id, &req.sku)?),
-                })
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req)?;
+        keyed
+            .run(async move {
+                let engine = self.domain.engine()?;
+                self.domain
+                    .durable(move || {
+                        let now = now();
+                        if req.sku.is_empty() {
+                            let store = engine
+                                .store_id(&req.store_id)
+                                .and_then(|id| engine.store_def(id));
+                            let mut def =
+                                store.ok_or(EngineError::UnknownStore(req.store_id.clone()))?;
+                            def.default_safety_stock = req.safety_stock;
+                            engine.define_store(def, now)?;
+                            return Ok(pb::SetSafetyStockResponse { cell: None });
+                        }
+                        engine.set_safety_stock(&req.store_id, &req.sku, req.safety_stock, now)?;
+                        Ok(pb::SetSafetyStockResponse {
+                            cell: Some(cell(&engine, &req.store_id, &req.sku)?),
+                        })
+                    })
+                    .await
+                    .map(Response::new)
             })
             .await
-            .map(Response::new)
     }
 }

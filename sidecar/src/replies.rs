@@ -1,6 +1,7 @@
 //! Idempotency of the mutations the engine does not deduplicate by key itself: order
 //! transitions (start picking, report short, mark ready, verify code, collect, no-show,
-//! cancel, staff override) and hold extend, confirm and release.
+//! cancel, staff override), hold extend, confirm and release, the store changes (upsert,
+//! hours, staffing, slot config, pause, resume), safety stock and POS batches.
 //!
 //! The contract (common.proto) promises that a retry with the same idempotency key returns
 //! the original outcome and changes nothing, and that a key reused for a different request
@@ -15,7 +16,8 @@
 //!   re-executed;
 //! - same key, same request, still running: UNAVAILABLE with a retry hint (as for holds);
 //! - same key, different request (or RPC): ALREADY_EXISTS (`IDEMPOTENCY_KEY_REUSED`);
-//! - a request that ended in an error status is not kept: its retry runs again.
+//! - a request that ended in an error status is not kept: its retry runs again; nor is a
+//!   response over [`REPLY_LEN_MAX`].
 //!
 //! The responses live in memory, at most [`REPLIES_MAX`] of them (spread over
 //! [`SHARDS`] independently locked shards, each keeping its share) and for at most
@@ -43,6 +45,11 @@ pub const REPLIES_MAX: usize = 65_536;
 /// the two workers queued (about 20% of the `sched_yield` calls in the Hold + Release
 /// phase of `pickline bench grpc`).
 pub const SHARDS: usize = 16;
+/// Largest response kept, in encoded bytes. A larger one (a POS batch of hundreds of
+/// events) frees its key like an error does: its retry runs again (POS events are still
+/// deduplicated by their own ids). Bounds the cache at `REPLIES_MAX` x 16 KiB = 1 GiB in
+/// the worst case; answers are a few hundred bytes in practice.
+pub const REPLY_LEN_MAX: usize = 16 << 10;
 /// How long a response is kept for retries.
 pub const REPLY_RETENTION: Duration = Duration::from_secs(24 * 3_600);
 
@@ -177,7 +184,11 @@ impl Ticket<'_> {
             return result;
         };
         // Encoded before the lock is taken.
-        let encoded = result.as_ref().ok().map(Message::encode_to_vec);
+        let encoded = result
+            .as_ref()
+            .ok()
+            .map(Message::encode_to_vec)
+            .filter(|bytes| bytes.len() <= REPLY_LEN_MAX);
         let mut inner = self.replies.shard(&key).lock();
         match (encoded, inner.map.get_mut(&key)) {
             // Still ours (eviction may have dropped it meanwhile: then keep nothing).
@@ -257,6 +268,14 @@ impl MarkReplayed for pb::VerifyCodeResponse {}
 impl MarkReplayed for pb::NoShowResponse {}
 impl MarkReplayed for pb::CancelResponse {}
 impl MarkReplayed for pb::StaffOverrideResponse {}
+impl MarkReplayed for pb::UpsertStoreResponse {}
+impl MarkReplayed for pb::SetHoursResponse {}
+impl MarkReplayed for pb::SetStaffingResponse {}
+impl MarkReplayed for pb::SetSlotConfigResponse {}
+impl MarkReplayed for pb::PausePickupsResponse {}
+impl MarkReplayed for pb::ResumePickupsResponse {}
+impl MarkReplayed for pb::ApplyPosEventsResponse {}
+impl MarkReplayed for pb::SetSafetyStockResponse {}
 
 /// A request fingerprinted under its key; see [`Replies::keyed`].
 #[derive(Debug)]

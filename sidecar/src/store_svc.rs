@@ -4,8 +4,7 @@ use pickline_engine::{Engine, EngineError, StoreStatus, calendar::CalendarConfig
 use tonic::{Request, Response, Status};
 
 use crate::{
-    auth,
-    convert::{self, idempotency_key},
+    auth, convert,
     domain::{Domain, now},
     pb::{self, store_service_server::StoreService},
     status::{DomainError, ResourceKind},
@@ -77,136 +76,168 @@ impl StoreService for Stores {
         &self,
         request: Request<pb::UpsertStoreRequest>,
     ) -> Result<Response<pb::UpsertStoreResponse>, Status> {
+        let caller = auth::caller(&request)?.clone();
         let req = request.into_inner();
-        idempotency_key("idempotency_key", &req.idempotency_key)?;
-        let def = convert::store_def(req.store)?;
-        let engine = self.domain.engine()?;
-        self.domain
-            .durable(move || {
-                let created = engine.store_id(&def.external_id).is_none();
-                let id = def.external_id.clone();
-                let time_zone = def.time_zone.clone();
-                engine.define_store(def, now())?;
-                // Hours are local: a store that moves to another time zone keeps its
-                // wall-clock hours in the new one.
-                if engine
-                    .calendar_config(&id)?
-                    .is_some_and(|c| c.time_zone != time_zone)
-                {
-                    engine
-                        .update_calendar(&id, now(), |c| convert::base_calendar(c, &time_zone))?;
-                }
-                Ok(pb::UpsertStoreResponse {
-                    store: Some(store_by_name(&engine, &id)?),
-                    created,
-                })
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req)?;
+        keyed
+            .run(async move {
+                let def = convert::store_def(req.store)?;
+                let engine = self.domain.engine()?;
+                self.domain
+                    .durable(move || {
+                        let created = engine.store_id(&def.external_id).is_none();
+                        let id = def.external_id.clone();
+                        let time_zone = def.time_zone.clone();
+                        engine.define_store(def, now())?;
+                        // Hours are local: a store that moves to another time zone keeps its
+                        // wall-clock hours in the new one.
+                        if engine
+                            .calendar_config(&id)?
+                            .is_some_and(|c| c.time_zone != time_zone)
+                        {
+                            engine.update_calendar(&id, now(), |c| {
+                                convert::base_calendar(c, &time_zone)
+                            })?;
+                        }
+                        Ok(pb::UpsertStoreResponse {
+                            store: Some(store_by_name(&engine, &id)?),
+                            created,
+                        })
+                    })
+                    .await
+                    .map(Response::new)
             })
             .await
-            .map(Response::new)
     }
 
     async fn set_hours(
         &self,
         request: Request<pb::SetHoursRequest>,
     ) -> Result<Response<pb::SetHoursResponse>, Status> {
-        auth::caller(&request)?.authorize_store(&request.get_ref().store_id)?;
+        let caller = auth::caller(&request)?.clone();
+        caller.authorize_store(&request.get_ref().store_id)?;
         let req = request.into_inner();
-        idempotency_key("idempotency_key", &req.idempotency_key)?;
-        let (weekly, exceptions) = convert::hours(req.hours.as_ref(), &req.exceptions)?;
-        let engine = self.domain.engine()?;
-        self.domain
-            .durable(move || {
-                let store = edit_calendar(&engine, &req.store_id, |c| {
-                    c.weekly_hours = weekly;
-                    c.exceptions = exceptions;
-                })?;
-                Ok(pb::SetHoursResponse { store: Some(store) })
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req)?;
+        keyed
+            .run(async move {
+                let (weekly, exceptions) = convert::hours(req.hours.as_ref(), &req.exceptions)?;
+                let engine = self.domain.engine()?;
+                self.domain
+                    .durable(move || {
+                        let store = edit_calendar(&engine, &req.store_id, |c| {
+                            c.weekly_hours = weekly;
+                            c.exceptions = exceptions;
+                        })?;
+                        Ok(pb::SetHoursResponse { store: Some(store) })
+                    })
+                    .await
+                    .map(Response::new)
             })
             .await
-            .map(Response::new)
     }
 
     async fn set_staffing(
         &self,
         request: Request<pb::SetStaffingRequest>,
     ) -> Result<Response<pb::SetStaffingResponse>, Status> {
-        auth::caller(&request)?.authorize_store(&request.get_ref().store_id)?;
+        let caller = auth::caller(&request)?.clone();
+        caller.authorize_store(&request.get_ref().store_id)?;
         let req = request.into_inner();
-        idempotency_key("idempotency_key", &req.idempotency_key)?;
-        let staffing = convert::staffing(&req.windows)?;
-        let engine = self.domain.engine()?;
-        self.domain
-            .durable(move || {
-                let store = edit_calendar(&engine, &req.store_id, |c| c.staffing = staffing)?;
-                Ok(pb::SetStaffingResponse { store: Some(store) })
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req)?;
+        keyed
+            .run(async move {
+                let staffing = convert::staffing(&req.windows)?;
+                let engine = self.domain.engine()?;
+                self.domain
+                    .durable(move || {
+                        let store =
+                            edit_calendar(&engine, &req.store_id, |c| c.staffing = staffing)?;
+                        Ok(pb::SetStaffingResponse { store: Some(store) })
+                    })
+                    .await
+                    .map(Response::new)
             })
             .await
-            .map(Response::new)
     }
 
     async fn set_slot_config(
         &self,
         request: Request<pb::SetSlotConfigRequest>,
     ) -> Result<Response<pb::SetSlotConfigResponse>, Status> {
-        auth::caller(&request)?.authorize_store(&request.get_ref().store_id)?;
+        let caller = auth::caller(&request)?.clone();
+        caller.authorize_store(&request.get_ref().store_id)?;
         let req = request.into_inner();
-        idempotency_key("idempotency_key", &req.idempotency_key)?;
-        let (pickup, pick_time_ms) = convert::slot_config(req.slot_config.as_ref())?;
-        let engine = self.domain.engine()?;
-        self.domain
-            .durable(move || {
-                // Two records: a crash between them keeps the new slots with the old pick
-                // time, which a retry with the same request completes.
-                let store = edit_calendar(&engine, &req.store_id, |c| c.pickup = pickup)?;
-                let store = match pick_time_ms {
-                    Some(ms) => {
-                        engine
-                            .set_pick_time(&req.store_id, ms, now())
-                            .map_err(|e| match e {
-                                EngineError::InvalidRequest { why, .. } => {
-                                    DomainError::InvalidArgument {
-                                        field: "slot_config.pick_time_per_order_ms".into(),
-                                        reason: why,
-                                    }
-                                }
-                                other => other.into(),
-                            })?;
-                        store_by_name(&engine, &req.store_id)?
-                    }
-                    None => store,
-                };
-                Ok(pb::SetSlotConfigResponse { store: Some(store) })
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req)?;
+        keyed
+            .run(async move {
+                let (pickup, pick_time_ms) = convert::slot_config(req.slot_config.as_ref())?;
+                let engine = self.domain.engine()?;
+                self.domain
+                    .durable(move || {
+                        // Two records: a crash between them keeps the new slots with the old pick
+                        // time, which a retry with the same request completes.
+                        let store = edit_calendar(&engine, &req.store_id, |c| c.pickup = pickup)?;
+                        let store = match pick_time_ms {
+                            Some(ms) => {
+                                engine.set_pick_time(&req.store_id, ms, now()).map_err(
+                                    |e| match e {
+                                        EngineError::InvalidRequest { why, .. } => {
+                                            DomainError::InvalidArgument {
+                                                field: "slot_config.pick_time_per_order_ms".into(),
+                                                reason: why,
+                                            }
+                                        }
+                                        other => other.into(),
+                                    },
+                                )?;
+                                store_by_name(&engine, &req.store_id)?
+                            }
+                            None => store,
+                        };
+                        Ok(pb::SetSlotConfigResponse { store: Some(store) })
+                    })
+                    .await
+                    .map(Response::new)
             })
             .await
-            .map(Response::new)
     }
 
     async fn pause_pickups(
         &self,
         request: Request<pb::PausePickupsRequest>,
     ) -> Result<Response<pb::PausePickupsResponse>, Status> {
-        auth::caller(&request)?.authorize_store(&request.get_ref().store_id)?;
+        let caller = auth::caller(&request)?.clone();
+        caller.authorize_store(&request.get_ref().store_id)?;
         let req = request.into_inner();
-        idempotency_key("idempotency_key", &req.idempotency_key)?;
-        let store = self
-            .set_status(req.store_id, StoreStatus::PickupsPaused)
-            .await?;
-        Ok(Response::new(pb::PausePickupsResponse {
-            store: Some(store),
-        }))
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req)?;
+        keyed
+            .run(async move {
+                let store = self
+                    .set_status(req.store_id, StoreStatus::PickupsPaused)
+                    .await?;
+                Ok(Response::new(pb::PausePickupsResponse {
+                    store: Some(store),
+                }))
+            })
+            .await
     }
 
     async fn resume_pickups(
         &self,
         request: Request<pb::ResumePickupsRequest>,
     ) -> Result<Response<pb::ResumePickupsResponse>, Status> {
-        auth::caller(&request)?.authorize_store(&request.get_ref().store_id)?;
+        let caller = auth::caller(&request)?.clone();
+        caller.authorize_store(&request.get_ref().store_id)?;
         let req = request.into_inner();
-        idempotency_key("idempotency_key", &req.idempotency_key)?;
-        let store = self.set_status(req.store_id, StoreStatus::Open).await?;
-        Ok(Response::new(pb::ResumePickupsResponse {
-            store: Some(store),
-        }))
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req)?;
+        keyed
+            .run(async move {
+                let store = self.set_status(req.store_id, StoreStatus::Open).await?;
+                Ok(Response::new(pb::ResumePickupsResponse {
+                    store: Some(store),
+                }))
+            })
+            .await
     }
 
     async fn get_store(

@@ -680,3 +680,66 @@ async fn a_key_used_for_another_cart_is_refused_and_holds_nothing() {
     assert_eq!(reused.code(), Code::AlreadyExists, "{reused:?}");
     assert_eq!(atp(&mut c).await, 8, "nothing more was held");
 }
+
+#[tokio::test]
+async fn store_changes_and_pos_batches_replay_under_their_keys() {
+    let server = TestServer::start(|_| {}).await;
+    let mut c = clients(&server).await;
+    let store = |name: &str| pb::StoreIdentity {
+        store_id: "S1".into(),
+        name: name.into(),
+        location: Some(pb::GeoPoint {
+            latitude_deg: 52.52,
+            longitude_deg: 13.40,
+        }),
+        time_zone: "Europe/Berlin".into(),
+        status: pb::StoreStatus::Open as i32,
+        ..Default::default()
+    };
+    let upsert = |name: &str| {
+        with_token(
+            pb::UpsertStoreRequest {
+                idempotency_key: "store-s1".into(),
+                store: Some(store(name)),
+            },
+            ADMIN_TOKEN,
+        )
+    };
+    let first = c
+        .stores
+        .upsert_store(upsert("Nine"))
+        .await
+        .unwrap()
+        .into_inner();
+    let retry = c
+        .stores
+        .upsert_store(upsert("Nine"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(first.created);
+    assert_eq!(
+        retry, first,
+        "a retry gets the first answer (created stays true)"
+    );
+    let other = c.stores.upsert_store(upsert("Renamed")).await.unwrap_err();
+    assert_eq!(other.code(), Code::AlreadyExists, "{other:?}");
+
+    let pos = |qty| with_token(receive("S1", "SKU-1", qty, "pos-9"), POS_TOKEN);
+    let applied = c
+        .inventory
+        .apply_pos_events(pos(4))
+        .await
+        .unwrap()
+        .into_inner();
+    let again = c
+        .inventory
+        .apply_pos_events(pos(4))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(applied.outcomes[0].result(), pb::PosEventResult::Applied);
+    assert_eq!(again, applied, "the same answer, not DUPLICATE");
+    let different = c.inventory.apply_pos_events(pos(5)).await.unwrap_err();
+    assert_eq!(different.code(), Code::AlreadyExists, "{different:?}");
+}
