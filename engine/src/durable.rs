@@ -375,6 +375,10 @@ impl DurableEngine {
             }
             _ => None,
         };
+        // A durable cursor is a durable registration: consumers registered before the
+        // restart read on from their cursors without registering again. After the
+        // backfill, which needs the records before the slowest cursor still in place.
+        stream.register_known();
         // Assert after reading back.
         engine
             .check_conservation()

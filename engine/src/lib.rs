@@ -100,7 +100,8 @@ pub use log::{Deferred, EventLog, MemoryLog, NoLog, defer_durability};
 pub use order::{
     CancelledBy, Canceller, CollectOutcome, CreateOrder, CreateOrderOutcome, CreateOrderRejection,
     Customer, OrderId, OrderLine, OrderLineRequest, OrderRejection, OrderStatus, OrderView,
-    ReadyOutcome, ShortPick, ShortPickResolution, TransitionOutcome, VerifyCodeOutcome,
+    ReadyOutcome, ShortLine, ShortPick, ShortPickResolution, ShortReport, ShortReportOutcome,
+    TransitionOutcome, VerifyCodeOutcome,
 };
 pub use slot::SlotProblem;
 pub use stock::PAGE_LEN;

@@ -7,6 +7,7 @@
 //! placed --hold expired--> expired        confirmed.. ready --hold expired--> no_show
 //! ready --staff, pickup window passed--> no_show
 //! picking --short pick--> picking (line reduced; missing units re-allocated or cancelled)
+//! picking --short pick leaving no unit--> cancelled (by the store, hold released)
 //! ```
 //!
 //! - **The order is its hold.** An order is created from an active hold and its id is the
@@ -200,7 +201,9 @@ pub struct CreateOrder {
     pub lines: Vec<OrderLineRequest>,
     /// ISO 4217 currency code.
     pub currency: String,
-    /// A retry with the same key on the same hold returns the same order.
+    /// A retry with the same key, hold and channel order id returns the same order; the
+    /// same key for any other request is [`CreateOrderRejection::KeyReused`]. The engine
+    /// remembers a key as long as it remembers the order it created.
     pub idempotency_key: Option<String>,
 }
 
@@ -209,9 +212,15 @@ pub struct CreateOrder {
 pub enum CreateOrderRejection {
     /// The hold is not active.
     HoldNotActive(HoldNotActive),
-    /// The hold already has an order, created with another idempotency key.
+    /// The hold already has an order, created with another idempotency key (or none).
     OrderExists {
         /// That order.
+        order: OrderId,
+    },
+    /// The idempotency key already created an order for a different request (another
+    /// hold, or another channel order id).
+    KeyReused {
+        /// The order the key created.
         order: OrderId,
     },
     /// The lines are not exactly the hold's lines.
@@ -249,6 +258,10 @@ pub enum OrderRejection {
     },
     /// A staff override of an order that is not locked.
     NotLocked,
+    /// Every line of the order was short-picked to zero: there is nothing to make ready
+    /// or hand off. (Such an order is cancelled by the short pick that empties it; this
+    /// guards orders logged before that rule.)
+    NothingLeft,
     /// A no-show recorded before the order's pickup window ended.
     PickupWindowOpen {
         /// When the window ends: the end of the booked slot, or the hold's expiry for an
@@ -292,6 +305,48 @@ pub struct ShortPick {
     pub resolution: ShortPickResolution,
     /// Who picked.
     pub staff: StaffId,
+}
+
+/// One line of a [`ShortReport`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShortLine {
+    /// SKU external id of the line.
+    pub sku: String,
+    /// Units found on the shelf.
+    pub found: Qty,
+    /// What to do with the missing units.
+    pub resolution: ShortPickResolution,
+}
+
+/// A short-pick report: some lines of one order were found short. Applied all or
+/// nothing, as one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShortReport {
+    /// The order.
+    pub order: OrderId,
+    /// The short lines, each SKU at most once, 1..=`hold_lines_max` of them.
+    pub lines: Vec<ShortLine>,
+    /// Who picked.
+    pub staff: StaffId,
+}
+
+/// Outcome of [`Engine::report_short`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShortReportOutcome {
+    /// Every line was applied.
+    Done {
+        /// The order's status after: `Picking`, or `Cancelled` when nothing is left.
+        status: OrderStatus,
+        /// Per request line, the units found missing (what left the order and `on_hand`).
+        missing: Vec<Qty>,
+    },
+    /// Refused; nothing changed.
+    Rejected {
+        /// The request line refused (`None`: the order as a whole, e.g. its status).
+        line: Option<usize>,
+        /// Why.
+        rejection: OrderRejection,
+    },
 }
 
 /// Outcome of [`Engine::mark_ready`].
@@ -438,6 +493,9 @@ struct OrderRec {
 pub(crate) struct OrderState {
     orders: BTreeMap<OrderId, OrderRec>,
     by_channel_ref: HashMap<Box<str>, OrderId>,
+    /// The order each idempotency key created: a key names one request for as long as
+    /// its order is remembered. Rebuilt on decode.
+    by_key: HashMap<Box<str>, OrderId>,
     /// Finished orders, oldest first, for the [`TERMINAL_ORDERS_MAX`] bound.
     finished: VecDeque<OrderId>,
     receipt_seq: u64,
@@ -482,10 +540,16 @@ impl OrderState {
                 let Some(old) = self.finished.pop_front() else {
                     break;
                 };
-                if let Some(rec) = self.orders.remove(&old)
-                    && self.by_channel_ref.get(&rec.channel_order_id) == Some(&old)
-                {
+                let Some(rec) = self.orders.remove(&old) else {
+                    continue;
+                };
+                if self.by_channel_ref.get(&rec.channel_order_id) == Some(&old) {
                     self.by_channel_ref.remove(&rec.channel_order_id);
+                }
+                if let Some(key) = &rec.key
+                    && self.by_key.get(key) == Some(&old)
+                {
+                    self.by_key.remove(key);
                 }
             }
         }
@@ -493,8 +557,8 @@ impl OrderState {
     }
 
     /// Appends the state's encoding for a snapshot: receipt sequence, then the orders in id
-    /// order (each with every field), then the finished queue. The channel reference index
-    /// is rebuilt on decode.
+    /// order (each with every field), then the finished queue. The channel reference and
+    /// key indexes are rebuilt on decode.
     pub(crate) fn encode(&self, e: &mut Enc<'_>) {
         e.u64(self.receipt_seq);
         e.seq_len(self.orders.len());
@@ -586,6 +650,9 @@ impl OrderState {
             let realloc = decode_lines(d)?;
             let receipt_seq = d.opt_i64()?.map(|s| s as u64);
             st.by_channel_ref.insert(channel_order_id.clone(), id);
+            if let Some(k) = &key {
+                st.by_key.insert(Box::<str>::clone(k), id);
+            }
             st.orders.insert(
                 id,
                 OrderRec {
@@ -699,6 +766,9 @@ pub(crate) fn apply_locked(
             st.orders
                 .by_channel_ref
                 .insert(channel_order_id.as_str().into(), *order);
+            if let Some(k) = key {
+                st.orders.by_key.insert(k.as_str().into(), *order);
+            }
             st.orders.orders.insert(
                 *order,
                 OrderRec {
@@ -1113,14 +1183,43 @@ impl Engine {
         }
         lines.sort_by_key(|l| l.sku);
         let order = OrderId::from_hold(req.hold);
+        // A key is remembered by the store of the order it created. Another store's use of
+        // it is checked here, outside this store's locks (one store's state is never
+        // locked while holding another's); this store's under its lock, below, so two
+        // requests racing with one key on this store's holds cannot both create.
+        if let Some(key) = req.idempotency_key.as_deref() {
+            for (id, _) in self.stores() {
+                if id == order.store() {
+                    continue;
+                }
+                let used = self
+                    .shard(id)
+                    .and_then(|shard| shard.state.lock().orders.by_key.get(key).copied());
+                if let Some(used) = used {
+                    return Ok(CreateOrderOutcome::Rejected(
+                        CreateOrderRejection::KeyReused { order: used },
+                    ));
+                }
+            }
+        }
         let (outcome, _) = self.order_txn(order, now, |_, _, st| {
             let reject = |r| Ok((Vec::new(), CreateOrderOutcome::Rejected(r)));
-            if let Some(rec) = st.orders.get(order) {
-                if req.idempotency_key.is_some()
-                    && rec.key.as_deref() == req.idempotency_key.as_deref()
-                {
-                    return Ok((Vec::new(), CreateOrderOutcome::Created { order }));
-                }
+            if let Some(key) = req.idempotency_key.as_deref()
+                && let Some(&used) = st.orders.by_key.get(key)
+            {
+                // The same request is the same hold for the same channel order.
+                let same = used == order
+                    && st.orders.get(used).is_some_and(|rec| {
+                        *rec.channel == *req.channel
+                            && *rec.channel_order_id == *req.channel_order_id
+                    });
+                return if same {
+                    Ok((Vec::new(), CreateOrderOutcome::Created { order }))
+                } else {
+                    reject(CreateOrderRejection::KeyReused { order: used })
+                };
+            }
+            if st.orders.get(order).is_some() {
                 return reject(CreateOrderRejection::OrderExists { order });
             }
             let Some(h) = st.active.get(&req.hold) else {
@@ -1230,67 +1329,141 @@ impl Engine {
         )
     }
 
-    /// A line was found short while picking: the line and the hold shrink by the missing
-    /// units, `on_hand` is corrected ([`Event::StockAdjusted`]), and the missing units are
-    /// either sent for re-allocation ([`Event::ReallocationRequested`]) or dropped.
+    /// A line was found short while picking: [`Engine::report_short`] with one line.
     pub fn short_pick(
         &self,
         req: &ShortPick,
         now: Timestamp,
     ) -> Result<TransitionOutcome, EngineError> {
+        let report = ShortReport {
+            order: req.order,
+            lines: vec![ShortLine {
+                sku: req.sku.clone(),
+                found: req.found,
+                resolution: req.resolution,
+            }],
+            staff: req.staff.clone(),
+        };
+        Ok(match self.report_short(&report, now)? {
+            ShortReportOutcome::Done { status, .. } => TransitionOutcome::Done { status },
+            ShortReportOutcome::Rejected { rejection, .. } => {
+                TransitionOutcome::Rejected(rejection)
+            }
+        })
+    }
+
+    /// Lines were found short while picking. Per line, the order line and the hold shrink
+    /// by the missing units, `on_hand` is corrected ([`Event::StockAdjusted`]), and the
+    /// missing units are either sent for re-allocation ([`Event::ReallocationRequested`])
+    /// or dropped. When no unit is left to pick, the order is cancelled by the store and
+    /// its hold released (pickup.proto: "CANCELLED when nothing is left to pick").
+    ///
+    /// All or nothing: every line is checked against the state before anything is
+    /// logged, and everything goes into one record. A SKU listed twice is misuse
+    /// (`Err`, [`EngineError::InvalidArgument`] naming `lines`): the second line could
+    /// only be judged against a state the first one already changed.
+    pub fn report_short(
+        &self,
+        req: &ShortReport,
+        now: Timestamp,
+    ) -> Result<ShortReportOutcome, EngineError> {
+        let limits = &self.config().limits;
+        if req.lines.is_empty() || req.lines.len() > limits.hold_lines_max {
+            return Err(EngineError::invalid(
+                "lines",
+                format!("must have 1..={} lines", limits.hold_lines_max),
+            ));
+        }
+        for (i, l) in req.lines.iter().enumerate() {
+            if req.lines[..i].iter().any(|o| o.sku == l.sku) {
+                return Err(EngineError::invalid(
+                    "lines",
+                    format!("lines[{i}] lists SKU {:?} a second time", l.sku),
+                ));
+            }
+        }
         let order = req.order;
-        let sku = self.sku_id(&req.sku);
+        let skus: Vec<Option<SkuId>> = req.lines.iter().map(|l| self.sku_id(&l.sku)).collect();
         let (outcome, _) = self.order_txn(order, now, |shard, cells, st| {
-            let rej = |r| Ok((Vec::new(), TransitionOutcome::Rejected(r)));
+            let rej = |line, rejection| {
+                Ok((Vec::new(), ShortReportOutcome::Rejected { line, rejection }))
+            };
             let Some(rec) = st.orders.get(order) else {
-                return rej(OrderRejection::UnknownOrder);
+                return rej(None, OrderRejection::UnknownOrder);
             };
             if rec.status != OrderStatus::Picking {
-                return rej(OrderRejection::IllegalTransition { from: rec.status });
+                return rej(None, OrderRejection::IllegalTransition { from: rec.status });
             }
-            let Some(sku) = sku else {
-                return rej(OrderRejection::NoSuchLine);
-            };
-            let Some(line) = rec.lines.iter().find(|l| l.sku == sku) else {
-                return rej(OrderRejection::NoSuchLine);
-            };
-            let held = hold_line_qty(st, order.hold(), sku).unwrap_or(0);
-            let missing = line.qty.saturating_sub(req.found).min(held);
-            if missing == 0 {
-                return rej(OrderRejection::NotShort { line_qty: line.qty });
-            }
-            let cell = cells
-                .view(sku)
-                .ok_or_else(|| EngineError::invalid("sku", "cell not locked"))?;
-            let on_hand_after = cell.on_hand.saturating_sub(missing);
             let staff = req.staff.as_str().to_owned();
-            let mut evs = vec![
-                Event::StockAdjusted {
+            let mut evs = Vec::new();
+            let mut missing_per_line = Vec::with_capacity(req.lines.len());
+            // Order line units after the report, to see whether anything is left.
+            let mut left: Vec<(SkuId, Qty)> = rec.lines.iter().map(|l| (l.sku, l.qty)).collect();
+            for (i, (l, sku)) in req.lines.iter().zip(&skus).enumerate() {
+                let Some(sku) = *sku else {
+                    return rej(Some(i), OrderRejection::NoSuchLine);
+                };
+                let Some(line) = rec.lines.iter().find(|ol| ol.sku == sku) else {
+                    return rej(Some(i), OrderRejection::NoSuchLine);
+                };
+                let held = hold_line_qty(st, order.hold(), sku).unwrap_or(0);
+                let missing = line.qty.saturating_sub(l.found).min(held);
+                if missing == 0 {
+                    return rej(Some(i), OrderRejection::NotShort { line_qty: line.qty });
+                }
+                let cell = cells
+                    .view(sku)
+                    .ok_or_else(|| EngineError::invalid("sku", "cell not locked"))?;
+                let on_hand_after = cell.on_hand.saturating_sub(missing);
+                evs.push(Event::StockAdjusted {
                     store: shard.id,
                     sku,
                     qty: i64::from(on_hand_after) - i64::from(cell.on_hand),
                     on_hand_after,
                     order,
-                },
-                Event::OrderShortPicked {
-                    order,
-                    sku,
-                    missing,
-                    resolution: req.resolution,
-                    staff,
-                },
-            ];
-            if req.resolution == ShortPickResolution::Reallocate {
-                evs.push(Event::ReallocationRequested {
-                    order,
-                    sku,
-                    missing,
                 });
+                evs.push(Event::OrderShortPicked {
+                    order,
+                    sku,
+                    missing,
+                    resolution: l.resolution,
+                    staff: staff.clone(),
+                });
+                if l.resolution == ShortPickResolution::Reallocate {
+                    evs.push(Event::ReallocationRequested {
+                        order,
+                        sku,
+                        missing,
+                    });
+                }
+                for (s, q) in &mut left {
+                    if *s == sku {
+                        *q = q.saturating_sub(missing);
+                    }
+                }
+                missing_per_line.push(missing);
+            }
+            let mut status = OrderStatus::Picking;
+            if left.iter().all(|(_, q)| *q == 0) {
+                let hold = order.hold();
+                if st.active.contains_key(&hold) {
+                    evs.push(Event::HoldReleased {
+                        hold,
+                        reason: ReleaseReason::Released,
+                    });
+                }
+                evs.push(Event::OrderCancelled {
+                    order,
+                    by: CancelledBy::Store,
+                    staff: Some(staff),
+                });
+                status = OrderStatus::Cancelled;
             }
             Ok((
                 evs,
-                TransitionOutcome::Done {
-                    status: OrderStatus::Picking,
+                ShortReportOutcome::Done {
+                    status,
+                    missing: missing_per_line,
                 },
             ))
         })?;
@@ -1318,6 +1491,12 @@ impl Engine {
                 return Ok((
                     Vec::new(),
                     ReadyOutcome::Rejected(OrderRejection::IllegalTransition { from: rec.status }),
+                ));
+            }
+            if rec.lines.iter().all(|l| l.qty == 0) {
+                return Ok((
+                    Vec::new(),
+                    ReadyOutcome::Rejected(OrderRejection::NothingLeft),
                 ));
             }
             let store = shard.def.read().external_id.clone();
@@ -1356,6 +1535,9 @@ impl Engine {
                 return nothing(CollectOutcome::Rejected(
                     OrderRejection::IllegalTransition { from: rec.status },
                 ));
+            }
+            if rec.lines.iter().all(|l| l.qty == 0) {
+                return nothing(CollectOutcome::Rejected(OrderRejection::NothingLeft));
             }
             if rec.locked {
                 return nothing(CollectOutcome::Code(VerifyOutcome::Locked));

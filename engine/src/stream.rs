@@ -8,6 +8,13 @@
 //! - **Cursors are durable through the log.** [`Engine::ack_consumer`] appends
 //!   [`Event::ConsumerAcked`]; the stream moves the cursor when it sees that event, live or
 //!   during recovery ([`EventStream::replayed`]), so a restart restores every cursor.
+//! - **So is registration.** A consumer's durable cursor is the durable record that it
+//!   was registered (there is no unregistering): after recovery
+//!   [`crate::durable::DurableEngine::open`] registers every consumer that has one
+//!   ([`EventStream::register_known`]), so it reads on without registering again. A
+//!   caller that registers a consumer and needs it to survive a restart before its first
+//!   acknowledgement acknowledges its start position (the sidecar's RegisterConsumer
+//!   does).
 //! - **Retention.** A record is kept until every registered consumer has acknowledged it,
 //!   but never more than `retained_max` records. Beyond that the oldest records are dropped
 //!   even if a slow consumer has not read them: that consumer's next [`EventStream::read`]
@@ -132,6 +139,23 @@ impl EventStream {
         }
         let start = i.dropped_through;
         Ok(*i.cursors.entry(name.to_owned()).or_insert(start))
+    }
+
+    /// Registers every consumer that has a cursor, at most [`STREAM_CONSUMERS_MAX`] in
+    /// all (in name order; the rest stay unregistered, as a registration beyond the bound
+    /// would). Recovery calls it once the cursors are restored and the stream is
+    /// backfilled. Returns how many consumers are registered.
+    pub fn register_known(&self) -> usize {
+        let mut i = self.inner.lock();
+        let names: Vec<String> = i.cursors.keys().cloned().collect();
+        for name in names {
+            if i.registered.len() >= STREAM_CONSUMERS_MAX {
+                break;
+            }
+            i.registered.entry(name).or_default();
+        }
+        self.trim(&mut i);
+        i.registered.len()
     }
 
     /// Up to `max` whole records with LSN greater than `after_lsn`, in LSN order.

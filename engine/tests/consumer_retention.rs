@@ -170,3 +170,50 @@ fn the_retention_cap_is_validated() {
         "{err}"
     );
 }
+
+/// A consumer registered before a restart is still registered after it and reads on from
+/// its durable cursor without registering again, with thousands of records in the log:
+/// through log replay alone, through a snapshot, and after a power cut.
+#[test]
+fn a_registered_consumer_resumes_after_a_restart_without_registering_again() {
+    for (name, checkpoint, crash) in [
+        ("replay", false, false),
+        ("snapshot", true, false),
+        ("crash", false, true),
+        ("snapshot+crash", true, true),
+    ] {
+        let storage = MemStorage::new();
+        let db = open(&storage, 1 << 30);
+        db.engine()
+            .define_store(StoreDef::new("s1", 50.1, 8.7, "Europe/Berlin"), NOW)
+            .unwrap();
+        db.stream().register_consumer("c").unwrap();
+        receive(&db, 0, 2_000);
+        let acked = db.engine().log().last_lsn();
+        db.engine().ack_consumer("c", acked, NOW).unwrap();
+        receive(&db, 10_000, 1_500);
+        if checkpoint {
+            db.checkpoint().unwrap();
+            receive(&db, 20_000, 100);
+        }
+        let live = db.stream().read("c", acked, usize::MAX).unwrap();
+        db.wal().flush().unwrap();
+        let storage = if crash {
+            drop(db);
+            storage.crash(7).0
+        } else {
+            db.close().unwrap();
+            storage
+        };
+
+        let db = open(&storage, 1 << 30);
+        assert_eq!(db.stream().cursor("c"), Some(acked), "{name}");
+        let after = db
+            .stream()
+            .read("c", acked, usize::MAX)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(after, live, "{name}");
+        // Registering again is idempotent and keeps the cursor.
+        assert_eq!(db.stream().register_consumer("c").unwrap(), acked, "{name}");
+    }
+}

@@ -223,10 +223,15 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .unwrap();
                 let missing = m.qty[sku].saturating_sub(found).min(m.held[sku]);
                 if m.status == OrderStatus::Picking && m.qty[sku] > 0 && missing > 0 {
-                    assert!(matches!(out, TransitionOutcome::Done { .. }));
                     m.qty[sku] -= missing;
                     m.held[sku] -= missing;
                     on_hand[sku] = on_hand[sku].saturating_sub(missing);
+                    // Nothing left to pick: the store cancels, the hold is released.
+                    if m.qty == [0; 2] {
+                        m.status = OrderStatus::Cancelled;
+                        m.held = [0; 2];
+                    }
+                    prop_assert_eq!(out, TransitionOutcome::Done { status: m.status });
                 } else {
                     assert!(matches!(out, TransitionOutcome::Rejected(_)));
                 }

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use pickline_engine::pickup_code::{PickupCode, StaffId, VerifyOutcome};
 use pickline_engine::{
-    Canceller, CollectOutcome, CreateOrder, CreateOrderOutcome, Customer, Engine, EngineConfig,
-    Event, EventStream, HoldRequest, Kpis, LineRequest, Lsn, MemoryLog, OrderId, OrderLineRequest,
-    OrderStatus, PosCount, PosDelta, PosDeltaKind, ReadyOutcome, ShortPick, ShortPickResolution,
+    Canceller, CollectOutcome, CreateOrder, CreateOrderOutcome, CreateOrderRejection, Customer,
+    Engine, EngineConfig, Event, EventStream, HoldRequest, Kpis, LineRequest, Lsn, MemoryLog,
+    OrderId, OrderLineRequest, OrderRejection, OrderStatus, PosCount, PosDelta, PosDeltaKind,
+    ReadyOutcome, ShortLine, ShortPick, ShortPickResolution, ShortReport, ShortReportOutcome,
     StoreDef, StreamError, Timestamp, TransitionOutcome,
 };
 
@@ -577,4 +578,192 @@ fn kpis_on_a_hand_built_scenario() {
     assert_eq!(s.inventory_accuracy(), Some(0.5));
     assert_eq!(s.shortages, 0);
     assert_eq!(k.overall(), &s);
+}
+
+/// Short-picking every unit of an order leaves nothing to pick: the same record cancels
+/// the order (by the store) and releases its hold, so it can never become ready or be
+/// handed off without anything to put on a receipt.
+#[test]
+fn shorting_every_unit_cancels_the_order_in_the_same_record() {
+    let (e, log) = setup();
+    let o = place(&e, "#6101", T0);
+    e.confirm_order(o, T0).unwrap();
+    e.start_picking(o, &staff("ann"), T0).unwrap();
+    let short = |sku: &str| ShortPick {
+        order: o,
+        sku: sku.into(),
+        found: 0,
+        resolution: ShortPickResolution::CancelLine,
+        staff: staff("ann"),
+    };
+    assert_eq!(
+        e.short_pick(&short("A"), T0).unwrap(),
+        TransitionOutcome::Done {
+            status: OrderStatus::Picking
+        }
+    );
+    let records = log.records().len();
+    assert_eq!(
+        e.short_pick(&short("B"), T0).unwrap(),
+        TransitionOutcome::Done {
+            status: OrderStatus::Cancelled
+        }
+    );
+    assert_eq!(log.records().len(), records + 1, "one record");
+    assert_eq!(e.order(o).unwrap().status, OrderStatus::Cancelled);
+    // The missing units left on_hand; nothing is held any more.
+    assert_eq!(cell(&e, "A"), (8, 0));
+    assert_eq!(cell(&e, "B"), (9, 0));
+    assert!(matches!(
+        e.mark_ready(o, &staff("ann"), ENTROPY, T0).unwrap(),
+        ReadyOutcome::Rejected(_)
+    ));
+    check_replay(&e, &log, &[o]);
+}
+
+/// A short report is all or nothing: a SKU listed twice is misuse and a refused later
+/// line refuses the report, and neither logs or changes anything; a good report is one
+/// record.
+#[test]
+fn a_short_report_is_applied_whole_or_not_at_all() {
+    let (e, log) = setup();
+    let o = place(&e, "#6201", T0);
+    e.confirm_order(o, T0).unwrap();
+    e.start_picking(o, &staff("ann"), T0).unwrap();
+    let line = |sku: &str, found| ShortLine {
+        sku: sku.into(),
+        found,
+        resolution: ShortPickResolution::Reallocate,
+    };
+    let report = |lines| ShortReport {
+        order: o,
+        lines,
+        staff: staff("ann"),
+    };
+    let before = (
+        log.records().len(),
+        e.order(o),
+        cell(&e, "A"),
+        cell(&e, "B"),
+    );
+    let unchanged = || {
+        assert_eq!(
+            (
+                log.records().len(),
+                e.order(o),
+                cell(&e, "A"),
+                cell(&e, "B")
+            ),
+            before
+        );
+    };
+    let twice = e.report_short(&report(vec![line("A", 1), line("A", 0)]), T0);
+    assert!(
+        matches!(
+            &twice,
+            Err(pickline_engine::EngineError::InvalidRequest { field: "lines", .. })
+        ),
+        "{twice:?}"
+    );
+    unchanged();
+    assert_eq!(
+        e.report_short(&report(vec![line("A", 1), line("C", 0)]), T0)
+            .unwrap(),
+        ShortReportOutcome::Rejected {
+            line: Some(1),
+            rejection: OrderRejection::NoSuchLine
+        }
+    );
+    unchanged();
+    assert_eq!(
+        e.report_short(&report(vec![line("A", 0), line("B", 1)]), T0)
+            .unwrap(),
+        ShortReportOutcome::Rejected {
+            line: Some(1),
+            rejection: OrderRejection::NotShort { line_qty: 1 }
+        }
+    );
+    unchanged();
+
+    assert_eq!(
+        e.report_short(&report(vec![line("B", 0), line("A", 1)]), T0)
+            .unwrap(),
+        ShortReportOutcome::Done {
+            status: OrderStatus::Picking,
+            missing: vec![1, 1]
+        }
+    );
+    assert_eq!(log.records().len(), before.0 + 1, "one record");
+    let v = e.order(o).unwrap();
+    let qty: Vec<u32> = v.lines.iter().map(|l| l.qty).collect();
+    assert_eq!(qty, [1, 0]);
+    assert_eq!(v.reallocation_requested.len(), 2);
+    assert_eq!((cell(&e, "A"), cell(&e, "B")), ((9, 1), (9, 0)));
+    check_replay(&e, &log, &[o]);
+}
+
+/// An idempotency key names one CreateOrder request: the same hold and channel order
+/// replays, anything else under the key is `KeyReused`; another key on a hold that has
+/// an order is `OrderExists`.
+#[test]
+fn create_order_keys_are_bound_to_their_request() {
+    let (e, log) = setup();
+    let o = place(&e, "#6301", T0);
+    let grant = e
+        .hold(
+            &HoldRequest::new("s1", vec![LineRequest::new("A", 1)]).with_ttl_ms(3_600_000),
+            T0,
+        )
+        .unwrap();
+    let other = grant.granted().unwrap().hold;
+    let req = |hold, key: &str, channel_order_id: &str| CreateOrder {
+        hold,
+        channel: "shopify".into(),
+        channel_order_id: channel_order_id.into(),
+        customer: Customer::default(),
+        lines: vec![OrderLineRequest {
+            sku: "A".into(),
+            qty: 1,
+            unit_price_minor: 100,
+            description: "Apple".into(),
+        }],
+        currency: "EUR".into(),
+        idempotency_key: Some(key.into()),
+    };
+    let records = log.records().len();
+    assert_eq!(
+        e.create_order(&req(other, "k-#6301", "#6302"), T0).unwrap(),
+        CreateOrderOutcome::Rejected(CreateOrderRejection::KeyReused { order: o })
+    );
+    assert_eq!(e.order(OrderId::from_hold(other)), None);
+    assert_eq!(
+        e.create_order(&req(o.hold(), "k-#6301", "#other"), T0)
+            .unwrap(),
+        CreateOrderOutcome::Rejected(CreateOrderRejection::KeyReused { order: o })
+    );
+    assert_eq!(
+        e.create_order(&req(o.hold(), "k-fresh", "#6301"), T0)
+            .unwrap(),
+        CreateOrderOutcome::Rejected(CreateOrderRejection::OrderExists { order: o })
+    );
+    assert_eq!(log.records().len(), records, "nothing logged");
+    let second = e.create_order(&req(other, "k-6302", "#6302"), T0).unwrap();
+    assert_eq!(
+        second,
+        CreateOrderOutcome::Created {
+            order: OrderId::from_hold(other)
+        }
+    );
+    check_replay(&e, &log, &[o, OrderId::from_hold(other)]);
+    // A replayed engine knows the keys too.
+    let fresh = Engine::new(EngineConfig::default()).unwrap();
+    for r in log.records() {
+        fresh.replay(&r.record).unwrap();
+    }
+    assert_eq!(
+        fresh
+            .create_order(&req(other, "k-#6301", "#6302"), T0)
+            .unwrap(),
+        CreateOrderOutcome::Rejected(CreateOrderRejection::KeyReused { order: o })
+    );
 }

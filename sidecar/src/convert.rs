@@ -873,6 +873,12 @@ pub fn order_rejection(order: OrderId, r: &OrderRejection, action: &'static str)
             state: "not locked".to_owned(),
             action,
         },
+        OrderRejection::NothingLeft => DomainError::IllegalTransition {
+            kind: ResourceKind::Order,
+            id: order.0.to_string(),
+            state: "left without any unit to hand off (every line was short)".to_owned(),
+            action,
+        },
         OrderRejection::PickupWindowOpen { ends_at } => DomainError::IllegalTransition {
             kind: ResourceKind::Order,
             id: order.0.to_string(),
@@ -882,6 +888,57 @@ pub fn order_rejection(order: OrderId, r: &OrderRejection, action: &'static str)
             ),
             action,
         },
+    }
+}
+
+/// Short lines per ReportShort at most (the order's lines are bounded like a hold's).
+pub const SHORT_LINES_MAX: usize = 100;
+
+/// A ReportShort request as the engine's all-or-nothing [`pe::ShortReport`]. Each SKU at
+/// most once: a second line of the same SKU could only be judged against the state the
+/// first one left, so it is refused before anything runs.
+pub fn short_report(r: &pb::ReportShortRequest) -> Result<pe::ShortReport, DomainError> {
+    let staff = staff_id("staff_id", &r.staff_id)?;
+    batch_len("lines", r.lines.len(), SHORT_LINES_MAX)?;
+    let mut lines = Vec::with_capacity(r.lines.len());
+    for (i, l) in r.lines.iter().enumerate() {
+        if r.lines[..i].iter().any(|o| o.sku == l.sku) {
+            return Err(invalid(
+                format!("lines[{i}].sku"),
+                format!("SKU {:?} is already listed in an earlier line", l.sku),
+            ));
+        }
+        let resolution = match pb::ShortResolution::try_from(l.resolution) {
+            Ok(pb::ShortResolution::Cancel) => pe::ShortPickResolution::CancelLine,
+            Ok(pb::ShortResolution::Reallocate) => pe::ShortPickResolution::Reallocate,
+            _ => return Err(invalid(format!("lines[{i}].resolution"), "must be set")),
+        };
+        lines.push(pe::ShortLine {
+            sku: l.sku.clone(),
+            found: l.picked_qty,
+            resolution,
+        });
+    }
+    Ok(pe::ShortReport {
+        order: OrderId(r.order_id),
+        lines,
+        staff,
+    })
+}
+
+/// A refused line of a ReportShort (`line`: its index in the request), or the refused
+/// report as a whole.
+pub fn short_rejection(order: OrderId, line: Option<usize>, r: &OrderRejection) -> DomainError {
+    match (line, r) {
+        (Some(i), OrderRejection::NoSuchLine) => invalid(
+            format!("lines[{i}].sku"),
+            "the order has no line of that SKU",
+        ),
+        (Some(i), OrderRejection::NotShort { line_qty }) => invalid(
+            format!("lines[{i}].picked_qty"),
+            format!("must be below the line's {line_qty} units"),
+        ),
+        _ => order_rejection(order, r, "report short"),
     }
 }
 

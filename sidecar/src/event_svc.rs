@@ -83,9 +83,13 @@ impl EventService for Events {
                 let created = stream.cursor(&req.name).is_none();
                 let mut acked = stream.register_consumer(&req.name).map_err(stream_error)?;
                 let head = db.engine().log().last_lsn();
-                if created && start == pb::ConsumerStart::Latest && head > acked {
-                    db.engine().ack_consumer(&req.name, head, now())?;
-                    acked = head;
+                if created {
+                    // A new consumer's start is logged as its first acknowledgement: the
+                    // durable cursor is what makes the registration survive a restart.
+                    if start == pb::ConsumerStart::Latest {
+                        acked = acked.max(head);
+                    }
+                    db.engine().ack_consumer(&req.name, acked, now())?;
                 }
                 Ok(pb::RegisterConsumerResponse {
                     consumer: Some(pb::Consumer {

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use pickline_engine::{
     AllocateRequest, Canceller, CollectOutcome, CreateOrderOutcome, CreateOrderRejection, Engine,
-    EngineError, HoldNotActive, LineRequest, OrderId, OrderStatus, ReadyOutcome, ShortPick,
-    ShortPickResolution, Timestamp, TransitionOutcome, VerifyCodeOutcome,
+    EngineError, HoldNotActive, LineRequest, OrderId, OrderStatus, ReadyOutcome, ShortLine,
+    ShortPickResolution, ShortReportOutcome, Timestamp, TransitionOutcome, VerifyCodeOutcome,
 };
 use tonic::{Request, Response, Status};
 
@@ -83,29 +83,18 @@ fn transitioned(
 /// Search radius of REALLOCATE when the request gives none (pickup.proto).
 const REALLOCATE_DISTANCE_KM_DEFAULT: f64 = 50.0;
 
-/// Units of `sku` the order still expects (0 when it has no such line).
-fn line_qty(engine: &Engine, order: OrderId, sku: &str) -> Result<u32, DomainError> {
-    let view = convert::order_view(engine, order)?;
-    let id = engine.sku_id(sku);
-    Ok(view
-        .lines
-        .iter()
-        .find(|l| Some(l.sku) == id)
-        .map_or(0, |l| l.qty))
-}
-
 /// Holds the `missing` units of a short line at other stores with the rules of
 /// Allocate, searching around the short store and never choosing it. The allocation's
 /// key names the order, the SKU and the units found, so one short of one line is
 /// allocated once however often the engine is asked within its dedupe window.
 fn reallocate(
     engine: &Engine,
-    pick: &ShortPick,
+    order: OrderId,
+    pick: &ShortLine,
     missing: u32,
     max_distance_km: f64,
     now: pickline_engine::Timestamp,
 ) -> Result<pb::Reallocation, DomainError> {
-    let order = pick.order;
     let def = engine
         .store_def(order.store())
         .ok_or_else(|| convert::unknown_order(order))?;
@@ -175,13 +164,17 @@ impl PickupService for Pickups {
                         HoldNotActive::Unknown,
                     )) => return Err(convert::unknown_hold(cmd.hold)),
                     CreateOrderOutcome::Rejected(CreateOrderRejection::OrderExists { order }) => {
+                        // Not a reused key: the hold is past the state that takes an order.
+                        return Err(DomainError::IllegalTransition {
+                            kind: ResourceKind::Hold,
+                            id: cmd.hold.0.to_string(),
+                            state: format!("already the hold of order {}", order.0),
+                            action: "create another order",
+                        });
+                    }
+                    CreateOrderOutcome::Rejected(CreateOrderRejection::KeyReused { .. }) => {
                         return Err(DomainError::IdempotencyKeyReused {
-                            key: format!(
-                                "{} (hold {} already has order {})",
-                                cmd.idempotency_key.unwrap_or_default(),
-                                cmd.hold.0,
-                                order.0
-                            ),
+                            key: cmd.idempotency_key.unwrap_or_default(),
                         });
                     }
                     CreateOrderOutcome::Rejected(CreateOrderRejection::LinesMismatch) => {
@@ -317,30 +310,8 @@ impl PickupService for Pickups {
         let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req)?;
         keyed
             .run(async move {
-                let staff = staff_id("staff_id", &req.staff_id)?;
-                let order = OrderId(req.order_id);
-                convert::batch_len("lines", req.lines.len(), 100)?;
-                let mut picks = Vec::with_capacity(req.lines.len());
-                for (i, l) in req.lines.iter().enumerate() {
-                    let resolution = match pb::ShortResolution::try_from(l.resolution) {
-                        Ok(pb::ShortResolution::Cancel) => ShortPickResolution::CancelLine,
-                        Ok(pb::ShortResolution::Reallocate) => ShortPickResolution::Reallocate,
-                        _ => {
-                            return Err(DomainError::InvalidArgument {
-                                field: format!("lines[{i}].resolution"),
-                                reason: "must be set".into(),
-                            }
-                            .into());
-                        }
-                    };
-                    picks.push(ShortPick {
-                        order,
-                        sku: l.sku.clone(),
-                        found: l.picked_qty,
-                        resolution,
-                        staff: staff.clone(),
-                    });
-                }
+                let report = convert::short_report(&req)?;
+                let order = report.order;
                 let realloc_km = match req.reallocate_max_distance_m {
                     0 => REALLOCATE_DISTANCE_KM_DEFAULT,
                     m => convert::distance_km("reallocate_max_distance_m", m)?,
@@ -348,18 +319,20 @@ impl PickupService for Pickups {
                 let engine = self.engine_for(&caller, order)?;
                 self.domain
                     .durable(move || {
-                        let mut reallocations = Vec::new();
-                        for pick in &picks {
-                            let before = line_qty(&engine, order, &pick.sku)?;
-                            let now = now();
-                            if let TransitionOutcome::Rejected(r) = engine.short_pick(pick, now)? {
-                                return Err(convert::order_rejection(order, &r, "report short"));
+                        let now = now();
+                        // All lines or none, in one record: a refusal changed nothing.
+                        let missing = match engine.report_short(&report, now)? {
+                            ShortReportOutcome::Done { missing, .. } => missing,
+                            ShortReportOutcome::Rejected { line, rejection } => {
+                                return Err(convert::short_rejection(order, line, &rejection));
                             }
-                            let missing =
-                                before.saturating_sub(line_qty(&engine, order, &pick.sku)?);
-                            if pick.resolution == ShortPickResolution::Reallocate && missing > 0 {
-                                reallocations
-                                    .push(reallocate(&engine, pick, missing, realloc_km, now)?);
+                        };
+                        let mut reallocations = Vec::new();
+                        for (line, missing) in report.lines.iter().zip(missing) {
+                            if line.resolution == ShortPickResolution::Reallocate && missing > 0 {
+                                reallocations.push(reallocate(
+                                    &engine, order, line, missing, realloc_km, now,
+                                )?);
                             }
                         }
                         let view = convert::order_view(&engine, order)?;

@@ -7,8 +7,9 @@ use common::{
     ADMIN_TOKEN, CHECKOUT_TOKEN, Clients, POS_TOKEN, STAFF_S1_TOKEN, TestServer, clients,
     with_token,
 };
-use pickline_sidecar::pb;
+use pickline_sidecar::pb::{self, event_service_client::EventServiceClient};
 use tonic::Code;
+use tonic_types::StatusExt as _;
 
 async fn upsert_store(c: &mut Clients, id: &str) {
     let store = pb::StoreIdentity {
@@ -742,4 +743,279 @@ async fn store_changes_and_pos_batches_replay_under_their_keys() {
     assert_eq!(again, applied, "the same answer, not DUPLICATE");
     let different = c.inventory.apply_pos_events(pos(5)).await.unwrap_err();
     assert_eq!(different.code(), Code::AlreadyExists, "{different:?}");
+}
+fn create_order_request(key: &str, hold_id: u64, channel_order_id: &str) -> pb::CreateOrderRequest {
+    pb::CreateOrderRequest {
+        idempotency_key: key.into(),
+        hold_id,
+        channel: pb::Channel::Direct as i32,
+        channel_order_id: channel_order_id.into(),
+        lines: vec![pb::PricedLine {
+            sku: "SKU-1".into(),
+            qty: 1,
+            unit_price_minor: 500,
+            ..Default::default()
+        }],
+        currency: "EUR".into(),
+        ..Default::default()
+    }
+}
+
+async fn create_order(
+    c: &mut Clients,
+    req: pb::CreateOrderRequest,
+) -> Result<pb::CreateOrderResponse, tonic::Status> {
+    c.pickups
+        .create_order(with_token(req, CHECKOUT_TOKEN))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn granted_hold(c: &mut Clients, key: &str) -> u64 {
+    let r = hold(c, hold_request(key, "S1", &[("SKU-1", 1)])).await;
+    let Some(pb::hold_response::Outcome::Granted(h)) = r.outcome else {
+        panic!("expected a grant: {r:?}");
+    };
+    h.hold_id
+}
+
+/// CreateOrder's idempotency key names one request (the hold and the channel order id):
+/// a retry replays, a different request under the key is ALREADY_EXISTS (also after a
+/// restart), and a hold that already has an order is FAILED_PRECONDITION naming it.
+#[tokio::test]
+async fn create_order_keys_name_one_request_and_a_second_order_is_a_precondition() {
+    let server = TestServer::start(|_| {}).await;
+    let mut c = clients(&server).await;
+    upsert_store(&mut c, "S1").await;
+    c.inventory
+        .apply_pos_events(with_token(receive("S1", "SKU-1", 5, "pos-1"), POS_TOKEN))
+        .await
+        .unwrap();
+    let h1 = granted_hold(&mut c, "cart-1").await;
+    let h2 = granted_hold(&mut c, "cart-2").await;
+    let first = create_order(&mut c, create_order_request("k-1", h1, "#1"))
+        .await
+        .unwrap();
+    let Some(pb::create_order_response::Outcome::Order(o1)) = &first.outcome else {
+        panic!("{first:?}");
+    };
+    assert!(!first.replayed);
+    // The same request again replays.
+    let retry = create_order(&mut c, create_order_request("k-1", h1, "#1"))
+        .await
+        .unwrap();
+    assert!(retry.replayed, "{retry:?}");
+    let Some(pb::create_order_response::Outcome::Order(again)) = &retry.outcome else {
+        panic!("{retry:?}");
+    };
+    assert_eq!(again.order_id, o1.order_id);
+
+    let check_reused = |e: tonic::Status| {
+        assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+        let info = e.get_details_error_info().expect("ErrorInfo detail");
+        assert_eq!(info.reason, "IDEMPOTENCY_KEY_REUSED");
+    };
+    // The same key for another hold is misuse: no second order.
+    check_reused(
+        create_order(&mut c, create_order_request("k-1", h2, "#2"))
+            .await
+            .unwrap_err(),
+    );
+    // The same key and hold for another channel order is another request too.
+    check_reused(
+        create_order(&mut c, create_order_request("k-1", h1, "#9"))
+            .await
+            .unwrap_err(),
+    );
+    let no_order = c
+        .pickups
+        .get_order(with_token(
+            pb::GetOrderRequest {
+                key: Some(pb::get_order_request::Key::OrderId(h2)),
+            },
+            CHECKOUT_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(no_order.code(), Code::NotFound, "{no_order:?}");
+
+    // A fresh key on a hold that already has an order: the key was not reused, the
+    // hold is in the wrong state.
+    let check_exists = |e: tonic::Status| {
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        let pf = e
+            .get_details_precondition_failure()
+            .expect("PreconditionFailure detail");
+        assert_eq!(pf.violations[0].r#type, "ILLEGAL_TRANSITION");
+        assert!(
+            e.message().contains(&o1.order_id.to_string()),
+            "names the existing order: {e:?}"
+        );
+        assert!(!e.message().contains("k-2"), "{e:?}");
+    };
+    check_exists(
+        create_order(&mut c, create_order_request("k-2", h1, "#1"))
+            .await
+            .unwrap_err(),
+    );
+
+    // After a restart the engine still knows what the key was used for.
+    let dir = server.stop_keeping_dir().await;
+    let server = TestServer::start_in(dir, |_| {}).await;
+    let mut c = clients(&server).await;
+    check_reused(
+        create_order(&mut c, create_order_request("k-1", h2, "#2"))
+            .await
+            .unwrap_err(),
+    );
+    let retry = create_order(&mut c, create_order_request("k-1", h1, "#1"))
+        .await
+        .unwrap();
+    assert!(retry.replayed, "{retry:?}");
+    check_exists(
+        create_order(&mut c, create_order_request("k-3", h1, "#1"))
+            .await
+            .unwrap_err(),
+    );
+    // The other hold can still become an order under its own key.
+    let second = create_order(&mut c, create_order_request("k-4", h2, "#2"))
+        .await
+        .unwrap();
+    assert!(!second.replayed, "{second:?}");
+}
+
+/// Appends `count` POS receipts to S1 in batches, one record each.
+async fn receive_many(c: &mut Clients, tag: &str, count: usize) {
+    let mut left = count;
+    let mut n = 0;
+    while left > 0 {
+        let batch = left.min(1_000);
+        let events = (0..batch)
+            .map(|i| pb::PosEvent {
+                pos_event_id: format!("{tag}-{}", n + i),
+                store_id: "S1".into(),
+                sku: format!("SKU-{}", (n + i) % 7),
+                occurred_at_ms: 1,
+                change: Some(pb::pos_event::Change::Delta(pb::PosDelta {
+                    kind: pb::PosDeltaKind::Receive as i32,
+                    qty: 1,
+                })),
+                order_ref: String::new(),
+            })
+            .collect();
+        c.inventory
+            .apply_pos_events(with_token(
+                pb::ApplyPosEventsRequest {
+                    idempotency_key: format!("batch-{tag}-{n}"),
+                    events,
+                },
+                POS_TOKEN,
+            ))
+            .await
+            .unwrap();
+        n += batch;
+        left -= batch;
+    }
+}
+
+/// The first batch a subscription of `consumer` (from its cursor) delivers.
+async fn first_batch(
+    events: &mut EventServiceClient<tonic::transport::Channel>,
+    consumer: &str,
+) -> Result<pb::EventBatch, tonic::Status> {
+    let mut stream = events
+        .subscribe(with_token(
+            pb::SubscribeRequest {
+                consumer: consumer.into(),
+                after_seq: 0,
+                batch_size: 10,
+            },
+            ADMIN_TOKEN,
+        ))
+        .await?
+        .into_inner();
+    let batch = tokio::time::timeout(common::PATIENCE, stream.message())
+        .await
+        .expect("a batch in time")?;
+    Ok(batch.expect("the stream delivers a batch"))
+}
+
+/// A registered consumer resumes from its durable cursor after a restart, with thousands
+/// of events in the log, whether the restart reads a snapshot or replays the log; and a
+/// consumer registered but never acknowledged is still registered.
+#[tokio::test]
+async fn registered_consumers_resume_from_their_cursor_after_a_restart() {
+    for checkpoint in [false, true] {
+        let server = TestServer::start(|_| {}).await;
+        let mut c = clients(&server).await;
+        let mut events = EventServiceClient::new(server.channel().await);
+        for (name, start) in [
+            ("c", pb::ConsumerStart::Earliest),
+            ("idle", pb::ConsumerStart::Earliest),
+        ] {
+            events
+                .register_consumer(with_token(
+                    pb::RegisterConsumerRequest {
+                        idempotency_key: format!("reg-{name}"),
+                        name: name.into(),
+                        start: start as i32,
+                    },
+                    ADMIN_TOKEN,
+                ))
+                .await
+                .unwrap();
+        }
+        upsert_store(&mut c, "S1").await;
+        receive_many(&mut c, "a", 2_000).await;
+        let acked = first_batch(&mut events, "c").await.unwrap().head_seq;
+        events
+            .ack(with_token(
+                pb::AckRequest {
+                    idempotency_key: "ack-1".into(),
+                    consumer: "c".into(),
+                    seq: acked,
+                },
+                ADMIN_TOKEN,
+            ))
+            .await
+            .unwrap();
+        receive_many(&mut c, "b", 1_500).await;
+        if checkpoint {
+            server
+                .admin_client()
+                .await
+                .snapshot(with_token(
+                    pb::SnapshotRequest {
+                        idempotency_key: "snap-1".into(),
+                    },
+                    ADMIN_TOKEN,
+                ))
+                .await
+                .unwrap();
+            receive_many(&mut c, "c", 100).await;
+        }
+
+        let dir = server.stop_keeping_dir().await;
+        let server = TestServer::start_in(dir, |_| {}).await;
+        let mut events = EventServiceClient::new(server.channel().await);
+        let batch = first_batch(&mut events, "c")
+            .await
+            .unwrap_or_else(|e| panic!("checkpoint {checkpoint}: {e:?}"));
+        // The first event after the cursor (the Ack's own record carries none).
+        let first = batch.events[0].seq;
+        assert!(
+            (acked + 1..=acked + 2).contains(&first),
+            "checkpoint {checkpoint}: {first} after {acked}"
+        );
+        let idle = first_batch(&mut events, "idle")
+            .await
+            .unwrap_or_else(|e| panic!("checkpoint {checkpoint}: {e:?}"));
+        // From the start of the log: the store's creation is the first domain event.
+        assert!(
+            matches!(idle.events[0].kind, Some(pb::event::Kind::StoreChanged(_))),
+            "checkpoint {checkpoint}: {:?}",
+            idle.events[0]
+        );
+        server.stop().await.unwrap();
+    }
 }

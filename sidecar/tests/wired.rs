@@ -767,3 +767,107 @@ async fn a_short_pick_with_reallocate_holds_the_missing_units_at_the_next_store(
     };
     assert_eq!(r.reason(), pb::HoldRejectReason::NoStore);
 }
+
+async fn report_short(
+    c: &mut Clients,
+    order: u64,
+    lines: Vec<pb::ShortLine>,
+) -> Result<pb::ReportShortResponse, Status> {
+    c.pickups
+        .report_short(with_token(
+            pb::ReportShortRequest {
+                idempotency_key: key("short"),
+                order_id: order,
+                staff_id: "anna".into(),
+                lines,
+                reallocate_max_distance_m: 0,
+            },
+            STAFF_S1_TOKEN,
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+fn short_line(sku: &str, picked_qty: u32, resolution: pb::ShortResolution) -> pb::ShortLine {
+    pb::ShortLine {
+        sku: sku.into(),
+        picked_qty,
+        resolution: resolution as i32,
+    }
+}
+
+async fn get_order(c: &mut Clients, order: u64) -> pb::PickupOrder {
+    c.pickups
+        .get_order(with_token(
+            pb::GetOrderRequest {
+                key: Some(pb::get_order_request::Key::OrderId(order)),
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap()
+}
+
+/// A ReportShort that fails executed nothing: a SKU listed twice, or a bad later line,
+/// leaves the order, the stock and the other stores as they were. Shorting every unit
+/// cancels the order (pickup.proto), so it can neither become READY nor reach a
+/// hand-off without a receipt.
+#[tokio::test]
+async fn a_refused_report_short_changes_nothing_and_an_empty_order_is_cancelled() {
+    use pb::ShortResolution::{Cancel, Reallocate};
+    let server = TestServer::start(|_| {}).await;
+    let mut c = clients(&server).await;
+    store_with_mugs(&mut c, "S1", 52.52, 13.41, 3).await;
+    store_with_mugs(&mut c, "S2", 52.53, 13.45, 5).await;
+    let (order, _) = picking_order(&mut c, "S1", 1, 3_600_000, STAFF_S1_TOKEN).await;
+    let before = get_order(&mut c, order).await;
+    let refused = [
+        vec![
+            short_line("MUG", 0, Reallocate),
+            short_line("MUG", 0, Reallocate),
+        ],
+        vec![short_line("MUG", 0, Cancel), short_line("MUG", 0, Cancel)],
+        vec![
+            short_line("MUG", 0, Reallocate),
+            short_line("TEA", 0, Cancel),
+        ],
+    ];
+    for lines in refused {
+        let e = report_short(&mut c, order, lines.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{lines:?}: {e:?}");
+        assert!(field_violation(&e).starts_with("lines"), "{e:?}");
+        let s1 = availability(&mut c, "S1").await;
+        assert_eq!((s1.on_hand, s1.held), (3, 1), "{lines:?}");
+        assert_eq!(availability(&mut c, "S2").await.held, 0, "{lines:?}");
+        let after = get_order(&mut c, order).await;
+        assert_eq!(after.lines, before.lines, "{lines:?}");
+        assert_eq!(after.history, before.history, "{lines:?}");
+    }
+
+    // Nothing left to pick: the order is cancelled and its hold released.
+    let report = report_short(&mut c, order, vec![short_line("MUG", 0, Cancel)])
+        .await
+        .unwrap();
+    let o = report.order.unwrap();
+    assert_eq!(o.state(), pb::OrderState::Cancelled);
+    let s1 = availability(&mut c, "S1").await;
+    assert_eq!((s1.on_hand, s1.held), (2, 0));
+    let ready = c
+        .pickups
+        .mark_ready(with_token(
+            pb::MarkReadyRequest {
+                idempotency_key: key("ready"),
+                order_id: order,
+                staff_id: "anna".into(),
+            },
+            STAFF_S1_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(ready.code(), Code::FailedPrecondition, "{ready:?}");
+}
