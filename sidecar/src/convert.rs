@@ -162,7 +162,7 @@ pub fn store_page_after(token: &str) -> Result<Option<String>, DomainError> {
         return Ok(None);
     }
     let garbage = || invalid("page_token", "not a token this server issued");
-    if token.len() % 2 != 0 || token.len() > 2 * STORE_ID_LEN_MAX {
+    if !token.len().is_multiple_of(2) || token.len() > 2 * STORE_ID_LEN_MAX {
         return Err(garbage());
     }
     let bytes = (0..token.len())
