@@ -17,7 +17,7 @@ use std::{collections::BTreeSet, fmt, str::FromStr, sync::Arc};
 use serde::Deserialize;
 use subtle::{ConditionallySelectable as _, ConstantTimeEq as _};
 
-use crate::rpc::{RpcSpec, ScopeKind};
+use crate::rpc::{RpcSpec, ScopeKind, ScopeSet};
 
 /// Which stores a store-bound scope covers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -177,10 +177,19 @@ impl Principal {
     }
 
     /// Whether the principal may call the RPC for this store: through a kind that is not
-    /// store-bound (checkout, oms, admin), or through `pos`/`staff` covering the store.
+    /// store-bound (checkout, oms, admin), through `pos`/`staff` covering the store, or
+    /// through any allowed kind when the RPC is not store-bound (an open read).
     pub fn may_call_for_store(&self, rpc: &RpcSpec, store_id: &str) -> bool {
+        if !rpc.store_bound {
+            return self.may_call(rpc);
+        }
+        self.may_act_as(rpc.allowed, store_id)
+    }
+
+    /// Whether the principal holds one of `kinds`, covering `store_id` if store-bound.
+    fn may_act_as(&self, kinds: ScopeSet, store_id: &str) -> bool {
         self.kinds.iter().any(|&kind| {
-            rpc.allowed.contains(kind)
+            kinds.contains(kind)
                 && match kind {
                     ScopeKind::Pos => self.pos.covers(store_id),
                     ScopeKind::Staff => self.staff.covers(store_id),
@@ -218,6 +227,19 @@ pub enum AuthError {
         /// The RPC path.
         rpc: &'static str,
         /// The store the request named.
+        store_id: String,
+    },
+    /// A token acting for an actor its scopes do not stand for (a checkout token
+    /// cancelling as the store, a staff token as the customer).
+    #[error("token {principal:?} may not call {rpc} as actor {actor} for store {store_id:?}")]
+    ActorNotAllowed {
+        /// The token's name.
+        principal: String,
+        /// The RPC path.
+        rpc: &'static str,
+        /// The actor the request named, e.g. `STORE`.
+        actor: &'static str,
+        /// The store the request is about.
         store_id: String,
     },
     /// A handler asked for the caller of a request the admission layer did not admit
@@ -325,7 +347,31 @@ impl Caller {
             Err(AuthError::StoreNotAllowed {
                 principal: self.principal.name.clone(),
                 rpc: self.rpc.path,
-                store_id: store_id.to_owned(),
+                store_id: crate::status::echo(store_id),
+            })
+        }
+    }
+}
+
+impl Caller {
+    /// Checks that the caller may act as `actor` on `store_id`: it holds one of `kinds`
+    /// (admin always counts), covering the store if that kind is store-bound. For RPCs
+    /// whose request names who acts (Cancel by the customer or by the store), so one
+    /// caller cannot speak for another.
+    pub fn authorize_actor(
+        &self,
+        actor: &'static str,
+        kinds: &[ScopeKind],
+        store_id: &str,
+    ) -> Result<(), AuthError> {
+        if self.principal.may_act_as(ScopeSet::of(kinds), store_id) {
+            Ok(())
+        } else {
+            Err(AuthError::ActorNotAllowed {
+                principal: self.principal.name.clone(),
+                rpc: self.rpc.path,
+                actor,
+                store_id: crate::status::echo(store_id),
             })
         }
     }

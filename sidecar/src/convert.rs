@@ -19,11 +19,18 @@ use pickline_engine::{
 
 use crate::{
     pb,
-    status::{DomainError, ResourceKind},
+    status::{DomainError, ResourceKind, echo},
 };
 
 /// Longest idempotency key, bytes (common.proto).
 pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 128;
+/// Longest store id, bytes (store.proto). The engine's own limit
+/// (`Limits::external_id_len_max`) is looser; the contract's is the one callers see.
+pub const STORE_ID_LEN_MAX: usize = 64;
+/// Longest SKU id, bytes (common.proto).
+pub const SKU_LEN_MAX: usize = 64;
+/// Longest event consumer name, bytes (event.proto).
+pub const CONSUMER_NAME_LEN_MAX: usize = 64;
 
 impl From<EngineError> for DomainError {
     fn from(e: EngineError) -> DomainError {
@@ -59,6 +66,59 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> DomainError {
     }
 }
 
+/// An external id of 1..=`len_max` bytes without control characters.
+fn external_id(field: &str, id: &str, len_max: usize) -> Result<(), DomainError> {
+    if id.is_empty() || id.len() > len_max {
+        return Err(invalid(field, format!("must be 1..={len_max} bytes")));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// Checks a store id (1..=64 bytes, store.proto).
+pub fn store_id(field: &str, id: &str) -> Result<(), DomainError> {
+    external_id(field, id, STORE_ID_LEN_MAX)
+}
+
+/// Checks a SKU id (1..=64 bytes, common.proto).
+pub fn sku(field: &str, id: &str) -> Result<(), DomainError> {
+    external_id(field, id, SKU_LEN_MAX)
+}
+
+/// Checks the lines of a hold, an allocation or a cart: each SKU valid and named at
+/// most once (hold.proto), each quantity at least 1. Field paths are relative to the
+/// request (`lines[2].sku`).
+pub fn lines(field: &str, lines: &[pb::Line]) -> Result<(), DomainError> {
+    let mut seen = std::collections::HashSet::with_capacity(lines.len());
+    for (i, l) in lines.iter().enumerate() {
+        sku(&format!("{field}[{i}].sku"), &l.sku)?;
+        if l.qty == 0 {
+            return Err(invalid(format!("{field}[{i}].qty"), "must be at least 1"));
+        }
+        if !seen.insert(l.sku.as_str()) {
+            return Err(invalid(
+                format!("{field}[{i}].sku"),
+                "names a SKU of an earlier line; each SKU at most once",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a consumer name (1..=64 bytes of `[a-z0-9_-]`, event.proto).
+pub fn consumer_name(field: &str, name: &str) -> Result<(), DomainError> {
+    let allowed = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-';
+    if name.is_empty() || name.len() > CONSUMER_NAME_LEN_MAX || !name.bytes().all(allowed) {
+        return Err(invalid(
+            field,
+            format!("must be 1..={CONSUMER_NAME_LEN_MAX} bytes of [a-z0-9_-]"),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks that a mutation carries its idempotency key (1..=128 bytes).
 pub fn idempotency_key(field: &str, key: &str) -> Result<String, DomainError> {
     if key.is_empty() || key.len() > IDEMPOTENCY_KEY_LEN_MAX {
@@ -89,6 +149,36 @@ pub fn batch_len(what: &'static str, len: usize, max: usize) -> Result<(), Domai
         });
     }
     Ok(())
+}
+
+/// The ListStores page token after the store `last`: its id in lower-case hex, so that
+/// a token is recognisably one this server issued.
+pub fn store_page_token(last: &str) -> String {
+    last.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The store id a ListStores page token continues after (`None` for the first page).
+pub fn store_page_after(token: &str) -> Result<Option<String>, DomainError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let garbage = || invalid("page_token", "not a token this server issued");
+    if !token.len().is_multiple_of(2) || token.len() > 2 * STORE_ID_LEN_MAX {
+        return Err(garbage());
+    }
+    let bytes = (0..token.len())
+        .step_by(2)
+        .map(|i| {
+            let pair = token.get(i..i + 2).ok_or_else(garbage)?;
+            if pair.bytes().any(|b| b.is_ascii_uppercase()) {
+                return Err(garbage());
+            }
+            u8::from_str_radix(pair, 16).map_err(|_| garbage())
+        })
+        .collect::<Result<Vec<u8>, _>>()?;
+    let id = String::from_utf8(bytes).map_err(|_| garbage())?;
+    store_id("page_token", &id).map_err(|_| garbage())?;
+    Ok(Some(id))
 }
 
 /// A page token that is a decimal number (the last key of the previous page).
@@ -138,6 +228,7 @@ fn store_status_pb(s: StoreStatus) -> pb::StoreStatus {
 /// A store definition from `UpsertStoreRequest.store`.
 pub fn store_def(s: Option<pb::StoreIdentity>) -> Result<StoreDef, DomainError> {
     let s = s.ok_or_else(|| invalid("store", "required"))?;
+    store_id("store.store_id", &s.store_id)?;
     let loc = s
         .location
         .ok_or_else(|| invalid("store.location", "required"))?;
@@ -326,10 +417,21 @@ fn intervals(field: &str, open: &[pb::LocalTimeRange]) -> Result<Vec<LocalInterv
         .collect()
 }
 
-/// A local date `YYYY-MM-DD`.
+/// A local date `YYYY-MM-DD` (exactly: the parser also takes ISO 8601 forms such as
+/// `20240101` that the contract does not).
 pub fn local_date(field: &str, s: &str) -> Result<Date, DomainError> {
-    s.parse::<Date>()
-        .map_err(|_| invalid(field, format!("{s:?} is not a date YYYY-MM-DD")))
+    let b = s.as_bytes();
+    let shaped = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    let wrong = || invalid(field, format!("{:?} is not a date YYYY-MM-DD", echo(s)));
+    if !shaped {
+        return Err(wrong());
+    }
+    s.parse::<Date>().map_err(|_| wrong())
 }
 
 /// Weekly hours and dated exceptions from a SetHours request.
@@ -513,6 +615,8 @@ pub enum PosCommand {
 /// A POS event from proto; `i` is its index in the batch, for field paths.
 pub fn pos_command(i: usize, e: pb::PosEvent) -> Result<PosCommand, DomainError> {
     let field = |f: &str| format!("events[{i}].{f}");
+    store_id(&field("store_id"), &e.store_id)?;
+    sku(&field("sku"), &e.sku)?;
     match e.change {
         Some(pb::pos_event::Change::Delta(d)) => {
             if d.qty == 0 {
@@ -555,6 +659,8 @@ pub fn pos_command(i: usize, e: pb::PosEvent) -> Result<PosCommand, DomainError>
 /// [`DomainError::in_field`]).
 pub fn hold_request(r: &pb::HoldRequest) -> Result<pe::HoldRequest, DomainError> {
     let key = idempotency_key("idempotency_key", &r.idempotency_key)?;
+    store_id("store_id", &r.store_id)?;
+    lines("lines", &r.lines)?;
     let lines = r
         .lines
         .iter()
@@ -728,6 +834,15 @@ fn channel_pb(c: &str) -> (pb::Channel, String) {
 /// A `CreateOrder` command from proto.
 pub fn create_order(r: pb::CreateOrderRequest) -> Result<pe::CreateOrder, DomainError> {
     let key = idempotency_key("idempotency_key", &r.idempotency_key)?;
+    for (i, l) in r.lines.iter().enumerate() {
+        sku(&format!("lines[{i}].sku"), &l.sku)?;
+        if l.unit_price_minor < 0 {
+            return Err(invalid(
+                format!("lines[{i}].unit_price_minor"),
+                "must not be negative",
+            ));
+        }
+    }
     let customer = r.customer.unwrap_or_default();
     let opt = |s: String| (!s.is_empty()).then_some(s);
     Ok(pe::CreateOrder {
@@ -1202,9 +1317,10 @@ pub fn position(field: &str, p: Option<&pb::GeoPoint>) -> Result<(f64, f64), Dom
         .ok_or_else(|| invalid(field, "required"))
 }
 
-fn cart(lines: &[pb::Line]) -> Result<Vec<pe::LineRequest>, DomainError> {
-    batch_len("lines", lines.len(), CART_LINES_MAX)?;
-    Ok(lines
+fn cart(cart_lines: &[pb::Line]) -> Result<Vec<pe::LineRequest>, DomainError> {
+    batch_len("lines", cart_lines.len(), CART_LINES_MAX)?;
+    lines("lines", cart_lines)?;
+    Ok(cart_lines
         .iter()
         .map(|l| pe::LineRequest::new(l.sku.clone(), l.qty))
         .collect())
@@ -1217,7 +1333,10 @@ pub fn allocate_request(r: &pb::AllocateRequest) -> Result<pe::AllocateRequest, 
         Some(pb::allocate_request::Origin::Position(p)) => {
             (Some(position("origin.position", Some(p))?), None)
         }
-        Some(pb::allocate_request::Origin::PreferredStoreId(s)) => (None, Some(s.clone())),
+        Some(pb::allocate_request::Origin::PreferredStoreId(s)) => {
+            store_id("origin.preferred_store_id", s)?;
+            (None, Some(s.clone()))
+        }
         None => {
             return Err(invalid(
                 "origin",

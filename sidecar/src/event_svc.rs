@@ -69,6 +69,10 @@ impl EventService for Events {
     ) -> Result<Response<pb::RegisterConsumerResponse>, Status> {
         let req = request.into_inner();
         idempotency_key("idempotency_key", &req.idempotency_key)?;
+        // Only at registration: Subscribe and Ack look names up, and an unknown one is
+        // NOT_FOUND whatever its shape (consumers registered before this check keep
+        // working).
+        convert::consumer_name("name", &req.name)?;
         let start = pb::ConsumerStart::try_from(req.start)
             .ok()
             .filter(|s| *s != pb::ConsumerStart::Unspecified)

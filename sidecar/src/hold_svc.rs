@@ -118,6 +118,7 @@ impl HoldService for Holds {
         &self,
         request: Request<pb::HoldRequest>,
     ) -> Result<Response<pb::HoldResponse>, Status> {
+        convert::store_id("store_id", &request.get_ref().store_id)?;
         auth::caller(&request)?.authorize_store(&request.get_ref().store_id)?;
         let req = request.into_inner();
         let cmd = convert::hold_request(&req)?;
@@ -318,6 +319,7 @@ impl HoldService for Holds {
         &self,
         request: Request<pb::ListSlotsRequest>,
     ) -> Result<Response<pb::ListSlotsResponse>, Status> {
+        convert::store_id("store_id", &request.get_ref().store_id)?;
         auth::caller(&request)?.authorize_store(&request.get_ref().store_id)?;
         let req = request.into_inner();
         let date = convert::local_date("date", &req.date)?;

@@ -152,8 +152,10 @@ impl InventoryService for Inventory {
         &self,
         request: Request<pb::GetAvailabilityRequest>,
     ) -> Result<Response<pb::GetAvailabilityResponse>, Status> {
+        convert::store_id("store_id", &request.get_ref().store_id)?;
         auth::caller(&request)?.authorize_store(&request.get_ref().store_id)?;
         let req = request.into_inner();
+        convert::sku("sku", &req.sku)?;
         let engine = self.domain.engine()?;
         Ok(Response::new(pb::GetAvailabilityResponse {
             cell: Some(cell(&engine, &req.store_id, &req.sku)?),
@@ -166,6 +168,7 @@ impl InventoryService for Inventory {
     ) -> Result<Response<pb::GetSkuAvailabilityResponse>, Status> {
         let caller = auth::caller(&request)?.clone();
         let req = request.into_inner();
+        convert::sku("sku", &req.sku)?;
         if req.store_ids.len() > SKU_STORES_MAX {
             return Err(DomainError::LimitExceeded {
                 what: "store_ids",
@@ -174,7 +177,8 @@ impl InventoryService for Inventory {
             }
             .into());
         }
-        for s in &req.store_ids {
+        for (i, s) in req.store_ids.iter().enumerate() {
+            convert::store_id(&format!("store_ids[{i}]"), s)?;
             caller.authorize_store(s)?;
         }
         let engine = self.domain.engine()?;
@@ -186,7 +190,7 @@ impl InventoryService for Inventory {
                 convert::availability_pb(&name, &req.sku, view, 0)
             })
             .filter(|c| req.store_ids.is_empty() || req.store_ids.contains(&c.store_id))
-            // A store-bound token sees only its own stores.
+            // What the token may see (every store: an open read in rpc.rs).
             .filter(|c| caller.authorize_store(&c.store_id).is_ok())
             .collect();
         cells.sort_by(|a, b| a.store_id.cmp(&b.store_id));
@@ -197,6 +201,7 @@ impl InventoryService for Inventory {
         &self,
         request: Request<pb::ListStoreAvailabilityRequest>,
     ) -> Result<Response<pb::ListStoreAvailabilityResponse>, Status> {
+        convert::store_id("store_id", &request.get_ref().store_id)?;
         auth::caller(&request)?.authorize_store(&request.get_ref().store_id)?;
         let req = request.into_inner();
         let size = convert::page_size(req.page_size, CELLS_PAGE_DEFAULT, CELLS_PAGE_MAX)?;
@@ -259,9 +264,13 @@ impl InventoryService for Inventory {
         &self,
         request: Request<pb::SetSafetyStockRequest>,
     ) -> Result<Response<pb::SetSafetyStockResponse>, Status> {
+        convert::store_id("store_id", &request.get_ref().store_id)?;
         let caller = auth::caller(&request)?.clone();
         caller.authorize_store(&request.get_ref().store_id)?;
         let req = request.into_inner();
+        if !req.sku.is_empty() {
+            convert::sku("sku", &req.sku)?;
+        }
         let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req)?;
         keyed
             .run(async move {

@@ -8,6 +8,8 @@
 //!   needs the recovered engine.
 //! - [`auth`]: bearer tokens, scopes, the [`auth::Caller`] a handler receives.
 //! - [`status`]: the one table mapping errors to gRPC status codes.
+//! - [`codec`]: the protobuf codec of the contract's services (malformed requests are
+//!   INVALID_ARGUMENT).
 //! - [`server`]: [`server::run`], the admission layer (auth, overload shedding, timeout),
 //!   health, reflection, graceful shutdown.
 //! - [`metrics`]: Prometheus `/metrics`, per-RPC counters and latency, engine gauges.
@@ -41,6 +43,7 @@ pub mod auth;
 pub mod bench;
 pub mod bench_grpc;
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod convert;
 pub mod domain;

@@ -18,6 +18,7 @@ use crate::{
     convert::{self, staff_id},
     domain::{Domain, entropy, now},
     pb::{self, pickup_service_server::PickupService},
+    rpc::ScopeKind,
     status::{DomainError, ResourceKind},
 };
 
@@ -235,6 +236,7 @@ impl PickupService for Pickups {
         &self,
         request: Request<pb::ListOrdersRequest>,
     ) -> Result<Response<pb::ListOrdersResponse>, Status> {
+        convert::store_id("store_id", &request.get_ref().store_id)?;
         auth::caller(&request)?.authorize_store(&request.get_ref().store_id)?;
         let req = request.into_inner();
         let size = convert::page_size(req.page_size, PAGE_DEFAULT, PAGE_MAX)?;
@@ -502,11 +504,19 @@ impl PickupService for Pickups {
         let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req)?;
         keyed
             .run(async move {
-                let by = match pb::CancelActor::try_from(req.actor) {
-                    Ok(pb::CancelActor::Customer) => Canceller::Customer,
-                    Ok(pb::CancelActor::Store) => {
-                        Canceller::Store(staff_id("staff_id", &req.staff_id)?)
-                    }
+                // The token must stand for the actor it names: the customer cancels
+                // through checkout or the OMS, the store through its own staff.
+                let (by, actor, kinds) = match pb::CancelActor::try_from(req.actor) {
+                    Ok(pb::CancelActor::Customer) => (
+                        Canceller::Customer,
+                        "CUSTOMER",
+                        &[ScopeKind::Checkout, ScopeKind::Oms][..],
+                    ),
+                    Ok(pb::CancelActor::Store) => (
+                        Canceller::Store(staff_id("staff_id", &req.staff_id)?),
+                        "STORE",
+                        &[ScopeKind::Staff][..],
+                    ),
                     _ => {
                         return Err(DomainError::InvalidArgument {
                             field: "actor".into(),
@@ -516,6 +526,12 @@ impl PickupService for Pickups {
                     }
                 };
                 let order = OrderId(req.order_id);
+                let engine = self.domain.engine()?;
+                caller.authorize_actor(
+                    actor,
+                    kinds,
+                    &convert::store_name(&engine, order.store().0),
+                )?;
                 let order_pb = self
                     .transition(&caller, order, "cancel", |engine, now| {
                         engine.cancel_order(order, &by, now)

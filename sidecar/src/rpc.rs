@@ -93,6 +93,11 @@ pub struct RpcSpec {
     /// False only for RPCs that work before the engine has recovered (Ping); the others
     /// answer UNAVAILABLE until then.
     pub needs_engine: bool,
+    /// Whether a store-bound token (`pos:S1`, `staff:S1`) may call it only for its own
+    /// stores. False for reads of data that is not a customer's (store metadata, stock
+    /// availability): a till or a tablet of one store may read every store's, as
+    /// checkout does. Orders are customer data: their RPCs stay store-bound.
+    pub store_bound: bool,
 }
 
 impl RpcSpec {
@@ -111,29 +116,37 @@ const fn row(path: &'static str, allowed: &[ScopeKind], shape: RpcShape) -> RpcS
         allowed: ScopeSet::of(allowed),
         shape,
         needs_engine: true,
+        store_bound: true,
+    }
+}
+
+/// A read of data that is not a customer's: store-bound tokens read every store.
+const fn open_read(path: &'static str, allowed: &[ScopeKind]) -> RpcSpec {
+    RpcSpec {
+        store_bound: false,
+        ..row(path, allowed, Unary)
     }
 }
 
 /// Every RPC of the contract. Keep the rows in proto order, one service per block.
 pub const RPCS: &[RpcSpec] = &[
-    // StoreService: configuration is admin's; staff may pause/resume their store.
+    // StoreService: configuration is admin's; staff may pause/resume their store; every
+    // scope reads every store.
     row("/pickline.v1.StoreService/UpsertStore", &[], Unary),
     row("/pickline.v1.StoreService/SetHours", &[], Unary),
     row("/pickline.v1.StoreService/SetStaffing", &[], Unary),
     row("/pickline.v1.StoreService/SetSlotConfig", &[], Unary),
     row("/pickline.v1.StoreService/PausePickups", &[Staff], Unary),
     row("/pickline.v1.StoreService/ResumePickups", &[Staff], Unary),
-    row(
+    open_read(
         "/pickline.v1.StoreService/GetStore",
         &[Checkout, Oms, Pos, Staff],
-        Unary,
     ),
-    row(
+    open_read(
         "/pickline.v1.StoreService/ListStores",
         &[Checkout, Oms, Pos, Staff],
-        Unary,
     ),
-    // InventoryService: the POS writes, everyone who sells reads.
+    // InventoryService: the POS writes, everyone who sells reads every store's stock.
     row(
         "/pickline.v1.InventoryService/ApplyPosEvents",
         &[Pos],
@@ -144,25 +157,21 @@ pub const RPCS: &[RpcSpec] = &[
         &[Pos],
         ClientStreaming,
     ),
-    row(
+    open_read(
         "/pickline.v1.InventoryService/GetAvailability",
         &[Checkout, Oms, Staff],
-        Unary,
     ),
-    row(
+    open_read(
         "/pickline.v1.InventoryService/GetSkuAvailability",
         &[Checkout, Oms, Staff],
-        Unary,
     ),
-    row(
+    open_read(
         "/pickline.v1.InventoryService/ListStoreAvailability",
-        &[Oms, Staff],
-        Unary,
+        &[Checkout, Oms, Staff],
     ),
-    row(
+    open_read(
         "/pickline.v1.InventoryService/NearbyAvailability",
         &[Checkout, Oms, Staff],
-        Unary,
     ),
     row(
         "/pickline.v1.InventoryService/SetSafetyStock",
@@ -228,6 +237,7 @@ pub const RPCS: &[RpcSpec] = &[
         allowed: ScopeSet::of(&[Checkout, Oms]),
         shape: Unary,
         needs_engine: false,
+        store_bound: true,
     },
     row("/pickline.v1.AdminService/Snapshot", &[], Unary),
     row("/pickline.v1.AdminService/Stats", &[], Unary),

@@ -10,7 +10,9 @@
 //!    recovered (UNAVAILABLE), takes a concurrency permit without waiting
 //!    (RESOURCE_EXHAUSTED + `retry-after-ms` when none is free) and bounds the request
 //!    by the per-request timeout (DEADLINE_EXCEEDED); then it stores the
-//!    [`Caller`] in the request extensions. Health and reflection pass untouched: probes
+//!    [`Caller`] in the request extensions. On the way back it turns tonic's
+//!    OUT_OF_RANGE for a request above `grpc.max_message_bytes` into the contract's
+//!    RESOURCE_EXHAUSTED + QuotaFailure ([`status::message_too_large`]). Health and reflection pass untouched: probes
 //!    must work without a token and under overload.
 //! 3. tonic's router and the handler, with the max message size on both directions.
 //!
@@ -100,6 +102,8 @@ struct Admission {
     concurrency_limit: usize,
     request_timeout: Duration,
     retry_after: Duration,
+    /// `grpc.max_message_bytes`, for the QuotaFailure of a message above it.
+    max_message_bytes: usize,
 }
 
 impl Admission {
@@ -142,6 +146,7 @@ impl AdmissionLayer {
                 concurrency_limit: g.concurrency_limit,
                 request_timeout: g.request_timeout(),
                 retry_after: g.retry_after(),
+                max_message_bytes: g.max_message_bytes,
             }),
         }
     }
@@ -212,8 +217,13 @@ where
             Err(status) => return reject(status),
         };
         req.extensions_mut().insert(caller);
+        let max_message_bytes = self.admission.max_message_bytes;
         if spec.is_streaming() {
-            return Box::pin(inner.call(req));
+            let call = inner.call(req);
+            return Box::pin(async move {
+                let response = call.await?;
+                Ok(status::message_too_large(response, max_message_bytes))
+            });
         }
         let Ok(permit) = self.admission.permits.clone().try_acquire_owned() else {
             return reject(status::overloaded(
@@ -226,7 +236,7 @@ where
             let response = tokio::time::timeout(timeout, inner.call(req)).await;
             drop(permit);
             match response {
-                Ok(response) => response,
+                Ok(response) => Ok(status::message_too_large(response?, max_message_bytes)),
                 Err(_elapsed) => Ok(status::request_timeout(timeout).into_http()),
             }
         })
@@ -260,6 +270,10 @@ pub enum ServerError {
     #[error("HTTP server: {0}")]
     Http(#[source] io::Error),
 }
+
+/// The reflection services, both served.
+const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
+const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
 
 /// The gRPC service names the server reports health for ("" is the whole server).
 const HEALTH_SERVICES: &[&str] = &[
@@ -301,15 +315,27 @@ pub async fn run(
             .set_service_status(*name, ServingStatus::NotServing)
             .await;
     }
-    let mut reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name(tonic_health::pb::health_server::SERVICE_NAME)
-        .with_service_name("grpc.reflection.v1.ServerReflection");
-    for name in &HEALTH_SERVICES[1..] {
-        reflection = reflection.with_service_name(*name);
-    }
-    let reflection = reflection.build_v1()?;
+    // Both reflection versions: grpcurl, Postman and Python's grpc_reflection still ask
+    // v1alpha. Each knows both reflection schemas, so either lists and resolves both.
+    let reflection = || {
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .include_reflection_service(false)
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+            .with_service_name(tonic_health::pb::health_server::SERVICE_NAME)
+            .with_service_name(REFLECTION_V1)
+            .with_service_name(REFLECTION_V1ALPHA);
+        for name in &HEALTH_SERVICES[1..] {
+            builder = builder.with_service_name(*name);
+        }
+        builder
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
     let max = config.grpc.max_message_bytes;
     let domain = Domain::new();
     macro_rules! sized {
@@ -352,7 +378,8 @@ pub async fn run(
         .layer(MetricsLayer)
         .layer(AdmissionLayer::new(&config, tokens, readiness.clone()))
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(admin)
         .add_service(stores)
         .add_service(inventory)

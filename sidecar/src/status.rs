@@ -68,7 +68,7 @@ pub enum DomainError {
         reason: String,
     },
     /// The named object does not exist.
-    #[error("{} {id:?} not found", kind.as_str())]
+    #[error("{} {:?} not found", kind.as_str(), echo(id))]
     NotFound {
         /// What kind of object.
         kind: ResourceKind,
@@ -143,6 +143,20 @@ impl DomainError {
     }
 }
 
+/// Characters of a caller-supplied id an error repeats at most.
+pub const ECHO_CHARS_MAX: usize = 64;
+
+/// A caller-supplied id as error messages and details repeat it: at most
+/// [`ECHO_CHARS_MAX`] characters, then `…`. Errors travel in trailers, and an id echoed in
+/// full (a 10 KB store id, twice: message and details) would push them past the 16 KiB a
+/// default client accepts, hiding the error behind "metadata size exceeds hard limit".
+pub fn echo(id: &str) -> String {
+    match id.char_indices().nth(ECHO_CHARS_MAX) {
+        None => id.to_owned(),
+        Some((cut, _)) => format!("{}…", &id[..cut]),
+    }
+}
+
 /// How long clients should wait before retrying after UNAVAILABLE during recovery.
 const RECOVERING_RETRY: Duration = Duration::from_millis(500);
 
@@ -161,7 +175,7 @@ pub fn to_status(err: &DomainError) -> Status {
         DomainError::NotFound { kind, id } => Status::with_error_details(
             Code::NotFound,
             message,
-            ErrorDetails::with_resource_info(kind.as_str(), id, "", "not found"),
+            ErrorDetails::with_resource_info(kind.as_str(), echo(id), "", "not found"),
         ),
         DomainError::IdempotencyKeyReused { key } => Status::with_error_details(
             Code::AlreadyExists,
@@ -213,15 +227,17 @@ impl From<AuthError> for Status {
             AuthError::MissingToken | AuthError::MalformedHeader | AuthError::UnknownToken => {
                 Status::unauthenticated(message)
             }
-            AuthError::MissingScope { rpc, .. } | AuthError::StoreNotAllowed { rpc, .. } => {
+            AuthError::MissingScope { rpc, .. }
+            | AuthError::StoreNotAllowed { rpc, .. }
+            | AuthError::ActorNotAllowed { rpc, .. } => {
+                let mut metadata = HashMap::from([("rpc".to_owned(), rpc.to_owned())]);
+                if let AuthError::ActorNotAllowed { actor, .. } = err {
+                    metadata.insert("actor".to_owned(), actor.to_owned());
+                }
                 Status::with_error_details(
                     Code::PermissionDenied,
                     message,
-                    ErrorDetails::with_error_info(
-                        "MISSING_SCOPE",
-                        ERROR_DOMAIN,
-                        HashMap::from([("rpc".to_owned(), rpc.to_owned())]),
-                    ),
+                    ErrorDetails::with_error_info("MISSING_SCOPE", ERROR_DOMAIN, metadata),
                 )
             }
             AuthError::NotAdmitted => Status::internal(message),
@@ -253,6 +269,37 @@ pub fn request_timeout(limit: Duration) -> Status {
         "request exceeded the server's {} ms limit",
         limit.as_millis()
     ))
+}
+
+/// The response as the contract wants it when tonic refused a request message above
+/// `grpc.max_message_bytes`: tonic answers OUT_OF_RANGE (trailers-only, before any
+/// handler runs), common.proto says RESOURCE_EXHAUSTED with a QuotaFailure. No handler
+/// of this server answers OUT_OF_RANGE, so every such response is tonic's size check;
+/// any other response passes unchanged. (A *response* above the limit fails in the body
+/// trailers, after the headers left, and keeps tonic's code: that is a server-side limit
+/// the client cannot fix by sending less.)
+pub fn message_too_large(
+    response: http::Response<tonic::body::Body>,
+    max_message_bytes: usize,
+) -> http::Response<tonic::body::Body> {
+    let Some(refused) = Status::from_header_map(response.headers()) else {
+        return response;
+    };
+    if refused.code() != Code::OutOfRange {
+        return response;
+    }
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        format!(
+            "request message larger than grpc.max_message_bytes ({max_message_bytes} bytes): {}",
+            refused.message()
+        ),
+        ErrorDetails::with_quota_failure_violation(
+            "grpc.max_message_bytes",
+            format!("limit {max_message_bytes} bytes"),
+        ),
+    )
+    .into_http()
 }
 
 fn unavailable_retry(message: String, retry_after: Duration) -> Status {

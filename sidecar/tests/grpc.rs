@@ -154,6 +154,7 @@ async fn reflection_lists_the_served_services_and_knows_the_whole_contract() {
         [
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
             "pickline.v1.AdminService",
             "pickline.v1.EventService",
             "pickline.v1.HoldService",

@@ -67,6 +67,11 @@ fn token(name: &str, token: &str, scopes: &[&str]) -> TokenConfig {
     }
 }
 
+/// Adds a token to `config` (for scopes the default test tokens do not cover).
+pub fn add_token(config: &mut Config, name: &str, secret: &str, scopes: &[&str]) {
+    config.tokens.push(token(name, secret, scopes));
+}
+
 /// Defaults with the three test tokens and a data dir under `dir`.
 pub fn test_config(dir: &ScratchDir) -> Config {
     let mut config = Config::default();
