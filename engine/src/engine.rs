@@ -801,7 +801,9 @@ impl Engine {
                 }
             }
         }
-        let hold = HoldId::new(shard.id, st.next_seq);
+        // Sequences start at 1: hold (and order) id 0 is never issued, so a client's unset
+        // id field (proto3's 0) can never address store 0's first hold.
+        let hold = HoldId::new(shard.id, st.next_seq.max(1));
         let lines: Vec<Line> = lines
             .iter()
             .map(|(id, q, _)| Line {

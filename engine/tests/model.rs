@@ -205,8 +205,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             })
                             .collect();
                         if short.is_empty() {
-                            let seq = m.next_seq[store];
-                            m.next_seq[store] += 1;
+                            // Sequences start at 1 (id 0 is never issued).
+                            let seq = m.next_seq[store].max(1);
+                            m.next_seq[store] = seq + 1;
                             let hold = HoldId::new(pickline_engine::StoreId(store as u32), seq);
                             for (s, q) in &merged {
                                 m.cells.entry(cell_key(store, *s)).or_default().held += q;

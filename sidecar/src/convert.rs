@@ -119,6 +119,19 @@ pub fn consumer_name(field: &str, name: &str) -> Result<(), DomainError> {
     Ok(())
 }
 
+/// A consumer name that is looked up (Subscribe, Ack): present and not absurdly long.
+/// Its shape is checked only at registration, so names registered before that check
+/// keep working.
+pub fn consumer_ref(field: &str, name: &str) -> Result<(), DomainError> {
+    if name.is_empty() || name.len() > IDEMPOTENCY_KEY_LEN_MAX {
+        return Err(invalid(
+            field,
+            format!("must name a registered consumer (1..={IDEMPOTENCY_KEY_LEN_MAX} bytes)"),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks that a mutation carries its idempotency key (1..=128 bytes).
 pub fn idempotency_key(field: &str, key: &str) -> Result<String, DomainError> {
     if key.is_empty() || key.len() > IDEMPOTENCY_KEY_LEN_MAX {
@@ -675,9 +688,21 @@ pub fn hold_request(r: &pb::HoldRequest) -> Result<pe::HoldRequest, DomainError>
     Ok(req)
 }
 
-/// A hold id from proto, or NOT_FOUND naming it when it cannot be one.
-pub fn hold_id(id: u64) -> HoldId {
-    HoldId(id)
+/// A hold id from proto. 0 is proto3's "not set", and the engine never issues it:
+/// INVALID_ARGUMENT rather than a lookup of hold 0.
+pub fn hold_id(field: &str, id: u64) -> Result<HoldId, DomainError> {
+    match id {
+        0 => Err(invalid(field, "must be set (hold ids are never 0)")),
+        id => Ok(HoldId(id)),
+    }
+}
+
+/// An order id from proto (an order's id is its hold's id, so never 0).
+pub fn order_id(field: &str, id: u64) -> Result<OrderId, DomainError> {
+    match id {
+        0 => Err(invalid(field, "must be set (order ids are never 0)")),
+        id => Ok(OrderId(id)),
+    }
 }
 
 /// The `HoldInfo` of an active hold.
@@ -846,7 +871,7 @@ pub fn create_order(r: pb::CreateOrderRequest) -> Result<pe::CreateOrder, Domain
     let customer = r.customer.unwrap_or_default();
     let opt = |s: String| (!s.is_empty()).then_some(s);
     Ok(pe::CreateOrder {
-        hold: HoldId(r.hold_id),
+        hold: hold_id("hold_id", r.hold_id)?,
         channel: channel(r.channel, &r.channel_name)?,
         channel_order_id: r.channel_order_id,
         customer: pe::Customer {
@@ -1035,7 +1060,7 @@ pub fn short_report(r: &pb::ReportShortRequest) -> Result<pe::ShortReport, Domai
         });
     }
     Ok(pe::ShortReport {
-        order: OrderId(r.order_id),
+        order: order_id("order_id", r.order_id)?,
         lines,
         staff,
     })

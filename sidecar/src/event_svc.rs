@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    convert::{self, idempotency_key},
+    auth, convert,
     domain::{Domain, now},
     pb::{self, event_service_server::EventService},
     status::{DomainError, ResourceKind},
@@ -67,8 +67,9 @@ impl EventService for Events {
         &self,
         request: Request<pb::RegisterConsumerRequest>,
     ) -> Result<Response<pb::RegisterConsumerResponse>, Status> {
+        let caller = auth::caller(&request)?.clone();
         let req = request.into_inner();
-        idempotency_key("idempotency_key", &req.idempotency_key)?;
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req)?;
         // Only at registration: Subscribe and Ack look names up, and an unknown one is
         // NOT_FOUND whatever its shape (consumers registered before this check keep
         // working).
@@ -81,31 +82,36 @@ impl EventService for Events {
                 reason: "must be EARLIEST or LATEST".into(),
             })?;
         let db = self.domain.db()?.clone();
-        self.domain
-            .durable(move || {
-                let stream = db.stream();
-                let created = stream.cursor(&req.name).is_none();
-                let mut acked = stream.register_consumer(&req.name).map_err(stream_error)?;
-                let head = db.engine().log().last_lsn();
-                if created {
-                    // A new consumer's start is logged as its first acknowledgement: the
-                    // durable cursor is what makes the registration survive a restart.
-                    if start == pb::ConsumerStart::Latest {
-                        acked = acked.max(head);
-                    }
-                    db.engine().ack_consumer(&req.name, acked, now())?;
-                }
-                Ok(pb::RegisterConsumerResponse {
-                    consumer: Some(pb::Consumer {
-                        name: req.name,
-                        acked_seq: acked.0,
-                        head_seq: head.0,
-                    }),
-                    created,
-                })
+        keyed
+            .run(async move {
+                self.domain
+                    .durable(move || {
+                        let stream = db.stream();
+                        let created = stream.cursor(&req.name).is_none();
+                        let mut acked =
+                            stream.register_consumer(&req.name).map_err(stream_error)?;
+                        let head = db.engine().log().last_lsn();
+                        if created {
+                            // A new consumer's start is logged as its first acknowledgement: the
+                            // durable cursor is what makes the registration survive a restart.
+                            if start == pb::ConsumerStart::Latest {
+                                acked = acked.max(head);
+                            }
+                            db.engine().ack_consumer(&req.name, acked, now())?;
+                        }
+                        Ok(pb::RegisterConsumerResponse {
+                            consumer: Some(pb::Consumer {
+                                name: req.name,
+                                acked_seq: acked.0,
+                                head_seq: head.0,
+                            }),
+                            created,
+                        })
+                    })
+                    .await
+                    .map(Response::new)
             })
             .await
-            .map(Response::new)
     }
 
     type SubscribeStream = EventBatchStream;
@@ -115,6 +121,7 @@ impl EventService for Events {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let req = request.into_inner();
+        convert::consumer_ref("consumer", &req.consumer)?;
         let batch = convert::page_size(req.batch_size, BATCH_DEFAULT, BATCH_MAX)?;
         let db = self.domain.db()?.clone();
         let mut after = match req.after_seq {
@@ -173,28 +180,34 @@ impl EventService for Events {
         &self,
         request: Request<pb::AckRequest>,
     ) -> Result<Response<pb::AckResponse>, Status> {
+        let caller = auth::caller(&request)?.clone();
         let req = request.into_inner();
-        idempotency_key("idempotency_key", &req.idempotency_key)?;
+        let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req)?;
+        convert::consumer_ref("consumer", &req.consumer)?;
         let db = self.domain.db()?.clone();
-        self.domain
-            .durable(move || {
-                if db.stream().cursor(&req.consumer).is_none() {
-                    return Err(DomainError::NotFound {
-                        kind: ResourceKind::Consumer,
-                        id: req.consumer,
-                    });
-                }
-                db.engine()
-                    .ack_consumer(&req.consumer, Lsn(req.seq), now())?;
-                Ok(pb::AckResponse {
-                    consumer: Some(pb::Consumer {
-                        acked_seq: db.stream().cursor(&req.consumer).unwrap_or_default().0,
-                        head_seq: db.engine().log().last_lsn().0,
-                        name: req.consumer,
-                    }),
-                })
+        keyed
+            .run(async move {
+                self.domain
+                    .durable(move || {
+                        if db.stream().cursor(&req.consumer).is_none() {
+                            return Err(DomainError::NotFound {
+                                kind: ResourceKind::Consumer,
+                                id: req.consumer,
+                            });
+                        }
+                        db.engine()
+                            .ack_consumer(&req.consumer, Lsn(req.seq), now())?;
+                        Ok(pb::AckResponse {
+                            consumer: Some(pb::Consumer {
+                                acked_seq: db.stream().cursor(&req.consumer).unwrap_or_default().0,
+                                head_seq: db.engine().log().last_lsn().0,
+                                name: req.consumer,
+                            }),
+                        })
+                    })
+                    .await
+                    .map(Response::new)
             })
             .await
-            .map(Response::new)
     }
 }

@@ -189,7 +189,7 @@ impl HoldService for Holds {
         let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req)?;
         keyed
             .run(async move {
-                let hold = convert::hold_id(req.hold_id);
+                let hold = convert::hold_id("hold_id", req.hold_id)?;
                 let engine = self.domain.engine()?;
                 self.domain
                     .durable(move || {
@@ -222,7 +222,7 @@ impl HoldService for Holds {
         let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req)?;
         keyed
             .run(async move {
-                let hold = convert::hold_id(req.hold_id);
+                let hold = convert::hold_id("hold_id", req.hold_id)?;
                 let engine = self.domain.engine()?;
                 self.domain
                     .durable(move || {
@@ -255,7 +255,7 @@ impl HoldService for Holds {
         let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req)?;
         keyed
             .run(async move {
-                let hold = convert::hold_id(req.hold_id);
+                let hold = convert::hold_id("hold_id", req.hold_id)?;
                 let engine = self.domain.engine()?;
                 self.domain
                     .durable(move || {

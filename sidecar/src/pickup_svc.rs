@@ -204,8 +204,22 @@ impl PickupService for Pickups {
         let caller = auth::caller(&request)?.clone();
         let engine = self.domain.engine()?;
         let order = match request.into_inner().key {
-            Some(pb::get_order_request::Key::OrderId(id)) => OrderId(id),
+            Some(pb::get_order_request::Key::OrderId(id)) => convert::order_id("order_id", id)?,
             Some(pb::get_order_request::Key::ChannelRef(r)) => {
+                if r.channel == pb::Channel::Unspecified as i32 {
+                    return Err(DomainError::InvalidArgument {
+                        field: "channel_ref.channel".into(),
+                        reason: "must be set".into(),
+                    }
+                    .into());
+                }
+                if r.channel_order_id.is_empty() {
+                    return Err(DomainError::InvalidArgument {
+                        field: "channel_ref.channel_order_id".into(),
+                        reason: "must not be empty".into(),
+                    }
+                    .into());
+                }
                 // The engine indexes channel order ids per store; the channel itself
                 // is not part of the key.
                 engine
@@ -290,7 +304,7 @@ impl PickupService for Pickups {
         keyed
             .run(async move {
                 let staff = staff_id("staff_id", &req.staff_id)?;
-                let order = OrderId(req.order_id);
+                let order = convert::order_id("order_id", req.order_id)?;
                 let order_pb = self
                     .transition(&caller, order, "start picking", |engine, now| {
                         engine.start_picking(order, &staff, now)
@@ -359,7 +373,7 @@ impl PickupService for Pickups {
         keyed
             .run(async move {
                 let staff = staff_id("staff_id", &req.staff_id)?;
-                let order = OrderId(req.order_id);
+                let order = convert::order_id("order_id", req.order_id)?;
                 let engine = self.engine_for(&caller, order)?;
                 self.domain
                     .durable(move || {
@@ -394,7 +408,7 @@ impl PickupService for Pickups {
         keyed
             .run(async move {
                 let staff = staff_id("staff_id", &req.staff_id)?;
-                let order = OrderId(req.order_id);
+                let order = convert::order_id("order_id", req.order_id)?;
                 let code = convert::presented_code(order, &req.code)?;
                 let engine = self.engine_for(&caller, order)?;
                 self.domain
@@ -432,7 +446,7 @@ impl PickupService for Pickups {
         keyed
             .run(async move {
                 let staff = staff_id("staff_id", &req.staff_id)?;
-                let order = OrderId(req.order_id);
+                let order = convert::order_id("order_id", req.order_id)?;
                 let code = convert::presented_code(order, &req.code)?;
                 let engine = self.engine_for(&caller, order)?;
                 self.domain
@@ -482,7 +496,7 @@ impl PickupService for Pickups {
         keyed
             .run(async move {
                 let staff = staff_id("staff_id", &req.staff_id)?;
-                let order = OrderId(req.order_id);
+                let order = convert::order_id("order_id", req.order_id)?;
                 let order_pb = self
                     .transition(&caller, order, "record no-show", |engine, now| {
                         engine.no_show(order, &staff, now)
@@ -525,7 +539,7 @@ impl PickupService for Pickups {
                         .into());
                     }
                 };
-                let order = OrderId(req.order_id);
+                let order = convert::order_id("order_id", req.order_id)?;
                 let engine = self.domain.engine()?;
                 caller.authorize_actor(
                     actor,
@@ -554,7 +568,7 @@ impl PickupService for Pickups {
         keyed
             .run(async move {
                 let staff = staff_id("staff_id", &req.staff_id)?;
-                let order = OrderId(req.order_id);
+                let order = convert::order_id("order_id", req.order_id)?;
                 let order_pb = self
                     .transition(&caller, order, "override", |engine, now| {
                         engine.staff_override(order, &staff, now)

@@ -1,7 +1,8 @@
 //! Idempotency of the mutations the engine does not deduplicate by key itself: order
 //! transitions (start picking, report short, mark ready, verify code, collect, no-show,
 //! cancel, staff override), hold extend, confirm and release, the store changes (upsert,
-//! hours, staffing, slot config, pause, resume), safety stock and POS batches.
+//! hours, staffing, slot config, pause, resume), safety stock, POS batches, and event
+//! consumer registration and acknowledgement.
 //!
 //! The contract (common.proto) promises that a retry with the same idempotency key returns
 //! the original outcome and changes nothing, and that a key reused for a different request
@@ -276,6 +277,8 @@ impl MarkReplayed for pb::PausePickupsResponse {}
 impl MarkReplayed for pb::ResumePickupsResponse {}
 impl MarkReplayed for pb::ApplyPosEventsResponse {}
 impl MarkReplayed for pb::SetSafetyStockResponse {}
+impl MarkReplayed for pb::RegisterConsumerResponse {}
+impl MarkReplayed for pb::AckResponse {}
 
 /// A request fingerprinted under its key; see [`Replies::keyed`].
 #[derive(Debug)]

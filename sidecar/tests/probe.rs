@@ -872,3 +872,119 @@ async fn unknown_ids_are_echoed_shortened() {
     assert_eq!(info.resource_name, format!("{}…", "X".repeat(64)));
     assert!(status.message().len() < 200, "{}", status.message());
 }
+
+// ---------------------------------------------------------------- unset ids, consumers
+
+/// proto3 sends an unset id as 0: it is INVALID_ARGUMENT, never hold or order 0 (which
+/// the engine never issues: the first hold of the first store is not 0).
+#[tokio::test]
+async fn an_unset_id_is_invalid_and_no_hold_is_ever_zero() {
+    let server = start().await;
+    let mut c = two_stores(&server).await;
+    let first = order(&mut c, "S1", "first").await;
+    assert_ne!(first, 0, "the first hold of the first store");
+    let release = c
+        .holds
+        .release(with_token(
+            pb::ReleaseRequest {
+                idempotency_key: "r0".into(),
+                hold_id: 0,
+                reason: String::new(),
+            },
+            CHECKOUT_TOKEN,
+        ))
+        .await;
+    invalid(release, "hold_id");
+    let get = |key| with_token(pb::GetOrderRequest { key: Some(key) }, ADMIN_TOKEN);
+    invalid(
+        c.pickups
+            .get_order(get(pb::get_order_request::Key::OrderId(0)))
+            .await,
+        "order_id",
+    );
+    invalid(
+        c.pickups
+            .get_order(get(pb::get_order_request::Key::ChannelRef(
+                pb::ChannelOrderRef {
+                    channel: pb::Channel::Unspecified as i32,
+                    channel_order_id: "first".into(),
+                },
+            )))
+            .await,
+        "channel_ref.channel",
+    );
+    invalid(
+        c.pickups
+            .get_order(get(pb::get_order_request::Key::ChannelRef(
+                pb::ChannelOrderRef {
+                    channel: pb::Channel::Direct as i32,
+                    channel_order_id: String::new(),
+                },
+            )))
+            .await,
+        "channel_ref.channel_order_id",
+    );
+    // The order is still there, untouched.
+    let got = c
+        .pickups
+        .get_order(get(pb::get_order_request::Key::OrderId(first)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.order.unwrap().state(), pb::OrderState::Confirmed);
+}
+
+#[tokio::test]
+async fn consumers_are_named_and_their_registration_replays_under_its_key() {
+    use pb::event_service_client::EventServiceClient;
+    let server = start().await;
+    let mut events = EventServiceClient::new(server.channel().await);
+    let register = |key: &str, name: &str| {
+        with_token(
+            pb::RegisterConsumerRequest {
+                idempotency_key: key.into(),
+                name: name.into(),
+                start: pb::ConsumerStart::Earliest as i32,
+            },
+            ADMIN_TOKEN,
+        )
+    };
+    let first = events
+        .register_consumer(register("reg-1", "oms"))
+        .await
+        .unwrap()
+        .into_inner();
+    let again = events
+        .register_consumer(register("reg-1", "oms"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(first.created);
+    assert_eq!(again, first, "a retry gets the first answer");
+    let other = events
+        .register_consumer(register("reg-1", "billing"))
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), Code::AlreadyExists, "{other:?}");
+    let ack = events
+        .ack(with_token(
+            pb::AckRequest {
+                idempotency_key: "ack-0".into(),
+                consumer: String::new(),
+                seq: 1,
+            },
+            ADMIN_TOKEN,
+        ))
+        .await;
+    invalid(ack, "consumer");
+    let sub = events
+        .subscribe(with_token(
+            pb::SubscribeRequest {
+                consumer: String::new(),
+                ..Default::default()
+            },
+            ADMIN_TOKEN,
+        ))
+        .await;
+    invalid(sub, "consumer");
+}
