@@ -72,6 +72,23 @@ fn hold_request(key: &str, store: &str, lines: &[(&str, u32)]) -> pb::HoldReques
     }
 }
 
+/// The stock of SKU-1 at S1, as checkout reads it.
+async fn sku1_at_s1(c: &mut Clients) -> pb::Availability {
+    c.inventory
+        .get_availability(with_token(
+            pb::GetAvailabilityRequest {
+                store_id: "S1".into(),
+                sku: "SKU-1".into(),
+            },
+            CHECKOUT_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .cell
+        .unwrap()
+}
+
 async fn hold(c: &mut Clients, req: pb::HoldRequest) -> pb::HoldResponse {
     c.holds
         .hold(with_token(req, CHECKOUT_TOKEN))
@@ -376,20 +393,7 @@ async fn a_pickup_from_store_setup_to_receipt() {
     assert!(receipt.html.contains("<"), "{}", receipt.html);
 
     // The hand-off consumed the stock: 3 of 5 left, nothing held.
-    let cell = c
-        .inventory
-        .get_availability(with_token(
-            pb::GetAvailabilityRequest {
-                store_id: "S1".into(),
-                sku: "SKU-1".into(),
-            },
-            CHECKOUT_TOKEN,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .cell
-        .unwrap();
+    let cell = sku1_at_s1(&mut c).await;
     assert_eq!((cell.on_hand, cell.held, cell.atp), (3, 0, 3));
 }
 
@@ -516,20 +520,7 @@ async fn a_retried_hold_returns_the_same_hold_and_survives_a_restart() {
     let mut c = clients(&server).await;
     // Still held after the restart: only 1 of 4 available, and the retry still maps
     // to the same hold.
-    let cell = c
-        .inventory
-        .get_availability(with_token(
-            pb::GetAvailabilityRequest {
-                store_id: "S1".into(),
-                sku: "SKU-1".into(),
-            },
-            CHECKOUT_TOKEN,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .cell
-        .unwrap();
+    let cell = sku1_at_s1(&mut c).await;
     assert_eq!((cell.on_hand, cell.held, cell.atp), (4, 3, 1));
     let after = hold(&mut c, req).await;
     let Some(pb::hold_response::Outcome::Granted(h)) = after.outcome else {
@@ -596,20 +587,7 @@ async fn a_retried_allocation_gets_its_holds_back_after_a_restart() {
     assert!(retry.replayed, "{retry:?}");
     assert_eq!(hold_ids(&retry), hold_ids(&first));
     // Held once: 1 of 4 left, one active hold.
-    let cell = c
-        .inventory
-        .get_availability(with_token(
-            pb::GetAvailabilityRequest {
-                store_id: "S1".into(),
-                sku: "SKU-1".into(),
-            },
-            CHECKOUT_TOKEN,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .cell
-        .unwrap();
+    let cell = sku1_at_s1(&mut c).await;
     assert_eq!((cell.on_hand, cell.held, cell.atp), (4, 3, 1));
 }
 
@@ -627,26 +605,7 @@ async fn a_key_used_for_another_cart_is_refused_and_holds_nothing() {
         first.outcome,
         Some(pb::hold_response::Outcome::Granted(_))
     ));
-    let atp = |c: &mut Clients| {
-        let mut inventory = c.inventory.clone();
-        async move {
-            inventory
-                .get_availability(with_token(
-                    pb::GetAvailabilityRequest {
-                        store_id: "S1".into(),
-                        sku: "SKU-1".into(),
-                    },
-                    CHECKOUT_TOKEN,
-                ))
-                .await
-                .unwrap()
-                .into_inner()
-                .cell
-                .unwrap()
-                .atp
-        }
-    };
-    assert_eq!(atp(&mut c).await, 8);
+    assert_eq!(sku1_at_s1(&mut c).await.atp, 8);
     // Another cart under the same key: ALREADY_EXISTS, not the first cart's hold.
     let other = c
         .holds
@@ -679,7 +638,7 @@ async fn a_key_used_for_another_cart_is_refused_and_holds_nothing() {
         .await
         .unwrap_err();
     assert_eq!(reused.code(), Code::AlreadyExists, "{reused:?}");
-    assert_eq!(atp(&mut c).await, 8, "nothing more was held");
+    assert_eq!(sku1_at_s1(&mut c).await.atp, 8, "nothing more was held");
 }
 
 #[tokio::test]
