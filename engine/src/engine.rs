@@ -134,6 +134,15 @@ pub enum ExtendOutcome {
     },
     /// The hold is not active.
     NotActive(HoldNotActive),
+    /// The hold booked a pickup slot and the new expiry would be past the slot's expiry
+    /// (its end plus the store's grace period): a slot hold lives for its slot, not
+    /// longer. Nothing changed.
+    PastSlot {
+        /// The booked slot's start.
+        slot_start_ms: i64,
+        /// The latest expiry the hold may have.
+        slot_expires_at: Timestamp,
+    },
 }
 
 /// Outcome of [`Engine::confirm`].
@@ -914,10 +923,27 @@ impl Engine {
         }
         let gate = self.gate.read().map_err(|_| poisoned())?;
         let mut st = shard.state.lock();
-        if !st.active.contains_key(&hold) {
+        let Some(rec) = st.active.get(&hold) else {
             return Ok(ExtendOutcome::NotActive(not_active(&st, hold)));
-        }
+        };
         let expires_at = now.add_ms(ttl_ms);
+        if let Some(slot_start_ms) = rec.slot {
+            // The slot's expiry, computed as the grant computed it. A calendar changed
+            // since the grant may no longer have that slot: the hold then cannot be
+            // extended past the expiry it has, which is never past the slot.
+            let slot_expires_at = st
+                .slots
+                .calendar
+                .as_ref()
+                .and_then(|c| c.slot_at(slot_start_ms).map(|slot| c.slot_expiry_ms(&slot)))
+                .map_or(rec.expires_at, Timestamp);
+            if expires_at > slot_expires_at {
+                return Ok(ExtendOutcome::PastSlot {
+                    slot_start_ms,
+                    slot_expires_at,
+                });
+            }
+        }
         let event = Event::HoldExtended { hold, expires_at };
         let lsn = self.log.append(&Record {
             at: now,

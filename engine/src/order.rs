@@ -132,6 +132,14 @@ impl OrderStatus {
         )
     }
 
+    /// Whether an order in this status keeps its `(channel, channel_order_id)` from
+    /// another order: while open, and once collected (its goods were handed over; a
+    /// second order for the same channel order would hand them over twice). Cancelled,
+    /// expired and no-show orders let it go: the channel may place that order again.
+    pub fn holds_channel_ref(self) -> bool {
+        !self.is_final() || self == OrderStatus::Collected
+    }
+
     fn to_u8(self) -> u8 {
         self as u8
     }
@@ -225,6 +233,15 @@ pub enum CreateOrderRejection {
     },
     /// The lines are not exactly the hold's lines.
     LinesMismatch,
+    /// The store already has an order for this `(channel, channel_order_id)`, created by
+    /// another request (another hold, another key), that is open or was collected. A
+    /// reference is free again once its order was cancelled, expired or a no-show (the
+    /// channel may place it again), and once the engine no longer remembers that order
+    /// (finished orders are kept up to [`TERMINAL_ORDERS_MAX`] per store).
+    ChannelOrderExists {
+        /// That order.
+        order: OrderId,
+    },
 }
 
 /// Outcome of [`Engine::create_order`].
@@ -493,6 +510,10 @@ struct OrderRec {
 pub(crate) struct OrderState {
     orders: BTreeMap<OrderId, OrderRec>,
     by_channel_ref: HashMap<Box<str>, OrderId>,
+    /// The latest order of each `(channel, channel_order_id)`: what makes a channel
+    /// reference unique per channel (see [`CreateOrderRejection::ChannelOrderExists`]).
+    /// Rebuilt on decode and by replay.
+    by_channel: HashMap<(Box<str>, Box<str>), OrderId>,
     /// The order each idempotency key created: a key names one request for as long as
     /// its order is remembered. Rebuilt on decode.
     by_key: HashMap<Box<str>, OrderId>,
@@ -514,6 +535,15 @@ impl OrderState {
             return Some(id);
         }
         self.by_channel_ref.get(reference).copied()
+    }
+
+    /// The order that holds `(channel, channel_order_id)`
+    /// ([`OrderStatus::holds_channel_ref`]), if any.
+    fn holder_of(&self, channel_ref: &(Box<str>, Box<str>)) -> Option<OrderId> {
+        self.by_channel
+            .get(channel_ref)
+            .copied()
+            .filter(|id| self.get(*id).is_some_and(|r| r.status.holds_channel_ref()))
     }
 
     fn rec_mut(&mut self, id: OrderId) -> Result<&mut OrderRec, String> {
@@ -545,6 +575,10 @@ impl OrderState {
                 };
                 if self.by_channel_ref.get(&rec.channel_order_id) == Some(&old) {
                     self.by_channel_ref.remove(&rec.channel_order_id);
+                }
+                let channel_ref = (rec.channel, rec.channel_order_id);
+                if self.by_channel.get(&channel_ref) == Some(&old) {
+                    self.by_channel.remove(&channel_ref);
                 }
                 if let Some(key) = &rec.key
                     && self.by_key.get(key) == Some(&old)
@@ -649,7 +683,21 @@ impl OrderState {
             let short_picks = d.u32()?;
             let realloc = decode_lines(d)?;
             let receipt_seq = d.opt_i64()?.map(|s| s as u64);
-            st.by_channel_ref.insert(channel_order_id.clone(), id);
+            // Orders come in id order, not creation order: an order that still holds
+            // its channel reference wins over one that has let it go, whichever id is
+            // larger, as it did when it was created.
+            let holds_ref = |st: &OrderState, occupant: Option<&OrderId>| {
+                occupant
+                    .and_then(|o| st.orders.get(o))
+                    .is_some_and(|r| r.status.holds_channel_ref())
+            };
+            if !holds_ref(&st, st.by_channel_ref.get(&channel_order_id)) {
+                st.by_channel_ref.insert(channel_order_id.clone(), id);
+            }
+            let channel_ref = (channel.clone(), channel_order_id.clone());
+            if !holds_ref(&st, st.by_channel.get(&channel_ref)) {
+                st.by_channel.insert(channel_ref, id);
+            }
             if let Some(k) = &key {
                 st.by_key.insert(Box::<str>::clone(k), id);
             }
@@ -766,6 +814,10 @@ pub(crate) fn apply_locked(
             st.orders
                 .by_channel_ref
                 .insert(channel_order_id.as_str().into(), *order);
+            st.orders.by_channel.insert(
+                (channel.as_str().into(), channel_order_id.as_str().into()),
+                *order,
+            );
             if let Some(k) = key {
                 st.orders.by_key.insert(k.as_str().into(), *order);
             }
@@ -1202,6 +1254,25 @@ impl Engine {
                 }
             }
         }
+        // A channel reference is unique across stores too; another store's orders are
+        // checked here, outside this store's locks, like the key above.
+        let channel_ref: (Box<str>, Box<str>) = (
+            req.channel.as_str().into(),
+            req.channel_order_id.as_str().into(),
+        );
+        for (id, _) in self.stores() {
+            if id == order.store() {
+                continue;
+            }
+            let existing = self
+                .shard(id)
+                .and_then(|shard| shard.state.lock().orders.holder_of(&channel_ref));
+            if let Some(existing) = existing {
+                return Ok(CreateOrderOutcome::Rejected(
+                    CreateOrderRejection::ChannelOrderExists { order: existing },
+                ));
+            }
+        }
         let (outcome, _) = self.order_txn(order, now, |_, _, st| {
             let reject = |r| Ok((Vec::new(), CreateOrderOutcome::Rejected(r)));
             if let Some(key) = req.idempotency_key.as_deref()
@@ -1221,6 +1292,9 @@ impl Engine {
             }
             if st.orders.get(order).is_some() {
                 return reject(CreateOrderRejection::OrderExists { order });
+            }
+            if let Some(existing) = st.orders.holder_of(&channel_ref) {
+                return reject(CreateOrderRejection::ChannelOrderExists { order: existing });
             }
             let Some(h) = st.active.get(&req.hold) else {
                 return reject(CreateOrderRejection::HoldNotActive(not_active(
@@ -1843,6 +1917,25 @@ impl Engine {
         let shard = self.shard_by_name(store).ok()?;
         let st = shard.state.lock();
         st.orders.find_ref(shard.id, reference)
+    }
+
+    /// The order of `(channel, channel_order_id)` in any store: the one that holds the
+    /// reference (open or collected; at most one does), else the latest order that had
+    /// it, if the engine still remembers one.
+    pub fn order_by_channel(&self, channel: &str, channel_order_id: &str) -> Option<OrderId> {
+        let channel_ref: (Box<str>, Box<str>) = (channel.into(), channel_order_id.into());
+        let mut ended = None;
+        for (id, _) in self.stores() {
+            let Some(shard) = self.shard(id) else {
+                continue;
+            };
+            let st = shard.state.lock();
+            if let Some(holder) = st.orders.holder_of(&channel_ref) {
+                return Some(holder);
+            }
+            ended = ended.or_else(|| st.orders.by_channel.get(&channel_ref).copied());
+        }
+        ended
     }
 
     /// The e-receipt of a collected order (`None` if unknown or not collected).

@@ -767,3 +767,159 @@ fn create_order_keys_are_bound_to_their_request() {
         CreateOrderOutcome::Rejected(CreateOrderRejection::KeyReused { order: o })
     );
 }
+
+/// pickup.proto: `(channel, channel_order_id)` is unique per channel. Another hold with a
+/// fresh key cannot create a second order for it while the first is open or after it was
+/// collected (`ChannelOrderExists`, nothing logged); another channel may use the same id;
+/// once the first order was cancelled the channel may place it again, and GetOrder's
+/// lookup then finds the new order. All of it holds after replay and a snapshot load.
+#[test]
+fn channel_order_ids_are_unique_per_channel() {
+    let (e, log) = setup();
+    let hold = |e: &Engine| {
+        let grant = e
+            .hold(
+                &HoldRequest::new("s1", vec![LineRequest::new("A", 1)]).with_ttl_ms(3_600_000),
+                T0,
+            )
+            .unwrap();
+        grant.granted().unwrap().hold
+    };
+    let req = |hold, channel: &str, channel_order_id: &str, key: &str| CreateOrder {
+        hold,
+        channel: channel.into(),
+        channel_order_id: channel_order_id.into(),
+        customer: Customer::default(),
+        lines: vec![OrderLineRequest {
+            sku: "A".into(),
+            qty: 1,
+            unit_price_minor: 100,
+            description: "Apple".into(),
+        }],
+        currency: "EUR".into(),
+        idempotency_key: Some(key.into()),
+    };
+    let exists =
+        |order| CreateOrderOutcome::Rejected(CreateOrderRejection::ChannelOrderExists { order });
+    // Held before the first order, so its order id sorts before the first order's.
+    let early = hold(&e);
+    let first = place(&e, "#7001", T0);
+    let dup = hold(&e);
+    let records = log.records().len();
+    assert_eq!(
+        e.create_order(&req(dup, "shopify", "#7001", "k-dup"), T0)
+            .unwrap(),
+        exists(first)
+    );
+    assert_eq!(log.records().len(), records, "a refusal logs nothing");
+    assert_eq!(e.order(OrderId::from_hold(dup)), None);
+    assert_eq!(e.order_by_ref("s1", "#7001"), Some(first));
+
+    // Another channel's order id space is its own.
+    let amazon = hold(&e);
+    assert_eq!(
+        e.create_order(&req(amazon, "amazon", "#7001", "k-amazon"), T0)
+            .unwrap(),
+        CreateOrderOutcome::Created {
+            order: OrderId::from_hold(amazon)
+        }
+    );
+
+    // Collected: still taken.
+    let (collected, code) = ready(&e, "#7002", T0, 60_000);
+    assert!(matches!(
+        e.collect(
+            collected,
+            &code.to_string(),
+            &staff("bob"),
+            T0.add_ms(120_000)
+        )
+        .unwrap(),
+        CollectOutcome::Collected { .. }
+    ));
+    assert_eq!(
+        e.create_order(&req(dup, "shopify", "#7002", "k-dup-2"), T0)
+            .unwrap(),
+        exists(collected)
+    );
+
+    // Another store: the reference is unique across stores too.
+    e.define_store(StoreDef::new("s2", 48.1, 11.6, "Europe/Berlin"), T0)
+        .unwrap();
+    e.apply_delta(
+        &PosDelta {
+            store: "s2".into(),
+            sku: "A".into(),
+            pos_event_id: "rcv-s2".into(),
+            kind: PosDeltaKind::Receive,
+            qty: 1,
+            order_ref: None,
+            pos_time: T0,
+        },
+        T0,
+    )
+    .unwrap();
+    let elsewhere = e
+        .hold(
+            &HoldRequest::new("s2", vec![LineRequest::new("A", 1)]).with_ttl_ms(3_600_000),
+            T0,
+        )
+        .unwrap();
+    let elsewhere = elsewhere.granted().unwrap().hold;
+    let records = log.records().len();
+    assert_eq!(
+        e.create_order(&req(elsewhere, "shopify", "#7002", "k-s2"), T0)
+            .unwrap(),
+        exists(collected)
+    );
+    assert_eq!(log.records().len(), records, "a refusal logs nothing");
+
+    // Cancelled: the channel may place it again, here on the hold that sorts first.
+    assert!(matches!(
+        e.cancel_order(first, &Canceller::Customer, T0.add_ms(1_000))
+            .unwrap(),
+        TransitionOutcome::Done { .. }
+    ));
+    let again = OrderId::from_hold(early);
+    assert_eq!(
+        e.create_order(&req(early, "shopify", "#7001", "k-again"), T0.add_ms(2_000))
+            .unwrap(),
+        CreateOrderOutcome::Created { order: again }
+    );
+    assert!(
+        again < first,
+        "the new order's id sorts before the cancelled one's"
+    );
+    assert_eq!(e.order_by_ref("s1", "#7001"), Some(again));
+    assert_eq!(e.order_by_channel("shopify", "#7001"), Some(again));
+    assert_eq!(
+        e.order_by_channel("amazon", "#7001"),
+        Some(OrderId::from_hold(amazon))
+    );
+
+    // After a restart, from the log and from a snapshot, the same answers.
+    check_replay(&e, &log, &[first, again, collected]);
+    let replayed = Engine::new(EngineConfig::default()).unwrap();
+    for r in log.records() {
+        replayed.replay(&r.record).unwrap();
+    }
+    let (_, bytes) = e.snapshot().unwrap();
+    let loaded =
+        Engine::from_snapshot(EngineConfig::default(), Arc::new(MemoryLog::new()), &bytes).unwrap();
+    for restarted in [&replayed, &loaded] {
+        assert_eq!(
+            restarted
+                .create_order(&req(dup, "shopify", "#7001", "k-dup-3"), T0.add_ms(3_000))
+                .unwrap(),
+            exists(again)
+        );
+        assert_eq!(
+            restarted
+                .create_order(&req(dup, "shopify", "#7002", "k-dup-4"), T0.add_ms(3_000))
+                .unwrap(),
+            exists(collected)
+        );
+        assert_eq!(restarted.order_by_ref("s1", "#7001"), Some(again));
+        assert_eq!(restarted.order_by_channel("shopify", "#7001"), Some(again));
+    }
+}

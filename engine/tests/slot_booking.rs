@@ -10,8 +10,8 @@ use pickline_engine::calendar::{
     CalendarConfig, LocalInterval, PickupConfig, StaffShift, WeeklyHours, WeeklyStaffing,
 };
 use pickline_engine::{
-    Engine, EngineConfig, HoldOutcome, HoldRejection, HoldRequest, LineRequest, MemoryLog,
-    PosDelta, PosDeltaKind, ReleaseOutcome, SlotProblem, StoreDef, Timestamp,
+    Engine, EngineConfig, ExtendOutcome, HoldOutcome, HoldRejection, HoldRequest, LineRequest,
+    MemoryLog, PosDelta, PosDeltaKind, ReleaseOutcome, SlotProblem, StoreDef, Timestamp,
 };
 use proptest::prelude::*;
 
@@ -107,6 +107,87 @@ fn slot_hold_expires_at_slot_end_plus_grace_across_dst() {
         g.granted().expect("granted").expires_at,
         Timestamp(1_774_771_200_000 + 45 * MINUTE_MS)
     );
+}
+
+/// hold.proto `ExtendRequest.ttl_ms`: slot holds cannot be extended past their slot. Up
+/// to the slot's expiry they can, and a refusal logs nothing (replay sees only outcomes).
+#[test]
+fn slot_hold_extends_within_its_slot_and_never_past_it() {
+    let now = Timestamp(berlin_ms(2026, 10, 24, 18, 0));
+    let log = Arc::new(MemoryLog::new());
+    let engine = Engine::with_log(EngineConfig::default(), log.clone()).unwrap();
+    engine
+        .define_store(StoreDef::new(STORE, 52.52, 13.40, "Europe/Berlin"), now)
+        .unwrap();
+    engine.set_calendar(STORE, calendar(2), now).unwrap();
+    let slot = berlin_ms(2026, 10, 25, 10, 0);
+    engine
+        .apply_delta(
+            &PosDelta {
+                store: STORE.into(),
+                sku: SKU.into(),
+                pos_event_id: "init".into(),
+                kind: PosDeltaKind::Receive,
+                qty: 1,
+                order_ref: None,
+                pos_time: now,
+            },
+            now,
+        )
+        .unwrap();
+    let grant = engine.hold(&slot_hold(1, slot), now).unwrap();
+    let grant = grant.granted().expect("granted").clone();
+    let slot_expires_at = grant.expires_at;
+    let later = now.add_ms(60 * MINUTE_MS);
+    let to_slot_end = slot_expires_at.as_ms() - later.as_ms();
+
+    let records = log.records().len();
+    for ttl_ms in [to_slot_end + 1, 23 * 60 * MINUTE_MS] {
+        assert_eq!(
+            engine.extend(grant.hold, Some(ttl_ms), later).unwrap(),
+            ExtendOutcome::PastSlot {
+                slot_start_ms: slot,
+                slot_expires_at,
+            },
+            "ttl {ttl_ms} ms"
+        );
+    }
+    assert_eq!(log.records().len(), records, "a refusal logs nothing");
+    assert_eq!(
+        engine.hold_info(grant.hold).unwrap().expires_at,
+        slot_expires_at,
+        "a refusal changes nothing"
+    );
+
+    // Within the slot: shorter, then back to exactly the slot's expiry.
+    assert_eq!(
+        engine.extend(grant.hold, Some(MINUTE_MS), later).unwrap(),
+        ExtendOutcome::Extended {
+            expires_at: later.add_ms(MINUTE_MS)
+        }
+    );
+    assert_eq!(
+        engine.extend(grant.hold, Some(to_slot_end), later).unwrap(),
+        ExtendOutcome::Extended {
+            expires_at: slot_expires_at
+        }
+    );
+
+    // A replayed engine has the same expiry and refuses the same way.
+    let fresh = Engine::new(EngineConfig::default()).unwrap();
+    for r in log.records() {
+        fresh.replay(&r.record).unwrap();
+    }
+    assert_eq!(
+        fresh.hold_info(grant.hold).unwrap().expires_at,
+        slot_expires_at
+    );
+    assert!(matches!(
+        fresh
+            .extend(grant.hold, Some(to_slot_end + 1), later)
+            .unwrap(),
+        ExtendOutcome::PastSlot { .. }
+    ));
 }
 
 #[test]

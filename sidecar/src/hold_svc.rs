@@ -10,7 +10,7 @@ use crate::{
     auth, convert,
     domain::{Domain, now},
     pb::{self, hold_service_server::HoldService},
-    status::DomainError,
+    status::{DomainError, ResourceKind},
 };
 
 /// Holds per BatchHold request at most (hold.proto).
@@ -197,6 +197,24 @@ impl HoldService for Holds {
                         let not_active = match engine.extend(hold, Some(req.ttl_ms), now())? {
                             ExtendOutcome::Extended { .. } => None,
                             ExtendOutcome::NotActive(n) => Some(n),
+                            ExtendOutcome::PastSlot {
+                                slot_start_ms,
+                                slot_expires_at,
+                            } => {
+                                // hold.proto: slot holds cannot be extended past their
+                                // slot. The caller's model of the hold is wrong (it is
+                                // a slot hold), so a status, not an outcome.
+                                return Err(DomainError::IllegalTransition {
+                                    kind: ResourceKind::Hold,
+                                    id: hold.0.to_string(),
+                                    state: format!(
+                                        "booked on the slot starting at {slot_start_ms} \
+                                         (expires at {} at the latest)",
+                                        slot_expires_at.0
+                                    ),
+                                    action: "extend past its slot",
+                                });
+                            }
                         };
                         let outcome = match hold_after(&engine, hold, not_active)? {
                             Ok(info) => Outcome::Extended(info),

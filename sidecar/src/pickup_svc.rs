@@ -173,6 +173,15 @@ impl PickupService for Pickups {
                             action: "create another order",
                         });
                     }
+                    CreateOrderOutcome::Rejected(CreateOrderRejection::ChannelOrderExists {
+                        order,
+                    }) => {
+                        return Err(DomainError::ChannelOrderExists {
+                            channel: cmd.channel,
+                            channel_order_id: cmd.channel_order_id,
+                            order: order.0,
+                        });
+                    }
                     CreateOrderOutcome::Rejected(CreateOrderRejection::KeyReused { .. }) => {
                         return Err(DomainError::IdempotencyKeyReused {
                             key: cmd.idempotency_key.unwrap_or_default(),
@@ -220,16 +229,18 @@ impl PickupService for Pickups {
                     }
                     .into());
                 }
-                // The engine indexes channel order ids per store; the channel itself
-                // is not part of the key.
-                engine
-                    .stores()
-                    .iter()
-                    .find_map(|(_, def)| engine.order_by_ref(&def.external_id, &r.channel_order_id))
-                    .ok_or_else(|| DomainError::NotFound {
-                        kind: ResourceKind::Order,
-                        id: r.channel_order_id.clone(),
-                    })?
+                // A named channel and its order id name one order (pickup.proto). The
+                // reference carries no name for OTHER: the order id alone then picks.
+                match convert::channel(r.channel, "") {
+                    Ok(channel) => engine.order_by_channel(&channel, &r.channel_order_id),
+                    Err(_) => engine.stores().iter().find_map(|(_, def)| {
+                        engine.order_by_ref(&def.external_id, &r.channel_order_id)
+                    }),
+                }
+                .ok_or_else(|| DomainError::NotFound {
+                    kind: ResourceKind::Order,
+                    id: r.channel_order_id.clone(),
+                })?
             }
             None => {
                 return Err(DomainError::InvalidArgument {

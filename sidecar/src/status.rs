@@ -81,6 +81,20 @@ pub enum DomainError {
         /// The key.
         key: String,
     },
+    /// The store already has an order for this channel order (pickup.proto: a
+    /// `(channel, channel_order_id)` is unique per channel).
+    #[error(
+        "channel order {:?} of channel {channel:?} already has order {order}",
+        echo(channel_order_id)
+    )]
+    ChannelOrderExists {
+        /// The channel.
+        channel: String,
+        /// The channel's order id.
+        channel_order_id: String,
+        /// The existing order's id.
+        order: u64,
+    },
     /// The action is not allowed in the object's current state.
     #[error("{} {id} is {state}; cannot {action}", kind.as_str())]
     IllegalTransition {
@@ -184,6 +198,23 @@ pub fn to_status(err: &DomainError) -> Status {
                 "IDEMPOTENCY_KEY_REUSED",
                 ERROR_DOMAIN,
                 HashMap::from([("idempotency_key".to_owned(), key.clone())]),
+            ),
+        ),
+        DomainError::ChannelOrderExists {
+            channel,
+            channel_order_id,
+            order,
+        } => Status::with_error_details(
+            Code::AlreadyExists,
+            message,
+            ErrorDetails::with_error_info(
+                "CHANNEL_ORDER_EXISTS",
+                ERROR_DOMAIN,
+                HashMap::from([
+                    ("channel".to_owned(), channel.clone()),
+                    ("channel_order_id".to_owned(), echo(channel_order_id)),
+                    ("order_id".to_owned(), order.to_string()),
+                ]),
             ),
         ),
         DomainError::IllegalTransition {

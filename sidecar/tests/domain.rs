@@ -843,6 +843,86 @@ async fn create_order_keys_name_one_request_and_a_second_order_is_a_precondition
     assert!(!second.replayed, "{second:?}");
 }
 
+/// pickup.proto: `(channel, channel_order_id)` is unique per channel. A second order for
+/// it, from another hold under a fresh key, is ALREADY_EXISTS (ErrorInfo
+/// CHANNEL_ORDER_EXISTS naming the existing order), also after a restart, and GetOrder by
+/// the channel reference finds the first order.
+#[tokio::test]
+async fn a_channel_order_id_makes_one_order() {
+    let server = TestServer::start(|_| {}).await;
+    let mut c = clients(&server).await;
+    upsert_store(&mut c, "S1").await;
+    c.inventory
+        .apply_pos_events(with_token(receive("S1", "SKU-1", 5, "pos-1"), POS_TOKEN))
+        .await
+        .unwrap();
+    let h1 = granted_hold(&mut c, "cart-1").await;
+    let h2 = granted_hold(&mut c, "cart-2").await;
+    let first = create_order(&mut c, create_order_request("k-1", h1, "#1"))
+        .await
+        .unwrap();
+    let Some(pb::create_order_response::Outcome::Order(o1)) = &first.outcome else {
+        panic!("{first:?}");
+    };
+    let check_exists = |e: tonic::Status| {
+        assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+        let info = e.get_details_error_info().expect("ErrorInfo detail");
+        assert_eq!(info.reason, "CHANNEL_ORDER_EXISTS");
+        assert_eq!(info.metadata["order_id"], o1.order_id.to_string());
+        assert_eq!(info.metadata["channel_order_id"], "#1");
+    };
+    let get_by_ref = |c: &mut Clients| {
+        let mut pickups = c.pickups.clone();
+        async move {
+            pickups
+                .get_order(with_token(
+                    pb::GetOrderRequest {
+                        key: Some(pb::get_order_request::Key::ChannelRef(
+                            pb::ChannelOrderRef {
+                                channel: pb::Channel::Direct as i32,
+                                channel_order_id: "#1".into(),
+                            },
+                        )),
+                    },
+                    CHECKOUT_TOKEN,
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .order
+                .unwrap()
+        }
+    };
+    check_exists(
+        create_order(&mut c, create_order_request("k-2", h2, "#1"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(get_by_ref(&mut c).await.order_id, o1.order_id);
+
+    // After a restart the engine rebuilt its index from the log.
+    let dir = server.stop_keeping_dir().await;
+    let server = TestServer::start_in(dir, |_| {}).await;
+    let mut c = clients(&server).await;
+    check_exists(
+        create_order(&mut c, create_order_request("k-3", h2, "#1"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(get_by_ref(&mut c).await.order_id, o1.order_id);
+    // Another channel order id is another order.
+    let second = create_order(&mut c, create_order_request("k-4", h2, "#2"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            second.outcome,
+            Some(pb::create_order_response::Outcome::Order(_))
+        ),
+        "{second:?}"
+    );
+}
+
 /// Appends `count` POS receipts to S1 in batches, one record each.
 async fn receive_many(c: &mut Clients, tag: &str, count: usize) {
     let mut left = count;

@@ -424,6 +424,110 @@ async fn slots_follow_the_calendar_and_a_slot_hold_takes_capacity() {
     assert_eq!(availability(&mut c, "CAL").await.held, 2);
 }
 
+/// hold.proto `ExtendRequest.ttl_ms`: a slot hold cannot be extended past its slot
+/// (FAILED_PRECONDITION with a PreconditionFailure, the hold unchanged); within its slot
+/// it can.
+#[tokio::test]
+async fn a_slot_hold_is_not_extended_past_its_slot() {
+    let server = TestServer::start(|_| {}).await;
+    let mut c = clients(&server).await;
+    store_with_mugs(&mut c, "XT", 48.14, 11.58, 10).await;
+    c.stores
+        .set_slot_config(with_token(
+            pb::SetSlotConfigRequest {
+                idempotency_key: key("slots"),
+                store_id: "XT".into(),
+                slot_config: Some(pb::SlotConfig {
+                    slot_ms: HOUR_MS,
+                    lead_time_ms: 0,
+                    pickups_per_staff_per_slot: 1,
+                    hold_grace_ms: 30 * 60_000,
+                    pick_time_per_order_ms: 120_000,
+                }),
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap();
+    c.stores
+        .set_staffing(with_token(
+            pb::SetStaffingRequest {
+                idempotency_key: key("staff"),
+                store_id: "XT".into(),
+                windows: (1..=7)
+                    .map(|weekday| pb::StaffingWindow {
+                        day: Some(pb::staffing_window::Day::Weekday(weekday)),
+                        span: Some(pb::LocalTimeRange {
+                            start_minute: 0,
+                            end_minute: 1_440,
+                        }),
+                        staff_count: 2,
+                    })
+                    .collect(),
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap();
+    set_hours(&mut c, "XT", every_day(0, 1_440), Vec::new())
+        .await
+        .unwrap();
+    // The slot after the next full hour: it ends at most 3 hours from now.
+    let start = (now_ms().div_euclid(HOUR_MS) + 1) * HOUR_MS;
+    let pb::hold_response::Outcome::Granted(h) = slot_hold(&mut c, "XT", start).await else {
+        panic!("slot hold refused");
+    };
+    let slot_expires_at_ms = start + HOUR_MS + 30 * 60_000;
+    assert_eq!(h.expires_at_ms, slot_expires_at_ms);
+    let extend = |ttl_ms| {
+        with_token(
+            pb::ExtendRequest {
+                idempotency_key: key("extend"),
+                hold_id: h.hold_id,
+                ttl_ms,
+            },
+            CHECKOUT_TOKEN,
+        )
+    };
+
+    // 23 hours is within the store's max_hold_ms but far past the slot.
+    let refused = c.holds.extend(extend(23 * HOUR_MS)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let pf = refused
+        .get_details_precondition_failure()
+        .expect("PreconditionFailure detail");
+    assert_eq!(pf.violations[0].r#type, "ILLEGAL_TRANSITION");
+    assert_eq!(pf.violations[0].subject, format!("hold/{}", h.hold_id));
+    assert!(
+        refused.message().contains(&slot_expires_at_ms.to_string()),
+        "says how far it may go: {refused:?}"
+    );
+    // Confirm answers with the hold as it is: the refusal changed nothing.
+    let confirmed = c
+        .holds
+        .confirm(with_token(
+            pb::ConfirmRequest {
+                idempotency_key: key("confirm"),
+                hold_id: h.hold_id,
+            },
+            CHECKOUT_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(pb::confirm_response::Outcome::Confirmed(info)) = confirmed.outcome else {
+        panic!("{confirmed:?}");
+    };
+    assert_eq!(info.expires_at_ms, slot_expires_at_ms);
+
+    // Within the slot it extends (here: shortens) as before.
+    let ok = c.holds.extend(extend(60_000)).await.unwrap().into_inner();
+    let Some(pb::extend_response::Outcome::Extended(info)) = ok.outcome else {
+        panic!("{ok:?}");
+    };
+    assert!(info.expires_at_ms < slot_expires_at_ms, "{info:?}");
+}
+
 #[tokio::test]
 async fn calendar_input_is_refused_naming_the_field() {
     let server = TestServer::start(|_| {}).await;
