@@ -123,14 +123,19 @@ pub fn consumer_name(field: &str, name: &str) -> Result<(), DomainError> {
 /// Its shape is checked only at registration, so names registered before that check
 /// keep working.
 pub fn consumer_ref(field: &str, name: &str) -> Result<(), DomainError> {
-    if name.is_empty() || name.len() > IDEMPOTENCY_KEY_LEN_MAX {
+    if name.is_empty() || name.len() > CONSUMER_REF_LEN_MAX {
         return Err(invalid(
             field,
-            format!("must name a registered consumer (1..={IDEMPOTENCY_KEY_LEN_MAX} bytes)"),
+            format!("must name a registered consumer (1..={CONSUMER_REF_LEN_MAX} bytes)"),
         ));
     }
     Ok(())
 }
+
+/// Longest consumer name Subscribe and Ack look up: the engine's own limit on ids
+/// (`Limits::key_len_max`), which names registered before [`CONSUMER_NAME_LEN_MAX`]
+/// applied may use.
+pub const CONSUMER_REF_LEN_MAX: usize = 128;
 
 /// Checks that a mutation carries its idempotency key (1..=128 bytes).
 pub fn idempotency_key(field: &str, key: &str) -> Result<String, DomainError> {

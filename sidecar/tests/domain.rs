@@ -738,6 +738,23 @@ async fn granted_hold(c: &mut Clients, key: &str) -> u64 {
     h.hold_id
 }
 
+/// Store S1 with 5 units of SKU-1, two holds of one unit (`cart-1`, `cart-2`), and an
+/// order (key `k-1`, channel order `#1`) on the first; returns both hold ids and the
+/// order's response.
+async fn two_holds_and_an_order(c: &mut Clients) -> (u64, u64, pb::CreateOrderResponse) {
+    upsert_store(c, "S1").await;
+    c.inventory
+        .apply_pos_events(with_token(receive("S1", "SKU-1", 5, "pos-1"), POS_TOKEN))
+        .await
+        .unwrap();
+    let h1 = granted_hold(c, "cart-1").await;
+    let h2 = granted_hold(c, "cart-2").await;
+    let first = create_order(c, create_order_request("k-1", h1, "#1"))
+        .await
+        .unwrap();
+    (h1, h2, first)
+}
+
 /// CreateOrder's idempotency key names one request (the hold and the channel order id):
 /// a retry replays, a different request under the key is ALREADY_EXISTS (also after a
 /// restart), and a hold that already has an order is FAILED_PRECONDITION naming it.
@@ -745,16 +762,7 @@ async fn granted_hold(c: &mut Clients, key: &str) -> u64 {
 async fn create_order_keys_name_one_request_and_a_second_order_is_a_precondition() {
     let server = TestServer::start(|_| {}).await;
     let mut c = clients(&server).await;
-    upsert_store(&mut c, "S1").await;
-    c.inventory
-        .apply_pos_events(with_token(receive("S1", "SKU-1", 5, "pos-1"), POS_TOKEN))
-        .await
-        .unwrap();
-    let h1 = granted_hold(&mut c, "cart-1").await;
-    let h2 = granted_hold(&mut c, "cart-2").await;
-    let first = create_order(&mut c, create_order_request("k-1", h1, "#1"))
-        .await
-        .unwrap();
+    let (h1, h2, first) = two_holds_and_an_order(&mut c).await;
     let Some(pb::create_order_response::Outcome::Order(o1)) = &first.outcome else {
         panic!("{first:?}");
     };
@@ -851,16 +859,7 @@ async fn create_order_keys_name_one_request_and_a_second_order_is_a_precondition
 async fn a_channel_order_id_makes_one_order() {
     let server = TestServer::start(|_| {}).await;
     let mut c = clients(&server).await;
-    upsert_store(&mut c, "S1").await;
-    c.inventory
-        .apply_pos_events(with_token(receive("S1", "SKU-1", 5, "pos-1"), POS_TOKEN))
-        .await
-        .unwrap();
-    let h1 = granted_hold(&mut c, "cart-1").await;
-    let h2 = granted_hold(&mut c, "cart-2").await;
-    let first = create_order(&mut c, create_order_request("k-1", h1, "#1"))
-        .await
-        .unwrap();
+    let (_, h2, first) = two_holds_and_an_order(&mut c).await;
     let Some(pb::create_order_response::Outcome::Order(o1)) = &first.outcome else {
         panic!("{first:?}");
     };
