@@ -283,6 +283,16 @@ pub(crate) fn hold_identity<'a>(
     }
 }
 
+/// A hold request checked and resolved before any lock is taken ([`Engine::prepare_hold`]).
+pub(crate) struct PreparedHold<'a> {
+    pub(crate) shard: &'a StoreShard,
+    pub(crate) ttl_ms: i64,
+    /// Merged by SKU name, in request order: SKU id (`None`: never seen), units, name.
+    pub(crate) lines: Vec<(Option<SkuId>, u64, &'a str)>,
+    /// [`hold_identity`] when the request has a key.
+    pub(crate) identity: Option<u32>,
+}
+
 /// The Pickline engine. Cheap to share: wrap it in an `Arc` and call it from any thread.
 ///
 /// Architecture invariant: the engine never reads a clock or a random source; every
@@ -554,65 +564,45 @@ impl Engine {
         Ok(outcome)
     }
 
-    /// Holds each request of `reqs` as [`Engine::hold`] would, each all-or-nothing on its
-    /// own, and waits for durability once, for the newest record of the batch: one group
-    /// commit for the whole batch instead of one wait per hold. Per-request misuse is that
-    /// request's `Err`; a log failure fails the whole batch (nothing is acknowledged).
-    pub fn hold_batch(
-        &self,
-        reqs: &[HoldRequest],
-        now: Timestamp,
-    ) -> Result<Vec<Result<HoldOutcome, EngineError>>, EngineError> {
-        // A key used before for a different request fails the whole batch before anything
-        // is held (checked again per hold, which a concurrent request can still hit).
-        for req in reqs {
-            if let Some(key) = &req.idempotency_key
-                && let Some(identity) = self.hold_request_identity(req)
-                && let Some(entry) = self.idem.get(key.as_str())
-                && matches!(entry.value(), IdemEntry::Done { request: Some(r), .. } if *r != identity)
-            {
-                return Err(EngineError::IdempotencyKeyReused { key: key.clone() });
-            }
-        }
-        let mut newest: Option<Lsn> = None;
-        let mut out = Vec::with_capacity(reqs.len());
-        for req in reqs {
-            match self.hold_unsynced(req, now) {
-                Ok((outcome, lsn)) => {
-                    newest = newest.max(lsn);
-                    out.push(Ok(outcome));
-                }
-                Err(e @ EngineError::LogFailed(_)) => return Err(e),
-                Err(e) => out.push(Err(e)),
-            }
-        }
-        if let Some(lsn) = newest {
-            crate::log::wait_durable_or_defer(&*self.log, lsn)?;
-        }
-        Ok(out)
-    }
-
-    /// The [`hold_identity`] of `req` (`None` for a store the engine does not know): lines
-    /// merged by SKU name, as [`Engine::hold`] merges them.
-    fn hold_request_identity(&self, req: &HoldRequest) -> Option<u32> {
-        let shard = self.shard_by_name(&req.store).ok()?;
-        let mut lines: Vec<(&str, u64)> = Vec::with_capacity(req.lines.len());
-        for l in &req.lines {
-            match lines.iter_mut().find(|(name, _)| *name == l.sku) {
-                Some(line) => line.1 += u64::from(l.qty),
-                None => lines.push((&l.sku, u64::from(l.qty))),
-            }
-        }
-        Some(hold_identity(shard.id, lines, req.slot_start_ms))
-    }
-
     /// [`Engine::hold`] without the wait for durability: the outcome and the LSN the
     /// caller must see durable before acknowledging it.
-    fn hold_unsynced(
+    pub(crate) fn hold_unsynced(
         &self,
         req: &HoldRequest,
         now: Timestamp,
     ) -> Result<(HoldOutcome, Option<Lsn>), EngineError> {
+        let PreparedHold {
+            shard,
+            ttl_ms,
+            mut lines,
+            identity,
+        } = self.prepare_hold(req)?;
+        let gate = self.gate.read().map_err(|_| poisoned())?;
+        if let Some(key) = &req.idempotency_key
+            && let Some(answer) = self.claim_key(key, identity)?
+        {
+            return Ok(answer);
+        }
+        let result = self.hold_locked(shard, req, &mut lines, (ttl_ms, identity), now);
+        drop(gate);
+        match result {
+            Ok(done) => Ok(done),
+            Err(e) => {
+                if let Some(key) = &req.idempotency_key {
+                    self.release_claim(key);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Checks `req` and resolves its store, hold time, lines (merged by SKU name) and
+    /// request identity, taking no lock: the part of a hold that [`Engine::hold`] and
+    /// [`Engine::hold_batch`] share before they lock anything.
+    pub(crate) fn prepare_hold<'a>(
+        &'a self,
+        req: &'a HoldRequest,
+    ) -> Result<PreparedHold<'a>, EngineError> {
         let limits = &self.config.limits;
         if req.lines.is_empty() {
             return Err(EngineError::invalid(
@@ -676,35 +666,73 @@ impl Engine {
                 req.slot_start_ms,
             )
         });
-        let gate = self.gate.read().map_err(|_| poisoned())?;
-        if let Some(key) = &req.idempotency_key {
-            match self.idem.entry(key.as_str().into()) {
-                Entry::Occupied(e) => {
-                    return match e.get() {
-                        IdemEntry::Pending => Ok((HoldOutcome::InFlight, None)),
-                        IdemEntry::Done {
-                            request: Some(r), ..
-                        } if Some(*r) != identity => {
-                            Err(EngineError::IdempotencyKeyReused { key: key.clone() })
-                        }
-                        IdemEntry::Done { lsn, outcome, .. } => Ok((outcome.clone(), Some(*lsn))),
-                    };
-                }
-                Entry::Vacant(v) => {
-                    v.insert(IdemEntry::Pending);
-                }
+        Ok(PreparedHold {
+            shard,
+            ttl_ms,
+            lines,
+            identity,
+        })
+    }
+
+    /// Claims `key` for a new hold whose request has `identity`: `None` when the key was
+    /// free and is now `Pending` (the caller must end the claim: the outcome, or
+    /// [`Engine::release_claim`]); otherwise the answer the key already has. A key that
+    /// answered a different request is [`EngineError::IdempotencyKeyReused`].
+    pub(crate) fn claim_key(
+        &self,
+        key: &str,
+        identity: Option<u32>,
+    ) -> Result<Option<(HoldOutcome, Option<Lsn>)>, EngineError> {
+        match self.idem.entry(key.into()) {
+            Entry::Occupied(e) => match e.get() {
+                IdemEntry::Pending => Ok(Some((HoldOutcome::InFlight, None))),
+                IdemEntry::Done {
+                    request: Some(r), ..
+                } if Some(*r) != identity => Err(EngineError::IdempotencyKeyReused {
+                    key: key.to_owned(),
+                }),
+                IdemEntry::Done { lsn, outcome, .. } => Ok(Some((outcome.clone(), Some(*lsn)))),
+            },
+            Entry::Vacant(v) => {
+                v.insert(IdemEntry::Pending);
+                Ok(None)
             }
         }
-        let result = self.hold_locked(shard, req, &mut lines, (ttl_ms, identity), now);
-        drop(gate);
-        match result {
-            Ok(done) => Ok(done),
-            Err(e) => {
-                if let Some(key) = &req.idempotency_key {
-                    self.idem
-                        .remove_if(key.as_str(), |_, v| matches!(v, IdemEntry::Pending));
-                }
-                Err(e)
+    }
+
+    /// `Err(IdempotencyKeyReused)` when `key` has answered a request other than `identity`.
+    pub(crate) fn key_reused(&self, key: &str, identity: Option<u32>) -> Result<(), EngineError> {
+        match self.idem.get(key).as_deref() {
+            Some(IdemEntry::Done {
+                request: Some(r), ..
+            }) if Some(*r) != identity => Err(EngineError::IdempotencyKeyReused {
+                key: key.to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Ends a claim of [`Engine::claim_key`] that produced no outcome (the hold failed):
+    /// the key is free again. A key that already has an outcome keeps it.
+    pub(crate) fn release_claim(&self, key: &str) {
+        self.idem
+            .remove_if(key, |_, v| matches!(v, IdemEntry::Pending));
+    }
+
+    /// [`Engine::release_claim`] of each of `keys`.
+    pub(crate) fn release_claims(&self, keys: &[&str]) {
+        for key in keys {
+            self.release_claim(key);
+        }
+    }
+
+    /// Records the outcome of a claimed key (normally our own `Pending`, overwritten in
+    /// place: one lookup, no second key allocation; inserted if it is gone).
+    pub(crate) fn settle_claim(&self, key: &str, done: IdemEntry) {
+        match self.idem.get_mut(key) {
+            Some(mut e) => *e = done,
+            None => {
+                self.idem.insert(key.into(), done);
             }
         }
     }
@@ -849,19 +877,14 @@ impl Engine {
             (expires_at, req.slot_start_ms),
         );
         if let Some(key) = &req.idempotency_key {
-            let done = IdemEntry::Done {
-                lsn,
-                outcome: outcome.clone(),
-                request: identity,
-            };
-            // The entry is normally our own `Pending`: overwrite it in place (one lookup,
-            // no second key allocation). Insert if it is gone.
-            match self.idem.get_mut(key.as_str()) {
-                Some(mut e) => *e = done,
-                None => {
-                    self.idem.insert(key.as_str().into(), done);
-                }
-            }
+            self.settle_claim(
+                key,
+                IdemEntry::Done {
+                    lsn,
+                    outcome: outcome.clone(),
+                    request: identity,
+                },
+            );
         }
         Ok((outcome, Some(lsn)))
     }
@@ -1969,9 +1992,22 @@ fn grant_state(
     key: Option<&str>,
     lines: HoldLines,
     now: Timestamp,
+    expiry: (Timestamp, Option<i64>),
+) {
+    st.slots.book(expiry.1);
+    grant_state_booked(st, hold, key, lines, now, expiry);
+}
+
+/// [`grant_state`] for a hold whose slot is already booked (the batch path books each
+/// slot as it decides the hold, so the next hold of the batch sees the booking).
+pub(crate) fn grant_state_booked(
+    st: &mut StoreState,
+    hold: HoldId,
+    key: Option<&str>,
+    lines: HoldLines,
+    now: Timestamp,
     (expires_at, slot): (Timestamp, Option<i64>),
 ) {
-    st.slots.book(slot);
     st.next_seq = st.next_seq.max(hold.seq() + 1);
     st.by_expiry.insert((expires_at, hold));
     if let Some(key) = key {

@@ -61,6 +61,7 @@
 
 #![warn(missing_docs)]
 
+mod batch;
 pub mod calendar;
 pub mod codec;
 pub mod config;

@@ -246,6 +246,70 @@ fn slot_problems_reserve_nothing() {
 }
 
 #[test]
+fn a_batch_books_each_slot_once_and_its_log_replays_the_bookings() {
+    let now = Timestamp(berlin_ms(2026, 11, 26, 9, 0));
+    let log = Arc::new(MemoryLog::new());
+    let engine = Engine::with_log(EngineConfig::default(), log.clone()).unwrap();
+    engine
+        .define_store(StoreDef::new(STORE, 52.52, 13.40, "Europe/Berlin"), now)
+        .unwrap();
+    engine.set_calendar(STORE, calendar(2), now).unwrap();
+    engine
+        .apply_delta(
+            &PosDelta {
+                store: STORE.into(),
+                sku: SKU.into(),
+                pos_event_id: "init".into(),
+                kind: PosDeltaKind::Receive,
+                qty: 5,
+                order_ref: None,
+                pos_time: now,
+            },
+            now,
+        )
+        .unwrap();
+    // Capacity 2 per slot: in one batch, the third hold on the slot finds it full; a hold
+    // short of stock books nothing; the other slot is unaffected.
+    let slot = berlin_ms(2026, 11, 26, 12, 0);
+    let other = berlin_ms(2026, 11, 26, 12, 30);
+    let batch = [
+        slot_hold(1, slot),
+        slot_hold(50, slot),
+        slot_hold(1, slot),
+        slot_hold(1, slot),
+        slot_hold(1, other),
+    ];
+    let out = engine.hold_batch(&batch, now).unwrap();
+    assert!(out[0].as_ref().unwrap().granted().is_some());
+    assert!(matches!(
+        out[1],
+        Ok(HoldOutcome::Rejected(
+            HoldRejection::InsufficientStock { .. }
+        ))
+    ));
+    assert!(out[2].as_ref().unwrap().granted().is_some());
+    assert!(matches!(
+        out[3],
+        Ok(HoldOutcome::Rejected(HoldRejection::SlotUnavailable {
+            problem: SlotProblem::Full,
+            ..
+        }))
+    ));
+    assert!(out[4].as_ref().unwrap().granted().is_some());
+    assert_eq!(engine.slot_booked(STORE, slot).unwrap(), 2);
+    assert_eq!(engine.slot_booked(STORE, other).unwrap(), 1);
+    assert_eq!(engine.availability(STORE, SKU).unwrap().atp(), 2);
+
+    let replayed = Engine::new(EngineConfig::default()).unwrap();
+    for rec in log.records() {
+        replayed.replay(&rec.record).unwrap();
+    }
+    assert_eq!(replayed.slot_booked(STORE, slot).unwrap(), 2);
+    assert_eq!(replayed.slot_booked(STORE, other).unwrap(), 1);
+    replayed.check_conservation().unwrap();
+}
+
+#[test]
 fn replay_rebuilds_calendar_and_bookings() {
     let now = Timestamp(berlin_ms(2026, 11, 26, 9, 0));
     let log = Arc::new(MemoryLog::new());

@@ -186,6 +186,8 @@ async fn run_async(
     let mut config = Config::default();
     config.data.dir = cfg.dir.clone();
     config.data.durability = cfg.durability;
+    // The batch phase leaves every hold active: millions at a million lines per second.
+    config.data.store_active_holds_max = 20_000_000;
     config.grpc.concurrency_limit = 4 * cfg.concurrency.max(cfg.batch_concurrency) + 64;
     config.grpc.max_message_bytes = 64 << 20;
     config.tokens = vec![TokenConfig {

@@ -48,6 +48,9 @@ pub mod limits {
     pub const TOKEN_LEN_MIN: usize = 16;
     /// Largest accepted `data.expire_batch`.
     pub const EXPIRE_BATCH_MAX: usize = 100_000;
+    /// Largest accepted `data.store_active_holds_max` (each active hold costs ~100 bytes
+    /// of memory and of every snapshot).
+    pub const STORE_ACTIVE_HOLDS_MAX: usize = 50_000_000;
 }
 
 /// The whole configuration.
@@ -91,6 +94,9 @@ pub struct DataConfig {
     /// Holds examined per expiry call: bounds the work (and the lock hold times) of one
     /// tick; a full batch makes the ticker run again at once.
     pub expire_batch: usize,
+    /// Active holds one store may have at once; a hold beyond it is RESOURCE_EXHAUSTED
+    /// until holds end.
+    pub store_active_holds_max: usize,
 }
 
 /// `data.durability`.
@@ -132,11 +138,21 @@ impl Default for DataConfig {
             checkpoint_wal_bytes: 256 << 20,
             expire_interval_ms: 250,
             expire_batch: 1_000,
+            store_active_holds_max: pickline_engine::EngineConfig::default()
+                .limits
+                .store_active_holds_max,
         }
     }
 }
 
 impl DataConfig {
+    /// The engine configuration these settings ask for.
+    pub fn engine_config(&self) -> pickline_engine::EngineConfig {
+        let mut engine = pickline_engine::EngineConfig::default();
+        engine.limits.store_active_holds_max = self.store_active_holds_max;
+        engine
+    }
+
     /// The WAL configuration these settings ask for.
     pub fn wal_config(&self) -> pickline_engine::wal::WalConfig {
         use pickline_engine::wal::{Durability, WalConfig};
@@ -525,6 +541,15 @@ impl Config {
             return Err(invalid(
                 "data.expire_batch",
                 format!("{} is outside 1..={EXPIRE_BATCH_MAX}", d.expire_batch),
+            ));
+        }
+        if !(1..=STORE_ACTIVE_HOLDS_MAX).contains(&d.store_active_holds_max) {
+            return Err(invalid(
+                "data.store_active_holds_max",
+                format!(
+                    "{} is outside 1..={STORE_ACTIVE_HOLDS_MAX}",
+                    d.store_active_holds_max
+                ),
             ));
         }
         if !(MAX_MESSAGE_BYTES_MIN..=MAX_MESSAGE_BYTES_MAX).contains(&g.max_message_bytes) {

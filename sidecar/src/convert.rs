@@ -47,9 +47,8 @@ impl From<EngineError> for DomainError {
                 field: field.to_owned(),
                 reason: why,
             },
-            EngineError::LimitReached { limit, value } => DomainError::LimitExceeded {
+            EngineError::LimitReached { limit, value } => DomainError::TableFull {
                 what: limit,
-                actual: value,
                 limit: value,
             },
             EngineError::InvalidCalendar(e) => calendar_error(&e),

@@ -466,6 +466,7 @@ async fn recover(config: &Config, domain: &Domain) -> Result<(), ServerError> {
     let dir = config.data.dir.clone();
     let opts = OpenOptions {
         wal: config.data.wal_config(),
+        engine: config.data.engine_config(),
         ..OpenOptions::default()
     };
     let opened = tokio::task::spawn_blocking({

@@ -117,6 +117,15 @@ pub enum DomainError {
         /// The limit.
         limit: u64,
     },
+    /// A table of the engine is full (e.g. a store's active holds): nothing was done; the
+    /// request may succeed once entries end (holds released or expired).
+    #[error("{what} = {limit} reached; retry once entries end")]
+    TableFull {
+        /// Which limit.
+        what: &'static str,
+        /// The limit.
+        limit: u64,
+    },
     /// A request with the same idempotency key is being applied right now.
     #[error("a request with idempotency key {key:?} is in flight; retry shortly")]
     InFlight {
@@ -231,11 +240,13 @@ pub fn to_status(err: &DomainError) -> Status {
                 format!("{state} -> {action}"),
             ),
         ),
-        DomainError::LimitExceeded { what, limit, .. } => Status::with_error_details(
-            Code::ResourceExhausted,
-            message,
-            ErrorDetails::with_quota_failure_violation(*what, format!("limit {limit}")),
-        ),
+        DomainError::LimitExceeded { what, limit, .. } | DomainError::TableFull { what, limit } => {
+            Status::with_error_details(
+                Code::ResourceExhausted,
+                message,
+                ErrorDetails::with_quota_failure_violation(*what, format!("limit {limit}")),
+            )
+        }
         DomainError::Recovering => unavailable_retry(message, RECOVERING_RETRY),
         DomainError::InFlight { .. } => unavailable_retry(message, IN_FLIGHT_RETRY),
         DomainError::ShuttingDown | DomainError::Storage(_) => Status::unavailable(message),
@@ -431,6 +442,17 @@ mod tests {
                 limit: 10_000,
             },
             Code::ResourceExhausted,
+        );
+        let s = check(
+            DomainError::TableFull {
+                what: "store_active_holds_max",
+                limit: 2_000_000,
+            },
+            Code::ResourceExhausted,
+        );
+        assert_eq!(
+            s.message(),
+            "store_active_holds_max = 2000000 reached; retry once entries end"
         );
         let s = check(DomainError::Recovering, Code::Unavailable);
         assert!(s.get_details_retry_info().is_some());

@@ -175,6 +175,12 @@ fn invalid_configs_are_rejected_with_clear_messages() {
         &["data.commit_delay_us", "20000 is outside 0..=10000"],
     );
     check_invalid(
+        Some("[data]\nstore_active_holds_max = 0\n"),
+        &[],
+        &[],
+        &["data.store_active_holds_max", "0 is outside 1..=50000000"],
+    );
+    check_invalid(
         None,
         &[("PICKLINE_GRPC_LISTEN", "localhost")],
         &[],
