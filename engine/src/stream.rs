@@ -16,7 +16,9 @@
 //!   acknowledgement acknowledges its start position (the sidecar's RegisterConsumer
 //!   does).
 //! - **Retention.** A record is kept until every registered consumer has acknowledged it,
-//!   but never more than `retained_max` records. Beyond that the oldest records are dropped
+//!   but never more than `retained_max` events in all (a record of many events, such as a
+//!   batch of holds, counts each; the newest record is always kept). Beyond that the
+//!   oldest records are dropped
 //!   even if a slow consumer has not read them: that consumer's next [`EventStream::read`]
 //!   is [`StreamError::Truncated`] and it must resynchronize. Memory stays bounded.
 //! - **Restarts.** Checkpoints keep the log segments back to the slowest durable cursor
@@ -37,7 +39,7 @@ use crate::event::{Event, LoggedRecord, Record};
 use crate::log::EventLog;
 use crate::types::{Lsn, Timestamp};
 
-/// Default bound on records kept in memory.
+/// Default bound on events kept in memory.
 pub const STREAM_RETAINED_MAX: usize = 1 << 20;
 
 /// Records the buffer reserves room for up front, at most (a larger bound grows beyond it).
@@ -72,6 +74,8 @@ pub enum StreamError {
 #[derive(Debug, Default)]
 struct Inner {
     buf: VecDeque<LoggedRecord>,
+    /// Events of the records in `buf`: what `retained_max` bounds.
+    events: usize,
     /// Acknowledged LSN per consumer. Cursors of consumers seen in the log but not (yet)
     /// registered are kept too, so a registration after recovery starts where it left off.
     cursors: BTreeMap<String, Lsn>,
@@ -99,7 +103,8 @@ impl std::fmt::Debug for EventStream {
 }
 
 impl EventStream {
-    /// A stream in front of `inner`, keeping at most `retained_max` records (at least 1).
+    /// A stream in front of `inner`, keeping at most `retained_max` events (at least one
+    /// record).
     pub fn new(inner: Arc<dyn EventLog>, retained_max: usize) -> Self {
         let last = inner.last_lsn();
         Self::starting_after(inner, retained_max, last)
@@ -219,8 +224,8 @@ impl EventStream {
 
     /// [`EventStream::replayed`] taking the record by value (recovery decodes each record
     /// once and hands it over). `following` is how many records recovery feeds after this
-    /// one: when at least `retained_max` follow, the buffer would drop this record before
-    /// recovery ends, so it is not stored at all: a record acknowledging nothing is not
+    /// one: when at least `retained_max` follow (each has an event at least), the buffer
+    /// would drop this record before recovery ends, so it is not stored at all: a record acknowledging nothing is not
     /// even looked at (no lock), one with acknowledgements moves the cursors. Once the
     /// last record is fed, the stream is exactly as if every record had been pushed and
     /// trimmed.
@@ -241,6 +246,7 @@ impl EventStream {
             note_acks(&mut i, &rec);
             // Pushed, then trimmed off the front at once: every record before it is gone.
             i.buf.clear();
+            i.events = 0;
             i.dropped_through = rec.lsn;
             return Some(rec);
         }
@@ -277,6 +283,7 @@ impl EventStream {
                     *c = (*c).max(*lsn);
                 }
             }
+            i.events += rec.record.events.len();
             i.buf.push_front(rec);
         }
         self.trim(&mut i);
@@ -289,6 +296,7 @@ impl EventStream {
             i.dropped_through = Lsn(rec.lsn.0.saturating_sub(1)).max(i.dropped_through);
         }
         note_acks(i, &rec);
+        i.events += rec.record.events.len();
         i.buf.push_back(rec);
         self.trim(i);
     }
@@ -303,11 +311,13 @@ impl EventStream {
             .min();
         while let Some(front) = i.buf.front() {
             let acked = slowest.is_some_and(|s| front.lsn <= s);
-            if !acked && i.buf.len() <= self.retained_max {
+            let within = i.events <= self.retained_max || i.buf.len() == 1;
+            if !acked && within {
                 break;
             }
-            let lsn = front.lsn;
+            let (lsn, events) = (front.lsn, front.record.events.len());
             i.buf.pop_front();
+            i.events -= events;
             i.dropped_through = lsn;
         }
     }

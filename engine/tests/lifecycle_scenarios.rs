@@ -521,6 +521,33 @@ fn event_stream_retention_is_bounded() {
 }
 
 #[test]
+fn event_stream_retention_counts_events_and_keeps_the_newest_record() {
+    // A batch of holds logs up to 256 grants per record: the bound counts events, so a
+    // stream of batch records holds no more than a stream of single holds would.
+    let (_mem, stream, e) = streamed_engine(300, "slow");
+    receive(&e, "A", 10_000, "r0");
+    let batch: Vec<HoldRequest> = (0..300)
+        .map(|_| HoldRequest::new("s1", vec![LineRequest::new("A", 1)]))
+        .collect();
+    for _ in 0..2 {
+        let out = e.hold_batch(&batch, T0).unwrap();
+        assert!(out.iter().all(|o| o.as_ref().unwrap().granted().is_some()));
+    }
+    // Two records (256 and 44 grants) of the second batch: 300 events.
+    assert_eq!(stream.retained(), 2);
+    // A record alone above the bound is still kept while it is the newest.
+    let (_mem, stream, e) = streamed_engine(100, "slow");
+    receive(&e, "A", 10_000, "r0");
+    e.hold_batch(&batch[..200], T0).unwrap();
+    assert_eq!(stream.retained(), 1);
+    let kept = stream.read("slow", Lsn(0), 10);
+    assert!(
+        matches!(kept, Err(StreamError::Truncated { .. })),
+        "{kept:?}"
+    );
+}
+
+#[test]
 fn kpis_on_a_hand_built_scenario() {
     let (e, log) = setup();
     // Four orders ready after 5, 10, 15 and 20 minutes.

@@ -67,13 +67,22 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> DomainError {
 
 /// An external id of 1..=`len_max` bytes without control characters.
 fn external_id(field: &str, id: &str, len_max: usize) -> Result<(), DomainError> {
+    match external_id_problem(id, len_max) {
+        Some(reason) => Err(invalid(field, reason)),
+        None => Ok(()),
+    }
+}
+
+/// What is wrong with `id` as an external id, if anything ([`external_id`] without a field
+/// name, for callers that name the field only when there is an error).
+fn external_id_problem(id: &str, len_max: usize) -> Option<String> {
     if id.is_empty() || id.len() > len_max {
-        return Err(invalid(field, format!("must be 1..={len_max} bytes")));
+        return Some(format!("must be 1..={len_max} bytes"));
     }
     if id.chars().any(char::is_control) {
-        return Err(invalid(field, "must not contain control characters"));
+        return Some("must not contain control characters".into());
     }
-    Ok(())
+    None
 }
 
 /// Checks a store id (1..=64 bytes, store.proto).
@@ -90,21 +99,36 @@ pub fn sku(field: &str, id: &str) -> Result<(), DomainError> {
 /// most once (hold.proto), each quantity at least 1. Field paths are relative to the
 /// request (`lines[2].sku`).
 pub fn lines(field: &str, lines: &[pb::Line]) -> Result<(), DomainError> {
-    let mut seen = std::collections::HashSet::with_capacity(lines.len());
+    // Field paths are formatted only for an error: BatchHold checks a thousand holds'
+    // lines per request.
+    let at = |i: usize, what: &str| format!("{field}[{i}].{what}");
+    // Carts are short: a scan of the earlier lines finds a repeated SKU without the
+    // allocation of a set; longer lists use one.
+    let mut seen = (lines.len() > LINES_SCANNED_MAX)
+        .then(|| std::collections::HashSet::with_capacity(lines.len()));
     for (i, l) in lines.iter().enumerate() {
-        sku(&format!("{field}[{i}].sku"), &l.sku)?;
-        if l.qty == 0 {
-            return Err(invalid(format!("{field}[{i}].qty"), "must be at least 1"));
+        if let Some(reason) = external_id_problem(&l.sku, SKU_LEN_MAX) {
+            return Err(invalid(at(i, "sku"), reason));
         }
-        if !seen.insert(l.sku.as_str()) {
+        if l.qty == 0 {
+            return Err(invalid(at(i, "qty"), "must be at least 1"));
+        }
+        let repeated = match &mut seen {
+            Some(seen) => !seen.insert(l.sku.as_str()),
+            None => lines[..i].iter().any(|earlier| earlier.sku == l.sku),
+        };
+        if repeated {
             return Err(invalid(
-                format!("{field}[{i}].sku"),
+                at(i, "sku"),
                 "names a SKU of an earlier line; each SKU at most once",
             ));
         }
     }
     Ok(())
 }
+
+/// Lines up to which [`lines`] finds a repeated SKU by scanning instead of with a set.
+const LINES_SCANNED_MAX: usize = 16;
 
 /// Checks a consumer name (1..=64 bytes of `[a-z0-9_-]`, event.proto).
 pub fn consumer_name(field: &str, name: &str) -> Result<(), DomainError> {
@@ -138,13 +162,19 @@ pub const CONSUMER_REF_LEN_MAX: usize = 128;
 
 /// Checks that a mutation carries its idempotency key (1..=128 bytes).
 pub fn idempotency_key(field: &str, key: &str) -> Result<String, DomainError> {
+    check_key(field, key)?;
+    Ok(key.to_owned())
+}
+
+/// [`idempotency_key`] without the copy.
+pub fn check_key(field: &str, key: &str) -> Result<(), DomainError> {
     if key.is_empty() || key.len() > IDEMPOTENCY_KEY_LEN_MAX {
         return Err(invalid(
             field,
             format!("must be 1..={IDEMPOTENCY_KEY_LEN_MAX} bytes"),
         ));
     }
-    Ok(key.to_owned())
+    Ok(())
 }
 
 /// A staff id as the engine validates it.
@@ -674,16 +704,17 @@ pub fn pos_command(i: usize, e: pb::PosEvent) -> Result<PosCommand, DomainError>
 /// A hold request from proto.
 /// Field names in errors are relative to the request (callers of a batch prefix them with
 /// [`DomainError::in_field`]).
-pub fn hold_request(r: &pb::HoldRequest) -> Result<pe::HoldRequest, DomainError> {
-    let key = idempotency_key("idempotency_key", &r.idempotency_key)?;
+pub fn hold_request(r: pb::HoldRequest) -> Result<pe::HoldRequest, DomainError> {
+    check_key("idempotency_key", &r.idempotency_key)?;
     store_id("store_id", &r.store_id)?;
     lines("lines", &r.lines)?;
+    // Moved, not copied: the response is built from the engine request in turn.
     let lines = r
         .lines
-        .iter()
-        .map(|l| pe::LineRequest::new(l.sku.clone(), l.qty))
+        .into_iter()
+        .map(|l| pe::LineRequest::new(l.sku, l.qty))
         .collect();
-    let mut req = pe::HoldRequest::new(r.store_id.clone(), lines).with_key(key);
+    let mut req = pe::HoldRequest::new(r.store_id, lines).with_key(r.idempotency_key);
     match r.expiry {
         Some(pb::hold_request::Expiry::TtlMs(ttl)) => req = req.with_ttl_ms(ttl),
         Some(pb::hold_request::Expiry::SlotStartMs(start)) => req = req.with_slot(start),

@@ -36,7 +36,7 @@ impl Holds {
 /// by its store and lines, moved rather than copied (BatchHold does this per line).
 fn hold_response(
     engine: &Engine,
-    req: pb::HoldRequest,
+    req: pickline_engine::HoldRequest,
     outcome: HoldOutcome,
     head_before: u64,
     now: Timestamp,
@@ -54,13 +54,18 @@ fn hold_response(
             let info = match existing {
                 Some(h) => convert::active_hold_pb(engine, &h),
                 None => {
-                    let slot = match req.expiry {
-                        Some(pb::hold_request::Expiry::SlotStartMs(start)) => Some(start),
-                        _ => None,
-                    };
+                    let slot = req.slot_start_ms;
+                    let lines = req
+                        .lines
+                        .into_iter()
+                        .map(|l| pb::Line {
+                            sku: l.sku,
+                            qty: l.qty,
+                        })
+                        .collect();
                     convert::hold_info_pb(
-                        &req.store_id,
-                        req.lines,
+                        &req.store,
+                        lines,
                         now.as_ms(),
                         g.expires_at.as_ms(),
                         pb::HoldState::Active,
@@ -80,7 +85,7 @@ fn hold_response(
         },
         HoldOutcome::InFlight => {
             return Err(DomainError::InFlight {
-                key: req.idempotency_key,
+                key: req.idempotency_key.unwrap_or_default(),
             });
         }
     })
@@ -120,15 +125,14 @@ impl HoldService for Holds {
     ) -> Result<Response<pb::HoldResponse>, Status> {
         convert::store_id("store_id", &request.get_ref().store_id)?;
         auth::caller(&request)?.authorize_store(&request.get_ref().store_id)?;
-        let req = request.into_inner();
-        let cmd = convert::hold_request(&req)?;
+        let cmd = convert::hold_request(request.into_inner())?;
         let engine = self.domain.engine()?;
         self.domain
             .durable(move || {
                 let now = now();
                 let head_before = engine.log().last_lsn().0;
                 let outcome = engine.hold(&cmd, now)?;
-                hold_response(&engine, req, outcome, head_before, now)
+                hold_response(&engine, cmd, outcome, head_before, now)
             })
             .await
             .map(Response::new)
@@ -155,7 +159,8 @@ impl HoldService for Holds {
                 .into());
             }
         }
-        for (i, r) in reqs.iter().enumerate() {
+        drop(keys);
+        for (i, r) in reqs.into_iter().enumerate() {
             caller.authorize_store(&r.store_id)?;
             // The field prefix is formatted only for an error, not per hold.
             let cmd =
@@ -168,8 +173,7 @@ impl HoldService for Holds {
                 let now = now();
                 let head_before = engine.log().last_lsn().0;
                 let outcomes = engine.hold_batch(&cmds, now)?;
-                drop(cmds);
-                let results = reqs
+                let results = cmds
                     .into_iter()
                     .zip(outcomes)
                     .map(|(req, outcome)| hold_response(&engine, req, outcome?, head_before, now))
