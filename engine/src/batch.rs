@@ -9,6 +9,7 @@
 //! cannot differ.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use crate::engine::{
     Engine, HoldGrant, HoldOutcome, HoldRequest, IdemEntry, PreparedHold, grant_state_booked,
@@ -344,8 +345,9 @@ impl Engine {
         if events.is_empty() {
             return Ok(None);
         }
-        let record = Record { at: now, events };
-        let lsn = match self.log.append(&record) {
+        // Shared with the event stream, which keeps it without a copy.
+        let record = Arc::new(Record { at: now, events });
+        let lsn = match self.log.append_shared(&record) {
             Ok(lsn) => lsn,
             Err(e) => {
                 for start_ms in booked {
@@ -358,7 +360,7 @@ impl Engine {
             // Within the cell's on-hand units (each grant was checked against its ATP).
             g.held += *t as Qty;
         }
-        for (ev, d) in record.events.into_iter().zip(decided) {
+        for (ev, d) in record.events.iter().zip(decided) {
             let (key, outcome) = match ev {
                 Event::HoldGranted {
                     hold,
@@ -369,28 +371,28 @@ impl Engine {
                 } => {
                     grant_state_booked(
                         &mut st,
-                        hold,
+                        *hold,
                         key.as_deref(),
-                        lines.into(),
+                        lines.as_slice().into(),
                         now,
-                        (expires_at, slot),
+                        (*expires_at, *slot),
                     );
                     let grant = HoldGrant {
-                        hold,
-                        expires_at,
+                        hold: *hold,
+                        expires_at: *expires_at,
                         lsn,
                     };
-                    (key, HoldOutcome::Granted(grant))
+                    (key.as_deref(), HoldOutcome::Granted(grant))
                 }
                 Event::HoldRejected { key, rejection, .. } => {
                     st.idem_fifo.push_back((now, key.as_str().into()));
-                    (Some(key), HoldOutcome::Rejected(rejection))
+                    (Some(key.as_str()), HoldOutcome::Rejected(rejection.clone()))
                 }
                 _ => continue,
             };
             if let Some(key) = key {
                 self.settle_claim(
-                    &key,
+                    key,
                     IdemEntry::Done {
                         lsn,
                         outcome: outcome.clone(),

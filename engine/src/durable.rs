@@ -131,7 +131,7 @@ fn decode_records(
         match decoded {
             Ok(record) => batch.records.push(LoggedRecord {
                 lsn: rec.lsn,
-                record,
+                record: record.into(),
             }),
             Err(error) => {
                 batch.error = Some(error);
@@ -232,7 +232,7 @@ fn backfill_stream(wal: &Wal, stream: &EventStream, after: Lsn, through: Lsn) ->
                     .map_err(|e| format!("log record {} does not decode: {e}", rec.lsn))?;
                 Ok(LoggedRecord {
                     lsn: rec.lsn,
-                    record,
+                    record: record.into(),
                 })
             })
             .collect()

@@ -848,7 +848,8 @@ impl Engine {
                 qty: *q as Qty,
             })
             .collect();
-        let record = Record {
+        // Shared with the event stream, which keeps it without a copy.
+        let record = Arc::new(Record {
             at: now,
             events: vec![Event::HoldGranted {
                 hold,
@@ -857,9 +858,9 @@ impl Engine {
                 expires_at,
                 slot: req.slot_start_ms,
             }],
-        };
-        let lsn = self.log.append(&record)?;
-        let Some(Event::HoldGranted { lines, .. }) = record.events.into_iter().next() else {
+        });
+        let lsn = self.log.append_shared(&record)?;
+        let Some(Event::HoldGranted { lines, .. }) = record.events.first() else {
             unreachable!("the record was built with one HoldGranted event")
         };
         let outcome = HoldOutcome::Granted(HoldGrant {
@@ -872,7 +873,7 @@ impl Engine {
             &mut st,
             hold,
             req.idempotency_key.as_deref(),
-            lines.into(),
+            lines.as_slice().into(),
             now,
             (expires_at, req.slot_start_ms),
         );

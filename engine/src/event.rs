@@ -540,8 +540,8 @@ pub struct Record {
 pub struct LoggedRecord {
     /// Stable id of the record's events.
     pub lsn: Lsn,
-    /// The record.
-    pub record: Record,
+    /// The record, shared: the event stream keeps the very record the engine appended.
+    pub record: std::sync::Arc<Record>,
 }
 
 /// Log record kind byte of an engine [`Record`].

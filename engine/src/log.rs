@@ -13,6 +13,7 @@
 //! the state recovered from the durable prefix is one the engine really passed through.
 
 use std::cell::Cell;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
@@ -26,6 +27,13 @@ pub trait EventLog: Send + Sync {
     /// Appends `record` and returns its log sequence number. Called with the state's locks
     /// held, so it must be quick: no I/O, no waiting for durability.
     fn append(&self, record: &Record) -> Result<Lsn, EngineError>;
+
+    /// [`EventLog::append`] of a record the caller shares: a log that keeps records (the
+    /// event stream, [`MemoryLog`]) keeps this one without copying it. The default appends
+    /// by reference.
+    fn append_shared(&self, record: &Arc<Record>) -> Result<Lsn, EngineError> {
+        self.append(record)
+    }
 
     /// Blocks until the record with `lsn` is as durable as the configured mode promises.
     fn wait_durable(&self, lsn: Lsn) -> Result<(), EngineError>;
@@ -147,6 +155,10 @@ impl MemoryLog {
 
 impl EventLog for MemoryLog {
     fn append(&self, record: &Record) -> Result<Lsn, EngineError> {
+        self.append_shared(&Arc::new(record.clone()))
+    }
+
+    fn append_shared(&self, record: &Arc<Record>) -> Result<Lsn, EngineError> {
         let mut records = self.records.lock();
         let lsn = Lsn(records.len() as u64 + 1);
         records.push(LoggedRecord {

@@ -342,6 +342,10 @@ fn note_acks(i: &mut Inner, rec: &LoggedRecord) {
 
 impl EventLog for EventStream {
     fn append(&self, record: &Record) -> Result<Lsn, EngineError> {
+        self.append_shared(&Arc::new(record.clone()))
+    }
+
+    fn append_shared(&self, record: &Arc<Record>) -> Result<Lsn, EngineError> {
         let mut i = self.inner.lock();
         let lsn = self.inner_log.append(record)?;
         self.push(

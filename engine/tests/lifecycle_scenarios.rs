@@ -150,7 +150,7 @@ fn check_replay(e: &Engine, log: &MemoryLog, orders: &[OrderId]) {
         let mut buf = Vec::new();
         r.record.encode(&mut buf);
         let rec = pickline_engine::Record::decode(&buf).unwrap();
-        assert_eq!(rec, r.record);
+        assert_eq!(rec, *r.record);
         fresh.replay(&rec).unwrap();
     }
     fresh.check_conservation().unwrap();

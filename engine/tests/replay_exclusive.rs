@@ -63,7 +63,10 @@ fn live_log() -> Vec<Record> {
     for h in holds.iter().step_by(3) {
         e.release(*h, T0.add_ms(200)).unwrap();
     }
-    log.records().into_iter().map(|r| r.record).collect()
+    log.records()
+        .into_iter()
+        .map(|r| (*r.record).clone())
+        .collect()
 }
 
 fn replay_both(records: &[Record]) -> (Engine, Engine) {

@@ -345,7 +345,7 @@ fn replay_rebuilds_calendar_and_bookings() {
         let mut buf = Vec::new();
         rec.record.encode(&mut buf);
         let back = pickline_engine::Record::decode(&buf).unwrap();
-        assert_eq!(back, rec.record);
+        assert_eq!(back, *rec.record);
         replayed.replay(&back).unwrap();
     }
     assert_eq!(replayed.slot_booked(STORE, slot).unwrap(), 1);

@@ -1,5 +1,5 @@
-//! Multi-threaded stress: 8 threads on a few hot cells doing multi-line holds, releases,
-//! expiries and POS deltas. Afterwards conservation holds, and the recorded history (the
+//! Multi-threaded stress: 8 threads on a few hot cells doing multi-line holds (alone and in
+//! batches), releases, expiries and POS deltas. Afterwards conservation holds, and the recorded history (the
 //! engine's log, in LSN order) replayed by an independent checker shows that no hold was
 //! ever granted beyond availability, that every multi-line hold was all-or-nothing, and that
 //! the final state equals the history's.
@@ -80,28 +80,54 @@ fn hot_cells_under_eight_threads_never_oversell() {
                     let store = STORES[(rng.below(10) == 0) as usize];
                     match rng.below(10) {
                         0..=4 => {
-                            let n = 1 + rng.below(3) as usize;
-                            let lines = (0..n)
+                            // One hold, or a batch of up to 8 (both stores, one lock set
+                            // and one record per store).
+                            let batch = if rng.below(4) == 0 {
+                                1 + rng.below(8) as usize
+                            } else {
+                                0
+                            };
+                            let reqs: Vec<HoldRequest> = (0..batch.max(1))
                                 .map(|_| {
-                                    LineRequest::new(
-                                        SKUS[rng.below(4) as usize],
-                                        1 + rng.below(3) as u32,
-                                    )
+                                    let n = 1 + rng.below(3) as usize;
+                                    let lines = (0..n)
+                                        .map(|_| {
+                                            LineRequest::new(
+                                                SKUS[rng.below(4) as usize],
+                                                1 + rng.below(3) as u32,
+                                            )
+                                        })
+                                        .collect();
+                                    let store = STORES[(rng.below(10) == 0) as usize];
+                                    let mut req = HoldRequest::new(store, lines)
+                                        .with_ttl_ms(1_000 + rng.below(5_000) as i64);
+                                    if rng.below(4) == 0 {
+                                        req = req.with_key(format!("t{t}-k{}", rng.below(50)));
+                                    }
+                                    req
                                 })
                                 .collect();
-                            let mut req = HoldRequest::new(store, lines)
-                                .with_ttl_ms(1_000 + rng.below(5_000) as i64);
-                            if rng.below(4) == 0 {
-                                req = req.with_key(format!("t{t}-k{}", rng.below(50)));
-                            }
-                            match engine.hold(&req, now) {
-                                Ok(HoldOutcome::Granted(g)) => {
-                                    mine.push(g.hold);
-                                    granted += 1;
+                            let outcomes = if batch > 0 {
+                                match engine.hold_batch(&reqs, now) {
+                                    Ok(outcomes) => outcomes,
+                                    // A key drawn again for other lines: the batch is
+                                    // refused whole, nothing held.
+                                    Err(EngineError::IdempotencyKeyReused { .. }) => Vec::new(),
+                                    Err(e) => panic!("{e}"),
                                 }
-                                // A key drawn again for other lines: refused, nothing held.
-                                Ok(_) | Err(EngineError::IdempotencyKeyReused { .. }) => {}
-                                Err(e) => panic!("{e}"),
+                            } else {
+                                vec![engine.hold(&reqs[0], now)]
+                            };
+                            for outcome in outcomes {
+                                match outcome {
+                                    Ok(HoldOutcome::Granted(g)) => {
+                                        mine.push(g.hold);
+                                        granted += 1;
+                                    }
+                                    // A key drawn again for other lines: refused.
+                                    Ok(_) | Err(EngineError::IdempotencyKeyReused { .. }) => {}
+                                    Err(e) => panic!("{e}"),
+                                }
                             }
                         }
                         5..=6 => {

@@ -1,6 +1,6 @@
 //! `engine_ops`: arbitrary operation sequences against the engine and a naive model.
 //!
-//! Each input byte stream decodes into operations (holds, releases, confirms, extends,
+//! Each input byte stream decodes into operations (holds alone and batched, releases, confirms, extends,
 //! expiries, POS deltas and counts, safety stock, pauses). After every operation the engine
 //! must agree with a plain sequential model on `on_hand` and `held` of every cell, keep
 //! conservation, and never panic; at the end a replay of its own log into a fresh engine
@@ -74,7 +74,18 @@ fuzz_target!(|data: &[u8]| {
                     .collect();
                 let req = HoldRequest::new(STORES[store], lines.clone())
                     .with_ttl_ms(1_000 + i64::from(arg2) * 100);
-                if let Ok(HoldOutcome::Granted(g)) = engine.hold(&req, t) {
+                // Bit 3: the same hold twice in one batch (one lock set, one record).
+                let outcomes = if arg2 & 8 != 0 {
+                    engine
+                        .hold_batch(&[req.clone(), req], t)
+                        .unwrap_or_default()
+                } else {
+                    vec![engine.hold(&req, t)]
+                };
+                for outcome in outcomes {
+                    let Ok(HoldOutcome::Granted(g)) = outcome else {
+                        continue;
+                    };
                     let l: Vec<(usize, i64)> = lines
                         .iter()
                         .map(|l| {
