@@ -87,36 +87,56 @@ impl Engine {
             }
         }
         let gate = self.gate.read().map_err(|_| poisoned())?;
-        // Claim every key before anything is held, so a reused key fails the batch whole.
-        let mut claimed: Vec<&str> = Vec::with_capacity(items.len());
         let mut in_batch: HashSet<&str> = HashSet::new();
-        let mut repeated = Vec::new();
+        let repeated = items.iter().any(|item| {
+            item.req
+                .idempotency_key
+                .as_deref()
+                .is_some_and(|key| !in_batch.insert(key))
+        });
+        if repeated {
+            // A key twice in one batch: its later uses depend on how the first one ends, so
+            // the batch is decided one hold at a time, in request order (after the same
+            // whole-batch check of keys used before). Callers do not normally do this (the
+            // sidecar refuses such a batch).
+            for item in &items {
+                if let Some(key) = item.req.idempotency_key.as_deref() {
+                    self.key_reused(key, item.prep.identity)?;
+                }
+            }
+            drop(gate);
+            for item in items {
+                answers[item.idx] = Some(match self.hold_unsynced(item.req, now) {
+                    Ok((outcome, lsn)) => {
+                        newest = newest.max(lsn);
+                        Ok(outcome)
+                    }
+                    Err(e @ EngineError::LogFailed(_)) => return Err(e),
+                    Err(e) => Err(e),
+                });
+            }
+            return self.answered(answers, newest);
+        }
+        // Claim every key before anything is held, so a reused key fails the batch whole.
+        // `owned`: claims this batch still has to end (settle or release).
+        let mut owned: HashSet<&str> = HashSet::with_capacity(in_batch.len());
         let mut fresh = Vec::with_capacity(items.len());
         for item in items {
             let Some(key) = item.req.idempotency_key.as_deref() else {
                 fresh.push(item);
                 continue;
             };
-            let first_use = in_batch.insert(key);
-            let answer = if first_use {
-                self.claim_key(key, item.prep.identity)
-            } else {
-                // A second use in this batch: refused now if the key answered a different
-                // request before the batch, else answered after it, as a retry of the first.
-                self.key_reused(key, item.prep.identity).map(|()| None)
-            };
-            match answer {
-                Ok(None) if first_use => {
-                    claimed.push(key);
+            match self.claim_key(key, item.prep.identity) {
+                Ok(None) => {
+                    owned.insert(key);
                     fresh.push(item);
                 }
-                Ok(None) => repeated.push(item.idx),
                 Ok(Some((outcome, lsn))) => {
                     newest = newest.max(lsn);
                     answers[item.idx] = Some(Ok(outcome));
                 }
                 Err(e) => {
-                    self.release_claims(&claimed);
+                    self.release_claims(owned);
                     return Err(e);
                 }
             }
@@ -138,25 +158,25 @@ impl Engine {
             }
             let (group, tail) = rest.split_at_mut(n);
             rest = tail;
-            match self.hold_group(group, now, &mut answers) {
+            match self.hold_group(group, now, &mut answers, &mut owned) {
                 Ok(lsn) => newest = newest.max(lsn),
                 Err(e) => {
-                    self.release_claims(&claimed);
+                    self.release_claims(owned);
                     return Err(e);
                 }
             }
         }
         drop(gate);
-        for idx in repeated {
-            answers[idx] = Some(match self.hold_unsynced(&reqs[idx], now) {
-                Ok((outcome, lsn)) => {
-                    newest = newest.max(lsn);
-                    Ok(outcome)
-                }
-                Err(e @ EngineError::LogFailed(_)) => return Err(e),
-                Err(e) => Err(e),
-            });
-        }
+        self.answered(answers, newest)
+    }
+
+    /// The batch's answers once every request has one, after waiting (or deferring the
+    /// wait) for `newest` to be durable.
+    fn answered(
+        &self,
+        answers: Answers,
+        newest: Option<Lsn>,
+    ) -> Result<Vec<Result<HoldOutcome, EngineError>>, EngineError> {
         if let Some(lsn) = newest {
             crate::log::wait_durable_or_defer(&*self.log, lsn)?;
         }
@@ -169,11 +189,12 @@ impl Engine {
     /// Decides the holds of `group` (one store, keys claimed), logs their grants and keyed
     /// rejections as one record, applies it and fills their answers. Returns the record's
     /// LSN (`None` when nothing was logged). On `Err` (a log failure) nothing was applied.
-    fn hold_group(
+    fn hold_group<'k>(
         &self,
-        group: &mut [Item<'_>],
+        group: &mut [Item<'k>],
         now: Timestamp,
         answers: &mut Answers,
+        owned: &mut HashSet<&'k str>,
     ) -> Result<Option<Lsn>, EngineError> {
         let Some(first) = group.first() else {
             return Ok(None);
@@ -229,7 +250,8 @@ impl Engine {
         let mut decided = Vec::with_capacity(group.len());
         for item in group.iter_mut() {
             if answers[item.idx].is_some() {
-                if let Some(key) = &item.req.idempotency_key {
+                if let Some(key) = item.req.idempotency_key.as_deref() {
+                    owned.remove(key);
                     self.release_claim(key);
                 }
                 continue;
@@ -271,7 +293,8 @@ impl Engine {
                     limit: "store_active_holds_max",
                     value: limits.store_active_holds_max as u64,
                 }));
-                if let Some(key) = &req.idempotency_key {
+                if let Some(key) = req.idempotency_key.as_deref() {
+                    owned.remove(key);
                     self.release_claim(key);
                 }
                 continue;
@@ -391,6 +414,7 @@ impl Engine {
                 _ => continue,
             };
             if let Some(key) = key {
+                owned.remove(key);
                 self.settle_claim(
                     key,
                     IdemEntry::Done {

@@ -106,6 +106,14 @@ impl Limits {
             "external_id_len_max",
             "must be in 8..=1024",
         )?;
+        // One hold's record (its lines, or a shortage list naming every line, with the
+        // key) must fit one log record, or a hold the limits allow could never be logged.
+        check(
+            self.hold_lines_max * (self.external_id_len_max + 24) + self.key_len_max + 64
+                <= crate::wal::RECORD_PAYLOAD_LEN_MAX,
+            "hold_lines_max",
+            "times external_id_len_max + 24, plus key_len_max + 64, must fit one log record (1 MiB)",
+        )?;
         check(
             self.dedupe_window_ms >= 60_000,
             "dedupe_window_ms",

@@ -720,7 +720,7 @@ impl Engine {
     }
 
     /// [`Engine::release_claim`] of each of `keys`.
-    pub(crate) fn release_claims(&self, keys: &[&str]) {
+    pub(crate) fn release_claims<'k>(&self, keys: impl IntoIterator<Item = &'k str>) {
         for key in keys {
             self.release_claim(key);
         }

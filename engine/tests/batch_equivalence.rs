@@ -90,8 +90,17 @@ fn req() -> impl Strategy<Value = Req> {
         })
 }
 
+/// Few active holds per store, so that batches run into the limit too.
+const ACTIVE_HOLDS_MAX: usize = 6;
+
+fn config() -> EngineConfig {
+    let mut config = EngineConfig::default();
+    config.limits.store_active_holds_max = ACTIVE_HOLDS_MAX;
+    config
+}
+
 fn engine(stock: &[u32], log: Arc<MemoryLog>) -> Engine {
-    let engine = Engine::with_log(EngineConfig::default(), log).unwrap();
+    let engine = Engine::with_log(config(), log).unwrap();
     let t = Timestamp(T0);
     for (si, s) in STORES[..3].iter().enumerate() {
         let mut def = StoreDef::new(*s, 52.5, 13.4 + si as f64 / 100.0, "Europe/Berlin");
@@ -194,12 +203,64 @@ fn run(stock: Vec<u32>, batches: Vec<Vec<Req>>) -> Result<(), TestCaseError> {
         same_state(&batched, &one_by_one, &holds)?;
     }
     // The batch engine's log rebuilds its state.
-    let replayed = Engine::new(EngineConfig::default()).unwrap();
+    let replayed = Engine::new(config()).unwrap();
     for r in log.records() {
         replayed.replay(&r.record).unwrap();
     }
     same_state(&batched, &replayed, &holds)?;
     Ok(())
+}
+
+/// A key's first use fails on a full store and its second use, at another store, then
+/// holds: decided in request order, the unkeyed hold after it finds the units taken.
+#[test]
+fn a_key_twice_in_a_batch_is_decided_in_request_order() {
+    let mut stock = vec![0; 12];
+    stock[0] = 20; // s0 A
+    stock[4] = 6; // s1 A: ATP 5 (safety 1)
+    let batched = engine(&stock, Arc::new(MemoryLog::new()));
+    let one_by_one = engine(&stock, Arc::new(MemoryLog::new()));
+    let fill = Req {
+        store: 0,
+        lines: vec![(0, 1)],
+        key: None,
+        ttl_ms: None,
+    };
+    let t = Timestamp(T0);
+    for e in [&batched, &one_by_one] {
+        for _ in 0..ACTIVE_HOLDS_MAX {
+            assert!(e.hold(&fill.to_request(), t).unwrap().granted().is_some());
+        }
+    }
+    let batch = [
+        Req {
+            store: 0,
+            lines: vec![(0, 1)],
+            key: Some(1),
+            ttl_ms: None,
+        },
+        Req {
+            store: 1,
+            lines: vec![(0, 5)],
+            key: Some(1),
+            ttl_ms: None,
+        },
+        Req {
+            store: 1,
+            lines: vec![(0, 5)],
+            key: None,
+            ttl_ms: None,
+        },
+    ];
+    let requests: Vec<HoldRequest> = batch.iter().map(Req::to_request).collect();
+    let got = batched.hold_batch(&requests, t).unwrap();
+    let want: Vec<_> = requests.iter().map(|r| one_by_one.hold(r, t)).collect();
+    assert!(matches!(want[0], Err(EngineError::LimitReached { .. })));
+    assert!(matches!(want[1], Ok(HoldOutcome::Granted(_))));
+    assert!(matches!(want[2], Ok(HoldOutcome::Rejected(_))));
+    let got: Vec<String> = got.iter().map(comparable).collect();
+    let want: Vec<String> = want.iter().map(comparable).collect();
+    assert_eq!(got, want);
 }
 
 fn cases() -> u32 {
