@@ -58,7 +58,7 @@ struct Decided {
 }
 
 /// The outcome slots of a batch, filled as requests are answered.
-type Answers = Vec<Option<Result<HoldOutcome, EngineError>>>;
+type Answers = Vec<Option<Result<(HoldOutcome, Option<Lsn>), EngineError>>>;
 
 impl Engine {
     /// Holds each request of `reqs` as [`Engine::hold`] would, each all-or-nothing on its
@@ -77,6 +77,19 @@ impl Engine {
         reqs: &[HoldRequest],
         now: Timestamp,
     ) -> Result<Vec<Result<HoldOutcome, EngineError>>, EngineError> {
+        Ok(self
+            .hold_batch_logged(reqs, now)?
+            .into_iter()
+            .map(|answer| answer.map(|(outcome, _)| outcome))
+            .collect())
+    }
+
+    /// [`Engine::hold_batch`] with each outcome's LSN, as [`Engine::hold_logged`] gives it.
+    pub fn hold_batch_logged(
+        &self,
+        reqs: &[HoldRequest],
+        now: Timestamp,
+    ) -> Result<Vec<Result<(HoldOutcome, Option<Lsn>), EngineError>>, EngineError> {
         let mut answers: Answers = (0..reqs.len()).map(|_| None).collect();
         let mut newest: Option<Lsn> = None;
         let mut items = Vec::with_capacity(reqs.len());
@@ -109,7 +122,7 @@ impl Engine {
                 answers[item.idx] = Some(match self.hold_unsynced(item.req, now) {
                     Ok((outcome, lsn)) => {
                         newest = newest.max(lsn);
-                        Ok(outcome)
+                        Ok((outcome, lsn))
                     }
                     Err(e @ EngineError::LogFailed(_)) => return Err(e),
                     Err(e) => Err(e),
@@ -133,7 +146,7 @@ impl Engine {
                 }
                 Ok(Some((outcome, lsn))) => {
                     newest = newest.max(lsn);
-                    answers[item.idx] = Some(Ok(outcome));
+                    answers[item.idx] = Some(Ok((outcome, lsn)));
                 }
                 Err(e) => {
                     self.release_claims(owned);
@@ -176,7 +189,7 @@ impl Engine {
         &self,
         answers: Answers,
         newest: Option<Lsn>,
-    ) -> Result<Vec<Result<HoldOutcome, EngineError>>, EngineError> {
+    ) -> Result<Vec<Result<(HoldOutcome, Option<Lsn>), EngineError>>, EngineError> {
         if let Some(lsn) = newest {
             crate::log::wait_durable_or_defer(&*self.log, lsn)?;
         }
@@ -331,7 +344,7 @@ impl Engine {
                             identity: item.prep.identity,
                         });
                     }
-                    None => answers[item.idx] = Some(Ok(HoldOutcome::Rejected(rejection))),
+                    None => answers[item.idx] = Some(Ok((HoldOutcome::Rejected(rejection), None))),
                 }
                 continue;
             }
@@ -424,7 +437,7 @@ impl Engine {
                     },
                 );
             }
-            answers[d.idx] = Some(Ok(outcome));
+            answers[d.idx] = Some(Ok((outcome, Some(lsn))));
         }
         Ok(Some(lsn))
     }

@@ -557,11 +557,24 @@ impl Engine {
     /// Rejections (not enough stock, store not accepting) are outcomes; `Err` means misuse
     /// (unknown store, invalid lines, a limit) or a log failure.
     pub fn hold(&self, req: &HoldRequest, now: Timestamp) -> Result<HoldOutcome, EngineError> {
+        self.hold_logged(req, now).map(|(outcome, _)| outcome)
+    }
+
+    /// [`Engine::hold`] with the LSN of the record that decided the outcome: the grant or
+    /// keyed rejection logged by this call or, for a retry under the same key, by the first
+    /// call (0 when that record was recovered from the log or a snapshot); `None` for an
+    /// unkeyed rejection, which is not logged. An outcome whose LSN is at or below the
+    /// log's `last_lsn` read before the call is a retry's stored outcome.
+    pub fn hold_logged(
+        &self,
+        req: &HoldRequest,
+        now: Timestamp,
+    ) -> Result<(HoldOutcome, Option<Lsn>), EngineError> {
         let (outcome, lsn) = self.hold_unsynced(req, now)?;
         if let Some(lsn) = lsn {
             crate::log::wait_durable_or_defer(&*self.log, lsn)?;
         }
-        Ok(outcome)
+        Ok((outcome, lsn))
     }
 
     /// [`Engine::hold`] without the wait for durability: the outcome and the LSN the

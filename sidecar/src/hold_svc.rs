@@ -29,22 +29,23 @@ impl Holds {
     }
 }
 
-/// The contract response of one engine hold outcome. `head_before` is the log head read
-/// before the call: a grant whose record is at or below it was granted by an earlier
-/// request with the same key (`replayed`). `now` is the time the engine call was given
+/// The contract response of one engine hold outcome and the LSN of the record that
+/// decided it ([`Engine::hold_logged`]). `head_before` is the log head read before the
+/// call: an outcome whose record is at or below it was decided by an earlier request with
+/// the same key (`replayed`), a grant or a keyed rejection alike. `now` is the time the engine call was given
 /// (a fresh hold's creation time). Takes the request by value: a fresh grant is described
 /// by its store and lines, moved rather than copied (BatchHold does this per line).
 fn hold_response(
     engine: &Engine,
     req: pickline_engine::HoldRequest,
-    outcome: HoldOutcome,
+    (outcome, lsn): (HoldOutcome, Option<pickline_engine::Lsn>),
     head_before: u64,
     now: Timestamp,
 ) -> Result<pb::HoldResponse, DomainError> {
     use pb::hold_response::Outcome;
+    let replayed = lsn.is_some_and(|lsn| lsn.0 <= head_before);
     Ok(match outcome {
         HoldOutcome::Granted(g) => {
-            let replayed = g.lsn.0 <= head_before;
             // Only a replay reads the hold back: a fresh grant is described by the request.
             let existing = if replayed {
                 engine.hold_info(g.hold)
@@ -81,7 +82,7 @@ fn hold_response(
         }
         HoldOutcome::Rejected(r) => pb::HoldResponse {
             outcome: Some(Outcome::Rejected(convert::hold_rejected_pb(&r))),
-            replayed: false,
+            replayed,
         },
         HoldOutcome::InFlight => {
             return Err(DomainError::InFlight {
@@ -131,7 +132,7 @@ impl HoldService for Holds {
             .durable(move || {
                 let now = now();
                 let head_before = engine.log().last_lsn().0;
-                let outcome = engine.hold(&cmd, now)?;
+                let outcome = engine.hold_logged(&cmd, now)?;
                 hold_response(&engine, cmd, outcome, head_before, now)
             })
             .await
@@ -172,7 +173,7 @@ impl HoldService for Holds {
             .durable(move || {
                 let now = now();
                 let head_before = engine.log().last_lsn().0;
-                let outcomes = engine.hold_batch(&cmds, now)?;
+                let outcomes = engine.hold_batch_logged(&cmds, now)?;
                 let results = cmds
                     .into_iter()
                     .zip(outcomes)

@@ -406,11 +406,27 @@ async fn insufficient_stock_is_a_structured_rejection() {
         .apply_pos_events(with_token(receive("S1", "SKU-1", 1, "pos-1"), POS_TOKEN))
         .await
         .unwrap();
-    let r = hold(
-        &mut c,
-        hold_request("cart-1", "S1", &[("SKU-1", 3), ("SKU-NEVER", 1)]),
-    )
-    .await;
+    let rejected_request = hold_request("cart-1", "S1", &[("SKU-1", 3), ("SKU-NEVER", 1)]);
+    let r = hold(&mut c, rejected_request.clone()).await;
+    assert!(!r.replayed);
+    // A retry gets the stored rejection, marked as such, alone and inside a batch.
+    let retry = hold(&mut c, rejected_request.clone()).await;
+    assert_eq!((&retry.outcome, retry.replayed), (&r.outcome, true));
+    let batch = c
+        .holds
+        .batch_hold(with_token(
+            pb::BatchHoldRequest {
+                holds: vec![rejected_request],
+            },
+            CHECKOUT_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (&batch.results[0].outcome, batch.results[0].replayed),
+        (&r.outcome, true)
+    );
     let Some(pb::hold_response::Outcome::Rejected(rejected)) = r.outcome else {
         panic!("expected a rejection: {r:?}");
     };
