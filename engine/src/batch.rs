@@ -12,8 +12,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::engine::{
-    Engine, HoldGrant, HoldOutcome, HoldRequest, IdemEntry, PreparedHold, grant_state_booked,
-    poisoned,
+    Engine, HoldGrant, HoldOutcome, HoldRequest, IdemEntry, LoggedOutcome, PreparedHold,
+    grant_state_booked, poisoned,
 };
 use crate::error::EngineError;
 use crate::event::{Event, HoldRejection, LineShortage, Record};
@@ -58,7 +58,7 @@ struct Decided {
 }
 
 /// The outcome slots of a batch, filled as requests are answered.
-type Answers = Vec<Option<Result<(HoldOutcome, Option<Lsn>), EngineError>>>;
+type Answers = Vec<Option<Result<LoggedOutcome, EngineError>>>;
 
 impl Engine {
     /// Holds each request of `reqs` as [`Engine::hold`] would, each all-or-nothing on its
@@ -89,7 +89,7 @@ impl Engine {
         &self,
         reqs: &[HoldRequest],
         now: Timestamp,
-    ) -> Result<Vec<Result<(HoldOutcome, Option<Lsn>), EngineError>>, EngineError> {
+    ) -> Result<Vec<Result<LoggedOutcome, EngineError>>, EngineError> {
         let mut answers: Answers = (0..reqs.len()).map(|_| None).collect();
         let mut newest: Option<Lsn> = None;
         let mut items = Vec::with_capacity(reqs.len());
@@ -189,7 +189,7 @@ impl Engine {
         &self,
         answers: Answers,
         newest: Option<Lsn>,
-    ) -> Result<Vec<Result<(HoldOutcome, Option<Lsn>), EngineError>>, EngineError> {
+    ) -> Result<Vec<Result<LoggedOutcome, EngineError>>, EngineError> {
         if let Some(lsn) = newest {
             crate::log::wait_durable_or_defer(&*self.log, lsn)?;
         }

@@ -283,6 +283,9 @@ pub(crate) fn hold_identity<'a>(
     }
 }
 
+/// A hold's outcome and the LSN of the record that decided it ([`Engine::hold_logged`]).
+pub type LoggedOutcome = (HoldOutcome, Option<Lsn>);
+
 /// A hold request checked and resolved before any lock is taken ([`Engine::prepare_hold`]).
 pub(crate) struct PreparedHold<'a> {
     pub(crate) shard: &'a StoreShard,
@@ -569,7 +572,7 @@ impl Engine {
         &self,
         req: &HoldRequest,
         now: Timestamp,
-    ) -> Result<(HoldOutcome, Option<Lsn>), EngineError> {
+    ) -> Result<LoggedOutcome, EngineError> {
         let (outcome, lsn) = self.hold_unsynced(req, now)?;
         if let Some(lsn) = lsn {
             crate::log::wait_durable_or_defer(&*self.log, lsn)?;

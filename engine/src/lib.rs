@@ -89,7 +89,8 @@ pub use engine::alloc::{
 };
 pub use engine::{
     ConfirmOutcome, Engine, ExpiredHold, ExtendOutcome, HoldGrant, HoldInfo, HoldNotActive,
-    HoldOutcome, HoldRequest, PosCount, PosDelta, PosOutcome, ReleaseOutcome, Shortage,
+    HoldOutcome, HoldRequest, LoggedOutcome, PosCount, PosDelta, PosOutcome, ReleaseOutcome,
+    Shortage,
 };
 pub use error::{ConfigError, EngineError};
 pub use event::{

@@ -38,7 +38,7 @@ impl Holds {
 fn hold_response(
     engine: &Engine,
     req: pickline_engine::HoldRequest,
-    (outcome, lsn): (HoldOutcome, Option<pickline_engine::Lsn>),
+    (outcome, lsn): pickline_engine::LoggedOutcome,
     head_before: u64,
     now: Timestamp,
 ) -> Result<pb::HoldResponse, DomainError> {
