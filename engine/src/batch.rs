@@ -93,8 +93,18 @@ impl Engine {
         let mut answers: Answers = (0..reqs.len()).map(|_| None).collect();
         let mut newest: Option<Lsn> = None;
         let mut items = Vec::with_capacity(reqs.len());
+        // The last store looked up: a batch's holds are mostly for one store.
+        let mut last: Option<(&str, &StoreShard)> = None;
         for (idx, req) in reqs.iter().enumerate() {
-            match self.prepare_hold(req) {
+            let shard_of = |name: &str| match last {
+                Some((last_name, shard)) if last_name == name => Ok(shard),
+                _ => {
+                    let shard = self.shard_by_name(name)?;
+                    last = Some((req.store.as_str(), shard));
+                    Ok(shard)
+                }
+            };
+            match self.prepare_hold_with(req, shard_of) {
                 Ok(prep) => items.push(Item { idx, req, prep }),
                 Err(e) => answers[idx] = Some(Err(e)),
             }

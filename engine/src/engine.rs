@@ -619,6 +619,16 @@ impl Engine {
         &'a self,
         req: &'a HoldRequest,
     ) -> Result<PreparedHold<'a>, EngineError> {
+        self.prepare_hold_with(req, |store| self.shard_by_name(store))
+    }
+
+    /// [`Engine::prepare_hold`] with the store looked up by `shard_of` (a batch reuses the
+    /// previous request's lookup when the store is the same).
+    pub(crate) fn prepare_hold_with<'a>(
+        &'a self,
+        req: &'a HoldRequest,
+        shard_of: impl FnOnce(&'a str) -> Result<&'a StoreShard, EngineError>,
+    ) -> Result<PreparedHold<'a>, EngineError> {
         let limits = &self.config.limits;
         if req.lines.is_empty() {
             return Err(EngineError::invalid(
@@ -635,7 +645,7 @@ impl Engine {
         if let Some(key) = &req.idempotency_key {
             check_id("idempotency_key", key, limits.key_len_max)?;
         }
-        let shard = self.shard_by_name(&req.store)?;
+        let shard = shard_of(&req.store)?;
         let ttl_ms = req
             .ttl_ms
             .unwrap_or_else(|| shard.default_hold_ms.load(Ordering::Acquire));

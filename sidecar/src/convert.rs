@@ -742,7 +742,7 @@ pub fn order_id(field: &str, id: u64) -> Result<OrderId, DomainError> {
 
 /// The `HoldInfo` of an active hold.
 pub fn hold_info_pb(
-    store: &str,
+    store: String,
     lines: Vec<pb::Line>,
     created_ms: i64,
     expires_ms: i64,
@@ -752,7 +752,7 @@ pub fn hold_info_pb(
 ) -> pb::HoldInfo {
     pb::HoldInfo {
         hold_id: hold.0,
-        store_id: store.to_owned(),
+        store_id: store,
         lines,
         slot,
         created_at_ms: created_ms,
@@ -781,7 +781,7 @@ pub fn active_hold_pb(engine: &pe::Engine, h: &pe::HoldInfo) -> pb::HoldInfo {
         pb::HoldState::Active
     };
     hold_info_pb(
-        &store,
+        store,
         lines_pb(engine, &h.lines),
         h.created.as_ms(),
         h.expires_at.as_ms(),
@@ -1197,7 +1197,7 @@ pub fn record_pb(engine: &pe::Engine, rec: &pe::LoggedRecord) -> Vec<pb::Event> 
                 ..active_hold_pb(engine, &h)
             },
             None => hold_info_pb(
-                &store_name(engine, hold.store().0),
+                store_name(engine, hold.store().0),
                 Vec::new(),
                 0,
                 0,
@@ -1242,7 +1242,7 @@ pub fn record_pb(engine: &pe::Engine, rec: &pe::LoggedRecord) -> Vec<pb::Event> 
                     slot,
                     ..
                 } => Kind::HoldGranted(hold_info_pb(
-                    &store_name(engine, hold.store().0),
+                    store_name(engine, hold.store().0),
                     lines_pb(engine, lines),
                     at_ms,
                     expires_at.as_ms(),
@@ -1489,7 +1489,7 @@ pub fn allocate_response(
                         .hold_info(p.grant.hold)
                         .map_or(now.as_ms(), |h| h.created.as_ms());
                     hold_info_pb(
-                        &p.store_external_id,
+                        p.store_external_id.clone(),
                         p.lines
                             .iter()
                             .map(|l| pb::Line {

@@ -65,7 +65,7 @@ fn hold_response(
                         })
                         .collect();
                     convert::hold_info_pb(
-                        &req.store,
+                        req.store,
                         lines,
                         now.as_ms(),
                         g.expires_at.as_ms(),
@@ -304,7 +304,7 @@ impl HoldService for Holds {
                             .and_then(|h| convert::slot_pb(&engine, hold.store(), h.slot));
                         Ok(pb::ReleaseResponse {
                             hold: Some(convert::hold_info_pb(
-                                &store, lines, created, expires, state, hold, slot,
+                                store, lines, created, expires, state, hold, slot,
                             )),
                             released_now,
                             replayed: false,
