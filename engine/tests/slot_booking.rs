@@ -47,7 +47,13 @@ fn berlin_ms(y: i16, m: i8, d: i8, h: i8, min: i8) -> i64 {
 }
 
 fn engine_with(stock: i64, staff: u32, now: Timestamp) -> Engine {
-    let engine = Engine::with_log(EngineConfig::default(), Arc::new(MemoryLog::new())).unwrap();
+    logged_engine_with(stock, staff, now).1
+}
+
+/// [`engine_with`], and the log it writes to.
+fn logged_engine_with(stock: i64, staff: u32, now: Timestamp) -> (Arc<MemoryLog>, Engine) {
+    let log = Arc::new(MemoryLog::new());
+    let engine = Engine::with_log(EngineConfig::default(), log.clone()).unwrap();
     engine
         .define_store(StoreDef::new(STORE, 52.52, 13.40, "Europe/Berlin"), now)
         .unwrap();
@@ -66,7 +72,7 @@ fn engine_with(stock: i64, staff: u32, now: Timestamp) -> Engine {
             now,
         )
         .unwrap();
-    engine
+    (log, engine)
 }
 
 fn slot_hold(qty: u32, slot: i64) -> HoldRequest {
@@ -248,26 +254,7 @@ fn slot_problems_reserve_nothing() {
 #[test]
 fn a_batch_books_each_slot_once_and_its_log_replays_the_bookings() {
     let now = Timestamp(berlin_ms(2026, 11, 26, 9, 0));
-    let log = Arc::new(MemoryLog::new());
-    let engine = Engine::with_log(EngineConfig::default(), log.clone()).unwrap();
-    engine
-        .define_store(StoreDef::new(STORE, 52.52, 13.40, "Europe/Berlin"), now)
-        .unwrap();
-    engine.set_calendar(STORE, calendar(2), now).unwrap();
-    engine
-        .apply_delta(
-            &PosDelta {
-                store: STORE.into(),
-                sku: SKU.into(),
-                pos_event_id: "init".into(),
-                kind: PosDeltaKind::Receive,
-                qty: 5,
-                order_ref: None,
-                pos_time: now,
-            },
-            now,
-        )
-        .unwrap();
+    let (log, engine) = logged_engine_with(5, 2, now);
     // Capacity 2 per slot: in one batch, the third hold on the slot finds it full; a hold
     // short of stock books nothing; the other slot is unaffected.
     let slot = berlin_ms(2026, 11, 26, 12, 0);
@@ -312,27 +299,8 @@ fn a_batch_books_each_slot_once_and_its_log_replays_the_bookings() {
 #[test]
 fn replay_rebuilds_calendar_and_bookings() {
     let now = Timestamp(berlin_ms(2026, 11, 26, 9, 0));
-    let log = Arc::new(MemoryLog::new());
-    let engine = Engine::with_log(EngineConfig::default(), log.clone()).unwrap();
-    engine
-        .define_store(StoreDef::new(STORE, 52.52, 13.40, "Europe/Berlin"), now)
-        .unwrap();
-    engine.set_calendar(STORE, calendar(2), now).unwrap();
+    let (log, engine) = logged_engine_with(5, 2, now);
     engine.set_pick_time(STORE, 120_000, now).unwrap();
-    engine
-        .apply_delta(
-            &PosDelta {
-                store: STORE.into(),
-                sku: SKU.into(),
-                pos_event_id: "init".into(),
-                kind: PosDeltaKind::Receive,
-                qty: 5,
-                order_ref: None,
-                pos_time: now,
-            },
-            now,
-        )
-        .unwrap();
     let slot = berlin_ms(2026, 11, 26, 12, 0);
     let a = engine.hold(&slot_hold(1, slot), now).unwrap();
     let b = engine.hold(&slot_hold(1, slot), now).unwrap();
