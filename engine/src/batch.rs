@@ -8,15 +8,19 @@
 //! record's events one by one, as it applies any record, so the live and the replayed state
 //! cannot differ.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use parking_lot::Mutex;
+
 use crate::engine::{
-    Engine, HoldGrant, HoldOutcome, HoldRequest, IdemEntry, LoggedOutcome, PreparedHold,
-    grant_state_booked, poisoned,
+    Engine, HoldGrant, HoldOutcome, HoldRequest, IdemEntry, LoggedOutcome, PreparedHold, check_id,
+    grant_state_booked, hold_identity, poisoned,
 };
 use crate::error::EngineError;
-use crate::event::{Event, HoldRejection, LineShortage, Record};
+use crate::event::{Event, HoldRejection, KeptAnswer, LineShortage, Record};
 use crate::lock_order::lock_in_order;
 use crate::stock::StoreShard;
 use crate::types::{HoldId, Line, Lsn, Qty, SkuId, Timestamp};
@@ -93,20 +97,10 @@ impl Engine {
         let mut answers: Answers = (0..reqs.len()).map(|_| None).collect();
         let mut newest: Option<Lsn> = None;
         let mut items = Vec::with_capacity(reqs.len());
-        // The last store looked up: a batch's holds are mostly for one store.
-        let mut last: Option<(&str, &StoreShard)> = None;
-        for (idx, req) in reqs.iter().enumerate() {
-            let shard_of = |name: &str| match last {
-                Some((last_name, shard)) if last_name == name => Ok(shard),
-                _ => {
-                    let shard = self.shard_by_name(name)?;
-                    last = Some((req.store.as_str(), shard));
-                    Ok(shard)
-                }
-            };
-            match self.prepare_hold_with(req, shard_of) {
-                Ok(prep) => items.push(Item { idx, req, prep }),
-                Err(e) => answers[idx] = Some(Err(e)),
+        for prepared in self.prepare_all(reqs) {
+            match prepared {
+                Ok(item) => items.push(item),
+                Err((idx, e)) => answers[idx] = Some(Err(e)),
             }
         }
         let gate = self.gate.read().map_err(|_| poisoned())?;
@@ -164,9 +158,56 @@ impl Engine {
                 }
             }
         }
-        // Group by store, keeping request order within a store.
-        fresh.sort_by_key(|item| item.prep.shard.id.0);
-        let mut rest = &mut fresh[..];
+        match self.decide_groups(&mut fresh, now, &mut answers, &mut owned) {
+            Ok(lsn) => newest = newest.max(lsn),
+            Err(e) => {
+                self.release_claims(owned);
+                return Err(e);
+            }
+        }
+        drop(gate);
+        self.answered(answers, newest)
+    }
+
+    /// Each request of `reqs` prepared ([`Engine::prepare_hold`]), or its index and error.
+    fn prepare_all<'a>(
+        &'a self,
+        reqs: &'a [HoldRequest],
+    ) -> Vec<Result<Item<'a>, (usize, EngineError)>> {
+        // The last store looked up: a batch's holds are mostly for one store.
+        let mut last: Option<(&str, &StoreShard)> = None;
+        let mut out = Vec::with_capacity(reqs.len());
+        for (idx, req) in reqs.iter().enumerate() {
+            let shard_of = |name: &str| match last {
+                Some((last_name, shard)) if last_name == name => Ok(shard),
+                _ => {
+                    let shard = self.shard_by_name(name)?;
+                    last = Some((req.store.as_str(), shard));
+                    Ok(shard)
+                }
+            };
+            out.push(
+                self.prepare_hold_with(req, shard_of)
+                    .map(|prep| Item { idx, req, prep })
+                    .map_err(|e| (idx, e)),
+            );
+        }
+        out
+    }
+
+    /// Decides `items` (keys claimed) store by store, in groups of [`GROUP_HOLDS_MAX`]
+    /// ([`Engine::hold_group`]), keeping request order within a store. Returns the newest
+    /// record's LSN; on `Err` (a log failure) the groups before the failing one stay.
+    fn decide_groups<'k>(
+        &self,
+        items: &mut [Item<'k>],
+        now: Timestamp,
+        answers: &mut Answers,
+        owned: &mut HashSet<&'k str>,
+    ) -> Result<Option<Lsn>, EngineError> {
+        items.sort_by_key(|item| item.prep.shard.id.0);
+        let mut newest = None;
+        let mut rest = items;
         while !rest.is_empty() {
             let store = rest[0].prep.shard.id;
             let mut n = 0;
@@ -181,16 +222,9 @@ impl Engine {
             }
             let (group, tail) = rest.split_at_mut(n);
             rest = tail;
-            match self.hold_group(group, now, &mut answers, &mut owned) {
-                Ok(lsn) => newest = newest.max(lsn),
-                Err(e) => {
-                    self.release_claims(owned);
-                    return Err(e);
-                }
-            }
+            newest = newest.max(self.hold_group(group, now, answers, owned)?);
         }
-        drop(gate);
-        self.answered(answers, newest)
+        Ok(newest)
     }
 
     /// The batch's answers once every request has one, after waiting (or deferring the
@@ -450,5 +484,252 @@ impl Engine {
             answers[d.idx] = Some(Ok((outcome, Some(lsn))));
         }
         Ok(Some(lsn))
+    }
+}
+
+// ---------------------------------------------------------------- keyed batches
+
+/// Keyed batches kept at most (each keeps one answer per hold, for the dedupe window).
+pub const BATCH_KEYS_MAX: usize = 1 << 16;
+
+/// Kept batches aged out per keyed batch call at most (bounds the work of one call).
+const BATCH_KEYS_AGE_OUT_PER_CALL: usize = 64;
+
+/// The keys of whole batches ([`Engine::hold_batch_keyed`]) and their answers.
+#[derive(Default)]
+pub(crate) struct BatchKeys {
+    map: DashMap<Box<str>, BatchIdem>,
+    /// Keys with an answer, oldest first, for aging out and for snapshots.
+    fifo: Mutex<VecDeque<(Timestamp, Box<str>)>>,
+}
+
+enum BatchIdem {
+    Pending,
+    Done {
+        /// The `BatchKept` record (0 when recovered: durable by then).
+        lsn: Lsn,
+        /// [`batch_identity`] of the batch.
+        request: u32,
+        answers: Arc<[KeptAnswer]>,
+    },
+}
+
+/// A kept batch as snapshots store it: key, when it was kept, the batch's identity and its
+/// answers.
+pub(crate) type KeptBatch = (Box<str>, Timestamp, u32, Vec<KeptAnswer>);
+
+/// What identifies a batch for its key: a CRC-32C over the number of holds and each hold's
+/// [`crate::engine::hold_identity`] in request order. A retry must repeat them all.
+fn batch_identity(items: &[Item<'_>]) -> u32 {
+    let mut crc = crc32c::crc32c(&(items.len() as u64).to_le_bytes());
+    for item in items {
+        let hold = hold_identity(
+            item.prep.shard.id,
+            item.prep.lines.iter().map(|(_, q, name)| (*name, *q)),
+            item.req.slot_start_ms,
+        );
+        crc = crc32c::crc32c_append(crc, &hold.to_le_bytes());
+    }
+    crc
+}
+
+/// The static name of a limit a kept answer names.
+fn limit_name(limit: &str) -> &'static str {
+    match limit {
+        "store_active_holds_max" => "store_active_holds_max",
+        _ => "limit",
+    }
+}
+
+/// A kept answer as the batch call returns it, with the LSN of the batch's record.
+fn kept_outcome(answer: &KeptAnswer, lsn: Lsn) -> Result<LoggedOutcome, EngineError> {
+    match answer {
+        KeptAnswer::Granted { hold, expires_at } => Ok((
+            HoldOutcome::Granted(HoldGrant {
+                hold: *hold,
+                expires_at: *expires_at,
+                lsn,
+            }),
+            Some(lsn),
+        )),
+        KeptAnswer::Rejected(r) => Ok((HoldOutcome::Rejected(r.clone()), Some(lsn))),
+        KeptAnswer::LimitReached { limit, value } => Err(EngineError::LimitReached {
+            limit: limit_name(limit),
+            value: *value,
+        }),
+    }
+}
+
+impl Engine {
+    /// A batch of holds under one idempotency key for the whole batch: the batched path's
+    /// cheaper form of idempotency (one key per call instead of one per hold).
+    ///
+    /// The holds carry no keys of their own, and every one must be well formed: any misuse
+    /// refuses the whole batch before anything is held. They are then decided as
+    /// [`Engine::hold_batch`] decides them, and the answers (grants, rejections, a full
+    /// hold table) are kept under `key` and logged as [`Event::BatchKept`] after the holds'
+    /// own records: a retry with the key and the same holds gets the same answers back,
+    /// also after a restart; other holds under the key are
+    /// [`EngineError::IdempotencyKeyReused`]; a retry while the first call runs gets
+    /// [`HoldOutcome::InFlight`] for every hold. Each answer's LSN is its grant's record
+    /// (`None` for a rejection) or, for a retry, the `BatchKept` record.
+    pub fn hold_batch_keyed(
+        &self,
+        key: &str,
+        reqs: &[HoldRequest],
+        now: Timestamp,
+    ) -> Result<Vec<Result<LoggedOutcome, EngineError>>, EngineError> {
+        check_id("idempotency_key", key, self.config.limits.key_len_max)?;
+        if let Some(i) = reqs.iter().position(|r| r.idempotency_key.is_some()) {
+            return Err(EngineError::invalid(
+                "idempotency_key",
+                format!("hold {i} of a keyed batch has a key of its own"),
+            ));
+        }
+        let items = self
+            .prepare_all(reqs)
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|(_, e)| e)?;
+        let identity = batch_identity(&items);
+        self.age_out_batch_keys(now);
+        match self.batch_keys.map.entry(key.into()) {
+            Entry::Occupied(e) => {
+                let (lsn, answers) = match e.get() {
+                    BatchIdem::Pending => {
+                        return Ok(reqs
+                            .iter()
+                            .map(|_| Ok((HoldOutcome::InFlight, None)))
+                            .collect());
+                    }
+                    BatchIdem::Done { request, .. } if *request != identity => {
+                        return Err(EngineError::IdempotencyKeyReused {
+                            key: key.to_owned(),
+                        });
+                    }
+                    BatchIdem::Done { lsn, answers, .. } => (*lsn, answers.clone()),
+                };
+                drop(e);
+                crate::log::wait_durable_or_defer(&*self.log, lsn)?;
+                return Ok(answers.iter().map(|a| kept_outcome(a, lsn)).collect());
+            }
+            Entry::Vacant(v) => {
+                if self.batch_keys.fifo.lock().len() >= BATCH_KEYS_MAX {
+                    return Err(EngineError::LimitReached {
+                        limit: "BATCH_KEYS_MAX",
+                        value: BATCH_KEYS_MAX as u64,
+                    });
+                }
+                v.insert(BatchIdem::Pending);
+            }
+        }
+        let result = self.hold_batch_kept(key, identity, items, now);
+        if result.is_err() {
+            self.batch_keys
+                .map
+                .remove_if(key, |_, v| matches!(v, BatchIdem::Pending));
+        }
+        result
+    }
+
+    /// [`Engine::hold_batch_keyed`] once the key is claimed.
+    fn hold_batch_kept(
+        &self,
+        key: &str,
+        identity: u32,
+        mut items: Vec<Item<'_>>,
+        now: Timestamp,
+    ) -> Result<Vec<Result<LoggedOutcome, EngineError>>, EngineError> {
+        let mut answers: Answers = (0..items.len()).map(|_| None).collect();
+        let gate = self.gate.read().map_err(|_| poisoned())?;
+        let mut owned = HashSet::new();
+        self.decide_groups(&mut items, now, &mut answers, &mut owned)?;
+        let mut kept = Vec::with_capacity(answers.len());
+        for answer in &answers {
+            kept.push(match answer {
+                Some(Ok((HoldOutcome::Granted(g), _))) => KeptAnswer::Granted {
+                    hold: g.hold,
+                    expires_at: g.expires_at,
+                },
+                Some(Ok((HoldOutcome::Rejected(r), _))) => KeptAnswer::Rejected(r.clone()),
+                Some(Err(EngineError::LimitReached { limit, value })) => KeptAnswer::LimitReached {
+                    limit: (*limit).to_owned(),
+                    value: *value,
+                },
+                // Holds without keys are never in flight, and a hold refused otherwise
+                // names a SKU id interning never hands out: not keepable, not expected.
+                _ => {
+                    return Err(EngineError::invalid(
+                        "holds",
+                        "a hold of the batch could not be decided",
+                    ));
+                }
+            });
+        }
+        // After the holds' records, and under the snapshot gate: a snapshot has both the
+        // record and the kept answer, or neither.
+        let record = Record {
+            at: now,
+            events: vec![Event::BatchKept {
+                key: key.to_owned(),
+                request: identity,
+                answers: kept,
+            }],
+        };
+        let lsn = self.log.append(&record)?;
+        let Some(Event::BatchKept { answers: kept, .. }) = record.events.into_iter().next() else {
+            unreachable!("the record was built with one BatchKept event")
+        };
+        self.keep_batch(key, (identity, kept.into()), lsn, now);
+        drop(gate);
+        self.answered(answers, Some(lsn))
+    }
+
+    /// Keeps a batch's answers under its key (live, log replay, snapshot load).
+    pub(crate) fn keep_batch(
+        &self,
+        key: &str,
+        (request, answers): (u32, Arc<[KeptAnswer]>),
+        lsn: Lsn,
+        at: Timestamp,
+    ) {
+        self.batch_keys.map.insert(
+            key.into(),
+            BatchIdem::Done {
+                lsn,
+                request,
+                answers,
+            },
+        );
+        self.batch_keys.fifo.lock().push_back((at, key.into()));
+    }
+
+    /// The kept batches, oldest first (for snapshots).
+    pub(crate) fn kept_batches(&self) -> Vec<KeptBatch> {
+        let fifo = self.batch_keys.fifo.lock();
+        fifo.iter()
+            .filter_map(|(at, key)| match self.batch_keys.map.get(key)?.value() {
+                BatchIdem::Done {
+                    request, answers, ..
+                } => Some((key.clone(), *at, *request, answers.to_vec())),
+                BatchIdem::Pending => None,
+            })
+            .collect()
+    }
+
+    fn age_out_batch_keys(&self, now: Timestamp) {
+        let horizon = now.add_ms(-self.config.limits.dedupe_window_ms);
+        let mut fifo = self.batch_keys.fifo.lock();
+        for _ in 0..BATCH_KEYS_AGE_OUT_PER_CALL {
+            match fifo.front() {
+                Some((t, _)) if *t <= horizon => {}
+                _ => break,
+            }
+            if let Some((_, key)) = fifo.pop_front() {
+                self.batch_keys
+                    .map
+                    .remove_if(&key, |_, v| matches!(v, BatchIdem::Done { .. }));
+            }
+        }
     }
 }

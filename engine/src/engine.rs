@@ -325,6 +325,8 @@ pub struct Engine {
     geo: alloc::GeoIndex,
     /// Allocation idempotency keys (in memory, for the dedupe window).
     alloc_keys: alloc::AllocKeys,
+    /// Keys of whole batches of holds ([`Engine::hold_batch_keyed`]).
+    pub(crate) batch_keys: crate::batch::BatchKeys,
 }
 
 impl std::fmt::Debug for Engine {
@@ -366,6 +368,7 @@ impl Engine {
             log,
             geo: alloc::GeoIndex::default(),
             alloc_keys: alloc::AllocKeys::default(),
+            batch_keys: crate::batch::BatchKeys::default(),
         })
     }
 
@@ -1841,6 +1844,11 @@ impl Engine {
                 request,
                 parts,
             } => self.keep_allocation(key, (*request, parts), at),
+            Event::BatchKept {
+                key,
+                request,
+                answers,
+            } => self.keep_batch(key, (*request, answers.as_slice().into()), Lsn(0), at),
             // Cursors live in the event stream, which reads them from the log itself.
             Event::ConsumerAcked { consumer, lsn } => {
                 let mut c = self.consumers.lock();

@@ -437,6 +437,38 @@ pub enum Event {
         /// One per held store, as the answer listed them.
         parts: Vec<KeptPart>,
     },
+    /// A batch of holds made under one idempotency key for the whole batch, and its answer
+    /// per hold: a retry with the key gets the same answers back, also after a restart.
+    /// Changes no stock (the grants were logged by their own records, before this one).
+    BatchKept {
+        /// The batch's idempotency key.
+        key: String,
+        /// What identifies the batch under the key (a retry must repeat it).
+        request: u32,
+        /// One per hold of the batch, in request order.
+        answers: Vec<KeptAnswer>,
+    },
+}
+
+/// What a keyed batch answered for one of its holds ([`Event::BatchKept`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeptAnswer {
+    /// Granted: the hold and its expiry as granted.
+    Granted {
+        /// The hold.
+        hold: HoldId,
+        /// When it expired as granted.
+        expires_at: Timestamp,
+    },
+    /// Rejected; nothing was held.
+    Rejected(HoldRejection),
+    /// Refused because a table was full (`EngineError::LimitReached`); nothing was held.
+    LimitReached {
+        /// The limit's name.
+        limit: String,
+        /// Its value.
+        value: u64,
+    },
 }
 
 /// One store's part of an [`Event::AllocationKept`]: what the allocation's answer said
@@ -488,6 +520,7 @@ impl Event {
             Event::CalendarSet { .. } => "calendar_set",
             Event::PickTimeSet { .. } => "pick_time_set",
             Event::AllocationKept { .. } => "allocation_kept",
+            Event::BatchKept { .. } => "batch_kept",
         }
     }
 
@@ -521,7 +554,8 @@ impl Event {
             | Event::OrderNoShow { order, .. } => Some(order.store()),
             Event::SkuRegistered { .. }
             | Event::ConsumerAcked { .. }
-            | Event::AllocationKept { .. } => None,
+            | Event::AllocationKept { .. }
+            | Event::BatchKept { .. } => None,
         }
     }
 }
@@ -565,6 +599,7 @@ mod tag {
     pub const CALENDAR_SET: u8 = 60;
     pub const PICK_TIME_SET: u8 = 61;
     pub const ALLOCATION_KEPT: u8 = 62;
+    pub const BATCH_KEPT: u8 = 63;
     /// Sub-tag of `HoldRejection::SlotUnavailable` inside `HOLD_REJECTED`.
     pub const REJECTION_SLOT_UNAVAILABLE: u8 = 60;
 }
@@ -651,6 +686,131 @@ pub(crate) fn decode_store_def(d: &mut Dec<'_>) -> Result<StoreDef, DecodeError>
         max_hold_ms: d.i64()?,
         pickup_instructions: d.string()?,
     })
+}
+
+/// Encodes a hold rejection (inside `HoldRejected` and `BatchKept`).
+fn encode_rejection(e: &mut Enc<'_>, rejection: &HoldRejection) {
+    match rejection {
+        HoldRejection::InsufficientStock { shortages } => {
+            e.u8(0);
+            e.seq_len(shortages.len());
+            for s in shortages {
+                e.str(&s.sku);
+                e.u32(s.requested);
+                e.u32(s.available);
+            }
+        }
+        HoldRejection::StoreNotAccepting { status } => {
+            e.u8(1);
+            e.u8(status.to_u8());
+        }
+        HoldRejection::SlotUnavailable {
+            slot_start_ms,
+            problem,
+        } => {
+            e.u8(tag::REJECTION_SLOT_UNAVAILABLE);
+            e.i64(*slot_start_ms);
+            e.u8(problem.to_u8());
+        }
+    }
+}
+
+/// Decodes what [`encode_rejection`] wrote.
+fn decode_rejection(d: &mut Dec<'_>) -> Result<HoldRejection, DecodeError> {
+    let at = d.pos();
+    Ok(match d.u8()? {
+        0 => {
+            let n = d.seq_len()?;
+            let mut shortages = Vec::with_capacity(n);
+            for _ in 0..n {
+                shortages.push(LineShortage {
+                    sku: d.string()?,
+                    requested: d.u32()?,
+                    available: d.u32()?,
+                });
+            }
+            HoldRejection::InsufficientStock { shortages }
+        }
+        1 => {
+            let at = d.pos();
+            let status = StoreStatus::from_u8(d.u8()?).ok_or(DecodeError::Invalid {
+                what: "store status",
+                at,
+            })?;
+            HoldRejection::StoreNotAccepting { status }
+        }
+        tag::REJECTION_SLOT_UNAVAILABLE => {
+            let slot_start_ms = d.i64()?;
+            let at = d.pos();
+            let problem =
+                crate::slot::SlotProblem::from_u8(d.u8()?).ok_or(DecodeError::Invalid {
+                    what: "slot problem",
+                    at,
+                })?;
+            HoldRejection::SlotUnavailable {
+                slot_start_ms,
+                problem,
+            }
+        }
+        tag => {
+            return Err(DecodeError::Tag {
+                what: "hold rejection",
+                tag,
+                at,
+            });
+        }
+    })
+}
+
+/// Encodes the answers of an [`Event::BatchKept`] (also used by snapshots).
+pub(crate) fn encode_kept_answers(e: &mut Enc<'_>, answers: &[KeptAnswer]) {
+    e.seq_len(answers.len());
+    for a in answers {
+        match a {
+            KeptAnswer::Granted { hold, expires_at } => {
+                e.u8(0);
+                e.u64(hold.0);
+                e.i64(expires_at.0);
+            }
+            KeptAnswer::Rejected(r) => {
+                e.u8(1);
+                encode_rejection(e, r);
+            }
+            KeptAnswer::LimitReached { limit, value } => {
+                e.u8(2);
+                e.str(limit);
+                e.u64(*value);
+            }
+        }
+    }
+}
+
+/// Decodes what [`encode_kept_answers`] wrote.
+pub(crate) fn decode_kept_answers(d: &mut Dec<'_>) -> Result<Vec<KeptAnswer>, DecodeError> {
+    let n = d.seq_len()?;
+    let mut answers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let at = d.pos();
+        answers.push(match d.u8()? {
+            0 => KeptAnswer::Granted {
+                hold: HoldId(d.u64()?),
+                expires_at: Timestamp(d.i64()?),
+            },
+            1 => KeptAnswer::Rejected(decode_rejection(d)?),
+            2 => KeptAnswer::LimitReached {
+                limit: d.string()?,
+                value: d.u64()?,
+            },
+            tag => {
+                return Err(DecodeError::Tag {
+                    what: "kept answer",
+                    tag,
+                    at,
+                });
+            }
+        });
+    }
+    Ok(answers)
 }
 
 /// Encodes the parts of an [`Event::AllocationKept`] (also used by snapshots).
@@ -757,29 +917,7 @@ fn encode_event(e: &mut Enc<'_>, ev: &Event) {
             e.u8(tag::HOLD_REJECTED);
             e.u32(store.0);
             e.str(key);
-            match rejection {
-                HoldRejection::InsufficientStock { shortages } => {
-                    e.u8(0);
-                    e.seq_len(shortages.len());
-                    for s in shortages {
-                        e.str(&s.sku);
-                        e.u32(s.requested);
-                        e.u32(s.available);
-                    }
-                }
-                HoldRejection::StoreNotAccepting { status } => {
-                    e.u8(1);
-                    e.u8(status.to_u8());
-                }
-                HoldRejection::SlotUnavailable {
-                    slot_start_ms,
-                    problem,
-                } => {
-                    e.u8(tag::REJECTION_SLOT_UNAVAILABLE);
-                    e.i64(*slot_start_ms);
-                    e.u8(problem.to_u8());
-                }
-            }
+            encode_rejection(e, rejection);
         }
         Event::HoldExtended { hold, expires_at } => {
             e.u8(tag::HOLD_EXTENDED);
@@ -878,6 +1016,16 @@ fn encode_event(e: &mut Enc<'_>, ev: &Event) {
             e.u32(*request);
             encode_kept_parts(e, parts);
         }
+        Event::BatchKept {
+            key,
+            request,
+            answers,
+        } => {
+            e.u8(tag::BATCH_KEPT);
+            e.str(key);
+            e.u32(*request);
+            encode_kept_answers(e, answers);
+        }
         other => crate::order::encode_event(e, other),
     }
 }
@@ -909,49 +1057,7 @@ fn decode_event(d: &mut Dec<'_>) -> Result<Event, DecodeError> {
         tag::HOLD_REJECTED => {
             let store = StoreId(d.u32()?);
             let key = d.string()?;
-            let at = d.pos();
-            let rejection = match d.u8()? {
-                0 => {
-                    let n = d.seq_len()?;
-                    let mut shortages = Vec::with_capacity(n);
-                    for _ in 0..n {
-                        shortages.push(LineShortage {
-                            sku: d.string()?,
-                            requested: d.u32()?,
-                            available: d.u32()?,
-                        });
-                    }
-                    HoldRejection::InsufficientStock { shortages }
-                }
-                1 => {
-                    let at = d.pos();
-                    let status = StoreStatus::from_u8(d.u8()?).ok_or(DecodeError::Invalid {
-                        what: "store status",
-                        at,
-                    })?;
-                    HoldRejection::StoreNotAccepting { status }
-                }
-                tag::REJECTION_SLOT_UNAVAILABLE => {
-                    let slot_start_ms = d.i64()?;
-                    let at = d.pos();
-                    let problem =
-                        crate::slot::SlotProblem::from_u8(d.u8()?).ok_or(DecodeError::Invalid {
-                            what: "slot problem",
-                            at,
-                        })?;
-                    HoldRejection::SlotUnavailable {
-                        slot_start_ms,
-                        problem,
-                    }
-                }
-                tag => {
-                    return Err(DecodeError::Tag {
-                        what: "hold rejection",
-                        tag,
-                        at,
-                    });
-                }
-            };
+            let rejection = decode_rejection(d)?;
             Event::HoldRejected {
                 store,
                 key,
@@ -1042,6 +1148,11 @@ fn decode_event(d: &mut Dec<'_>) -> Result<Event, DecodeError> {
             key: d.string()?,
             request: d.u32()?,
             parts: decode_kept_parts(d)?,
+        },
+        tag::BATCH_KEPT => Event::BatchKept {
+            key: d.string()?,
+            request: d.u32()?,
+            answers: decode_kept_answers(d)?,
         },
         tag => {
             return Err(DecodeError::Tag {

@@ -94,7 +94,7 @@ pub use engine::{
 };
 pub use error::{ConfigError, EngineError};
 pub use event::{
-    Event, HoldRejection, KeptPart, LineShortage, LoggedRecord, PosDeltaKind, Record,
+    Event, HoldRejection, KeptAnswer, KeptPart, LineShortage, LoggedRecord, PosDeltaKind, Record,
     ReleaseReason, StoreDef,
 };
 pub use kpi::{Kpis, StoreKpis};

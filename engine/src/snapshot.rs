@@ -7,7 +7,8 @@
 //!
 //! Layout (all with the varint codec of [`crate::codec`]): format version; stores (their
 //! definitions in id order); SKU external ids in id order; idempotency outcomes; consumer
-//! cursors; kept allocations (oldest first; since version 4); then per
+//! cursors; kept allocations (oldest first; since version 4); kept batches of holds (oldest
+//! first; since version 5); then per
 //! store: non-empty cells, hold sequence, active holds, POS dedupe window, recent POS deltas,
 //! last count times, idempotency aging queue, pickup orders, calendar and slot bookings.
 
@@ -23,9 +24,11 @@ use crate::log::EventLog;
 use crate::stock::{Cell, HoldRec, RecentDelta};
 use crate::types::{HoldId, Line, Lsn, SkuId, StoreId, Timestamp};
 
-const SNAPSHOT_VERSION: u32 = 4;
-/// The previous format: version 4 added the request identity of each idempotency outcome
-/// and the kept allocations after the consumer cursors.
+const SNAPSHOT_VERSION: u32 = 5;
+/// Version 5 added the kept batches of holds after the kept allocations.
+const SNAPSHOT_VERSION_NO_KEPT_BATCHES: u32 = 4;
+/// Version 4 added the request identity of each idempotency outcome and the kept
+/// allocations after the consumer cursors.
 const SNAPSHOT_VERSION_NO_KEPT_ALLOCATIONS: u32 = 3;
 
 /// Consumer names with the last LSN each acknowledged.
@@ -103,6 +106,14 @@ impl Engine {
             e.i64(at.0);
             e.u32(*request);
             crate::event::encode_kept_parts(&mut e, parts);
+        }
+        let batches = self.kept_batches();
+        e.seq_len(batches.len());
+        for (key, at, request, answers) in &batches {
+            e.str(key);
+            e.i64(at.0);
+            e.u32(*request);
+            crate::event::encode_kept_answers(&mut e, answers);
         }
         for i in 0..n {
             let Some(shard) = self.shard(StoreId(i)) else {
@@ -193,7 +204,7 @@ impl Engine {
     fn load_snapshot(&self, bytes: &[u8]) -> Result<(), SnapshotError> {
         let mut d = Dec::new(bytes);
         let version = d.u32()?;
-        if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_NO_KEPT_ALLOCATIONS {
+        if !(SNAPSHOT_VERSION_NO_KEPT_ALLOCATIONS..=SNAPSHOT_VERSION).contains(&version) {
             return Err(SnapshotError::Version(version));
         }
         let at = Timestamp(0);
@@ -223,7 +234,7 @@ impl Engine {
         for _ in 0..idem {
             let key = d.string()?;
             let outcome = decode_outcome(&mut d)?;
-            let request = if version >= SNAPSHOT_VERSION {
+            let request = if version >= SNAPSHOT_VERSION_NO_KEPT_BATCHES {
                 d.opt_i64()?
                     .map(u32::try_from)
                     .transpose()
@@ -246,7 +257,7 @@ impl Engine {
             let lsn = Lsn(d.u64()?);
             self.consumers.lock().insert(name, lsn);
         }
-        if version >= SNAPSHOT_VERSION {
+        if version >= SNAPSHOT_VERSION_NO_KEPT_BATCHES {
             let kept = d.seq_len()?;
             for _ in 0..kept {
                 let key = d.string()?;
@@ -254,6 +265,16 @@ impl Engine {
                 let request = d.u32()?;
                 let parts = crate::event::decode_kept_parts(&mut d)?;
                 self.keep_allocation(&key, (request, &parts), at);
+            }
+        }
+        if version >= SNAPSHOT_VERSION {
+            let kept = d.seq_len()?;
+            for _ in 0..kept {
+                let key = d.string()?;
+                let at = Timestamp(d.i64()?);
+                let request = d.u32()?;
+                let answers = crate::event::decode_kept_answers(&mut d)?;
+                self.keep_batch(&key, (request, answers.into()), Lsn(0), at);
             }
         }
         for i in 0..n {

@@ -191,3 +191,153 @@ fn a_batch_with_a_reused_key_holds_nothing() {
     assert!(out.iter().all(|o| matches!(o, Ok(HoldOutcome::Granted(_)))));
     assert_eq!(engine.active_holds(), holds + 1);
 }
+
+/// A batch kept under one key for the whole batch: its holds (no keys of their own).
+fn keyed_batch() -> Vec<HoldRequest> {
+    vec![
+        HoldRequest::new("s1", vec![LineRequest::new("A", 2)]),
+        HoldRequest::new("s2", vec![LineRequest::new("B", 50)]),
+        HoldRequest::new(
+            "s1",
+            vec![LineRequest::new("B", 1), LineRequest::new("A", 1)],
+        ),
+    ]
+}
+
+/// The answers of `keyed_batch` as comparable strings: grants by hold id, rejections.
+fn answers(out: &[Result<pickline_engine::LoggedOutcome, EngineError>]) -> Vec<String> {
+    out.iter()
+        .map(|o| match o {
+            Ok((HoldOutcome::Granted(g), _)) => format!("granted {}", g.hold),
+            Ok((other, _)) => format!("{other:?}"),
+            Err(e) => format!("error {e}"),
+        })
+        .collect()
+}
+
+/// The checks of a kept batch in every state (live, recovered, from a snapshot): the same
+/// batch gets `first` back, with LSNs at or below the log head (a retry's), and changes
+/// nothing; other holds under the key are refused.
+fn check_batch(engine: &Engine, first: &[String]) {
+    let atp = |s: &str, k: &str| engine.availability(s, k).unwrap().atp();
+    let before = (atp("s1", "A"), atp("s1", "B"), atp("s2", "B"));
+    let holds = engine.active_holds();
+    let head = engine.log().last_lsn();
+    let again = engine
+        .hold_batch_keyed("batch-1", &keyed_batch(), NOW)
+        .unwrap();
+    assert_eq!(answers(&again), first);
+    assert!(
+        again
+            .iter()
+            .all(|o| matches!(o, Ok((_, Some(lsn))) if *lsn <= head)),
+        "{again:?}"
+    );
+    let mut other = keyed_batch();
+    other[1].lines[0].qty = 49;
+    reused(engine.hold_batch_keyed("batch-1", &other, NOW));
+    reused(engine.hold_batch_keyed("batch-1", &keyed_batch()[..2], NOW));
+    assert_eq!((atp("s1", "A"), atp("s1", "B"), atp("s2", "B")), before);
+    assert_eq!(engine.active_holds(), holds);
+}
+
+#[test]
+fn a_batch_key_names_one_batch_live_after_replay_and_after_a_snapshot() {
+    let storage = Arc::new(MemStorage::new());
+    let db = DurableEngine::open(storage.clone(), options()).unwrap();
+    setup(db.engine());
+    // Misuse refuses the whole batch and uses up nothing: holds with keys of their own,
+    // a malformed hold.
+    let mut keyed = keyed_batch();
+    keyed[0] = keyed[0].clone().with_key("own");
+    assert!(matches!(
+        db.engine().hold_batch_keyed("batch-1", &keyed, NOW),
+        Err(EngineError::InvalidRequest { .. })
+    ));
+    let mut malformed = keyed_batch();
+    malformed[2].lines[0].qty = 0;
+    assert!(matches!(
+        db.engine().hold_batch_keyed("batch-1", &malformed, NOW),
+        Err(EngineError::InvalidRequest { .. })
+    ));
+    assert_eq!(db.engine().active_holds(), 0);
+    let first = db
+        .engine()
+        .hold_batch_keyed("batch-1", &keyed_batch(), NOW)
+        .unwrap();
+    let first = answers(&first);
+    assert!(first[0].starts_with("granted") && first[2].starts_with("granted"));
+    assert!(first[1].contains("InsufficientStock"), "{first:?}");
+    assert_eq!(db.engine().active_holds(), 2);
+    check_batch(db.engine(), &first);
+    db.close().unwrap();
+
+    // Recovered from the log.
+    let db = DurableEngine::open(storage.clone(), options()).unwrap();
+    check_batch(db.engine(), &first);
+    // Recovered from a snapshot.
+    db.checkpoint().unwrap();
+    db.close().unwrap();
+    let db = DurableEngine::open(storage, options()).unwrap();
+    check_batch(db.engine(), &first);
+}
+
+#[test]
+fn a_kept_batch_keeps_a_full_store_too() {
+    let mut config = pickline_engine::EngineConfig::default();
+    config.limits.store_active_holds_max = 1;
+    let engine = Engine::new(config).unwrap();
+    setup(&engine);
+    let batch = [
+        HoldRequest::new("s1", vec![LineRequest::new("A", 1)]),
+        HoldRequest::new("s1", vec![LineRequest::new("A", 1)]),
+    ];
+    let out = engine.hold_batch_keyed("full", &batch, NOW).unwrap();
+    let first = answers(&out);
+    assert!(first[0].starts_with("granted"), "{first:?}");
+    assert!(first[1].contains("store_active_holds_max"), "{first:?}");
+    // The retry gets the same answers, even once the store has room again.
+    let Ok((HoldOutcome::Granted(g), _)) = &out[0] else {
+        panic!("{out:?}")
+    };
+    engine.release(g.hold, NOW).unwrap();
+    let again = answers(&engine.hold_batch_keyed("full", &batch, NOW).unwrap());
+    assert_eq!(again, first);
+    assert_eq!(engine.active_holds(), 0);
+}
+
+#[test]
+fn a_batch_kept_record_survives_its_encoding() {
+    use pickline_engine::{Event, HoldId, HoldRejection, KeptAnswer, LineShortage, Record};
+    let record = Record {
+        at: NOW,
+        events: vec![Event::BatchKept {
+            key: "batch-1".into(),
+            request: 0xdead_beef,
+            answers: vec![
+                KeptAnswer::Granted {
+                    hold: HoldId(7),
+                    expires_at: Timestamp(NOW.as_ms() + 60_000),
+                },
+                KeptAnswer::Rejected(HoldRejection::InsufficientStock {
+                    shortages: vec![LineShortage {
+                        sku: "A".into(),
+                        requested: 3,
+                        available: 1,
+                    }],
+                }),
+                KeptAnswer::LimitReached {
+                    limit: "store_active_holds_max".into(),
+                    value: 1,
+                },
+            ],
+        }],
+    };
+    let mut buf = Vec::new();
+    record.encode(&mut buf);
+    assert_eq!(Record::decode(&buf).unwrap(), record);
+    // Every cut of it is an error, never a panic or a different record.
+    for len in 0..buf.len() {
+        assert!(Record::decode(&buf[..len]).is_err(), "cut at {len}");
+    }
+}

@@ -706,6 +706,12 @@ pub fn pos_command(i: usize, e: pb::PosEvent) -> Result<PosCommand, DomainError>
 /// [`DomainError::in_field`]).
 pub fn hold_request(r: pb::HoldRequest) -> Result<pe::HoldRequest, DomainError> {
     check_key("idempotency_key", &r.idempotency_key)?;
+    hold_command(r)
+}
+
+/// The engine command of a hold request whose key the caller has checked (present, or
+/// absent for a hold of a batch that has a key of its own).
+pub fn hold_command(r: pb::HoldRequest) -> Result<pe::HoldRequest, DomainError> {
     store_id("store_id", &r.store_id)?;
     lines("lines", &r.lines)?;
     // Moved, not copied: the response is built from the engine request in turn.
@@ -714,7 +720,10 @@ pub fn hold_request(r: pb::HoldRequest) -> Result<pe::HoldRequest, DomainError> 
         .into_iter()
         .map(|l| pe::LineRequest::new(l.sku, l.qty))
         .collect();
-    let mut req = pe::HoldRequest::new(r.store_id, lines).with_key(r.idempotency_key);
+    let mut req = pe::HoldRequest::new(r.store_id, lines);
+    if !r.idempotency_key.is_empty() {
+        req = req.with_key(r.idempotency_key);
+    }
     match r.expiry {
         Some(pb::hold_request::Expiry::TtlMs(ttl)) => req = req.with_ttl_ms(ttl),
         Some(pb::hold_request::Expiry::SlotStartMs(start)) => req = req.with_slot(start),

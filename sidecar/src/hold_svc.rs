@@ -144,28 +144,48 @@ impl HoldService for Holds {
         request: Request<pb::BatchHoldRequest>,
     ) -> Result<Response<pb::BatchHoldResponse>, Status> {
         let caller = auth::caller(&request)?.clone();
-        let reqs = request.into_inner().holds;
+        let pb::BatchHoldRequest {
+            holds: reqs,
+            idempotency_key: batch_key,
+        } = request.into_inner();
         convert::batch_len("holds", reqs.len(), BATCH_HOLDS_MAX)?;
-        let mut cmds = Vec::with_capacity(reqs.len());
-        // Every hold is its own operation with its own key: a key twice in one batch is
-        // refused before anything is held (the second would otherwise answer with the
-        // first's hold, or a later hold fail after earlier ones were applied).
-        let mut keys = std::collections::HashSet::with_capacity(reqs.len());
-        for (i, r) in reqs.iter().enumerate() {
-            if !keys.insert(r.idempotency_key.as_str()) {
-                return Err(DomainError::InvalidArgument {
-                    field: format!("holds[{i}].idempotency_key"),
-                    reason: "appears more than once in this batch".into(),
+        let batch_key = (!batch_key.is_empty()).then_some(batch_key);
+        match &batch_key {
+            // One key for the batch: the holds have none of their own.
+            Some(key) => {
+                convert::check_key("idempotency_key", key)?;
+                if let Some(i) = reqs.iter().position(|r| !r.idempotency_key.is_empty()) {
+                    return Err(DomainError::InvalidArgument {
+                        field: format!("holds[{i}].idempotency_key"),
+                        reason: "must be empty: the batch has an idempotency key".into(),
+                    }
+                    .into());
                 }
-                .into());
+            }
+            // Every hold is its own operation with its own key: a key twice in one batch
+            // is refused before anything is held (the second would otherwise answer with
+            // the first's hold, or a later hold fail after earlier ones were applied).
+            None => {
+                let mut keys = std::collections::HashSet::with_capacity(reqs.len());
+                for (i, r) in reqs.iter().enumerate() {
+                    convert::check_key("idempotency_key", &r.idempotency_key)
+                        .map_err(|e| e.in_field(|| format!("holds[{i}].")))?;
+                    if !keys.insert(r.idempotency_key.as_str()) {
+                        return Err(DomainError::InvalidArgument {
+                            field: format!("holds[{i}].idempotency_key"),
+                            reason: "appears more than once in this batch".into(),
+                        }
+                        .into());
+                    }
+                }
             }
         }
-        drop(keys);
+        let mut cmds = Vec::with_capacity(reqs.len());
         for (i, r) in reqs.into_iter().enumerate() {
             caller.authorize_store(&r.store_id)?;
             // The field prefix is formatted only for an error, not per hold.
             let cmd =
-                convert::hold_request(r).map_err(|e| e.in_field(|| format!("holds[{i}].")))?;
+                convert::hold_command(r).map_err(|e| e.in_field(|| format!("holds[{i}].")))?;
             cmds.push(cmd);
         }
         let engine = self.domain.engine()?;
@@ -173,7 +193,19 @@ impl HoldService for Holds {
             .durable(move || {
                 let now = now();
                 let head_before = engine.log().last_lsn().0;
-                let outcomes = engine.hold_batch_logged(&cmds, now)?;
+                let outcomes = match &batch_key {
+                    Some(key) => {
+                        let outcomes = engine.hold_batch_keyed(key, &cmds, now)?;
+                        if outcomes
+                            .iter()
+                            .any(|o| matches!(o, Ok((HoldOutcome::InFlight, _))))
+                        {
+                            return Err(DomainError::InFlight { key: key.clone() });
+                        }
+                        outcomes
+                    }
+                    None => engine.hold_batch_logged(&cmds, now)?,
+                };
                 let results = cmds
                     .into_iter()
                     .zip(outcomes)

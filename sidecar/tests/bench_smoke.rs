@@ -15,6 +15,7 @@ fn every_phase_of_the_grpc_bench_does_its_work() {
     assert!(report.hold_rps > 0.0, "{report:?}");
     // Only granted holds count: a response decoded wrongly would count none.
     assert!(report.batch_lines_per_s > 0.0, "{report:?}");
+    assert!(report.batch_lines_per_s_hold_keys > 0.0, "{report:?}");
     assert!(report.p99_ms_at_half_load > 0.0, "{report:?}");
     assert_eq!(report.open_loop_errors, 0, "{report:?}");
     assert!(!dir.exists(), "the bench removes its data directory");

@@ -417,6 +417,7 @@ async fn insufficient_stock_is_a_structured_rejection() {
         .batch_hold(with_token(
             pb::BatchHoldRequest {
                 holds: vec![rejected_request],
+                ..Default::default()
             },
             CHECKOUT_TOKEN,
         ))
@@ -634,8 +635,15 @@ async fn a_key_used_for_another_cart_is_refused_and_holds_nothing() {
     assert_eq!(other.code(), Code::AlreadyExists, "{other:?}");
     // A batch naming a key twice is refused before anything is held, as is a batch with
     // a reused key.
-    let batch =
-        |holds: Vec<pb::HoldRequest>| with_token(pb::BatchHoldRequest { holds }, CHECKOUT_TOKEN);
+    let batch = |holds: Vec<pb::HoldRequest>| {
+        with_token(
+            pb::BatchHoldRequest {
+                holds,
+                ..Default::default()
+            },
+            CHECKOUT_TOKEN,
+        )
+    };
     let twice = c
         .holds
         .batch_hold(batch(vec![
@@ -1072,4 +1080,69 @@ async fn registered_consumers_resume_from_their_cursor_after_a_restart() {
         );
         server.stop().await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn a_batch_key_answers_a_retried_batch_also_after_a_restart() {
+    let server = TestServer::start(|_| {}).await;
+    let mut c = clients(&server).await;
+    upsert_store(&mut c, "S1").await;
+    c.inventory
+        .apply_pos_events(with_token(receive("S1", "SKU-1", 4, "pos-1"), POS_TOKEN))
+        .await
+        .unwrap();
+    let unkeyed = |qty| pb::HoldRequest {
+        idempotency_key: String::new(),
+        ..hold_request("unused", "S1", &[("SKU-1", qty)])
+    };
+    let batch = pb::BatchHoldRequest {
+        holds: vec![unkeyed(1), unkeyed(9), unkeyed(2)],
+        idempotency_key: "batch-1".into(),
+    };
+    let send = |c: &mut Clients, req: pb::BatchHoldRequest| {
+        let mut holds = c.holds.clone();
+        async move { holds.batch_hold(with_token(req, CHECKOUT_TOKEN)).await }
+    };
+    let ids = |r: &pb::BatchHoldResponse| -> Vec<Option<u64>> {
+        r.results
+            .iter()
+            .map(|h| match &h.outcome {
+                Some(pb::hold_response::Outcome::Granted(g)) => Some(g.hold_id),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = send(&mut c, batch.clone()).await.unwrap().into_inner();
+    let held = ids(&first);
+    assert!(
+        held[0].is_some() && held[1].is_none() && held[2].is_some(),
+        "{first:?}"
+    );
+    assert!(first.results.iter().all(|r| !r.replayed));
+    let retry = send(&mut c, batch.clone()).await.unwrap().into_inner();
+    assert_eq!(ids(&retry), held);
+    assert!(retry.results.iter().all(|r| r.replayed), "{retry:?}");
+    // Other holds under the key, or holds with keys of their own in a keyed batch.
+    let mut other = batch.clone();
+    other.holds.pop();
+    let err = send(&mut c, other).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}");
+    let mut own_keys = batch.clone();
+    own_keys.holds[1].idempotency_key = "own".into();
+    let err = send(&mut c, own_keys).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("holds[1].idempotency_key"),
+        "{err:?}"
+    );
+
+    let dir = server.stop_keeping_dir().await;
+    let server = TestServer::start_in(dir, |_| {}).await;
+    let mut c = clients(&server).await;
+    let after = send(&mut c, batch).await.unwrap().into_inner();
+    assert_eq!(ids(&after), held);
+    assert!(after.results.iter().all(|r| r.replayed), "{after:?}");
+    // Nothing was held twice: 3 of 4 held.
+    let cell = sku1_at_s1(&mut c).await;
+    assert_eq!((cell.on_hand, cell.held), (4, 3));
 }

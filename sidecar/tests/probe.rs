@@ -839,6 +839,7 @@ async fn batch_hold_names_the_field_inside_the_batch() {
                     hold_req("b-0", "S1", vec![line("MUG", 1)]),
                     hold_req("b-1", "S1", vec![line("MUG", 0)]),
                 ],
+                ..Default::default()
             },
             CHECKOUT_TOKEN,
         ))
