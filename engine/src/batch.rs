@@ -489,8 +489,10 @@ impl Engine {
 
 // ---------------------------------------------------------------- keyed batches
 
-/// Keyed batches kept at most (each keeps one answer per hold, for the dedupe window).
-pub const BATCH_KEYS_MAX: usize = 1 << 16;
+/// Answers of keyed batches kept at most, over all batches (each keeps one answer per
+/// hold, about 40 bytes, for the dedupe window): 33.5M, about 1.3 GB. Keys on every hold
+/// would keep a map entry per hold instead, more than twice that.
+pub const BATCH_ANSWERS_MAX: usize = 1 << 25;
 
 /// Kept batches aged out per keyed batch call at most (bounds the work of one call).
 const BATCH_KEYS_AGE_OUT_PER_CALL: usize = 64;
@@ -499,8 +501,9 @@ const BATCH_KEYS_AGE_OUT_PER_CALL: usize = 64;
 #[derive(Default)]
 pub(crate) struct BatchKeys {
     map: DashMap<Box<str>, BatchIdem>,
-    /// Keys with an answer, oldest first, for aging out and for snapshots.
-    fifo: Mutex<VecDeque<(Timestamp, Box<str>)>>,
+    /// Keys with an answer, oldest first, for aging out and for snapshots, and the number
+    /// of answers they keep.
+    fifo: Mutex<(VecDeque<(Timestamp, Box<str>)>, usize)>,
 }
 
 enum BatchIdem {
@@ -614,10 +617,10 @@ impl Engine {
                 return Ok(answers.iter().map(|a| kept_outcome(a, lsn)).collect());
             }
             Entry::Vacant(v) => {
-                if self.batch_keys.fifo.lock().len() >= BATCH_KEYS_MAX {
+                if self.batch_keys.fifo.lock().1 + reqs.len() > BATCH_ANSWERS_MAX {
                     return Err(EngineError::LimitReached {
-                        limit: "BATCH_KEYS_MAX",
-                        value: BATCH_KEYS_MAX as u64,
+                        limit: "BATCH_ANSWERS_MAX",
+                        value: BATCH_ANSWERS_MAX as u64,
                     });
                 }
                 v.insert(BatchIdem::Pending);
@@ -693,7 +696,8 @@ impl Engine {
         lsn: Lsn,
         at: Timestamp,
     ) {
-        self.batch_keys.map.insert(
+        let n = answers.len();
+        let replaced = self.batch_keys.map.insert(
             key.into(),
             BatchIdem::Done {
                 lsn,
@@ -701,13 +705,19 @@ impl Engine {
                 answers,
             },
         );
-        self.batch_keys.fifo.lock().push_back((at, key.into()));
+        let mut fifo = self.batch_keys.fifo.lock();
+        if let Some(BatchIdem::Done { answers, .. }) = replaced {
+            fifo.1 = fifo.1.saturating_sub(answers.len());
+        }
+        fifo.0.push_back((at, key.into()));
+        fifo.1 += n;
     }
 
     /// The kept batches, oldest first (for snapshots).
     pub(crate) fn kept_batches(&self) -> Vec<KeptBatch> {
         let fifo = self.batch_keys.fifo.lock();
-        fifo.iter()
+        fifo.0
+            .iter()
             .filter_map(|(at, key)| match self.batch_keys.map.get(key)?.value() {
                 BatchIdem::Done {
                     request, answers, ..
@@ -721,14 +731,17 @@ impl Engine {
         let horizon = now.add_ms(-self.config.limits.dedupe_window_ms);
         let mut fifo = self.batch_keys.fifo.lock();
         for _ in 0..BATCH_KEYS_AGE_OUT_PER_CALL {
-            match fifo.front() {
+            match fifo.0.front() {
                 Some((t, _)) if *t <= horizon => {}
                 _ => break,
             }
-            if let Some((_, key)) = fifo.pop_front() {
-                self.batch_keys
+            if let Some((_, key)) = fifo.0.pop_front()
+                && let Some((_, BatchIdem::Done { answers, .. })) = self
+                    .batch_keys
                     .map
-                    .remove_if(&key, |_, v| matches!(v, BatchIdem::Done { .. }));
+                    .remove_if(&key, |_, v| matches!(v, BatchIdem::Done { .. }))
+            {
+                fifo.1 = fifo.1.saturating_sub(answers.len());
             }
         }
     }

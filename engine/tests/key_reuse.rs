@@ -341,3 +341,22 @@ fn a_batch_kept_record_survives_its_encoding() {
         assert!(Record::decode(&buf[..len]).is_err(), "cut at {len}");
     }
 }
+
+#[test]
+fn a_batch_key_is_forgotten_after_the_dedupe_window() {
+    let engine = Engine::new(pickline_engine::EngineConfig::default()).unwrap();
+    setup(&engine);
+    let one = [HoldRequest::new("s1", vec![LineRequest::new("A", 1)])];
+    let two = [HoldRequest::new("s1", vec![LineRequest::new("A", 2)])];
+    engine.hold_batch_keyed("batch-1", &one, NOW).unwrap();
+    reused(engine.hold_batch_keyed("batch-1", &two, NOW));
+    let window = pickline_engine::EngineConfig::default()
+        .limits
+        .dedupe_window_ms;
+    let later = Timestamp(NOW.as_ms() + window + 1);
+    let out = engine.hold_batch_keyed("batch-1", &two, later).unwrap();
+    assert!(
+        matches!(out[0], Ok((HoldOutcome::Granted(_), _))),
+        "{out:?}"
+    );
+}
