@@ -501,9 +501,15 @@ const BATCH_KEYS_AGE_OUT_PER_CALL: usize = 64;
 #[derive(Default)]
 pub(crate) struct BatchKeys {
     map: DashMap<Box<str>, BatchIdem>,
-    /// Keys with an answer, oldest first, for aging out and for snapshots, and the number
-    /// of answers they keep.
-    fifo: Mutex<(VecDeque<(Timestamp, Box<str>)>, usize)>,
+    fifo: Mutex<KeptOrder>,
+}
+
+/// The keys of kept batches, oldest first (for aging out and for snapshots), and the
+/// number of answers they keep.
+#[derive(Default)]
+struct KeptOrder {
+    keys: VecDeque<(Timestamp, Box<str>)>,
+    answers: usize,
 }
 
 enum BatchIdem {
@@ -617,7 +623,7 @@ impl Engine {
                 return Ok(answers.iter().map(|a| kept_outcome(a, lsn)).collect());
             }
             Entry::Vacant(v) => {
-                if self.batch_keys.fifo.lock().1 + reqs.len() > BATCH_ANSWERS_MAX {
+                if self.batch_keys.fifo.lock().answers + reqs.len() > BATCH_ANSWERS_MAX {
                     return Err(EngineError::LimitReached {
                         limit: "BATCH_ANSWERS_MAX",
                         value: BATCH_ANSWERS_MAX as u64,
@@ -707,16 +713,16 @@ impl Engine {
         );
         let mut fifo = self.batch_keys.fifo.lock();
         if let Some(BatchIdem::Done { answers, .. }) = replaced {
-            fifo.1 = fifo.1.saturating_sub(answers.len());
+            fifo.answers = fifo.answers.saturating_sub(answers.len());
         }
-        fifo.0.push_back((at, key.into()));
-        fifo.1 += n;
+        fifo.keys.push_back((at, key.into()));
+        fifo.answers += n;
     }
 
     /// The kept batches, oldest first (for snapshots).
     pub(crate) fn kept_batches(&self) -> Vec<KeptBatch> {
         let fifo = self.batch_keys.fifo.lock();
-        fifo.0
+        fifo.keys
             .iter()
             .filter_map(|(at, key)| match self.batch_keys.map.get(key)?.value() {
                 BatchIdem::Done {
@@ -731,17 +737,17 @@ impl Engine {
         let horizon = now.add_ms(-self.config.limits.dedupe_window_ms);
         let mut fifo = self.batch_keys.fifo.lock();
         for _ in 0..BATCH_KEYS_AGE_OUT_PER_CALL {
-            match fifo.0.front() {
+            match fifo.keys.front() {
                 Some((t, _)) if *t <= horizon => {}
                 _ => break,
             }
-            if let Some((_, key)) = fifo.0.pop_front()
+            if let Some((_, key)) = fifo.keys.pop_front()
                 && let Some((_, BatchIdem::Done { answers, .. })) = self
                     .batch_keys
                     .map
                     .remove_if(&key, |_, v| matches!(v, BatchIdem::Done { .. }))
             {
-                fifo.1 = fifo.1.saturating_sub(answers.len());
+                fifo.answers = fifo.answers.saturating_sub(answers.len());
             }
         }
     }
