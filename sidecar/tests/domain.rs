@@ -73,6 +73,18 @@ fn hold_request(key: &str, store: &str, lines: &[(&str, u32)]) -> pb::HoldReques
 }
 
 /// The stock of SKU-1 at S1, as checkout reads it.
+/// A server with store S1 holding `qty` units of SKU-1 (POS event `pos-1`), and clients.
+async fn s1_with_sku1(qty: u32) -> (TestServer, Clients) {
+    let server = TestServer::start(|_| {}).await;
+    let mut c = clients(&server).await;
+    upsert_store(&mut c, "S1").await;
+    c.inventory
+        .apply_pos_events(with_token(receive("S1", "SKU-1", qty, "pos-1"), POS_TOKEN))
+        .await
+        .unwrap();
+    (server, c)
+}
+
 async fn sku1_at_s1(c: &mut Clients) -> pb::Availability {
     c.inventory
         .get_availability(with_token(
@@ -399,13 +411,7 @@ async fn a_pickup_from_store_setup_to_receipt() {
 
 #[tokio::test]
 async fn insufficient_stock_is_a_structured_rejection() {
-    let server = TestServer::start(|_| {}).await;
-    let mut c = clients(&server).await;
-    upsert_store(&mut c, "S1").await;
-    c.inventory
-        .apply_pos_events(with_token(receive("S1", "SKU-1", 1, "pos-1"), POS_TOKEN))
-        .await
-        .unwrap();
+    let (_server, mut c) = s1_with_sku1(1).await;
     let rejected_request = hold_request("cart-1", "S1", &[("SKU-1", 3), ("SKU-NEVER", 1)]);
     let r = hold(&mut c, rejected_request.clone()).await;
     assert!(!r.replayed);
@@ -511,13 +517,7 @@ async fn store_bound_tokens_cannot_reach_other_stores() {
 
 #[tokio::test]
 async fn a_retried_hold_returns_the_same_hold_and_survives_a_restart() {
-    let server = TestServer::start(|_| {}).await;
-    let mut c = clients(&server).await;
-    upsert_store(&mut c, "S1").await;
-    c.inventory
-        .apply_pos_events(with_token(receive("S1", "SKU-1", 4, "pos-1"), POS_TOKEN))
-        .await
-        .unwrap();
+    let (server, mut c) = s1_with_sku1(4).await;
     let req = hold_request("cart-1", "S1", &[("SKU-1", 3)]);
     let first = hold(&mut c, req.clone()).await;
     let retry = hold(&mut c, req.clone()).await;
@@ -557,13 +557,7 @@ async fn a_retried_hold_returns_the_same_hold_and_survives_a_restart() {
 
 #[tokio::test]
 async fn a_retried_allocation_gets_its_holds_back_after_a_restart() {
-    let server = TestServer::start(|_| {}).await;
-    let mut c = clients(&server).await;
-    upsert_store(&mut c, "S1").await;
-    c.inventory
-        .apply_pos_events(with_token(receive("S1", "SKU-1", 4, "pos-1"), POS_TOKEN))
-        .await
-        .unwrap();
+    let (server, mut c) = s1_with_sku1(4).await;
     let req = pb::AllocateRequest {
         idempotency_key: "checkout-7".into(),
         origin: Some(pb::allocate_request::Origin::Position(pb::GeoPoint {
@@ -610,13 +604,7 @@ async fn a_retried_allocation_gets_its_holds_back_after_a_restart() {
 
 #[tokio::test]
 async fn a_key_used_for_another_cart_is_refused_and_holds_nothing() {
-    let server = TestServer::start(|_| {}).await;
-    let mut c = clients(&server).await;
-    upsert_store(&mut c, "S1").await;
-    c.inventory
-        .apply_pos_events(with_token(receive("S1", "SKU-1", 10, "pos-1"), POS_TOKEN))
-        .await
-        .unwrap();
+    let (_server, mut c) = s1_with_sku1(10).await;
     let first = hold(&mut c, hold_request("cart-1", "S1", &[("SKU-1", 2)])).await;
     assert!(matches!(
         first.outcome,
@@ -1084,13 +1072,7 @@ async fn registered_consumers_resume_from_their_cursor_after_a_restart() {
 
 #[tokio::test]
 async fn a_batch_key_answers_a_retried_batch_also_after_a_restart() {
-    let server = TestServer::start(|_| {}).await;
-    let mut c = clients(&server).await;
-    upsert_store(&mut c, "S1").await;
-    c.inventory
-        .apply_pos_events(with_token(receive("S1", "SKU-1", 4, "pos-1"), POS_TOKEN))
-        .await
-        .unwrap();
+    let (server, mut c) = s1_with_sku1(4).await;
     let unkeyed = |qty| pb::HoldRequest {
         idempotency_key: String::new(),
         ..hold_request("unused", "S1", &[("SKU-1", qty)])
