@@ -1,7 +1,8 @@
 //! `engine_ops`: arbitrary operation sequences against the engine and a naive model.
 //!
-//! Each input byte stream decodes into operations (holds alone and batched, releases, confirms, extends,
-//! expiries, POS deltas and counts, safety stock, pauses). After every operation the engine
+//! Each input byte stream decodes into operations (holds alone, batched and under a batch
+//! key, releases, confirms, extends, expiries, POS deltas and counts, safety stock,
+//! pauses). After every operation the engine
 //! must agree with a plain sequential model on `on_hand` and `held` of every cell, keep
 //! conservation, and never panic; at the end a replay of its own log into a fresh engine
 //! must give byte-identical snapshot bytes.
@@ -74,8 +75,15 @@ fuzz_target!(|data: &[u8]| {
                     .collect();
                 let req = HoldRequest::new(STORES[store], lines.clone())
                     .with_ttl_ms(1_000 + i64::from(arg2) * 100);
-                // Bit 3: the same hold twice in one batch (one lock set, one record).
-                let outcomes = if arg2 & 8 != 0 {
+                // Bit 3: the same hold twice in one batch (one lock set, one record); bit 4:
+                // that batch under a batch key from a small set, so keys repeat (a retry
+                // answers with the holds it granted before, which the model already has).
+                let outcomes = if arg2 & 16 != 0 {
+                    engine
+                        .hold_batch_keyed(&format!("batch-{}", arg % 4), &[req.clone(), req], t)
+                        .map(|o| o.into_iter().map(|r| r.map(|(o, _)| o)).collect())
+                        .unwrap_or_default()
+                } else if arg2 & 8 != 0 {
                     engine
                         .hold_batch(&[req.clone(), req], t)
                         .unwrap_or_default()
@@ -86,6 +94,9 @@ fuzz_target!(|data: &[u8]| {
                     let Ok(HoldOutcome::Granted(g)) = outcome else {
                         continue;
                     };
+                    if holds.iter().any(|(h, _)| *h == g.hold) {
+                        continue;
+                    }
                     let l: Vec<(usize, i64)> = lines
                         .iter()
                         .map(|l| {
