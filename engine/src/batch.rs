@@ -73,9 +73,9 @@ impl Engine {
     ///
     /// Per-request misuse is that request's `Err`. A key already used for a different
     /// request fails the whole batch before anything is held
-    /// ([`EngineError::IdempotencyKeyReused`]); a key twice in one batch answers its second
-    /// use as a retry of the first. A log failure fails the whole batch (nothing is
-    /// acknowledged).
+    /// ([`EngineError::IdempotencyKeyReused`]); a batch that names a key twice is decided
+    /// one hold at a time (its second use then answers as a retry of the first). A log
+    /// failure fails the whole batch (nothing is acknowledged).
     pub fn hold_batch(
         &self,
         reqs: &[HoldRequest],
@@ -212,12 +212,11 @@ impl Engine {
             let store = rest[0].prep.shard.id;
             let mut n = 0;
             let mut bytes = 0;
-            while n < rest.len()
-                && rest[n].prep.shard.id == store
-                && n < GROUP_HOLDS_MAX
-                && (n == 0 || bytes + rest[n].estimated_len() <= GROUP_BYTES_MAX)
-            {
+            while n < rest.len() && rest[n].prep.shard.id == store && n < GROUP_HOLDS_MAX {
                 bytes += rest[n].estimated_len();
+                if n > 0 && bytes > GROUP_BYTES_MAX {
+                    break;
+                }
                 n += 1;
             }
             let (group, tail) = rest.split_at_mut(n);

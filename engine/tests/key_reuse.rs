@@ -360,3 +360,34 @@ fn a_batch_key_is_forgotten_after_the_dedupe_window() {
         "{out:?}"
     );
 }
+
+/// Rejections name every short SKU, so a batch of big keyed rejections is far larger than
+/// one log record may be (1 MiB): the batch splits its groups by size, and every answer is
+/// logged and survives a restart.
+#[test]
+fn a_batch_of_big_rejections_fits_the_log() {
+    let storage = Arc::new(MemStorage::new());
+    let db = DurableEngine::open(storage.clone(), options()).unwrap();
+    setup(db.engine());
+    let limits = pickline_engine::EngineConfig::default().limits;
+    let sku = |i: usize| format!("{i:0>width$}", width = limits.external_id_len_max);
+    let lines: Vec<LineRequest> = (0..limits.hold_lines_max)
+        .map(|i| LineRequest::new(sku(i), 1))
+        .collect();
+    let key = |i: usize| format!("{i:0>width$}", width = limits.key_len_max);
+    let batch: Vec<HoldRequest> = (0..256)
+        .map(|i| HoldRequest::new("s1", lines.clone()).with_key(key(i)))
+        .collect();
+    let out = db.engine().hold_batch(&batch, NOW).unwrap();
+    assert!(
+        out.iter()
+            .all(|o| matches!(o, Ok(HoldOutcome::Rejected(_)))),
+        "{:?}",
+        out.first()
+    );
+    db.close().unwrap();
+    let db = DurableEngine::open(storage, options()).unwrap();
+    // Every rejection was logged under its key: the retry replays it.
+    let again = db.engine().hold_batch(&batch[255..], NOW).unwrap();
+    assert!(matches!(again[0], Ok(HoldOutcome::Rejected(_))));
+}
