@@ -540,6 +540,7 @@ impl Engine {
     ) -> Result<AllocateOutcome, EngineError> {
         self.validate_allocate(req)?;
         let Some(key) = req.idempotency_key.as_deref() else {
+            let _gate = self.gate.read().map_err(|_| poisoned())?;
             return self.allocate_inner(req, now);
         };
         self.age_out_alloc_keys(now);
@@ -566,10 +567,16 @@ impl Engine {
                 v.insert(AllocIdem::Pending);
             }
         }
-        let result = self.allocate_inner(req, now).and_then(|outcome| {
-            self.keep_outcome(key, (&outcome, identity), now)?;
-            Ok(outcome)
-        });
+        // The whole allocation under the snapshot gate: a snapshot has its holds and their
+        // answer (`AllocationKept`), or neither. The holds' records are marked as its parts
+        // (`Event::KeyedPart`): after a crash before the answer, recovery releases them.
+        let result = {
+            let _gate = self.gate.read().map_err(|_| poisoned())?;
+            self.allocate_inner(req, now).and_then(|outcome| {
+                self.keep_outcome(key, (&outcome, identity), now)?;
+                Ok(outcome)
+            })
+        };
         if result.is_err() {
             self.alloc_keys.map.remove(key);
         }
@@ -602,17 +609,13 @@ impl Engine {
                 parts: parts.iter().map(kept_part).collect(),
             }],
         };
-        // Under the snapshot gate: a snapshot has both the record and the map entry, or
-        // neither.
-        let lsn = {
-            let _gate = self.gate.read().map_err(|_| poisoned())?;
-            let lsn = self.log.append(&record)?;
-            self.alloc_keys
-                .map
-                .insert(key.into(), AllocIdem::Done(outcome.clone(), request));
-            self.alloc_keys.fifo.lock().push_back((now, key.into()));
-            lsn
-        };
+        // The caller holds the snapshot gate: a snapshot has both the record and the map
+        // entry, or neither.
+        let lsn = self.log.append(&record)?;
+        self.alloc_keys
+            .map
+            .insert(key.into(), AllocIdem::Done(outcome.clone(), request));
+        self.alloc_keys.fifo.lock().push_back((now, key.into()));
         crate::log::wait_durable_or_defer(&*self.log, lsn)
     }
 
@@ -903,7 +906,7 @@ impl Engine {
                 };
                 hold_req.slot_start_ms = Some(est.slot.start_ms);
             }
-            match self.hold(&hold_req, now)? {
+            match self.hold_part(&hold_req, now, req.idempotency_key.as_deref())? {
                 HoldOutcome::Granted(grant) => {
                     return Ok(Some(AllocatedPart {
                         store: c.shard.id,
@@ -1021,7 +1024,7 @@ impl Engine {
 
     fn release_parts(&self, parts: &[AllocatedPart], now: Timestamp) -> Result<(), EngineError> {
         for p in parts {
-            self.release(p.grant.hold, now)?;
+            self.release_part(p.grant.hold, now)?;
         }
         Ok(())
     }

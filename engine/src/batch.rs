@@ -20,7 +20,7 @@ use crate::engine::{
     grant_state_booked, hold_identity, poisoned,
 };
 use crate::error::EngineError;
-use crate::event::{Event, HoldRejection, KeptAnswer, LineShortage, Record};
+use crate::event::{Event, HoldRejection, KeptAnswer, KeptOf, LineShortage, Record};
 use crate::lock_order::lock_in_order;
 use crate::stock::StoreShard;
 use crate::types::{HoldId, Line, Lsn, Qty, SkuId, Timestamp};
@@ -158,7 +158,7 @@ impl Engine {
                 }
             }
         }
-        match self.decide_groups(&mut fresh, now, &mut answers, &mut owned) {
+        match self.decide_groups(&mut fresh, now, &mut answers, &mut owned, None) {
             Ok(lsn) => newest = newest.max(lsn),
             Err(e) => {
                 self.release_claims(owned);
@@ -198,12 +198,15 @@ impl Engine {
     /// Decides `items` (keys claimed) store by store, in groups of [`GROUP_HOLDS_MAX`]
     /// ([`Engine::hold_group`]), keeping request order within a store. Returns the newest
     /// record's LSN; on `Err` (a log failure) the groups before the failing one stay.
+    /// `batch_key`: the key of a keyed batch, which marks each group's record as its part
+    /// ([`Event::KeyedPart`]).
     fn decide_groups<'k>(
         &self,
         items: &mut [Item<'k>],
         now: Timestamp,
         answers: &mut Answers,
         owned: &mut HashSet<&'k str>,
+        batch_key: Option<&str>,
     ) -> Result<Option<Lsn>, EngineError> {
         items.sort_by_key(|item| item.prep.shard.id.0);
         let mut newest = None;
@@ -221,7 +224,7 @@ impl Engine {
             }
             let (group, tail) = rest.split_at_mut(n);
             rest = tail;
-            newest = newest.max(self.hold_group(group, now, answers, owned)?);
+            newest = newest.max(self.hold_group(group, now, answers, owned, batch_key)?);
         }
         Ok(newest)
     }
@@ -243,14 +246,16 @@ impl Engine {
     }
 
     /// Decides the holds of `group` (one store, keys claimed), logs their grants and keyed
-    /// rejections as one record, applies it and fills their answers. Returns the record's
-    /// LSN (`None` when nothing was logged). On `Err` (a log failure) nothing was applied.
+    /// rejections as one record (led by [`Event::KeyedPart`] in a batch under
+    /// `batch_key`), applies it and fills their answers. Returns the record's LSN (`None`
+    /// when nothing was logged). On `Err` (a log failure) nothing was applied.
     fn hold_group<'k>(
         &self,
         group: &mut [Item<'k>],
         now: Timestamp,
         answers: &mut Answers,
         owned: &mut HashSet<&'k str>,
+        batch_key: Option<&str>,
     ) -> Result<Option<Lsn>, EngineError> {
         let Some(first) = group.first() else {
             return Ok(None);
@@ -302,7 +307,14 @@ impl Engine {
         let mut next_seq = st.next_seq.max(1);
         let mut granted = 0usize;
         let mut booked: Vec<i64> = Vec::new();
-        let mut events = Vec::with_capacity(group.len());
+        let mut events = Vec::with_capacity(group.len() + 1);
+        if let Some(key) = batch_key {
+            events.push(Event::KeyedPart {
+                key: key.to_owned(),
+                of: KeptOf::Batch,
+            });
+        }
+        let marked = events.len();
         let mut decided = Vec::with_capacity(group.len());
         for item in group.iter_mut() {
             if answers[item.idx].is_some() {
@@ -421,7 +433,7 @@ impl Engine {
                 identity: item.prep.identity,
             });
         }
-        if events.is_empty() {
+        if decided.is_empty() {
             return Ok(None);
         }
         // Shared with the event stream, which keeps it without a copy.
@@ -439,7 +451,7 @@ impl Engine {
             // Within the cell's on-hand units (each grant was checked against its ATP).
             g.held += *t as Qty;
         }
-        for (ev, d) in record.events.iter().zip(decided) {
+        for (ev, d) in record.events[marked..].iter().zip(decided) {
             let (key, outcome) = match ev {
                 Event::HoldGranted {
                     hold,
@@ -651,7 +663,7 @@ impl Engine {
         let mut answers: Answers = (0..items.len()).map(|_| None).collect();
         let gate = self.gate.read().map_err(|_| poisoned())?;
         let mut owned = HashSet::new();
-        self.decide_groups(&mut items, now, &mut answers, &mut owned)?;
+        self.decide_groups(&mut items, now, &mut answers, &mut owned, Some(key))?;
         let mut kept = Vec::with_capacity(answers.len());
         for answer in &answers {
             kept.push(match answer {

@@ -32,7 +32,7 @@ use crate::event::LoggedRecord;
 use crate::event::{RECORD_KIND_EVENTS, Record};
 use crate::log::EventLog;
 use crate::stream::{EventStream, STREAM_RETAINED_MAX};
-use crate::types::Lsn;
+use crate::types::{Lsn, Timestamp};
 use crate::wal::{
     Durability, RecoveredRecords, RecoveryMode, RecoveryReport, Storage, Wal, WalConfig, WalError,
 };
@@ -66,7 +66,7 @@ fn replay(
     engine: &mut Engine,
     stream: &EventStream,
     records: &RecoveredRecords,
-) -> Result<(), OpenError> {
+) -> Result<Option<Timestamp>, OpenError> {
     let total = records.len();
     std::thread::scope(|scope| {
         let (batch_tx, batch_rx) = crossbeam::channel::bounded(REPLAY_BATCHES_QUEUED_MAX);
@@ -79,8 +79,10 @@ fn replay(
             .spawn_scoped(scope, move || decode_records(records, batch_tx, spent_rx))
             .map_err(|e| WalError::io("spawn replay decoder thread", "", e))?;
         let mut n: u64 = 0;
+        let mut newest_at: Option<Timestamp> = None;
         for batch in batch_rx {
             for rec in &batch.records {
+                newest_at = newest_at.max(Some(rec.record.at));
                 engine
                     .replay_exclusive(&rec.record)
                     .map_err(|error| OpenError::Apply {
@@ -100,7 +102,7 @@ fn replay(
                 return Err(error);
             }
         }
-        Ok(())
+        Ok(newest_at)
     })
 }
 
@@ -362,7 +364,7 @@ impl DurableEngine {
                 }
             })?,
         };
-        replay(&mut engine, &stream, &recovery.records)?;
+        let newest_at = replay(&mut engine, &stream, &recovery.records)?;
         // Cursors acknowledged before the snapshot come from the snapshot's state.
         let cursors = engine.consumer_cursors();
         for (consumer, lsn) in &cursors {
@@ -379,6 +381,23 @@ impl DurableEngine {
         // restart read on from their cursors without registering again. After the
         // backfill, which needs the records before the slowest cursor still in place.
         stream.register_known();
+        // Holds of keyed batches and allocations whose answer the crash cut off. As of the
+        // newest replayed record: the engine takes its time from callers, and this is the
+        // last time the log shows.
+        if let Some(at) = newest_at {
+            let released = engine
+                .release_unanswered(at)
+                .map_err(|error| OpenError::Apply {
+                    lsn: recovery.report.last_lsn,
+                    error,
+                })?;
+            if released > 0 {
+                tracing::warn!(
+                    released,
+                    "released the holds of keyed requests whose answer was never logged"
+                );
+            }
+        }
         // Assert after reading back.
         engine
             .check_conservation()

@@ -24,7 +24,7 @@ use parking_lot::{Mutex, MutexGuard};
 use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::event::{
-    Event, HoldRejection, LineShortage, PosDeltaKind, Record, ReleaseReason, StoreDef,
+    Event, HoldRejection, KeptOf, LineShortage, PosDeltaKind, Record, ReleaseReason, StoreDef,
 };
 use crate::lock_order::lock_in_order;
 use crate::log::{EventLog, NoLog};
@@ -327,6 +327,9 @@ pub struct Engine {
     alloc_keys: alloc::AllocKeys,
     /// Keys of whole batches of holds ([`Engine::hold_batch_keyed`]).
     pub(crate) batch_keys: crate::batch::BatchKeys,
+    /// Holds of replayed [`Event::KeyedPart`] records whose keyed answer has not been
+    /// replayed (yet): what [`Engine::release_unanswered`] releases after recovery.
+    unanswered: Mutex<Unanswered>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -369,6 +372,7 @@ impl Engine {
             geo: alloc::GeoIndex::default(),
             alloc_keys: alloc::AllocKeys::default(),
             batch_keys: crate::batch::BatchKeys::default(),
+            unanswered: Mutex::new(FastHashMap::default()),
         })
     }
 
@@ -602,7 +606,7 @@ impl Engine {
         {
             return Ok(answer);
         }
-        let result = self.hold_locked(shard, req, &mut lines, (ttl_ms, identity), now);
+        let result = self.hold_locked(shard, req, &mut lines, (ttl_ms, identity), now, None);
         drop(gate);
         match result {
             Ok(done) => Ok(done),
@@ -766,7 +770,41 @@ impl Engine {
         }
     }
 
+    /// One hold of an allocation ([`Engine::allocate`], which holds the snapshot gate):
+    /// an unkeyed hold whose grant is led by [`Event::KeyedPart`] when the allocation has
+    /// a key (`allocation_key`), waited for like any hold.
+    pub(crate) fn hold_part(
+        &self,
+        req: &HoldRequest,
+        now: Timestamp,
+        allocation_key: Option<&str>,
+    ) -> Result<HoldOutcome, EngineError> {
+        debug_assert!(
+            req.idempotency_key.is_none(),
+            "allocation holds have no keys"
+        );
+        let PreparedHold {
+            shard,
+            ttl_ms,
+            mut lines,
+            identity,
+        } = self.prepare_hold(req)?;
+        let (outcome, lsn) = self.hold_locked(
+            shard,
+            req,
+            &mut lines,
+            (ttl_ms, identity),
+            now,
+            allocation_key,
+        )?;
+        if let Some(lsn) = lsn {
+            crate::log::wait_durable_or_defer(&*self.log, lsn)?;
+        }
+        Ok(outcome)
+    }
+
     /// `ttl_identity`: the hold time, and the request's [`hold_identity`] when it has a key.
+    /// `allocation_key`: see [`Engine::hold_part`].
     fn hold_locked(
         &self,
         shard: &StoreShard,
@@ -774,6 +812,7 @@ impl Engine {
         lines: &mut [(Option<SkuId>, u64, &str)],
         (ttl_ms, identity): (i64, Option<u32>),
         now: Timestamp,
+        allocation_key: Option<&str>,
     ) -> Result<(HoldOutcome, Option<Lsn>), EngineError> {
         let status = shard.status();
         if !status.accepts_holds() {
@@ -877,19 +916,24 @@ impl Engine {
                 qty: *q as Qty,
             })
             .collect();
-        // Shared with the event stream, which keeps it without a copy.
-        let record = Arc::new(Record {
-            at: now,
-            events: vec![Event::HoldGranted {
-                hold,
-                key: req.idempotency_key.clone(),
-                lines,
-                expires_at,
-                slot: req.slot_start_ms,
-            }],
+        let mut events = Vec::with_capacity(1 + usize::from(allocation_key.is_some()));
+        if let Some(key) = allocation_key {
+            events.push(Event::KeyedPart {
+                key: key.to_owned(),
+                of: KeptOf::Allocation,
+            });
+        }
+        events.push(Event::HoldGranted {
+            hold,
+            key: req.idempotency_key.clone(),
+            lines,
+            expires_at,
+            slot: req.slot_start_ms,
         });
+        // Shared with the event stream, which keeps it without a copy.
+        let record = Arc::new(Record { at: now, events });
         let lsn = self.log.append_shared(&record)?;
-        let Some(Event::HoldGranted { lines, .. }) = record.events.first() else {
+        let Some(Event::HoldGranted { lines, .. }) = record.events.last() else {
             unreachable!("the record was built with one HoldGranted event")
         };
         let outcome = HoldOutcome::Granted(HoldGrant {
@@ -1150,6 +1194,29 @@ impl Engine {
         now: Timestamp,
     ) -> Result<Ended, EngineError> {
         let _gate = self.gate.read().map_err(|_| poisoned())?;
+        self.end_hold_gated(shard, hold, reason, now)
+    }
+
+    /// Releases an allocation's hold (as [`Engine::release`]) under the snapshot gate the
+    /// allocation holds.
+    pub(crate) fn release_part(&self, hold: HoldId, now: Timestamp) -> Result<(), EngineError> {
+        let shard = self.hold_shard(hold)?;
+        if let Ended::Now(lsn, _) =
+            self.end_hold_gated(shard, hold, ReleaseReason::Released, now)?
+        {
+            crate::log::wait_durable_or_defer(&*self.log, lsn)?;
+        }
+        Ok(())
+    }
+
+    /// [`Engine::end_hold`] with the snapshot gate held by the caller.
+    fn end_hold_gated(
+        &self,
+        shard: &StoreShard,
+        hold: HoldId,
+        reason: ReleaseReason,
+        now: Timestamp,
+    ) -> Result<Ended, EngineError> {
         // Read the lines first (the state lock comes after the cell locks in lock order),
         // then lock cells and state and check again.
         let lines = {
@@ -1554,6 +1621,7 @@ impl Engine {
     /// Applies a logged record to the state, as recovery does. Records must be applied in
     /// LSN order, to an engine that has applied every earlier record.
     pub fn replay(&self, record: &Record) -> Result<(), EngineError> {
+        note_keyed_part(&mut self.unanswered.lock(), record);
         for ev in &record.events {
             self.apply_event(ev, record.at)
                 .map_err(|why| EngineError::invalid("log record", why))?;
@@ -1561,11 +1629,52 @@ impl Engine {
         Ok(())
     }
 
+    /// A keyed operation's answer was replayed: its parts are answered.
+    fn answered_part(&self, of: KeptOf, key: &str) {
+        let mut unanswered = self.unanswered.lock();
+        if !unanswered.is_empty() {
+            unanswered.remove(&(of, key.into()));
+        }
+    }
+
+    /// After a replay: releases the holds of keyed operations (batches and allocations
+    /// under an idempotency key) whose answer never reached the log, as of `now`, and
+    /// returns how many were still active. Nobody was told about those holds (an answer is
+    /// given only once its record is durable), so the caller retries; releasing them
+    /// makes the retry hold afresh instead of holding the same stock twice. Each release
+    /// is logged like any other, so the next recovery replays it. Holds released or
+    /// confirmed since (by a caller who learnt the id from the event stream) are left as
+    /// they are.
+    pub fn release_unanswered(&self, now: Timestamp) -> Result<usize, EngineError> {
+        let holds: Vec<HoldId> = {
+            let mut unanswered = self.unanswered.lock();
+            let mut holds: Vec<HoldId> = unanswered.drain().flat_map(|(_, h)| h).collect();
+            holds.sort_unstable();
+            holds
+        };
+        let mut released = 0;
+        let mut newest = None;
+        for hold in holds {
+            let Some(shard) = self.shard(hold.store()) else {
+                continue;
+            };
+            if let Ended::Now(lsn, _) = self.end_hold(shard, hold, ReleaseReason::Released, now)? {
+                released += 1;
+                newest = Some(lsn);
+            }
+        }
+        if let Some(lsn) = newest {
+            crate::log::wait_durable_or_defer(&*self.log, lsn)?;
+        }
+        Ok(released)
+    }
+
     /// [`Engine::replay`] through exclusive access, as recovery does before the engine is
     /// shared: the same checks and the same state, but hold grants (most of a log) touch
     /// their cells and store state without taking locks, so replay does not stall on an
     /// atomic per lock.
     pub fn replay_exclusive(&mut self, record: &Record) -> Result<(), EngineError> {
+        note_keyed_part(self.unanswered.get_mut(), record);
         for ev in &record.events {
             let applied = match ev {
                 Event::HoldGranted {
@@ -1843,12 +1952,20 @@ impl Engine {
                 key,
                 request,
                 parts,
-            } => self.keep_allocation(key, (*request, parts), at),
+            } => {
+                self.answered_part(KeptOf::Allocation, key);
+                self.keep_allocation(key, (*request, parts), at)
+            }
             Event::BatchKept {
                 key,
                 request,
                 answers,
-            } => self.keep_batch(key, (*request, answers.as_slice().into()), Lsn(0), at),
+            } => {
+                self.answered_part(KeptOf::Batch, key);
+                self.keep_batch(key, (*request, answers.as_slice().into()), Lsn(0), at)
+            }
+            // Noted by `replay` for its whole record (`note_keyed_part`).
+            Event::KeyedPart { .. } => {}
             // Cursors live in the event stream, which reads them from the log itself.
             Event::ConsumerAcked { consumer, lsn } => {
                 let mut c = self.consumers.lock();
@@ -1907,6 +2024,23 @@ pub struct HoldInfo {
 enum Ended {
     Now(Lsn, HoldRec),
     Not(HoldNotActive),
+}
+
+/// The holds of each keyed operation replayed without its answer (so far).
+type Unanswered = FastHashMap<(KeptOf, Box<str>), Vec<HoldId>>;
+
+/// Notes the holds of a record that begins with [`Event::KeyedPart`] as unanswered until
+/// the operation's answer is replayed ([`Engine::release_unanswered`]).
+fn note_keyed_part(unanswered: &mut Unanswered, record: &Record) {
+    let Some(Event::KeyedPart { key, of }) = record.events.first() else {
+        return;
+    };
+    let holds = unanswered.entry((*of, key.as_str().into())).or_default();
+    for ev in &record.events {
+        if let Event::HoldGranted { hold, .. } = ev {
+            holds.push(*hold);
+        }
+    }
 }
 
 pub(crate) fn poisoned() -> EngineError {

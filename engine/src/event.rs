@@ -448,6 +448,27 @@ pub enum Event {
         /// One per hold of the batch, in request order.
         answers: Vec<KeptAnswer>,
     },
+    /// The first event of a record whose holds belong to an operation that is answered
+    /// under an idempotency key by a later record ([`Event::BatchKept`],
+    /// [`Event::AllocationKept`]). Changes nothing by itself. If a crash comes between the
+    /// two, nobody was ever told about these holds (the answer is given only once its
+    /// record is durable): recovery releases those still active, so that the caller's
+    /// retry holds afresh instead of holding twice.
+    KeyedPart {
+        /// The operation's idempotency key.
+        key: String,
+        /// Which kind of operation: batch and allocation keys are separate.
+        of: KeptOf,
+    },
+}
+
+/// The kind of keyed operation an [`Event::KeyedPart`] belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeptOf {
+    /// A batch of holds under one key ([`Event::BatchKept`]).
+    Batch,
+    /// An allocation under a key ([`Event::AllocationKept`]).
+    Allocation,
 }
 
 /// What a keyed batch answered for one of its holds ([`Event::BatchKept`]).
@@ -521,6 +542,7 @@ impl Event {
             Event::PickTimeSet { .. } => "pick_time_set",
             Event::AllocationKept { .. } => "allocation_kept",
             Event::BatchKept { .. } => "batch_kept",
+            Event::KeyedPart { .. } => "keyed_part",
         }
     }
 
@@ -555,7 +577,8 @@ impl Event {
             Event::SkuRegistered { .. }
             | Event::ConsumerAcked { .. }
             | Event::AllocationKept { .. }
-            | Event::BatchKept { .. } => None,
+            | Event::BatchKept { .. }
+            | Event::KeyedPart { .. } => None,
         }
     }
 }
@@ -600,6 +623,7 @@ mod tag {
     pub const PICK_TIME_SET: u8 = 61;
     pub const ALLOCATION_KEPT: u8 = 62;
     pub const BATCH_KEPT: u8 = 63;
+    pub const KEYED_PART: u8 = 64;
     /// Sub-tag of `HoldRejection::SlotUnavailable` inside `HOLD_REJECTED`.
     pub const REJECTION_SLOT_UNAVAILABLE: u8 = 60;
 }
@@ -1026,6 +1050,14 @@ fn encode_event(e: &mut Enc<'_>, ev: &Event) {
             e.u32(*request);
             encode_kept_answers(e, answers);
         }
+        Event::KeyedPart { key, of } => {
+            e.u8(tag::KEYED_PART);
+            e.str(key);
+            e.u8(match of {
+                KeptOf::Batch => 0,
+                KeptOf::Allocation => 1,
+            });
+        }
         other => crate::order::encode_event(e, other),
     }
 }
@@ -1153,6 +1185,20 @@ fn decode_event(d: &mut Dec<'_>) -> Result<Event, DecodeError> {
             key: d.string()?,
             request: d.u32()?,
             answers: decode_kept_answers(d)?,
+        },
+        tag::KEYED_PART => Event::KeyedPart {
+            key: d.string()?,
+            of: match d.u8()? {
+                0 => KeptOf::Batch,
+                1 => KeptOf::Allocation,
+                tag => {
+                    return Err(DecodeError::Tag {
+                        what: "keyed part kind",
+                        tag,
+                        at,
+                    });
+                }
+            },
         },
         tag => {
             return Err(DecodeError::Tag {

@@ -94,8 +94,8 @@ pub use engine::{
 };
 pub use error::{ConfigError, EngineError};
 pub use event::{
-    Event, HoldRejection, KeptAnswer, KeptPart, LineShortage, LoggedRecord, PosDeltaKind, Record,
-    ReleaseReason, StoreDef,
+    Event, HoldRejection, KeptAnswer, KeptOf, KeptPart, LineShortage, LoggedRecord, PosDeltaKind,
+    Record, ReleaseReason, StoreDef,
 };
 pub use kpi::{Kpis, StoreKpis};
 pub use log::{Deferred, EventLog, MemoryLog, NoLog, defer_durability};
