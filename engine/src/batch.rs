@@ -61,6 +61,9 @@ struct Decided {
     identity: Option<u32>,
 }
 
+/// A batch's answers, one per request in request order.
+pub type BatchAnswers = Vec<Result<LoggedOutcome, EngineError>>;
+
 /// The outcome slots of a batch, filled as requests are answered.
 type Answers = Vec<Option<Result<LoggedOutcome, EngineError>>>;
 
@@ -95,7 +98,6 @@ impl Engine {
         now: Timestamp,
     ) -> Result<Vec<Result<LoggedOutcome, EngineError>>, EngineError> {
         let mut answers: Answers = (0..reqs.len()).map(|_| None).collect();
-        let mut newest: Option<Lsn> = None;
         let mut items = Vec::with_capacity(reqs.len());
         for prepared in self.prepare_all(reqs) {
             match prepared {
@@ -103,6 +105,36 @@ impl Engine {
                 Err((idx, e)) => answers[idx] = Some(Err(e)),
             }
         }
+        self.decide_batch(items, answers, now)
+    }
+
+    /// [`Engine::hold_batch_logged`] for callers that want a malformed batch refused whole:
+    /// if any request is misuse (unknown store, invalid lines or hold time), nothing is
+    /// held and the inner `Err` names the first such request by its index. Otherwise as
+    /// [`Engine::hold_batch_logged`]; a request's `Err` is then only a full table
+    /// ([`EngineError::LimitReached`]), decided in its turn like a rejection.
+    pub fn hold_batch_whole(
+        &self,
+        reqs: &[HoldRequest],
+        now: Timestamp,
+    ) -> Result<Result<BatchAnswers, (usize, EngineError)>, EngineError> {
+        let items = match self.prepare_all(reqs).into_iter().collect() {
+            Ok(items) => items,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let answers: Answers = (0..reqs.len()).map(|_| None).collect();
+        self.decide_batch(items, answers, now).map(Ok)
+    }
+
+    /// The part of [`Engine::hold_batch_logged`] after preparing: decides `items` (the
+    /// well-formed requests) into `answers`, which holds the others' errors.
+    fn decide_batch(
+        &self,
+        items: Vec<Item<'_>>,
+        mut answers: Answers,
+        now: Timestamp,
+    ) -> Result<Vec<Result<LoggedOutcome, EngineError>>, EngineError> {
+        let mut newest: Option<Lsn> = None;
         let gate = self.gate.read().map_err(|_| poisoned())?;
         let mut in_batch: HashSet<&str> = HashSet::new();
         let repeated = items.iter().any(|item| {

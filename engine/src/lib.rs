@@ -82,6 +82,7 @@ pub mod stream;
 pub mod types;
 pub mod wal;
 
+pub use batch::BatchAnswers;
 pub use config::{EngineConfig, Limits};
 pub use engine::alloc::{
     AllocateOutcome, AllocateRejection, AllocateRequest, AllocatedPart, Alternative, LineSupply,

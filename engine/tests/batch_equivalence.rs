@@ -171,7 +171,28 @@ fn run(stock: Vec<u32>, batches: Vec<Vec<Req>>) -> Result<(), TestCaseError> {
     for (bi, batch) in batches.iter().enumerate() {
         let now = Timestamp(T0 + 1_000 * bi as i64);
         let requests: Vec<HoldRequest> = batch.iter().map(Req::to_request).collect();
-        let got = batched.hold_batch(&requests, now);
+        // Every other batch through `hold_batch_whole`: a malformed request refuses the
+        // batch whole, naming the first; otherwise the same as `hold_batch`.
+        let got = if bi % 2 == 1 {
+            match batched.hold_batch_whole(&requests, now) {
+                Ok(Err((i, e))) => {
+                    let first = batch.iter().position(|r| !r.well_formed());
+                    prop_assert_eq!(Some(i), first, "{:?}", e);
+                    same_state(&batched, &one_by_one, &holds)?;
+                    continue;
+                }
+                Ok(Ok(answers)) => {
+                    prop_assert!(batch.iter().all(Req::well_formed));
+                    Ok(answers
+                        .into_iter()
+                        .map(|a| a.map(|(outcome, _)| outcome))
+                        .collect())
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            batched.hold_batch(&requests, now)
+        };
         let reused = batch.iter().any(|r| {
             r.key
                 .and_then(|k| settled.get(&k))

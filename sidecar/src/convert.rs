@@ -846,6 +846,16 @@ pub fn hold_rejected_pb(r: &HoldRejection) -> pb::HoldRejected {
     }
 }
 
+/// A hold of a batch refused because its store's active-hold table is full.
+pub fn store_holds_full_pb(limit: &str, value: u64) -> pb::HoldRejected {
+    pb::HoldRejected {
+        reason: pb::HoldRejectReason::StoreHoldsFull as i32,
+        shortages: Vec::new(),
+        hold_state: 0,
+        message: format!("{limit} = {value} reached; retry once holds end"),
+    }
+}
+
 /// The rejection of an action on a hold that has ended. The engine knows it ended but not
 /// how (the event stream says), so `hold_state` stays UNSPECIFIED.
 pub fn hold_not_active_pb(hold: HoldId) -> pb::HoldRejected {

@@ -2,7 +2,8 @@
 //! commit, convert the outcome.
 
 use pickline_engine::{
-    ConfirmOutcome, Engine, ExtendOutcome, HoldNotActive, HoldOutcome, ReleaseOutcome, Timestamp,
+    ConfirmOutcome, Engine, EngineError, ExtendOutcome, HoldNotActive, HoldOutcome, ReleaseOutcome,
+    Timestamp,
 };
 use tonic::{Request, Response, Status};
 
@@ -204,12 +205,29 @@ impl HoldService for Holds {
                         }
                         outcomes
                     }
-                    None => engine.hold_batch_logged(&cmds, now)?,
+                    // A malformed hold refuses the batch before anything is held.
+                    None => engine.hold_batch_whole(&cmds, now)?.map_err(|(i, e)| {
+                        DomainError::from(e).in_field(|| format!("holds[{i}]."))
+                    })?,
                 };
+                // A kept batch's retry answers every hold from its record, older than the
+                // call; a full table has no record of its own, so it takes the batch's word.
+                let retried = outcomes
+                    .iter()
+                    .any(|o| matches!(o, Ok((_, Some(lsn))) if lsn.0 <= head_before));
                 let results = cmds
                     .into_iter()
                     .zip(outcomes)
-                    .map(|(req, outcome)| hold_response(&engine, req, outcome?, head_before, now))
+                    .map(|(req, outcome)| match outcome {
+                        Ok(outcome) => hold_response(&engine, req, outcome, head_before, now),
+                        Err(EngineError::LimitReached { limit, value }) => Ok(pb::HoldResponse {
+                            outcome: Some(pb::hold_response::Outcome::Rejected(
+                                convert::store_holds_full_pb(limit, value),
+                            )),
+                            replayed: batch_key.is_some() && retried,
+                        }),
+                        Err(e) => Err(e.into()),
+                    })
                     .collect::<Result<_, DomainError>>()?;
                 Ok(pb::BatchHoldResponse { results })
             })

@@ -1128,3 +1128,77 @@ async fn a_batch_key_answers_a_retried_batch_also_after_a_restart() {
     let cell = sku1_at_s1(&mut c).await;
     assert_eq!((cell.on_hand, cell.held), (4, 3));
 }
+
+#[tokio::test]
+async fn a_batch_refuses_a_malformed_hold_whole_and_answers_a_full_store_in_place() {
+    let server = TestServer::start(|config| config.data.store_active_holds_max = 2).await;
+    let mut c = clients(&server).await;
+    upsert_store(&mut c, "S1").await;
+    c.inventory
+        .apply_pos_events(with_token(receive("S1", "SKU-1", 10, "pos-1"), POS_TOKEN))
+        .await
+        .unwrap();
+    let send = |c: &mut Clients, holds: Vec<pb::HoldRequest>, key: &str| {
+        let mut client = c.holds.clone();
+        let req = pb::BatchHoldRequest {
+            holds,
+            idempotency_key: key.into(),
+        };
+        async move { client.batch_hold(with_token(req, CHECKOUT_TOKEN)).await }
+    };
+    let one = |key: &str, store: &str| hold_request(key, store, &[("SKU-1", 1)]);
+    let full = |r: &pb::HoldResponse| match &r.outcome {
+        Some(pb::hold_response::Outcome::Rejected(j)) => {
+            j.reason == pb::HoldRejectReason::StoreHoldsFull as i32
+                && j.message.contains("store_active_holds_max = 2")
+        }
+        _ => false,
+    };
+    let granted = |r: &pb::HoldResponse| match &r.outcome {
+        Some(pb::hold_response::Outcome::Granted(g)) => Some(g.hold_id),
+        _ => None,
+    };
+
+    // An unknown store in the second hold: nothing of the batch is held.
+    let err = send(&mut c, vec![one("k1", "S1"), one("k2", "NOPE")], "")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert_eq!(sku1_at_s1(&mut c).await.held, 0);
+
+    // Three holds for a table of two: the third is answered as full, in its place.
+    let out = send(
+        &mut c,
+        vec![one("k1", "S1"), one("k2", "S1"), one("k3", "S1")],
+        "",
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    assert!(granted(&out.results[0]).is_some() && granted(&out.results[1]).is_some());
+    assert!(full(&out.results[2]), "{out:?}");
+    assert_eq!(sku1_at_s1(&mut c).await.held, 2);
+
+    // With a batch key the answer is kept whole, the full table included.
+    c.holds
+        .release(with_token(
+            pb::ReleaseRequest {
+                idempotency_key: "r1".into(),
+                hold_id: granted(&out.results[0]).unwrap(),
+                reason: String::new(),
+            },
+            CHECKOUT_TOKEN,
+        ))
+        .await
+        .unwrap();
+    let batch = || vec![one("", "S1"), one("", "S1")];
+    let first = send(&mut c, batch(), "batch-1").await.unwrap().into_inner();
+    let id = granted(&first.results[0]).expect("room for one");
+    assert!(full(&first.results[1]), "{first:?}");
+    assert!(first.results.iter().all(|r| !r.replayed));
+    let retry = send(&mut c, batch(), "batch-1").await.unwrap().into_inner();
+    assert_eq!(granted(&retry.results[0]), Some(id));
+    assert!(full(&retry.results[1]), "{retry:?}");
+    assert!(retry.results.iter().all(|r| r.replayed), "{retry:?}");
+    assert_eq!(sku1_at_s1(&mut c).await.held, 2);
+}
