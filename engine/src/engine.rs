@@ -330,6 +330,8 @@ pub struct Engine {
     /// Holds of replayed [`Event::KeyedPart`] records whose keyed answer has not been
     /// replayed (yet): what [`Engine::release_unanswered`] releases after recovery.
     unanswered: Mutex<Unanswered>,
+    /// Channel references and keys of [`Engine::create_order`] calls in progress.
+    pub(crate) order_claims: crate::order::OrderClaims,
 }
 
 impl std::fmt::Debug for Engine {
@@ -373,6 +375,7 @@ impl Engine {
             alloc_keys: alloc::AllocKeys::default(),
             batch_keys: crate::batch::BatchKeys::default(),
             unanswered: Mutex::new(FastHashMap::default()),
+            order_claims: Default::default(),
         })
     }
 

@@ -254,6 +254,69 @@ pub enum CreateOrderOutcome {
     },
     /// Nothing was created.
     Rejected(CreateOrderRejection),
+    /// Another request for another hold, with the same `(channel, channel_order_id)` or
+    /// the same idempotency key, is being decided right now. Nothing was created; retry
+    /// shortly, and the answer is definite.
+    InFlight,
+}
+
+/// What a [`Engine::create_order`] in progress has claimed across stores: its channel
+/// reference and its key, each unique over all stores. A claim lasts from before the
+/// other stores are checked until the order is in its own store's indexes, so two
+/// requests racing for one name at different stores cannot both miss each other.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum OrderName {
+    /// `(channel, channel_order_id)`.
+    Channel(Box<str>, Box<str>),
+    /// An idempotency key.
+    Key(Box<str>),
+}
+
+/// The names claimed by create_order calls in progress, with the order each would create.
+pub(crate) type OrderClaims = dashmap::DashMap<OrderName, OrderId>;
+
+/// The names one create_order call claimed; ends the claims when dropped.
+struct ClaimedNames<'a> {
+    claims: &'a OrderClaims,
+    order: OrderId,
+    names: Vec<OrderName>,
+}
+
+impl ClaimedNames<'_> {
+    /// Claims each of `names` for `order`; `None` if another order's request holds one.
+    /// A name claimed by a request for the same order is not taken again: such requests
+    /// are ordered by that order's store lock.
+    fn claim(
+        claims: &OrderClaims,
+        order: OrderId,
+        names: impl IntoIterator<Item = OrderName>,
+    ) -> Option<ClaimedNames<'_>> {
+        let mut claimed = ClaimedNames {
+            claims,
+            order,
+            names: Vec::new(),
+        };
+        for name in names {
+            match claims.entry(name) {
+                dashmap::Entry::Vacant(v) => {
+                    claimed.names.push(v.key().clone());
+                    v.insert(order);
+                }
+                dashmap::Entry::Occupied(o) if *o.get() == order => {}
+                // Dropping `claimed` ends the claims taken so far.
+                dashmap::Entry::Occupied(_) => return None,
+            }
+        }
+        Some(claimed)
+    }
+}
+
+impl Drop for ClaimedNames<'_> {
+    fn drop(&mut self) {
+        for name in self.names.drain(..) {
+            self.claims.remove_if(&name, |_, o| *o == self.order);
+        }
+    }
 }
 
 /// Why an order operation was refused. A business outcome: nothing changed.
@@ -1235,10 +1298,30 @@ impl Engine {
         }
         lines.sort_by_key(|l| l.sku);
         let order = OrderId::from_hold(req.hold);
+        // The channel reference and the key are unique across stores. Claimed first, so
+        // that a request for another hold with either of them, at any store, waits for
+        // this one's answer (`InFlight`) instead of deciding at the same time.
+        let channel_ref: (Box<str>, Box<str>) = (
+            req.channel.as_str().into(),
+            req.channel_order_id.as_str().into(),
+        );
+        let names = std::iter::once(OrderName::Channel(
+            channel_ref.0.clone(),
+            channel_ref.1.clone(),
+        ))
+        .chain(
+            req.idempotency_key
+                .as_deref()
+                .map(|k| OrderName::Key(k.into())),
+        );
+        let Some(_claimed) = ClaimedNames::claim(&self.order_claims, order, names) else {
+            return Ok(CreateOrderOutcome::InFlight);
+        };
         // A key is remembered by the store of the order it created. Another store's use of
         // it is checked here, outside this store's locks (one store's state is never
-        // locked while holding another's); this store's under its lock, below, so two
-        // requests racing with one key on this store's holds cannot both create.
+        // locked while holding another's; the claim above keeps other requests with the
+        // key out meanwhile); this store's under its lock, below, so two requests racing
+        // with one key on this store's holds cannot both create.
         if let Some(key) = req.idempotency_key.as_deref() {
             for (id, _) in self.stores() {
                 if id == order.store() {
@@ -1256,10 +1339,6 @@ impl Engine {
         }
         // A channel reference is unique across stores too; another store's orders are
         // checked here, outside this store's locks, like the key above.
-        let channel_ref: (Box<str>, Box<str>) = (
-            req.channel.as_str().into(),
-            req.channel_order_id.as_str().into(),
-        );
         for (id, _) in self.stores() {
             if id == order.store() {
                 continue;

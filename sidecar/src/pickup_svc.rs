@@ -187,6 +187,11 @@ impl PickupService for Pickups {
                             key: cmd.idempotency_key.unwrap_or_default(),
                         });
                     }
+                    CreateOrderOutcome::InFlight => {
+                        return Err(DomainError::OrderInFlight {
+                            channel_order_id: cmd.channel_order_id,
+                        });
+                    }
                     CreateOrderOutcome::Rejected(CreateOrderRejection::LinesMismatch) => {
                         return Err(DomainError::InvalidArgument {
                             field: "lines".into(),

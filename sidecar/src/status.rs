@@ -132,6 +132,17 @@ pub enum DomainError {
         /// The key.
         key: String,
     },
+    /// Another CreateOrder for the same channel order, or under the same key, for
+    /// another hold is being decided right now.
+    #[error(
+        "another CreateOrder for channel order {:?} or under the same idempotency key is in \
+         flight; retry shortly",
+        echo(channel_order_id)
+    )]
+    OrderInFlight {
+        /// The channel's order id.
+        channel_order_id: String,
+    },
     /// The engine is still replaying its log.
     #[error("the engine is recovering its log; retry shortly")]
     Recovering,
@@ -248,7 +259,9 @@ pub fn to_status(err: &DomainError) -> Status {
             )
         }
         DomainError::Recovering => unavailable_retry(message, RECOVERING_RETRY),
-        DomainError::InFlight { .. } => unavailable_retry(message, IN_FLIGHT_RETRY),
+        DomainError::InFlight { .. } | DomainError::OrderInFlight { .. } => {
+            unavailable_retry(message, IN_FLIGHT_RETRY)
+        }
         DomainError::ShuttingDown | DomainError::Storage(_) => Status::unavailable(message),
         DomainError::Corruption(_) => Status::data_loss(message),
         DomainError::Unimplemented(_) => Status::unimplemented(message),
