@@ -467,6 +467,14 @@ mod tests {
             s.message(),
             "store_active_holds_max = 2000000 reached; retry once entries end"
         );
+        let s = check(
+            DomainError::OrderInFlight {
+                channel_order_id: "#1001".into(),
+            },
+            Code::Unavailable,
+        );
+        assert!(s.get_details_retry_info().is_some());
+        assert!(s.message().contains("\"#1001\""), "{}", s.message());
         let s = check(DomainError::Recovering, Code::Unavailable);
         assert!(s.get_details_retry_info().is_some());
         assert!(s.metadata().get(RETRY_AFTER_MS).is_some());
