@@ -110,20 +110,26 @@ impl Engine {
 
     /// [`Engine::hold_batch_logged`] for callers that want a malformed batch refused whole:
     /// if any request is misuse (unknown store, invalid lines or hold time), nothing is
-    /// held and the inner `Err` names the first such request by its index. Otherwise as
-    /// [`Engine::hold_batch_logged`]; a request's `Err` is then only a full table
-    /// ([`EngineError::LimitReached`]), decided in its turn like a rejection.
+    /// held and the error is [`EngineError::InBatch`], naming the first such request by its
+    /// index. Otherwise as [`Engine::hold_batch_logged`]; a request's `Err` is then only a
+    /// full table ([`EngineError::LimitReached`]), decided in its turn like a rejection.
     pub fn hold_batch_whole(
         &self,
         reqs: &[HoldRequest],
         now: Timestamp,
-    ) -> Result<Result<BatchAnswers, (usize, EngineError)>, EngineError> {
-        let items = match self.prepare_all(reqs).into_iter().collect() {
-            Ok(items) => items,
-            Err(refused) => return Ok(Err(refused)),
-        };
+    ) -> Result<BatchAnswers, EngineError> {
+        let items = self.prepare_whole(reqs)?;
         let answers: Answers = (0..reqs.len()).map(|_| None).collect();
-        self.decide_batch(items, answers, now).map(Ok)
+        self.decide_batch(items, answers, now)
+    }
+
+    /// Every request of `reqs` prepared, or [`EngineError::InBatch`] for the first that is
+    /// misuse.
+    fn prepare_whole<'a>(&'a self, reqs: &'a [HoldRequest]) -> Result<Vec<Item<'a>>, EngineError> {
+        self.prepare_all(reqs)
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|(index, e)| EngineError::in_batch(index, e))
     }
 
     /// The part of [`Engine::hold_batch_logged`] after preparing: decides `items` (the
@@ -633,16 +639,10 @@ impl Engine {
     ) -> Result<Vec<Result<LoggedOutcome, EngineError>>, EngineError> {
         check_id("idempotency_key", key, self.config.limits.key_len_max)?;
         if let Some(i) = reqs.iter().position(|r| r.idempotency_key.is_some()) {
-            return Err(EngineError::invalid(
-                "idempotency_key",
-                format!("hold {i} of a keyed batch has a key of its own"),
-            ));
+            let e = EngineError::invalid("idempotency_key", "a keyed batch's holds have none");
+            return Err(EngineError::in_batch(i, e));
         }
-        let items = self
-            .prepare_all(reqs)
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|(_, e)| e)?;
+        let items = self.prepare_whole(reqs)?;
         let identity = batch_identity(&items);
         self.age_out_batch_keys(now);
         match self.batch_keys.map.entry(key.into()) {

@@ -57,9 +57,26 @@ pub enum EngineError {
         /// The key.
         key: String,
     },
+    /// A request of a batch that is refused whole ([`crate::Engine::hold_batch_whole`],
+    /// [`crate::Engine::hold_batch_keyed`]) is misuse; nothing of the batch was done.
+    #[error("request {index} of the batch: {error}")]
+    InBatch {
+        /// The request's index in the batch.
+        index: usize,
+        /// What is wrong with it.
+        error: Box<EngineError>,
+    },
 }
 
 impl EngineError {
+    /// `error` of request `index` of a batch refused whole.
+    pub(crate) fn in_batch(index: usize, error: EngineError) -> Self {
+        EngineError::InBatch {
+            index,
+            error: Box::new(error),
+        }
+    }
+
     pub(crate) fn invalid(field: &'static str, why: impl Into<String>) -> Self {
         EngineError::InvalidRequest {
             field,

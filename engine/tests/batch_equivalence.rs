@@ -175,13 +175,13 @@ fn run(stock: Vec<u32>, batches: Vec<Vec<Req>>) -> Result<(), TestCaseError> {
         // batch whole, naming the first; otherwise the same as `hold_batch`.
         let got = if bi % 2 == 1 {
             match batched.hold_batch_whole(&requests, now) {
-                Ok(Err((i, e))) => {
+                Err(EngineError::InBatch { index, error }) => {
                     let first = batch.iter().position(|r| !r.well_formed());
-                    prop_assert_eq!(Some(i), first, "{:?}", e);
+                    prop_assert_eq!(Some(index), first, "{:?}", error);
                     same_state(&batched, &one_by_one, &holds)?;
                     continue;
                 }
-                Ok(Ok(answers)) => {
+                Ok(answers) => {
                     prop_assert!(batch.iter().all(Req::well_formed));
                     Ok(answers
                         .into_iter()

@@ -54,6 +54,9 @@ impl From<EngineError> for DomainError {
             EngineError::InvalidCalendar(e) => calendar_error(&e),
             EngineError::LogFailed(why) => DomainError::Storage(std::io::Error::other(why)),
             EngineError::IdempotencyKeyReused { key } => DomainError::IdempotencyKeyReused { key },
+            EngineError::InBatch { index, error } => {
+                DomainError::from(*error).in_field(|| format!("holds[{index}]."))
+            }
         }
     }
 }

@@ -206,9 +206,7 @@ impl HoldService for Holds {
                         outcomes
                     }
                     // A malformed hold refuses the batch before anything is held.
-                    None => engine.hold_batch_whole(&cmds, now)?.map_err(|(i, e)| {
-                        DomainError::from(e).in_field(|| format!("holds[{i}]."))
-                    })?,
+                    None => engine.hold_batch_whole(&cmds, now)?,
                 };
                 // A kept batch's retry answers every hold from its record, older than the
                 // call; a full table has no record of its own, so it takes the batch's word.

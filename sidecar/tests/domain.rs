@@ -1165,6 +1165,20 @@ async fn a_batch_refuses_a_malformed_hold_whole_and_answers_a_full_store_in_plac
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     assert_eq!(sku1_at_s1(&mut c).await.held, 0);
+    // A hold time beyond the store's maximum, in either form: the field names the hold.
+    let too_long = |key: &str| pb::HoldRequest {
+        expiry: Some(pb::hold_request::Expiry::TtlMs(1_000_000_000_000)),
+        ..one(key, "S1")
+    };
+    for (holds, key) in [
+        (vec![one("k1", "S1"), too_long("k2")], ""),
+        (vec![one("", "S1"), too_long("")], "batch-0"),
+    ] {
+        let err = send(&mut c, holds, key).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("holds[1].ttl_ms"), "{err:?}");
+    }
+    assert_eq!(sku1_at_s1(&mut c).await.held, 0);
 
     // Three holds for a table of two: the third is answered as full, in its place.
     let out = send(
