@@ -250,16 +250,20 @@ fn a_batch_key_names_one_batch_live_after_replay_and_after_a_snapshot() {
     // a malformed hold.
     let mut keyed = keyed_batch();
     keyed[0] = keyed[0].clone().with_key("own");
-    assert!(matches!(
-        db.engine().hold_batch_keyed("batch-1", &keyed, NOW),
-        Err(EngineError::InvalidRequest { .. })
-    ));
+    let refused = |r: Result<_, EngineError>, at: usize| match r {
+        Err(EngineError::InBatch { index, error }) => {
+            assert_eq!(index, at);
+            assert!(
+                matches!(*error, EngineError::InvalidRequest { .. }),
+                "{error}"
+            );
+        }
+        other => panic!("{other:?}"),
+    };
+    refused(db.engine().hold_batch_keyed("batch-1", &keyed, NOW), 0);
     let mut malformed = keyed_batch();
     malformed[2].lines[0].qty = 0;
-    assert!(matches!(
-        db.engine().hold_batch_keyed("batch-1", &malformed, NOW),
-        Err(EngineError::InvalidRequest { .. })
-    ));
+    refused(db.engine().hold_batch_keyed("batch-1", &malformed, NOW), 2);
     assert_eq!(db.engine().active_holds(), 0);
     let first = db
         .engine()
