@@ -332,6 +332,8 @@ pub struct Engine {
     unanswered: Mutex<Unanswered>,
     /// Channel references and keys of [`Engine::create_order`] calls in progress.
     pub(crate) order_claims: crate::order::OrderClaims,
+    /// First answers to keyed requests, for retries ([`Engine::keep_reply`]).
+    pub(crate) replies: Mutex<crate::replies::KeptReplies>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -376,6 +378,7 @@ impl Engine {
             batch_keys: crate::batch::BatchKeys::default(),
             unanswered: Mutex::new(FastHashMap::default()),
             order_claims: Default::default(),
+            replies: Mutex::new(Default::default()),
         })
     }
 
@@ -1969,6 +1972,20 @@ impl Engine {
             }
             // Noted by `replay` for its whole record (`note_keyed_part`).
             Event::KeyedPart { .. } => {}
+            Event::ReplyKept {
+                principal,
+                key,
+                fingerprint,
+                response,
+            } => self.keep_reply_replayed(
+                principal,
+                key,
+                crate::replies::KeptReply {
+                    fingerprint: *fingerprint,
+                    response: response.as_slice().into(),
+                    at,
+                },
+            ),
             // Cursors live in the event stream, which reads them from the log itself.
             Event::ConsumerAcked { consumer, lsn } => {
                 let mut c = self.consumers.lock();

@@ -460,6 +460,18 @@ pub enum Event {
         /// Which kind of operation: batch and allocation keys are separate.
         of: KeptOf,
     },
+    /// The first answer to a caller's keyed request, kept for its retries
+    /// ([`crate::Engine::keep_reply`]). Changes no stock.
+    ReplyKept {
+        /// Who asked.
+        principal: String,
+        /// The request's idempotency key.
+        key: String,
+        /// What identifies the request under the key.
+        fingerprint: u64,
+        /// The answer, as the caller encoded it.
+        response: Vec<u8>,
+    },
 }
 
 /// The kind of keyed operation an [`Event::KeyedPart`] belongs to.
@@ -543,6 +555,7 @@ impl Event {
             Event::AllocationKept { .. } => "allocation_kept",
             Event::BatchKept { .. } => "batch_kept",
             Event::KeyedPart { .. } => "keyed_part",
+            Event::ReplyKept { .. } => "reply_kept",
         }
     }
 
@@ -578,7 +591,8 @@ impl Event {
             | Event::ConsumerAcked { .. }
             | Event::AllocationKept { .. }
             | Event::BatchKept { .. }
-            | Event::KeyedPart { .. } => None,
+            | Event::KeyedPart { .. }
+            | Event::ReplyKept { .. } => None,
         }
     }
 }
@@ -624,6 +638,7 @@ mod tag {
     pub const ALLOCATION_KEPT: u8 = 62;
     pub const BATCH_KEPT: u8 = 63;
     pub const KEYED_PART: u8 = 64;
+    pub const REPLY_KEPT: u8 = 65;
     /// Sub-tag of `HoldRejection::SlotUnavailable` inside `HOLD_REJECTED`.
     pub const REJECTION_SLOT_UNAVAILABLE: u8 = 60;
 }
@@ -1050,6 +1065,18 @@ fn encode_event(e: &mut Enc<'_>, ev: &Event) {
             e.u32(*request);
             encode_kept_answers(e, answers);
         }
+        Event::ReplyKept {
+            principal,
+            key,
+            fingerprint,
+            response,
+        } => {
+            e.u8(tag::REPLY_KEPT);
+            e.str(principal);
+            e.str(key);
+            e.u64(*fingerprint);
+            e.bytes(response);
+        }
         Event::KeyedPart { key, of } => {
             e.u8(tag::KEYED_PART);
             e.str(key);
@@ -1185,6 +1212,12 @@ fn decode_event(d: &mut Dec<'_>) -> Result<Event, DecodeError> {
             key: d.string()?,
             request: d.u32()?,
             answers: decode_kept_answers(d)?,
+        },
+        tag::REPLY_KEPT => Event::ReplyKept {
+            principal: d.string()?,
+            key: d.string()?,
+            fingerprint: d.u64()?,
+            response: d.bytes()?.to_vec(),
         },
         tag::KEYED_PART => Event::KeyedPart {
             key: d.string()?,

@@ -75,6 +75,7 @@ pub mod log;
 pub mod order;
 pub mod pickup_code;
 pub mod receipt;
+pub mod replies;
 pub mod slot;
 pub mod snapshot;
 mod stock;

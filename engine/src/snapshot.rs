@@ -8,7 +8,7 @@
 //! Layout (all with the varint codec of [`crate::codec`]): format version; stores (their
 //! definitions in id order); SKU external ids in id order; idempotency outcomes; consumer
 //! cursors; kept allocations (oldest first; since version 4); kept batches of holds (oldest
-//! first; since version 5); then per
+//! first; since version 5); kept replies (oldest first; since version 6); then per
 //! store: non-empty cells, hold sequence, active holds, POS dedupe window, recent POS deltas,
 //! last count times, idempotency aging queue, pickup orders, calendar and slot bookings.
 
@@ -24,7 +24,9 @@ use crate::log::EventLog;
 use crate::stock::{Cell, HoldRec, RecentDelta};
 use crate::types::{HoldId, Line, Lsn, SkuId, StoreId, Timestamp};
 
-const SNAPSHOT_VERSION: u32 = 5;
+const SNAPSHOT_VERSION: u32 = 6;
+/// Version 6 added the kept replies after the kept batches.
+const SNAPSHOT_VERSION_NO_KEPT_REPLIES: u32 = 5;
 /// Version 5 added the kept batches of holds after the kept allocations.
 const SNAPSHOT_VERSION_NO_KEPT_BATCHES: u32 = 4;
 /// Version 4 added the request identity of each idempotency outcome and the kept
@@ -114,6 +116,15 @@ impl Engine {
             e.i64(at.0);
             e.u32(*request);
             crate::event::encode_kept_answers(&mut e, answers);
+        }
+        let replies = self.kept_replies();
+        e.seq_len(replies.len());
+        for (principal, key, reply) in &replies {
+            e.str(principal);
+            e.str(key);
+            e.u64(reply.fingerprint);
+            e.bytes(&reply.response);
+            e.i64(reply.at.0);
         }
         for i in 0..n {
             let Some(shard) = self.shard(StoreId(i)) else {
@@ -267,7 +278,7 @@ impl Engine {
                 self.keep_allocation(&key, (request, &parts), at);
             }
         }
-        if version >= SNAPSHOT_VERSION {
+        if version >= SNAPSHOT_VERSION_NO_KEPT_REPLIES {
             let kept = d.seq_len()?;
             for _ in 0..kept {
                 let key = d.string()?;
@@ -275,6 +286,25 @@ impl Engine {
                 let request = d.u32()?;
                 let answers = crate::event::decode_kept_answers(&mut d)?;
                 self.keep_batch(&key, (request, answers.into()), Lsn(0), at);
+            }
+        }
+        if version >= SNAPSHOT_VERSION {
+            let kept = d.seq_len()?;
+            for _ in 0..kept {
+                let principal = d.string()?;
+                let key = d.string()?;
+                let fingerprint = d.u64()?;
+                let response = d.bytes()?.into();
+                let at = Timestamp(d.i64()?);
+                self.keep_reply_replayed(
+                    &principal,
+                    &key,
+                    crate::replies::KeptReply {
+                        fingerprint,
+                        response,
+                        at,
+                    },
+                );
             }
         }
         for i in 0..n {

@@ -33,6 +33,12 @@ use crate::{
     status::DomainError,
 };
 
+tokio::task_local! {
+    /// Set while a keyed request runs ([`Keyed::run`]): the newest LSN its engine calls
+    /// appended, whose wait [`Domain::durable`] leaves to the end of the request.
+    pub(crate) static KEYED_WAIT: std::cell::Cell<Option<pickline_engine::Lsn>>;
+}
+
 /// The engine shared by every service handler. Cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct Domain {
@@ -69,6 +75,9 @@ impl Domain {
     /// (without parking a thread) until the newest record they appended is as durable as
     /// the configured mode promises. Only then is the result handed back to be sent: a
     /// response is the acknowledgement. `f` must not do I/O; it runs on an async worker.
+    ///
+    /// Inside a keyed request ([`Keyed::run`]) the wait is left to the end of the request,
+    /// which waits once for its records and the record that keeps its answer.
     pub async fn durable<T, F>(&self, f: F) -> Result<T, Status>
     where
         F: FnOnce() -> Result<T, DomainError>,
@@ -76,14 +85,17 @@ impl Domain {
         let Deferred { value, wait_for } = defer_durability(f);
         let value = value?;
         if let Some(lsn) = wait_for {
-            self.wait_durable(lsn).await?;
+            let deferred = KEYED_WAIT.try_with(|w| w.set(w.get().max(Some(lsn))));
+            if deferred.is_err() {
+                self.wait_durable(lsn).await?;
+            }
         }
         Ok(value)
     }
 
     /// Waits until `lsn` is durable as the mode promises: `sync` waits for the group commit,
     /// `async` and `off` do not wait (but a fail-stopped WAL is still an error).
-    async fn wait_durable(&self, lsn: pickline_engine::Lsn) -> Result<(), DomainError> {
+    pub(crate) async fn wait_durable(&self, lsn: pickline_engine::Lsn) -> Result<(), DomainError> {
         let wal = self.db()?.wal();
         match wal.config().durability {
             Durability::Sync => {}
@@ -110,7 +122,7 @@ impl Domain {
         req: &Req,
     ) -> Result<Keyed<'_>, DomainError> {
         crate::convert::idempotency_key("idempotency_key", key)?;
-        Ok(self.inner.replies.keyed(caller, key, req))
+        Ok(self.inner.replies.keyed(self, caller, key, req))
     }
 
     /// The durable engine, or UNAVAILABLE while it recovers.

@@ -20,9 +20,14 @@
 //! - a request that ended in an error status is not kept: its retry runs again; nor is a
 //!   response over [`REPLY_LEN_MAX`].
 //!
-//! The responses live in memory, at most [`REPLIES_MAX`] of them (spread over
-//! [`SHARDS`] independently locked shards, each keeping its share) and for at most
-//! [`REPLY_RETENTION`]: a retry after a restart or after eviction runs again. An order
+//! Every OK response is also kept by the engine ([`Engine::keep_reply`]): logged right
+//! after the request's own records and sent only once that record is durable (the
+//! request's durability waits are deferred to [`Keyed::run`], so both usually ride one
+//! commit), restored by replay and snapshots. A retry after a restart gets the first
+//! response back from there, for the engine's retention (24 hours, the newest 65,536).
+//! In memory, at most [`REPLIES_MAX`] responses are kept (spread over [`SHARDS`]
+//! independently locked shards, each keeping its share) for at most [`REPLY_RETENTION`],
+//! and the requests running now. A retry after both let the key go runs again: an order
 //! transition then meets the state machine and is still never applied twice; an Extend
 //! extends again from the later clock (a hold is never extended past its store's maximum).
 
@@ -37,7 +42,14 @@ use parking_lot::Mutex;
 use prost::Message;
 use tonic::{Response, Status};
 
-use crate::{auth::Caller, pb, status::DomainError};
+use pickline_engine::Engine;
+
+use crate::{
+    auth::Caller,
+    domain::{Domain, KEYED_WAIT, now},
+    pb,
+    status::DomainError,
+};
 
 /// Most responses kept.
 pub const REPLIES_MAX: usize = 65_536;
@@ -106,9 +118,16 @@ pub struct Ticket<'a> {
 impl Replies {
     /// Prepares to run `caller`'s request `req` under `key`: fingerprints it now, before
     /// the handler takes it apart; [`Keyed::run`] then runs it once.
-    pub fn keyed<Req: Message>(&self, caller: &Caller, key: &str, req: &Req) -> Keyed<'_> {
+    pub fn keyed<'a, Req: Message>(
+        &'a self,
+        domain: &'a Domain,
+        caller: &Caller,
+        key: &str,
+        req: &Req,
+    ) -> Keyed<'a> {
         Keyed {
             replies: self,
+            domain,
             caller: caller.clone(),
             key: key.to_owned(),
             fingerprint: fingerprint(caller, req),
@@ -284,6 +303,7 @@ impl MarkReplayed for pb::AckResponse {}
 #[derive(Debug)]
 pub struct Keyed<'a> {
     replies: &'a Replies,
+    domain: &'a Domain,
     caller: Caller,
     key: String,
     fingerprint: u64,
@@ -300,28 +320,76 @@ impl Keyed<'_> {
     where
         Resp: Message + Default + MarkReplayed,
     {
-        match self
+        let ticket = match self
             .replies
             .begin::<Resp>(&self.caller, &self.key, self.fingerprint)?
         {
             Begun::Replay(mut resp) => {
                 resp.mark_replayed();
-                Ok(Response::new(resp))
+                return Ok(Response::new(resp));
             }
-            Begun::Run(ticket) => ticket
-                .finish(run.await.map(Response::into_inner))
-                .map(Response::new),
+            Begun::Run(ticket) => ticket,
+        };
+        let engine = self.domain.engine()?;
+        let principal = self.caller.principal().name();
+        // Memory forgets at a restart; the engine's log does not.
+        if let Some(kept) = engine.kept_reply(principal, &self.key, now()) {
+            if kept.fingerprint != self.fingerprint {
+                return Err(DomainError::IdempotencyKeyReused {
+                    key: self.key.clone(),
+                }
+                .into());
+            }
+            let resp = Resp::decode(&*kept.response)
+                .map_err(|e| Status::internal(format!("kept response: {e}")))?;
+            let mut resp = ticket.finish(Ok(resp))?;
+            resp.mark_replayed();
+            return Ok(Response::new(resp));
+        }
+        let (result, mut wait_for) = KEYED_WAIT
+            .scope(std::cell::Cell::new(None), async {
+                let result = run.await;
+                (result, KEYED_WAIT.with(std::cell::Cell::get))
+            })
+            .await;
+        if let Ok(resp) = &result {
+            wait_for = wait_for.max(self.keep(&engine, resp.get_ref()));
+        }
+        if let Some(lsn) = wait_for {
+            self.domain.wait_durable(lsn).await?;
+        }
+        ticket
+            .finish(result.map(Response::into_inner))
+            .map(Response::new)
+    }
+
+    /// Keeps `resp` in the engine for retries after a restart; the LSN to wait for. A
+    /// response too large to keep, or a log that refuses it, leaves the retry to run again
+    /// (as it did before answers were kept): the request itself is done either way.
+    fn keep<Resp: Message>(&self, engine: &Engine, resp: &Resp) -> Option<pickline_engine::Lsn> {
+        let bytes = resp.encode_to_vec();
+        if bytes.len() > pickline_engine::replies::REPLY_KEPT_LEN_MAX {
+            return None;
+        }
+        let principal = self.caller.principal().name();
+        match engine.keep_reply(principal, &self.key, self.fingerprint, bytes, now()) {
+            Ok(lsn) => Some(lsn),
+            Err(e) => {
+                tracing::warn!(error = %e, "a response was not kept for retries");
+                None
+            }
         }
     }
 }
 
-/// A fingerprint of the caller's RPC and the request's bytes (deterministic within the
-/// process).
+/// A fingerprint of the caller's RPC and the request's bytes: two CRC-32C over them, from
+/// two different starting values. Stable across processes and versions, since the engine
+/// keeps it in its log.
 pub fn fingerprint<Req: Message>(caller: &Caller, req: &Req) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    caller.rpc().path.hash(&mut h);
-    req.encode_to_vec().hash(&mut h);
-    h.finish()
+    let path = caller.rpc().path.as_bytes();
+    let bytes = req.encode_to_vec();
+    let crc = |seed: u32| crc32c::crc32c_append(crc32c::crc32c_append(seed, path), &bytes);
+    (u64::from(crc(0)) << 32) | u64::from(crc(0x9e37_79b9))
 }
 
 #[cfg(test)]

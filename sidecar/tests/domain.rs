@@ -1216,3 +1216,45 @@ async fn a_batch_refuses_a_malformed_hold_whole_and_answers_a_full_store_in_plac
     assert!(retry.results.iter().all(|r| r.replayed), "{retry:?}");
     assert_eq!(sku1_at_s1(&mut c).await.held, 2);
 }
+
+#[tokio::test]
+async fn a_retried_release_gets_its_first_answer_back_after_a_restart() {
+    let (server, mut c) = s1_with_sku1(4).await;
+    let first_hold = granted_hold(&mut c, "cart-1").await;
+    let release = |c: &mut Clients, key: &str, hold_id: u64| {
+        let mut holds = c.holds.clone();
+        let req = pb::ReleaseRequest {
+            idempotency_key: key.into(),
+            hold_id,
+            reason: String::new(),
+        };
+        async move { holds.release(with_token(req, CHECKOUT_TOKEN)).await }
+    };
+    let first = release(&mut c, "rel-1", first_hold)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(first.released_now && !first.replayed, "{first:?}");
+
+    let dir = server.stop_keeping_dir().await;
+    let server = TestServer::start_in(dir, |_| {}).await;
+    let mut c = clients(&server).await;
+    // The first answer, not "already released": the retry changed nothing.
+    let after = release(&mut c, "rel-1", first_hold)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(after.released_now && after.replayed, "{after:?}");
+    assert_eq!(after.hold, first.hold);
+    // Another request under the key is refused, after the restart too.
+    let other = granted_hold(&mut c, "cart-2").await;
+    let err = release(&mut c, "rel-1", other).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    // A new key on the released hold runs, and says it was already gone.
+    let fresh = release(&mut c, "rel-2", first_hold)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!fresh.released_now && !fresh.replayed, "{fresh:?}");
+    assert_eq!(sku1_at_s1(&mut c).await.held, 1);
+}
