@@ -259,6 +259,11 @@ fn evict(inner: &mut Inner, now: Instant) {
 
 /// Sets a response's `replayed` flag, where it has one, when [`Replies`] sends it again.
 pub trait MarkReplayed {
+    /// Whether the engine keeps the response for retries after a restart. Not for
+    /// requests that change nothing when repeated (RegisterConsumer, Ack): a record per
+    /// Ack would only grow the log.
+    const KEPT_DURABLY: bool = true;
+
     /// Marks the response as a replay of the first one.
     fn mark_replayed(&mut self) {}
 }
@@ -296,8 +301,12 @@ impl MarkReplayed for pb::PausePickupsResponse {}
 impl MarkReplayed for pb::ResumePickupsResponse {}
 impl MarkReplayed for pb::ApplyPosEventsResponse {}
 impl MarkReplayed for pb::SetSafetyStockResponse {}
-impl MarkReplayed for pb::RegisterConsumerResponse {}
-impl MarkReplayed for pb::AckResponse {}
+impl MarkReplayed for pb::RegisterConsumerResponse {
+    const KEPT_DURABLY: bool = false;
+}
+impl MarkReplayed for pb::AckResponse {
+    const KEPT_DURABLY: bool = false;
+}
 
 /// A request fingerprinted under its key; see [`Replies::keyed`].
 #[derive(Debug)]
@@ -352,7 +361,9 @@ impl Keyed<'_> {
                 (result, KEYED_WAIT.with(std::cell::Cell::get))
             })
             .await;
-        if let Ok(resp) = &result {
+        if let Ok(resp) = &result
+            && Resp::KEPT_DURABLY
+        {
             wait_for = wait_for.max(self.keep(&engine, resp.get_ref()));
         }
         if let Some(lsn) = wait_for {
