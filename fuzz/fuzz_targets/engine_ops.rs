@@ -2,7 +2,7 @@
 //!
 //! Each input byte stream decodes into operations (holds alone, batched and under a batch
 //! key, releases, confirms, extends, expiries, POS deltas and counts, safety stock,
-//! pauses). After every operation the engine
+//! pauses, kept replies). After every operation the engine
 //! must agree with a plain sequential model on `on_hand` and `held` of every cell, keep
 //! conservation, and never panic; at the end a replay of its own log into a fresh engine
 //! must give byte-identical snapshot bytes, and a replay of a prefix of it (a crash) must
@@ -68,7 +68,7 @@ fuzz_target!(|data: &[u8]| {
         let store = (arg & 1) as usize;
         let sku = (arg as usize >> 1) % 3;
         let t = Timestamp(now);
-        match op % 9 {
+        match op % 10 {
             0 => {
                 let n = 1 + (arg2 % 3) as usize;
                 let lines: Vec<LineRequest> = (0..n)
@@ -195,6 +195,21 @@ fuzz_target!(|data: &[u8]| {
                 if let Ok(PosOutcome::Applied { on_hand, .. }) = out {
                     model.entry((store, sku)).or_default().on_hand = i64::from(on_hand);
                 }
+            }
+            8 => {
+                // A kept reply under a small set of callers and keys, so keys are kept
+                // again; the replay and the snapshot below must agree on what is kept.
+                let principal = ["oms", "pos"][store];
+                let key = format!("r{}", arg2 % 8);
+                let response = vec![arg; usize::from(arg2 % 32)];
+                engine
+                    .keep_reply(principal, &key, u64::from(arg), response.clone(), t)
+                    .unwrap();
+                let kept = engine.kept_reply(principal, &key, t).unwrap();
+                assert_eq!(
+                    (kept.fingerprint, &*kept.response),
+                    (u64::from(arg), &response[..])
+                );
             }
             _ => {
                 let status = if arg2 & 1 == 0 {
