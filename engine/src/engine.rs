@@ -1984,6 +1984,7 @@ impl Engine {
                     fingerprint: *fingerprint,
                     response: response.as_slice().into(),
                     at,
+                    lsn: Lsn(0),
                 },
             ),
             // Cursors live in the event stream, which reads them from the log itself.

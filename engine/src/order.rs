@@ -272,8 +272,9 @@ pub(crate) enum OrderName {
     Key(Box<str>),
 }
 
-/// The names claimed by create_order calls in progress, with the order each would create.
-pub(crate) type OrderClaims = dashmap::DashMap<OrderName, OrderId>;
+/// The names claimed by create_order calls in progress, with the order they would create
+/// and how many calls for that order hold the claim.
+pub(crate) type OrderClaims = dashmap::DashMap<OrderName, (OrderId, u32)>;
 
 /// The names one create_order call claimed; ends the claims when dropped.
 struct ClaimedNames<'a> {
@@ -284,8 +285,8 @@ struct ClaimedNames<'a> {
 
 impl ClaimedNames<'_> {
     /// Claims each of `names` for `order`; `None` if another order's request holds one.
-    /// A name claimed by a request for the same order is not taken again: such requests
-    /// are ordered by that order's store lock.
+    /// Requests for the same order share a claim (they are ordered by that order's store
+    /// lock); it ends with the last of them.
     fn claim(
         claims: &OrderClaims,
         order: OrderId,
@@ -300,9 +301,12 @@ impl ClaimedNames<'_> {
             match claims.entry(name) {
                 dashmap::Entry::Vacant(v) => {
                     claimed.names.push(v.key().clone());
-                    v.insert(order);
+                    v.insert((order, 1));
                 }
-                dashmap::Entry::Occupied(o) if *o.get() == order => {}
+                dashmap::Entry::Occupied(mut o) if o.get().0 == order => {
+                    claimed.names.push(o.key().clone());
+                    o.get_mut().1 += 1;
+                }
                 // Dropping `claimed` ends the claims taken so far.
                 dashmap::Entry::Occupied(_) => return None,
             }
@@ -314,7 +318,16 @@ impl ClaimedNames<'_> {
 impl Drop for ClaimedNames<'_> {
     fn drop(&mut self) {
         for name in self.names.drain(..) {
-            self.claims.remove_if(&name, |_, o| *o == self.order);
+            if let dashmap::Entry::Occupied(mut o) = self.claims.entry(name)
+                && o.get().0 == self.order
+            {
+                match o.get().1 {
+                    1 => {
+                        o.remove();
+                    }
+                    _ => o.get_mut().1 -= 1,
+                }
+            }
         }
     }
 }
@@ -2469,6 +2482,24 @@ fn order_view(order: OrderId, r: &OrderRec) -> OrderView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Requests for one order share a claim until the last of them ends; another order's
+    /// request is kept out all that time.
+    #[test]
+    fn a_shared_claim_ends_with_its_last_holder() {
+        let claims = OrderClaims::default();
+        let name = || [OrderName::Channel("web".into(), "#1".into())];
+        let first = OrderId::from_hold(HoldId::new(StoreId(0), 1));
+        let other = OrderId::from_hold(HoldId::new(StoreId(1), 1));
+        let a = ClaimedNames::claim(&claims, first, name()).unwrap();
+        let again = ClaimedNames::claim(&claims, first, name()).unwrap();
+        drop(a);
+        assert!(ClaimedNames::claim(&claims, other, name()).is_none());
+        drop(again);
+        assert!(claims.is_empty());
+        assert!(ClaimedNames::claim(&claims, other, name()).is_some());
+        assert!(claims.is_empty(), "dropped at once");
+    }
 
     #[test]
     fn order_id_display_parses_back() {

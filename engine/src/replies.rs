@@ -7,8 +7,9 @@
 //! the first answer back instead of a refusal.
 //!
 //! Bounded: at most [`REPLIES_KEPT_MAX`] answers of at most [`REPLY_KEPT_LEN_MAX`] bytes,
-//! each for [`REPLY_KEPT_MS`] from when it was kept (the oldest go first). Time is the
-//! records' own, so replay keeps exactly what the live engine kept.
+//! [`REPLIES_KEPT_BYTES_MAX`] bytes in all, each for [`REPLY_KEPT_MS`] from when it was kept
+//! (the oldest go first). Time is the records' own, and answers are kept in log order, so
+//! replay keeps exactly what the live engine kept.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -22,6 +23,8 @@ use crate::types::{Lsn, Timestamp};
 pub const REPLIES_KEPT_MAX: usize = 65_536;
 /// Largest answer kept, in bytes.
 pub const REPLY_KEPT_LEN_MAX: usize = 16 << 10;
+/// Most bytes of answers (and their callers' names and keys) kept in all: 64 MiB.
+pub const REPLIES_KEPT_BYTES_MAX: usize = 64 << 20;
 /// How long an answer is kept, ms (24 hours).
 pub const REPLY_KEPT_MS: i64 = 24 * 3_600_000;
 /// Longest caller name.
@@ -36,6 +39,14 @@ pub struct KeptReply {
     pub response: Arc<[u8]>,
     /// When it was kept.
     pub at: Timestamp,
+    /// Its record, which must be durable before the answer is sent again (0 when it was
+    /// recovered: durable by then).
+    pub lsn: Lsn,
+}
+
+/// What a kept answer counts against [`REPLIES_KEPT_BYTES_MAX`].
+fn kept_len(key: &ReplyKey, reply: &KeptReply) -> usize {
+    key.0.len() + key.1.len() + reply.response.len()
 }
 
 /// (caller, idempotency key).
@@ -48,6 +59,8 @@ pub(crate) struct KeptReplies {
     map: HashMap<ReplyKey, (u64, KeptReply)>,
     order: VecDeque<(u64, ReplyKey)>,
     next: u64,
+    /// [`kept_len`] of every answer in `map`.
+    bytes: usize,
 }
 
 impl KeptReplies {
@@ -58,14 +71,19 @@ impl KeptReplies {
         let seq = self.next;
         self.next += 1;
         self.order.push_back((seq, key.clone()));
-        self.map.insert(key, (seq, reply));
+        self.bytes += kept_len(&key, &reply);
+        if let Some((_, old)) = self.map.insert(key.clone(), (seq, reply)) {
+            self.bytes -= kept_len(&key, &old);
+        }
         while let Some((seq, oldest)) = self.order.front() {
             // A keeping superseded by a newer one of its key goes; so does the oldest
             // answer once too old, or while there are too many.
             let drop_answer = match self.map.get(oldest) {
                 Some((s, r)) if s == seq => {
                     let expired = r.at.0 <= at.0.saturating_sub(REPLY_KEPT_MS);
-                    if !expired && self.map.len() <= REPLIES_KEPT_MAX {
+                    let within =
+                        self.map.len() <= REPLIES_KEPT_MAX && self.bytes <= REPLIES_KEPT_BYTES_MAX;
+                    if !expired && within {
                         break;
                     }
                     true
@@ -74,8 +92,9 @@ impl KeptReplies {
             };
             if let Some((_, key)) = self.order.pop_front()
                 && drop_answer
+                && let Some((_, old)) = self.map.remove(&key)
             {
-                self.map.remove(&key);
+                self.bytes -= kept_len(&key, &old);
             }
         }
     }
@@ -113,14 +132,18 @@ impl Engine {
             }],
         };
         // Under the snapshot gate: a snapshot has the record and the answer, or neither.
+        // Appended and kept under one lock: answers are kept in log order, as replay
+        // keeps them (the order decides which go first).
         let _gate = self.gate.read().map_err(|_| poisoned())?;
+        let mut replies = self.replies.lock();
         let lsn = self.log.append(&record)?;
-        self.replies.lock().insert(
+        replies.insert(
             (principal.into(), key.into()),
             KeptReply {
                 fingerprint,
                 response,
                 at: now,
+                lsn,
             },
         );
         Ok(lsn)

@@ -303,6 +303,7 @@ impl Engine {
                         fingerprint,
                         response,
                         at,
+                        lsn: Lsn(0),
                     },
                 );
             }

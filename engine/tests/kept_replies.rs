@@ -1,7 +1,9 @@
 //! Replies kept for retries (`Engine::keep_reply`): logged, restored by replay and by a
 //! snapshot, forgotten after 24 hours, and bounded to the newest 65,536.
 
-use pickline_engine::replies::{REPLIES_KEPT_MAX, REPLY_KEPT_LEN_MAX, REPLY_KEPT_MS};
+use pickline_engine::replies::{
+    REPLIES_KEPT_BYTES_MAX, REPLIES_KEPT_MAX, REPLY_KEPT_LEN_MAX, REPLY_KEPT_MS,
+};
 use pickline_engine::{Engine, EngineConfig, EngineError, Event, MemoryLog, Record, Timestamp};
 use std::sync::Arc;
 
@@ -76,6 +78,17 @@ fn a_kept_reply_is_forgotten_after_a_day_and_the_oldest_beyond_the_bound() {
     )
     .unwrap();
     assert_eq!(kept(&loaded, "oms", "old", T0), None);
+
+    // Large answers: the byte bound lets the oldest go first.
+    let (e, _) = engine();
+    let big = vec![7u8; REPLY_KEPT_LEN_MAX];
+    let n = REPLIES_KEPT_BYTES_MAX / REPLY_KEPT_LEN_MAX + 1;
+    for i in 0..n {
+        e.keep_reply("oms", &format!("big{i}"), 0, big.clone(), T0)
+            .unwrap();
+    }
+    assert_eq!(kept(&e, "oms", "big0", T0), None, "over the byte bound");
+    assert!(kept(&e, "oms", &format!("big{}", n - 1), T0).is_some());
 
     let (e, _) = engine();
     for i in 0..=REPLIES_KEPT_MAX {

@@ -351,6 +351,11 @@ impl Keyed<'_> {
             }
             let resp = Resp::decode(&*kept.response)
                 .map_err(|e| Status::internal(format!("kept response: {e}")))?;
+            // Kept by a call that may not have seen it durable (it failed or went away
+            // first): the answer is sent again only once it is.
+            if kept.lsn.0 > 0 {
+                self.domain.wait_durable(kept.lsn).await?;
+            }
             let mut resp = ticket.finish(Ok(resp))?;
             resp.mark_replayed();
             return Ok(Response::new(resp));
@@ -393,14 +398,22 @@ impl Keyed<'_> {
     }
 }
 
-/// A fingerprint of the caller's RPC and the request's bytes: two CRC-32C over them, from
-/// two different starting values. Stable across processes and versions, since the engine
-/// keeps it in its log.
+/// A fingerprint of the caller's RPC and the request's bytes: FNV-1a (64 bits) over them,
+/// with a CRC-32C of them in the high half. Both are fixed functions (no per-process
+/// seed), as the engine keeps the fingerprint in its log; they are unrelated, so two
+/// requests under one key that collide in one are still told apart by the other.
 pub fn fingerprint<Req: Message>(caller: &Caller, req: &Req) -> u64 {
     let path = caller.rpc().path.as_bytes();
     let bytes = req.encode_to_vec();
-    let crc = |seed: u32| crc32c::crc32c_append(crc32c::crc32c_append(seed, path), &bytes);
-    (u64::from(crc(0)) << 32) | u64::from(crc(0x9e37_79b9))
+    let crc = crc32c::crc32c_append(crc32c::crc32c(path), &bytes);
+    let fnv = path
+        .iter()
+        .chain(&[0u8])
+        .chain(&bytes)
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    fnv ^ (u64::from(crc) << 32)
 }
 
 #[cfg(test)]
