@@ -121,14 +121,13 @@ impl Engine {
                 format!("longer than {REPLY_KEPT_LEN_MAX} bytes"),
             ));
         }
-        let response: Arc<[u8]> = response.into();
-        let record = Record {
+        let mut record = Record {
             at: now,
             events: vec![Event::ReplyKept {
                 principal: principal.to_owned(),
                 key: key.to_owned(),
                 fingerprint,
-                response: response.to_vec(),
+                response,
             }],
         };
         // Under the snapshot gate: a snapshot has the record and the answer, or neither.
@@ -137,11 +136,14 @@ impl Engine {
         let _gate = self.gate.read().map_err(|_| poisoned())?;
         let mut replies = self.replies.lock();
         let lsn = self.log.append(&record)?;
+        let Some(Event::ReplyKept { response, .. }) = record.events.pop() else {
+            unreachable!("the record was built with one ReplyKept event")
+        };
         replies.insert(
             (principal.into(), key.into()),
             KeptReply {
                 fingerprint,
-                response,
+                response: response.into(),
                 at: now,
                 lsn,
             },

@@ -199,16 +199,21 @@ impl Replies {
 
 impl Ticket<'_> {
     /// Keeps an OK `result` for retries (an error frees the key) and returns it.
-    pub fn finish<T: Message>(mut self, result: Result<T, Status>) -> Result<T, Status> {
+    pub fn finish<T: Message>(self, result: Result<T, Status>) -> Result<T, Status> {
+        let encoded = result.as_ref().ok().map(Message::encode_to_vec);
+        self.finish_encoded(result, encoded)
+    }
+
+    /// [`Ticket::finish`] with the OK response already encoded (`encoded`).
+    pub fn finish_encoded<T>(
+        mut self,
+        result: Result<T, Status>,
+        encoded: Option<Vec<u8>>,
+    ) -> Result<T, Status> {
         let Some(key) = self.key.take() else {
             return result;
         };
-        // Encoded before the lock is taken.
-        let encoded = result
-            .as_ref()
-            .ok()
-            .map(Message::encode_to_vec)
-            .filter(|bytes| bytes.len() <= REPLY_LEN_MAX);
+        let encoded = encoded.filter(|bytes| result.is_ok() && bytes.len() <= REPLY_LEN_MAX);
         let mut inner = self.replies.shard(&key).lock();
         match (encoded, inner.map.get_mut(&key)) {
             // Still ours (eviction may have dropped it meanwhile: then keep nothing).
@@ -356,7 +361,7 @@ impl Keyed<'_> {
             if kept.lsn.0 > 0 {
                 self.domain.wait_durable(kept.lsn).await?;
             }
-            let mut resp = ticket.finish(Ok(resp))?;
+            let mut resp = ticket.finish_encoded(Ok(resp), Some(kept.response.to_vec()))?;
             resp.mark_replayed();
             return Ok(Response::new(resp));
         }
@@ -366,29 +371,37 @@ impl Keyed<'_> {
                 (result, KEYED_WAIT.with(std::cell::Cell::get))
             })
             .await;
-        if let Ok(resp) = &result
+        // Encoded once, for the engine and for the memory above.
+        let encoded = result.as_ref().ok().map(|r| r.get_ref().encode_to_vec());
+        if let Some(bytes) = &encoded
             && Resp::KEPT_DURABLY
         {
-            wait_for = wait_for.max(self.keep(&engine, resp.get_ref()));
+            wait_for = wait_for.max(self.keep(&engine, bytes));
         }
         if let Some(lsn) = wait_for {
             self.domain.wait_durable(lsn).await?;
         }
         ticket
-            .finish(result.map(Response::into_inner))
+            .finish_encoded(result.map(Response::into_inner), encoded)
             .map(Response::new)
     }
 
-    /// Keeps `resp` in the engine for retries after a restart; the LSN to wait for. A
-    /// response too large to keep, or a log that refuses it, leaves the retry to run again
-    /// (as it did before answers were kept): the request itself is done either way.
-    fn keep<Resp: Message>(&self, engine: &Engine, resp: &Resp) -> Option<pickline_engine::Lsn> {
-        let bytes = resp.encode_to_vec();
+    /// Keeps the encoded response `bytes` in the engine for retries after a restart; the
+    /// LSN to wait for. A response too large to keep, or a log that refuses it, leaves the
+    /// retry to run again (as it did before answers were kept): the request itself is done
+    /// either way.
+    fn keep(&self, engine: &Engine, bytes: &[u8]) -> Option<pickline_engine::Lsn> {
         if bytes.len() > pickline_engine::replies::REPLY_KEPT_LEN_MAX {
             return None;
         }
         let principal = self.caller.principal().name();
-        match engine.keep_reply(principal, &self.key, self.fingerprint, bytes, now()) {
+        match engine.keep_reply(
+            principal,
+            &self.key,
+            self.fingerprint,
+            bytes.to_vec(),
+            now(),
+        ) {
             Ok(lsn) => Some(lsn),
             Err(e) => {
                 tracing::warn!(error = %e, "a response was not kept for retries");
