@@ -4,10 +4,12 @@
 //! Without the `AllocationKept` record, the retry would allocate again and hold the
 //! units twice until the first holds expired.
 
+mod common;
+
 use std::sync::Arc;
 
-use pickline_engine::durable::{DurableEngine, OpenOptions};
-use pickline_engine::wal::{Committer, Durability, MemStorage, WalConfig};
+use pickline_engine::durable::DurableEngine;
+use pickline_engine::wal::MemStorage;
 use pickline_engine::{
     AllocateOutcome, AllocateRequest, AllocatedPart, Engine, LineRequest, PosDelta, PosDeltaKind,
     StoreDef, Timestamp,
@@ -15,16 +17,7 @@ use pickline_engine::{
 
 const NOW: Timestamp = Timestamp::from_ms(1_795_000_000_000);
 
-fn options() -> OpenOptions {
-    OpenOptions {
-        wal: WalConfig {
-            durability: Durability::Sync,
-            committer: Committer::Manual,
-            ..WalConfig::default()
-        },
-        ..OpenOptions::default()
-    }
-}
+use common::manual_sync_options as options;
 
 fn receive(engine: &Engine, store: &str, sku: &str, qty: i64) {
     engine

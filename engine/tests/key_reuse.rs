@@ -3,10 +3,12 @@
 //! `IdempotencyKeyReused` and changes nothing. Checked live, after recovery from the log
 //! and after recovery from a snapshot, for holds (granted and rejected) and allocations.
 
+mod common;
+
 use std::sync::Arc;
 
-use pickline_engine::durable::{DurableEngine, OpenOptions};
-use pickline_engine::wal::{Committer, Durability, MemStorage, WalConfig};
+use pickline_engine::durable::DurableEngine;
+use pickline_engine::wal::MemStorage;
 use pickline_engine::{
     AllocateRequest, Engine, EngineError, HoldOutcome, HoldRequest, LineRequest, PosDelta,
     PosDeltaKind, StoreDef, Timestamp,
@@ -14,16 +16,7 @@ use pickline_engine::{
 
 const NOW: Timestamp = Timestamp::from_ms(1_795_000_000_000);
 
-fn options() -> OpenOptions {
-    OpenOptions {
-        wal: WalConfig {
-            durability: Durability::Sync,
-            committer: Committer::Manual,
-            ..WalConfig::default()
-        },
-        ..OpenOptions::default()
-    }
-}
+use common::manual_sync_options as options;
 
 fn setup(engine: &Engine) {
     for (name, lon) in [("s1", 13.40), ("s2", 13.45)] {

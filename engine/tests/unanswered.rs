@@ -5,12 +5,14 @@
 //! same stock a second time until the first holds expire. Checked at every point at which
 //! a crash can cut the log.
 
+mod common;
+
 use std::sync::Arc;
 
-use pickline_engine::durable::{DurableEngine, OpenOptions};
+use pickline_engine::durable::DurableEngine;
 use pickline_engine::event::RECORD_KIND_EVENTS;
 use pickline_engine::log::MemoryLog;
-use pickline_engine::wal::{Committer, Durability, MemStorage, RecoveryMode, Wal, WalConfig};
+use pickline_engine::wal::{MemStorage, RecoveryMode, Wal};
 use pickline_engine::{
     AllocateOutcome, AllocateRequest, Engine, EngineConfig, Event, HoldOutcome, HoldRequest,
     LineRequest, LoggedRecord, PosDelta, PosDeltaKind, StoreDef, Timestamp,
@@ -24,16 +26,7 @@ const BATCH_AT_S1: usize = 300;
 /// Holds of the keyed batch at s2.
 const BATCH_AT_S2: usize = 2;
 
-fn options() -> OpenOptions {
-    OpenOptions {
-        wal: WalConfig {
-            durability: Durability::Sync,
-            committer: Committer::Manual,
-            ..WalConfig::default()
-        },
-        ..OpenOptions::default()
-    }
-}
+use common::manual_sync_options as options;
 
 /// Two stores: A and B at both, C only at s1, D only at s2 (so the allocation splits).
 fn setup(engine: &Engine) {
