@@ -34,7 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         // Malformed request bytes are INVALID_ARGUMENT, not INTERNAL (src/codec.rs).
-        .codec_path("crate::codec::Codec")
+        .codec_path("crate::grpc::codec::Codec")
         .compile_fds(fds)?;
     Ok(())
 }

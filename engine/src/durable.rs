@@ -124,6 +124,11 @@ fn decode_records(
                 lsn: rec.lsn,
                 error,
             })
+        } else if crate::event::RECORD_KIND_EVENTS_RETIRED.contains(&rec.kind) {
+            Err(OpenError::OldFormat {
+                lsn: rec.lsn,
+                kind: rec.kind,
+            })
         } else {
             Err(OpenError::Kind {
                 lsn: rec.lsn,
@@ -281,6 +286,19 @@ pub enum OpenError {
         lsn: Lsn,
         /// Why.
         error: DecodeError,
+    },
+    /// A record was written in an event format this version no longer reads.
+    #[error(
+        "log record {lsn} is in the retired event format {kind} (current {current}): this \
+         data directory was written by an older pickline; drain it with that version, or \
+         start from an empty data directory",
+        current = crate::event::RECORD_KIND_EVENTS
+    )]
+    OldFormat {
+        /// Its LSN.
+        lsn: Lsn,
+        /// The record's kind byte.
+        kind: u8,
     },
     /// A record has an unknown kind.
     #[error("log record {lsn} has unknown kind {kind}")]

@@ -615,8 +615,15 @@ pub struct LoggedRecord {
     pub record: std::sync::Arc<Record>,
 }
 
-/// Log record kind byte of an engine [`Record`].
-pub const RECORD_KIND_EVENTS: u8 = 1;
+/// Log record kind byte of an engine [`Record`] in the current event format. Each change
+/// of the event encoding takes a new kind, so that an older log is refused by name
+/// ([`RECORD_KIND_EVENTS_RETIRED`]) instead of decoding into wrong facts.
+pub const RECORD_KIND_EVENTS: u8 = 2;
+
+/// Record kinds of earlier event formats that this version no longer reads: version 1
+/// (before 2026-12) had events without the facts of their moment and customers without a
+/// name or locale.
+pub const RECORD_KIND_EVENTS_RETIRED: &[u8] = &[1];
 
 mod tag {
     pub const STORE_DEFINED: u8 = 1;

@@ -56,6 +56,8 @@ pub const TERMINAL_ORDERS_MAX: usize = 100_000;
 
 /// Longest customer email or phone number, in bytes (RFC 5321 path limit).
 pub const CONTACT_LEN_MAX: usize = 254;
+/// Longest BCP 47 locale tag accepted (RFC 5646 recommends supporting at least 35).
+pub const LOCALE_LEN_MAX: usize = 35;
 
 /// Longest channel name, in bytes.
 pub const CHANNEL_LEN_MAX: usize = 64;
@@ -158,6 +160,11 @@ impl OrderStatus {
 /// Customer contact and consent flags.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Customer {
+    /// Name to greet the customer with, up to [`CONTACT_LEN_MAX`] bytes.
+    pub name: Option<String>,
+    /// BCP 47 locale for messages and the receipt (`de-DE`), up to [`LOCALE_LEN_MAX`]
+    /// bytes; `None` means the store's default.
+    pub locale: Option<String>,
     /// Email address, up to [`CONTACT_LEN_MAX`] bytes.
     pub email: Option<String>,
     /// Phone number, up to [`CONTACT_LEN_MAX`] bytes.
@@ -1269,12 +1276,14 @@ impl Engine {
         if let Some(k) = &req.idempotency_key {
             check_id("idempotency_key", k, limits.key_len_max)?;
         }
-        for (field, v) in [
-            ("customer.email", &req.customer.email),
-            ("customer.phone", &req.customer.phone),
+        for (field, v, len_max) in [
+            ("customer.name", &req.customer.name, CONTACT_LEN_MAX),
+            ("customer.email", &req.customer.email, CONTACT_LEN_MAX),
+            ("customer.phone", &req.customer.phone, CONTACT_LEN_MAX),
+            ("customer.locale", &req.customer.locale, LOCALE_LEN_MAX),
         ] {
             if let Some(v) = v {
-                check_id(field, v, CONTACT_LEN_MAX)?;
+                check_id(field, v, len_max)?;
             }
         }
         let currency = Currency::iso(&req.currency)
@@ -2118,6 +2127,8 @@ fn hold_lines(shard: &StoreShard, hold: HoldId) -> Vec<Line> {
 // ---------------------------------------------------------------- codec
 
 fn encode_customer(e: &mut Enc<'_>, c: &Customer) {
+    e.opt_str(c.name.as_deref());
+    e.opt_str(c.locale.as_deref());
     e.opt_str(c.email.as_deref());
     e.opt_str(c.phone.as_deref());
     e.bool(c.sms_consent);
@@ -2126,6 +2137,8 @@ fn encode_customer(e: &mut Enc<'_>, c: &Customer) {
 
 fn decode_customer(d: &mut Dec<'_>) -> Result<Customer, DecodeError> {
     Ok(Customer {
+        name: d.opt_string()?,
+        locale: d.opt_string()?,
         email: d.opt_string()?,
         phone: d.opt_string()?,
         sms_consent: d.bool()?,
@@ -2524,6 +2537,8 @@ mod tests {
                 phone: None,
                 sms_consent: false,
                 email_consent: true,
+                name: Some("Ada".into()),
+                locale: Some("en-GB".into()),
             },
             lines: vec![OrderLine {
                 sku: SkuId(1),

@@ -7,8 +7,8 @@
 //!
 //! Layout (all with the varint codec of [`crate::codec`]): format version; stores (their
 //! definitions in id order); SKU external ids in id order; idempotency outcomes; consumer
-//! cursors; kept allocations (oldest first; since version 4); kept batches of holds (oldest
-//! first; since version 5); kept replies (oldest first; since version 6); then per
+//! cursors; kept allocations (oldest first); kept batches of holds (oldest
+//! first); kept replies (oldest first); then per
 //! store: non-empty cells, hold sequence, active holds, POS dedupe window, recent POS deltas,
 //! last count times, idempotency aging queue, pickup orders, calendar and slot bookings.
 
@@ -24,14 +24,10 @@ use crate::log::EventLog;
 use crate::stock::{Cell, HoldRec, RecentDelta};
 use crate::types::{HoldId, Line, Lsn, SkuId, StoreId, Timestamp};
 
-const SNAPSHOT_VERSION: u32 = 6;
-/// Version 6 added the kept replies after the kept batches.
-const SNAPSHOT_VERSION_NO_KEPT_REPLIES: u32 = 5;
-/// Version 5 added the kept batches of holds after the kept allocations.
-const SNAPSHOT_VERSION_NO_KEPT_BATCHES: u32 = 4;
-/// Version 4 added the request identity of each idempotency outcome and the kept
-/// allocations after the consumer cursors.
-const SNAPSHOT_VERSION_NO_KEPT_ALLOCATIONS: u32 = 3;
+/// Version 7 goes with the log's event format 2 ([`crate::event::RECORD_KIND_EVENTS`]):
+/// customers with name and locale. Earlier versions are refused: their log records could
+/// not be replayed after them anyway.
+const SNAPSHOT_VERSION: u32 = 7;
 
 /// Consumer names with the last LSN each acknowledged.
 pub type ConsumerCursors = Vec<(String, Lsn)>;
@@ -215,7 +211,7 @@ impl Engine {
     fn load_snapshot(&self, bytes: &[u8]) -> Result<(), SnapshotError> {
         let mut d = Dec::new(bytes);
         let version = d.u32()?;
-        if !(SNAPSHOT_VERSION_NO_KEPT_ALLOCATIONS..=SNAPSHOT_VERSION).contains(&version) {
+        if version != SNAPSHOT_VERSION {
             return Err(SnapshotError::Version(version));
         }
         let at = Timestamp(0);
@@ -245,14 +241,11 @@ impl Engine {
         for _ in 0..idem {
             let key = d.string()?;
             let outcome = decode_outcome(&mut d)?;
-            let request = if version >= SNAPSHOT_VERSION_NO_KEPT_BATCHES {
-                d.opt_i64()?
-                    .map(u32::try_from)
-                    .transpose()
-                    .map_err(|_| SnapshotError::Bad("idempotency request identity"))?
-            } else {
-                None
-            };
+            let request = d
+                .opt_i64()?
+                .map(u32::try_from)
+                .transpose()
+                .map_err(|_| SnapshotError::Bad("idempotency request identity"))?;
             self.idem.insert(
                 key.into(),
                 IdemEntry::Done {
@@ -268,45 +261,39 @@ impl Engine {
             let lsn = Lsn(d.u64()?);
             self.consumers.lock().insert(name, lsn);
         }
-        if version >= SNAPSHOT_VERSION_NO_KEPT_BATCHES {
-            let kept = d.seq_len()?;
-            for _ in 0..kept {
-                let key = d.string()?;
-                let at = Timestamp(d.i64()?);
-                let request = d.u32()?;
-                let parts = crate::event::decode_kept_parts(&mut d)?;
-                self.keep_allocation(&key, (request, &parts), at);
-            }
+        let kept = d.seq_len()?;
+        for _ in 0..kept {
+            let key = d.string()?;
+            let at = Timestamp(d.i64()?);
+            let request = d.u32()?;
+            let parts = crate::event::decode_kept_parts(&mut d)?;
+            self.keep_allocation(&key, (request, &parts), at);
         }
-        if version >= SNAPSHOT_VERSION_NO_KEPT_REPLIES {
-            let kept = d.seq_len()?;
-            for _ in 0..kept {
-                let key = d.string()?;
-                let at = Timestamp(d.i64()?);
-                let request = d.u32()?;
-                let answers = crate::event::decode_kept_answers(&mut d)?;
-                self.keep_batch(&key, (request, answers.into()), Lsn(0), at);
-            }
+        let kept = d.seq_len()?;
+        for _ in 0..kept {
+            let key = d.string()?;
+            let at = Timestamp(d.i64()?);
+            let request = d.u32()?;
+            let answers = crate::event::decode_kept_answers(&mut d)?;
+            self.keep_batch(&key, (request, answers.into()), Lsn(0), at);
         }
-        if version >= SNAPSHOT_VERSION {
-            let kept = d.seq_len()?;
-            for _ in 0..kept {
-                let principal = d.string()?;
-                let key = d.string()?;
-                let fingerprint = d.u64()?;
-                let response = d.bytes()?.into();
-                let at = Timestamp(d.i64()?);
-                self.keep_reply_replayed(
-                    &principal,
-                    &key,
-                    crate::replies::KeptReply {
-                        fingerprint,
-                        response,
-                        at,
-                        lsn: Lsn(0),
-                    },
-                );
-            }
+        let kept = d.seq_len()?;
+        for _ in 0..kept {
+            let principal = d.string()?;
+            let key = d.string()?;
+            let fingerprint = d.u64()?;
+            let response = d.bytes()?.into();
+            let at = Timestamp(d.i64()?);
+            self.keep_reply_replayed(
+                &principal,
+                &key,
+                crate::replies::KeptReply {
+                    fingerprint,
+                    response,
+                    at,
+                    lsn: Lsn(0),
+                },
+            );
         }
         for i in 0..n {
             let shard = self.shard(StoreId(i)).ok_or(SnapshotError::Bad("store"))?;
@@ -448,7 +435,9 @@ pub enum SnapshotError {
     #[error("snapshot decode: {0}")]
     Decode(#[from] DecodeError),
     /// Written by an unknown format version.
-    #[error("unknown snapshot version {0}")]
+    #[error(
+        "snapshot format version {0} is not {SNAPSHOT_VERSION}: written by another pickline version"
+    )]
     Version(u32),
     /// A value is inconsistent.
     #[error("inconsistent snapshot: {0}")]

@@ -192,6 +192,7 @@ fn apply(
                             phone: None,
                             sms_consent: false,
                             email_consent: true,
+                            ..Customer::default()
                         },
                         lines,
                         currency: "EUR".into(),

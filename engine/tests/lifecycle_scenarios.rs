@@ -84,6 +84,8 @@ fn place(e: &Engine, channel_order_id: &str, now: Timestamp) -> OrderId {
             phone: Some("+49301234".into()),
             sms_consent: true,
             email_consent: true,
+            name: Some("Ada".into()),
+            locale: Some("de-DE".into()),
         },
         lines: vec![
             OrderLineRequest {

@@ -27,7 +27,7 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::auth::{Principal, Scope, TokenTable};
+use crate::grpc::auth::{Principal, Scope, TokenTable};
 
 /// Bounds checked by [`Config::validate`]; each names its unit.
 pub mod limits {

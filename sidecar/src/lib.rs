@@ -4,16 +4,16 @@
 //!
 //! - [`pb`]: code generated from `proto/pickline/v1/*.proto` (messages, server traits,
 //!   clients) and the encoded descriptor set for reflection.
-//! - [`rpc`]: the one table of every RPC: allowed scopes, streaming shape, whether it
+//! - [`grpc::rpc`]: the one table of every RPC: allowed scopes, streaming shape, whether it
 //!   needs the recovered engine.
-//! - [`auth`]: bearer tokens, scopes, the [`auth::Caller`] a handler receives.
-//! - [`status`]: the one table mapping errors to gRPC status codes.
-//! - [`codec`]: the protobuf codec of the contract's services (malformed requests are
+//! - [`grpc::auth`]: bearer tokens, scopes, the [`grpc::auth::Caller`] a handler receives.
+//! - [`grpc::status`]: the one table mapping errors to gRPC status codes.
+//! - [`grpc::codec`]: the protobuf codec of the contract's services (malformed requests are
 //!   INVALID_ARGUMENT).
 //! - [`server`]: [`server::run`], the admission layer (auth, overload shedding, timeout),
 //!   health, reflection, graceful shutdown.
 //! - [`metrics`]: Prometheus `/metrics`, per-RPC counters and latency, engine gauges.
-//! - [`admin`]: the `AdminService` handler (Ping).
+//! - [`grpc::admin`]: the `AdminService` handler (Ping).
 //! - [`config`], [`cli`], [`logging`]: what `main` needs to start.
 //!
 //! # How a domain handler plugs in
@@ -38,27 +38,15 @@
 //! Architecture invariant: the sidecar converts between protobuf and engine types; the
 //! engine never sees a protobuf type, a tonic type or an async runtime.
 
-pub mod admin;
-pub mod auth;
 pub mod bench;
 pub mod bench_grpc;
 pub mod cli;
-pub mod codec;
 pub mod config;
-pub mod convert;
-pub mod domain;
-pub mod event_svc;
-pub mod hold_svc;
-pub mod inventory_svc;
+pub mod grpc;
 pub mod logging;
 pub mod metrics;
-pub mod pickup_svc;
 pub mod qr;
-pub mod replies;
-pub mod rpc;
 pub mod server;
-pub mod status;
-pub mod store_svc;
 pub mod walcmd;
 
 /// Generated protobuf and gRPC code of package `pickline.v1`.

@@ -20,7 +20,7 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, Promet
 use tonic::{Code, body::Body};
 use tower::{Layer, Service};
 
-use crate::{rpc, server::Readiness, status::code_name};
+use crate::{grpc::rpc, grpc::status::code_name, server::Readiness};
 
 /// Counter: gRPC requests finished, labels `rpc` (path) and `code` (status name).
 pub const REQUESTS_TOTAL: &str = "pickline_grpc_requests_total";

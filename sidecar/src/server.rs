@@ -6,7 +6,7 @@
 //! 1. [`MetricsLayer`](crate::metrics::MetricsLayer): counts and times it.
 //! 2. [`AdmissionLayer`]: for RPCs of the contract, in this order, it
 //!    authenticates the bearer token (UNAUTHENTICATED), checks the RPC's scope row in
-//!    [`crate::rpc::RPCS`] (PERMISSION_DENIED), refuses engine RPCs until the engine has
+//!    [`crate::grpc::rpc::RPCS`] (PERMISSION_DENIED), refuses engine RPCs until the engine has
 //!    recovered (UNAVAILABLE), takes a concurrency permit without waiting
 //!    (RESOURCE_EXHAUSTED + `retry-after-ms` when none is free) and bounds the request
 //!    by the per-request timeout (DEADLINE_EXCEEDED); then it stores the
@@ -18,7 +18,7 @@
 //!
 //! All six services of the contract are registered and every RPC is served by the
 //! engine. A form the contract gains before the engine can serve it answers
-//! UNIMPLEMENTED ([`crate::status::DomainError::Unimplemented`]) with a message saying
+//! UNIMPLEMENTED ([`crate::grpc::status::DomainError::Unimplemented`]) with a message saying
 //! so, never made-up data.
 //!
 //! After recovery three background tasks run until shutdown: the expiry ticker (bounded
@@ -55,23 +55,23 @@ use pickline_engine::{
 };
 
 use crate::{
-    admin::Admin,
-    auth::{AuthError, Caller, TokenTable},
     config::Config,
-    domain::{self, Domain},
-    event_svc::Events,
-    hold_svc::Holds,
-    inventory_svc::Inventory,
+    grpc::admin::Admin,
+    grpc::auth::{AuthError, Caller, TokenTable},
+    grpc::domain::{self, Domain},
+    grpc::event_svc::Events,
+    grpc::hold_svc::Holds,
+    grpc::inventory_svc::Inventory,
+    grpc::pickup_svc::Pickups,
+    grpc::rpc::{self, RpcSpec},
+    grpc::status,
+    grpc::store_svc::Stores,
     metrics::{self, EngineGauges, MetricsLayer},
     pb::{
         self, admin_service_server::AdminServiceServer, event_service_server::EventServiceServer,
         hold_service_server::HoldServiceServer, inventory_service_server::InventoryServiceServer,
         pickup_service_server::PickupServiceServer, store_service_server::StoreServiceServer,
     },
-    pickup_svc::Pickups,
-    rpc::{self, RpcSpec},
-    status,
-    store_svc::Stores,
 };
 
 /// Whether the engine has recovered and engine RPCs may run. Cheap to clone and read

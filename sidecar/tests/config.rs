@@ -7,9 +7,9 @@ use std::{net::SocketAddr, path::PathBuf};
 use clap::Parser as _;
 use common::ScratchDir;
 use pickline_sidecar::{
-    auth::Scope,
     cli::{Cli, Command},
     config::{Config, ConfigError, LogFormat, Overrides},
+    grpc::auth::Scope,
 };
 
 fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {

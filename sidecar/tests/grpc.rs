@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use common::{ADMIN_TOKEN, CHECKOUT_TOKEN, PATIENCE, POS_TOKEN, TestServer, http_get, with_token};
 use pickline_sidecar::{
+    grpc::status::RETRY_AFTER_MS,
     pb::{
         HoldRequest, PingRequest, PingResponse, admin_service_server,
         hold_service_client::HoldServiceClient,
     },
-    status::RETRY_AFTER_MS,
 };
 use tokio_stream::StreamExt as _;
 use tonic::{Code, Status, transport::Channel};

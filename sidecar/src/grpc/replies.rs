@@ -45,10 +45,10 @@ use tonic::{Response, Status};
 use pickline_engine::Engine;
 
 use crate::{
-    auth::Caller,
-    domain::{Domain, KEYED_WAIT, now},
+    grpc::auth::Caller,
+    grpc::domain::{Domain, KEYED_WAIT, now},
+    grpc::status::DomainError,
     pb,
-    status::DomainError,
 };
 
 /// Most responses kept.
@@ -437,8 +437,9 @@ mod tests {
 
     use super::{Begun, REPLIES_MAX, Replies, fingerprint};
     use crate::{
-        auth::{Caller, Principal},
-        pb, rpc,
+        grpc::auth::{Caller, Principal},
+        grpc::rpc,
+        pb,
     };
 
     fn caller(name: &str, path: &str) -> Caller {

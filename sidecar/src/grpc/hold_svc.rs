@@ -8,10 +8,11 @@ use pickline_engine::{
 use tonic::{Request, Response, Status};
 
 use crate::{
-    auth, convert,
-    domain::{Domain, now},
+    grpc::auth,
+    grpc::convert,
+    grpc::domain::{Domain, now},
+    grpc::status::{DomainError, ResourceKind},
     pb::{self, hold_service_server::HoldService},
-    status::{DomainError, ResourceKind},
 };
 
 /// Holds per BatchHold request at most (hold.proto).

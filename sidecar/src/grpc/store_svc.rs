@@ -4,10 +4,11 @@ use pickline_engine::{Engine, EngineError, StoreStatus, calendar::CalendarConfig
 use tonic::{Request, Response, Status};
 
 use crate::{
-    auth, convert,
-    domain::{Domain, now},
+    grpc::auth,
+    grpc::convert,
+    grpc::domain::{Domain, now},
+    grpc::status::{DomainError, ResourceKind},
     pb::{self, store_service_server::StoreService},
-    status::{DomainError, ResourceKind},
 };
 
 /// Stores per ListStores page: default and maximum (store.proto).

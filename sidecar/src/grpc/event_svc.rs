@@ -8,10 +8,11 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    auth, convert,
-    domain::{Domain, now},
+    grpc::auth,
+    grpc::convert,
+    grpc::domain::{Domain, now},
+    grpc::status::{DomainError, ResourceKind},
     pb::{self, event_service_server::EventService},
-    status::{DomainError, ResourceKind},
 };
 
 /// Records per batch: default and maximum (event.proto).

@@ -6,11 +6,11 @@ use pickline_engine::{Engine, EngineError, PosOutcome, SkuId};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    auth::{self, Caller},
-    convert::{self, PosCommand, idempotency_key},
-    domain::{Domain, now},
+    grpc::auth::{self, Caller},
+    grpc::convert::{self, PosCommand, idempotency_key},
+    grpc::domain::{Domain, now},
+    grpc::status::DomainError,
     pb::{self, inventory_service_server::InventoryService},
-    status::DomainError,
 };
 
 /// POS events per batch at most (inventory.proto).

@@ -3,7 +3,7 @@
 //!
 //! The admission layer ([`crate::server`]) looks every request up here by its HTTP/2
 //! path before any handler runs, so a handler never checks a scope by hand; it only
-//! checks the *store* of a store-bound token ([`crate::auth::Principal::authorize_store`]),
+//! checks the *store* of a store-bound token ([`crate::grpc::auth::Principal::authorize_store`]),
 //! which needs the request body.
 //!
 //! Architecture invariant: every method of `proto/pickline/v1/*.proto` has exactly one

@@ -2,7 +2,7 @@
 //!
 //! A request carries `authorization: Bearer <token>`. The admission layer
 //! ([`crate::server`]) looks the token up in the [`TokenTable`] (constant time in the
-//! token bytes), checks the RPC's scope row in [`crate::rpc::RPCS`], and stores a
+//! token bytes), checks the RPC's scope row in [`crate::grpc::rpc::RPCS`], and stores a
 //! [`Caller`] in the request extensions. Scope checks therefore never appear in handlers;
 //! the one check left to a handler is the store of a store-bound token (`pos:S1`,
 //! `staff:S1`), because only the handler knows the request's store:
@@ -17,7 +17,7 @@ use std::{collections::BTreeSet, fmt, str::FromStr, sync::Arc};
 use serde::Deserialize;
 use subtle::{ConditionallySelectable as _, ConstantTimeEq as _};
 
-use crate::rpc::{RpcSpec, ScopeKind, ScopeSet};
+use crate::grpc::rpc::{RpcSpec, ScopeKind, ScopeSet};
 
 /// Which stores a store-bound scope covers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -199,7 +199,7 @@ impl Principal {
     }
 }
 
-/// Why a request was not let through. Mapped to a gRPC status in [`crate::status`].
+/// Why a request was not let through. Mapped to a gRPC status in [`crate::grpc::status`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// No `authorization` metadata.
@@ -347,7 +347,7 @@ impl Caller {
             Err(AuthError::StoreNotAllowed {
                 principal: self.principal.name.clone(),
                 rpc: self.rpc.path,
-                store_id: crate::status::echo(store_id),
+                store_id: crate::grpc::status::echo(store_id),
             })
         }
     }
@@ -371,7 +371,7 @@ impl Caller {
                 principal: self.principal.name.clone(),
                 rpc: self.rpc.path,
                 actor,
-                store_id: crate::status::echo(store_id),
+                store_id: crate::grpc::status::echo(store_id),
             })
         }
     }
@@ -388,7 +388,7 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<&Caller, AuthError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rpc::lookup;
+    use crate::grpc::rpc::lookup;
 
     fn table() -> TokenTable {
         TokenTable::new([

@@ -1,5 +1,5 @@
 //! The one place that converts between protobuf messages and engine types, and engine
-//! errors into [`DomainError`] (whose status mapping is the table in [`crate::status`]).
+//! errors into [`DomainError`] (whose status mapping is the table in [`crate::grpc::status`]).
 //!
 //! Request conversions validate what the engine cannot see (a proto enum left
 //! UNSPECIFIED, a missing idempotency key) and return `DomainError::InvalidArgument`
@@ -18,8 +18,8 @@ use pickline_engine::{
 };
 
 use crate::{
+    grpc::status::{DomainError, ResourceKind, echo},
     pb,
-    status::{DomainError, ResourceKind, echo},
 };
 
 /// Longest idempotency key, bytes (common.proto).
@@ -932,6 +932,8 @@ pub fn create_order(r: pb::CreateOrderRequest) -> Result<pe::CreateOrder, Domain
         channel: channel(r.channel, &r.channel_name)?,
         channel_order_id: r.channel_order_id,
         customer: pe::Customer {
+            name: opt(customer.name),
+            locale: opt(customer.locale),
             email: opt(customer.email),
             phone: opt(customer.phone),
             sms_consent: customer.sms_consent,
@@ -1005,12 +1007,12 @@ pub fn order_pb(engine: &pe::Engine, v: &OrderView) -> pb::PickupOrder {
         channel_name,
         channel_order_id: v.channel_order_id.clone(),
         customer: Some(pb::CustomerContact {
-            name: String::new(),
+            name: v.customer.name.clone().unwrap_or_default(),
             email: v.customer.email.clone().unwrap_or_default(),
             phone: v.customer.phone.clone().unwrap_or_default(),
             email_consent: v.customer.email_consent,
             sms_consent: v.customer.sms_consent,
-            locale: String::new(),
+            locale: v.customer.locale.clone().unwrap_or_default(),
         }),
         lines: v
             .lines

@@ -5,13 +5,13 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    convert::idempotency_key,
-    domain::{Domain, blocking},
+    grpc::convert::idempotency_key,
+    grpc::domain::{Domain, blocking},
+    grpc::status::DomainError,
     pb::{
         ConsumerLag, PingRequest, PingResponse, SnapshotRequest, SnapshotResponse, StatsRequest,
         StatsResponse, admin_service_server::AdminService,
     },
-    status::DomainError,
 };
 
 /// The AdminService handler. Ping needs nothing; Snapshot and Stats need the engine.

@@ -19,7 +19,7 @@ use std::{collections::HashMap, time::Duration};
 use tonic::{Code, Status, metadata::MetadataValue};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt as _};
 
-use crate::auth::AuthError;
+use crate::grpc::auth::AuthError;
 
 /// Metadata key of the retry hint on RESOURCE_EXHAUSTED and UNAVAILABLE, in
 /// milliseconds, for clients that do not decode `google.rpc.RetryInfo`.

@@ -28,9 +28,9 @@ use pickline_engine::{
 use tonic::Status;
 
 use crate::{
-    auth::Caller,
-    replies::{Keyed, Replies},
-    status::DomainError,
+    grpc::auth::Caller,
+    grpc::replies::{Keyed, Replies},
+    grpc::status::DomainError,
 };
 
 tokio::task_local! {
@@ -113,7 +113,7 @@ impl Domain {
 
     /// `caller`'s request `req`, to be run once per idempotency `key`: a retry of the same
     /// request gets the first OK response again, a different request under the same key
-    /// ALREADY_EXISTS (see [`crate::replies`]). Checks the key first (INVALID_ARGUMENT
+    /// ALREADY_EXISTS (see [`crate::grpc::replies`]). Checks the key first (INVALID_ARGUMENT
     /// naming `idempotency_key`).
     pub fn keyed<Req: prost::Message>(
         &self,
@@ -121,7 +121,7 @@ impl Domain {
         key: &str,
         req: &Req,
     ) -> Result<Keyed<'_>, DomainError> {
-        crate::convert::idempotency_key("idempotency_key", key)?;
+        crate::grpc::convert::idempotency_key("idempotency_key", key)?;
         Ok(self.inner.replies.keyed(self, caller, key, req))
     }
 

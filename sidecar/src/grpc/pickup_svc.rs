@@ -14,12 +14,12 @@ use pickline_engine::{
 use tonic::{Request, Response, Status};
 
 use crate::{
-    auth::{self, Caller},
-    convert::{self, staff_id},
-    domain::{Domain, entropy, now},
+    grpc::auth::{self, Caller},
+    grpc::convert::{self, staff_id},
+    grpc::domain::{Domain, entropy, now},
+    grpc::rpc::ScopeKind,
+    grpc::status::{DomainError, ResourceKind},
     pb::{self, pickup_service_server::PickupService},
-    rpc::ScopeKind,
-    status::{DomainError, ResourceKind},
 };
 
 /// Orders per ListOrders page: default and maximum (pickup.proto).
