@@ -240,6 +240,15 @@ pub enum PosOutcome {
         /// Its record.
         lsn: Lsn,
     },
+    /// A SALE naming a pickup order the engine already handed off, for units the
+    /// hand-off already took off `on_hand`: recorded against the order, `on_hand`
+    /// unchanged. (A sale for more than the hand-off consumed is `Applied` for the rest.)
+    AlreadyHandedOff {
+        /// `on_hand`, unchanged.
+        on_hand: Qty,
+        /// Its record.
+        lsn: Lsn,
+    },
     /// The POS event id was seen before; nothing changed.
     Duplicate,
     /// A count older than a count already applied to this cell; nothing changed.
@@ -1295,6 +1304,10 @@ impl Engine {
         if let Some(ev) = crate::order::pos_sale_event(&st, &guard, shard.id, sku, d) {
             let horizon = now.add_ms(-self.config.limits.dedupe_window_ms);
             let (on_hand, held) = crate::order::pos_sale_after(&ev, &guard);
+            let handed_off = matches!(
+                ev,
+                Event::PosOrderSale { reported, recognized, .. } if recognized == reported
+            );
             let mut events = vec![ev];
             let shortage = shortage_event(shard.id, sku, &st, on_hand, held);
             events.extend(shortage.clone());
@@ -1308,6 +1321,9 @@ impl Engine {
             drop(guard);
             drop(gate);
             crate::log::wait_durable_or_defer(&*self.log, lsn)?;
+            if handed_off {
+                return Ok(PosOutcome::AlreadyHandedOff { on_hand, lsn });
+            }
             return Ok(PosOutcome::Applied {
                 on_hand,
                 matched: None,
@@ -1616,10 +1632,8 @@ impl Engine {
                 format!("store {i} sku {}: holds of {q} on no cell", sku.0),
             ));
         }
-        if st.by_expiry.len() != st.active.len() {
-            return Err((i, format!("store {i}: expiry index out of step")));
-        }
-        Ok(())
+        st.check_derived()
+            .map_err(|why| (i, format!("store {i}: {why}")))
     }
 
     // ---------------------------------------------------------------- replay
@@ -2198,12 +2212,10 @@ pub(crate) fn grant_state_booked(
     now: Timestamp,
     (expires_at, slot): (Timestamp, Option<i64>),
 ) {
-    st.next_seq = st.next_seq.max(hold.seq() + 1);
-    st.by_expiry.insert((expires_at, hold));
     if let Some(key) = key {
         st.idem_fifo.push_back((now, key.into()));
     }
-    st.active.insert(
+    st.insert_hold(
         hold,
         HoldRec {
             key: key.map(Into::into),
@@ -2211,26 +2223,18 @@ pub(crate) fn grant_state_booked(
             created: now,
             expires_at,
             confirmed: false,
+            ready: false,
             slot,
         },
     );
 }
 
 pub(crate) fn apply_confirm(st: &mut StoreState, hold: HoldId) {
-    if let Some(h) = st.active.get_mut(&hold)
-        && !h.confirmed
-    {
-        h.confirmed = true;
-        st.slots.confirmed_active = st.slots.confirmed_active.saturating_add(1);
-    }
+    st.confirm_hold(hold);
 }
 
 fn apply_extend(st: &mut StoreState, hold: HoldId, expires_at: Timestamp) {
-    if let Some(h) = st.active.get_mut(&hold) {
-        st.by_expiry.remove(&(h.expires_at, hold));
-        h.expires_at = expires_at;
-        st.by_expiry.insert((expires_at, hold));
-    }
+    st.extend_hold(hold, expires_at);
 }
 
 pub(crate) fn apply_release(
@@ -2238,14 +2242,12 @@ pub(crate) fn apply_release(
     st: &mut StoreState,
     hold: HoldId,
 ) -> Option<HoldRec> {
-    let rec = st.active.remove(&hold)?;
+    let rec = st.end_hold(hold)?;
     for (g, l) in guards.iter_mut().zip(rec.lines.iter()) {
-        g.held = g.held.saturating_sub(l.qty);
-    }
-    st.by_expiry.remove(&(rec.expires_at, hold));
-    st.slots.unbook(rec.slot);
-    if rec.confirmed {
-        st.slots.confirmed_active = st.slots.confirmed_active.saturating_sub(1);
+        g.held = g
+            .held
+            .checked_sub(l.qty)
+            .expect("a cell holds less than its active holds");
     }
     Some(rec)
 }

@@ -93,6 +93,18 @@ impl OrderId {
         let id = OrderId::from_hold(HoldId::new(StoreId(store), seq));
         (id.to_string() == s).then_some(id)
     }
+
+    /// Parses the decimal form of the id (its 64-bit value, as the gRPC API carries it):
+    /// digits only, no sign, no leading zero.
+    pub fn parse_decimal(s: &str) -> Option<OrderId> {
+        if s.is_empty()
+            || !s.bytes().all(|b| b.is_ascii_digit())
+            || (s.len() > 1 && s.starts_with('0'))
+        {
+            return None;
+        }
+        s.parse::<u64>().ok().map(|v| OrderId::from_hold(HoldId(v)))
+    }
 }
 
 impl fmt::Display for OrderId {
@@ -610,14 +622,19 @@ impl OrderState {
         self.orders.get(&id)
     }
 
+    /// The order a POS reference names: the order id in its displayed form (`O1-7`), a
+    /// channel order id, or the order id in decimal (what the gRPC API carries), in that
+    /// order: a numeric channel order id (a Shopify order number) wins over the decimal
+    /// form, which only names an order of this store that no channel reference claims.
     fn find_ref(&self, store: StoreId, reference: &str) -> Option<OrderId> {
-        if let Some(id) = OrderId::parse(reference)
-            && id.store() == store
-            && self.orders.contains_key(&id)
-        {
+        let ours = |id: OrderId| id.store() == store && self.orders.contains_key(&id);
+        if let Some(id) = OrderId::parse(reference).filter(|id| ours(*id)) {
             return Some(id);
         }
-        self.by_channel_ref.get(reference).copied()
+        if let Some(id) = self.by_channel_ref.get(reference) {
+            return Some(*id);
+        }
+        OrderId::parse_decimal(reference).filter(|id| ours(*id))
     }
 
     /// The order that holds `(channel, channel_order_id)`
@@ -968,7 +985,10 @@ pub(crate) fn apply_locked(
                 .checked_sub(*missing)
                 .ok_or("short pick beyond hold")?;
             let cell = cells.cell(*sku)?;
-            cell.held = cell.held.saturating_sub(*missing);
+            cell.held = cell
+                .held
+                .checked_sub(*missing)
+                .ok_or("short pick of more than the cell holds")?;
             let rec = st.orders.rec_mut(*order)?;
             let ol = rec
                 .lines
@@ -988,6 +1008,7 @@ pub(crate) fn apply_locked(
         }),
         Event::OrderReady { order, code, .. } => {
             st.orders.set_status(*order, OrderStatus::Ready, at)?;
+            st.hold_ready(order.hold());
             let rec = st.orders.rec_mut(*order)?;
             rec.code = Some(*code);
             rec.wrong = 0;
@@ -1017,15 +1038,15 @@ pub(crate) fn apply_locked(
             consumed,
             ..
         } => {
-            let hold = order.hold();
             let h = st
-                .active
-                .remove(&hold)
+                .end_hold(order.hold())
                 .ok_or_else(|| format!("collect of order {order} without hold"))?;
-            st.by_expiry.remove(&(h.expires_at, hold));
             for l in h.lines.iter() {
                 let cell = cells.cell(l.sku)?;
-                cell.held = cell.held.saturating_sub(l.qty);
+                cell.held = cell
+                    .held
+                    .checked_sub(l.qty)
+                    .ok_or("collect of more than the cell holds")?;
             }
             for l in consumed {
                 let cell = cells.cell(l.sku)?;
@@ -1206,7 +1227,10 @@ pub(crate) fn apply_pos_sale(
             .qty
             .checked_sub(*from_hold)
             .ok_or("pos sale beyond hold")?;
-        cell.held = cell.held.saturating_sub(*from_hold);
+        cell.held = cell
+            .held
+            .checked_sub(*from_hold)
+            .ok_or("pos sale of more than the cell holds")?;
     }
     cell.on_hand = *on_hand_after;
     if let Ok(rec) = st.orders.rec_mut(*order)

@@ -67,10 +67,12 @@ pub(crate) struct SlotState {
     /// holds and is always open as far as allocation is concerned.
     pub(crate) calendar: Option<Arc<StoreCalendar>>,
     /// Booked pickups per slot (`start_ms`). Entries at zero are removed, so the table is
-    /// bounded by the store's active holds.
-    pub(crate) booked: BTreeMap<i64, u32>,
-    /// Active holds that checkout confirmed: the picking queue of the estimate.
-    pub(crate) confirmed_active: u32,
+    /// bounded by the store's active holds. Derived from the active holds (each books its
+    /// slot), so never persisted: a snapshot load recounts it.
+    booked: BTreeMap<i64, u32>,
+    /// Active holds that checkout confirmed and staff have not yet marked ready: the
+    /// picking queue of the estimate. Derived like `booked`.
+    queued: u32,
     /// Average time one staff member needs to pick one order.
     pub(crate) pick_time_per_order_ms: u32,
 }
@@ -80,16 +82,12 @@ impl Default for SlotState {
         SlotState {
             calendar: None,
             booked: BTreeMap::new(),
-            confirmed_active: 0,
+            queued: 0,
             pick_time_per_order_ms: PICK_TIME_PER_ORDER_MS_DEFAULT,
         }
     }
 }
 
-#[allow(
-    dead_code,
-    reason = "encode/decode serve the snapshot writer, which lands on its own branch"
-)]
 impl SlotState {
     /// Pickups booked on the slot starting at `start_ms`.
     pub(crate) fn booked_on(&self, start_ms: i64) -> u32 {
@@ -100,20 +98,51 @@ impl SlotState {
     pub(crate) fn book(&mut self, slot: Option<i64>) {
         if let Some(start_ms) = slot {
             let n = self.booked.entry(start_ms).or_insert(0);
-            *n = n.saturating_add(1);
+            // At most one booking per active hold, and hold sequences are u64 per store
+            // but bounded far below u32::MAX active holds by memory.
+            *n = n.checked_add(1).expect("slot bookings overflow u32");
         }
     }
 
-    /// Returns the unit of capacity of an ended hold's slot.
+    /// Returns the unit of capacity of an ended hold's slot. The slot must be booked: an
+    /// unbooking without its booking is a broken invariant, not something to clamp.
     pub(crate) fn unbook(&mut self, slot: Option<i64>) {
-        if let Some(start_ms) = slot
-            && let Some(n) = self.booked.get_mut(&start_ms)
-        {
-            *n = n.saturating_sub(1);
+        if let Some(start_ms) = slot {
+            let n = self
+                .booked
+                .get_mut(&start_ms)
+                .unwrap_or_else(|| panic!("unbooking slot {start_ms} that has no booking"));
+            *n -= 1;
             if *n == 0 {
                 self.booked.remove(&start_ms);
             }
         }
+    }
+
+    /// A hold joins the picking queue (its order was confirmed).
+    pub(crate) fn enqueue(&mut self) {
+        self.queued = self
+            .queued
+            .checked_add(1)
+            .expect("picking queue overflows u32");
+    }
+
+    /// A hold leaves the picking queue (ready, collected, released or expired).
+    pub(crate) fn dequeue(&mut self) {
+        assert!(self.queued > 0, "picking queue would go negative");
+        self.queued -= 1;
+    }
+
+    /// Replaces the derived counters (bookings and queue) with ones recounted from the
+    /// active holds: after a snapshot load.
+    pub(crate) fn set_derived(&mut self, booked: BTreeMap<i64, u32>, queued: u32) {
+        self.booked = booked;
+        self.queued = queued;
+    }
+
+    /// The derived counters, to compare with a recount (the conservation check).
+    pub(crate) fn derived(&self) -> (&BTreeMap<i64, u32>, u32) {
+        (&self.booked, self.queued)
     }
 
     /// Checks that a new hold at `now_ms` may book the slot starting at `start_ms`, and
@@ -137,7 +166,7 @@ impl SlotState {
         let cal = self.calendar.as_ref()?;
         let query = ReadyQuery {
             now_ms,
-            queue_len: self.confirmed_active,
+            queue_len: self.queued,
             staff_on_shift_now: None,
             pick_time_per_order_ms: self.pick_time_per_order_ms,
         };
@@ -162,8 +191,8 @@ impl SlotState {
         self.calendar.as_ref().is_none_or(|c| c.is_open_at(ms))
     }
 
-    /// Snapshot encoding: the calendar configuration (option), the pick time, the picking
-    /// queue length and the booking table as (start_ms, count) pairs in ascending order.
+    /// Snapshot encoding: the calendar configuration (option) and the pick time. The
+    /// bookings and the queue are derived from the active holds and recounted on load.
     pub fn encode(&self, e: &mut Enc<'_>) {
         match &self.calendar {
             Some(cal) => {
@@ -173,12 +202,6 @@ impl SlotState {
             None => e.u8(0),
         }
         e.u32(self.pick_time_per_order_ms);
-        e.u32(self.confirmed_active);
-        e.seq_len(self.booked.len());
-        for (start_ms, n) in &self.booked {
-            e.i64(*start_ms);
-            e.u32(*n);
-        }
     }
 
     /// Decodes what [`SlotState::encode`] wrote, rebuilding (and so re-validating) the
@@ -205,20 +228,10 @@ impl SlotState {
             }
         };
         let pick_time_per_order_ms = d.u32()?;
-        let confirmed_active = d.u32()?;
-        let n = d.seq_len()?;
-        let mut booked = BTreeMap::new();
-        for _ in 0..n {
-            let start_ms = d.i64()?;
-            let count = d.u32()?;
-            if count > 0 {
-                booked.insert(start_ms, count);
-            }
-        }
         Ok(SlotState {
             calendar,
-            booked,
-            confirmed_active,
+            booked: BTreeMap::new(),
+            queued: 0,
             pick_time_per_order_ms,
         })
     }
@@ -386,14 +399,16 @@ mod tests {
         st.book(Some(1_000));
         st.book(Some(1_000));
         st.book(Some(5_000));
-        st.confirmed_active = 4;
+        st.enqueue();
         let mut buf = Vec::new();
         st.encode(&mut Enc::new(&mut buf));
         let mut d = Dec::new(&buf);
         let back = SlotState::decode(&mut d).unwrap();
         d.finish().unwrap();
-        assert_eq!(back.booked, st.booked);
-        assert_eq!(back.confirmed_active, 4);
+        // Bookings and queue are derived from the holds, not persisted.
+        assert!(back.booked.is_empty());
+        assert_eq!(back.queued, 0);
+        assert_eq!(back.pick_time_per_order_ms, st.pick_time_per_order_ms);
         assert_eq!(back.calendar.unwrap().config(), &config());
     }
 
@@ -416,7 +431,21 @@ mod tests {
         let mut st = SlotState::default();
         st.book(Some(7));
         st.unbook(Some(7));
-        st.unbook(Some(7));
         assert!(st.booked.is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "no booking")]
+    fn unbooking_twice_is_a_broken_invariant() {
+        let mut st = SlotState::default();
+        st.book(Some(7));
+        st.unbook(Some(7));
+        st.unbook(Some(7));
+    }
+
+    #[test]
+    #[should_panic(expected = "negative")]
+    fn dequeue_below_zero_is_a_broken_invariant() {
+        SlotState::default().dequeue();
     }
 }

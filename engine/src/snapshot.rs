@@ -158,6 +158,7 @@ impl Engine {
                 e.i64(h.created.0);
                 e.i64(h.expires_at.0);
                 e.bool(h.confirmed);
+                e.bool(h.ready);
                 e.opt_i64(h.slot);
             }
             e.seq_len(st.pos_fifo.len());
@@ -333,6 +334,7 @@ impl Engine {
                     created: Timestamp(d.i64()?),
                     expires_at: Timestamp(d.i64()?),
                     confirmed: d.bool()?,
+                    ready: d.bool()?,
                     slot: d.opt_i64()?,
                 };
                 expiry.push((rec.expires_at, id));
@@ -374,6 +376,7 @@ impl Engine {
             }
             st.orders = crate::order::OrderState::decode(&mut d)?;
             st.slots = crate::slot::SlotState::decode(&mut d)?;
+            st.rebuild_derived();
         }
         d.finish()?;
         // Assert after reading back: the snapshot must satisfy conservation.

@@ -130,8 +130,17 @@ pub(crate) struct HoldRec {
     pub(crate) created: Timestamp,
     pub(crate) expires_at: Timestamp,
     pub(crate) confirmed: bool,
+    /// Its order was marked ready: picked, out of the picking queue.
+    pub(crate) ready: bool,
     /// The pickup slot (`start_ms`) the hold booked, if any.
     pub(crate) slot: Option<i64>,
+}
+
+impl HoldRec {
+    /// In the picking queue: confirmed, not yet ready.
+    pub(crate) fn queued(&self) -> bool {
+        self.confirmed && !self.ready
+    }
 }
 
 /// A POS delta remembered for count reconciliation.
@@ -165,6 +174,125 @@ pub(crate) struct StoreState {
 }
 
 impl StoreState {
+    /// Adds a granted hold. Its slot, if any, is already booked (by the caller, which
+    /// checks capacity under this lock before it decides). The cells' `held` is the
+    /// caller's: it holds their locks.
+    pub(crate) fn insert_hold(&mut self, hold: HoldId, rec: HoldRec) {
+        assert!(
+            !rec.confirmed && !rec.ready,
+            "a new hold starts unconfirmed"
+        );
+        self.next_seq = self.next_seq.max(hold.seq() + 1);
+        self.by_expiry.insert((rec.expires_at, hold));
+        let prev = self.active.insert(hold, rec);
+        assert!(prev.is_none(), "hold {hold:?} granted twice");
+    }
+
+    /// Confirms an active hold: it joins the picking queue. False if it is not active
+    /// or already confirmed.
+    pub(crate) fn confirm_hold(&mut self, hold: HoldId) -> bool {
+        match self.active.get_mut(&hold) {
+            Some(h) if !h.confirmed => {
+                h.confirmed = true;
+                if h.queued() {
+                    self.slots.enqueue();
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The hold's order was marked ready: it leaves the picking queue.
+    pub(crate) fn hold_ready(&mut self, hold: HoldId) {
+        if let Some(h) = self.active.get_mut(&hold)
+            && !h.ready
+        {
+            let was_queued = h.queued();
+            h.ready = true;
+            if was_queued {
+                self.slots.dequeue();
+            }
+        }
+    }
+
+    /// Moves an active hold's expiry.
+    pub(crate) fn extend_hold(&mut self, hold: HoldId, expires_at: Timestamp) {
+        if let Some(h) = self.active.get_mut(&hold) {
+            let was = self.by_expiry.remove(&(h.expires_at, hold));
+            assert!(was, "expiry index out of step for {hold:?}");
+            h.expires_at = expires_at;
+            self.by_expiry.insert((expires_at, hold));
+        }
+    }
+
+    /// Ends an active hold, however it ends (release, expiry, cancel, no-show, collect):
+    /// out of the expiry index, its slot unbooked, out of the picking queue. The cells'
+    /// `held` is the caller's. `None` if the hold is not active.
+    pub(crate) fn end_hold(&mut self, hold: HoldId) -> Option<HoldRec> {
+        let rec = self.active.remove(&hold)?;
+        let was = self.by_expiry.remove(&(rec.expires_at, hold));
+        assert!(was, "expiry index out of step for {hold:?}");
+        self.slots.unbook(rec.slot);
+        if rec.queued() {
+            self.slots.dequeue();
+        }
+        Some(rec)
+    }
+
+    /// The derived per-store counters recounted from the active holds: bookings per slot
+    /// and the picking queue.
+    fn recount(&self) -> (std::collections::BTreeMap<i64, u32>, u32) {
+        let mut booked = std::collections::BTreeMap::new();
+        let mut queued = 0u32;
+        for h in self.active.values() {
+            if let Some(s) = h.slot {
+                *booked.entry(s).or_insert(0u32) += 1;
+            }
+            queued += u32::from(h.queued());
+        }
+        (booked, queued)
+    }
+
+    /// Rebuilds the derived counters from the active holds (after a snapshot load).
+    pub(crate) fn rebuild_derived(&mut self) {
+        let (booked, queued) = self.recount();
+        self.slots.set_derived(booked, queued);
+    }
+
+    /// Checks every per-store counter against the holds it is derived from.
+    pub(crate) fn check_derived(&self) -> Result<(), String> {
+        if self.by_expiry.len() != self.active.len() {
+            return Err("expiry index out of step".into());
+        }
+        if let Some((at, id)) = self
+            .by_expiry
+            .iter()
+            .find(|(at, id)| self.active.get(id).is_none_or(|h| h.expires_at != *at))
+        {
+            return Err(format!(
+                "expiry index entry ({}, {id:?}) names no hold",
+                at.0
+            ));
+        }
+        if let Some(id) = self.active.keys().find(|id| id.seq() >= self.next_seq) {
+            return Err(format!("hold {id:?} at or past next_seq {}", self.next_seq));
+        }
+        let (booked, queued) = self.recount();
+        let (have_booked, have_queued) = self.slots.derived();
+        if *have_booked != booked {
+            return Err(format!(
+                "slot bookings {have_booked:?} but active holds book {booked:?}"
+            ));
+        }
+        if have_queued != queued {
+            return Err(format!(
+                "picking queue {have_queued} but {queued} active holds are confirmed, not ready"
+            ));
+        }
+        Ok(())
+    }
+
     /// Active holds that have a line of `sku`, newest first, taking holds until their
     /// units cover `deficit`.
     pub(crate) fn holds_covering(&self, sku: SkuId, deficit: Qty) -> Vec<HoldId> {

@@ -9,8 +9,8 @@ use pickline_engine::{
     Canceller, CollectOutcome, CreateOrder, CreateOrderOutcome, CreateOrderRejection, Customer,
     Engine, EngineConfig, Event, EventStream, HoldRequest, Kpis, LineRequest, Lsn, MemoryLog,
     OrderId, OrderLineRequest, OrderRejection, OrderStatus, PosCount, PosDelta, PosDeltaKind,
-    ReadyOutcome, ShortLine, ShortPick, ShortPickResolution, ShortReport, ShortReportOutcome,
-    StoreDef, StreamError, Timestamp, TransitionOutcome,
+    PosOutcome, ReadyOutcome, ShortLine, ShortPick, ShortPickResolution, ShortReport,
+    ShortReportOutcome, StoreDef, StreamError, Timestamp, TransitionOutcome,
 };
 
 const T0: Timestamp = Timestamp::from_ms(1_795_000_000_000);
@@ -221,6 +221,59 @@ fn pos_sale_after_hand_off_is_not_counted_twice() {
     // A further sale naming the same order is beyond what was handed off: applied.
     sale(&e, "A", 1, "pos-3", "#2001", T0.add_ms(22));
     assert_eq!(cell(&e, "A"), (7, 0));
+    check_replay(&e, &log, &[o]);
+}
+
+/// The gRPC API carries order ids as 64-bit numbers; `inventory.proto` lets a POS name the
+/// order by that number in decimal. Such a sale after the hand-off is recognized and
+/// answered `AlreadyHandedOff`, not counted a second time.
+#[test]
+fn pos_sale_by_decimal_order_id_after_hand_off_is_already_handed_off() {
+    let (e, log) = setup();
+    let (o, code) = ready(&e, "#2101", T0, 1);
+    e.collect(o, &code.to_string(), &staff("bob"), T0.add_ms(10))
+        .unwrap();
+    assert_eq!(cell(&e, "A"), (8, 0));
+    let decimal = o.hold().0.to_string();
+    let sale_of = |sku: &str, qty, id: &str, r: &str| {
+        e.apply_delta(
+            &PosDelta {
+                store: "s1".into(),
+                sku: sku.into(),
+                pos_event_id: id.into(),
+                kind: PosDeltaKind::Sale,
+                qty,
+                order_ref: Some(r.into()),
+                pos_time: T0.add_ms(20),
+            },
+            T0.add_ms(20),
+        )
+        .unwrap()
+    };
+    let out = sale_of("A", 2, "pos-d1", &decimal);
+    assert!(
+        matches!(out, PosOutcome::AlreadyHandedOff { on_hand: 8, .. }),
+        "{out:?}"
+    );
+    assert_eq!(cell(&e, "A"), (8, 0));
+    // The displayed form is recognized the same way.
+    let out = sale_of("B", 1, "pos-d2", &o.to_string());
+    assert!(
+        matches!(out, PosOutcome::AlreadyHandedOff { .. }),
+        "{out:?}"
+    );
+    assert_eq!(cell(&e, "B"), (9, 0));
+    // Beyond the hand-off: applied. Leading zeros or signs name no order: applied.
+    let out = sale_of("A", 1, "pos-d3", &decimal);
+    assert!(
+        matches!(out, PosOutcome::Applied { on_hand: 7, .. }),
+        "{out:?}"
+    );
+    let out = sale_of("A", 1, "pos-d4", &format!("0{decimal}"));
+    assert!(
+        matches!(out, PosOutcome::Applied { on_hand: 6, .. }),
+        "{out:?}"
+    );
     check_replay(&e, &log, &[o]);
 }
 

@@ -88,6 +88,9 @@ fn apply_one(engine: &Engine, cmd: &PosCommand) -> Result<pb::PosEventOutcome, D
             lsn.0,
             shortage.map_or(Vec::new(), |s| s.holds.iter().map(|h| h.0).collect()),
         ),
+        Ok(PosOutcome::AlreadyHandedOff { lsn, .. }) => {
+            outcome(pb::PosEventResult::AlreadyHandedOff, lsn.0, Vec::new())
+        }
         Ok(PosOutcome::Duplicate) => outcome(pb::PosEventResult::Duplicate, 0, Vec::new()),
         Ok(PosOutcome::StaleCount) => outcome(pb::PosEventResult::StaleCount, 0, Vec::new()),
         Err(EngineError::UnknownStore(_)) => Ok(pb::PosEventOutcome {
