@@ -187,7 +187,10 @@ where
     if let Some(e) = first_err {
         return Err(e);
     }
-    let (g, r) = (granted.load(Ordering::Relaxed), refused.load(Ordering::Relaxed));
+    let (g, r) = (
+        granted.load(Ordering::Relaxed),
+        refused.load(Ordering::Relaxed),
+    );
     Ok(((g + r) as f64 / elapsed, g, r))
 }
 
@@ -242,6 +245,7 @@ pub fn run_engine(cfg: &CompareConfig, durability: Durability) -> Result<SystemR
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    let sync = durability == Durability::Sync;
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let results: Vec<Result<(u64, u64), String>> = runtime.block_on(async {
@@ -266,13 +270,14 @@ pub fn run_engine(cfg: &CompareConfig, durability: Durability) -> Result<SystemR
                 let mut i = 0usize;
                 while !stop.load(Ordering::Relaxed) {
                     let d = defer_durability(|| db.engine().hold(&reqs[i % reqs.len()], T0));
-                    if let Some(lsn) = d.wait_for {
+                    // Async WAL: callers do not wait for the flush (as the sidecar).
+                    if let (Some(lsn), true) = (d.wait_for, sync) {
                         db.wal().durable(lsn).await.map_err(|e| e.to_string())?;
                     }
                     match d.value.map_err(|e| e.to_string())? {
                         HoldOutcome::Granted(h) => {
                             g += 1;
-                            release(&db, h.hold).await?;
+                            release(&db, h.hold, sync).await?;
                         }
                         _ => r += 1,
                     }
@@ -299,7 +304,9 @@ pub fn run_engine(cfg: &CompareConfig, durability: Durability) -> Result<SystemR
     // Oversell check: every cell back to its stock with nothing held, and conservation.
     let mut oversold = 0;
     for k in 0..cfg.skus {
-        let v = e.availability(STORE, &sku_name(k)).map_err(|e| e.to_string())?;
+        let v = e
+            .availability(STORE, &sku_name(k))
+            .map_err(|e| e.to_string())?;
         if v.held > v.on_hand || v.held != 0 || v.on_hand != cfg.stock {
             oversold += 1;
         }
@@ -317,9 +324,9 @@ pub fn run_engine(cfg: &CompareConfig, durability: Durability) -> Result<SystemR
     })
 }
 
-async fn release(db: &DurableEngine, hold: HoldId) -> Result<(), String> {
+async fn release(db: &DurableEngine, hold: HoldId, sync: bool) -> Result<(), String> {
     let d = defer_durability(|| db.engine().release(hold, T0));
-    if let Some(lsn) = d.wait_for {
+    if let (Some(lsn), true) = (d.wait_for, sync) {
         db.wal().durable(lsn).await.map_err(|e| e.to_string())?;
     }
     d.value.map(|_| ()).map_err(|e| e.to_string())
@@ -580,10 +587,9 @@ mod tests {
     use super::*;
 
     fn cfg() -> CompareConfig {
-        let mut c = CompareConfig::quick(std::env::temp_dir().join(format!(
-            "pickline-compare-test-{}",
-            std::process::id()
-        )));
+        let mut c = CompareConfig::quick(
+            std::env::temp_dir().join(format!("pickline-compare-test-{}", std::process::id())),
+        );
         c.secs = 0.3;
         c.clients = 4;
         c
@@ -593,7 +599,10 @@ mod tests {
     fn holds_are_sorted_distinct_and_hot() {
         let c = cfg();
         let h = client_holds(&c, 0, 2000);
-        assert!(h.iter().all(|l| l.windows(2).all(|w| w[0].0 < w[1].0) && !l.is_empty()));
+        assert!(
+            h.iter()
+                .all(|l| l.windows(2).all(|w| w[0].0 < w[1].0) && !l.is_empty())
+        );
         let hot = h.iter().flatten().filter(|l| l.0 == 0).count();
         let cold = h.iter().flatten().filter(|l| l.0 == 400).count();
         assert!(hot > 10 * cold.max(1), "hot {hot} cold {cold}");
@@ -602,7 +611,12 @@ mod tests {
     #[test]
     fn engine_runs_both_durabilities_without_oversell() {
         let c = cfg();
-        for d in [Durability::Sync, Durability::Async { flush_interval_ms: 1000 }] {
+        for d in [
+            Durability::Sync,
+            Durability::Async {
+                flush_interval_ms: 1000,
+            },
+        ] {
             let r = run_engine(&c, d).expect("engine run");
             assert!(r.granted > 0 && r.holds_per_s > 0.0);
             assert_eq!(r.oversold_cells, 0);

@@ -134,9 +134,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             } else {
                 pickline_benches::compare::CompareConfig::full(args.dir.clone())
             };
-            let report = crate::bench_compare::run(&cfg, |step| {
-                eprintln!("bench compare: {step}")
-            })?;
+            let report =
+                crate::bench_compare::run(&cfg, |step| eprintln!("bench compare: {step}"))?;
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

@@ -18,8 +18,8 @@ use tonic::{Request, transport::Endpoint};
 use crate::{
     config::{Config, DurabilityMode, TokenConfig},
     pb::{
-        self, hold_service_client::HoldServiceClient, inventory_service_client::InventoryServiceClient,
-        store_service_client::StoreServiceClient,
+        self, hold_service_client::HoldServiceClient,
+        inventory_service_client::InventoryServiceClient, store_service_client::StoreServiceClient,
     },
     server,
 };
@@ -240,7 +240,10 @@ async fn sidecar_async(cfg: &CompareConfig) -> anyhow::Result<SystemRun> {
     let _ = stop_server.send(());
     let _ = server.await;
     let _ = std::fs::remove_dir_all(&dir);
-    let (g, r) = (granted.load(Ordering::Relaxed), refused.load(Ordering::Relaxed));
+    let (g, r) = (
+        granted.load(Ordering::Relaxed),
+        refused.load(Ordering::Relaxed),
+    );
     Ok(SystemRun {
         holds_per_s: (g + r) as f64 / elapsed,
         granted: g,

@@ -115,8 +115,13 @@ pub trait Backend {
         now: Timestamp,
     ) -> Result<String, SimError>;
     /// Hand-off with the code.
-    fn collect(&mut self, order: u64, code: &str, staff: &str, now: Timestamp)
-    -> Result<(), SimError>;
+    fn collect(
+        &mut self,
+        order: u64,
+        code: &str,
+        staff: &str,
+        now: Timestamp,
+    ) -> Result<(), SimError>;
     /// Gives a waiting customer's order `ttl_ms` more from now.
     fn extend(&mut self, hold: u64, ttl_ms: i64, now: Timestamp) -> Result<(), SimError>;
     /// Ends the order of a shopper who did not come (or lets the hold expire).
@@ -274,7 +279,12 @@ impl Backend for EngineBackend {
         Ok(order.0)
     }
 
-    fn start_picking(&mut self, order: u64, staff_id: &str, now: Timestamp) -> Result<(), SimError> {
+    fn start_picking(
+        &mut self,
+        order: u64,
+        staff_id: &str,
+        now: Timestamp,
+    ) -> Result<(), SimError> {
         let r = self
             .engine
             .start_picking(OrderId(order), &staff(staff_id)?, now)

@@ -83,7 +83,9 @@ fn esc(s: &str) -> String {
 pub fn render(r: &SimReport) -> Result<String, String> {
     let tl = &r.timeline;
     let pts = |f: &dyn Fn(&super::Sample) -> Option<f64>| -> Vec<(f64, f64)> {
-        tl.iter().filter_map(|s| f(s).map(|v| (s.hour, v))).collect()
+        tl.iter()
+            .filter_map(|s| f(s).map(|v| (s.hour, v)))
+            .collect()
     };
     let mut charts = Vec::new();
     charts.push(chart(
@@ -130,11 +132,7 @@ pub fn render(r: &SimReport) -> Result<String, String> {
             points: pts(&|s| s.queue_by_zone.get(i).map(|v| f64::from(*v))),
         });
     }
-    charts.push(chart(
-        "Orders waiting to be picked",
-        "orders",
-        &queues,
-    )?);
+    charts.push(chart("Orders waiting to be picked", "orders", &queues)?);
     charts.push(chart(
         "Fulfillment time of orders ready in each interval (open-store minutes)",
         "minutes",
@@ -203,7 +201,10 @@ pub fn render(r: &SimReport) -> Result<String, String> {
         ),
         (
             "inventory_accuracy",
-            format!("{:.5} ({} cells sampled)", k.inventory_accuracy, k.accuracy_cells_sampled),
+            format!(
+                "{:.5} ({} cells sampled)",
+                k.inventory_accuracy, k.accuracy_cells_sampled
+            ),
             target("inventory_accuracy", ">= 0.998"),
         ),
         (
@@ -228,7 +229,10 @@ pub fn render(r: &SimReport) -> Result<String, String> {
         ),
         (
             "ready / collected / no-show",
-            format!("{} / {} / {}", k.orders_ready, k.orders_collected, k.no_shows),
+            format!(
+                "{} / {} / {}",
+                k.orders_ready, k.orders_collected, k.no_shows
+            ),
             String::new(),
         ),
         (

@@ -128,12 +128,7 @@ impl SimReport {
         };
         let mut out = format!(
             "simulate {} (seed {}, backend {}): {} stores x {} SKUs, {:.0} simulated hours\n\n",
-            self.scenario,
-            self.seed,
-            self.backend,
-            self.stores,
-            self.skus,
-            self.simulated_hours
+            self.scenario, self.seed, self.backend, self.stores, self.skus, self.simulated_hours
         );
         let refused: u64 = k.orders_refused.values().sum();
         let rows: Vec<(&str, String, &str, &str)> = vec![
@@ -183,7 +178,10 @@ impl SimReport {
             ("shortage_events", k.shortage_events.to_string(), "", ""),
             (
                 "ready / collected / no-show",
-                format!("{} / {} / {}", k.orders_ready, k.orders_collected, k.no_shows),
+                format!(
+                    "{} / {} / {}",
+                    k.orders_ready, k.orders_collected, k.no_shows
+                ),
                 "",
                 "",
             ),
@@ -274,24 +272,43 @@ struct StoreSim {
 
 #[derive(Debug, Clone)]
 enum Ev {
-    Walkin { store: usize },
-    Online { store: usize },
-    Shrink { store: usize },
-    PosArrive { store: usize, sku: u32, id: u64, qty: u32, pos_time: i64 },
-    PickDone { order: usize, picker: u32 },
-    Arrive { order: usize },
-    Deadline { order: usize },
+    Walkin {
+        store: usize,
+    },
+    Online {
+        store: usize,
+    },
+    Shrink {
+        store: usize,
+    },
+    PosArrive {
+        store: usize,
+        sku: u32,
+        id: u64,
+        qty: u32,
+        pos_time: i64,
+    },
+    PickDone {
+        order: usize,
+        picker: u32,
+    },
+    Arrive {
+        order: usize,
+    },
+    Deadline {
+        order: usize,
+    },
 }
 
 /// Relative walk-in traffic per local hour (0 before 6 and after 22 is irrelevant: closed).
 const WALKIN_CURVE: [f64; 24] = [
-    0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.6, 0.7, 0.6, 0.7, 0.8, 0.9, 1.0, 0.95, 0.9, 0.9, 0.95,
-    1.0, 1.0, 0.9, 0.8, 0.6, 0.4, 0.0,
+    0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.6, 0.7, 0.6, 0.7, 0.8, 0.9, 1.0, 0.95, 0.9, 0.9, 0.95, 1.0,
+    1.0, 0.9, 0.8, 0.6, 0.4, 0.0,
 ];
 /// Relative online ordering per local hour of the store.
 const ONLINE_CURVE: [f64; 24] = [
-    0.15, 0.08, 0.05, 0.05, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0, 1.0, 0.95, 0.9, 0.9,
-    0.9, 0.95, 1.0, 1.0, 0.9, 0.7, 0.45, 0.25,
+    0.15, 0.08, 0.05, 0.05, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0, 1.0, 0.95, 0.9, 0.9, 0.9,
+    0.95, 1.0, 1.0, 0.9, 0.7, 0.45, 0.25,
 ];
 
 struct Sim<'a, B: Backend + ?Sized> {
@@ -563,9 +580,9 @@ impl<'a, B: Backend + ?Sized> Sim<'a, B> {
             .map(|h| WALKIN_CURVE[h as usize].max(0.3))
             .sum();
         let online_hours: f64 = ONLINE_CURVE.iter().sum();
-        let units_per_day =
-            (sc.walkins_per_hour * open_hours * 1.1 + sc.online_per_hour * online_hours * 2.0)
-                * sc.campaign_factor;
+        let units_per_day = (sc.walkins_per_hour * open_hours * 1.1
+            + sc.online_per_hour * online_hours * 2.0)
+            * sc.campaign_factor;
         let p = zipf_pmf(sc.skus as usize, sc.zipf_s);
         for s in 0..self.stores.len() {
             for (rank, pk) in p.iter().enumerate() {
@@ -823,7 +840,9 @@ impl<'a, B: Backend + ?Sized> Sim<'a, B> {
                         self.promised[c] += q;
                     }
                     let n = self.orders.len();
-                    let id = self.be.place_order(hold, &format!("BF-{n}"), &named, tstamp(at))?;
+                    let id = self
+                        .be
+                        .place_order(hold, &format!("BF-{n}"), &named, tstamp(at))?;
                     let shopper = match self.rng.unit() {
                         u if u < self.sc.no_show_p => Shopper::NoShow,
                         u if u < self.sc.no_show_p + self.sc.early_p => Shopper::Early,
@@ -833,12 +852,12 @@ impl<'a, B: Backend + ?Sized> Sim<'a, B> {
                         _ => Shopper::OnTime,
                     };
                     let arrive = match shopper {
-                        Shopper::Early => {
-                            Some((slot_start - self.rng.below(30) as i64 * MINUTE).max(at + 5 * MINUTE))
-                        }
-                        Shopper::OnTime => Some(
-                            slot_start + self.rng.below((slot_end - slot_start) as u64) as i64,
+                        Shopper::Early => Some(
+                            (slot_start - self.rng.below(30) as i64 * MINUTE).max(at + 5 * MINUTE),
                         ),
+                        Shopper::OnTime => {
+                            Some(slot_start + self.rng.below((slot_end - slot_start) as u64) as i64)
+                        }
                         Shopper::Late => Some(
                             slot_end
                                 + self
@@ -913,12 +932,16 @@ impl<'a, B: Backend + ?Sized> Sim<'a, B> {
             let picker = self.stores[store].busy;
             self.stores[store].busy += 1;
             let staff = format!("picker-{store}-{picker}");
-            self.be.start_picking(self.orders[o].id, &staff, tstamp(t))?;
+            self.be
+                .start_picking(self.orders[o].id, &staff, tstamp(t))?;
             self.orders[o].status = Status::Picking;
             let units: u32 = self.orders[o].lines.iter().map(|l| l.1).sum();
             let mean = self.sc.pick_base_s + self.sc.pick_per_unit_s * f64::from(units);
             let secs = 0.5 * mean + self.exp(0.5 * mean);
-            self.push(t + (secs * 1000.0) as i64, Ev::PickDone { order: o, picker });
+            self.push(
+                t + (secs * 1000.0) as i64,
+                Ev::PickDone { order: o, picker },
+            );
         }
         Ok(())
     }
@@ -941,9 +964,13 @@ impl<'a, B: Backend + ?Sized> Sim<'a, B> {
                     self.k.short_picks += 1;
                     self.k.short_pick_units += u64::from(qty - found);
                     let sku_name = self.sku_names[sku as usize].clone();
-                    open = self
-                        .be
-                        .short_pick(self.orders[o].id, &sku_name, found, &staff, tstamp(at))?;
+                    open = self.be.short_pick(
+                        self.orders[o].id,
+                        &sku_name,
+                        found,
+                        &staff,
+                        tstamp(at),
+                    )?;
                 }
             }
             if open {
@@ -1043,11 +1070,7 @@ impl<'a, B: Backend + ?Sized> Sim<'a, B> {
             }
             hot_atp.push(sum);
         }
-        let lens: Vec<u32> = self
-            .stores
-            .iter()
-            .map(|s| s.queue.len() as u32)
-            .collect();
+        let lens: Vec<u32> = self.stores.iter().map(|s| s.queue.len() as u32).collect();
         let mut by_zone = vec![0u32; ZONES.len()];
         for (s, l) in self.stores.iter().zip(&lens) {
             by_zone[s.zone] += l;
