@@ -18,6 +18,9 @@ pub enum Suite {
     Grpc,
     /// Allocation: geo search + holds over 2,000 stores, allocate + release loops.
     Allocate,
+    /// The same multi-line hold workload against the engine (sync, async), the sidecar
+    /// over gRPC, PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379).
+    Compare,
 }
 
 /// Arguments of `pickline bench`.
@@ -121,6 +124,20 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             let report = bench_grpc::run(&cfg, |step| eprintln!("bench grpc: {step}"))?;
             if args.json {
                 println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_table());
+            }
+        }
+        Suite::Compare => {
+            let cfg = if args.quick {
+                pickline_benches::compare::CompareConfig::quick(args.dir.clone())
+            } else {
+                pickline_benches::compare::CompareConfig::full(args.dir.clone())
+            };
+            let report =
+                crate::bench_compare::run(&cfg, |step| eprintln!("bench compare: {step}"))?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
             } else {
                 print!("{}", report.to_table());
             }

@@ -23,6 +23,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run a benchmark and print its figures.
     Bench(crate::bench::BenchArgs),
+    /// Simulate a Black Friday on a store network and report the business KPIs.
+    Simulate(crate::simulate::SimulateArgs),
     /// Operator tools for a data directory's write-ahead log.
     #[command(subcommand)]
     Wal(crate::walcmd::WalCommand),

@@ -39,6 +39,7 @@
 //! engine never sees a protobuf type, a tonic type or an async runtime.
 
 pub mod bench;
+pub mod bench_compare;
 pub mod bench_grpc;
 pub mod cli;
 pub mod config;
@@ -47,6 +48,7 @@ pub mod logging;
 pub mod metrics;
 pub mod qr;
 pub mod server;
+pub mod simulate;
 pub mod walcmd;
 
 /// Generated protobuf and gRPC code of package `pickline.v1`.

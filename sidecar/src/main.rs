@@ -22,6 +22,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Bench(args) => pickline_sidecar::bench::run(&args),
+        Command::Simulate(args) => pickline_sidecar::simulate::run(&args),
         Command::Wal(cmd) => pickline_sidecar::walcmd::run(&cmd),
     }
 }
