@@ -1060,6 +1060,8 @@ impl Engine {
     }
 
     /// Marks a hold as confirmed: checkout completed, the hold is an order's allocation.
+    /// It keeps its expiry, the end of its pickup window (slot end plus grace, or the hold
+    /// time; [`Engine::extend`] moves it): a confirmed hold still expires, as a no-show.
     pub fn confirm(&self, hold: HoldId, now: Timestamp) -> Result<ConfirmOutcome, EngineError> {
         let shard = self.hold_shard(hold)?;
         let gate = self.gate.read().map_err(|_| poisoned())?;
