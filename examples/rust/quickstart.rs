@@ -13,8 +13,8 @@
 //! real server, so this file cannot fall behind the contract.
 
 use pickline_sidecar::pb::{
-    self, hold_service_client::HoldServiceClient,
-    inventory_service_client::InventoryServiceClient, store_service_client::StoreServiceClient,
+    self, hold_service_client::HoldServiceClient, inventory_service_client::InventoryServiceClient,
+    store_service_client::StoreServiceClient,
 };
 use tonic::{Request, metadata::MetadataValue, transport::Channel};
 
@@ -52,9 +52,7 @@ async fn main() -> Result<(), Error> {
 
 /// The quickstart against the server at `endpoint` (e.g. `http://127.0.0.1:50051`).
 pub async fn run(endpoint: &str, token: &str) -> Result<Seen, Error> {
-    let channel = Channel::from_shared(endpoint.to_owned())?
-        .connect()
-        .await?;
+    let channel = Channel::from_shared(endpoint.to_owned())?.connect().await?;
     let bearer: MetadataValue<_> = format!("Bearer {token}").parse()?;
     // Every request carries the token; an interceptor adds it to each one.
     let auth = move |mut req: Request<()>| {

@@ -370,10 +370,7 @@ pub const ENV_TOKEN_NAME: &str = "env";
 pub const DEV_TOKEN_NAME: &str = "dev";
 
 fn all_scopes() -> Vec<Scope> {
-    ALL_SCOPES
-        .iter()
-        .filter_map(|s| s.parse().ok())
-        .collect()
+    ALL_SCOPES.iter().filter_map(|s| s.parse().ok()).collect()
 }
 
 /// Tokens from `PICKLINE_TOKEN` and `PICKLINE_TOKENS` in `vars`. Errors never repeat the
@@ -572,7 +569,10 @@ impl Config {
     /// named [`DEV_TOKEN_NAME`]) and returns its secret for the caller to print. The
     /// token lives as long as the process; nothing is written to disk.
     pub fn enable_dev(&mut self) -> Result<String, ConfigError> {
-        for (key, addr) in [("grpc.listen", self.grpc.listen), ("http.listen", self.http.listen)] {
+        for (key, addr) in [
+            ("grpc.listen", self.grpc.listen),
+            ("http.listen", self.http.listen),
+        ] {
             if !addr.ip().is_loopback() {
                 return Err(ConfigError::Invalid {
                     key: key.to_owned(),
@@ -830,7 +830,10 @@ mod tests {
                 }
             }
         }
-        assert!(missing.is_empty(), "pickline.example.toml lacks {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "pickline.example.toml lacks {missing:?}"
+        );
         assert!(text.contains("[[tokens]]") && text.contains("PICKLINE_TOKEN"));
     }
 }

@@ -86,7 +86,10 @@ pub fn run(cmd: &WalCommand) -> anyhow::Result<()> {
                 }
             }
             if errors > 0 {
-                anyhow::bail!("{errors} damaged segment(s) in {} (see above)", dir.display());
+                anyhow::bail!(
+                    "{errors} damaged segment(s) in {} (see above)",
+                    dir.display()
+                );
             }
             Ok(())
         }

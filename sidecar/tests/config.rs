@@ -258,7 +258,10 @@ fn bad_environment_tokens_are_refused_without_echoing_the_secret() {
     // Too short: named by its key and name, not by its value.
     let err = check(None, &[("PICKLINE_TOKEN", "short")], &[]).unwrap_err();
     let message = err.to_string();
-    assert!(message.contains("at least 16 bytes") && message.contains("\"env\""), "{message}");
+    assert!(
+        message.contains("at least 16 bytes") && message.contains("\"env\""),
+        "{message}"
+    );
     assert!(!message.contains("short\""), "{message}");
 }
 
@@ -287,11 +290,21 @@ fn a_public_listener_needs_a_token() {
 fn dev_mode_adds_a_fresh_token_with_every_scope_on_loopback_only() {
     let mut config = check(None, &[], &[]).unwrap();
     let token = config.enable_dev().unwrap();
-    assert!(token.starts_with("pkl_dev_") && token.len() == 8 + 48, "{token}");
-    let dev = config.tokens.iter().find(|t| t.name == DEV_TOKEN_NAME).unwrap();
+    assert!(
+        token.starts_with("pkl_dev_") && token.len() == 8 + 48,
+        "{token}"
+    );
+    let dev = config
+        .tokens
+        .iter()
+        .find(|t| t.name == DEV_TOKEN_NAME)
+        .unwrap();
     assert_eq!(dev.token, token);
     assert_eq!(dev.scopes.len(), ALL_SCOPES.len());
-    assert!(!config.auth_summary().contains(&token), "the log never shows secrets");
+    assert!(
+        !config.auth_summary().contains(&token),
+        "the log never shows secrets"
+    );
     let mut again = check(None, &[], &[]).unwrap();
     assert_ne!(again.enable_dev().unwrap(), token, "a new token per start");
 
@@ -302,5 +315,8 @@ fn dev_mode_adds_a_fresh_token_with_every_scope_on_loopback_only() {
     )
     .unwrap();
     let err = public.enable_dev().unwrap_err().to_string();
-    assert!(err.contains("http.listen") && err.contains("loopback only"), "{err}");
+    assert!(
+        err.contains("http.listen") && err.contains("loopback only"),
+        "{err}"
+    );
 }
