@@ -418,6 +418,7 @@ impl Engine {
         })?;
         // The same change replay makes for `CalendarSet` (`Engine::apply_event`).
         st.slots.calendar = Some(Arc::new(calendar));
+        shard.touch(now);
         drop(st);
         drop(gate);
         crate::log::wait_durable_or_defer(&*self.log, lsn)?;

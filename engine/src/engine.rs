@@ -511,6 +511,13 @@ impl Engine {
         self.shard(store).map(|s| s.def.read().clone())
     }
 
+    /// When a store's definition, calendar or pick time last changed (the time passed
+    /// with that change); `Timestamp(0)` if unknown (recovered from a snapshot older
+    /// than format 8 and unchanged since).
+    pub fn store_updated_at(&self, store: &str) -> Result<Timestamp, EngineError> {
+        Ok(self.shard_by_name(store)?.updated_at())
+    }
+
     /// Every registered store, in id order.
     pub fn stores(&self) -> Vec<(StoreId, StoreDef)> {
         (0..self.store_count.load(Ordering::Acquire))
@@ -1069,6 +1076,8 @@ impl Engine {
     }
 
     /// Marks a hold as confirmed: checkout completed, the hold is an order's allocation.
+    /// It keeps its expiry, the end of its pickup window (slot end plus grace, or the hold
+    /// time; [`Engine::extend`] moves it): a confirmed hold still expires, as a no-show.
     pub fn confirm(&self, hold: HoldId, now: Timestamp) -> Result<ConfirmOutcome, EngineError> {
         let shard = self.hold_shard(hold)?;
         let gate = self.gate.read().map_err(|_| poisoned())?;
@@ -1806,13 +1815,17 @@ impl Engine {
                     .get(store.0 as usize)
                     .ok_or_else(|| format!("store id {} beyond stores_max", store.0))?;
                 match slot.get() {
-                    Some(shard) => shard.set_def(def.clone()),
+                    Some(shard) => {
+                        shard.set_def(def.clone());
+                        shard.touch(at);
+                    }
                     None => {
                         if store.0 != self.store_count.load(Ordering::Acquire) {
                             return Err(format!("store id {} out of order", store.0));
                         }
                         let shard =
                             StoreShard::new(*store, def.clone(), self.config.limits.skus_max);
+                        shard.touch(at);
                         let _ = slot.set(Box::new(shard));
                         self.store_count.store(store.0 + 1, Ordering::Release);
                     }
@@ -2026,6 +2039,7 @@ impl Engine {
                 let cal = crate::calendar::StoreCalendar::new((**config).clone())
                     .map_err(|e| format!("calendar of store {}: {e}", store.0))?;
                 shard.state.lock().slots.calendar = Some(Arc::new(cal));
+                shard.touch(at);
             }
             Event::PickTimeSet {
                 store,
@@ -2033,6 +2047,7 @@ impl Engine {
             } => {
                 let shard = self.shard(*store).ok_or("unknown store")?;
                 shard.state.lock().slots.pick_time_per_order_ms = *pick_time_per_order_ms;
+                shard.touch(at);
             }
         }
         Ok(())

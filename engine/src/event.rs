@@ -167,7 +167,7 @@ pub enum Event {
         key: Option<String>,
         /// Reserved lines, sorted by SKU.
         lines: Vec<Line>,
-        /// When it expires unless extended, confirmed into an order or released.
+        /// When it expires (confirmed or not) unless extended or released first.
         expires_at: Timestamp,
         /// The pickup slot (its `start_ms`) the hold booked one unit of capacity of.
         slot: Option<i64>,

@@ -51,8 +51,10 @@
 //! // A retry with the same key returns the same hold and changes nothing.
 //! assert_eq!(engine.hold(&req, now)?.granted().map(|g| g.hold), Some(grant.hold));
 //!
+//! // Checkout completed. A confirmed hold keeps its expiry, the end of its pickup window
+//! // (here the store's default hold time, 2 hours): a customer who has not collected by
+//! // then is a no-show, and the units are available again.
 //! engine.confirm(grant.hold, now)?;
-//! // Two hours later the hold has expired and its units are available again.
 //! let expired = engine.expire(now.add_ms(2 * 3_600_000), 1_000)?;
 //! assert_eq!(expired.len(), 1);
 //! assert_eq!(engine.availability("berlin-mitte", "SKU-1")?.atp(), 5);

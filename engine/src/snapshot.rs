@@ -26,8 +26,12 @@ use crate::types::{HoldId, Line, Lsn, SkuId, StoreId, Timestamp};
 
 /// Version 7 goes with the log's event format 2 ([`crate::event::RECORD_KIND_EVENTS`]):
 /// customers with name and locale. Earlier versions are refused: their log records could
-/// not be replayed after them anyway.
-const SNAPSHOT_VERSION: u32 = 7;
+/// not be replayed after them anyway. Version 8 adds each store's last change time after
+/// its definition; version 7 still loads (change times unknown, 0).
+const SNAPSHOT_VERSION: u32 = 8;
+
+/// The oldest version that loads.
+const SNAPSHOT_VERSION_MIN: u32 = 7;
 
 /// Consumer names with the last LSN each acknowledged.
 pub type ConsumerCursors = Vec<(String, Lsn)>;
@@ -57,6 +61,7 @@ impl Engine {
                 .shard(StoreId(i))
                 .ok_or_else(|| EngineError::invalid("snapshot", "store slot empty"))?;
             encode_store_def(&mut e, &shard.def.read());
+            e.i64(shard.updated_at().0);
         }
         let names = self.sku_names.lock();
         e.seq_len(names.len());
@@ -212,15 +217,21 @@ impl Engine {
     fn load_snapshot(&self, bytes: &[u8]) -> Result<(), SnapshotError> {
         let mut d = Dec::new(bytes);
         let version = d.u32()?;
-        if version != SNAPSHOT_VERSION {
+        if !(SNAPSHOT_VERSION_MIN..=SNAPSHOT_VERSION).contains(&version) {
             return Err(SnapshotError::Version(version));
         }
         let at = Timestamp(0);
         let n = d.u32()?;
         for i in 0..n {
             let def: StoreDef = decode_store_def(&mut d)?;
+            // Replayed at its last change time, which is how the store records it.
+            let updated_at = if version >= 8 {
+                Timestamp(d.i64()?)
+            } else {
+                at
+            };
             self.replay(&Record {
-                at,
+                at: updated_at,
                 events: vec![Event::StoreDefined {
                     store: StoreId(i),
                     def,
@@ -439,7 +450,7 @@ pub enum SnapshotError {
     Decode(#[from] DecodeError),
     /// Written by an unknown format version.
     #[error(
-        "snapshot format version {0} is not {SNAPSHOT_VERSION}: written by another pickline version"
+        "snapshot format version {0} is not {SNAPSHOT_VERSION_MIN}..={SNAPSHOT_VERSION}: written by another pickline version"
     )]
     Version(u32),
     /// A value is inconsistent.

@@ -361,6 +361,9 @@ pub(crate) struct StoreShard {
     pub(crate) default_safety: AtomicU32,
     pub(crate) default_hold_ms: AtomicI64,
     pub(crate) max_hold_ms: AtomicI64,
+    /// When the store's definition, calendar or pick time last changed (the record's time,
+    /// ms; kept in snapshots). The latest time seen: a change never moves it back.
+    updated_at_ms: AtomicI64,
     pages: Box<[OnceLock<Page>]>,
     pub(crate) state: StateLock<StoreState>,
 }
@@ -374,12 +377,23 @@ impl StoreShard {
             default_safety: AtomicU32::new(0),
             default_hold_ms: AtomicI64::new(0),
             max_hold_ms: AtomicI64::new(0),
+            updated_at_ms: AtomicI64::new(0),
             def: RwLock::new(def.clone()),
             pages: (0..page_count).map(|_| OnceLock::new()).collect(),
             state: StateLock::new(StoreState::default()),
         };
         shard.set_def(def);
         shard
+    }
+
+    /// Records a change of the store at `at` (see `updated_at_ms`).
+    pub(crate) fn touch(&self, at: Timestamp) {
+        self.updated_at_ms.fetch_max(at.0, Ordering::AcqRel);
+    }
+
+    /// When the store last changed (0: never, or before snapshot format 8).
+    pub(crate) fn updated_at(&self) -> Timestamp {
+        Timestamp(self.updated_at_ms.load(Ordering::Acquire))
     }
 
     pub(crate) fn set_def(&self, def: StoreDef) {

@@ -1,5 +1,4 @@
-//! The `pickline` command line. `main` parses [`Cli`] and dispatches on [`Command`];
-//! other subcommands (`bench`, `wal`) join the enum as they are written.
+//! The `pickline` command line. `main` parses [`Cli`] and dispatches on [`Command`].
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -8,8 +7,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{LogFormat, Overrides};
 
 /// Pickline: in-memory BOPIS stock reservation engine with a gRPC sidecar.
+///
+/// Quick start: `pickline serve --dev` serves on loopback with a generated token and
+/// prints how to call it.
 #[derive(Debug, Parser)]
-#[command(name = "pickline", version, about)]
+#[command(name = "pickline", version)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -20,6 +22,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gRPC server (and the /metrics HTTP endpoint) until SIGTERM or ctrl-c.
+    ///
+    /// Tokens come from the config file's [[tokens]], PICKLINE_TOKEN (one token with every
+    /// scope) or PICKLINE_TOKENS; without any, every RPC answers UNAUTHENTICATED, and a
+    /// gRPC listener that is not loopback refuses to start. See
+    /// sidecar/pickline.example.toml for every option.
     Serve(ServeArgs),
     /// Run a benchmark and print its figures.
     Bench(crate::bench::BenchArgs),
@@ -33,6 +40,10 @@ pub enum Command {
 /// Flags of `pickline serve`. They override the config file and the environment.
 #[derive(Debug, Default, Args)]
 pub struct ServeArgs {
+    /// Development mode: loopback listeners only, plus a generated token with every scope,
+    /// printed at start with a command that uses it.
+    #[arg(long)]
+    pub dev: bool,
     /// TOML config file (else PICKLINE_CONFIG; else built-in defaults only).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -12,7 +12,13 @@
 //! Flags win over the environment because they are the most local, explicit choice (the
 //! operator typed them for this run); the environment wins over the file because
 //! deployments inject per-instance values (ports, paths) into a shared file's defaults.
-//! Tokens come from the file only: secrets do not belong in flags (visible in `ps`).
+//!
+//! Tokens come from the file's `[[tokens]]` and from the environment (`PICKLINE_TOKEN`:
+//! one secret with every scope; `PICKLINE_TOKENS`: a TOML array of tables in the file's
+//! form), added together; never from flags, which any user can read in `ps`.
+//! `pickline serve --dev` adds a generated token ([`Config::enable_dev`]). A gRPC listener
+//! that is not loopback with no token at all is refused at start-up (the server would
+//! answer every call UNAUTHENTICATED to the whole network; more likely a mistake).
 //!
 //! The result is validated as a whole by [`Config::validate`], with messages that name
 //! the key and the accepted range.
@@ -25,7 +31,7 @@ use std::{
     time::Duration,
 };
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::grpc::auth::{Principal, Scope, TokenTable};
 
@@ -54,7 +60,7 @@ pub mod limits {
 }
 
 /// The whole configuration.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Durable state.
@@ -65,12 +71,15 @@ pub struct Config {
     pub http: HttpConfig,
     /// Logging.
     pub log: LogConfig,
-    /// Bearer tokens; none means every RPC is UNAUTHENTICATED (secure by default).
+    /// Bearer tokens; none means every RPC is UNAUTHENTICATED (secure by default), which
+    /// [`Config::validate`] only accepts on a loopback listener. Never serialized: it holds
+    /// secrets.
+    #[serde(skip_serializing)]
     pub tokens: Vec<TokenConfig>,
 }
 
 /// `[data]`
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
     /// Directory of the write-ahead log and snapshots; created if missing.
@@ -100,7 +109,7 @@ pub struct DataConfig {
 }
 
 /// `data.durability`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DurabilityMode {
     /// Acknowledge after fdatasync (group commit).
@@ -171,7 +180,7 @@ impl DataConfig {
 }
 
 /// `[grpc]`
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GrpcConfig {
     /// Listen address. Loopback by default: exposing the port is a deliberate choice.
@@ -226,7 +235,7 @@ impl GrpcConfig {
 }
 
 /// `[http]`
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Listen address of `/metrics` and `/readyz`.
@@ -242,7 +251,7 @@ impl Default for HttpConfig {
 }
 
 /// Log line format.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// One JSON object per line (the default: logs are read by machines).
@@ -267,7 +276,7 @@ impl FromStr for LogFormat {
 }
 
 /// `[log]`
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// `tracing_subscriber::EnvFilter` directives, e.g. `info,pickline_sidecar=debug`.
@@ -342,7 +351,68 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ),
     ("PICKLINE_LOG", "log.filter"),
     ("PICKLINE_LOG_FORMAT", "log.format"),
+    (
+        "PICKLINE_TOKEN",
+        "adds one token named \"env\" with every scope",
+    ),
+    (
+        "PICKLINE_TOKENS",
+        "adds tokens, a TOML array: [{name=\"web\", token=\"...\", scopes=[\"checkout\"]}]",
+    ),
 ];
+
+/// Every scope: what a `PICKLINE_TOKEN` or `--dev` token may do.
+pub const ALL_SCOPES: &[&str] = &["admin", "checkout", "oms", "pos:*", "staff:*"];
+
+/// Name of the token `PICKLINE_TOKEN` adds.
+pub const ENV_TOKEN_NAME: &str = "env";
+/// Name of the token `pickline serve --dev` adds.
+pub const DEV_TOKEN_NAME: &str = "dev";
+
+fn all_scopes() -> Vec<Scope> {
+    ALL_SCOPES.iter().filter_map(|s| s.parse().ok()).collect()
+}
+
+/// Tokens from `PICKLINE_TOKEN` and `PICKLINE_TOKENS` in `vars`. Errors never repeat the
+/// variable's value: it holds secrets.
+pub fn tokens_from_env(
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<Vec<TokenConfig>, ConfigError> {
+    /// `PICKLINE_TOKENS` is parsed as the value of a `tokens` key, so it has the file's
+    /// schema and its checks (unknown keys, scope syntax).
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct EnvTokens {
+        tokens: Vec<TokenConfig>,
+    }
+    let mut tokens = Vec::new();
+    for (name, value) in vars {
+        match name.as_str() {
+            "PICKLINE_TOKEN" => tokens.push(TokenConfig {
+                name: ENV_TOKEN_NAME.to_owned(),
+                token: value,
+                scopes: all_scopes(),
+            }),
+            "PICKLINE_TOKENS" => {
+                let parsed: EnvTokens = toml::from_str(&format!("tokens = {value}"))
+                    .map_err(|e| ConfigError::Env {
+                        var: "PICKLINE_TOKENS",
+                        value: "<redacted>".to_owned(),
+                        // The message only: the full error quotes the input line.
+                        reason: format!(
+                            "{}; expected a TOML array like [{{name=\"web\", token=\"...\", scopes=[\"checkout\"]}}]",
+                            e.message()
+                        ),
+                    })?;
+                tokens.extend(parsed.tokens);
+            }
+            _ => {}
+        }
+    }
+    // Variables come in no particular order; the table and messages should not depend on it.
+    tokens.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(tokens)
+}
 
 impl Overrides {
     /// Reads the `PICKLINE_*` variables of [`ENV_VARS`] from `vars` (pass
@@ -487,10 +557,54 @@ impl Config {
             }
             None => Config::default(),
         };
+        config.tokens.extend(tokens_from_env(env.iter().cloned())?);
         Overrides::from_env(env)?.apply(&mut config);
         flags.apply(&mut config);
         config.validate()?;
         Ok(config)
+    }
+
+    /// Development mode (`pickline serve --dev`): refuses listeners that are not
+    /// loopback, then adds a freshly generated token with every scope ([`ALL_SCOPES`],
+    /// named [`DEV_TOKEN_NAME`]) and returns its secret for the caller to print. The
+    /// token lives as long as the process; nothing is written to disk.
+    pub fn enable_dev(&mut self) -> Result<String, ConfigError> {
+        for (key, addr) in [
+            ("grpc.listen", self.grpc.listen),
+            ("http.listen", self.http.listen),
+        ] {
+            if !addr.ip().is_loopback() {
+                return Err(ConfigError::Invalid {
+                    key: key.to_owned(),
+                    reason: format!(
+                        "{addr} is not a loopback address; --dev serves on loopback only (use 127.0.0.1)"
+                    ),
+                });
+            }
+        }
+        let secret = generate_token()?;
+        self.tokens.push(TokenConfig {
+            name: DEV_TOKEN_NAME.to_owned(),
+            token: secret.clone(),
+            scopes: all_scopes(),
+        });
+        self.validate()?;
+        Ok(secret)
+    }
+
+    /// One line saying how callers authenticate, for the startup log. Names tokens, never
+    /// secrets.
+    pub fn auth_summary(&self) -> String {
+        if self.tokens.is_empty() {
+            return "no tokens: every RPC answers UNAUTHENTICATED; run `pickline serve --dev`, \
+                    or set PICKLINE_TOKEN, PICKLINE_TOKENS or [[tokens]] (sidecar/pickline.example.toml)"
+                .to_owned();
+        }
+        let names: Vec<&str> = self.tokens.iter().map(|t| t.name.as_str()).collect();
+        format!(
+            "send `authorization: Bearer <token>`; tokens: {}",
+            names.join(", ")
+        )
     }
 
     /// Checks every limit and cross-field rule, naming the key in the error.
@@ -603,6 +717,17 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return Err(invalid("log.filter", e.to_string()));
         }
+        if self.tokens.is_empty() && !g.listen.ip().is_loopback() {
+            return Err(invalid(
+                "grpc.listen",
+                format!(
+                    "{} is not loopback and no token is configured: every call would be \
+                     refused; set PICKLINE_TOKEN, PICKLINE_TOKENS or [[tokens]] \
+                     (sidecar/pickline.example.toml), or serve on 127.0.0.1 (--dev)",
+                    g.listen
+                ),
+            ));
+        }
         let mut names = BTreeSet::new();
         let mut secrets = BTreeSet::new();
         for (i, t) in self.tokens.iter().enumerate() {
@@ -650,6 +775,27 @@ impl Config {
     }
 }
 
+/// Length of a generated token's random part, bytes (hex-encoded: twice as many chars).
+const GENERATED_TOKEN_BYTES: usize = 24;
+
+/// A token from the operating system's CSPRNG: `pkl_dev_` and 48 hex digits.
+fn generate_token() -> Result<String, ConfigError> {
+    use rand::TryRng as _;
+    use std::fmt::Write as _;
+    let mut bytes = [0u8; GENERATED_TOKEN_BYTES];
+    rand::rngs::SysRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(|e| ConfigError::Invalid {
+            key: "--dev".to_owned(),
+            reason: format!("the OS random source failed: {e}"),
+        })?;
+    let mut token = String::from("pkl_dev_");
+    for b in bytes {
+        let _ = write!(token, "{b:02x}");
+    }
+    Ok(token)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -661,5 +807,33 @@ mod tests {
         let config = Config::from_toml(text, Path::new("pickline.example.toml")).unwrap();
         assert_eq!(config, Config::default());
         config.validate().unwrap();
+    }
+
+    /// ... and it names every option (a key it left out would also parse as the default).
+    #[test]
+    fn example_file_lists_every_option() {
+        let text = include_str!("../pickline.example.toml");
+        let example: toml::Table = toml::from_str(text).unwrap();
+        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        let mut missing = Vec::new();
+        for (section, keys) in &defaults {
+            let toml::Value::Table(keys) = keys else {
+                panic!("[{section}] is a table");
+            };
+            for key in keys.keys() {
+                let listed = example
+                    .get(section)
+                    .and_then(|t| t.as_table())
+                    .is_some_and(|t| t.contains_key(key));
+                if !listed {
+                    missing.push(format!("{section}.{key}"));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "pickline.example.toml lacks {missing:?}"
+        );
+        assert!(text.contains("[[tokens]]") && text.contains("PICKLINE_TOKEN"));
     }
 }

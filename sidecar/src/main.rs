@@ -43,8 +43,13 @@ fn disable_transparent_huge_pages() {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = Config::load(args.config.as_deref(), std::env::vars(), args.overrides())
+    let mut config = Config::load(args.config.as_deref(), std::env::vars(), args.overrides())
         .context("loading configuration")?;
+    let dev_token = if args.dev {
+        Some(config.enable_dev().context("--dev")?)
+    } else {
+        None
+    };
     logging::init(&config.log).context("setting up logging")?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
@@ -54,9 +59,35 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let http = TcpListener::bind(config.http.listen)
             .await
             .with_context(|| format!("binding HTTP on {}", config.http.listen))?;
+        if let Some(token) = &dev_token {
+            let grpc_addr = grpc.local_addr().context("gRPC listener address")?;
+            println!("{}", dev_banner(grpc_addr, &config.data.dir, token));
+        }
         server::run(config, grpc, http, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// What `serve --dev` prints on stdout once it listens: the token (a development token on a
+/// loopback listener, so printing it is the point) and commands that use it.
+fn dev_banner(grpc: std::net::SocketAddr, data_dir: &std::path::Path, token: &str) -> String {
+    format!(
+        "\
+Pickline development mode: loopback only; this token has every scope and lasts until exit.
+
+  gRPC   {grpc}
+  data   {data}
+  token  {token}
+
+Try it (in another terminal):
+
+  export PICKLINE_TOKEN={token}
+  grpcurl -plaintext -H \"authorization: Bearer $PICKLINE_TOKEN\" {grpc} pickline.v1.AdminService/Ping
+  cargo run --release -p pickline-sidecar --example quickstart -- http://{grpc}
+  target/py/bin/python examples/python/quickstart.py {grpc}   (README: Python quickstart)
+",
+        data = data_dir.display()
+    )
 }
 
 /// Completes on ctrl-c or SIGTERM (what container runtimes send before SIGKILL).

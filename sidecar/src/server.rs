@@ -305,8 +305,9 @@ pub async fn run(
     readiness.set_ready(false);
 
     let tokens = config.token_table();
+    let auth = config.auth_summary();
     if tokens.is_empty() {
-        warn!("no [[tokens]] configured: every Pickline RPC will answer UNAUTHENTICATED");
+        warn!(auth = %auth, "no tokens configured");
     }
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -390,7 +391,13 @@ pub async fn run(
             let _ = grpc_stop_rx.await;
         });
     let mut grpc = std::pin::pin!(grpc);
-    info!(%grpc_addr, %http_addr, "listening");
+    info!(
+        %grpc_addr,
+        %http_addr,
+        data_dir = %data_dir_display(&config.data.dir),
+        auth = %auth,
+        "listening"
+    );
 
     let recovery = recover(&config, &domain);
     let mut recovery = std::pin::pin!(recovery);
@@ -508,6 +515,15 @@ async fn recover(config: &Config, domain: &Domain) -> Result<(), ServerError> {
     }
     domain.set(Arc::new(db));
     Ok(())
+}
+
+/// The data directory as an absolute path when it can be resolved (the operator wants to
+/// know which directory a relative `./pickline-data` is), else as configured.
+fn data_dir_display(dir: &std::path::Path) -> String {
+    std::path::absolute(dir)
+        .unwrap_or_else(|_| dir.to_owned())
+        .display()
+        .to_string()
 }
 
 /// Starts the expiry ticker, the checkpoint ticker and the gauge publisher.

@@ -8,7 +8,7 @@ use clap::Parser as _;
 use common::ScratchDir;
 use pickline_sidecar::{
     cli::{Cli, Command},
-    config::{Config, ConfigError, LogFormat, Overrides},
+    config::{ALL_SCOPES, Config, ConfigError, DEV_TOKEN_NAME, LogFormat, Overrides},
     grpc::auth::Scope,
 };
 
@@ -220,5 +220,103 @@ fn invalid_configs_are_rejected_with_clear_messages() {
         &[],
         &["--config", missing.to_str().unwrap()],
         &["cannot read config file", "absent.toml"],
+    );
+}
+
+#[test]
+fn tokens_come_from_the_environment_too() {
+    let secret = "env-token-0123456789abcdef";
+    let config = check(Some(FILE), &[("PICKLINE_TOKEN", secret)], &[]).unwrap();
+    let names: Vec<&str> = config.tokens.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["web", "env"], "added to the file's tokens");
+    let env = &config.tokens[1];
+    assert_eq!(env.token, secret);
+    let every: Vec<Scope> = ALL_SCOPES.iter().map(|s| s.parse().unwrap()).collect();
+    assert_eq!(env.scopes, every);
+
+    let tokens = r#"[{name="till", token="till-token-0123456789ab", scopes=["pos:S1"]},
+                     {name="oms", token="oms-token-0123456789abcd", scopes=["oms"]}]"#;
+    let config = check(None, &[("PICKLINE_TOKENS", tokens)], &[]).unwrap();
+    let names: Vec<&str> = config.tokens.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["oms", "till"]);
+    assert_eq!(config.tokens[1].scopes, vec!["pos:S1".parse().unwrap()]);
+}
+
+#[test]
+fn bad_environment_tokens_are_refused_without_echoing_the_secret() {
+    let secret = "leaky-secret-0123456789";
+    for tokens in [
+        format!(r#"[{{name="a", token="{secret}", scopes=["root"]}}]"#),
+        format!(r#"[{{name="a", token="{secret}", scope=["oms"]}}]"#),
+        secret.to_owned(),
+    ] {
+        let err = check(None, &[("PICKLINE_TOKENS", &tokens)], &[]).expect_err(&tokens);
+        let message = err.to_string();
+        assert!(message.contains("PICKLINE_TOKENS"), "{message}");
+        assert!(!message.contains(secret), "{message} repeats the secret");
+    }
+    // Too short: named by its key and name, not by its value.
+    let err = check(None, &[("PICKLINE_TOKEN", "short")], &[]).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("at least 16 bytes") && message.contains("\"env\""),
+        "{message}"
+    );
+    assert!(!message.contains("short\""), "{message}");
+}
+
+#[test]
+fn a_public_listener_needs_a_token() {
+    check_invalid(
+        None,
+        &[],
+        &["--grpc-listen", "0.0.0.0:50051"],
+        &["grpc.listen", "not loopback and no token", "PICKLINE_TOKEN"],
+    );
+    let config = check(
+        None,
+        &[("PICKLINE_TOKEN", "env-token-0123456789abcdef")],
+        &["--grpc-listen", "0.0.0.0:50051"],
+    )
+    .unwrap();
+    assert_eq!(config.grpc.listen, addr("0.0.0.0:50051"));
+    // Loopback without tokens starts (health answers; every RPC is UNAUTHENTICATED), and
+    // the startup log says how to authenticate.
+    let config = check(None, &[], &[]).unwrap();
+    assert!(config.auth_summary().contains("--dev"));
+}
+
+#[test]
+fn dev_mode_adds_a_fresh_token_with_every_scope_on_loopback_only() {
+    let mut config = check(None, &[], &[]).unwrap();
+    let token = config.enable_dev().unwrap();
+    assert!(
+        token.starts_with("pkl_dev_") && token.len() == 8 + 48,
+        "{token}"
+    );
+    let dev = config
+        .tokens
+        .iter()
+        .find(|t| t.name == DEV_TOKEN_NAME)
+        .unwrap();
+    assert_eq!(dev.token, token);
+    assert_eq!(dev.scopes.len(), ALL_SCOPES.len());
+    assert!(
+        !config.auth_summary().contains(&token),
+        "the log never shows secrets"
+    );
+    let mut again = check(None, &[], &[]).unwrap();
+    assert_ne!(again.enable_dev().unwrap(), token, "a new token per start");
+
+    let mut public = check(
+        None,
+        &[("PICKLINE_TOKEN", "env-token-0123456789abcdef")],
+        &["--http-listen", "0.0.0.0:9090"],
+    )
+    .unwrap();
+    let err = public.enable_dev().unwrap_err().to_string();
+    assert!(
+        err.contains("http.listen") && err.contains("loopback only"),
+        "{err}"
     );
 }

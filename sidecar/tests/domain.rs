@@ -1258,3 +1258,80 @@ async fn a_retried_release_gets_its_first_answer_back_after_a_restart() {
     assert!(!fresh.released_now && !fresh.replayed, "{fresh:?}");
     assert_eq!(sku1_at_s1(&mut c).await.held, 1);
 }
+
+/// `Store.updated_at_ms` of S1.
+async fn updated_at_ms(
+    stores: &mut pb::store_service_client::StoreServiceClient<tonic::transport::Channel>,
+) -> i64 {
+    stores
+        .get_store(with_token(
+            pb::GetStoreRequest {
+                store_id: "S1".into(),
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .store
+        .unwrap()
+        .updated_at_ms
+}
+
+#[tokio::test]
+async fn a_store_says_when_it_last_changed_also_after_a_checkpoint_and_restart() {
+    fn wall_ms() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    }
+    let server = TestServer::start(|_| {}).await;
+    let mut c = clients(&server).await;
+    let before = wall_ms();
+    upsert_store(&mut c, "S1").await;
+    let created = updated_at_ms(&mut c.stores).await;
+    assert!((before..=wall_ms()).contains(&created), "{created}");
+
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    c.stores
+        .set_slot_config(with_token(
+            pb::SetSlotConfigRequest {
+                idempotency_key: "slots-1".into(),
+                store_id: "S1".into(),
+                slot_config: Some(pb::SlotConfig {
+                    slot_ms: 30 * 60_000,
+                    lead_time_ms: 60 * 60_000,
+                    pickups_per_staff_per_slot: 4,
+                    hold_grace_ms: 30 * 60_000,
+                    pick_time_per_order_ms: 0,
+                }),
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap();
+    let changed = updated_at_ms(&mut c.stores).await;
+    assert!(changed > created, "{changed} after {created}");
+
+    server
+        .admin_client()
+        .await
+        .snapshot(with_token(
+            pb::SnapshotRequest {
+                idempotency_key: "snap-1".into(),
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap();
+    let dir = server.stop_keeping_dir().await;
+    let server = TestServer::start_in(dir, |_| {}).await;
+    let mut c = clients(&server).await;
+    assert_eq!(
+        updated_at_ms(&mut c.stores).await,
+        changed,
+        "kept by the snapshot"
+    );
+    server.stop().await.unwrap();
+}

@@ -1,13 +1,15 @@
 //! A Python client, with stubs generated at test time by `grpc_tools.protoc` from the same
 //! `.proto` files, runs a whole pickup against a server in this process. `scripts/test`
-//! installs `grpcio`, `grpcio-tools` and `protobuf`; without them this test fails with a
-//! message saying so (it is never skipped).
+//! installs `grpcio`, `grpcio-tools` and `protobuf` into `target/py`; without them this
+//! test fails with a message saying so (it is never skipped).
 
 mod common;
 
 use std::{path::Path, process::Command};
 
-use common::{ADMIN_TOKEN, CHECKOUT_TOKEN, POS_TOKEN, STAFF_S1_TOKEN, ScratchDir, TestServer};
+use common::{
+    ADMIN_TOKEN, CHECKOUT_TOKEN, POS_TOKEN, STAFF_S1_TOKEN, ScratchDir, TestServer, python,
+};
 
 #[tokio::test]
 async fn a_python_client_runs_a_pickup_end_to_end() {
@@ -20,7 +22,7 @@ async fn a_python_client_runs_a_pickup_end_to_end() {
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "proto"))
         .collect();
-    let generated = Command::new("python3")
+    let generated = Command::new(python())
         .args(["-m", "grpc_tools.protoc"])
         .arg(format!("-I{}", proto_root.display()))
         .arg(format!("--python_out={}", stubs.0.display()))
@@ -37,7 +39,7 @@ async fn a_python_client_runs_a_pickup_end_to_end() {
     let addr = server.grpc_addr.to_string();
     let stub_dir = stubs.0.clone();
     let output = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
+        Command::new(python())
             .arg(scenario)
             .arg(addr)
             .arg(stub_dir)

@@ -863,8 +863,10 @@ pub struct DumpEntry {
     pub payload: Vec<u8>,
 }
 
-/// Iterator over every record of every segment, in LSN order. After a bad header or
-/// record it yields one `Err` (naming file and offset) and goes on with the next segment.
+/// Iterator over every record of every segment, in LSN order. Zeros from a record boundary
+/// to the end of a segment (preallocated space) end that segment, as in recovery. After a
+/// bad header or record it yields one `Err` (naming file and offset) and goes on with the
+/// next segment.
 pub struct Dump<'a> {
     storage: &'a dyn Storage,
     pending: VecDeque<String>,
@@ -919,6 +921,12 @@ impl Iterator for Dump<'_> {
                         payload_len: record.payload.len() as u32,
                         payload: record.payload.to_vec(),
                     })
+                }
+                // Zeros from a record boundary to the end are preallocated space, the end
+                // of the segment (as for recovery, see `scan_segment`), not damage.
+                Err(_) if bytes[offset..].iter().all(|&b| b == 0) => {
+                    self.current = None;
+                    continue;
                 }
                 Err(detail) => {
                     let file = name.clone();

@@ -303,9 +303,13 @@ pub fn store_def(s: Option<pb::StoreIdentity>) -> Result<StoreDef, DomainError> 
 
 /// A store as the contract shows it, with its pickup calendar when it has one (hours,
 /// exceptions, staffing, slot configuration; empty before the first SetHours,
-/// SetStaffing or SetSlotConfig). The engine keeps no change time, so `updated_at_ms`
-/// is 0.
-pub fn store_pb(def: &StoreDef, calendar: Option<&CalendarConfig>, pick_time_ms: u32) -> pb::Store {
+/// SetStaffing or SetSlotConfig) and the time of its last change.
+pub fn store_pb(
+    def: &StoreDef,
+    calendar: Option<&CalendarConfig>,
+    pick_time_ms: u32,
+    updated_at: pe::Timestamp,
+) -> pb::Store {
     let mut store = pb::Store {
         identity: Some(pb::StoreIdentity {
             store_id: def.external_id.clone(),
@@ -325,7 +329,7 @@ pub fn store_pb(def: &StoreDef, calendar: Option<&CalendarConfig>, pick_time_ms:
         exceptions: Vec::new(),
         staffing: Vec::new(),
         slot_config: None,
-        updated_at_ms: 0,
+        updated_at_ms: updated_at.as_ms(),
     };
     if let Some(cal) = calendar {
         store.hours = Some(pb::WeeklyHours {
@@ -381,7 +385,8 @@ pub fn store_full_pb(engine: &pe::Engine, def: &StoreDef) -> pb::Store {
     let pick_time = engine
         .pick_time_per_order_ms(id)
         .unwrap_or(pe::slot::PICK_TIME_PER_ORDER_MS_DEFAULT);
-    store_pb(def, calendar.as_ref(), pick_time)
+    let updated_at = engine.store_updated_at(id).unwrap_or_default();
+    store_pb(def, calendar.as_ref(), pick_time, updated_at)
 }
 
 // ---------------------------------------------------------------- calendars

@@ -36,6 +36,21 @@ pub const STAFF_S1_TOKEN: &str = "test-staff-s1-token-0123456789abc";
 /// How long a test waits for something that should happen promptly before failing.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// The Python interpreter for the Python clients: `PICKLINE_PYTHON` (set by
+/// `scripts/test`), else the virtual environment `scripts/test` makes (`target/py`), else
+/// `python3`.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("PICKLINE_PYTHON") {
+        return p.into();
+    }
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/py/bin/python");
+    if venv.exists() {
+        venv
+    } else {
+        "python3".into()
+    }
+}
+
 /// A unique, empty scratch directory, removed on drop.
 pub struct ScratchDir(pub PathBuf);
 
