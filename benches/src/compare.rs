@@ -99,8 +99,11 @@ pub struct SystemRun {
     pub oversold_cells: u64,
 }
 
+/// Pre-drawn holds of one client: per hold, its lines (SKU index, qty).
+pub type ClientHolds = Vec<Vec<(u32, u32)>>;
+
 /// Pre-drawn holds of one client: lines (SKU index, qty), sorted by SKU, distinct.
-pub fn client_holds(cfg: &CompareConfig, client: usize, n: usize) -> Vec<Vec<(u32, u32)>> {
+pub fn client_holds(cfg: &CompareConfig, client: usize, n: usize) -> ClientHolds {
     let zipf = Zipf::new(cfg.skus as usize, cfg.zipf_s);
     let mut rng = Rng::new(0xC0FFEE + client as u64);
     (0..n)
@@ -357,7 +360,7 @@ pub fn run_postgres(cfg: &CompareConfig) -> Result<SystemRun, String> {
             &[&(cfg.stock as i32), &(cfg.skus as i32)],
         )
         .map_err(|e| e.to_string())?;
-    let holds: Vec<Arc<Vec<Vec<(u32, u32)>>>> = (0..cfg.clients)
+    let holds: Vec<Arc<ClientHolds>> = (0..cfg.clients)
         .map(|c| Arc::new(client_holds(cfg, c, 4096)))
         .collect();
     let (rate, g, r) = threads_loop(
@@ -465,7 +468,7 @@ pub fn run_redis(cfg: &CompareConfig) -> Result<SystemRun, String> {
     }
     let hold = redis::Script::new(HOLD_LUA);
     let release = redis::Script::new(RELEASE_LUA);
-    let holds: Vec<Arc<Vec<Vec<(u32, u32)>>>> = (0..cfg.clients)
+    let holds: Vec<Arc<ClientHolds>> = (0..cfg.clients)
         .map(|c| Arc::new(client_holds(cfg, c, 4096)))
         .collect();
     let (rate, g, r) = threads_loop(
