@@ -1063,7 +1063,9 @@ impl Engine {
                 });
             }
         }
-        let event = Event::HoldExtended { hold, expires_at };
+        let mut facts = rec.facts();
+        facts.expires_at = expires_at;
+        let event = Event::HoldExtended { hold, facts };
         let lsn = self.log.append(&Record {
             at: now,
             events: vec![event],
@@ -1089,9 +1091,10 @@ impl Engine {
         if h.confirmed {
             return Ok(ConfirmOutcome::Confirmed { expires_at });
         }
+        let facts = h.facts();
         let lsn = self.log.append(&Record {
             at: now,
-            events: vec![Event::HoldConfirmed { hold }],
+            events: vec![Event::HoldConfirmed { hold, facts }],
         })?;
         apply_confirm(&mut st, hold);
         drop(st);
@@ -1252,19 +1255,25 @@ impl Engine {
         };
         let mut guards = lock_cells(shard, &lines)?;
         let mut st = shard.state.lock();
-        match st.active.get(&hold) {
-            Some(h) if reason == ReleaseReason::Released || h.expires_at <= now => {}
+        let facts = match st.active.get(&hold) {
+            Some(h) if reason == ReleaseReason::Released || h.expires_at <= now => h.facts(),
             Some(_) => return Ok(Ended::Not(HoldNotActive::Unknown)),
             None => return Ok(Ended::Not(not_active(&st, hold))),
-        }
+        };
         // A hold that is a pickup order's allocation ends the order in the same record.
         let order_event = crate::order::hold_end_event(&st, hold, reason);
-        let mut events = vec![Event::HoldReleased { hold, reason }];
-        events.extend(order_event.clone());
-        let lsn = self.log.append(&Record { at: now, events })?;
+        let mut events = vec![Event::HoldReleased {
+            hold,
+            reason,
+            facts,
+        }];
+        events.extend(order_event);
+        let events = crate::order::with_order_facts(&st, events, now)?;
+        let record = Record { at: now, events };
+        let lsn = self.log.append(&record)?;
         let rec = apply_release(&mut guards, &mut st, hold)
             .ok_or_else(|| EngineError::invalid("hold", "vanished under its locks"))?;
-        if let Some(ev) = &order_event {
+        for ev in &record.events[1..] {
             crate::order::apply_state_event(ev, &mut st, now)
                 .map_err(|e| EngineError::invalid("order", e))?;
         }
@@ -1310,15 +1319,22 @@ impl Engine {
             return Ok(PosOutcome::Duplicate);
         }
         // A sale naming a pickup order is recognized against the order (SPEC 4, POS feed).
-        if let Some(ev) = crate::order::pos_sale_event(&st, &guard, shard.id, sku, d) {
+        let default_safety = shard.default_safety();
+        if let Some(ev) =
+            crate::order::pos_sale_event(&st, &guard, default_safety, shard.id, sku, d)
+        {
             let horizon = now.add_ms(-self.config.limits.dedupe_window_ms);
-            let (on_hand, held) = crate::order::pos_sale_after(&ev, &guard);
+            let after = match &ev {
+                Event::PosOrderSale { after, .. } => *after,
+                _ => guard.view(default_safety),
+            };
+            let on_hand = after.on_hand;
             let handed_off = matches!(
                 ev,
                 Event::PosOrderSale { reported, recognized, .. } if recognized == reported
             );
             let mut events = vec![ev];
-            let shortage = shortage_event(shard.id, sku, &st, on_hand, held);
+            let shortage = shortage_event(shard.id, sku, &st, after);
             events.extend(shortage.clone());
             let record = Record { at: now, events };
             let lsn = self.log.append(&record)?;
@@ -1341,6 +1357,10 @@ impl Engine {
             });
         }
         let on_hand_after = clamp_qty(i64::from(guard.on_hand) + signed);
+        let after = CellView {
+            on_hand: on_hand_after,
+            ..guard.view(default_safety)
+        };
         let mut events = vec![Event::PosDelta {
             store: shard.id,
             sku,
@@ -1349,9 +1369,9 @@ impl Engine {
             qty: signed,
             order_ref: d.order_ref.clone(),
             pos_time: d.pos_time,
-            on_hand_after,
+            after,
         }];
-        let shortage = shortage_event(shard.id, sku, &st, on_hand_after, guard.held);
+        let shortage = shortage_event(shard.id, sku, &st, after);
         events.extend(shortage.clone());
         let lsn = self.log.append(&Record { at: now, events })?;
         apply_pos_delta(
@@ -1414,6 +1434,10 @@ impl Engine {
         let on_hand_before = guard.on_hand;
         let on_hand_after = clamp_qty(i64::from(c.counted) + after_count);
         let matched = on_hand_after == on_hand_before;
+        let after = CellView {
+            on_hand: on_hand_after,
+            ..guard.view(shard.default_safety())
+        };
         let mut events = vec![Event::PosCount {
             store: shard.id,
             sku,
@@ -1421,10 +1445,10 @@ impl Engine {
             counted: c.counted,
             as_of: c.as_of,
             on_hand_before,
-            on_hand_after,
+            after,
             matched,
         }];
-        let shortage = shortage_event(shard.id, sku, &st, on_hand_after, guard.held);
+        let shortage = shortage_event(shard.id, sku, &st, after);
         events.extend(shortage.clone());
         let lsn = self.log.append(&Record { at: now, events })?;
         apply_pos_count(
@@ -1902,15 +1926,15 @@ impl Engine {
                     },
                 );
             }
-            Event::HoldExtended { hold, expires_at } => {
+            Event::HoldExtended { hold, facts } => {
                 let shard = self.shard(hold.store()).ok_or("unknown store")?;
                 let mut st = shard.state.lock();
                 if !st.active.contains_key(hold) {
                     return Err(format!("extend of inactive hold {hold}"));
                 }
-                apply_extend(&mut st, *hold, *expires_at);
+                apply_extend(&mut st, *hold, facts.expires_at);
             }
-            Event::HoldConfirmed { hold } => {
+            Event::HoldConfirmed { hold, .. } => {
                 let shard = self.shard(hold.store()).ok_or("unknown store")?;
                 let mut st = shard.state.lock();
                 if !st.active.contains_key(hold) {
@@ -1938,7 +1962,7 @@ impl Engine {
                 pos_event_id,
                 qty,
                 pos_time,
-                on_hand_after,
+                after,
                 ..
             } => {
                 let shard = self.shard(*store).ok_or("unknown store")?;
@@ -1952,7 +1976,7 @@ impl Engine {
                         pos_event_id,
                         signed_qty: *qty,
                         pos_time: *pos_time,
-                        on_hand_after: *on_hand_after,
+                        on_hand_after: after.on_hand,
                         now: at,
                         horizon: at.add_ms(-self.config.limits.dedupe_window_ms),
                     },
@@ -1963,7 +1987,7 @@ impl Engine {
                 sku,
                 pos_event_id,
                 as_of,
-                on_hand_after,
+                after,
                 ..
             } => {
                 let shard = self.shard(*store).ok_or("unknown store")?;
@@ -1975,7 +1999,7 @@ impl Engine {
                     *sku,
                     pos_event_id,
                     *as_of,
-                    *on_hand_after,
+                    after.on_hand,
                     at,
                 );
             }
@@ -2034,6 +2058,8 @@ impl Engine {
             | Event::OrderExpired { .. }
             | Event::OrderNoShow { .. }
             | Event::PosOrderSale { .. } => self.replay_order_event(ev, at)?,
+            // A fact for readers of the stream; the transition before it changed the state.
+            Event::OrderChanged { .. } => {}
             Event::CalendarSet { store, config } => {
                 let shard = self.shard(*store).ok_or("unknown store")?;
                 let cal = crate::calendar::StoreCalendar::new((**config).clone())
@@ -2152,15 +2178,15 @@ pub(crate) fn shortage_event(
     store: StoreId,
     sku: SkuId,
     st: &StoreState,
-    on_hand: Qty,
-    held: Qty,
+    after: CellView,
 ) -> Option<Event> {
-    (on_hand < held).then(|| Event::Shortage {
+    (after.on_hand < after.held).then(|| Event::Shortage {
         store,
         sku,
-        on_hand,
-        held,
-        holds: st.holds_covering(sku, held - on_hand),
+        on_hand: after.on_hand,
+        held: after.held,
+        safety_stock: after.safety_stock,
+        holds: st.holds_covering(sku, after.held - after.on_hand),
     })
 }
 

@@ -10,7 +10,7 @@
 
 use crate::codec::{Dec, DecodeError, Enc};
 use crate::order::{CancelledBy, Customer, OrderId, OrderLine, ShortPickResolution};
-use crate::types::{HoldId, Line, Lsn, Qty, SkuId, StoreId, StoreStatus, Timestamp};
+use crate::types::{CellView, HoldId, Line, Lsn, Qty, SkuId, StoreId, StoreStatus, Timestamp};
 
 /// A store's definition as registered or updated.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,6 +97,77 @@ impl PosDeltaKind {
             _ => return None,
         })
     }
+}
+
+/// A hold as it stood at the moment of an event: an event carries the facts a reader
+/// needs, so that reading it later (from the log, after a restart) tells the same story.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldFacts {
+    /// Lines held, sorted by SKU.
+    pub lines: Vec<Line>,
+    /// When it was granted.
+    pub created: Timestamp,
+    /// When it expires (or expired).
+    pub expires_at: Timestamp,
+    /// The pickup slot (`start_ms`) it booked, if any.
+    pub slot: Option<i64>,
+    /// Checkout had confirmed it.
+    pub confirmed: bool,
+}
+
+impl HoldFacts {
+    pub(crate) fn encode(&self, e: &mut Enc<'_>) {
+        encode_lines(e, &self.lines);
+        e.i64(self.created.0);
+        e.i64(self.expires_at.0);
+        match self.slot {
+            Some(s) => {
+                e.u8(1);
+                e.i64(s);
+            }
+            None => e.u8(0),
+        }
+        e.bool(self.confirmed);
+    }
+
+    pub(crate) fn decode(d: &mut Dec<'_>) -> Result<Box<HoldFacts>, DecodeError> {
+        let lines = decode_lines(d)?;
+        let created = Timestamp(d.i64()?);
+        let expires_at = Timestamp(d.i64()?);
+        let at = d.pos();
+        let slot = match d.u8()? {
+            0 => None,
+            1 => Some(d.i64()?),
+            tag => {
+                return Err(DecodeError::Tag {
+                    what: "hold slot",
+                    tag,
+                    at,
+                });
+            }
+        };
+        Ok(Box::new(HoldFacts {
+            lines,
+            created,
+            expires_at,
+            slot,
+            confirmed: d.bool()?,
+        }))
+    }
+}
+
+pub(crate) fn encode_cell(e: &mut Enc<'_>, c: &CellView) {
+    e.u32(c.on_hand);
+    e.u32(c.held);
+    e.u32(c.safety_stock);
+}
+
+pub(crate) fn decode_cell(d: &mut Dec<'_>) -> Result<CellView, DecodeError> {
+    Ok(CellView {
+        on_hand: d.u32()?,
+        held: d.u32()?,
+        safety_stock: d.u32()?,
+    })
 }
 
 /// One line of a hold rejection: which SKU, how many were asked, how many were available.
@@ -186,13 +257,15 @@ pub enum Event {
     HoldExtended {
         /// The hold.
         hold: HoldId,
-        /// New expiry.
-        expires_at: Timestamp,
+        /// The hold after the event; `facts.expires_at` is the new expiry.
+        facts: Box<HoldFacts>,
     },
     /// Checkout completed: the hold is now an order's allocation.
     HoldConfirmed {
         /// The hold.
         hold: HoldId,
+        /// The hold as it was confirmed.
+        facts: Box<HoldFacts>,
     },
     /// A hold ended and its units returned to availability.
     HoldReleased {
@@ -200,6 +273,8 @@ pub enum Event {
         hold: HoldId,
         /// Why.
         reason: ReleaseReason,
+        /// The hold as it ended.
+        facts: Box<HoldFacts>,
     },
     /// A POS delta changed `on_hand` (or was recognized as already applied).
     PosDelta {
@@ -217,8 +292,8 @@ pub enum Event {
         order_ref: Option<String>,
         /// POS time of the event.
         pos_time: Timestamp,
-        /// `on_hand` after the event.
-        on_hand_after: Qty,
+        /// The cell after the event.
+        after: CellView,
     },
     /// A POS count set `on_hand`.
     PosCount {
@@ -234,8 +309,8 @@ pub enum Event {
         as_of: Timestamp,
         /// `on_hand` the engine had.
         on_hand_before: Qty,
-        /// `on_hand` after reconciliation.
-        on_hand_after: Qty,
+        /// The cell after reconciliation.
+        after: CellView,
         /// Whether the engine's figure, brought to the count's time, matched the count.
         matched: bool,
     },
@@ -249,6 +324,8 @@ pub enum Event {
         on_hand: Qty,
         /// `held` now.
         held: Qty,
+        /// The cell's safety stock now.
+        safety_stock: Qty,
         /// The newest holds whose units together cover the missing units, newest first.
         holds: Vec<HoldId>,
     },
@@ -292,8 +369,8 @@ pub enum Event {
         sku: SkuId,
         /// Signed change of `on_hand` (negative for missing units).
         qty: i64,
-        /// `on_hand` after.
-        on_hand_after: Qty,
+        /// The cell after the event.
+        after: CellView,
         /// The order whose pick found it.
         order: OrderId,
     },
@@ -357,6 +434,22 @@ pub enum Event {
         receipt_seq: u64,
         /// Units taken off `on_hand` now (those the POS had not already reported).
         consumed: Vec<Line>,
+        /// The order's hold as the hand-off consumed it.
+        hold: Box<HoldFacts>,
+    },
+    /// The order as it stood right after the transition logged before it in the same
+    /// record (created, confirmed, picking, ready, collected, cancelled, expired,
+    /// no-show). Changes nothing: it is the fact a reader of the stream needs, kept so that
+    /// the stream tells every state an order went through, also when read long after.
+    OrderChanged {
+        /// The order.
+        order: OrderId,
+        /// The staff member who made the transition, if one did.
+        staff: Option<String>,
+        /// The pickup slot (`start_ms`) the order's hold had booked, if any.
+        slot: Option<i64>,
+        /// The order then.
+        facts: Box<crate::order::OrderFacts>,
     },
     /// The order was cancelled; its hold (if still active) was released in the same record.
     OrderCancelled {
@@ -401,8 +494,8 @@ pub enum Event {
         from_hold: Qty,
         /// POS time of the sale.
         pos_time: Timestamp,
-        /// `on_hand` after.
-        on_hand_after: Qty,
+        /// The cell after the sale.
+        after: CellView,
     },
     /// An event stream consumer acknowledged every record up to `lsn` (durable cursor).
     ConsumerAcked {
@@ -548,6 +641,7 @@ impl Event {
             Event::OrderCancelled { .. } => "order_cancelled",
             Event::OrderExpired { .. } => "order_expired",
             Event::OrderNoShow { .. } => "order_no_show",
+            Event::OrderChanged { .. } => "order_changed",
             Event::PosOrderSale { .. } => "pos_order_sale",
             Event::ConsumerAcked { .. } => "consumer_acked",
             Event::CalendarSet { .. } => "calendar_set",
@@ -572,7 +666,7 @@ impl Event {
             | Event::PickTimeSet { store, .. } => Some(*store),
             Event::HoldGranted { hold, .. }
             | Event::HoldExtended { hold, .. }
-            | Event::HoldConfirmed { hold }
+            | Event::HoldConfirmed { hold, .. }
             | Event::HoldReleased { hold, .. } => Some(hold.store()),
             Event::StockAdjusted { store, .. } | Event::PosOrderSale { store, .. } => Some(*store),
             Event::OrderCreated { order, .. }
@@ -586,7 +680,8 @@ impl Event {
             | Event::OrderCollected { order, .. }
             | Event::OrderCancelled { order, .. }
             | Event::OrderExpired { order, .. }
-            | Event::OrderNoShow { order, .. } => Some(order.store()),
+            | Event::OrderNoShow { order, .. }
+            | Event::OrderChanged { order, .. } => Some(order.store()),
             Event::SkuRegistered { .. }
             | Event::ConsumerAcked { .. }
             | Event::AllocationKept { .. }
@@ -965,22 +1060,28 @@ fn encode_event(e: &mut Enc<'_>, ev: &Event) {
             e.str(key);
             encode_rejection(e, rejection);
         }
-        Event::HoldExtended { hold, expires_at } => {
+        Event::HoldExtended { hold, facts } => {
             e.u8(tag::HOLD_EXTENDED);
             e.u64(hold.0);
-            e.i64(expires_at.0);
+            facts.encode(e);
         }
-        Event::HoldConfirmed { hold } => {
+        Event::HoldConfirmed { hold, facts } => {
             e.u8(tag::HOLD_CONFIRMED);
             e.u64(hold.0);
+            facts.encode(e);
         }
-        Event::HoldReleased { hold, reason } => {
+        Event::HoldReleased {
+            hold,
+            reason,
+            facts,
+        } => {
             e.u8(tag::HOLD_RELEASED);
             e.u64(hold.0);
             e.u8(match reason {
                 ReleaseReason::Released => 0,
                 ReleaseReason::Expired => 1,
             });
+            facts.encode(e);
         }
         Event::PosDelta {
             store,
@@ -990,7 +1091,7 @@ fn encode_event(e: &mut Enc<'_>, ev: &Event) {
             qty,
             order_ref,
             pos_time,
-            on_hand_after,
+            after,
         } => {
             e.u8(tag::POS_DELTA);
             e.u32(store.0);
@@ -1000,7 +1101,7 @@ fn encode_event(e: &mut Enc<'_>, ev: &Event) {
             e.i64(*qty);
             e.opt_str(order_ref.as_deref());
             e.i64(pos_time.0);
-            e.u32(*on_hand_after);
+            encode_cell(e, after);
         }
         Event::PosCount {
             store,
@@ -1009,7 +1110,7 @@ fn encode_event(e: &mut Enc<'_>, ev: &Event) {
             counted,
             as_of,
             on_hand_before,
-            on_hand_after,
+            after,
             matched,
         } => {
             e.u8(tag::POS_COUNT);
@@ -1019,7 +1120,7 @@ fn encode_event(e: &mut Enc<'_>, ev: &Event) {
             e.u32(*counted);
             e.i64(as_of.0);
             e.u32(*on_hand_before);
-            e.u32(*on_hand_after);
+            encode_cell(e, after);
             e.bool(*matched);
         }
         Event::Shortage {
@@ -1027,6 +1128,7 @@ fn encode_event(e: &mut Enc<'_>, ev: &Event) {
             sku,
             on_hand,
             held,
+            safety_stock,
             holds,
         } => {
             e.u8(tag::SHORTAGE);
@@ -1034,6 +1136,7 @@ fn encode_event(e: &mut Enc<'_>, ev: &Event) {
             e.u32(sku.0);
             e.u32(*on_hand);
             e.u32(*held);
+            e.u32(*safety_stock);
             e.seq_len(holds.len());
             for h in holds {
                 e.u64(h.0);
@@ -1132,10 +1235,11 @@ fn decode_event(d: &mut Dec<'_>) -> Result<Event, DecodeError> {
         }
         tag::HOLD_EXTENDED => Event::HoldExtended {
             hold: HoldId(d.u64()?),
-            expires_at: Timestamp(d.i64()?),
+            facts: HoldFacts::decode(d)?,
         },
         tag::HOLD_CONFIRMED => Event::HoldConfirmed {
             hold: HoldId(d.u64()?),
+            facts: HoldFacts::decode(d)?,
         },
         tag::HOLD_RELEASED => {
             let hold = HoldId(d.u64()?);
@@ -1151,7 +1255,11 @@ fn decode_event(d: &mut Dec<'_>) -> Result<Event, DecodeError> {
                     });
                 }
             };
-            Event::HoldReleased { hold, reason }
+            Event::HoldReleased {
+                hold,
+                reason,
+                facts: HoldFacts::decode(d)?,
+            }
         }
         tag::POS_DELTA => {
             let store = StoreId(d.u32()?);
@@ -1170,7 +1278,7 @@ fn decode_event(d: &mut Dec<'_>) -> Result<Event, DecodeError> {
                 qty: d.i64()?,
                 order_ref: d.opt_string()?,
                 pos_time: Timestamp(d.i64()?),
-                on_hand_after: d.u32()?,
+                after: decode_cell(d)?,
             }
         }
         tag::POS_COUNT => Event::PosCount {
@@ -1180,7 +1288,7 @@ fn decode_event(d: &mut Dec<'_>) -> Result<Event, DecodeError> {
             counted: d.u32()?,
             as_of: Timestamp(d.i64()?),
             on_hand_before: d.u32()?,
-            on_hand_after: d.u32()?,
+            after: decode_cell(d)?,
             matched: d.bool()?,
         },
         tag::SHORTAGE => {
@@ -1188,6 +1296,7 @@ fn decode_event(d: &mut Dec<'_>) -> Result<Event, DecodeError> {
             let sku = SkuId(d.u32()?);
             let on_hand = d.u32()?;
             let held = d.u32()?;
+            let safety_stock = d.u32()?;
             let n = d.seq_len()?;
             let mut holds = Vec::with_capacity(n);
             for _ in 0..n {
@@ -1198,6 +1307,7 @@ fn decode_event(d: &mut Dec<'_>) -> Result<Event, DecodeError> {
                 sku,
                 on_hand,
                 held,
+                safety_stock,
                 holds,
             }
         }

@@ -98,16 +98,16 @@ pub use engine::{
 };
 pub use error::{ConfigError, EngineError};
 pub use event::{
-    Event, HoldRejection, KeptAnswer, KeptOf, KeptPart, LineShortage, LoggedRecord, PosDeltaKind,
-    Record, ReleaseReason, StoreDef,
+    Event, HoldFacts, HoldRejection, KeptAnswer, KeptOf, KeptPart, LineShortage, LoggedRecord,
+    PosDeltaKind, Record, ReleaseReason, StoreDef,
 };
 pub use kpi::{Kpis, StoreKpis};
 pub use log::{Deferred, EventLog, MemoryLog, NoLog, defer_durability};
 pub use order::{
     CancelledBy, Canceller, CollectOutcome, CreateOrder, CreateOrderOutcome, CreateOrderRejection,
-    Customer, OrderId, OrderLine, OrderLineRequest, OrderRejection, OrderStatus, OrderView,
-    ReadyOutcome, ShortLine, ShortPick, ShortPickResolution, ShortReport, ShortReportOutcome,
-    TransitionOutcome, VerifyCodeOutcome,
+    Customer, OrderFacts, OrderId, OrderLine, OrderLineRequest, OrderRejection, OrderStatus,
+    OrderView, ReadyOutcome, ShortLine, ShortPick, ShortPickResolution, ShortReport,
+    ShortReportOutcome, TransitionOutcome, VerifyCodeOutcome,
 };
 pub use slot::SlotProblem;
 pub use stock::PAGE_LEN;

@@ -38,7 +38,9 @@ use crate::engine::{
     not_active, poisoned, remember_pos_event,
 };
 use crate::error::EngineError;
-use crate::event::{Event, Record, ReleaseReason, decode_lines, encode_lines};
+use crate::event::{
+    Event, HoldFacts, Record, ReleaseReason, decode_cell, decode_lines, encode_cell, encode_lines,
+};
 use crate::pickup_code::{
     ENTROPY_BYTES, MAX_WRONG_ATTEMPTS, PickupCode, QrPayload, QrPayloadError, StaffId,
     VerifyOutcome,
@@ -47,7 +49,7 @@ use crate::receipt::{
     Currency, RECEIPT_TEXT_LEN_MAX, Receipt, ReceiptError, ReceiptInput, ReceiptLine, ReceiptNumber,
 };
 use crate::stock::{Cell, RecentDelta, StoreShard, StoreState};
-use crate::types::{HoldId, Line, Lsn, Qty, SkuId, StoreId, Timestamp};
+use crate::types::{CellView, HoldId, Line, Lsn, Qty, SkuId, StoreId, Timestamp};
 
 /// Finished (collected, cancelled, expired, no-show) orders remembered per store. Beyond it
 /// the oldest finished order is forgotten: queries no longer find it and a late POS sale
@@ -600,6 +602,252 @@ struct OrderRec {
     receipt_seq: Option<u64>,
 }
 
+impl OrderRec {
+    /// The record an [`Event::OrderCreated`] creates.
+    fn created(ev: &Event, at: Timestamp) -> Result<OrderRec, String> {
+        let Event::OrderCreated {
+            channel,
+            channel_order_id,
+            customer,
+            lines,
+            currency,
+            currency_exponent,
+            key,
+            ..
+        } = ev
+        else {
+            return Err(format!("{} creates no order", ev.kind()));
+        };
+        Ok(OrderRec {
+            status: OrderStatus::Placed,
+            channel: channel.as_str().into(),
+            channel_order_id: channel_order_id.as_str().into(),
+            customer: customer.clone(),
+            pos_seen: vec![0; lines.len()],
+            lines: lines.clone(),
+            currency: currency.as_str().into(),
+            currency_exponent: *currency_exponent,
+            key: key.as_deref().map(Into::into),
+            times: vec![(OrderStatus::Placed, at)],
+            code: None,
+            wrong: 0,
+            locked: false,
+            overrides: 0,
+            last_override: None,
+            short_picks: 0,
+            realloc: Vec::new(),
+            receipt_seq: None,
+        })
+    }
+
+    /// What an event does to the order's own record: the one place an order's status,
+    /// code, lines and counters change (live, on replay, and when an event's facts are
+    /// computed). Events that do not touch the record change nothing.
+    fn apply(&mut self, ev: &Event, at: Timestamp) -> Result<(), String> {
+        match ev {
+            Event::OrderConfirmed { .. } => self.transition(OrderStatus::Confirmed, at),
+            Event::PickingStarted { .. } => self.transition(OrderStatus::Picking, at),
+            Event::OrderShortPicked { sku, missing, .. } => {
+                let line = self
+                    .lines
+                    .iter_mut()
+                    .find(|l| l.sku == *sku)
+                    .ok_or("short pick of a sku not ordered")?;
+                line.qty = line.qty.saturating_sub(*missing);
+                self.short_picks = self.short_picks.saturating_add(1);
+                Ok(())
+            }
+            Event::ReallocationRequested { sku, missing, .. } => {
+                self.realloc.push(Line {
+                    sku: *sku,
+                    qty: *missing,
+                });
+                Ok(())
+            }
+            Event::OrderReady { code, .. } => {
+                self.transition(OrderStatus::Ready, at)?;
+                self.code = Some(*code);
+                self.wrong = 0;
+                self.locked = false;
+                Ok(())
+            }
+            Event::PickupCodeRejected { now_locked, .. } => {
+                self.wrong = self.wrong.saturating_add(1);
+                self.locked |= *now_locked;
+                Ok(())
+            }
+            Event::PickupCodeOverride {
+                staff, sequence, ..
+            } => {
+                self.locked = false;
+                self.wrong = 0;
+                self.overrides = *sequence;
+                self.last_override = Some((staff.as_str().into(), at));
+                Ok(())
+            }
+            Event::OrderCollected { receipt_seq, .. } => {
+                self.transition(OrderStatus::Collected, at)?;
+                self.receipt_seq = Some(*receipt_seq);
+                Ok(())
+            }
+            Event::OrderCancelled { .. } => self.transition(OrderStatus::Cancelled, at),
+            Event::OrderExpired { no_show, .. } => self.transition(
+                if *no_show {
+                    OrderStatus::NoShow
+                } else {
+                    OrderStatus::Expired
+                },
+                at,
+            ),
+            Event::OrderNoShow { .. } => self.transition(OrderStatus::NoShow, at),
+            Event::PosOrderSale {
+                sku,
+                from_hold,
+                recognized,
+                ..
+            } => {
+                if let Some(i) = self.lines.iter().position(|l| l.sku == *sku) {
+                    self.pos_seen[i] = self.pos_seen[i].saturating_add(*from_hold + *recognized);
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn transition(&mut self, status: OrderStatus, at: Timestamp) -> Result<(), String> {
+        if self.status.is_final() {
+            return Err(format!("order is already {:?}", self.status));
+        }
+        self.status = status;
+        self.times.push((status, at));
+        Ok(())
+    }
+
+    /// Appends the record's encoding (every field), for snapshots and order events.
+    fn encode(&self, e: &mut Enc<'_>) {
+        e.u8(self.status.to_u8());
+        e.str(&self.channel);
+        e.str(&self.channel_order_id);
+        encode_customer(e, &self.customer);
+        encode_order_lines(e, &self.lines);
+        e.seq_len(self.pos_seen.len());
+        for q in &self.pos_seen {
+            e.u32(*q);
+        }
+        e.str(&self.currency);
+        e.u8(self.currency_exponent);
+        e.opt_str(self.key.as_deref());
+        e.seq_len(self.times.len());
+        for (s, t) in &self.times {
+            e.u8(s.to_u8());
+            e.i64(t.0);
+        }
+        e.opt_i64(self.code.map(|c| c as i64));
+        e.u32(self.wrong);
+        e.bool(self.locked);
+        e.u32(self.overrides);
+        match &self.last_override {
+            None => e.u8(0),
+            Some((s, t)) => {
+                e.u8(1);
+                e.str(s);
+                e.i64(t.0);
+            }
+        }
+        e.u32(self.short_picks);
+        encode_lines(e, &self.realloc);
+        e.opt_i64(self.receipt_seq.map(|s| s as i64));
+    }
+
+    /// Decodes what [`OrderRec::encode`] wrote.
+    fn decode(d: &mut Dec<'_>) -> Result<OrderRec, DecodeError> {
+        let status = decode_status(d)?;
+        let channel: Box<str> = d.string()?.into();
+        let channel_order_id: Box<str> = d.string()?.into();
+        let customer = decode_customer(d)?;
+        let lines = decode_order_lines(d)?;
+        let k = d.seq_len()?;
+        let mut pos_seen = Vec::with_capacity(k);
+        for _ in 0..k {
+            pos_seen.push(d.u32()?);
+        }
+        let at = d.pos();
+        if pos_seen.len() != lines.len() {
+            return Err(DecodeError::Invalid {
+                what: "order pos_seen",
+                at,
+            });
+        }
+        let currency = d.string()?.into();
+        let currency_exponent = d.u8()?;
+        let key = d.opt_string()?.map(Into::into);
+        let k = d.seq_len()?;
+        let mut times = Vec::with_capacity(k);
+        for _ in 0..k {
+            let s = decode_status(d)?;
+            times.push((s, Timestamp(d.i64()?)));
+        }
+        let code = d.opt_i64()?.map(|c| c as u64);
+        let wrong = d.u32()?;
+        let locked = d.bool()?;
+        let overrides = d.u32()?;
+        let last_override = match d.u8()? {
+            0 => None,
+            _ => Some((d.string()?.into(), Timestamp(d.i64()?))),
+        };
+        let short_picks = d.u32()?;
+        let realloc = decode_lines(d)?;
+        let receipt_seq = d.opt_i64()?.map(|s| s as u64);
+        Ok(OrderRec {
+            status,
+            channel,
+            channel_order_id,
+            customer,
+            lines,
+            pos_seen,
+            currency,
+            currency_exponent,
+            key,
+            times,
+            code,
+            wrong,
+            locked,
+            overrides,
+            last_override,
+            short_picks,
+            realloc,
+            receipt_seq,
+        })
+    }
+}
+
+/// A pickup order as it stood right after a transition, carried by
+/// [`Event::OrderChanged`] so that a reader of the stream learns every state the order
+/// went through, also long after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderFacts(OrderRec);
+
+impl OrderFacts {
+    /// The order's status then.
+    pub fn status(&self) -> OrderStatus {
+        self.0.status
+    }
+
+    /// The order as [`Engine::order`] showed it then.
+    pub fn view(&self, order: OrderId) -> OrderView {
+        order_view(order, &self.0)
+    }
+
+    pub(crate) fn encode(&self, e: &mut Enc<'_>) {
+        self.0.encode(e);
+    }
+
+    pub(crate) fn decode(d: &mut Dec<'_>) -> Result<Box<OrderFacts>, DecodeError> {
+        Ok(Box::new(OrderFacts(OrderRec::decode(d)?)))
+    }
+}
+
 /// The pickup orders of one store. Lives in the store's state, under its lock.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct OrderState {
@@ -652,19 +900,13 @@ impl OrderState {
             .ok_or_else(|| format!("unknown order {id}"))
     }
 
-    fn set_status(
-        &mut self,
-        id: OrderId,
-        status: OrderStatus,
-        at: Timestamp,
-    ) -> Result<(), String> {
+    /// Applies an order event to the record of `id` ([`OrderRec::apply`]); an order that
+    /// ends joins the finished queue, whose oldest orders are forgotten.
+    fn apply_rec(&mut self, id: OrderId, ev: &Event, at: Timestamp) -> Result<(), String> {
         let rec = self.rec_mut(id)?;
-        if rec.status.is_final() {
-            return Err(format!("order {id} is already {:?}", rec.status));
-        }
-        rec.status = status;
-        rec.times.push((status, at));
-        if status.is_final() {
+        let was_final = rec.status.is_final();
+        rec.apply(ev, at).map_err(|e| format!("order {id}: {e}"))?;
+        if !was_final && rec.status.is_final() {
             self.finished.push_back(id);
             while self.finished.len() > TERMINAL_ORDERS_MAX {
                 let Some(old) = self.finished.pop_front() else {
@@ -698,38 +940,7 @@ impl OrderState {
         e.seq_len(self.orders.len());
         for (id, r) in &self.orders {
             e.u64(id.0);
-            e.u8(r.status.to_u8());
-            e.str(&r.channel);
-            e.str(&r.channel_order_id);
-            encode_customer(e, &r.customer);
-            encode_order_lines(e, &r.lines);
-            e.seq_len(r.pos_seen.len());
-            for q in &r.pos_seen {
-                e.u32(*q);
-            }
-            e.str(&r.currency);
-            e.u8(r.currency_exponent);
-            e.opt_str(r.key.as_deref());
-            e.seq_len(r.times.len());
-            for (s, t) in &r.times {
-                e.u8(s.to_u8());
-                e.i64(t.0);
-            }
-            e.opt_i64(r.code.map(|c| c as i64));
-            e.u32(r.wrong);
-            e.bool(r.locked);
-            e.u32(r.overrides);
-            match &r.last_override {
-                None => e.u8(0),
-                Some((s, t)) => {
-                    e.u8(1);
-                    e.str(s);
-                    e.i64(t.0);
-                }
-            }
-            e.u32(r.short_picks);
-            encode_lines(e, &r.realloc);
-            e.opt_i64(r.receipt_seq.map(|s| s as i64));
+            r.encode(e);
         }
         e.seq_len(self.finished.len());
         for id in &self.finished {
@@ -746,43 +957,7 @@ impl OrderState {
         let n = d.seq_len()?;
         for _ in 0..n {
             let id = OrderId(d.u64()?);
-            let status = decode_status(d)?;
-            let channel: Box<str> = d.string()?.into();
-            let channel_order_id: Box<str> = d.string()?.into();
-            let customer = decode_customer(d)?;
-            let lines = decode_order_lines(d)?;
-            let k = d.seq_len()?;
-            let mut pos_seen = Vec::with_capacity(k);
-            for _ in 0..k {
-                pos_seen.push(d.u32()?);
-            }
-            let at = d.pos();
-            if pos_seen.len() != lines.len() {
-                return Err(DecodeError::Invalid {
-                    what: "order pos_seen",
-                    at,
-                });
-            }
-            let currency = d.string()?.into();
-            let currency_exponent = d.u8()?;
-            let key = d.opt_string()?.map(Into::into);
-            let k = d.seq_len()?;
-            let mut times = Vec::with_capacity(k);
-            for _ in 0..k {
-                let s = decode_status(d)?;
-                times.push((s, Timestamp(d.i64()?)));
-            }
-            let code = d.opt_i64()?.map(|c| c as u64);
-            let wrong = d.u32()?;
-            let locked = d.bool()?;
-            let overrides = d.u32()?;
-            let last_override = match d.u8()? {
-                0 => None,
-                _ => Some((d.string()?.into(), Timestamp(d.i64()?))),
-            };
-            let short_picks = d.u32()?;
-            let realloc = decode_lines(d)?;
-            let receipt_seq = d.opt_i64()?.map(|s| s as u64);
+            let rec = OrderRec::decode(d)?;
             // Orders come in id order, not creation order: an order that still holds
             // its channel reference wins over one that has let it go, whichever id is
             // larger, as it did when it was created.
@@ -791,39 +966,17 @@ impl OrderState {
                     .and_then(|o| st.orders.get(o))
                     .is_some_and(|r| r.status.holds_channel_ref())
             };
-            if !holds_ref(&st, st.by_channel_ref.get(&channel_order_id)) {
-                st.by_channel_ref.insert(channel_order_id.clone(), id);
+            if !holds_ref(&st, st.by_channel_ref.get(&rec.channel_order_id)) {
+                st.by_channel_ref.insert(rec.channel_order_id.clone(), id);
             }
-            let channel_ref = (channel.clone(), channel_order_id.clone());
+            let channel_ref = (rec.channel.clone(), rec.channel_order_id.clone());
             if !holds_ref(&st, st.by_channel.get(&channel_ref)) {
                 st.by_channel.insert(channel_ref, id);
             }
-            if let Some(k) = &key {
+            if let Some(k) = &rec.key {
                 st.by_key.insert(Box::<str>::clone(k), id);
             }
-            st.orders.insert(
-                id,
-                OrderRec {
-                    status,
-                    channel,
-                    channel_order_id,
-                    customer,
-                    lines,
-                    pos_seen,
-                    currency,
-                    currency_exponent,
-                    key,
-                    times,
-                    code,
-                    wrong,
-                    locked,
-                    overrides,
-                    last_override,
-                    short_picks,
-                    realloc,
-                    receipt_seq,
-                },
-            );
+            st.orders.insert(id, rec);
         }
         let n = d.seq_len()?;
         for _ in 0..n {
@@ -889,7 +1042,8 @@ fn hold_line_qty(st: &StoreState, hold: HoldId, sku: SkuId) -> Option<Qty> {
 // same locks held, so the live and the replayed state cannot diverge.
 
 /// Applies one event of an order record. `cells` holds the cells the event touches;
-/// `horizon` is `at - dedupe_window_ms`.
+/// `horizon` is `at - dedupe_window_ms`. What an event does to the order itself is
+/// [`OrderRec::apply`]; this adds the cells, the hold and the store's indexes.
 pub(crate) fn apply_locked(
     ev: &Event,
     cells: &mut Cells<'_>,
@@ -902,15 +1056,13 @@ pub(crate) fn apply_locked(
             order,
             channel,
             channel_order_id,
-            customer,
-            lines,
-            currency,
-            currency_exponent,
             key,
+            ..
         } => {
             if st.orders.orders.contains_key(order) {
                 return Err(format!("order {order} created twice"));
             }
+            let rec = OrderRec::created(ev, at)?;
             st.orders
                 .by_channel_ref
                 .insert(channel_order_id.as_str().into(), *order);
@@ -921,31 +1073,9 @@ pub(crate) fn apply_locked(
             if let Some(k) = key {
                 st.orders.by_key.insert(k.as_str().into(), *order);
             }
-            st.orders.orders.insert(
-                *order,
-                OrderRec {
-                    status: OrderStatus::Placed,
-                    channel: channel.as_str().into(),
-                    channel_order_id: channel_order_id.as_str().into(),
-                    customer: customer.clone(),
-                    pos_seen: vec![0; lines.len()],
-                    lines: lines.clone(),
-                    currency: currency.as_str().into(),
-                    currency_exponent: *currency_exponent,
-                    key: key.as_deref().map(Into::into),
-                    times: vec![(OrderStatus::Placed, at)],
-                    code: None,
-                    wrong: 0,
-                    locked: false,
-                    overrides: 0,
-                    last_override: None,
-                    short_picks: 0,
-                    realloc: Vec::new(),
-                    receipt_seq: None,
-                },
-            );
+            st.orders.orders.insert(*order, rec);
         }
-        Event::HoldConfirmed { hold } => {
+        Event::HoldConfirmed { hold, .. } => {
             if !st.active.contains_key(hold) {
                 return Err(format!("confirm of inactive hold {hold}"));
             }
@@ -955,15 +1085,7 @@ pub(crate) fn apply_locked(
             apply_release(&mut cells.guards, st, *hold)
                 .ok_or_else(|| format!("release of inactive hold {hold}"))?;
         }
-        Event::OrderConfirmed { order } => {
-            st.orders.set_status(*order, OrderStatus::Confirmed, at)?
-        }
-        Event::PickingStarted { order, .. } => {
-            st.orders.set_status(*order, OrderStatus::Picking, at)?
-        }
-        Event::StockAdjusted {
-            sku, on_hand_after, ..
-        } => cells.cell(*sku)?.on_hand = *on_hand_after,
+        Event::StockAdjusted { sku, after, .. } => cells.cell(*sku)?.on_hand = after.on_hand,
         Event::OrderShortPicked {
             order,
             sku,
@@ -989,48 +1111,11 @@ pub(crate) fn apply_locked(
                 .held
                 .checked_sub(*missing)
                 .ok_or("short pick of more than the cell holds")?;
-            let rec = st.orders.rec_mut(*order)?;
-            let ol = rec
-                .lines
-                .iter_mut()
-                .find(|l| l.sku == *sku)
-                .ok_or("short pick of a sku not ordered")?;
-            ol.qty = ol.qty.saturating_sub(*missing);
-            rec.short_picks = rec.short_picks.saturating_add(1);
+            st.orders.apply_rec(*order, ev, at)?;
         }
-        Event::ReallocationRequested {
-            order,
-            sku,
-            missing,
-        } => st.orders.rec_mut(*order)?.realloc.push(Line {
-            sku: *sku,
-            qty: *missing,
-        }),
-        Event::OrderReady { order, code, .. } => {
-            st.orders.set_status(*order, OrderStatus::Ready, at)?;
+        Event::OrderReady { order, .. } => {
+            st.orders.apply_rec(*order, ev, at)?;
             st.hold_ready(order.hold());
-            let rec = st.orders.rec_mut(*order)?;
-            rec.code = Some(*code);
-            rec.wrong = 0;
-            rec.locked = false;
-        }
-        Event::PickupCodeRejected {
-            order, now_locked, ..
-        } => {
-            let rec = st.orders.rec_mut(*order)?;
-            rec.wrong = rec.wrong.saturating_add(1);
-            rec.locked |= *now_locked;
-        }
-        Event::PickupCodeOverride {
-            order,
-            staff,
-            sequence,
-        } => {
-            let rec = st.orders.rec_mut(*order)?;
-            rec.locked = false;
-            rec.wrong = 0;
-            rec.overrides = *sequence;
-            rec.last_override = Some((staff.as_str().into(), at));
         }
         Event::OrderCollected {
             order,
@@ -1055,42 +1140,133 @@ pub(crate) fn apply_locked(
                 // units: the count reconciliation sees the hand-off as a delta at `at`.
                 push_recent(st, l.sku, at, at, -i64::from(l.qty), horizon);
             }
-            st.orders.set_status(*order, OrderStatus::Collected, at)?;
-            st.orders.rec_mut(*order)?.receipt_seq = Some(*receipt_seq);
+            st.orders.apply_rec(*order, ev, at)?;
             st.orders.receipt_seq = st.orders.receipt_seq.max(*receipt_seq);
-        }
-        Event::OrderCancelled { .. } | Event::OrderExpired { .. } => apply_state_event(ev, st, at)?,
-        Event::OrderNoShow { order, .. } => {
-            st.orders.set_status(*order, OrderStatus::NoShow, at)?
         }
         Event::PosOrderSale { sku, .. } => {
             let cell = cells.cell(*sku)?;
             apply_pos_sale(ev, cell, st, at, horizon)?
         }
-        other => return Err(format!("{} is not an order event", other.kind())),
+        other => apply_state_event(other, st, at)?,
     }
     Ok(())
 }
 
-/// Applies an order event that touches no cell (cancel, expiry).
+/// The order an event changes the record of, if any.
+fn order_of(ev: &Event) -> Option<OrderId> {
+    match ev {
+        Event::OrderCreated { order, .. }
+        | Event::OrderConfirmed { order }
+        | Event::PickingStarted { order, .. }
+        | Event::OrderShortPicked { order, .. }
+        | Event::ReallocationRequested { order, .. }
+        | Event::OrderReady { order, .. }
+        | Event::PickupCodeRejected { order, .. }
+        | Event::PickupCodeOverride { order, .. }
+        | Event::OrderCollected { order, .. }
+        | Event::OrderCancelled { order, .. }
+        | Event::OrderExpired { order, .. }
+        | Event::OrderNoShow { order, .. }
+        | Event::PosOrderSale { order, .. } => Some(*order),
+        _ => None,
+    }
+}
+
+/// For a transition of an order's status: who made it (`Some(None)` when no staff member
+/// did). `None` for every other event.
+fn transition_staff(ev: &Event) -> Option<Option<String>> {
+    match ev {
+        Event::OrderCreated { .. } | Event::OrderConfirmed { .. } | Event::OrderExpired { .. } => {
+            Some(None)
+        }
+        Event::PickingStarted { staff, .. }
+        | Event::OrderReady { staff, .. }
+        | Event::OrderCollected { staff, .. }
+        | Event::OrderNoShow { staff, .. } => Some(Some(staff.clone())),
+        Event::OrderCancelled { staff, .. } => Some(staff.clone()),
+        _ => None,
+    }
+}
+
+/// `events` with an [`Event::OrderChanged`] after each transition of an order: the order
+/// as that transition leaves it, found by applying the record's events in order to a copy
+/// of the order's record with [`OrderRec::apply`], the code the state itself runs. Called
+/// under the store's lock, before the record is logged.
+pub(crate) fn with_order_facts(
+    st: &StoreState,
+    events: Vec<Event>,
+    at: Timestamp,
+) -> Result<Vec<Event>, EngineError> {
+    if !events.iter().any(|ev| transition_staff(ev).is_some()) {
+        return Ok(events);
+    }
+    let fail = |e: String| EngineError::invalid("order", e);
+    let mut recs: HashMap<OrderId, OrderRec> = HashMap::new();
+    let mut out = Vec::with_capacity(events.len() + 1);
+    for ev in events {
+        let Some(order) = order_of(&ev) else {
+            out.push(ev);
+            continue;
+        };
+        let rec = match recs.entry(order) {
+            std::collections::hash_map::Entry::Occupied(o) => {
+                let rec = o.into_mut();
+                rec.apply(&ev, at).map_err(fail)?;
+                rec
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                if matches!(ev, Event::OrderCreated { .. }) {
+                    v.insert(OrderRec::created(&ev, at).map_err(fail)?)
+                } else if let Some(r) = st.orders.get(order) {
+                    let rec = v.insert(r.clone());
+                    rec.apply(&ev, at).map_err(fail)?;
+                    rec
+                } else {
+                    out.push(ev);
+                    continue;
+                }
+            }
+        };
+        let changed = transition_staff(&ev).map(|staff| Event::OrderChanged {
+            order,
+            staff,
+            slot: st.active.get(&order.hold()).and_then(|h| h.slot),
+            facts: Box::new(OrderFacts(rec.clone())),
+        });
+        out.push(ev);
+        out.extend(changed);
+    }
+    Ok(out)
+}
+
+/// Applies an order event that touches no cell and no hold: transitions, codes,
+/// re-allocation requests.
 pub(crate) fn apply_state_event(
     ev: &Event,
     st: &mut StoreState,
     at: Timestamp,
 ) -> Result<(), String> {
     match ev {
-        Event::OrderCancelled { order, .. } => {
-            st.orders.set_status(*order, OrderStatus::Cancelled, at)
+        Event::OrderConfirmed { order }
+        | Event::PickingStarted { order, .. }
+        | Event::ReallocationRequested { order, .. }
+        | Event::PickupCodeRejected { order, .. }
+        | Event::PickupCodeOverride { order, .. }
+        | Event::OrderCancelled { order, .. }
+        | Event::OrderExpired { order, .. }
+        | Event::OrderNoShow { order, .. } => st.orders.apply_rec(*order, ev, at),
+        // A fact for readers: the order must be as the event says (checked in debug builds).
+        Event::OrderChanged { order, facts, .. } => {
+            debug_assert!(
+                st.orders.get(*order).is_none_or(|r| *r == facts.0),
+                "order {order} differs from its logged facts"
+            );
+            Ok(())
         }
-        Event::OrderExpired { order, no_show } => {
-            let status = if *no_show {
-                OrderStatus::NoShow
-            } else {
-                OrderStatus::Expired
-            };
-            st.orders.set_status(*order, status, at)
-        }
-        other => Err(format!("{} touches cells", other.kind())),
+        other => Err(format!(
+            "{} is not an order event without cells",
+            other.kind()
+        )),
     }
 }
 
@@ -1143,6 +1319,7 @@ pub(crate) fn hold_end_event(
 pub(crate) fn pos_sale_event(
     st: &StoreState,
     cell: &Cell,
+    default_safety: Qty,
     store: StoreId,
     sku: SkuId,
     d: &PosDelta,
@@ -1175,20 +1352,12 @@ pub(crate) fn pos_sale_event(
         recognized,
         from_hold,
         pos_time: d.pos_time,
-        on_hand_after: cell.on_hand.saturating_sub(applied),
+        after: CellView {
+            on_hand: cell.on_hand.saturating_sub(applied),
+            held: cell.held.saturating_sub(from_hold),
+            safety_stock: cell.view(default_safety).safety_stock,
+        },
     })
-}
-
-/// `on_hand` and `held` of the cell after a [`Event::PosOrderSale`].
-pub(crate) fn pos_sale_after(ev: &Event, cell: &Cell) -> (Qty, Qty) {
-    match ev {
-        Event::PosOrderSale {
-            from_hold,
-            on_hand_after,
-            ..
-        } => (*on_hand_after, cell.held.saturating_sub(*from_hold)),
-        _ => (cell.on_hand, cell.held),
-    }
 }
 
 /// Applies a [`Event::PosOrderSale`] to its cell and store.
@@ -1207,7 +1376,7 @@ pub(crate) fn apply_pos_sale(
         recognized,
         from_hold,
         pos_time,
-        on_hand_after,
+        after,
         ..
     } = ev
     else {
@@ -1232,11 +1401,10 @@ pub(crate) fn apply_pos_sale(
             .checked_sub(*from_hold)
             .ok_or("pos sale of more than the cell holds")?;
     }
-    cell.on_hand = *on_hand_after;
-    if let Ok(rec) = st.orders.rec_mut(*order)
-        && let Some(i) = rec.lines.iter().position(|l| l.sku == *sku)
-    {
-        rec.pos_seen[i] = rec.pos_seen[i].saturating_add(*from_hold + *recognized);
+    cell.on_hand = after.on_hand;
+    // An order forgotten since (long finished) has no record to count the sale on.
+    if st.orders.get(*order).is_some() {
+        st.orders.apply_rec(*order, ev, at)?;
     }
     remember_pos_event(st, pos_event_id, at);
     let applied = i64::from(reported.saturating_sub(*recognized));
@@ -1269,6 +1437,7 @@ impl Engine {
         if events.is_empty() {
             return Ok((r, None));
         }
+        let events = with_order_facts(&st, events, now)?;
         let record = Record { at: now, events };
         let lsn = self.log().append(&record)?;
         let horizon = now.add_ms(-self.config().limits.dedupe_window_ms);
@@ -1498,8 +1667,11 @@ impl Engine {
             |st| {
                 let hold = order.hold();
                 let mut evs = Vec::new();
-                if st.active.get(&hold).is_some_and(|h| !h.confirmed) {
-                    evs.push(Event::HoldConfirmed { hold });
+                if let Some(h) = st.active.get(&hold).filter(|h| !h.confirmed) {
+                    evs.push(Event::HoldConfirmed {
+                        hold,
+                        facts: h.facts(),
+                    });
                 }
                 evs.push(Event::OrderConfirmed { order });
                 evs
@@ -1618,7 +1790,11 @@ impl Engine {
                     store: shard.id,
                     sku,
                     qty: i64::from(on_hand_after) - i64::from(cell.on_hand),
-                    on_hand_after,
+                    after: CellView {
+                        on_hand: on_hand_after,
+                        held: cell.held.saturating_sub(missing),
+                        ..cell.view(shard.default_safety())
+                    },
                     order,
                 });
                 evs.push(Event::OrderShortPicked {
@@ -1645,10 +1821,11 @@ impl Engine {
             let mut status = OrderStatus::Picking;
             if left.iter().all(|(_, q)| *q == 0) {
                 let hold = order.hold();
-                if st.active.contains_key(&hold) {
+                if let Some(h) = st.active.get(&hold) {
                     evs.push(Event::HoldReleased {
                         hold,
                         reason: ReleaseReason::Released,
+                        facts: h.facts(),
                     });
                 }
                 evs.push(Event::OrderCancelled {
@@ -1779,6 +1956,7 @@ impl Engine {
                     staff,
                     receipt_seq: st.orders.receipt_seq + 1,
                     consumed,
+                    hold: h.facts(),
                 }],
                 CollectOutcome::Collected {
                     receipt: Box::new(Err(ReceiptError::InvalidStoreId)),
@@ -1854,10 +2032,11 @@ impl Engine {
             }
             let hold = order.hold();
             let mut evs = Vec::new();
-            if st.active.contains_key(&hold) {
+            if let Some(h) = st.active.get(&hold) {
                 evs.push(Event::HoldReleased {
                     hold,
                     reason: ReleaseReason::Released,
+                    facts: h.facts(),
                 });
             }
             let (by, staff) = match by {
@@ -1920,6 +2099,7 @@ impl Engine {
                 evs.push(Event::HoldReleased {
                     hold,
                     reason: ReleaseReason::Expired,
+                    facts: h.facts(),
                 });
             }
             evs.push(Event::OrderNoShow {
@@ -2065,30 +2245,40 @@ impl Engine {
 
     /// The e-receipt of a collected order (`None` if unknown or not collected).
     pub fn order_receipt(&self, order: OrderId) -> Option<Result<Receipt, ReceiptError>> {
-        let view = self.order(order)?;
-        let seq = view.receipt_seq?;
-        let collected_at = view
-            .transitions
+        let facts = {
+            let shard = self.shard(order.store())?;
+            let st = shard.state.lock();
+            OrderFacts(st.orders.get(order)?.clone())
+        };
+        self.receipt_of(order, &facts)
+    }
+
+    /// The e-receipt of a collected order as an [`Event::OrderChanged`] recorded it (`None`
+    /// if it was not collected then or its store is unknown).
+    pub fn receipt_of(
+        &self,
+        order: OrderId,
+        facts: &OrderFacts,
+    ) -> Option<Result<Receipt, ReceiptError>> {
+        let r = &facts.0;
+        let seq = r.receipt_seq?;
+        let collected_at = r
+            .times
             .iter()
             .rev()
             .find(|(s, _)| *s == OrderStatus::Collected)
             .map(|(_, t)| *t)?;
         let def = self.store_def(order.store())?;
-        let exponent = {
-            let shard = self.shard(order.store())?;
-            let st = shard.state.lock();
-            st.orders.get(order)?.currency_exponent
-        };
         Some((|| {
             Receipt::new(ReceiptInput {
                 receipt_number: ReceiptNumber::new(&def.external_id, seq)?,
                 order_id: order.to_string(),
-                channel_order_id: view.channel_order_id.clone(),
+                channel_order_id: r.channel_order_id.to_string(),
                 store_name: def.name.clone(),
                 store_time_zone: def.time_zone.clone(),
                 collected_at_ms: collected_at.as_ms(),
-                currency: Currency::new(&view.currency, exponent)?,
-                lines: view
+                currency: Currency::new(&r.currency, r.currency_exponent)?,
+                lines: r
                     .lines
                     .iter()
                     .filter(|l| l.qty > 0)
@@ -2210,6 +2400,7 @@ mod tag {
     pub const POS_ORDER_SALE: u8 = 52;
     pub const CONSUMER_ACKED: u8 = 53;
     pub const ORDER_NO_SHOW: u8 = 54;
+    pub const ORDER_CHANGED: u8 = 55;
 }
 
 /// Encodes an event with a tag in 40..=59: tag byte, then its fields in declaration order.
@@ -2248,14 +2439,14 @@ pub(crate) fn encode_event(e: &mut Enc<'_>, ev: &Event) {
             store,
             sku,
             qty,
-            on_hand_after,
+            after,
             order,
         } => {
             e.u8(tag::STOCK_ADJUSTED);
             e.u32(store.0);
             e.u32(sku.0);
             e.i64(*qty);
-            e.u32(*on_hand_after);
+            encode_cell(e, after);
             e.u64(order.0);
         }
         Event::OrderShortPicked {
@@ -2316,12 +2507,26 @@ pub(crate) fn encode_event(e: &mut Enc<'_>, ev: &Event) {
             staff,
             receipt_seq,
             consumed,
+            hold,
         } => {
             e.u8(tag::ORDER_COLLECTED);
             e.u64(order.0);
             e.str(staff);
             e.u64(*receipt_seq);
             encode_lines(e, consumed);
+            hold.encode(e);
+        }
+        Event::OrderChanged {
+            order,
+            staff,
+            slot,
+            facts,
+        } => {
+            e.u8(tag::ORDER_CHANGED);
+            e.u64(order.0);
+            e.opt_str(staff.as_deref());
+            e.opt_i64(*slot);
+            facts.encode(e);
         }
         Event::OrderCancelled { order, by, staff } => {
             e.u8(tag::ORDER_CANCELLED);
@@ -2348,7 +2553,7 @@ pub(crate) fn encode_event(e: &mut Enc<'_>, ev: &Event) {
             recognized,
             from_hold,
             pos_time,
-            on_hand_after,
+            after,
         } => {
             e.u8(tag::POS_ORDER_SALE);
             e.u32(store.0);
@@ -2359,7 +2564,7 @@ pub(crate) fn encode_event(e: &mut Enc<'_>, ev: &Event) {
             e.u32(*recognized);
             e.u32(*from_hold);
             e.i64(pos_time.0);
-            e.u32(*on_hand_after);
+            encode_cell(e, after);
         }
         Event::ConsumerAcked { consumer, lsn } => {
             e.u8(tag::CONSUMER_ACKED);
@@ -2395,7 +2600,7 @@ pub(crate) fn decode_event(t: u8, at: usize, d: &mut Dec<'_>) -> Result<Event, D
             store: StoreId(d.u32()?),
             sku: SkuId(d.u32()?),
             qty: d.i64()?,
-            on_hand_after: d.u32()?,
+            after: decode_cell(d)?,
             order: OrderId(d.u64()?),
         },
         tag::ORDER_SHORT_PICKED => {
@@ -2447,6 +2652,13 @@ pub(crate) fn decode_event(t: u8, at: usize, d: &mut Dec<'_>) -> Result<Event, D
             staff: d.string()?,
             receipt_seq: d.u64()?,
             consumed: decode_lines(d)?,
+            hold: HoldFacts::decode(d)?,
+        },
+        tag::ORDER_CHANGED => Event::OrderChanged {
+            order: OrderId(d.u64()?),
+            staff: d.opt_string()?,
+            slot: d.opt_i64()?,
+            facts: OrderFacts::decode(d)?,
         },
         tag::ORDER_CANCELLED => {
             let order = OrderId(d.u64()?);
@@ -2478,7 +2690,7 @@ pub(crate) fn decode_event(t: u8, at: usize, d: &mut Dec<'_>) -> Result<Event, D
             recognized: d.u32()?,
             from_hold: d.u32()?,
             pos_time: Timestamp(d.i64()?),
-            on_hand_after: d.u32()?,
+            after: decode_cell(d)?,
         },
         tag::CONSUMER_ACKED => Event::ConsumerAcked {
             consumer: d.string()?,
@@ -2579,9 +2791,12 @@ mod tests {
             guards: Vec::new(),
         };
         apply_locked(&ev, &mut cells, &mut st, Timestamp(5), Timestamp(0)).unwrap();
-        st.orders
-            .set_status(order, OrderStatus::Cancelled, Timestamp(9))
-            .unwrap();
+        let cancel = Event::OrderCancelled {
+            order,
+            by: CancelledBy::Customer,
+            staff: None,
+        };
+        apply_state_event(&cancel, &mut st, Timestamp(9)).unwrap();
         let mut buf = Vec::new();
         st.orders.encode(&mut Enc::new(&mut buf));
         let mut d = Dec::new(&buf);

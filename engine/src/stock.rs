@@ -141,6 +141,17 @@ impl HoldRec {
     pub(crate) fn queued(&self) -> bool {
         self.confirmed && !self.ready
     }
+
+    /// The hold as an event records it.
+    pub(crate) fn facts(&self) -> Box<crate::event::HoldFacts> {
+        Box::new(crate::event::HoldFacts {
+            lines: self.lines.to_vec(),
+            created: self.created,
+            expires_at: self.expires_at,
+            slot: self.slot,
+            confirmed: self.confirmed,
+        })
+    }
 }
 
 /// A POS delta remembered for count reconciliation.

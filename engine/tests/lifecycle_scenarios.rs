@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use pickline_engine::pickup_code::{PickupCode, StaffId, VerifyOutcome};
 use pickline_engine::{
-    Canceller, CollectOutcome, CreateOrder, CreateOrderOutcome, CreateOrderRejection, Customer,
-    Engine, EngineConfig, Event, EventStream, HoldRequest, Kpis, LineRequest, Lsn, MemoryLog,
-    OrderId, OrderLineRequest, OrderRejection, OrderStatus, PosCount, PosDelta, PosDeltaKind,
-    PosOutcome, ReadyOutcome, ShortLine, ShortPick, ShortPickResolution, ShortReport,
+    Canceller, CellView, CollectOutcome, CreateOrder, CreateOrderOutcome, CreateOrderRejection,
+    Customer, Engine, EngineConfig, Event, EventStream, HoldRequest, Kpis, LineRequest, Lsn,
+    MemoryLog, OrderId, OrderLineRequest, OrderRejection, OrderStatus, PosCount, PosDelta,
+    PosDeltaKind, PosOutcome, ReadyOutcome, ShortLine, ShortPick, ShortPickResolution, ShortReport,
     ShortReportOutcome, StoreDef, StreamError, Timestamp, TransitionOutcome,
 };
 
@@ -436,7 +436,11 @@ fn short_pick_adjusts_on_hand_and_requests_reallocation() {
         last[0],
         Event::StockAdjusted {
             qty: -1,
-            on_hand_after: 9,
+            after: CellView {
+                on_hand: 9,
+                held: 1,
+                ..
+            },
             ..
         }
     ));

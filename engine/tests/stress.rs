@@ -209,7 +209,7 @@ fn hot_cells_under_eight_threads_never_oversell() {
                     );
                     grants_checked += 1;
                 }
-                Event::HoldReleased { hold, reason } => {
+                Event::HoldReleased { hold, reason, .. } => {
                     let lines = holds.remove(&hold.0).expect("released hold was granted");
                     if *reason == ReleaseReason::Expired {
                         assert!(r.record.at.0 >= 0);
@@ -224,16 +224,18 @@ fn hot_cells_under_eight_threads_never_oversell() {
                     store,
                     sku,
                     qty,
-                    on_hand_after,
+                    after,
                     ..
                 } => {
                     let c = cells.entry((store.0, sku.0)).or_insert((0, 0, -1));
                     assert_eq!(
                         (c.0 + qty).max(0),
-                        i64::from(*on_hand_after),
+                        i64::from(after.on_hand),
                         "delta arithmetic"
                     );
-                    c.0 = i64::from(*on_hand_after);
+                    // The event carries the cell as it was then, not as it is now.
+                    assert_eq!(c.1, i64::from(after.held), "held as of the delta");
+                    c.0 = i64::from(after.on_hand);
                 }
                 Event::SafetyStockSet {
                     store,

@@ -1335,3 +1335,227 @@ async fn a_store_says_when_it_last_changed_also_after_a_checkpoint_and_restart()
     );
     server.stop().await.unwrap();
 }
+
+/// The events of `consumer`'s subscription (from its cursor) up to the stock change of
+/// POS event `last_pos_event`.
+async fn events_until(
+    events: &mut EventServiceClient<tonic::transport::Channel>,
+    consumer: &str,
+    last_pos_event: &str,
+) -> Vec<pb::Event> {
+    let mut stream = events
+        .subscribe(with_token(
+            pb::SubscribeRequest {
+                consumer: consumer.into(),
+                after_seq: 0,
+                batch_size: 100,
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out: Vec<pb::Event> = Vec::new();
+    loop {
+        let batch = tokio::time::timeout(common::PATIENCE, stream.message())
+            .await
+            .expect("a batch in time")
+            .unwrap()
+            .expect("the stream delivers a batch");
+        for e in batch.events {
+            let last = matches!(&e.kind, Some(pb::event::Kind::StockChanged(s))
+                if s.pos_event.as_ref().is_some_and(|p| p.pos_event_id == last_pos_event));
+            out.push(e);
+            if last {
+                return out;
+            }
+        }
+    }
+}
+
+async fn register_earliest(events: &mut EventServiceClient<tonic::transport::Channel>, name: &str) {
+    events
+        .register_consumer(with_token(
+            pb::RegisterConsumerRequest {
+                idempotency_key: format!("reg-{name}"),
+                name: name.into(),
+                start: pb::ConsumerStart::Earliest as i32,
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap();
+}
+
+/// Events tell what happened when it happened (issue 15, bug 1): an order's events read
+/// after the calls came back to back show every state it went through, stock events show
+/// the cell as it was then, the collection consumes the hold, and reading the same events
+/// again (another consumer, after a restart) gives the same bytes.
+#[tokio::test]
+async fn events_carry_the_facts_of_their_moment() {
+    let server = TestServer::start(|_| {}).await;
+    let mut c = clients(&server).await;
+    let mut events = EventServiceClient::new(server.channel().await);
+    register_earliest(&mut events, "facts").await;
+    upsert_store(&mut c, "S1").await;
+    c.inventory
+        .apply_pos_events(with_token(receive("S1", "SKU-1", 10, "pos-1"), POS_TOKEN))
+        .await
+        .unwrap();
+    let hold_id = granted_hold(&mut c, "cart-1").await;
+    c.holds
+        .confirm(with_token(
+            pb::ConfirmRequest {
+                idempotency_key: "confirm-1".into(),
+                hold_id,
+            },
+            CHECKOUT_TOKEN,
+        ))
+        .await
+        .unwrap();
+    let created = create_order(&mut c, create_order_request("order-1", hold_id, "#1"))
+        .await
+        .unwrap();
+    let Some(pb::create_order_response::Outcome::Order(order)) = created.outcome else {
+        panic!("expected an order: {created:?}");
+    };
+    let staff = |key: &str| (key.to_owned(), order.order_id, "anna".to_owned());
+    let (k, order_id, staff_id) = staff("pick-1");
+    c.pickups
+        .start_picking(with_token(
+            pb::StartPickingRequest {
+                idempotency_key: k,
+                order_id,
+                staff_id,
+            },
+            STAFF_S1_TOKEN,
+        ))
+        .await
+        .unwrap();
+    let (k, order_id, staff_id) = staff("ready-1");
+    let ready = c
+        .pickups
+        .mark_ready(with_token(
+            pb::MarkReadyRequest {
+                idempotency_key: k,
+                order_id,
+                staff_id,
+            },
+            STAFF_S1_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let (k, order_id, staff_id) = staff("collect-1");
+    c.pickups
+        .collect(with_token(
+            pb::CollectRequest {
+                idempotency_key: k,
+                order_id,
+                staff_id,
+                code: ready.qr_payload.clone(),
+            },
+            STAFF_S1_TOKEN,
+        ))
+        .await
+        .unwrap();
+    c.inventory
+        .apply_pos_events(with_token(receive("S1", "SKU-1", 5, "pos-2"), POS_TOKEN))
+        .await
+        .unwrap();
+
+    let seen = events_until(&mut events, "facts", "pos-2").await;
+    use pb::event::Kind;
+    // Stock events show the cell right after each POS event: 10 received, then 5 more
+    // after one unit left with the customer.
+    let cells: Vec<(u32, u32)> = seen
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(Kind::StockChanged(s)) => s.cell.as_ref().map(|c| (c.on_hand, c.held)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cells, [(10, 0), (14, 0)]);
+    // The hold's story: granted, confirmed, consumed by the hand-off, each with its line.
+    let holds: Vec<(pb::HoldState, usize)> = seen
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(Kind::HoldGranted(h) | Kind::HoldChanged(h)) => Some((h.state(), h.lines.len())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        holds,
+        [
+            (pb::HoldState::Active, 1),
+            (pb::HoldState::Confirmed, 1),
+            (pb::HoldState::Consumed, 1)
+        ]
+    );
+    // The order's story: each event shows the order in the state its transition reached,
+    // one transition after the other, ending picking -> ready -> collected.
+    let changes: Vec<&pb::OrderChanged> = seen
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(Kind::OrderChanged(o)) => Some(o),
+            _ => None,
+        })
+        .collect();
+    let mut from = pb::OrderState::Unspecified;
+    for change in &changes {
+        let t = change.transition.as_ref().unwrap();
+        let state = change.order.as_ref().unwrap().state();
+        assert_eq!((t.from(), t.to()), (from, state), "{changes:#?}");
+        from = state;
+    }
+    let states: Vec<pb::OrderState> = changes
+        .iter()
+        .map(|c| c.order.as_ref().unwrap().state())
+        .collect();
+    assert!(
+        states.ends_with(&[
+            pb::OrderState::Picking,
+            pb::OrderState::Ready,
+            pb::OrderState::Collected
+        ]),
+        "{states:?}"
+    );
+    let n = changes.len();
+    let picking = changes[n - 3];
+    assert_eq!(picking.transition.as_ref().unwrap().staff_id, "anna");
+    assert!(picking.order.as_ref().unwrap().pickup_code.is_empty());
+    let ready_event = changes[n - 2];
+    assert_eq!(
+        ready_event.order.as_ref().unwrap().pickup_code,
+        ready.pickup_code
+    );
+    assert!(ready_event.receipt.is_none());
+    let collected = changes[n - 1];
+    assert_eq!(
+        collected.receipt.as_ref().and_then(|r| r.total.clone()),
+        Some(pb::Money {
+            amount_minor: 500,
+            currency: "EUR".into()
+        })
+    );
+
+    // The same events read again, by another consumer and after a restart, are the same.
+    register_earliest(&mut events, "again").await;
+    c.inventory
+        .apply_pos_events(with_token(receive("S1", "SKU-1", 1, "pos-3"), POS_TOKEN))
+        .await
+        .unwrap();
+    let again = events_until(&mut events, "again", "pos-3").await;
+    assert_eq!(again[..seen.len()], seen[..]);
+    let dir = server.stop_keeping_dir().await;
+    let server = TestServer::start_in(dir, |_| {}).await;
+    let mut c = clients(&server).await;
+    c.inventory
+        .apply_pos_events(with_token(receive("S1", "SKU-1", 1, "pos-4"), POS_TOKEN))
+        .await
+        .unwrap();
+    let mut events = EventServiceClient::new(server.channel().await);
+    let after_restart = events_until(&mut events, "facts", "pos-4").await;
+    assert_eq!(after_restart[..seen.len()], seen[..]);
+    server.stop().await.unwrap();
+}

@@ -990,6 +990,16 @@ pub fn order_status(field: &str, s: i32) -> Result<OrderStatus, DomainError> {
 /// An order as the contract shows it. Customer name and locale are not kept by the
 /// engine, so they are empty.
 pub fn order_pb(engine: &pe::Engine, v: &OrderView) -> pb::PickupOrder {
+    let slot = engine.hold_info(v.order.hold()).and_then(|h| h.slot);
+    order_pb_with_slot(engine, v, slot)
+}
+
+/// An order in proto form with the pickup slot (`start_ms`) its hold booked.
+pub fn order_pb_with_slot(
+    engine: &pe::Engine,
+    v: &OrderView,
+    slot: Option<i64>,
+) -> pb::PickupOrder {
     let (channel, channel_name) = channel_pb(&v.channel);
     let mut history = Vec::with_capacity(v.transitions.len());
     let mut from = pb::OrderState::Unspecified;
@@ -1032,9 +1042,7 @@ pub fn order_pb(engine: &pe::Engine, v: &OrderView) -> pb::PickupOrder {
             .collect(),
         currency: v.currency.clone(),
         state: order_state_pb(v.status) as i32,
-        slot: engine
-            .hold_info(v.order.hold())
-            .and_then(|h| slot_pb(engine, v.order.store(), h.slot)),
+        slot: slot_pb(engine, v.order.store(), slot),
         estimated_ready_ms: 0,
         pickup_code: v.code.map(|c| c.to_string()).unwrap_or_default(),
         code_attempts: v.wrong_attempts,
@@ -1205,50 +1213,56 @@ pub fn receipt_pb(r: &Receipt) -> pb::Receipt {
 // ---------------------------------------------------------------- events
 
 /// One logged record as contract events (several events of a record share its seq).
-/// Bookkeeping events without a contract form (SKU registration, consumer acks,
-/// rejections recorded under a key) are left out; their seq still advances.
+/// Built from the record alone (the facts its events carry), never from the state now:
+/// the same record reads the same at any time, also after a restart. Names (store and SKU
+/// external ids, slot times) are looked up, as they never change for an id. Bookkeeping
+/// events without a contract form (SKU registration, consumer acks, rejections recorded
+/// under a key, order transitions whose facts follow them) are left out; their seq still
+/// advances.
 pub fn record_pb(engine: &pe::Engine, rec: &pe::LoggedRecord) -> Vec<pb::Event> {
     use pb::event::Kind;
     let seq = rec.lsn.0;
     let at_ms = rec.record.at.as_ms();
-    let cell = |store: pe::StoreId, sku: pe::SkuId| {
+    let cell = |store: pe::StoreId, sku: pe::SkuId, after: &CellView| {
         let store_name = store_name(engine, store.0);
         let sku_name = engine.sku_name(sku).unwrap_or_default();
-        let view = engine
-            .availability(&store_name, &sku_name)
-            .unwrap_or_default();
-        availability_pb(&store_name, &sku_name, view, seq)
+        availability_pb(&store_name, &sku_name, *after, seq)
     };
-    let hold_changed = |hold: HoldId, state: pb::HoldState| {
-        Kind::HoldChanged(match engine.hold_info(hold) {
-            Some(h) => pb::HoldInfo {
-                state: state as i32,
-                ..active_hold_pb(engine, &h)
-            },
-            None => hold_info_pb(
-                store_name(engine, hold.store().0),
-                Vec::new(),
-                0,
-                0,
-                state,
-                hold,
-                None,
-            ),
+    let hold_pb = |hold: HoldId, facts: &pe::HoldFacts, state: pb::HoldState| {
+        hold_info_pb(
+            store_name(engine, hold.store().0),
+            lines_pb(engine, &facts.lines),
+            facts.created.as_ms(),
+            facts.expires_at.as_ms(),
+            state,
+            hold,
+            slot_pb(engine, hold.store(), facts.slot),
+        )
+    };
+    let stock_changed = |store: pe::StoreId,
+                         sku: pe::SkuId,
+                         pos_event_id: &str,
+                         occurred_at_ms: i64,
+                         change: pb::pos_event::Change,
+                         order_ref: String,
+                         after: &CellView| {
+        let c = cell(store, sku, after);
+        Kind::StockChanged(pb::StockChanged {
+            pos_event: Some(pb::PosEvent {
+                pos_event_id: pos_event_id.to_owned(),
+                store_id: c.store_id.clone(),
+                sku: c.sku.clone(),
+                occurred_at_ms,
+                change: Some(change),
+                order_ref,
+            }),
+            cell: Some(c),
         })
     };
-    let order_changed = |order: OrderId| {
-        engine.order(order).map(|v| {
-            let o = order_pb(engine, &v);
-            Kind::OrderChanged(pb::OrderChanged {
-                transition: o.history.last().cloned(),
-                receipt: (v.status == OrderStatus::Collected)
-                    .then(|| engine.order_receipt(order))
-                    .flatten()
-                    .and_then(Result::ok)
-                    .map(|r| receipt_pb(&r)),
-                order: Some(o),
-                slot: None,
-            })
+    let delta = |kind: pb::PosDeltaKind, qty: i64| {
+        pb::pos_event::Change::Delta(pb::PosDelta {
+            kind: kind as i32,
+            qty: u32::try_from(qty.unsigned_abs()).unwrap_or(u32::MAX),
         })
     };
     rec.record
@@ -1279,15 +1293,33 @@ pub fn record_pb(engine: &pe::Engine, rec: &pe::LoggedRecord) -> Vec<pb::Event> 
                     *hold,
                     slot_pb(engine, hold.store(), *slot),
                 )),
-                pe::Event::HoldExtended { hold, .. } => hold_changed(*hold, pb::HoldState::Active),
-                pe::Event::HoldConfirmed { hold } => hold_changed(*hold, pb::HoldState::Confirmed),
-                pe::Event::HoldReleased { hold, reason } => hold_changed(
+                pe::Event::HoldExtended { hold, facts } => Kind::HoldChanged(hold_pb(
                     *hold,
+                    facts,
+                    if facts.confirmed {
+                        pb::HoldState::Confirmed
+                    } else {
+                        pb::HoldState::Active
+                    },
+                )),
+                pe::Event::HoldConfirmed { hold, facts } => {
+                    Kind::HoldChanged(hold_pb(*hold, facts, pb::HoldState::Confirmed))
+                }
+                pe::Event::HoldReleased {
+                    hold,
+                    reason,
+                    facts,
+                } => Kind::HoldChanged(hold_pb(
+                    *hold,
+                    facts,
                     match reason {
                         pe::ReleaseReason::Released => pb::HoldState::Released,
                         pe::ReleaseReason::Expired => pb::HoldState::Expired,
                     },
-                ),
+                )),
+                pe::Event::OrderCollected { order, hold, .. } => {
+                    Kind::HoldChanged(hold_pb(order.hold(), hold, pb::HoldState::Consumed))
+                }
                 pe::Event::PosDelta {
                     store,
                     sku,
@@ -1296,71 +1328,105 @@ pub fn record_pb(engine: &pe::Engine, rec: &pe::LoggedRecord) -> Vec<pb::Event> 
                     qty,
                     order_ref,
                     pos_time,
-                    ..
+                    after,
                 } => {
-                    let c = cell(*store, *sku);
-                    let (kind, qty) = match kind {
-                        pe::PosDeltaKind::Sale => (pb::PosDeltaKind::Sale, *qty),
-                        pe::PosDeltaKind::Return => (pb::PosDeltaKind::Return, *qty),
-                        pe::PosDeltaKind::Receive => (pb::PosDeltaKind::Receive, *qty),
-                        pe::PosDeltaKind::Adjust if *qty < 0 => {
-                            (pb::PosDeltaKind::AdjustDown, -*qty)
-                        }
-                        pe::PosDeltaKind::Adjust => (pb::PosDeltaKind::AdjustUp, *qty),
+                    let kind = match kind {
+                        pe::PosDeltaKind::Sale => pb::PosDeltaKind::Sale,
+                        pe::PosDeltaKind::Return => pb::PosDeltaKind::Return,
+                        pe::PosDeltaKind::Receive => pb::PosDeltaKind::Receive,
+                        pe::PosDeltaKind::Adjust if *qty < 0 => pb::PosDeltaKind::AdjustDown,
+                        pe::PosDeltaKind::Adjust => pb::PosDeltaKind::AdjustUp,
                     };
-                    Kind::StockChanged(pb::StockChanged {
-                        pos_event: Some(pb::PosEvent {
-                            pos_event_id: pos_event_id.clone(),
-                            store_id: c.store_id.clone(),
-                            sku: c.sku.clone(),
-                            occurred_at_ms: pos_time.as_ms(),
-                            change: Some(pb::pos_event::Change::Delta(pb::PosDelta {
-                                kind: kind as i32,
-                                qty: u32::try_from(qty).unwrap_or(u32::MAX),
-                            })),
-                            order_ref: order_ref.clone().unwrap_or_default(),
-                        }),
-                        cell: Some(c),
-                    })
+                    stock_changed(
+                        *store,
+                        *sku,
+                        pos_event_id,
+                        pos_time.as_ms(),
+                        delta(kind, *qty),
+                        order_ref.clone().unwrap_or_default(),
+                        after,
+                    )
                 }
+                pe::Event::PosOrderSale {
+                    store,
+                    sku,
+                    pos_event_id,
+                    order,
+                    reported,
+                    pos_time,
+                    after,
+                    ..
+                } => stock_changed(
+                    *store,
+                    *sku,
+                    pos_event_id,
+                    pos_time.as_ms(),
+                    delta(pb::PosDeltaKind::Sale, i64::from(*reported)),
+                    order.0.to_string(),
+                    after,
+                ),
                 pe::Event::PosCount {
                     store,
                     sku,
                     pos_event_id,
                     counted,
                     as_of,
+                    after,
                     ..
-                } => {
-                    let c = cell(*store, *sku);
-                    Kind::StockChanged(pb::StockChanged {
-                        pos_event: Some(pb::PosEvent {
-                            pos_event_id: pos_event_id.clone(),
-                            store_id: c.store_id.clone(),
-                            sku: c.sku.clone(),
-                            occurred_at_ms: as_of.as_ms(),
-                            change: Some(pb::pos_event::Change::Count(pb::PosCount {
-                                counted_qty: *counted,
-                                as_of_ms: as_of.as_ms(),
-                            })),
-                            order_ref: String::new(),
-                        }),
-                        cell: Some(c),
-                    })
-                }
+                } => stock_changed(
+                    *store,
+                    *sku,
+                    pos_event_id,
+                    as_of.as_ms(),
+                    pb::pos_event::Change::Count(pb::PosCount {
+                        counted_qty: *counted,
+                        as_of_ms: as_of.as_ms(),
+                    }),
+                    String::new(),
+                    after,
+                ),
                 pe::Event::Shortage {
-                    store, sku, holds, ..
+                    store,
+                    sku,
+                    on_hand,
+                    held,
+                    safety_stock,
+                    holds,
                 } => Kind::Shortage(pb::ShortageDetected {
-                    cell: Some(cell(*store, *sku)),
+                    cell: Some(cell(
+                        *store,
+                        *sku,
+                        &CellView {
+                            on_hand: *on_hand,
+                            held: *held,
+                            safety_stock: *safety_stock,
+                        },
+                    )),
                     hold_ids: holds.iter().map(|h| h.0).collect(),
                 }),
-                pe::Event::OrderCreated { order, .. }
-                | pe::Event::OrderConfirmed { order }
-                | pe::Event::PickingStarted { order, .. }
-                | pe::Event::OrderReady { order, .. }
-                | pe::Event::OrderCollected { order, .. }
-                | pe::Event::OrderCancelled { order, .. }
-                | pe::Event::OrderExpired { order, .. }
-                | pe::Event::OrderNoShow { order, .. } => order_changed(*order)?,
+                pe::Event::OrderChanged {
+                    order,
+                    staff,
+                    slot,
+                    facts,
+                } => {
+                    let view = facts.view(*order);
+                    let o = order_pb_with_slot(engine, &view, *slot);
+                    let transition = o.history.last().cloned().map(|t| pb::OrderTransition {
+                        staff_id: staff.clone().unwrap_or_default(),
+                        ..t
+                    });
+                    Kind::OrderChanged(pb::OrderChanged {
+                        transition,
+                        receipt: (view.status == OrderStatus::Collected)
+                            .then(|| engine.receipt_of(*order, facts))
+                            .flatten()
+                            .and_then(Result::ok)
+                            .map(|r| receipt_pb(&r)),
+                        slot: o.slot,
+                        order: Some(o),
+                    })
+                }
                 _ => return None,
             };
             Some(pb::Event {
