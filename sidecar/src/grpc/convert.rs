@@ -644,8 +644,14 @@ pub fn slot_pb(
 
 // ---------------------------------------------------------------- inventory
 
-/// A cell as the contract shows it. `as_of_seq` is the LSN of the change when the
-/// caller knows it (a POS outcome), else 0: the engine does not keep a per-cell LSN.
+/// A cell as the contract shows it. `as_of_seq` is the LSN of the change (an event, a POS
+/// outcome) or, for a read, [`read_point`] taken before the cell was read.
+/// The log's head before a read: every change up to it is in what is read after it (a
+/// change is logged under the cell's lock and applied before the lock is let go).
+pub fn read_point(engine: &pe::Engine) -> u64 {
+    engine.log().last_lsn().0
+}
+
 pub fn availability_pb(store: &str, sku: &str, cell: CellView, as_of_seq: u64) -> pb::Availability {
     pb::Availability {
         store_id: store.to_owned(),

@@ -91,8 +91,16 @@ fn apply_one(engine: &Engine, cmd: &PosCommand) -> Result<pb::PosEventOutcome, D
         Ok(PosOutcome::AlreadyHandedOff { lsn, .. }) => {
             outcome(pb::PosEventResult::AlreadyHandedOff, lsn.0, Vec::new())
         }
-        Ok(PosOutcome::Duplicate) => outcome(pb::PosEventResult::Duplicate, 0, Vec::new()),
-        Ok(PosOutcome::StaleCount) => outcome(pb::PosEventResult::StaleCount, 0, Vec::new()),
+        Ok(PosOutcome::Duplicate) => outcome(
+            pb::PosEventResult::Duplicate,
+            convert::read_point(engine),
+            Vec::new(),
+        ),
+        Ok(PosOutcome::StaleCount) => outcome(
+            pb::PosEventResult::StaleCount,
+            convert::read_point(engine),
+            Vec::new(),
+        ),
         Err(EngineError::UnknownStore(_)) => Ok(pb::PosEventOutcome {
             pos_event_id: id.clone(),
             result: pb::PosEventResult::UnknownStore as i32,
@@ -104,11 +112,12 @@ fn apply_one(engine: &Engine, cmd: &PosCommand) -> Result<pb::PosEventOutcome, D
 }
 
 fn cell(engine: &Arc<Engine>, store: &str, sku: &str) -> Result<pb::Availability, DomainError> {
+    let seq = convert::read_point(engine);
     Ok(convert::availability_pb(
         store,
         sku,
         engine.availability(store, sku)?,
-        0,
+        seq,
     ))
 }
 
@@ -185,12 +194,13 @@ impl InventoryService for Inventory {
             caller.authorize_store(s)?;
         }
         let engine = self.domain.engine()?;
+        let seq = convert::read_point(&engine);
         let mut cells: Vec<pb::Availability> = engine
             .sku_availability(&req.sku)
             .into_iter()
             .map(|(store, view)| {
                 let name = convert::store_name(&engine, store.0);
-                convert::availability_pb(&name, &req.sku, view, 0)
+                convert::availability_pb(&name, &req.sku, view, seq)
             })
             .filter(|c| req.store_ids.is_empty() || req.store_ids.contains(&c.store_id))
             // What the token may see (every store: an open read in rpc.rs).
@@ -216,6 +226,7 @@ impl InventoryService for Inventory {
                 reason: "not a token this server issued".into(),
             })?;
         let engine = self.domain.engine()?;
+        let seq = convert::read_point(&engine);
         let page = engine
             .store_availability(&req.store_id, after, size)
             .map_err(DomainError::from)?;
@@ -233,7 +244,7 @@ impl InventoryService for Inventory {
             .filter_map(|(sku, view)| {
                 let name = engine.sku_name(sku)?;
                 name.starts_with(&req.sku_prefix)
-                    .then(|| convert::availability_pb(&req.store_id, &name, view, 0))
+                    .then(|| convert::availability_pb(&req.store_id, &name, view, seq))
             })
             .collect();
         Ok(Response::new(pb::ListStoreAvailabilityResponse {
