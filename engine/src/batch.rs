@@ -585,6 +585,7 @@ fn batch_identity(items: &[Item<'_>]) -> u32 {
             item.prep.shard.id,
             item.prep.lines.iter().map(|(_, q, name)| (*name, *q)),
             item.req.slot_start_ms,
+            item.prep.ttl_ms,
         );
         crc = crc32c::crc32c_append(crc, &hold.to_le_bytes());
     }

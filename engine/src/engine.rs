@@ -267,14 +267,16 @@ pub(crate) enum IdemEntry {
 }
 
 /// What identifies a hold request for its idempotency key: a CRC-32C over the store, the
-/// merged lines in SKU name order (name and units) and the slot. A retry must repeat
-/// these; its TTL is not part of it (a grant does not record whether the TTL was the
-/// store's default). The value is stored in snapshots, so it must not depend on the
-/// process (no seeded hash).
+/// merged lines in SKU name order (name and units), and the slot, or without a slot the
+/// hold time the request resolved to (its `ttl_ms`, or the store's default then): what
+/// decides the expiry. A retry must repeat these. A replayed grant finds the hold time
+/// as its expiry minus its record's time. The value is stored in snapshots, so it must
+/// not depend on the process (no seeded hash).
 pub(crate) fn hold_identity<'a>(
     store: StoreId,
     lines: impl IntoIterator<Item = (&'a str, u64)>,
     slot: Option<i64>,
+    ttl_ms: i64,
 ) -> u32 {
     let mut lines: Vec<(&str, u64)> = lines.into_iter().collect();
     lines.sort_unstable();
@@ -288,7 +290,7 @@ pub(crate) fn hold_identity<'a>(
         Some(start) => {
             crc32c::crc32c_append(crc32c::crc32c_append(crc, &[1]), &start.to_le_bytes())
         }
-        None => crc32c::crc32c_append(crc, &[0]),
+        None => crc32c::crc32c_append(crc32c::crc32c_append(crc, &[0]), &ttl_ms.to_le_bytes()),
     }
 }
 
@@ -719,6 +721,7 @@ impl Engine {
                 shard.id,
                 lines.iter().map(|(_, q, name)| (*name, *q)),
                 req.slot_start_ms,
+                ttl_ms,
             )
         });
         Ok(PreparedHold {
@@ -1794,7 +1797,7 @@ impl Engine {
             }
         }
         grant_state(shard.state.get_mut(), hold, key, lines.into(), at, expiry);
-        self.replayed_grant_key(hold, key, lines, expiry);
+        self.replayed_grant_key(hold, key, lines, at, expiry);
         Ok(())
     }
 
@@ -1805,6 +1808,7 @@ impl Engine {
         hold: HoldId,
         key: Option<&str>,
         lines: &[Line],
+        at: Timestamp,
         (expires_at, slot): (Timestamp, Option<i64>),
     ) {
         if let Some(key) = key {
@@ -1813,7 +1817,8 @@ impl Engine {
                 let name = names.get(l.sku.0 as usize).map_or("", |n| &**n);
                 (name, u64::from(l.qty))
             });
-            let request = hold_identity(hold.store(), named, slot);
+            let ttl_ms = expires_at.0 - at.0;
+            let request = hold_identity(hold.store(), named, slot, ttl_ms);
             drop(names);
             // The LSN is not known here; 0 is durable by definition after recovery.
             self.idem.insert(
@@ -1904,7 +1909,7 @@ impl Engine {
                     at,
                     (*expires_at, *slot),
                 );
-                self.replayed_grant_key(*hold, key.as_deref(), lines, (*expires_at, *slot));
+                self.replayed_grant_key(*hold, key.as_deref(), lines, at, (*expires_at, *slot));
             }
             Event::HoldRejected {
                 store,

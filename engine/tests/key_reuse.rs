@@ -86,6 +86,22 @@ fn check(engine: &Engine, granted: &HoldOutcome) {
         (HoldOutcome::Granted(a), HoldOutcome::Granted(b)) => assert_eq!(a.hold, b.hold),
         other => panic!("{other:?}"),
     }
+    // The hold time the request resolved to is part of it: the store's default (2 hours)
+    // named explicitly is the same request; another hold time is not (issue 15, bug 4).
+    match engine.hold(
+        &hold("s1", &[("A", 2), ("B", 1)], "cart-1").with_ttl_ms(2 * 3_600_000),
+        NOW,
+    ) {
+        Ok(HoldOutcome::Granted(a)) => assert!(
+            matches!(granted, HoldOutcome::Granted(b) if b.hold == a.hold),
+            "{a:?}"
+        ),
+        other => panic!("the same request with its default hold time: {other:?}"),
+    }
+    reused(engine.hold(
+        &hold("s1", &[("A", 2), ("B", 1)], "cart-1").with_ttl_ms(600_000),
+        NOW,
+    ));
     // Other lines, another store, another slot, under the same key: refused.
     reused(engine.hold(&hold("s1", &[("A", 3), ("B", 1)], "cart-1"), NOW));
     reused(engine.hold(&hold("s1", &[("A", 2)], "cart-1"), NOW));
