@@ -61,6 +61,7 @@
 //! # Ok::<(), pickline_engine::EngineError>(())
 //! ```
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod batch;

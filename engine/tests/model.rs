@@ -111,7 +111,8 @@ struct MHold {
 }
 
 /// What a keyed hold asked for: store, and merged lines (SKU index -> units).
-type KeyedRequest = (usize, BTreeMap<usize, u32>);
+/// What a key names: store, merged lines and the hold time the request resolved to.
+type KeyedRequest = (usize, BTreeMap<usize, u32>, i64);
 
 /// The sequential model: plain maps, no locks, no cleverness.
 #[derive(Default)]
@@ -174,7 +175,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 if let Some(k) = key
                     && m.idem
                         .get(&k)
-                        .is_some_and(|(_, request)| *request != (store, merged.clone()))
+                        .is_some_and(|(_, request)| {
+                            *request != (store, merged.clone(), ttl_ms.unwrap_or(DEFAULT_HOLD_MS))
+                        })
                 {
                     prop_assert!(
                         matches!(result, Err(EngineError::IdempotencyKeyReused { .. })),
@@ -233,7 +236,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         }
                     };
                     if let Some(k) = key {
-                        m.idem.insert(k, (outcome.clone(), (store, merged.clone())));
+                        let request = (store, merged.clone(), ttl_ms.unwrap_or(DEFAULT_HOLD_MS));
+                        m.idem.insert(k, (outcome.clone(), request));
                     }
                     outcome
                 };
