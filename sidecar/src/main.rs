@@ -24,6 +24,10 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => pickline_sidecar::bench::run(&args),
         Command::Simulate(args) => pickline_sidecar::simulate::run(&args),
         Command::Wal(cmd) => pickline_sidecar::walcmd::run(&cmd),
+        Command::Intake(cmd) => match pickline_sidecar::intake::cli::run(&cmd)? {
+            0 => Ok(()),
+            code => std::process::exit(code),
+        },
     }
 }
 
