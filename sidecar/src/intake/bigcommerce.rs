@@ -235,7 +235,7 @@ pub(crate) fn adapt(payload: Payload<'_>, _ctx: &Context<'_>) -> Result<Draft, V
     };
     d.not_pickup = Some(match &pickup_location {
         Some(_) => "digital products are not picked up".to_owned(),
-        None => "no pickup consignment".to_owned(),
+        None => "no pickup consignment; status and products name no pickup method".to_owned(),
     });
 
     for (i, pr) in products.iter().enumerate() {

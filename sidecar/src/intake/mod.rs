@@ -225,12 +225,16 @@ impl Draft {
         }
         let mut pickups: Vec<PickupGroup> = Vec::new();
         let mut other_lines = Vec::new();
+        let mut unknown: Vec<String> = Vec::new();
         for (dest, line) in self.lines {
             match dest {
                 Destination::Other => other_lines.push(line),
                 Destination::Pickup(location) => {
                     if let Some(g) = pickups.iter_mut().find(|g| g.location == location) {
                         g.lines.push(line);
+                        continue;
+                    }
+                    if unknown.contains(&location) {
                         continue;
                     }
                     let map = &ctx.config.store_map;
@@ -245,13 +249,16 @@ impl Draft {
                             store,
                             lines: vec![line],
                         }),
-                        None => problems.push(Reason::new(
-                            ReasonCode::UnknownPickupLocation,
-                            format!(
-                                "pickup location {location:?} is not in intake.{}.store_map",
-                                channel.as_str()
-                            ),
-                        )),
+                        None => {
+                            problems.push(Reason::new(
+                                ReasonCode::UnknownPickupLocation,
+                                format!(
+                                    "pickup location {location:?} is not in intake.{}.store_map",
+                                    channel.as_str()
+                                ),
+                            ));
+                            unknown.push(location);
+                        }
                     }
                 }
             }
