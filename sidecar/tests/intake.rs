@@ -685,3 +685,12 @@ fn cli_rules_lists_hits_per_file() {
     );
     assert_eq!(out, expected);
 }
+
+#[test]
+fn cli_bench_intake_reports_a_rate() {
+    let (code, out, err) = pickline(&["bench", "intake", "--quick", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["shopify_orders_per_s"].as_f64().unwrap() > 0.0, "{out}");
+    assert_eq!(v["payload_bytes"], 14894);
+}

@@ -14,11 +14,12 @@
 //! - [`config`]: `[intake]` (store maps, hold-reference keys, rules per channel and
 //!   account); [`rules`]: the rules themselves.
 //! - [`reason`]: [`ReasonCode`], the typed reasons of refusals and rule hits.
-//! - [`cli`]: `pickline intake normalize|rules`.
+//! - [`cli`]: `pickline intake normalize|rules`; [`bench`]: `pickline bench intake`.
 //!
 //! Architecture invariant: adapters and rules are pure functions of (bytes, config); no
 //! clock, no I/O, no panic on any input (fuzzed: `fuzz/fuzz_targets/intake_*.rs`).
 
+pub mod bench;
 pub mod bigcommerce;
 pub mod cli;
 pub mod commercetools;
