@@ -202,7 +202,15 @@ pub(crate) fn adapt(payload: Payload<'_>, ctx: &Context<'_>) -> Result<Draft, Ve
                                 format!("{sub_field}: {t:?} is not an amount"),
                             )
                         })
-                        .and_then(|s| c.minor_of(&sub_field, s / Decimal::from(q))),
+                        .and_then(|s| {
+                            let unit = s.checked_div(Decimal::from(q)).ok_or_else(|| {
+                                Reason::new(
+                                    ReasonCode::InvalidField,
+                                    format!("{sub_field}: {t:?} is out of range"),
+                                )
+                            })?;
+                            c.minor_of(&sub_field, unit)
+                        }),
                 )
             }
             (_, None, _) => {
