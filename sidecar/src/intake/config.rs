@@ -146,10 +146,10 @@ impl Default for Rules {
     }
 }
 
-/// [`Rules`] with every key optional: the keys given replace the inherited ones.
+/// [`Rules`] with every key optional: the keys given replace the inherited ones. Each
+/// field means what the [`Rules`] field of the same name means.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
-#[allow(missing_docs)]
 pub struct RulesOverride {
     pub not_pickup: Option<Action>,
     pub test_order: Option<Action>,
