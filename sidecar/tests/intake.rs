@@ -732,3 +732,17 @@ fn damaged_payloads_never_panic() {
     }
     assert!(answers > 10_000, "{answers}");
 }
+
+#[test]
+fn woocommerce_prices_with_tax_add_the_line_tax() {
+    let mut order: serde_json::Value =
+        serde_json::from_slice(&fixture("woocommerce_order_local_pickup.json")).unwrap();
+    order["prices_include_tax"] = serde_json::Value::Bool(true);
+    let body = serde_json::to_vec(&order).unwrap();
+    let v = normalized(Channel::Woocommerce, &body, &[], &IntakeConfig::default());
+    assert_eq!(v["prices_include_tax"], true);
+    // (6.00 + 0.45) / 2 = 3.225, half away from zero; (12.00 + 0.90) / 1.
+    let lines = &v["pickups"][0]["lines"];
+    assert_eq!(lines[0]["unit_price_minor"], 323, "{v}");
+    assert_eq!(lines[1]["unit_price_minor"], 1290, "{v}");
+}

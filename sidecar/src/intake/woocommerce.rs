@@ -5,7 +5,8 @@
 //!   WooCommerce has no location id). A pickup line together with another method is
 //!   refused (`mixed_fulfillment`): the order does not say which items go where.
 //! - Dates: `*_gmt` fields, UTC without a `Z`. Version: `date_modified_gmt` in ms.
-//! - Unit price: line `subtotal` (a string, before discounts, without tax) divided by
+//! - Unit price: line `subtotal` (a string, before discounts, without tax; plus
+//!   `subtotal_tax` when the shop enters prices with tax, `prices_include_tax`) divided by
 //!   the quantity; the line `price` is a float that WooCommerce rounds.
 //! - SKU may be `""`: the `variation_id` (or `product_id` when 0) stands in.
 //! - Paid: `date_paid_gmt` is set. Cancelled: status `cancelled`. The webhook ping
@@ -61,6 +62,7 @@ struct LineItem {
     variation_id: Option<Text>,
     quantity: Option<Text>,
     subtotal: Option<Text>,
+    subtotal_tax: Option<Text>,
     sku: Option<Text>,
 }
 
@@ -83,6 +85,45 @@ fn meta(list: &[Meta], key: &str) -> Option<String> {
             Some(serde_json::Value::Number(n)) => Some(n.to_string()),
             _ => None,
         })
+}
+
+/// A line's unit price in minor units (see the module doc).
+fn unit_price(
+    c: Currency,
+    field: &str,
+    item: &LineItem,
+    with_tax: bool,
+    qty: u32,
+) -> Result<i64, Reason> {
+    let amount = |name: &str, raw: &Option<Text>| -> Result<Decimal, Reason> {
+        let t = text(raw).ok_or_else(|| {
+            Reason::new(ReasonCode::MissingField, format!("{field}.{name}: missing"))
+        })?;
+        t.parse::<Decimal>().map_err(|_| {
+            Reason::new(
+                ReasonCode::InvalidField,
+                format!("{field}.{name}: {t:?} is not an amount"),
+            )
+        })
+    };
+    let mut total = amount("subtotal", &item.subtotal)?;
+    if with_tax {
+        total = total
+            .checked_add(amount("subtotal_tax", &item.subtotal_tax)?)
+            .ok_or_else(|| {
+                Reason::new(
+                    ReasonCode::InvalidField,
+                    format!("{field}.subtotal_tax: out of range"),
+                )
+            })?;
+    }
+    let unit = total.checked_div(Decimal::from(qty)).ok_or_else(|| {
+        Reason::new(
+            ReasonCode::InvalidField,
+            format!("{field}.subtotal: out of range"),
+        )
+    })?;
+    c.minor_of(&format!("{field}.subtotal"), unit)
 }
 
 /// Builds the draft of a WooCommerce order (see the module doc).
@@ -191,35 +232,8 @@ pub(crate) fn adapt(payload: Payload<'_>, ctx: &Context<'_>) -> Result<Draft, Ve
             .filter(|v| v != "0")
             .or_else(|| text(&item.product_id).filter(|v| v != "0"));
         let sku = p.take(sku_or_fallback(&field, text(&item.sku), variant));
-        let price = match (d.currency, text(&item.subtotal), qty) {
-            (Some(c), Some(t), Some(q)) => {
-                let sub_field = format!("{field}.subtotal");
-                p.take(
-                    t.parse::<Decimal>()
-                        .map_err(|_| {
-                            Reason::new(
-                                ReasonCode::InvalidField,
-                                format!("{sub_field}: {t:?} is not an amount"),
-                            )
-                        })
-                        .and_then(|s| {
-                            let unit = s.checked_div(Decimal::from(q)).ok_or_else(|| {
-                                Reason::new(
-                                    ReasonCode::InvalidField,
-                                    format!("{sub_field}: {t:?} is out of range"),
-                                )
-                            })?;
-                            c.minor_of(&sub_field, unit)
-                        }),
-                )
-            }
-            (_, None, _) => {
-                p.push(Reason::new(
-                    ReasonCode::MissingField,
-                    format!("{field}.subtotal: missing"),
-                ));
-                None
-            }
+        let price = match (d.currency, qty) {
+            (Some(c), Some(q)) => p.take(unit_price(c, &field, item, d.prices_include_tax, q)),
             _ => None,
         };
         if let (Some(qty), Some((sku, sku_source)), Some(unit_price_minor), Some(dest)) =
