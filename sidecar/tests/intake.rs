@@ -746,3 +746,13 @@ fn woocommerce_prices_with_tax_add_the_line_tax() {
     assert_eq!(lines[0]["unit_price_minor"], 323, "{v}");
     assert_eq!(lines[1]["unit_price_minor"], 1290, "{v}");
 }
+
+#[test]
+fn woocommerce_checkout_drafts_are_incomplete() {
+    let mut order: serde_json::Value =
+        serde_json::from_slice(&fixture("woocommerce_order_local_pickup.json")).unwrap();
+    order["status"] = serde_json::Value::String("checkout-draft".to_owned());
+    let body = serde_json::to_vec(&order).unwrap();
+    let v = normalized(Channel::Woocommerce, &body, &[], &IntakeConfig::default());
+    assert_eq!(codes(&v), ["incomplete_order"]);
+}

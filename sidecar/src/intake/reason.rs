@@ -30,7 +30,8 @@ pub enum ReasonCode {
     MixedFulfillment,
     /// Documents that contradict each other (e.g. products of another order).
     Inconsistent,
-    /// The platform's incomplete/draft order (BigCommerce status 0 fires webhooks too).
+    /// The platform's incomplete/draft order (BigCommerce status 0 fires webhooks too;
+    /// WooCommerce checkout drafts).
     IncompleteOrder,
     // --- Validation rules (each can reject or warn; see `[intake.rules]`). ---
     /// No line is for pickup.

@@ -9,7 +9,8 @@
 //!   `subtotal_tax` when the shop enters prices with tax, `prices_include_tax`) divided by
 //!   the quantity; the line `price` is a float that WooCommerce rounds.
 //! - SKU may be `""`: the `variation_id` (or `product_id` when 0) stands in.
-//! - Paid: `date_paid_gmt` is set. Cancelled: status `cancelled`. The webhook ping
+//! - Paid: `date_paid_gmt` is set. Cancelled: status `cancelled`. Drafts
+//!   (`checkout-draft`, `draft`) are refused as incomplete. The webhook ping
 //!   (`webhook_id=N`, form-encoded) and `order.deleted` (`{"id": N}`) are not orders.
 
 use rust_decimal::Decimal;
@@ -73,6 +74,9 @@ struct ShippingLine {
     #[serde(default)]
     meta_data: Vec<Meta>,
 }
+
+/// Statuses of checkouts in progress, which WooCommerce can still deliver.
+const DRAFT_STATUSES: [&str; 2] = ["checkout-draft", "draft"];
 
 /// The shipping methods that mean "picked up in store".
 const PICKUP_METHODS: [&str; 2] = ["local_pickup", "pickup_location"];
@@ -139,6 +143,12 @@ pub(crate) fn adapt(payload: Payload<'_>, ctx: &Context<'_>) -> Result<Draft, Ve
         return Err(vec![Reason::new(
             ReasonCode::NotAnOrder,
             "an order.deleted notice (only an id)",
+        )]);
+    }
+    if let Some(status) = text(&order.status).filter(|s| DRAFT_STATUSES.contains(&s.as_str())) {
+        return Err(vec![Reason::new(
+            ReasonCode::IncompleteOrder,
+            format!("a {status} order (the checkout is not finished)"),
         )]);
     }
     let mut p = Problems::default();
