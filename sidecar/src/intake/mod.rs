@@ -36,7 +36,7 @@ pub mod woocommerce;
 use serde::Serialize;
 
 pub use config::IntakeConfig;
-pub use model::{CanonicalOrder, Customer, Line, PickupGroup, SkuSource};
+pub use model::{CanonicalOrder, Customer, Line, PickupGroup, PickupWindow, SkuSource};
 pub use reason::{Reason, ReasonCode};
 pub use rules::RuleHit;
 
@@ -207,6 +207,8 @@ pub(crate) struct Draft {
     pub customer: Customer,
     pub hold_ref: Option<String>,
     pub lines: Vec<(Destination, Line)>,
+    /// Requested pickup windows by platform location.
+    pub windows: Vec<(String, PickupWindow)>,
     pub not_pickup: Option<String>,
 }
 
@@ -246,6 +248,11 @@ impl Draft {
                     };
                     match store {
                         Some(store) => pickups.push(PickupGroup {
+                            window: self
+                                .windows
+                                .iter()
+                                .find(|(l, _)| *l == location)
+                                .map(|(_, w)| w.clone()),
                             location,
                             store,
                             lines: vec![line],

@@ -72,8 +72,19 @@ pub struct PickupGroup {
     /// The Pickline store it maps to (the channel's `store_map`; the location itself
     /// when the map is empty).
     pub store: String,
+    /// The pickup time the customer chose, when the platform states one in UTC.
+    pub window: Option<PickupWindow>,
     /// The lines, in the order of the payload.
     pub lines: Vec<Line>,
+}
+
+/// A requested pickup time range.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PickupWindow {
+    /// Earliest, RFC 3339 UTC.
+    pub start: String,
+    /// Latest, RFC 3339 UTC, when the platform gives an end.
+    pub end: Option<String>,
 }
 
 /// One order line.

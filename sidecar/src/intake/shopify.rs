@@ -9,7 +9,8 @@
 //!   (`delivery_method.method_type == "pick_up"` at `assigned_location_id`), passed as
 //!   related documents (`{"fulfillment_order": {...}}`, `{"fulfillment_orders": [...]}` or a
 //!   bare FulfillmentOrder). Lines of a pick-up FulfillmentOrder go to its location, one
-//!   group per location; lines of other FulfillmentOrders are not picked up. Without
+//!   group per location, with the delivery method's `min/max_delivery_date_time` as the
+//!   pickup window; lines of other FulfillmentOrders are not picked up. Without
 //!   FulfillmentOrders, pickup apps' `note_attributes` (`Checkout-Method: pickup`, with
 //!   `Pickup-Location-Id` or else `Pickup-Location-Company`) count; nothing else does (the
 //!   shipping-line heuristics are guesses).
@@ -24,7 +25,8 @@ use super::fields::{
     text, version_ms,
 };
 use super::{
-    Context, Destination, Draft, Line, Payload, Reason, ReasonCode, done, sku_or_fallback,
+    Context, Destination, Draft, Line, Payload, PickupWindow, Reason, ReasonCode, done,
+    sku_or_fallback,
 };
 
 #[derive(Deserialize)]
@@ -114,12 +116,30 @@ struct FulfillmentOrder {
 struct DeliveryMethod {
     method_type: Option<Text>,
     presented_name: Option<Text>,
+    min_delivery_date_time: Option<Text>,
+    max_delivery_date_time: Option<Text>,
 }
 
 #[derive(Deserialize)]
 struct FulfillmentLine {
     line_item_id: Option<Text>,
     quantity: Option<Text>,
+}
+
+/// The pickup window of a pick-up FulfillmentOrder, from its delivery method's min and
+/// max times (RFC 3339 with an offset).
+fn window(m: &DeliveryMethod) -> Result<Option<PickupWindow>, Reason> {
+    let utc = |field: &str, raw: &Option<Text>| {
+        text(raw)
+            .map(|t| super::fields::timestamp(field, &t, TimeFormat::Rfc3339))
+            .transpose()
+    };
+    let start = utc("min_delivery_date_time", &m.min_delivery_date_time)?;
+    let end = utc("max_delivery_date_time", &m.max_delivery_date_time)?;
+    Ok(start.map(|start| PickupWindow {
+        start: start.to_string(),
+        end: end.map(|e| e.to_string()),
+    }))
 }
 
 /// Builds the draft of a Shopify order (see the module doc).
@@ -229,7 +249,12 @@ pub(crate) fn adapt(payload: Payload<'_>, ctx: &Context<'_>) -> Result<Draft, Ve
         let method = fo.delivery_method.as_ref();
         let dest = if method.and_then(|m| text(&m.method_type)).as_deref() == Some("pick_up") {
             match text(&fo.assigned_location_id) {
-                Some(loc) => Destination::Pickup(loc),
+                Some(loc) => {
+                    if let Some(window) = method.and_then(|m| p.take(window(m)).flatten()) {
+                        d.windows.push((loc.clone(), window));
+                    }
+                    Destination::Pickup(loc)
+                }
                 None => {
                     p.push(Reason::new(
                         ReasonCode::PickupLocationMissing,
