@@ -18,6 +18,8 @@ pub enum Suite {
     Grpc,
     /// Allocation: geo search + holds over 2,000 stores, allocate + release loops.
     Allocate,
+    /// Order intake: normalize + validate the Shopify fixture, one thread.
+    Intake,
     /// The same multi-line hold workload against the engine (sync, async), the sidecar
     /// over gRPC, PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379).
     Compare,
@@ -136,6 +138,20 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             };
             let report =
                 crate::bench_compare::run(&cfg, |step| eprintln!("bench compare: {step}"))?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.to_table());
+            }
+        }
+        Suite::Intake => {
+            let cfg = if args.quick {
+                crate::intake::bench::IntakeBenchConfig::quick()
+            } else {
+                crate::intake::bench::IntakeBenchConfig::full()
+            };
+            eprintln!("bench intake: normalize + validate the Shopify fixture, 1 thread");
+            let report = crate::intake::bench::run(&cfg);
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

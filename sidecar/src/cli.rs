@@ -35,6 +35,9 @@ pub enum Command {
     /// Operator tools for a data directory's write-ahead log.
     #[command(subcommand)]
     Wal(crate::walcmd::WalCommand),
+    /// Order intake tools: normalize a channel payload, show which rules it trips.
+    #[command(subcommand)]
+    Intake(crate::intake::cli::IntakeCommand),
 }
 
 /// Flags of `pickline serve`. They override the config file and the environment.

@@ -71,6 +71,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Order intake: channel settings and validation rules.
+    pub intake: crate::intake::IntakeConfig,
     /// Bearer tokens; none means every RPC is UNAUTHENTICATED (secure by default), which
     /// [`Config::validate`] only accepts on a loopback listener. Never serialized: it holds
     /// secrets.
@@ -713,6 +715,9 @@ impl Config {
                 "http.listen",
                 format!("{} is also grpc.listen; use two ports", self.http.listen),
             ));
+        }
+        if let Err((key, reason)) = self.intake.validate() {
+            return Err(invalid(key, reason));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return Err(invalid("log.filter", e.to_string()));

@@ -14,6 +14,8 @@
 //!   health, reflection, graceful shutdown.
 //! - [`metrics`]: Prometheus `/metrics`, per-RPC counters and latency, engine gauges.
 //! - [`grpc::admin`]: the `AdminService` handler (Ping).
+//! - [`intake`]: order intake: channel adapters into one canonical order, webhook
+//!   signatures, validation rules, `pickline intake normalize|rules`.
 //! - [`config`], [`cli`], [`logging`]: what `main` needs to start.
 //!
 //! # How a domain handler plugs in
@@ -44,6 +46,7 @@ pub mod bench_grpc;
 pub mod cli;
 pub mod config;
 pub mod grpc;
+pub mod intake;
 pub mod logging;
 pub mod metrics;
 pub mod qr;

@@ -1,0 +1,262 @@
+//! `[intake]`: per-channel settings and validation rules, per channel and per account.
+//!
+//! Rules are layered like the rest of the configuration: `[intake.rules]` applies to every
+//! channel; `[intake.<channel>.rules]` overrides it key by key for one channel, and
+//! `[intake.<channel>.accounts."<account>"]` for one account of that channel.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::Channel;
+
+/// Largest accepted `lines_max` and `line_qty_max`.
+pub const RULE_LIMIT_MAX: u32 = 1_000_000;
+
+/// `[intake]`
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntakeConfig {
+    /// Rules of every channel and account, unless overridden.
+    pub rules: Rules,
+    /// `[intake.shopify]`
+    pub shopify: ChannelConfig,
+    /// `[intake.woocommerce]`
+    pub woocommerce: ChannelConfig,
+    /// `[intake.bigcommerce]`
+    pub bigcommerce: ChannelConfig,
+    /// `[intake.magento]`
+    pub magento: ChannelConfig,
+    /// `[intake.commercetools]`
+    pub commercetools: ChannelConfig,
+}
+
+/// `[intake.<channel>]`
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// Name of the order attribute / metadata entry / custom field that carries a hold
+    /// made at checkout (Shopify `note_attributes`, WooCommerce `meta_data`, commercetools
+    /// `custom.fields`).
+    pub hold_ref_key: String,
+    /// Platform location (id, code or name, as the adapter reports it) to Pickline store
+    /// id. Empty: the location is the store id. Not empty: a location it does not list is
+    /// refused (`unknown_pickup_location`), never guessed.
+    pub store_map: BTreeMap<String, String>,
+    /// Rule overrides for this channel.
+    pub rules: RulesOverride,
+    /// Rule overrides per account (shop domain, site URL, store hash, ...).
+    pub accounts: BTreeMap<String, RulesOverride>,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        ChannelConfig {
+            hold_ref_key: "pickline_hold_id".to_owned(),
+            store_map: BTreeMap::new(),
+            rules: RulesOverride::default(),
+            accounts: BTreeMap::new(),
+        }
+    }
+}
+
+/// What a rule does when it trips.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Refuse the order with the rule's reason.
+    Reject,
+    /// Accept the order and report the reason.
+    Warn,
+    /// Do not check (test-order policy "accept").
+    #[serde(alias = "accept")]
+    Off,
+}
+
+/// A field `required_fields` can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequiredField {
+    /// The customer's name.
+    CustomerName,
+    /// An email address.
+    Email,
+    /// A phone number.
+    Phone,
+    /// The customer-facing order number.
+    OrderNumber,
+    /// The grand total.
+    Total,
+    /// A checkout hold reference.
+    HoldRef,
+}
+
+/// The validation rules, with their limits.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Rules {
+    /// An order without pickup lines.
+    pub not_pickup: Action,
+    /// Test-order policy: reject, warn or accept (= off).
+    pub test_order: Action,
+    /// Neither email nor phone.
+    pub contact: Action,
+    /// Currency not in `currencies`.
+    pub currency: Action,
+    /// Allowed currencies (ISO 4217); empty: any.
+    pub currencies: Vec<String>,
+    /// Pickup store not in `stores`.
+    pub store: Action,
+    /// Allowed Pickline stores; empty: any.
+    pub stores: Vec<String>,
+    /// More than `lines_max` pickup lines.
+    pub lines: Action,
+    /// Most pickup lines in one order.
+    pub lines_max: u32,
+    /// A pickup line above `line_qty_max` units.
+    pub line_qty: Action,
+    /// Most units in one line.
+    pub line_qty_max: u32,
+    /// A field of `required_fields` absent.
+    pub required: Action,
+    /// Fields every order must have.
+    pub required_fields: Vec<RequiredField>,
+    /// A SKU taken from a variant id because the platform's SKU was empty.
+    pub sku_fallback: Action,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            not_pickup: Action::Reject,
+            test_order: Action::Reject,
+            contact: Action::Reject,
+            currency: Action::Reject,
+            currencies: Vec::new(),
+            store: Action::Reject,
+            stores: Vec::new(),
+            lines: Action::Reject,
+            lines_max: 100,
+            line_qty: Action::Reject,
+            line_qty_max: 100,
+            required: Action::Reject,
+            required_fields: Vec::new(),
+            sku_fallback: Action::Warn,
+        }
+    }
+}
+
+/// [`Rules`] with every key optional: the keys given replace the inherited ones. Each
+/// field means what the [`Rules`] field of the same name means.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RulesOverride {
+    pub not_pickup: Option<Action>,
+    pub test_order: Option<Action>,
+    pub contact: Option<Action>,
+    pub currency: Option<Action>,
+    pub currencies: Option<Vec<String>>,
+    pub store: Option<Action>,
+    pub stores: Option<Vec<String>>,
+    pub lines: Option<Action>,
+    pub lines_max: Option<u32>,
+    pub line_qty: Option<Action>,
+    pub line_qty_max: Option<u32>,
+    pub required: Option<Action>,
+    pub required_fields: Option<Vec<RequiredField>>,
+    pub sku_fallback: Option<Action>,
+}
+
+impl Rules {
+    /// These rules with `o`'s keys replacing their own.
+    pub fn overlay(&self, o: &RulesOverride) -> Rules {
+        fn pick<T: Clone>(base: &T, o: &Option<T>) -> T {
+            o.as_ref().unwrap_or(base).clone()
+        }
+        Rules {
+            not_pickup: pick(&self.not_pickup, &o.not_pickup),
+            test_order: pick(&self.test_order, &o.test_order),
+            contact: pick(&self.contact, &o.contact),
+            currency: pick(&self.currency, &o.currency),
+            currencies: pick(&self.currencies, &o.currencies),
+            store: pick(&self.store, &o.store),
+            stores: pick(&self.stores, &o.stores),
+            lines: pick(&self.lines, &o.lines),
+            lines_max: pick(&self.lines_max, &o.lines_max),
+            line_qty: pick(&self.line_qty, &o.line_qty),
+            line_qty_max: pick(&self.line_qty_max, &o.line_qty_max),
+            required: pick(&self.required, &o.required),
+            required_fields: pick(&self.required_fields, &o.required_fields),
+            sku_fallback: pick(&self.sku_fallback, &o.sku_fallback),
+        }
+    }
+
+    fn validate(&self, key: &str) -> Result<(), (String, String)> {
+        for (name, v) in [
+            ("lines_max", self.lines_max),
+            ("line_qty_max", self.line_qty_max),
+        ] {
+            if !(1..=RULE_LIMIT_MAX).contains(&v) {
+                return Err((
+                    format!("{key}.{name}"),
+                    format!("{v} is outside 1..={RULE_LIMIT_MAX}"),
+                ));
+            }
+        }
+        for (i, c) in self.currencies.iter().enumerate() {
+            if iso_currency::Currency::from_code(c).is_none() {
+                return Err((
+                    format!("{key}.currencies[{i}]"),
+                    format!("{c:?} is not an ISO 4217 code"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl IntakeConfig {
+    /// The settings of one channel.
+    pub fn channel(&self, channel: Channel) -> &ChannelConfig {
+        match channel {
+            Channel::Shopify => &self.shopify,
+            Channel::Woocommerce => &self.woocommerce,
+            Channel::Bigcommerce => &self.bigcommerce,
+            Channel::Magento => &self.magento,
+            Channel::Commercetools => &self.commercetools,
+        }
+    }
+
+    /// The rules in force for one account of one channel.
+    pub fn rules_for(&self, channel: Channel, account: &str) -> Rules {
+        let c = self.channel(channel);
+        let rules = self.rules.overlay(&c.rules);
+        match c.accounts.get(account) {
+            Some(o) => rules.overlay(o),
+            None => rules,
+        }
+    }
+
+    /// Checks every limit of every layer; the error is (key, reason).
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        self.rules.validate("intake.rules")?;
+        for channel in Channel::ALL {
+            let name = channel.as_str();
+            let c = self.channel(channel);
+            if c.hold_ref_key.trim().is_empty() {
+                return Err((
+                    format!("intake.{name}.hold_ref_key"),
+                    "must not be empty".to_owned(),
+                ));
+            }
+            let rules = self.rules.overlay(&c.rules);
+            rules.validate(&format!("intake.{name}.rules"))?;
+            for (account, o) in &c.accounts {
+                rules
+                    .overlay(o)
+                    .validate(&format!("intake.{name}.accounts.{account:?}"))?;
+            }
+        }
+        Ok(())
+    }
+}
