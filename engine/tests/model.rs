@@ -173,11 +173,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let result = engine.hold(&req, t);
                 // A key used before for another store or other lines: refused, no change.
                 if let Some(k) = key
-                    && m.idem
-                        .get(&k)
-                        .is_some_and(|(_, request)| {
-                            *request != (store, merged.clone(), ttl_ms.unwrap_or(DEFAULT_HOLD_MS))
-                        })
+                    && m.idem.get(&k).is_some_and(|(_, request)| {
+                        *request != (store, merged.clone(), ttl_ms.unwrap_or(DEFAULT_HOLD_MS))
+                    })
                 {
                     prop_assert!(
                         matches!(result, Err(EngineError::IdempotencyKeyReused { .. })),
