@@ -16,7 +16,7 @@ use serde_json::Value;
 use sha2::Sha256;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use common::{ADMIN_TOKEN, CHECKOUT_TOKEN, Clients, POS_TOKEN, STAFF_S1_TOKEN, TestServer};
+use common::{ADMIN_TOKEN, CHECKOUT_TOKEN, Clients, STAFF_S1_TOKEN, TestServer};
 use common::{clients, with_token};
 
 const SECRET: &str = "shpss_test_webhook_secret_0123456789";
@@ -61,9 +61,15 @@ async fn start() -> TestServer {
 
 /// S1 with `qty` units of every pickup line's SKU.
 async fn stock(c: &mut Clients, qty: u32) {
+    upsert_store(c, "S1").await;
+    let lines: Vec<(&str, u32)> = PICKUP_LINES.iter().map(|(sku, _)| (*sku, qty)).collect();
+    receive(c, "S1", &lines).await;
+}
+
+async fn upsert_store(c: &mut Clients, id: &str) {
     let store = pb::StoreIdentity {
-        store_id: "S1".into(),
-        name: "Store S1".into(),
+        store_id: id.into(),
+        name: format!("Store {id}"),
         location: Some(pb::GeoPoint {
             latitude_deg: 52.52,
             longitude_deg: 13.40,
@@ -75,23 +81,27 @@ async fn stock(c: &mut Clients, qty: u32) {
     c.stores
         .upsert_store(with_token(
             pb::UpsertStoreRequest {
-                idempotency_key: "store-S1".into(),
+                idempotency_key: format!("store-{id}"),
                 store: Some(store),
             },
             ADMIN_TOKEN,
         ))
         .await
         .unwrap();
-    let events = PICKUP_LINES
+}
+
+/// `lines` (SKU, units) received at `store`.
+async fn receive(c: &mut Clients, store: &str, lines: &[(&str, u32)]) {
+    let events = lines
         .iter()
-        .map(|(sku, _)| pb::PosEvent {
-            pos_event_id: format!("receive-{sku}"),
-            store_id: "S1".into(),
+        .map(|(sku, qty)| pb::PosEvent {
+            pos_event_id: format!("receive-{store}-{sku}"),
+            store_id: store.into(),
             sku: (*sku).into(),
             occurred_at_ms: 1,
             change: Some(pb::pos_event::Change::Delta(pb::PosDelta {
                 kind: pb::PosDeltaKind::Receive as i32,
-                qty,
+                qty: *qty,
             })),
             order_ref: String::new(),
         })
@@ -99,34 +109,37 @@ async fn stock(c: &mut Clients, qty: u32) {
     c.inventory
         .apply_pos_events(with_token(
             pb::ApplyPosEventsRequest {
-                idempotency_key: "receive".into(),
+                idempotency_key: format!("receive-{store}"),
                 events,
             },
-            POS_TOKEN,
+            ADMIN_TOKEN,
         ))
         .await
         .unwrap();
+}
+
+async fn held_of(c: &mut Clients, store: &str, sku: &str) -> u32 {
+    c.inventory
+        .get_availability(with_token(
+            pb::GetAvailabilityRequest {
+                store_id: store.into(),
+                sku: sku.into(),
+            },
+            CHECKOUT_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .cell
+        .unwrap()
+        .held
 }
 
 /// Units held at S1, per pickup SKU.
 async fn held(c: &mut Clients) -> Vec<u32> {
     let mut out = Vec::new();
     for (sku, _) in PICKUP_LINES {
-        let cell = c
-            .inventory
-            .get_availability(with_token(
-                pb::GetAvailabilityRequest {
-                    store_id: "S1".into(),
-                    sku: sku.into(),
-                },
-                CHECKOUT_TOKEN,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .cell
-            .unwrap();
-        out.push(cell.held);
+        out.push(held_of(c, "S1", sku).await);
     }
     out
 }
@@ -176,7 +189,11 @@ async fn post(
         .and_then(|code| code.parse().ok())
         .expect("HTTP status line");
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    (status, head.to_lowercase(), serde_json::from_str(body).unwrap_or(Value::Null))
+    (
+        status,
+        head.to_lowercase(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
 }
 
 async fn deliver_shopify(server: &TestServer, body: &[u8]) -> (u16, String, Value) {
@@ -225,7 +242,10 @@ async fn signed_pickup_order_is_held_once_and_listed() {
     // The platform retries: the same order, nothing held twice.
     let (status, _, again) = deliver_shopify(&server, &body).await;
     assert_eq!(status, 200, "{again}");
-    assert_eq!(again["orders"][0]["order_id"], first["orders"][0]["order_id"]);
+    assert_eq!(
+        again["orders"][0]["order_id"],
+        first["orders"][0]["order_id"]
+    );
     assert_eq!(again["replayed"], true, "{again}");
     assert_eq!(held(&mut c).await, want);
     assert_eq!(orders(&mut c).await.len(), 1);
@@ -240,7 +260,10 @@ async fn signed_pickup_order_is_held_once_and_listed() {
     assert_ne!(updated, text, "the fixture has an updated_at to change");
     let (status, _, later) = deliver_shopify(&server, updated.as_bytes()).await;
     assert_eq!(status, 200, "{later}");
-    assert_eq!(later["orders"][0]["order_id"], first["orders"][0]["order_id"]);
+    assert_eq!(
+        later["orders"][0]["order_id"],
+        first["orders"][0]["order_id"]
+    );
     assert_eq!(held(&mut c).await, want);
     assert_eq!(orders(&mut c).await.len(), 1);
 }
@@ -350,4 +373,83 @@ async fn engine_refusal_of_an_unknown_store_is_422_and_holds_nothing() {
     assert_eq!(status, 422, "{answer}");
     assert_eq!(answer["outcome"], "refused", "{answer}");
     assert_eq!(answer["code"], "unknown_store", "{answer}");
+}
+
+/// commercetools order with two pickup groups (supply channels) mapped to S1 and S2.
+const CT_BERLIN_SKU: &str = "some-sku-123";
+const CT_OTHER_SKU: &str = "c5c75935-595a-4cc3-a80e-24e9a9c55094/2";
+
+async fn start_commercetools() -> TestServer {
+    TestServer::start(|config| {
+        let ct = &mut config.intake.commercetools;
+        ct.webhook_secret = Some(WebhookSecret::new(SECRET));
+        ct.store_map.insert("store-berlin".into(), "S1".into());
+        ct.store_map
+            .insert("0f6b3b3c-2222-4a4a-9a9a-000000000002".into(), "S2".into());
+        ct.hold_ref_key = "no_such_field".into();
+    })
+    .await
+}
+
+async fn deliver_commercetools(server: &TestServer) -> (u16, String, Value) {
+    let body = fixture("commercetools_order_supply_channels.json");
+    let signature = shopify_signature(&body);
+    post(
+        server.http_addr,
+        "/intake/commercetools",
+        &[("X-Pickline-Hmac-Sha256", &signature)],
+        &body,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn two_pickup_groups_become_two_orders() {
+    let server = start_commercetools().await;
+    let mut c = clients(&server).await;
+    upsert_store(&mut c, "S1").await;
+    upsert_store(&mut c, "S2").await;
+    receive(&mut c, "S1", &[(CT_BERLIN_SKU, 5)]).await;
+    receive(&mut c, "S2", &[(CT_OTHER_SKU, 5)]).await;
+    let (status, _, answer) = deliver_commercetools(&server).await;
+    assert_eq!(status, 200, "{answer}");
+    let placed = answer["orders"].as_array().unwrap();
+    assert_eq!(placed.len(), 2, "{answer}");
+    assert_eq!(placed[0]["store"], "S1");
+    assert_eq!(placed[1]["store"], "S2");
+    assert_ne!(placed[0]["order_id"], placed[1]["order_id"]);
+    assert!(
+        placed[0]["channel_order_id"]
+            .as_str()
+            .is_some_and(|r| r.ends_with("/1")),
+        "{answer}"
+    );
+    assert_eq!(held_of(&mut c, "S1", CT_BERLIN_SKU).await, 1);
+    assert_eq!(held_of(&mut c, "S2", CT_OTHER_SKU).await, 3);
+    let (status, _, again) = deliver_commercetools(&server).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["orders"], answer["orders"]);
+    assert_eq!(held_of(&mut c, "S1", CT_BERLIN_SKU).await, 1);
+    assert_eq!(held_of(&mut c, "S2", CT_OTHER_SKU).await, 3);
+}
+
+#[tokio::test]
+async fn a_short_later_group_releases_the_earlier_groups_hold() {
+    let server = start_commercetools().await;
+    let mut c = clients(&server).await;
+    upsert_store(&mut c, "S1").await;
+    upsert_store(&mut c, "S2").await;
+    receive(&mut c, "S1", &[(CT_BERLIN_SKU, 5)]).await;
+    // The second group asks for 3.
+    receive(&mut c, "S2", &[(CT_OTHER_SKU, 2)]).await;
+    let (status, _, answer) = deliver_commercetools(&server).await;
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["store"], "S2", "{answer}");
+    assert_eq!(answer["shortages"][0]["sku"], CT_OTHER_SKU);
+    assert_eq!(held_of(&mut c, "S1", CT_BERLIN_SKU).await, 0);
+    assert_eq!(held_of(&mut c, "S2", CT_OTHER_SKU).await, 0);
+    // A retry of this version is refused the same way and still holds nothing.
+    let (status, _, _) = deliver_commercetools(&server).await;
+    assert_eq!(status, 409);
+    assert_eq!(held_of(&mut c, "S1", CT_BERLIN_SKU).await, 0);
 }
