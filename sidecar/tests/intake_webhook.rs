@@ -453,3 +453,22 @@ async fn a_short_later_group_releases_the_earlier_groups_hold() {
     assert_eq!(status, 409);
     assert_eq!(held_of(&mut c, "S1", CT_BERLIN_SKU).await, 0);
 }
+
+#[tokio::test]
+async fn order_cancelled_on_the_platform_holds_nothing() {
+    let server = start().await;
+    let mut c = clients(&server).await;
+    stock(&mut c, 5).await;
+    let text = String::from_utf8(fixture("shopify_order_zapiet_pickup.json")).unwrap();
+    let cancelled = text.replacen(
+        "\"cancelled_at\": null",
+        "\"cancelled_at\": \"2022-01-01T01:00:00Z\"",
+        1,
+    );
+    assert_ne!(cancelled, text);
+    let (status, _, answer) = deliver_shopify(&server, cancelled.as_bytes()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["outcome"], "cancelled_on_platform", "{answer}");
+    assert_eq!(held(&mut c).await, vec![0; PICKUP_LINES.len()]);
+    assert!(orders(&mut c).await.is_empty());
+}

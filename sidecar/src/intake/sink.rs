@@ -91,6 +91,9 @@ pub enum SinkOutcome {
     },
     /// The order has no pickup group: nothing to do.
     NotPickup,
+    /// The platform cancelled the order: nothing is held for it. (Cancelling an engine
+    /// order placed from an earlier delivery is left to the store's staff for now.)
+    CancelledOnPlatform,
     /// A store cannot promise some lines; nothing of this order is held.
     InsufficientStock {
         /// The store.
@@ -117,6 +120,9 @@ pub struct Unavailable(pub String);
 pub async fn place(domain: &Domain, order: &CanonicalOrder) -> Result<SinkOutcome, Unavailable> {
     if order.pickups().is_empty() {
         return Ok(SinkOutcome::NotPickup);
+    }
+    if order.cancelled() {
+        return Ok(SinkOutcome::CancelledOnPlatform);
     }
     let engine = domain
         .engine()

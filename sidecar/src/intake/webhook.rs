@@ -10,7 +10,7 @@
 //! | answer | when |
 //! |---|---|
 //! | 200 `accepted` | every pickup group is a confirmed order, durable in the log (also a retried delivery: same orders, `replayed`) |
-//! | 200 `not_pickup`, `not_an_order`, `ping` | nothing to do: no pickup line; a deletion notice or other non-order; a WooCommerce ping |
+//! | 200 `not_pickup`, `cancelled_on_platform`, `not_an_order`, `ping` | nothing to do: no pickup line; cancelled on the platform; a deletion notice or other non-order; a WooCommerce ping |
 //! | 401 | signature missing, malformed or wrong |
 //! | 404 | unknown channel, or a channel without a `webhook_secret` (no unsigned order is ever taken) |
 //! | 409 `insufficient_stock` | a store cannot promise some lines (this version of the order will be refused again) |
@@ -162,7 +162,9 @@ async fn deliver(
     match sink::place(&intake.domain, &order).await {
         Ok(outcome) => {
             let status = match &outcome {
-                SinkOutcome::Accepted { .. } | SinkOutcome::NotPickup => StatusCode::OK,
+                SinkOutcome::Accepted { .. }
+                | SinkOutcome::NotPickup
+                | SinkOutcome::CancelledOnPlatform => StatusCode::OK,
                 SinkOutcome::InsufficientStock { .. } => StatusCode::CONFLICT,
                 SinkOutcome::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             };
