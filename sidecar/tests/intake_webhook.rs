@@ -472,3 +472,87 @@ async fn order_cancelled_on_the_platform_holds_nothing() {
     assert_eq!(held(&mut c).await, vec![0; PICKUP_LINES.len()]);
     assert!(orders(&mut c).await.is_empty());
 }
+
+#[tokio::test]
+async fn checkout_hold_reference_is_confirmed_instead_of_holding_anew() {
+    let server = TestServer::start(|config| {
+        let shopify = &mut config.intake.shopify;
+        shopify.webhook_secret = Some(WebhookSecret::new(SECRET));
+        shopify.store_map.insert("67890".into(), "S1".into());
+    })
+    .await;
+    let mut c = clients(&server).await;
+    stock(&mut c, 5).await;
+    // Checkout held the order's lines at S1.
+    let granted = c
+        .holds
+        .hold(with_token(
+            pb::HoldRequest {
+                idempotency_key: "checkout-1".into(),
+                store_id: "S1".into(),
+                lines: PICKUP_LINES
+                    .iter()
+                    .map(|(sku, qty)| pb::Line {
+                        sku: (*sku).into(),
+                        qty: *qty,
+                    })
+                    .collect(),
+                expiry: None,
+            },
+            CHECKOUT_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(pb::hold_response::Outcome::Granted(hold)) = granted.outcome else {
+        panic!("checkout hold refused: {granted:?}");
+    };
+    let want: Vec<u32> = PICKUP_LINES.iter().map(|(_, q)| *q).collect();
+    assert_eq!(held(&mut c).await, want);
+
+    let text = String::from_utf8(fixture("shopify_order_zapiet_pickup.json")).unwrap();
+    let body = text.replacen("\"H-7-000123\"", &format!("\"{}\"", hold.hold_id), 1);
+    assert_ne!(body, text);
+    let (status, _, answer) = deliver_shopify(&server, body.as_bytes()).await;
+    assert_eq!(status, 200, "{answer}");
+    // The order is the checkout hold's; its units are held once.
+    assert_eq!(answer["orders"][0]["order_id"], hold.hold_id.to_string());
+    assert_eq!(held(&mut c).await, want);
+    let listed = orders(&mut c).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].hold_id, hold.hold_id);
+
+    // Another order whose reference ("H-7-000123") is no Pickline hold: refused for
+    // good, holding nothing more.
+    let bogus = text.replacen(
+        "\"id\": 820982911946154508,",
+        "\"id\": 820982911946154509,",
+        1,
+    );
+    assert_ne!(bogus, text);
+    let (status, _, answer) = deliver_shopify(&server, bogus.as_bytes()).await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["code"], "hold_ref_invalid", "{answer}");
+    assert_eq!(held(&mut c).await, want);
+}
+
+#[tokio::test]
+async fn woocommerce_ping_is_200_without_an_order() {
+    let server = TestServer::start(|config| {
+        config.intake.woocommerce.webhook_secret = Some(WebhookSecret::new(SECRET));
+    })
+    .await;
+    let (status, _, answer) = post(
+        server.http_addr,
+        "/intake/woocommerce",
+        &[],
+        b"webhook_id=17",
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["outcome"], "ping");
+    // Anything else unsigned is refused.
+    let body = fixture("woocommerce_order_local_pickup.json");
+    let (status, _, _) = post(server.http_addr, "/intake/woocommerce", &[], &body).await;
+    assert_eq!(status, 401);
+}
