@@ -339,3 +339,50 @@ impl IntakeConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_secret_is_redacted_never_serialized_and_never_empty() {
+        let mut c = IntakeConfig::default();
+        c.shopify.webhook_secret = Some(WebhookSecret::new("s3cr3t-value"));
+        assert!(c.validate().is_ok());
+        assert!(!format!("{c:?}").contains("s3cr3t-value"));
+        let toml = toml::to_string(&c).unwrap_or_default();
+        assert!(!toml.is_empty() && !toml.contains("s3cr3t-value"), "{toml}");
+        let parsed: IntakeConfig =
+            toml::from_str("[shopify]\nwebhook_secret = \"abc\"\n").unwrap_or_default();
+        assert_eq!(
+            parsed
+                .shopify
+                .webhook_secret
+                .as_ref()
+                .map(WebhookSecret::expose),
+            Some(&b"abc"[..])
+        );
+        c.shopify.webhook_secret = Some(WebhookSecret::new(""));
+        assert_eq!(
+            c.validate().map_err(|(key, _)| key),
+            Err("intake.shopify.webhook_secret".to_owned())
+        );
+    }
+
+    #[test]
+    fn webhook_limits_are_validated() {
+        let mut c = IntakeConfig::default();
+        assert!(c.webhooks.enabled);
+        c.webhooks.body_bytes_max = 0;
+        assert_eq!(
+            c.validate().map_err(|(key, _)| key),
+            Err("intake.webhooks.body_bytes_max".to_owned())
+        );
+        c.webhooks.body_bytes_max = 1024;
+        c.webhooks.retry_after_s = 0;
+        assert_eq!(
+            c.validate().map_err(|(key, _)| key),
+            Err("intake.webhooks.retry_after_s".to_owned())
+        );
+    }
+}
