@@ -291,6 +291,11 @@ async fn tampered_or_unsigned_body_is_401_and_holds_nothing() {
     assert_eq!(status, 401);
     assert_eq!(held(&mut c).await, vec![0; PICKUP_LINES.len()]);
     assert!(orders(&mut c).await.is_empty());
+    let (_, metrics) = common::http_get(server.http_addr, "/metrics").await;
+    assert!(
+        metrics.contains("pickline_intake_webhooks_total{channel=\"shopify\",status=\"401\"}"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

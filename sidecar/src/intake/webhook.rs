@@ -86,9 +86,22 @@ async fn deliver(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(channel) = Channel::ALL.into_iter().find(|c| c.as_str() == name) else {
-        return error(StatusCode::NOT_FOUND, "unknown_channel", "no such channel");
+    let channel = Channel::ALL.into_iter().find(|c| c.as_str() == name);
+    let response = match channel {
+        None => error(StatusCode::NOT_FOUND, "unknown_channel", "no such channel"),
+        Some(channel) => handle(&intake, channel, &headers, &body).await,
     };
+    // Labels from closed sets only: a sender's path must not create series.
+    ::metrics::counter!(
+        crate::metrics::INTAKE_WEBHOOKS_TOTAL,
+        "channel" => channel.map_or("unknown", Channel::as_str),
+        "status" => response.status().as_u16().to_string()
+    )
+    .increment(1);
+    response
+}
+
+async fn handle(intake: &Intake, channel: Channel, headers: &HeaderMap, body: &Bytes) -> Response {
     let config = &intake.config;
     let Some(secret) = config.channel(channel).webhook_secret.as_ref() else {
         return error(
@@ -99,11 +112,11 @@ async fn deliver(
     };
     // WooCommerce pings a new webhook unsigned with `webhook_id=<n>`: answered, and
     // nothing is done with it.
-    if channel == Channel::Woocommerce && is_woocommerce_ping(&body) {
+    if channel == Channel::Woocommerce && is_woocommerce_ping(body) {
         return (StatusCode::OK, Json(json!({ "outcome": "ping" }))).into_response();
     }
     let now_s = now().as_ms().div_euclid(1_000);
-    if let Err(e) = super::signature::verify(channel, secret.expose(), &headers, &body, now_s) {
+    if let Err(e) = super::signature::verify(channel, secret.expose(), headers, body, now_s) {
         tracing::warn!(channel = channel.as_str(), error = %e, "intake webhook: signature refused");
         return error(StatusCode::UNAUTHORIZED, "signature", e.to_string());
     }
@@ -123,10 +136,7 @@ async fn deliver(
             }
         },
     };
-    let payload = Payload {
-        body: &body,
-        related: &[],
-    };
+    let payload = Payload { body, related: &[] };
     let (order, warnings) = match evaluate(channel, account, payload, config) {
         Verdict::Accepted { order, warnings } => (order, warnings),
         Verdict::Rejected { reasons, warnings } => {
