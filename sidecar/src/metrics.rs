@@ -30,6 +30,9 @@ pub const REQUEST_DURATION_SECONDS: &str = "pickline_grpc_request_duration_secon
 pub const IN_FLIGHT: &str = "pickline_grpc_in_flight";
 /// Gauge: 1 once the engine has recovered and the server is SERVING, else 0.
 pub const READY: &str = "pickline_ready";
+/// Counter: intake webhook deliveries answered, labels `channel` (a known channel or
+/// `unknown`) and `status` (the HTTP status code).
+pub const INTAKE_WEBHOOKS_TOTAL: &str = "pickline_intake_webhooks_total";
 
 /// Latency buckets, seconds: from 50 us (an in-memory hold) to 10 s (a stuck request).
 const LATENCY_BUCKETS_SECONDS: &[f64] = &[
@@ -82,6 +85,10 @@ fn describe() {
         "gRPC request latency until response headers, by RPC"
     );
     describe_gauge!(IN_FLIGHT, "gRPC requests being handled now");
+    describe_counter!(
+        INTAKE_WEBHOOKS_TOTAL,
+        "intake webhook deliveries answered, by channel and HTTP status"
+    );
     describe_gauge!(READY, "1 once the engine has recovered, else 0");
     for (name, help) in EngineGauges::DESCRIPTIONS {
         describe_gauge!(*name, *help);

@@ -353,9 +353,16 @@ pub async fn run(
     let pickups = sized!(PickupServiceServer::new(Pickups::new(domain.clone())));
     let events = sized!(EventServiceServer::new(Events::new(domain.clone())));
 
-    // HTTP: /metrics and /readyz, stopped after the gRPC drain so the last scrape sees it.
+    // HTTP: /metrics, /readyz and the intake webhooks (POST /intake/{channel}), stopped
+    // after the gRPC drain so the last scrape sees it.
     let (http_stop, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let http_app = metrics::http_router(prometheus.clone(), readiness.clone());
+    let mut http_app = metrics::http_router(prometheus.clone(), readiness.clone());
+    if config.intake.webhooks.enabled {
+        http_app = http_app.merge(crate::intake::webhook::router(
+            config.intake.clone(),
+            domain.clone(),
+        ));
+    }
     let http_task = tokio::spawn(async move {
         axum::serve(http_listener, http_app)
             .with_graceful_shutdown(async {

@@ -17,6 +17,8 @@ pub const RULE_LIMIT_MAX: u32 = 1_000_000;
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IntakeConfig {
+    /// `[intake.webhooks]`: the HTTP webhook endpoints.
+    pub webhooks: WebhookConfig,
     /// Rules of every channel and account, unless overridden.
     pub rules: Rules,
     /// `[intake.shopify]`
@@ -47,16 +49,71 @@ pub struct ChannelConfig {
     pub rules: RulesOverride,
     /// Rule overrides per account (shop domain, site URL, store hash, ...).
     pub accounts: BTreeMap<String, RulesOverride>,
+    /// The secret the platform signs webhooks with (see [`super::signature`]). Without
+    /// one, `POST /intake/<channel>` answers 404: no unsigned order is ever accepted.
+    /// Never serialized.
+    #[serde(skip_serializing)]
+    pub webhook_secret: Option<WebhookSecret>,
 }
 
 impl Default for ChannelConfig {
     fn default() -> Self {
         ChannelConfig {
+            webhook_secret: None,
             hold_ref_key: "pickline_hold_id".to_owned(),
             store_map: BTreeMap::new(),
             rules: RulesOverride::default(),
             accounts: BTreeMap::new(),
         }
+    }
+}
+
+/// Largest accepted `webhooks.body_bytes_max` (the platforms' own bodies stay far below).
+pub const WEBHOOK_BODY_BYTES_LIMIT: usize = 16 << 20;
+
+/// `[intake.webhooks]`
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Mount `POST /intake/<channel>` on the HTTP listener. Each channel still answers
+    /// 404 until its `webhook_secret` is set.
+    pub enabled: bool,
+    /// Largest accepted body; a larger one is answered 413.
+    pub body_bytes_max: usize,
+    /// `Retry-After` of a 503 (engine recovering, log failure), seconds.
+    pub retry_after_s: u32,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            enabled: true,
+            body_bytes_max: 1 << 20,
+            retry_after_s: 5,
+        }
+    }
+}
+
+/// A webhook signing secret. The value never appears in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct WebhookSecret(String);
+
+impl WebhookSecret {
+    /// A secret from its configured text.
+    pub fn new(secret: impl Into<String>) -> WebhookSecret {
+        WebhookSecret(secret.into())
+    }
+
+    /// The key bytes, for [`super::signature::verify`].
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookSecret(<redacted>)")
     }
 }
 
@@ -240,9 +297,31 @@ impl IntakeConfig {
     /// Checks every limit of every layer; the error is (key, reason).
     pub fn validate(&self) -> Result<(), (String, String)> {
         self.rules.validate("intake.rules")?;
+        let w = &self.webhooks;
+        if !(1..=WEBHOOK_BODY_BYTES_LIMIT).contains(&w.body_bytes_max) {
+            return Err((
+                "intake.webhooks.body_bytes_max".to_owned(),
+                format!(
+                    "{} is outside 1..={WEBHOOK_BODY_BYTES_LIMIT}",
+                    w.body_bytes_max
+                ),
+            ));
+        }
+        if !(1..=3_600).contains(&w.retry_after_s) {
+            return Err((
+                "intake.webhooks.retry_after_s".to_owned(),
+                format!("{} is outside 1..=3600", w.retry_after_s),
+            ));
+        }
         for channel in Channel::ALL {
             let name = channel.as_str();
             let c = self.channel(channel);
+            if c.webhook_secret.as_ref().is_some_and(|s| s.0.is_empty()) {
+                return Err((
+                    format!("intake.{name}.webhook_secret"),
+                    "must not be empty (leave it out to turn the channel's webhook off)".to_owned(),
+                ));
+            }
             if c.hold_ref_key.trim().is_empty() {
                 return Err((
                     format!("intake.{name}.hold_ref_key"),
@@ -258,5 +337,52 @@ impl IntakeConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_secret_is_redacted_never_serialized_and_never_empty() {
+        let mut c = IntakeConfig::default();
+        c.shopify.webhook_secret = Some(WebhookSecret::new("s3cr3t-value"));
+        assert!(c.validate().is_ok());
+        assert!(!format!("{c:?}").contains("s3cr3t-value"));
+        let toml = toml::to_string(&c).unwrap_or_default();
+        assert!(!toml.is_empty() && !toml.contains("s3cr3t-value"), "{toml}");
+        let parsed: IntakeConfig =
+            toml::from_str("[shopify]\nwebhook_secret = \"abc\"\n").unwrap_or_default();
+        assert_eq!(
+            parsed
+                .shopify
+                .webhook_secret
+                .as_ref()
+                .map(WebhookSecret::expose),
+            Some(&b"abc"[..])
+        );
+        c.shopify.webhook_secret = Some(WebhookSecret::new(""));
+        assert_eq!(
+            c.validate().map_err(|(key, _)| key),
+            Err("intake.shopify.webhook_secret".to_owned())
+        );
+    }
+
+    #[test]
+    fn webhook_limits_are_validated() {
+        let mut c = IntakeConfig::default();
+        assert!(c.webhooks.enabled);
+        c.webhooks.body_bytes_max = 0;
+        assert_eq!(
+            c.validate().map_err(|(key, _)| key),
+            Err("intake.webhooks.body_bytes_max".to_owned())
+        );
+        c.webhooks.body_bytes_max = 1024;
+        c.webhooks.retry_after_s = 0;
+        assert_eq!(
+            c.validate().map_err(|(key, _)| key),
+            Err("intake.webhooks.retry_after_s".to_owned())
+        );
     }
 }

@@ -15,6 +15,9 @@
 //!   account); [`rules`]: the rules themselves.
 //! - [`reason`]: [`ReasonCode`], the typed reasons of refusals and rule hits.
 //! - [`cli`]: `pickline intake normalize|rules`; [`bench`]: `pickline bench intake`.
+//! - [`webhook`]: `POST /intake/{channel}` on the HTTP listener (signature, evaluate,
+//!   sink, status codes for the platforms' retries); [`sink`]: a canonical order into the
+//!   engine (hold, order, confirm; idempotent per delivery, all or nothing per order).
 //!
 //! Architecture invariant: adapters and rules are pure functions of (bytes, config); no
 //! clock, no I/O, no panic on any input (fuzzed: `fuzz/fuzz_targets/intake_*.rs`).
@@ -31,6 +34,8 @@ pub mod reason;
 pub mod rules;
 pub mod shopify;
 pub mod signature;
+pub mod sink;
+pub mod webhook;
 pub mod woocommerce;
 
 use serde::Serialize;
