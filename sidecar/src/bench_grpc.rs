@@ -126,8 +126,12 @@ pub struct GrpcBenchReport {
     pub p99_ms_at_half_load: f64,
     /// p99.9 latency of the open loop, ms.
     pub p999_ms_at_half_load: f64,
-    /// Requests of the open loop that failed.
+    /// Requests of the open loop that failed (shed requests not counted).
     pub open_loop_errors: u64,
+    /// Requests of the open loop the server shed with RESOURCE_EXHAUSTED (its in-flight
+    /// limit reached, as admission control answers an overload; a stall of the disk can
+    /// cause it at half load).
+    pub open_loop_shed: u64,
 }
 
 impl GrpcBenchReport {
@@ -149,7 +153,8 @@ impl GrpcBenchReport {
              p50_ms_at_half_load  {:>12.3}\n\
              p99_ms_at_half_load  {:>12.3}   target <= 2\n\
              p999_ms_at_half_load {:>12.3}\n\
-             open loop errors     {:>12}\n",
+             open loop errors     {:>12}\n\
+             open loop shed       {:>12}\n",
             self.durability,
             self.concurrency,
             self.ping_rps,
@@ -164,6 +169,7 @@ impl GrpcBenchReport {
             self.p99_ms_at_half_load,
             self.p999_ms_at_half_load,
             self.open_loop_errors,
+            self.open_loop_shed,
         )
     }
 }
@@ -245,7 +251,7 @@ async fn run_async(
     progress(&format!(
         "open loop: Hold + Release at {open_loop_rps:.0} RPC/s"
     ));
-    let (hist, open_loop_errors) = open_loop(cfg, &channels, open_loop_rps).await?;
+    let (hist, failures) = open_loop(cfg, &channels, open_loop_rps).await?;
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1_000.0;
 
     let batch_cfg = GrpcBenchConfig {
@@ -274,7 +280,8 @@ async fn run_async(
         p50_ms_at_half_load: ms(0.50),
         p99_ms_at_half_load: ms(0.99),
         p999_ms_at_half_load: ms(0.999),
-        open_loop_errors,
+        open_loop_errors: failures.errors.load(Ordering::Relaxed),
+        open_loop_shed: failures.shed.load(Ordering::Relaxed),
     })
 }
 
@@ -511,11 +518,11 @@ async fn open_loop(
     cfg: &GrpcBenchConfig,
     channels: &[Channel],
     rate_rps: f64,
-) -> anyhow::Result<(Histogram<u64>, u64)> {
+) -> anyhow::Result<(Histogram<u64>, Arc<OpenLoopFailures>)> {
     let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
         1, 60_000_000, 3,
     )?));
-    let errors = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(OpenLoopFailures::default());
     // One pair is 2 RPCs: schedule pairs at half the RPC rate.
     let interval = Duration::from_secs_f64(2.0 / rate_rps);
     let total = cfg.warmup + cfg.phase;
@@ -557,7 +564,24 @@ async fn open_loop(
     let hist = Arc::try_unwrap(hist)
         .map_err(|_| anyhow::anyhow!("histogram still shared"))?
         .into_inner();
-    Ok((hist, errors.load(Ordering::Relaxed)))
+    Ok((hist, errors))
+}
+
+/// Failed requests of the open loop: shed by admission control, or anything else.
+#[derive(Debug, Default)]
+struct OpenLoopFailures {
+    errors: AtomicU64,
+    shed: AtomicU64,
+}
+
+impl OpenLoopFailures {
+    fn failed(&self, status: Option<&tonic::Status>) {
+        let counter = match status {
+            Some(s) if s.code() == tonic::Code::ResourceExhausted => &self.shed,
+            _ => &self.errors,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// One open-loop pair: the Hold (latency from `intended`) and the Release of its hold
@@ -569,7 +593,7 @@ async fn hold_release_from(
     intended: Instant,
     measured: bool,
     hist: Arc<Mutex<Histogram<u64>>>,
-    errors: Arc<AtomicU64>,
+    errors: Arc<OpenLoopFailures>,
 ) {
     let mut holds = HoldServiceClient::new(ch);
     let record = |from: Instant| {
@@ -590,13 +614,12 @@ async fn hold_release_from(
         }))
         .await;
     record(intended);
-    let Ok(r) = r else {
-        errors.fetch_add(1, Ordering::Relaxed);
-        return;
+    let r = match r {
+        Ok(r) => r,
+        Err(s) => return errors.failed(Some(&s)),
     };
     let Some(pb::hold_response::Outcome::Granted(h)) = r.into_inner().outcome else {
-        errors.fetch_add(1, Ordering::Relaxed);
-        return;
+        return errors.failed(None);
     };
     let sent = Instant::now();
     let r = holds
@@ -607,8 +630,8 @@ async fn hold_release_from(
         }))
         .await;
     record(sent);
-    if r.is_err() {
-        errors.fetch_add(1, Ordering::Relaxed);
+    if let Err(s) = r {
+        errors.failed(Some(&s));
     }
 }
 

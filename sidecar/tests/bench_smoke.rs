@@ -17,6 +17,8 @@ fn every_phase_of_the_grpc_bench_does_its_work() {
     assert!(report.batch_lines_per_s > 0.0, "{report:?}");
     assert!(report.batch_lines_per_s_hold_keys > 0.0, "{report:?}");
     assert!(report.p99_ms_at_half_load > 0.0, "{report:?}");
+    // A failed request fails the smoke test; one the server shed (RESOURCE_EXHAUSTED, its
+    // in-flight limit reached during a disk stall) is admission control doing its job.
     assert_eq!(report.open_loop_errors, 0, "{report:?}");
     assert!(!dir.exists(), "the bench removes its data directory");
 }
