@@ -1,41 +1,10 @@
 //! Arbitrary bytes through the bigcommerce intake adapter, its rules and its signature check:
-//! never a panic. The input is split at 0xFF bytes into the body and related documents
-//! (the enrichment paths), so the fuzzer reaches them too.
+//! never a panic (`intake_common::run`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pickline_sidecar::intake::{self, Channel, IntakeConfig, Payload, Verdict, signature};
+use pickline_sidecar::intake::Channel;
 
-fuzz_target!(|data: &[u8]| {
-    let mut parts = data.split(|b| *b == 0xFF);
-    let body = parts.next().unwrap_or_default();
-    let related: Vec<&[u8]> = parts.take(intake::RELATED_DOCS_MAX).collect();
-    let config = IntakeConfig::default();
-    let payload = Payload {
-        body,
-        related: &related,
-    };
-    match intake::evaluate(Channel::Bigcommerce, "fuzz", payload, &config) {
-        Verdict::Accepted { order, .. } => {
-            // The canonical order's invariants hold for whatever was accepted.
-            assert!(!order.order_id().is_empty());
-            assert!(order.pickups().iter().all(|g| !g.lines.is_empty()));
-            assert!(order.all_lines().all(|l| l.qty >= 1 && !l.sku.is_empty()));
-        }
-        Verdict::Rejected { reasons, .. } => assert!(!reasons.is_empty()),
-    }
-    let mut headers = http::HeaderMap::new();
-    if let Ok(v) = http::HeaderValue::from_bytes(body.get(..64).unwrap_or(body)) {
-        for name in [
-            "x-shopify-hmac-sha256",
-            "x-wc-webhook-signature",
-            "webhook-id",
-            "webhook-timestamp",
-            "webhook-signature",
-            signature::PICKLINE_SIGNATURE_HEADER,
-        ] {
-            headers.insert(name, v.clone());
-        }
-    }
-    let _ = signature::verify(Channel::Bigcommerce, b"hush", &headers, body, 1_561_479_335);
-});
+mod intake_common;
+
+fuzz_target!(|data: &[u8]| intake_common::run(Channel::Bigcommerce, data));
