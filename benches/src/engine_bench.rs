@@ -438,7 +438,14 @@ mod tests {
         cfg.rounds = 1;
         let r = run(&cfg, |_| {});
         assert!(r.holds_per_s_1t > 0.0 && r.orders5_per_s > 0.0 && r.keyed_holds_per_s_1t > 0.0);
-        assert!(r.bytes_per_cell > 0.0);
+        // Resident memory is per process, and the other tests of this binary free memory
+        // while they run: a measurement may see none grow. One of a few must.
+        let grew = r.bytes_per_cell > 0.0
+            || (0..5).any(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                bytes_per_cell(cfg.memory_stores, cfg.memory_skus) > 0.0
+            });
+        assert!(grew, "resident memory never grew while cells were made");
         assert!(r.to_json().starts_with("{\"holds_per_s_1t\":"));
     }
 }
