@@ -352,6 +352,11 @@ pub enum Event {
     OrderConfirmed {
         /// The order.
         order: OrderId,
+        /// The pickup time promised to the customer at that moment: the start of the
+        /// hold's booked slot, else the store's ready estimate rounded up to its first
+        /// slot with capacity (`SlotState::estimate`); `None` for a store without a
+        /// pickup calendar (and for orders logged before estimates were recorded).
+        ready_estimate: Option<Timestamp>,
     },
     /// Staff started picking (`confirmed -> picking`).
     PickingStarted {
@@ -670,7 +675,7 @@ impl Event {
             | Event::HoldReleased { hold, .. } => Some(hold.store()),
             Event::StockAdjusted { store, .. } | Event::PosOrderSale { store, .. } => Some(*store),
             Event::OrderCreated { order, .. }
-            | Event::OrderConfirmed { order }
+            | Event::OrderConfirmed { order, .. }
             | Event::PickingStarted { order, .. }
             | Event::OrderShortPicked { order, .. }
             | Event::ReallocationRequested { order, .. }

@@ -575,6 +575,8 @@ pub struct OrderView {
     pub reallocation_requested: Vec<Line>,
     /// Receipt sequence, once collected.
     pub receipt_seq: Option<u64>,
+    /// The pickup time promised at confirmation (see [`Event::OrderConfirmed`]).
+    pub ready_estimate: Option<Timestamp>,
 }
 
 // ---------------------------------------------------------------- state
@@ -600,6 +602,18 @@ struct OrderRec {
     short_picks: u32,
     realloc: Vec<Line>,
     receipt_seq: Option<u64>,
+    /// The pickup time promised at confirmation ([`Event::OrderConfirmed`]).
+    ready_estimate: Option<Timestamp>,
+}
+
+/// Whether an encoded [`OrderRec`] ends with its ready estimate: records of snapshots
+/// before format 9 and of [`Event::OrderChanged`] under its first tag do not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RecLayout {
+    /// Without `ready_estimate` (read as `None`).
+    WithoutEstimate,
+    /// With it: what is written now.
+    WithEstimate,
 }
 
 impl OrderRec {
@@ -637,6 +651,7 @@ impl OrderRec {
             short_picks: 0,
             realloc: Vec::new(),
             receipt_seq: None,
+            ready_estimate: None,
         })
     }
 
@@ -645,7 +660,11 @@ impl OrderRec {
     /// computed). Events that do not touch the record change nothing.
     fn apply(&mut self, ev: &Event, at: Timestamp) -> Result<(), String> {
         match ev {
-            Event::OrderConfirmed { .. } => self.transition(OrderStatus::Confirmed, at),
+            Event::OrderConfirmed { ready_estimate, .. } => {
+                self.transition(OrderStatus::Confirmed, at)?;
+                self.ready_estimate = *ready_estimate;
+                Ok(())
+            }
             Event::PickingStarted { .. } => self.transition(OrderStatus::Picking, at),
             Event::OrderShortPicked { sku, missing, .. } => {
                 let line = self
@@ -758,10 +777,11 @@ impl OrderRec {
         e.u32(self.short_picks);
         encode_lines(e, &self.realloc);
         e.opt_i64(self.receipt_seq.map(|s| s as i64));
+        e.opt_i64(self.ready_estimate.map(|t| t.0));
     }
 
-    /// Decodes what [`OrderRec::encode`] wrote.
-    fn decode(d: &mut Dec<'_>) -> Result<OrderRec, DecodeError> {
+    /// Decodes what [`OrderRec::encode`] wrote (in `layout`).
+    fn decode(d: &mut Dec<'_>, layout: RecLayout) -> Result<OrderRec, DecodeError> {
         let status = decode_status(d)?;
         let channel: Box<str> = d.string()?.into();
         let channel_order_id: Box<str> = d.string()?.into();
@@ -799,6 +819,10 @@ impl OrderRec {
         let short_picks = d.u32()?;
         let realloc = decode_lines(d)?;
         let receipt_seq = d.opt_i64()?.map(|s| s as u64);
+        let ready_estimate = match layout {
+            RecLayout::WithoutEstimate => None,
+            RecLayout::WithEstimate => d.opt_i64()?.map(Timestamp),
+        };
         Ok(OrderRec {
             status,
             channel,
@@ -818,6 +842,7 @@ impl OrderRec {
             short_picks,
             realloc,
             receipt_seq,
+            ready_estimate,
         })
     }
 }
@@ -843,8 +868,11 @@ impl OrderFacts {
         self.0.encode(e);
     }
 
-    pub(crate) fn decode(d: &mut Dec<'_>) -> Result<Box<OrderFacts>, DecodeError> {
-        Ok(Box::new(OrderFacts(OrderRec::decode(d)?)))
+    pub(crate) fn decode(
+        d: &mut Dec<'_>,
+        layout: RecLayout,
+    ) -> Result<Box<OrderFacts>, DecodeError> {
+        Ok(Box::new(OrderFacts(OrderRec::decode(d, layout)?)))
     }
 }
 
@@ -948,8 +976,8 @@ impl OrderState {
         }
     }
 
-    /// Decodes what [`OrderState::encode`] wrote.
-    pub(crate) fn decode(d: &mut Dec<'_>) -> Result<OrderState, DecodeError> {
+    /// Decodes what [`OrderState::encode`] wrote, its records in `layout`.
+    pub(crate) fn decode(d: &mut Dec<'_>, layout: RecLayout) -> Result<OrderState, DecodeError> {
         let mut st = OrderState {
             receipt_seq: d.u64()?,
             ..OrderState::default()
@@ -957,7 +985,7 @@ impl OrderState {
         let n = d.seq_len()?;
         for _ in 0..n {
             let id = OrderId(d.u64()?);
-            let rec = OrderRec::decode(d)?;
+            let rec = OrderRec::decode(d, layout)?;
             // Orders come in id order, not creation order: an order that still holds
             // its channel reference wins over one that has let it go, whichever id is
             // larger, as it did when it was created.
@@ -1156,7 +1184,7 @@ pub(crate) fn apply_locked(
 fn order_of(ev: &Event) -> Option<OrderId> {
     match ev {
         Event::OrderCreated { order, .. }
-        | Event::OrderConfirmed { order }
+        | Event::OrderConfirmed { order, .. }
         | Event::PickingStarted { order, .. }
         | Event::OrderShortPicked { order, .. }
         | Event::ReallocationRequested { order, .. }
@@ -1247,7 +1275,7 @@ pub(crate) fn apply_state_event(
     at: Timestamp,
 ) -> Result<(), String> {
     match ev {
-        Event::OrderConfirmed { order }
+        Event::OrderConfirmed { order, .. }
         | Event::PickingStarted { order, .. }
         | Event::ReallocationRequested { order, .. }
         | Event::PickupCodeRejected { order, .. }
@@ -1673,7 +1701,22 @@ impl Engine {
                         facts: h.facts(),
                     });
                 }
-                evs.push(Event::OrderConfirmed { order });
+                // The booked slot is the promise; without one, the store's estimate now
+                // (this order not yet in the queue it estimates from).
+                let ready_estimate = st
+                    .active
+                    .get(&hold)
+                    .and_then(|h| h.slot)
+                    .or_else(|| {
+                        st.slots
+                            .estimate(now.as_ms(), None)
+                            .map(|e| e.slot.start_ms)
+                    })
+                    .map(Timestamp);
+                evs.push(Event::OrderConfirmed {
+                    order,
+                    ready_estimate,
+                });
                 evs
             },
         )
@@ -2305,7 +2348,7 @@ impl Engine {
                 let shard = self.shard(store).ok_or("unknown store")?;
                 let hold = match ev {
                     Event::OrderCreated { order, .. }
-                    | Event::OrderConfirmed { order }
+                    | Event::OrderConfirmed { order, .. }
                     | Event::PickingStarted { order, .. }
                     | Event::OrderShortPicked { order, .. }
                     | Event::ReallocationRequested { order, .. }
@@ -2386,6 +2429,7 @@ fn decode_order_lines(d: &mut Dec<'_>) -> Result<Vec<OrderLine>, DecodeError> {
 
 mod tag {
     pub const ORDER_CREATED: u8 = 40;
+    /// [`super::Event::OrderConfirmed`] without a ready estimate (read only).
     pub const ORDER_CONFIRMED: u8 = 41;
     pub const PICKING_STARTED: u8 = 42;
     pub const STOCK_ADJUSTED: u8 = 43;
@@ -2400,7 +2444,12 @@ mod tag {
     pub const POS_ORDER_SALE: u8 = 52;
     pub const CONSUMER_ACKED: u8 = 53;
     pub const ORDER_NO_SHOW: u8 = 54;
+    /// [`super::Event::OrderChanged`] with facts before `ready_estimate` (read only).
     pub const ORDER_CHANGED: u8 = 55;
+    /// [`super::Event::OrderConfirmed`] with its ready estimate.
+    pub const ORDER_CONFIRMED_ESTIMATED: u8 = 56;
+    /// [`super::Event::OrderChanged`] with facts that end with the ready estimate.
+    pub const ORDER_CHANGED_ESTIMATED: u8 = 57;
 }
 
 /// Encodes an event with a tag in 40..=59: tag byte, then its fields in declaration order.
@@ -2426,9 +2475,13 @@ pub(crate) fn encode_event(e: &mut Enc<'_>, ev: &Event) {
             e.u8(*currency_exponent);
             e.opt_str(key.as_deref());
         }
-        Event::OrderConfirmed { order } => {
-            e.u8(tag::ORDER_CONFIRMED);
+        Event::OrderConfirmed {
+            order,
+            ready_estimate,
+        } => {
+            e.u8(tag::ORDER_CONFIRMED_ESTIMATED);
             e.u64(order.0);
+            e.opt_i64(ready_estimate.map(|t| t.0));
         }
         Event::PickingStarted { order, staff } => {
             e.u8(tag::PICKING_STARTED);
@@ -2522,7 +2575,7 @@ pub(crate) fn encode_event(e: &mut Enc<'_>, ev: &Event) {
             slot,
             facts,
         } => {
-            e.u8(tag::ORDER_CHANGED);
+            e.u8(tag::ORDER_CHANGED_ESTIMATED);
             e.u64(order.0);
             e.opt_str(staff.as_deref());
             e.opt_i64(*slot);
@@ -2591,6 +2644,11 @@ pub(crate) fn decode_event(t: u8, at: usize, d: &mut Dec<'_>) -> Result<Event, D
         },
         tag::ORDER_CONFIRMED => Event::OrderConfirmed {
             order: OrderId(d.u64()?),
+            ready_estimate: None,
+        },
+        tag::ORDER_CONFIRMED_ESTIMATED => Event::OrderConfirmed {
+            order: OrderId(d.u64()?),
+            ready_estimate: d.opt_i64()?.map(Timestamp),
         },
         tag::PICKING_STARTED => Event::PickingStarted {
             order: OrderId(d.u64()?),
@@ -2658,7 +2716,13 @@ pub(crate) fn decode_event(t: u8, at: usize, d: &mut Dec<'_>) -> Result<Event, D
             order: OrderId(d.u64()?),
             staff: d.opt_string()?,
             slot: d.opt_i64()?,
-            facts: OrderFacts::decode(d)?,
+            facts: OrderFacts::decode(d, RecLayout::WithoutEstimate)?,
+        },
+        tag::ORDER_CHANGED_ESTIMATED => Event::OrderChanged {
+            order: OrderId(d.u64()?),
+            staff: d.opt_string()?,
+            slot: d.opt_i64()?,
+            facts: OrderFacts::decode(d, RecLayout::WithEstimate)?,
         },
         tag::ORDER_CANCELLED => {
             let order = OrderId(d.u64()?);
@@ -2725,6 +2789,7 @@ fn order_view(order: OrderId, r: &OrderRec) -> OrderView {
         short_picks: r.short_picks,
         reallocation_requested: r.realloc.clone(),
         receipt_seq: r.receipt_seq,
+        ready_estimate: r.ready_estimate,
     }
 }
 
@@ -2800,12 +2865,12 @@ mod tests {
         let mut buf = Vec::new();
         st.orders.encode(&mut Enc::new(&mut buf));
         let mut d = Dec::new(&buf);
-        let back = OrderState::decode(&mut d).unwrap();
+        let back = OrderState::decode(&mut d, RecLayout::WithEstimate).unwrap();
         d.finish().unwrap();
         assert_eq!(back, st.orders);
         // Every truncation fails cleanly instead of panicking.
         for n in 0..buf.len() {
-            assert!(OrderState::decode(&mut Dec::new(&buf[..n])).is_err());
+            assert!(OrderState::decode(&mut Dec::new(&buf[..n]), RecLayout::WithEstimate).is_err());
         }
     }
 }

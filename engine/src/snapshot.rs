@@ -27,8 +27,9 @@ use crate::types::{HoldId, Line, Lsn, SkuId, StoreId, Timestamp};
 /// Version 7 goes with the log's event format 2 ([`crate::event::RECORD_KIND_EVENTS`]):
 /// customers with name and locale. Earlier versions are refused: their log records could
 /// not be replayed after them anyway. Version 8 adds each store's last change time after
-/// its definition; version 7 still loads (change times unknown, 0).
-const SNAPSHOT_VERSION: u32 = 8;
+/// its definition; version 7 still loads (change times unknown, 0). Version 9 adds each
+/// order's ready estimate; 7 and 8 still load (estimates unknown, `None`).
+const SNAPSHOT_VERSION: u32 = 9;
 
 /// The oldest version that loads.
 const SNAPSHOT_VERSION_MIN: u32 = 7;
@@ -385,7 +386,14 @@ impl Engine {
                 let key = d.string()?.into();
                 st.idem_fifo.push_back((at, key));
             }
-            st.orders = crate::order::OrderState::decode(&mut d)?;
+            st.orders = crate::order::OrderState::decode(
+                &mut d,
+                if version >= 9 {
+                    crate::order::RecLayout::WithEstimate
+                } else {
+                    crate::order::RecLayout::WithoutEstimate
+                },
+            )?;
             st.slots = crate::slot::SlotState::decode(&mut d)?;
             st.rebuild_derived();
         }

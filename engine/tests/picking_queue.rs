@@ -220,3 +220,91 @@ fn snapshot_keeps_queue_and_bookings() {
         e.slot_booked(STORE, slot_a).unwrap()
     );
 }
+
+/// Issue 15, found 3: `estimated_ready_ms` was always 0. An order keeps the pickup time
+/// promised when it was confirmed: its booked slot's start, or without a slot the store's
+/// estimate at that moment (later orders do not move it); the confirming record carries it,
+/// so a replay and a snapshot give it back unchanged.
+#[test]
+fn an_order_keeps_the_ready_estimate_of_its_confirmation() {
+    let log = Arc::new(MemoryLog::new());
+    let e = engine(log.clone(), 60);
+    let t = now();
+    let (slotted, slot_start) = place(&e, 1, t);
+    assert_eq!(
+        e.order(slotted).unwrap().ready_estimate,
+        Some(Timestamp::from_ms(slot_start))
+    );
+
+    // Without a slot: the estimate just before confirming (this order not yet queued).
+    let expected = e.estimate_ready(STORE, t).unwrap().unwrap().slot.start_ms;
+    let hold = e
+        .hold(&HoldRequest::new(STORE, vec![LineRequest::new("A", 1)]), t)
+        .unwrap()
+        .granted()
+        .expect("granted")
+        .hold;
+    let CreateOrderOutcome::Created { order: unslotted } = e
+        .create_order(
+            &CreateOrder {
+                hold,
+                channel: "web".into(),
+                channel_order_id: "no-slot".into(),
+                customer: Customer::default(),
+                lines: vec![OrderLineRequest {
+                    sku: "A".into(),
+                    qty: 1,
+                    unit_price_minor: 100,
+                    description: "Apple".into(),
+                }],
+                currency: "EUR".into(),
+                idempotency_key: None,
+            },
+            t,
+        )
+        .unwrap()
+    else {
+        panic!("create refused")
+    };
+    assert_eq!(e.order(unslotted).unwrap().ready_estimate, None, "placed");
+    e.confirm_order(unslotted, t).unwrap();
+    let promised = Some(Timestamp::from_ms(expected));
+    assert_eq!(e.order(unslotted).unwrap().ready_estimate, promised);
+    // More orders lengthen the queue: the store's estimate moves, the promise does not.
+    for n in 2..6 {
+        place(&e, n, t);
+    }
+    assert!(e.estimate_ready(STORE, t).unwrap().unwrap().slot.start_ms > expected);
+    assert_eq!(e.order(unslotted).unwrap().ready_estimate, promised);
+
+    // The confirming record's facts say it.
+    let facts = log
+        .records()
+        .iter()
+        .flat_map(|r| r.record.events.clone())
+        .find_map(|ev| match ev {
+            pickline_engine::Event::OrderChanged { order, facts, .. }
+                if order == unslotted
+                    && facts.status() == pickline_engine::OrderStatus::Confirmed =>
+            {
+                Some(facts.view(order).ready_estimate)
+            }
+            _ => None,
+        });
+    assert_eq!(facts, Some(promised));
+
+    // Replay and snapshot give it back.
+    let fresh = Engine::with_log(EngineConfig::default(), Arc::new(MemoryLog::new())).unwrap();
+    for r in log.records() {
+        fresh.replay(&r.record).unwrap();
+    }
+    assert_eq!(fresh.order(unslotted).unwrap().ready_estimate, promised);
+    let (_, bytes) = e.snapshot().unwrap();
+    let loaded =
+        Engine::from_snapshot(EngineConfig::default(), Arc::new(MemoryLog::new()), &bytes).unwrap();
+    assert_eq!(loaded.order(unslotted).unwrap().ready_estimate, promised);
+    assert_eq!(
+        loaded.order(slotted).unwrap().ready_estimate,
+        Some(Timestamp::from_ms(slot_start))
+    );
+}

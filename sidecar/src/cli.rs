@@ -74,6 +74,10 @@ pub struct ServeArgs {
     /// Log format: json or pretty (log.format).
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// For `pickline simulate --target` only: take the time from each request's
+    /// `pickline-sim-now-ms` header instead of the wall clock (grpc.simulated_clock).
+    #[arg(long)]
+    pub simulated_clock: bool,
 }
 
 impl ServeArgs {
@@ -88,6 +92,7 @@ impl ServeArgs {
             request_timeout_ms: self.request_timeout_ms,
             log_filter: self.log.clone(),
             log_format: self.log_format,
+            simulated_clock: self.simulated_clock.then_some(true),
         }
     }
 }

@@ -203,6 +203,12 @@ pub struct GrpcConfig {
     /// On shutdown, how long in-flight requests get to finish before connections are
     /// dropped, ms.
     pub shutdown_grace_ms: u64,
+    /// For simulations only (`pickline simulate --target`): the clock is the time each
+    /// engine request carries in its `pickline-sim-now-ms` header instead of the wall
+    /// clock, and the expiry ticker is off (holds expire through AdminService.ExpireHolds).
+    /// Simulated time then runs as fast as the simulator drives it, exactly as it does
+    /// against the engine in process.
+    pub simulated_clock: bool,
 }
 
 impl Default for GrpcConfig {
@@ -215,6 +221,7 @@ impl Default for GrpcConfig {
             retry_after_ms: 50,
             max_concurrent_streams: 256,
             shutdown_grace_ms: 10_000,
+            simulated_clock: false,
         }
     }
 }
@@ -337,6 +344,8 @@ pub struct Overrides {
     pub log_filter: Option<String>,
     /// `log.format`
     pub log_format: Option<LogFormat>,
+    /// `grpc.simulated_clock`
+    pub simulated_clock: Option<bool>,
 }
 
 /// The environment variables read, with the key each sets.
@@ -450,6 +459,7 @@ impl Overrides {
             request_timeout_ms: parse(&vars, "PICKLINE_GRPC_REQUEST_TIMEOUT_MS")?,
             log_filter: vars.get("PICKLINE_LOG").cloned(),
             log_format: parse(&vars, "PICKLINE_LOG_FORMAT")?,
+            simulated_clock: None,
         })
     }
 
@@ -472,6 +482,7 @@ impl Overrides {
             request_timeout_ms,
             log_filter,
             log_format,
+            simulated_clock,
         } = self;
         set(&mut config.data.dir, data_dir);
         set(&mut config.grpc.listen, grpc_listen);
@@ -481,6 +492,7 @@ impl Overrides {
         set(&mut config.grpc.request_timeout_ms, request_timeout_ms);
         set(&mut config.log.filter, log_filter);
         set(&mut config.log.format, log_format);
+        set(&mut config.grpc.simulated_clock, simulated_clock);
     }
 }
 

@@ -104,6 +104,29 @@ struct Admission {
     retry_after: Duration,
     /// `grpc.max_message_bytes`, for the QuotaFailure of a message above it.
     max_message_bytes: usize,
+    /// `grpc.simulated_clock`: engine requests carry their time ([`SIM_NOW_HEADER`]).
+    simulated_clock: bool,
+}
+
+/// The header that carries a request's time (ms since the epoch) under
+/// `grpc.simulated_clock`.
+pub const SIM_NOW_HEADER: &str = "pickline-sim-now-ms";
+
+/// The time an engine request carries under `grpc.simulated_clock`: required, since a
+/// request without one would silently mix wall time into a simulated run.
+fn simulated_now(headers: &http::HeaderMap) -> Result<pickline_engine::Timestamp, Status> {
+    headers
+        .get(SIM_NOW_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok())
+        .filter(|ms| *ms >= 0)
+        .map(pickline_engine::Timestamp::from_ms)
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "this server runs on a simulated clock (grpc.simulated_clock): every engine \
+                 request carries its time in the `{SIM_NOW_HEADER}` header (ms since the epoch)"
+            ))
+        })
 }
 
 impl Admission {
@@ -147,6 +170,7 @@ impl AdmissionLayer {
                 request_timeout: g.request_timeout(),
                 retry_after: g.retry_after(),
                 max_message_bytes: g.max_message_bytes,
+                simulated_clock: g.simulated_clock,
             }),
         }
     }
@@ -216,12 +240,23 @@ where
             Ok(caller) => caller,
             Err(status) => return reject(status),
         };
+        let simulated = if self.admission.simulated_clock && spec.needs_engine {
+            match simulated_now(req.headers()) {
+                Ok(at) => Some(at),
+                Err(status) => return reject(status),
+            }
+        } else {
+            None
+        };
         req.extensions_mut().insert(caller);
         let max_message_bytes = self.admission.max_message_bytes;
         if spec.is_streaming() {
             let call = inner.call(req);
             return Box::pin(async move {
-                let response = call.await?;
+                let response = match simulated {
+                    Some(at) => domain::SIMULATED_NOW.scope(at, call).await?,
+                    None => call.await?,
+                };
                 Ok(status::message_too_large(response, max_message_bytes))
             });
         }
@@ -233,7 +268,13 @@ where
         };
         let timeout = self.admission.request_timeout;
         Box::pin(async move {
-            let response = tokio::time::timeout(timeout, inner.call(req)).await;
+            let call = inner.call(req);
+            let response = match simulated {
+                Some(at) => {
+                    tokio::time::timeout(timeout, domain::SIMULATED_NOW.scope(at, call)).await
+                }
+                None => tokio::time::timeout(timeout, call).await,
+            };
             drop(permit);
             match response {
                 Ok(response) => Ok(status::message_too_large(response?, max_message_bytes)),
@@ -533,92 +574,101 @@ fn data_dir_display(dir: &std::path::Path) -> String {
         .to_string()
 }
 
-/// Starts the expiry ticker, the checkpoint ticker and the gauge publisher.
+/// Starts the expiry ticker (not under `grpc.simulated_clock`, where the simulator expires
+/// holds at its own time), the checkpoint ticker and the gauge publisher.
 fn spawn_background(config: &Config, domain: &Domain) -> Vec<tokio::task::JoinHandle<()>> {
     let d = config.data.clone();
-    let expiry = {
-        let domain = domain.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(d.expire_interval_ms));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tasks = Vec::with_capacity(3);
+    if !config.grpc.simulated_clock {
+        tasks.push(expiry_ticker(d, domain.clone()));
+    }
+    tasks.push(checkpoint_ticker(config, domain.clone()));
+    tasks.push(gauge_publisher(domain.clone()));
+    tasks
+}
+
+/// Expires due holds every `data.expire_interval_ms`, in bounded batches.
+fn expiry_ticker(d: crate::config::DataConfig, domain: Domain) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(d.expire_interval_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            // A full batch means more may be due: go again at once, still bounded
+            // per call.
             loop {
-                tick.tick().await;
-                // A full batch means more may be due: go again at once, still bounded
-                // per call.
-                loop {
-                    let Ok(engine) = domain.engine() else { break };
-                    let batch = d.expire_batch;
-                    let done =
-                        domain::blocking(move || Ok(engine.expire(domain::now(), batch)?.len()))
-                            .await;
-                    match done {
-                        Ok(n) if n >= batch => continue,
-                        Ok(_) => break,
-                        Err(e) => {
-                            warn!(error = %e.message(), "expiry failed");
-                            break;
-                        }
+                let Ok(engine) = domain.engine() else { break };
+                let batch = d.expire_batch;
+                let done =
+                    domain::blocking(move || Ok(engine.expire(domain::now(), batch)?.len())).await;
+                match done {
+                    Ok(n) if n >= batch => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        warn!(error = %e.message(), "expiry failed");
+                        break;
                     }
                 }
             }
-        })
-    };
-    let checkpoint = {
-        let domain = domain.clone();
-        let d = config.data.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(CHECKPOINT_POLL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut last = tokio::time::Instant::now();
-            loop {
-                tick.tick().await;
-                let due_by_time = last.elapsed() >= Duration::from_millis(d.checkpoint_interval_ms);
-                if !due_by_time && domain.wal_bytes_since_checkpoint() < d.checkpoint_wal_bytes {
-                    continue;
-                }
-                let domain = domain.clone();
-                match domain::blocking(move || domain.checkpoint()).await {
-                    Ok(cp) => {
-                        info!(lsn = %cp.lsn, bytes = cp.len_bytes, "checkpoint written");
-                        for (consumer, acked) in &cp.consumers_beyond_retention {
-                            warn!(
-                                consumer = %consumer,
-                                acked = %acked,
-                                log_readable_after = %cp.log_readable_after,
-                                "consumer lags beyond the WAL retention cap; it will be truncated after a restart"
-                            );
-                        }
+        }
+    })
+}
+
+/// Writes a snapshot every `data.checkpoint_interval_ms` or `data.checkpoint_wal_bytes`.
+fn checkpoint_ticker(config: &Config, domain: Domain) -> tokio::task::JoinHandle<()> {
+    let d = config.data.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CHECKPOINT_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = tokio::time::Instant::now();
+        loop {
+            tick.tick().await;
+            let due_by_time = last.elapsed() >= Duration::from_millis(d.checkpoint_interval_ms);
+            if !due_by_time && domain.wal_bytes_since_checkpoint() < d.checkpoint_wal_bytes {
+                continue;
+            }
+            let domain = domain.clone();
+            match domain::blocking(move || domain.checkpoint()).await {
+                Ok(cp) => {
+                    info!(lsn = %cp.lsn, bytes = cp.len_bytes, "checkpoint written");
+                    for (consumer, acked) in &cp.consumers_beyond_retention {
+                        warn!(
+                            consumer = %consumer,
+                            acked = %acked,
+                            log_readable_after = %cp.log_readable_after,
+                            "consumer lags beyond the WAL retention cap; it will be truncated after a restart"
+                        );
                     }
-                    Err(e) => warn!(error = %e.message(), "checkpoint failed"),
                 }
-                last = tokio::time::Instant::now();
+                Err(e) => warn!(error = %e.message(), "checkpoint failed"),
             }
-        })
-    };
-    let gauges = {
-        let domain = domain.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(GAUGE_INTERVAL);
-            loop {
-                tick.tick().await;
-                let Ok(db) = domain.db() else { continue };
-                let wal = db.wal().metrics();
-                let engine = db.engine();
-                EngineGauges {
-                    stores: engine.stores().len() as u64,
-                    active_holds: engine.active_holds() as u64,
-                    open_orders: engine.open_orders() as u64,
-                    head_seq: engine.log().last_lsn().0,
-                    durable_seq: wal.durable_lsn,
-                    wal_bytes: domain.wal_bytes_since_checkpoint(),
-                    wal_fsync_last_us: wal.last_fsync_latency_us,
-                    stream_retained: db.stream().retained() as u64,
-                }
-                .publish();
+            last = tokio::time::Instant::now();
+        }
+    })
+}
+
+/// Publishes the engine's gauges every [`GAUGE_INTERVAL`].
+fn gauge_publisher(domain: Domain) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(GAUGE_INTERVAL);
+        loop {
+            tick.tick().await;
+            let Ok(db) = domain.db() else { continue };
+            let wal = db.wal().metrics();
+            let engine = db.engine();
+            EngineGauges {
+                stores: engine.stores().len() as u64,
+                active_holds: engine.active_holds() as u64,
+                open_orders: engine.open_orders() as u64,
+                head_seq: engine.log().last_lsn().0,
+                durable_seq: wal.durable_lsn,
+                wal_bytes: domain.wal_bytes_since_checkpoint(),
+                wal_fsync_last_us: wal.last_fsync_latency_us,
+                stream_retained: db.stream().retained() as u64,
             }
-        })
-    };
-    vec![expiry, checkpoint, gauges]
+            .publish();
+        }
+    })
 }
 
 /// How often the checkpoint ticker checks its two triggers.

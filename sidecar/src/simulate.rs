@@ -1,11 +1,35 @@
 //! `pickline simulate`: the Black Friday simulator (`pickline_benches::sim`) against the
-//! engine in this process. A thin command line: presets, seed, JSON or table, the HTML
-//! report, and a progress bar on a terminal.
+//! engine in this process, or against a running sidecar over gRPC (`--target URL`). A thin
+//! command line: presets, seed, JSON or table, the HTML report, and a progress bar on a
+//! terminal.
+//!
+//! Against a sidecar, the simulator needs the server to run on its time: simulated days
+//! pass in seconds. The server is started with `--simulated-clock` (`grpc.simulated_clock`):
+//! every engine request then carries its time in the `pickline-sim-now-ms` header, which
+//! [`GrpcBackend`] sets to the simulated instant of each call, and holds expire when the
+//! simulator calls AdminService.ExpireHolds at its minute ticks, as the in-process engine
+//! expires them. Both backends therefore see the same calls at the same instants, and a
+//! seed gives the same business figures either way (`sidecar/tests/wired.rs` checks it).
 
 use std::io::IsTerminal as _;
 
 use anyhow::{Context as _, bail};
-use pickline_benches::sim::{self, EngineBackend, Scenario};
+use pickline_benches::sim::{
+    self, EngineBackend, Scenario,
+    backend::{Backend, CellState, HoldResult, PosResult, SimError},
+};
+use pickline_engine::{PosCount, PosDelta, PosDeltaKind, StoreDef, Timestamp};
+use tonic::{Request, transport::Channel};
+
+use crate::{
+    grpc::convert::store_pb,
+    pb::{
+        self, admin_service_client::AdminServiceClient, hold_service_client::HoldServiceClient,
+        inventory_service_client::InventoryServiceClient,
+        pickup_service_client::PickupServiceClient, store_service_client::StoreServiceClient,
+    },
+    server::SIM_NOW_HEADER,
+};
 
 /// Arguments of `pickline simulate`.
 #[derive(Debug, Clone, clap::Args)]
@@ -22,9 +46,14 @@ pub struct SimulateArgs {
     /// Also write a self-contained HTML report with charts to this file.
     #[arg(long, value_name = "FILE")]
     pub report: Option<std::path::PathBuf>,
-    /// Drive a running sidecar over gRPC instead of the in-process engine.
+    /// Drive a running sidecar over gRPC instead of the in-process engine, e.g.
+    /// `http://127.0.0.1:50051`. The server must run with `--simulated-clock` on an empty
+    /// data directory.
     #[arg(long, value_name = "URL")]
     pub target: Option<String>,
+    /// Bearer token for `--target` (admin scope).
+    #[arg(long, env = "PICKLINE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Let orders enter through the intake flow.
     #[arg(long)]
     pub intake: bool,
@@ -34,14 +63,8 @@ pub struct SimulateArgs {
 pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
     if args.intake {
         bail!(
-            "--intake is not available yet: the order intake flow is still being built; \
-             run without --intake (orders are placed as holds + CreateOrder)"
-        );
-    }
-    if let Some(url) = &args.target {
-        bail!(
-            "--target {url}: driving a remote sidecar over gRPC is not implemented in this \
-             version; run without --target to drive the engine in this process"
+            "--intake is not available yet: the simulator places orders as holds + \
+             CreateOrder; run without --intake"
         );
     }
     let Some(sc) = Scenario::preset(&args.preset, args.seed) else {
@@ -50,7 +73,6 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
             args.preset
         );
     };
-    let mut backend = EngineBackend::new(sc.stores, sc.skus).map_err(anyhow::Error::msg)?;
     let bar = if args.json || !std::io::stderr().is_terminal() {
         indicatif::ProgressBar::hidden()
     } else {
@@ -63,9 +85,20 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         );
         b
     };
-    let report = sim::run(&sc, &mut backend, "engine", |done, _| {
-        bar.set_position(done / 60);
-    })
+    let progress = |done: u64, _| bar.set_position(done / 60);
+    let report = match &args.target {
+        None => {
+            let mut backend = EngineBackend::new(sc.stores, sc.skus).map_err(anyhow::Error::msg)?;
+            sim::run(&sc, &mut backend, "engine", progress)
+        }
+        Some(url) => {
+            let token = args.token.as_deref().context(
+                "--target needs a token with the admin scope: --token or PICKLINE_TOKEN",
+            )?;
+            let mut backend = GrpcBackend::connect(url, token)?;
+            sim::run(&sc, &mut backend, "grpc", progress)
+        }
+    }
     .map_err(anyhow::Error::msg)?;
     bar.finish_and_clear();
     if let Some(path) = &args.report {
@@ -78,4 +111,437 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         print!("{}", report.to_table());
     }
     Ok(())
+}
+
+/// The simulator's [`Backend`] over a running sidecar: one gRPC call per simulator call,
+/// each carrying the simulated instant and a fresh idempotency key.
+pub struct GrpcBackend {
+    runtime: tokio::runtime::Runtime,
+    channel: Channel,
+    authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    /// Idempotency keys are `<run>-<n>`: unique per run, so a retried call of this run
+    /// replays its answer and a second run never collides with the first.
+    run: String,
+    calls: u64,
+}
+
+/// Holds one ExpireHolds call expires at most (the RPC's own bound).
+const EXPIRE_PER_CALL: u32 = 10_000;
+
+fn failed(what: &str, status: tonic::Status) -> SimError {
+    SimError::new(format!("{what}: {} {}", status.code(), status.message()))
+}
+
+impl GrpcBackend {
+    /// Connects to `url` and checks that the server is empty and on a simulated clock.
+    pub fn connect(url: &str, token: &str) -> anyhow::Result<GrpcBackend> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the gRPC client runtime")?;
+        let channel = runtime
+            .block_on(
+                tonic::transport::Endpoint::from_shared(url.to_owned())
+                    .with_context(|| format!("--target {url}: not a URL"))?
+                    .connect(),
+            )
+            .with_context(|| format!("--target {url}: cannot connect"))?;
+        let authorization = format!("Bearer {token}")
+            .parse()
+            .context("the token is not a valid header value")?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let mut backend = GrpcBackend {
+            runtime,
+            channel,
+            authorization,
+            run: format!("sim-{}-{nanos:x}", std::process::id()),
+            calls: 0,
+        };
+        backend.check_target(url)?;
+        Ok(backend)
+    }
+
+    /// A simulated run needs a server of its own: one on the wall clock would expire
+    /// holds hours early and refuse no-shows, and stores of an earlier run would mix in.
+    fn check_target(&mut self, url: &str) -> anyhow::Result<()> {
+        let req = self.request(pb::ListStoresRequest::default(), Timestamp::from_ms(0));
+        let mut client = StoreServiceClient::new(self.channel.clone());
+        let listed = self.runtime.block_on(client.list_stores(req));
+        match listed {
+            Ok(r) if r.get_ref().stores.is_empty() => Ok(()),
+            Ok(r) => bail!(
+                "--target {url} already has {} store(s): start it on an empty data directory",
+                r.get_ref().stores.len()
+            ),
+            Err(s) if s.code() == tonic::Code::InvalidArgument => {
+                bail!(
+                    "--target {url} must run with --simulated-clock: {}",
+                    s.message()
+                )
+            }
+            Err(s) => bail!("--target {url}: {} {}", s.code(), s.message()),
+        }
+    }
+
+    /// `message` with the token and the simulated instant `now`.
+    fn request<T>(&self, message: T, now: Timestamp) -> Request<T> {
+        let mut r = Request::new(message);
+        r.metadata_mut()
+            .insert("authorization", self.authorization.clone());
+        r.metadata_mut().insert(
+            SIM_NOW_HEADER,
+            now.as_ms()
+                .to_string()
+                .parse()
+                .expect("digits are a valid header value"),
+        );
+        r
+    }
+
+    fn key(&mut self) -> String {
+        self.calls += 1;
+        format!("{}-{}", self.run, self.calls)
+    }
+
+    fn pos(&mut self, event: pb::PosEvent, now: Timestamp) -> Result<PosResult, SimError> {
+        let req = pb::ApplyPosEventsRequest {
+            idempotency_key: self.key(),
+            events: vec![event],
+        };
+        let req = self.request(req, now);
+        let mut client = InventoryServiceClient::new(self.channel.clone());
+        let r = self
+            .runtime
+            .block_on(client.apply_pos_events(req))
+            .map_err(|s| failed("ApplyPosEvents", s))?
+            .into_inner();
+        let outcome = r
+            .outcomes
+            .first()
+            .ok_or_else(|| SimError::new("ApplyPosEvents answered no outcome"))?;
+        Ok(match outcome.result() {
+            pb::PosEventResult::Applied => PosResult::Applied {
+                shortage: outcome.cell.as_ref().is_some_and(|c| c.on_hand < c.held),
+            },
+            _ => PosResult::Duplicate,
+        })
+    }
+
+    /// The state of the order an RPC answered with.
+    fn order_state(order: Option<&pb::PickupOrder>) -> pb::OrderState {
+        order.map_or(pb::OrderState::Unspecified, |o| o.state())
+    }
+}
+
+impl Backend for GrpcBackend {
+    fn injects_time(&self) -> bool {
+        // Every call carries the simulated instant, and ExpireHolds expires at it.
+        true
+    }
+
+    fn define_store(&mut self, def: &StoreDef, now: Timestamp) -> Result<(), SimError> {
+        let req = pb::UpsertStoreRequest {
+            idempotency_key: self.key(),
+            store: store_pb(def, None, 0, now).identity,
+        };
+        let req = self.request(req, now);
+        let mut client = StoreServiceClient::new(self.channel.clone());
+        self.runtime
+            .block_on(client.upsert_store(req))
+            .map(|_| ())
+            .map_err(|s| failed("UpsertStore", s))
+    }
+
+    fn pos_delta(&mut self, d: &PosDelta, now: Timestamp) -> Result<PosResult, SimError> {
+        let (kind, qty) = match d.kind {
+            PosDeltaKind::Sale => (pb::PosDeltaKind::Sale, d.qty),
+            PosDeltaKind::Return => (pb::PosDeltaKind::Return, d.qty),
+            PosDeltaKind::Receive => (pb::PosDeltaKind::Receive, d.qty),
+            PosDeltaKind::Adjust if d.qty < 0 => (pb::PosDeltaKind::AdjustDown, -d.qty),
+            PosDeltaKind::Adjust => (pb::PosDeltaKind::AdjustUp, d.qty),
+        };
+        let qty = u32::try_from(qty).map_err(|_| SimError::new("POS quantity out of range"))?;
+        let event = pb::PosEvent {
+            pos_event_id: d.pos_event_id.clone(),
+            store_id: d.store.clone(),
+            sku: d.sku.clone(),
+            occurred_at_ms: d.pos_time.as_ms(),
+            change: Some(pb::pos_event::Change::Delta(pb::PosDelta {
+                kind: kind as i32,
+                qty,
+            })),
+            order_ref: d.order_ref.clone().unwrap_or_default(),
+        };
+        self.pos(event, now)
+    }
+
+    fn pos_count(&mut self, c: &PosCount, now: Timestamp) -> Result<PosResult, SimError> {
+        let event = pb::PosEvent {
+            pos_event_id: c.pos_event_id.clone(),
+            store_id: c.store.clone(),
+            sku: c.sku.clone(),
+            occurred_at_ms: c.as_of.as_ms(),
+            change: Some(pb::pos_event::Change::Count(pb::PosCount {
+                counted_qty: c.counted,
+                as_of_ms: c.as_of.as_ms(),
+            })),
+            order_ref: String::new(),
+        };
+        self.pos(event, now)
+    }
+
+    fn hold(
+        &mut self,
+        store: &str,
+        lines: &[(String, u32)],
+        ttl_ms: i64,
+        now: Timestamp,
+    ) -> Result<HoldResult, SimError> {
+        let req = pb::HoldRequest {
+            idempotency_key: self.key(),
+            store_id: store.to_owned(),
+            lines: lines
+                .iter()
+                .map(|(sku, qty)| pb::Line {
+                    sku: sku.clone(),
+                    qty: *qty,
+                })
+                .collect(),
+            expiry: Some(pb::hold_request::Expiry::TtlMs(ttl_ms)),
+        };
+        let req = self.request(req, now);
+        let mut client = HoldServiceClient::new(self.channel.clone());
+        let r = self
+            .runtime
+            .block_on(client.hold(req))
+            .map_err(|s| failed("Hold", s))?
+            .into_inner();
+        match r.outcome {
+            Some(pb::hold_response::Outcome::Granted(h)) => Ok(HoldResult::Granted(h.hold_id)),
+            Some(pb::hold_response::Outcome::Rejected(r)) => {
+                Ok(HoldResult::Refused(match r.reason() {
+                    pb::HoldRejectReason::InsufficientStock => "insufficient_stock",
+                    pb::HoldRejectReason::StoreNotAccepting => "store_not_accepting",
+                    _ => "slot_unavailable",
+                }))
+            }
+            None => Err(SimError::new("Hold answered no outcome")),
+        }
+    }
+
+    fn place_order(
+        &mut self,
+        hold: u64,
+        channel_order_id: &str,
+        lines: &[(String, u32)],
+        now: Timestamp,
+    ) -> Result<u64, SimError> {
+        let req = pb::CreateOrderRequest {
+            idempotency_key: self.key(),
+            hold_id: hold,
+            channel: pb::Channel::Other as i32,
+            channel_name: "sim".into(),
+            channel_order_id: channel_order_id.to_owned(),
+            customer: None,
+            lines: lines
+                .iter()
+                .map(|(sku, qty)| pb::PricedLine {
+                    sku: sku.clone(),
+                    qty: *qty,
+                    unit_price_minor: 1_999,
+                    picked_qty: 0,
+                    title: sku.clone(),
+                })
+                .collect(),
+            currency: "USD".into(),
+        };
+        let req = self.request(req, now);
+        let mut client = PickupServiceClient::new(self.channel.clone());
+        let r = self
+            .runtime
+            .block_on(client.create_order(req))
+            .map_err(|s| failed("CreateOrder", s))?
+            .into_inner();
+        match r.outcome {
+            Some(pb::create_order_response::Outcome::Order(o)) => Ok(o.order_id),
+            other => Err(SimError::new(format!("CreateOrder refused: {other:?}"))),
+        }
+    }
+
+    fn start_picking(&mut self, order: u64, staff: &str, now: Timestamp) -> Result<(), SimError> {
+        let req = pb::StartPickingRequest {
+            idempotency_key: self.key(),
+            order_id: order,
+            staff_id: staff.to_owned(),
+        };
+        let req = self.request(req, now);
+        let mut client = PickupServiceClient::new(self.channel.clone());
+        self.runtime
+            .block_on(client.start_picking(req))
+            .map(|_| ())
+            .map_err(|s| failed("StartPicking", s))
+    }
+
+    fn short_pick(
+        &mut self,
+        order: u64,
+        sku: &str,
+        found: u32,
+        staff: &str,
+        now: Timestamp,
+    ) -> Result<bool, SimError> {
+        let req = pb::ReportShortRequest {
+            idempotency_key: self.key(),
+            order_id: order,
+            staff_id: staff.to_owned(),
+            lines: vec![pb::ShortLine {
+                sku: sku.to_owned(),
+                picked_qty: found,
+                resolution: pb::ShortResolution::Cancel as i32,
+            }],
+            reallocate_max_distance_m: 0,
+        };
+        let req = self.request(req, now);
+        let mut client = PickupServiceClient::new(self.channel.clone());
+        let r = self
+            .runtime
+            .block_on(client.report_short(req))
+            .map_err(|s| failed("ReportShort", s))?
+            .into_inner();
+        Ok(Self::order_state(r.order.as_ref()) == pb::OrderState::Picking)
+    }
+
+    fn mark_ready(
+        &mut self,
+        order: u64,
+        staff: &str,
+        _entropy: [u8; 32],
+        now: Timestamp,
+    ) -> Result<String, SimError> {
+        // The server draws the code from its own CSPRNG: the simulator only needs it to
+        // collect, so the figures do not depend on it.
+        let req = pb::MarkReadyRequest {
+            idempotency_key: self.key(),
+            order_id: order,
+            staff_id: staff.to_owned(),
+        };
+        let req = self.request(req, now);
+        let mut client = PickupServiceClient::new(self.channel.clone());
+        self.runtime
+            .block_on(client.mark_ready(req))
+            .map(|r| r.into_inner().pickup_code)
+            .map_err(|s| failed("MarkReady", s))
+    }
+
+    fn collect(
+        &mut self,
+        order: u64,
+        code: &str,
+        staff: &str,
+        now: Timestamp,
+    ) -> Result<(), SimError> {
+        let req = pb::CollectRequest {
+            idempotency_key: self.key(),
+            order_id: order,
+            staff_id: staff.to_owned(),
+            code: code.to_owned(),
+        };
+        let req = self.request(req, now);
+        let mut client = PickupServiceClient::new(self.channel.clone());
+        self.runtime
+            .block_on(client.collect(req))
+            .map(|_| ())
+            .map_err(|s| failed("Collect", s))
+    }
+
+    fn extend(&mut self, hold: u64, ttl_ms: i64, now: Timestamp) -> Result<(), SimError> {
+        let req = pb::ExtendRequest {
+            idempotency_key: self.key(),
+            hold_id: hold,
+            ttl_ms,
+        };
+        let req = self.request(req, now);
+        let mut client = HoldServiceClient::new(self.channel.clone());
+        match self.runtime.block_on(client.extend(req)) {
+            // The in-process backend ignores a hold that is no longer active too.
+            Ok(_) => Ok(()),
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::FailedPrecondition | tonic::Code::NotFound
+                ) =>
+            {
+                Ok(())
+            }
+            Err(s) => Err(failed("Extend", s)),
+        }
+    }
+
+    fn no_show(&mut self, order: u64, staff: &str, now: Timestamp) -> Result<(), SimError> {
+        let req = pb::NoShowRequest {
+            idempotency_key: self.key(),
+            order_id: order,
+            staff_id: staff.to_owned(),
+        };
+        let req = self.request(req, now);
+        let mut client = PickupServiceClient::new(self.channel.clone());
+        self.runtime
+            .block_on(client.no_show(req))
+            .map(|_| ())
+            .map_err(|s| failed("NoShow", s))
+    }
+
+    fn expire(&mut self, now: Timestamp) -> Result<Vec<u64>, SimError> {
+        let mut out = Vec::new();
+        loop {
+            let req = self.request(
+                pb::ExpireHoldsRequest {
+                    max: EXPIRE_PER_CALL,
+                },
+                now,
+            );
+            let mut client = AdminServiceClient::new(self.channel.clone());
+            let ids = self
+                .runtime
+                .block_on(client.expire_holds(req))
+                .map_err(|s| failed("ExpireHolds", s))?
+                .into_inner()
+                .hold_ids;
+            let n = ids.len();
+            out.extend(ids);
+            if n < EXPIRE_PER_CALL as usize {
+                return Ok(out);
+            }
+        }
+    }
+
+    fn cell(&mut self, store: &str, sku: &str) -> Result<CellState, SimError> {
+        let req = pb::GetAvailabilityRequest {
+            store_id: store.to_owned(),
+            sku: sku.to_owned(),
+        };
+        // Reads carry the header too: the server requires it of every engine request.
+        let req = self.request(req, Timestamp::from_ms(0));
+        let mut client = InventoryServiceClient::new(self.channel.clone());
+        let cell = self
+            .runtime
+            .block_on(client.get_availability(req))
+            .map_err(|s| failed("GetAvailability", s))?
+            .into_inner()
+            .cell
+            .ok_or_else(|| SimError::new("GetAvailability answered no cell"))?;
+        Ok(CellState {
+            on_hand: cell.on_hand,
+            held: cell.held,
+            atp: cell.atp,
+        })
+    }
+
+    fn conservation(&mut self) -> Option<Result<(), String>> {
+        // The server checks conservation itself (debug builds, snapshot loads); the
+        // contract has no call for it.
+        None
+    }
 }

@@ -976,3 +976,61 @@ async fn a_refused_report_short_changes_nothing_and_an_empty_order_is_cancelled(
         .unwrap_err();
     assert_eq!(ready.code(), Code::FailedPrecondition, "{ready:?}");
 }
+
+/// `pickline simulate --target`: the simulator drives a server on a simulated clock over
+/// gRPC and gets the same business figures as against the engine in process, call for
+/// call at the same simulated instants (only pickup codes differ: the server draws them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulation_over_grpc_matches_the_same_seed_in_process() {
+    use pickline_benches::sim::{self, EngineBackend, Scenario};
+    use pickline_sidecar::simulate::GrpcBackend;
+
+    let server = TestServer::start(|c| c.grpc.simulated_clock = true).await;
+    let url = format!("http://{}", server.grpc_addr);
+
+    // Without the simulated time an engine request is refused, naming the header.
+    let mut c = clients(&server).await;
+    let refused = c
+        .stores
+        .list_stores(with_token(pb::ListStoresRequest::default(), ADMIN_TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().contains("pickline-sim-now-ms"),
+        "{refused:?}"
+    );
+
+    let (over_grpc, in_process) = tokio::task::spawn_blocking(move || {
+        let sc = Scenario::preset("smoke", 7).unwrap();
+        let mut grpc = GrpcBackend::connect(&url, ADMIN_TOKEN).unwrap();
+        let over_grpc = sim::run(&sc, &mut grpc, "grpc", |_, _| {}).unwrap();
+        // A second run against the same (now populated) server is refused up front.
+        let again = GrpcBackend::connect(&url, ADMIN_TOKEN).err().unwrap();
+        assert!(
+            again.to_string().contains("already has 8 store(s)"),
+            "{again}"
+        );
+        let mut engine = EngineBackend::new(sc.stores, sc.skus).unwrap();
+        let in_process = sim::run(&sc, &mut engine, "engine", |_, _| {}).unwrap();
+        (over_grpc, in_process)
+    })
+    .await
+    .unwrap();
+    assert!(in_process.orders > 100, "{}", in_process.to_json());
+    assert!(
+        in_process.kpis.holds_expired > 0,
+        "{}",
+        in_process.to_json()
+    );
+    assert_eq!(in_process.kpis.conservation_ok, Some(true));
+    let figures = |r: &sim::SimReport| {
+        let mut v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        // What only the in-process engine can say: its name and its conservation check.
+        v.as_object_mut().unwrap().remove("backend");
+        v["kpis"].as_object_mut().unwrap().remove("conservation_ok");
+        v
+    };
+    assert_eq!(figures(&over_grpc), figures(&in_process));
+    server.stop().await.unwrap();
+}

@@ -6,13 +6,17 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     grpc::convert::idempotency_key,
-    grpc::domain::{Domain, blocking},
+    grpc::domain::{Domain, blocking, now},
     grpc::status::DomainError,
     pb::{
-        ConsumerLag, PingRequest, PingResponse, SnapshotRequest, SnapshotResponse, StatsRequest,
-        StatsResponse, admin_service_server::AdminService,
+        ConsumerLag, ExpireHoldsRequest, ExpireHoldsResponse, PingRequest, PingResponse,
+        SnapshotRequest, SnapshotResponse, StatsRequest, StatsResponse,
+        admin_service_server::AdminService,
     },
 };
+
+/// Most holds one ExpireHolds call expires.
+const EXPIRE_HOLDS_MAX: u32 = 10_000;
 
 /// The AdminService handler. Ping needs nothing; Snapshot and Stats need the engine.
 #[derive(Clone, Debug, Default)]
@@ -51,6 +55,41 @@ impl AdminService for Admin {
         })
         .await
         .map(Response::new)
+    }
+
+    async fn expire_holds(
+        &self,
+        request: Request<ExpireHoldsRequest>,
+    ) -> Result<Response<ExpireHoldsResponse>, Status> {
+        let max = match request.get_ref().max {
+            0 => EXPIRE_HOLDS_MAX,
+            n if n <= EXPIRE_HOLDS_MAX => n,
+            n => {
+                return Err(DomainError::InvalidArgument {
+                    field: "max".into(),
+                    reason: format!("{n} is above {EXPIRE_HOLDS_MAX}"),
+                }
+                .into());
+            }
+        };
+        let engine = self.domain.engine()?;
+        self.domain
+            .durable(move || {
+                // The engine bounds each call by its own batch limit too: go on until
+                // nothing more is due or `max` holds are expired.
+                let now = now();
+                let mut hold_ids = Vec::new();
+                while hold_ids.len() < max as usize {
+                    let expired = engine.expire(now, max as usize - hold_ids.len())?;
+                    if expired.is_empty() {
+                        break;
+                    }
+                    hold_ids.extend(expired.iter().map(|e| e.hold.0));
+                }
+                Ok(ExpireHoldsResponse { hold_ids })
+            })
+            .await
+            .map(Response::new)
     }
 
     async fn stats(

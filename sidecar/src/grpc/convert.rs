@@ -1049,7 +1049,7 @@ pub fn order_pb_with_slot(
         currency: v.currency.clone(),
         state: order_state_pb(v.status) as i32,
         slot: slot_pb(engine, v.order.store(), slot),
-        estimated_ready_ms: 0,
+        estimated_ready_ms: v.ready_estimate.map_or(0, |t| t.as_ms()),
         pickup_code: v.code.map(|c| c.to_string()).unwrap_or_default(),
         code_attempts: v.wrong_attempts,
         code_locked: v.locked,

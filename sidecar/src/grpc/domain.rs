@@ -34,6 +34,9 @@ use crate::{
 };
 
 tokio::task_local! {
+    /// The request's time under `grpc.simulated_clock`: set by the admission layer from
+    /// the request's `pickline-sim-now-ms` header around the whole handler, read by [`now`].
+    pub(crate) static SIMULATED_NOW: Timestamp;
     /// Set while a keyed request runs ([`Keyed::run`]): the newest LSN its engine calls
     /// appended, whose wait [`Domain::durable`] leaves to the end of the request.
     pub(crate) static KEYED_WAIT: std::cell::Cell<Option<pickline_engine::Lsn>>;
@@ -167,8 +170,12 @@ fn wal_failed(e: WalError) -> DomainError {
 }
 
 /// The injected clock: wall time as a [`Timestamp`]. The engine never reads a clock; the
-/// sidecar reads it once per request and passes it in.
+/// sidecar reads it once per request and passes it in. Under `grpc.simulated_clock` it is
+/// the time the request carries ([`SIMULATED_NOW`]).
 pub fn now() -> Timestamp {
+    if let Ok(simulated) = SIMULATED_NOW.try_with(|t| *t) {
+        return simulated;
+    }
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));

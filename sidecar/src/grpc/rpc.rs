@@ -241,6 +241,7 @@ pub const RPCS: &[RpcSpec] = &[
     },
     row("/pickline.v1.AdminService/Snapshot", &[], Unary),
     row("/pickline.v1.AdminService/Stats", &[], Unary),
+    row("/pickline.v1.AdminService/ExpireHolds", &[], Unary),
 ];
 
 /// The path prefix of every RPC of the contract.
