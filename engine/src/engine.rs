@@ -1274,7 +1274,7 @@ impl Engine {
         let events = crate::order::with_order_facts(&st, events, now)?;
         let record = Record { at: now, events };
         let lsn = self.log.append(&record)?;
-        let rec = apply_release(&mut guards, &mut st, hold)
+        let rec = apply_release(&mut guards, &mut st, hold, reason)
             .ok_or_else(|| EngineError::invalid("hold", "vanished under its locks"))?;
         for ev in &record.events[1..] {
             crate::order::apply_state_event(ev, &mut st, now)
@@ -1579,6 +1579,14 @@ impl Engine {
             confirmed: h.confirmed,
             slot: h.slot,
         })
+    }
+
+    /// How an ended hold ended, if it is among its store's newest
+    /// [`crate::ENDED_HOLDS_KEPT`] ended holds; `None` for an active, unknown or older one.
+    pub fn hold_end(&self, hold: HoldId) -> Option<crate::HoldEnd> {
+        let shard = self.shard(hold.store())?;
+        let st = shard.state.lock();
+        st.ended.get(hold)
     }
 
     /// Number of active holds in every store.
@@ -1947,7 +1955,7 @@ impl Engine {
                 }
                 apply_confirm(&mut st, *hold);
             }
-            Event::HoldReleased { hold, .. } => {
+            Event::HoldReleased { hold, reason, .. } => {
                 let shard = self.shard(hold.store()).ok_or("unknown store")?;
                 let lines = shard
                     .state
@@ -1958,7 +1966,7 @@ impl Engine {
                     .ok_or_else(|| format!("release of inactive hold {hold}"))?;
                 let mut guards = lock_cells(shard, &lines).map_err(|e| e.to_string())?;
                 let mut st = shard.state.lock();
-                apply_release(&mut guards, &mut st, *hold)
+                apply_release(&mut guards, &mut st, *hold, *reason)
                     .ok_or_else(|| format!("release of inactive hold {hold}"))?;
             }
             Event::PosDelta {
@@ -2287,8 +2295,9 @@ pub(crate) fn apply_release(
     guards: &mut [CellGuard<'_>],
     st: &mut StoreState,
     hold: HoldId,
+    reason: ReleaseReason,
 ) -> Option<HoldRec> {
-    let rec = st.end_hold(hold)?;
+    let rec = st.end_hold(hold, reason.into())?;
     for (g, l) in guards.iter_mut().zip(rec.lines.iter()) {
         g.held = g
             .held

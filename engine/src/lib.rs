@@ -111,7 +111,7 @@ pub use order::{
     ShortReportOutcome, TransitionOutcome, VerifyCodeOutcome,
 };
 pub use slot::SlotProblem;
-pub use stock::PAGE_LEN;
+pub use stock::{ENDED_HOLDS_KEPT, HoldEnd, PAGE_LEN};
 pub use stream::{EventStream, StreamError};
 pub use types::{
     CellView, HoldId, Line, LineRequest, Lsn, Qty, SkuId, StoreId, StoreStatus, Timestamp,

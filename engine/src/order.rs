@@ -1109,8 +1109,8 @@ pub(crate) fn apply_locked(
             }
             crate::engine::apply_confirm(st, *hold);
         }
-        Event::HoldReleased { hold, .. } => {
-            apply_release(&mut cells.guards, st, *hold)
+        Event::HoldReleased { hold, reason, .. } => {
+            apply_release(&mut cells.guards, st, *hold, *reason)
                 .ok_or_else(|| format!("release of inactive hold {hold}"))?;
         }
         Event::StockAdjusted { sku, after, .. } => cells.cell(*sku)?.on_hand = after.on_hand,
@@ -1152,7 +1152,7 @@ pub(crate) fn apply_locked(
             ..
         } => {
             let h = st
-                .end_hold(order.hold())
+                .end_hold(order.hold(), crate::stock::HoldEnd::Consumed)
                 .ok_or_else(|| format!("collect of order {order} without hold"))?;
             for l in h.lines.iter() {
                 let cell = cells.cell(l.sku)?;

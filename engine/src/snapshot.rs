@@ -28,7 +28,8 @@ use crate::types::{HoldId, Line, Lsn, SkuId, StoreId, Timestamp};
 /// customers with name and locale. Earlier versions are refused: their log records could
 /// not be replayed after them anyway. Version 8 adds each store's last change time after
 /// its definition; version 7 still loads (change times unknown, 0). Version 9 adds each
-/// order's ready estimate; 7 and 8 still load (estimates unknown, `None`).
+/// order's ready estimate and how each store's newest holds ended; 7 and 8 still load
+/// (estimates and ends unknown).
 const SNAPSHOT_VERSION: u32 = 9;
 
 /// The oldest version that loads.
@@ -198,6 +199,7 @@ impl Engine {
             }
             st.orders.encode(&mut e);
             st.slots.encode(&mut e);
+            st.ended.encode(&mut e);
         }
         Ok((lsn, buf, consumers))
     }
@@ -395,6 +397,9 @@ impl Engine {
                 },
             )?;
             st.slots = crate::slot::SlotState::decode(&mut d)?;
+            if version >= 9 {
+                st.ended = crate::stock::EndedHolds::decode(&mut d)?;
+            }
             st.rebuild_derived();
         }
         d.finish()?;

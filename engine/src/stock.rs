@@ -182,6 +182,112 @@ pub(crate) struct StoreState {
     pub(crate) orders: crate::order::OrderState,
     /// Pickup calendar, slot bookings and picking settings.
     pub(crate) slots: crate::slot::SlotState,
+    /// How the store's most recently ended holds ended.
+    pub(crate) ended: EndedHolds,
+}
+
+/// How a hold ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HoldEnd {
+    /// Released by a caller, or by the order it belonged to (cancel, no-show).
+    Released,
+    /// Its time ran out.
+    Expired,
+    /// Its order was collected: the units left the store with the customer.
+    Consumed,
+}
+
+impl HoldEnd {
+    fn to_u8(self) -> u8 {
+        match self {
+            HoldEnd::Released => 0,
+            HoldEnd::Expired => 1,
+            HoldEnd::Consumed => 2,
+        }
+    }
+
+    fn from_u8(v: u8) -> Option<HoldEnd> {
+        match v {
+            0 => Some(HoldEnd::Released),
+            1 => Some(HoldEnd::Expired),
+            2 => Some(HoldEnd::Consumed),
+            _ => None,
+        }
+    }
+}
+
+impl From<crate::event::ReleaseReason> for HoldEnd {
+    fn from(reason: crate::event::ReleaseReason) -> HoldEnd {
+        match reason {
+            crate::event::ReleaseReason::Released => HoldEnd::Released,
+            crate::event::ReleaseReason::Expired => HoldEnd::Expired,
+        }
+    }
+}
+
+/// How many ended holds a store remembers the end of (the newest): enough for a client
+/// retrying or inspecting recent holds, bounded at about 100 KiB per store.
+pub const ENDED_HOLDS_KEPT: usize = 4_096;
+
+/// How a store's newest [`ENDED_HOLDS_KEPT`] ended holds ended, so that an action on one
+/// can say whether it was released, expired or collected. Filled by
+/// [`StoreState::end_hold`], the one place a hold ends (live and on replay), and kept in
+/// snapshots.
+#[derive(Debug, Default)]
+pub(crate) struct EndedHolds {
+    how: HashMap<HoldId, HoldEnd>,
+    /// Oldest first; the same holds as `how`.
+    order: VecDeque<HoldId>,
+}
+
+impl EndedHolds {
+    fn remember(&mut self, hold: HoldId, how: HoldEnd) {
+        if self.order.len() == ENDED_HOLDS_KEPT
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.how.remove(&oldest);
+        }
+        let prev = self.how.insert(hold, how);
+        assert!(prev.is_none(), "hold {hold:?} ended twice");
+        self.order.push_back(hold);
+        debug_assert_eq!(self.how.len(), self.order.len());
+    }
+
+    /// How `hold` ended, if it is among the remembered.
+    pub(crate) fn get(&self, hold: HoldId) -> Option<HoldEnd> {
+        self.how.get(&hold).copied()
+    }
+
+    pub(crate) fn encode(&self, e: &mut crate::codec::Enc<'_>) {
+        e.seq_len(self.order.len());
+        for id in &self.order {
+            e.u64(id.0);
+            e.u8(self.how[id].to_u8());
+        }
+    }
+
+    pub(crate) fn decode(
+        d: &mut crate::codec::Dec<'_>,
+    ) -> Result<EndedHolds, crate::codec::DecodeError> {
+        let n = d.seq_len()?;
+        let mut ended = EndedHolds::default();
+        for _ in 0..n {
+            let hold = HoldId(d.u64()?);
+            let at = d.pos();
+            let how = HoldEnd::from_u8(d.u8()?).ok_or(crate::codec::DecodeError::Invalid {
+                what: "hold end",
+                at,
+            })?;
+            if ended.how.contains_key(&hold) || ended.order.len() == ENDED_HOLDS_KEPT {
+                return Err(crate::codec::DecodeError::Invalid {
+                    what: "ended holds",
+                    at,
+                });
+            }
+            ended.remember(hold, how);
+        }
+        Ok(ended)
+    }
 }
 
 impl StoreState {
@@ -240,8 +346,9 @@ impl StoreState {
     /// Ends an active hold, however it ends (release, expiry, cancel, no-show, collect):
     /// out of the expiry index, its slot unbooked, out of the picking queue. The cells'
     /// `held` is the caller's. `None` if the hold is not active.
-    pub(crate) fn end_hold(&mut self, hold: HoldId) -> Option<HoldRec> {
+    pub(crate) fn end_hold(&mut self, hold: HoldId, how: HoldEnd) -> Option<HoldRec> {
         let rec = self.active.remove(&hold)?;
+        self.ended.remember(hold, how);
         let was = self.by_expiry.remove(&(rec.expires_at, hold));
         assert!(was, "expiry index out of step for {hold:?}");
         self.slots.unbook(rec.slot);

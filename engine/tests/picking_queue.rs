@@ -308,3 +308,68 @@ fn an_order_keeps_the_ready_estimate_of_its_confirmation() {
         Some(Timestamp::from_ms(slot_start))
     );
 }
+
+/// Issue 15, found 4: the state of a hold that is no longer active was UNSPECIFIED. The
+/// engine remembers how each store's newest holds ended (released, expired, collected),
+/// through a replay and a snapshot, and forgets beyond its bound.
+#[test]
+fn ended_holds_say_how_they_ended() {
+    use pickline_engine::{ENDED_HOLDS_KEPT, HoldEnd, ReleaseOutcome};
+    let log = Arc::new(MemoryLog::new());
+    let e = engine(log.clone(), 1);
+    let t = now();
+    let hold = |ttl_ms: i64| {
+        e.hold(
+            &HoldRequest::new(STORE, vec![LineRequest::new("A", 1)]).with_ttl_ms(ttl_ms),
+            t,
+        )
+        .unwrap()
+        .granted()
+        .expect("granted")
+        .hold
+    };
+    let released = hold(60_000);
+    let expired = hold(1_000);
+    assert_eq!(e.hold_end(released), None, "active");
+    assert_eq!(
+        e.release_described(released, t).unwrap().0,
+        ReleaseOutcome::Released
+    );
+    assert_eq!(
+        e.expire(Timestamp::from_ms(t.as_ms() + 2_000), 100)
+            .unwrap()
+            .len(),
+        1
+    );
+    let (order, _) = place(&e, 1, t);
+    let code = ready(&e, order, t);
+    collect(&e, order, &code, t);
+    let ends = |e: &Engine| [released, expired, order.hold()].map(|h| e.hold_end(h));
+    let want = [
+        Some(HoldEnd::Released),
+        Some(HoldEnd::Expired),
+        Some(HoldEnd::Consumed),
+    ];
+    assert_eq!(ends(&e), want);
+    assert_eq!(
+        e.release_described(expired, t).unwrap().0,
+        ReleaseOutcome::AlreadyEnded
+    );
+
+    let fresh = Engine::with_log(EngineConfig::default(), Arc::new(MemoryLog::new())).unwrap();
+    for r in log.records() {
+        fresh.replay(&r.record).unwrap();
+    }
+    assert_eq!(ends(&fresh), want);
+    let (_, bytes) = e.snapshot().unwrap();
+    let loaded =
+        Engine::from_snapshot(EngineConfig::default(), Arc::new(MemoryLog::new()), &bytes).unwrap();
+    assert_eq!(ends(&loaded), want);
+
+    // Bounded: after ENDED_HOLDS_KEPT more ends, the oldest are forgotten.
+    for _ in 0..ENDED_HOLDS_KEPT {
+        let h = hold(60_000);
+        e.release_described(h, t).unwrap();
+    }
+    assert_eq!(ends(&e), [None, None, None]);
+}

@@ -870,14 +870,33 @@ pub fn store_holds_full_pb(limit: &str, value: u64) -> pb::HoldRejected {
     }
 }
 
-/// The rejection of an action on a hold that has ended. The engine knows it ended but not
-/// how (the event stream says), so `hold_state` stays UNSPECIFIED.
-pub fn hold_not_active_pb(hold: HoldId) -> pb::HoldRejected {
+/// The rejection of an action on a hold that has ended, with how it ended when the engine
+/// still remembers ([`pe::Engine::hold_end`]: each store's newest
+/// [`pe::ENDED_HOLDS_KEPT`]); UNSPECIFIED for an older one.
+pub fn hold_not_active_pb(engine: &pe::Engine, hold: HoldId) -> pb::HoldRejected {
+    let state = ended_hold_state_pb(engine, hold);
+    let how = match state {
+        pb::HoldState::Released => "was released",
+        pb::HoldState::Expired => "expired",
+        pb::HoldState::Consumed => "was collected",
+        _ => "has ended (released, expired or collected)",
+    };
     pb::HoldRejected {
         reason: pb::HoldRejectReason::HoldNotActive as i32,
         shortages: Vec::new(),
-        hold_state: 0,
-        message: format!("hold {} has ended (released, expired or collected)", hold.0),
+        hold_state: state as i32,
+        message: format!("hold {} {how}", hold.0),
+    }
+}
+
+/// How an ended hold ended, as the contract names it; UNSPECIFIED when the engine no
+/// longer remembers.
+pub fn ended_hold_state_pb(engine: &pe::Engine, hold: HoldId) -> pb::HoldState {
+    match engine.hold_end(hold) {
+        Some(pe::HoldEnd::Released) => pb::HoldState::Released,
+        Some(pe::HoldEnd::Expired) => pb::HoldState::Expired,
+        Some(pe::HoldEnd::Consumed) => pb::HoldState::Consumed,
+        None => pb::HoldState::Unspecified,
     }
 }
 

@@ -95,11 +95,12 @@ fn hold_response(
 }
 
 fn not_active(
+    engine: &Engine,
     hold: pickline_engine::HoldId,
     n: HoldNotActive,
 ) -> Result<pb::HoldRejected, DomainError> {
     match n {
-        HoldNotActive::Ended => Ok(convert::hold_not_active_pb(hold)),
+        HoldNotActive::Ended => Ok(convert::hold_not_active_pb(engine, hold)),
         HoldNotActive::Unknown => Err(convert::unknown_hold(hold)),
     }
 }
@@ -112,11 +113,11 @@ fn hold_after(
     not_active: Option<HoldNotActive>,
 ) -> Result<Result<pb::HoldInfo, pb::HoldRejected>, DomainError> {
     if let Some(n) = not_active {
-        return Ok(Err(self::not_active(hold, n)?));
+        return Ok(Err(self::not_active(engine, hold, n)?));
     }
     Ok(match engine.hold_info(hold) {
         Some(h) => Ok(convert::active_hold_pb(engine, &h)),
-        None => Err(convert::hold_not_active_pb(hold)),
+        None => Err(convert::hold_not_active_pb(engine, hold)),
     })
 }
 
@@ -334,9 +335,11 @@ impl HoldService for Holds {
                         let (outcome, released) = engine.release_described(hold, now())?;
                         let (state, released_now) = match outcome {
                             ReleaseOutcome::Released => (pb::HoldState::Released, true),
-                            // Ended earlier: released (perhaps by a retry of this request), expired
-                            // or consumed; the engine does not keep which.
-                            ReleaseOutcome::AlreadyEnded => (pb::HoldState::Unspecified, false),
+                            // Ended earlier: released (perhaps by a retry of this request),
+                            // expired or consumed, as the engine remembers.
+                            ReleaseOutcome::AlreadyEnded => {
+                                (convert::ended_hold_state_pb(&engine, hold), false)
+                            }
                             ReleaseOutcome::Unknown => return Err(convert::unknown_hold(hold)),
                         };
                         let store = convert::store_name(&engine, hold.store().0);
