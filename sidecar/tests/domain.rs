@@ -1256,7 +1256,33 @@ async fn a_retried_release_gets_its_first_answer_back_after_a_restart() {
         .unwrap()
         .into_inner();
     assert!(!fresh.released_now && !fresh.replayed, "{fresh:?}");
+    // How it ended, remembered across the restart (issue 15: it was UNSPECIFIED).
+    assert_eq!(
+        fresh.hold.as_ref().map(|h| h.state()),
+        Some(pb::HoldState::Released),
+        "{fresh:?}"
+    );
     assert_eq!(sku1_at_s1(&mut c).await.held, 1);
+    // An action on the ended hold says how it ended too.
+    let extend = c
+        .holds
+        .extend(with_token(
+            pb::ExtendRequest {
+                idempotency_key: "ext-1".into(),
+                hold_id: first_hold,
+                ttl_ms: 60_000,
+            },
+            CHECKOUT_TOKEN,
+        ))
+        .await;
+    let state = match extend {
+        Ok(r) => match r.into_inner().outcome {
+            Some(pb::extend_response::Outcome::Rejected(r)) => r.hold_state(),
+            other => panic!("extend of a released hold: {other:?}"),
+        },
+        Err(status) => panic!("extend of a released hold: {status:?}"),
+    };
+    assert_eq!(state, pb::HoldState::Released);
 }
 
 /// `Store.updated_at_ms` of S1.

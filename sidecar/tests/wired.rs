@@ -424,19 +424,15 @@ async fn slots_follow_the_calendar_and_a_slot_hold_takes_capacity() {
     assert_eq!(availability(&mut c, "CAL").await.held, 2);
 }
 
-/// hold.proto `ExtendRequest.ttl_ms`: a slot hold cannot be extended past its slot
-/// (FAILED_PRECONDITION with a PreconditionFailure, the hold unchanged); within its slot
-/// it can.
-#[tokio::test]
-async fn a_slot_hold_is_not_extended_past_its_slot() {
-    let server = TestServer::start(|_| {}).await;
-    let mut c = clients(&server).await;
-    store_with_mugs(&mut c, "XT", 48.14, 11.58, 10).await;
+/// A store `id` with 10 mugs, open and staffed (2) around the clock, with hour-long slots
+/// of capacity 2 (1 pickup per staff), no lead time and 2 minutes' pick time.
+async fn hourly_store(c: &mut Clients, id: &str) {
+    store_with_mugs(c, id, 48.14, 11.58, 10).await;
     c.stores
         .set_slot_config(with_token(
             pb::SetSlotConfigRequest {
                 idempotency_key: key("slots"),
-                store_id: "XT".into(),
+                store_id: id.into(),
                 slot_config: Some(pb::SlotConfig {
                     slot_ms: HOUR_MS,
                     lead_time_ms: 0,
@@ -453,7 +449,7 @@ async fn a_slot_hold_is_not_extended_past_its_slot() {
         .set_staffing(with_token(
             pb::SetStaffingRequest {
                 idempotency_key: key("staff"),
-                store_id: "XT".into(),
+                store_id: id.into(),
                 windows: (1..=7)
                     .map(|weekday| pb::StaffingWindow {
                         day: Some(pb::staffing_window::Day::Weekday(weekday)),
@@ -469,9 +465,19 @@ async fn a_slot_hold_is_not_extended_past_its_slot() {
         ))
         .await
         .unwrap();
-    set_hours(&mut c, "XT", every_day(0, 1_440), Vec::new())
+    set_hours(c, id, every_day(0, 1_440), Vec::new())
         .await
         .unwrap();
+}
+
+/// hold.proto `ExtendRequest.ttl_ms`: a slot hold cannot be extended past its slot
+/// (FAILED_PRECONDITION with a PreconditionFailure, the hold unchanged); within its slot
+/// it can.
+#[tokio::test]
+async fn a_slot_hold_is_not_extended_past_its_slot() {
+    let server = TestServer::start(|_| {}).await;
+    let mut c = clients(&server).await;
+    hourly_store(&mut c, "XT").await;
     // The slot after the next full hour: it ends at most 3 hours from now.
     let start = (now_ms().div_euclid(HOUR_MS) + 1) * HOUR_MS;
     let pb::hold_response::Outcome::Granted(h) = slot_hold(&mut c, "XT", start).await else {
@@ -665,6 +671,61 @@ async fn nearby_availability_lists_stores_nearest_first() {
 
 /// Holds `qty` MUG at `store` for `ttl_ms`, creates the order and takes it to PICKING
 /// (staff actions with `staff_token`). Returns the order id and the hold's expiry.
+/// Issue 15, found 3: a Hold answer carries the pickup estimate (a slot hold its slot's
+/// start), and an order keeps the one promised at its confirmation
+/// (`PickupOrder.estimated_ready_ms` was always 0).
+#[tokio::test]
+async fn holds_and_orders_carry_the_ready_estimate() {
+    let server = TestServer::start(|_| {}).await;
+    let mut c = clients(&server).await;
+    hourly_store(&mut c, "EST").await;
+    let before = now_ms();
+    let (order, _) = picking_order(&mut c, "EST", 1, HOUR_MS, ADMIN_TOKEN).await;
+    let promised = get_order(&mut c, order).await.estimated_ready_ms;
+    // No lead time, an empty queue: the next slot boundary (hourly slots) after now.
+    let next_slot = (before.div_euclid(HOUR_MS) + 1) * HOUR_MS;
+    assert!(
+        promised == next_slot || promised == next_slot + HOUR_MS,
+        "{promised} vs {next_slot}"
+    );
+    let plain = c
+        .holds
+        .hold(with_token(
+            pb::HoldRequest {
+                idempotency_key: key("hold"),
+                store_id: "EST".into(),
+                lines: vec![line("MUG", 1)],
+                expiry: None,
+            },
+            CHECKOUT_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(plain.estimated_ready_ms >= promised, "{plain:?}");
+    assert_eq!(
+        plain.estimated_ready_ms % HOUR_MS,
+        0,
+        "a slot start: {plain:?}"
+    );
+    let start = next_slot + 2 * HOUR_MS;
+    let slotted = c
+        .holds
+        .hold(with_token(
+            pb::HoldRequest {
+                idempotency_key: key("slot-hold"),
+                store_id: "EST".into(),
+                lines: vec![line("MUG", 1)],
+                expiry: Some(pb::hold_request::Expiry::SlotStartMs(start)),
+            },
+            CHECKOUT_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(slotted.estimated_ready_ms, start, "{slotted:?}");
+}
+
 async fn picking_order(
     c: &mut Clients,
     store: &str,

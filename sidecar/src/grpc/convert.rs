@@ -1563,6 +1563,17 @@ fn supply_pb(supply: &[pe::LineSupply]) -> (Vec<pb::Line>, bool) {
     (lines, supply.iter().all(|l| l.available >= l.requested))
 }
 
+/// When an order placed at `store` now could be picked up: the start of the first slot
+/// with capacity after the ready estimate (SPEC: rounded up to a slot); 0 without a
+/// calendar.
+pub fn pickup_estimate_ms(engine: &pe::Engine, store: &str, now: pe::Timestamp) -> i64 {
+    engine
+        .estimate_ready(store, now)
+        .ok()
+        .flatten()
+        .map_or(0, |e| e.slot.start_ms)
+}
+
 fn estimated_ready_ms(engine: &pe::Engine, store: &str, now: pe::Timestamp) -> i64 {
     engine
         .estimate_ready(store, now)

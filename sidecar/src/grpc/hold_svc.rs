@@ -77,14 +77,20 @@ fn hold_response(
                     )
                 }
             };
+            let estimated_ready_ms = match info.slot.as_ref() {
+                Some(slot) => slot.start_ms,
+                None => convert::pickup_estimate_ms(engine, &info.store_id, now),
+            };
             pb::HoldResponse {
                 outcome: Some(Outcome::Granted(info)),
                 replayed,
+                estimated_ready_ms,
             }
         }
         HoldOutcome::Rejected(r) => pb::HoldResponse {
             outcome: Some(Outcome::Rejected(convert::hold_rejected_pb(&r))),
             replayed,
+            estimated_ready_ms: 0,
         },
         HoldOutcome::InFlight => {
             return Err(DomainError::InFlight {
@@ -225,6 +231,7 @@ impl HoldService for Holds {
                                 convert::store_holds_full_pb(limit, value),
                             )),
                             replayed: batch_key.is_some() && retried,
+                            estimated_ready_ms: 0,
                         }),
                         Err(e) => Err(e.into()),
                     })
