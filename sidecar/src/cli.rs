@@ -38,6 +38,9 @@ pub enum Command {
     /// Order intake tools: normalize a channel payload, show which rules it trips.
     #[command(subcommand)]
     Intake(crate::intake::cli::IntakeCommand),
+    /// Staff sign-in for the tablet pages: add a staff member to a config file.
+    #[command(subcommand)]
+    Staff(crate::web::cli::StaffCommand),
 }
 
 /// Flags of `pickline serve`. They override the config file and the environment.
