@@ -69,14 +69,19 @@ async fn start_driver() -> Driver {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("chromedriver is not installed: run ./scripts/test (Debian package chromium-driver)");
+        .expect(
+            "chromedriver is not installed: run ./scripts/test (Debian package chromium-driver)",
+        );
     let driver = Driver {
         child,
         url: format!("http://127.0.0.1:{port}"),
     };
     let deadline = tokio::time::Instant::now() + WAIT;
     while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "chromedriver did not start");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "chromedriver did not start"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     driver
@@ -157,7 +162,9 @@ async fn still_same_page(b: &Client) -> bool {
 }
 
 async fn sign_in(b: &Client, addr: SocketAddr, name: &str, password: &str) {
-    b.goto(&format!("http://{addr}/staff/sign-in")).await.unwrap();
+    b.goto(&format!("http://{addr}/staff/sign-in"))
+        .await
+        .unwrap();
     wait_css(b, "#name").await.send_keys(name).await.unwrap();
     b.find(Locator::Css("#password"))
         .await
@@ -334,7 +341,13 @@ async fn order_state(c: &mut Clients, id: &str) -> pb::OrderState {
 }
 
 /// A raw HTTP/1.1 request with a cookie: status and body.
-async fn http(addr: SocketAddr, method: &str, path: &str, cookie: &str, form: &str) -> (u16, String) {
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    cookie: &str,
+    form: &str,
+) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
@@ -349,7 +362,10 @@ async fn http(addr: SocketAddr, method: &str, path: &str, cookie: &str, form: &s
         .nth(1)
         .and_then(|c| c.parse().ok())
         .expect("status line");
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -375,9 +391,16 @@ async fn staff_and_customer_pages_in_chromium() {
 
 async fn flow(b: &Client, addr: SocketAddr, c: &mut Clients) {
     // Sign-in: a wrong password is refused, the right one opens the queue.
-    b.goto(&format!("http://{addr}/staff/sign-in")).await.unwrap();
+    b.goto(&format!("http://{addr}/staff/sign-in"))
+        .await
+        .unwrap();
     wait_css(b, "#name").await.send_keys("alice").await.unwrap();
-    b.find(Locator::Css("#password")).await.unwrap().send_keys("wrong password").await.unwrap();
+    b.find(Locator::Css("#password"))
+        .await
+        .unwrap()
+        .send_keys("wrong password")
+        .await
+        .unwrap();
     click(b, "button[type=submit].primary").await;
     wait_text(b, ".flash.error", "Wrong name or password").await;
     sign_in(b, addr, "alice", ALICE_PASSWORD).await;
@@ -401,8 +424,16 @@ async fn flow(b: &Client, addr: SocketAddr, c: &mut Clients) {
     wait_text(b, "#order-status", "picking").await;
 
     // The customer's status page, open in a second window before the order is ready.
-    let link = wait_css(b, "#customer-link").await.attr("href").await.unwrap().unwrap();
-    assert!(link.starts_with("/p/") && !link.contains(&order) && link.len() == 3 + 22, "{link}");
+    let link = wait_css(b, "#customer-link")
+        .await
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        link.starts_with("/p/") && !link.contains(&order) && link.len() == 3 + 22,
+        "{link}"
+    );
     let staff_window = b.window().await.unwrap();
     let customer_window = b.new_window(true).await.unwrap().handle;
     b.switch_to_window(customer_window.clone()).await.unwrap();
@@ -410,7 +441,10 @@ async fn flow(b: &Client, addr: SocketAddr, c: &mut Clients) {
     wait_text(b, "#customer-state", "picking your order").await;
     wait_css(b, "body[data-connected='1']").await;
     let page = b.source().await.unwrap();
-    assert!(!page.contains("ada@example.com") && !page.contains("1234567"), "no contact data");
+    assert!(
+        !page.contains("ada@example.com") && !page.contains("1234567"),
+        "no contact data"
+    );
     assert!(page.contains("Alexanderplatz 1") && page.contains("Desk by entrance B"));
     mark_page(b).await;
 
@@ -428,8 +462,16 @@ async fn flow(b: &Client, addr: SocketAddr, c: &mut Clients) {
 
     // A wrong code (typed, Enter) is refused and counted; the right one hands over.
     b.switch_to_window(staff_window.clone()).await.unwrap();
-    let wrong = if code.starts_with('A') { "BBBBB-BBBBB" } else { "AAAAA-AAAAA" };
-    wait_css(b, "#code").await.send_keys(&format!("{wrong}\n")).await.unwrap();
+    let wrong = if code.starts_with('A') {
+        "BBBBB-BBBBB"
+    } else {
+        "AAAAA-AAAAA"
+    };
+    wait_css(b, "#code")
+        .await
+        .send_keys(&format!("{wrong}\n"))
+        .await
+        .unwrap();
     wait_text(b, ".flash.error", "Wrong code. 4 attempts left").await;
     wait_text(b, "#attempts", "Wrong codes: 1 of 5").await;
     wait_css(b, "#code").await.send_keys(&code).await.unwrap();
@@ -452,13 +494,15 @@ async fn flow(b: &Client, addr: SocketAddr, c: &mut Clients) {
     b.goto(&format!("http://{addr}/staff/queue")).await.unwrap();
     click(b, "form[action='/staff/sign-out'] button").await;
     sign_in(b, addr, "bob", BOB_PASSWORD).await;
-    b.goto(&format!("http://{addr}/staff/orders/{order}")).await.unwrap();
+    b.goto(&format!("http://{addr}/staff/orders/{order}"))
+        .await
+        .unwrap();
     wait_text(b, "h1", "Not your store").await;
     let page = b.source().await.unwrap();
     assert!(!page.contains("#1001") && !page.contains("Ada") && !page.contains("MUG-350"));
     let session = b.get_named_cookie("pkl_session").await.unwrap();
     assert!(session.http_only().unwrap_or(false), "HttpOnly");
-    assert_eq!(session.same_site(), Some(fantoccini::cookies::SameSite::Strict));
+    assert_eq!(format!("{:?}", session.same_site()), "Some(Strict)");
     let cookie = format!("pkl_session={}", session.value());
     let (status, body) = http(addr, "GET", &format!("/staff/orders/{order}"), &cookie, "").await;
     assert_eq!(status, 403);
@@ -466,17 +510,52 @@ async fn flow(b: &Client, addr: SocketAddr, c: &mut Clients) {
 
     // A form without its CSRF token is refused, and changes nothing.
     let b_order = place_order(c, "S2", "#2001").await;
-    let (status, _) = http(addr, "POST", &format!("/staff/orders/{b_order}/start"), &cookie, "").await;
+    let (status, _) = http(
+        addr,
+        "POST",
+        &format!("/staff/orders/{b_order}/start"),
+        &cookie,
+        "",
+    )
+    .await;
     assert_eq!(status, 403);
-    let (status, _) = http(addr, "POST", &format!("/staff/orders/{b_order}/start"), &cookie, "csrf=forged").await;
+    let (status, _) = http(
+        addr,
+        "POST",
+        &format!("/staff/orders/{b_order}/start"),
+        &cookie,
+        "csrf=forged",
+    )
+    .await;
     assert_eq!(status, 403);
     assert_eq!(order_state(c, &b_order).await, pb::OrderState::Confirmed);
     // With the session's token, bob may act on his own store's order, not on store A's.
-    b.goto(&format!("http://{addr}/staff/orders/{b_order}")).await.unwrap();
-    let csrf = wait_css(b, "input[name=csrf]").await.attr("value").await.unwrap().unwrap();
-    let (status, _) = http(addr, "POST", &format!("/staff/orders/{order}/cancel"), &cookie, &format!("csrf={csrf}")).await;
+    b.goto(&format!("http://{addr}/staff/orders/{b_order}"))
+        .await
+        .unwrap();
+    let csrf = wait_css(b, "input[name=csrf]")
+        .await
+        .attr("value")
+        .await
+        .unwrap()
+        .unwrap();
+    let (status, _) = http(
+        addr,
+        "POST",
+        &format!("/staff/orders/{order}/cancel"),
+        &cookie,
+        &format!("csrf={csrf}"),
+    )
+    .await;
     assert_eq!(status, 403);
-    let (status, _) = http(addr, "POST", &format!("/staff/orders/{b_order}/start"), &cookie, &format!("csrf={csrf}")).await;
+    let (status, _) = http(
+        addr,
+        "POST",
+        &format!("/staff/orders/{b_order}/start"),
+        &cookie,
+        &format!("csrf={csrf}"),
+    )
+    .await;
     assert_eq!(status, 303);
     assert_eq!(order_state(c, &b_order).await, pb::OrderState::Picking);
 
@@ -487,9 +566,16 @@ async fn flow(b: &Client, addr: SocketAddr, c: &mut Clients) {
     assert_eq!(status, 404);
 
     // The store finder: by postal code, nearest first, with distance.
-    b.goto(&format!("http://{addr}/stores?sku=MUG-350&qty=2&near=10178")).await.unwrap();
+    b.goto(&format!(
+        "http://{addr}/stores?sku=MUG-350&qty=2&near=10178"
+    ))
+    .await
+    .unwrap();
     let stores = wait_css(b, "#stores").await.text().await.unwrap();
-    assert!(stores.contains("Store S1") && stores.contains("km away"), "{stores}");
+    assert!(
+        stores.contains("Store S1") && stores.contains("km away"),
+        "{stores}"
+    );
     let s1 = stores.find("Store S1").unwrap();
     let s2 = stores.find("Store S2").unwrap_or(usize::MAX);
     assert!(s1 < s2, "nearest first: {stores}");

@@ -76,8 +76,11 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 
 /// Checks `password` against a PHC hash; a malformed hash never matches.
 pub fn verify_password(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash)
-        .is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+    PasswordHash::new(hash).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
 }
 
 /// A signed-in staff member.
@@ -204,7 +207,10 @@ impl SignInLimiter {
         let Some(times) = map.get_mut(name) else {
             return Ok(());
         };
-        while times.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
+        while times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
             times.pop_front();
         }
         if times.len() < self.failures_max {
@@ -220,7 +226,10 @@ impl SignInLimiter {
         let mut map = self.failures.lock();
         if map.len() >= LIMITER_NAMES_MAX && !map.contains_key(name) {
             let window = self.window;
-            map.retain(|_, t| t.back().is_some_and(|last| now.duration_since(*last) < window));
+            map.retain(|_, t| {
+                t.back()
+                    .is_some_and(|last| now.duration_since(*last) < window)
+            });
             if map.len() >= LIMITER_NAMES_MAX {
                 // Still full of names failing right now: forget one at random-ish (the
                 // first) rather than grow; the limit per name still holds for the rest.
@@ -316,13 +325,25 @@ mod tests {
     #[test]
     fn cookies_are_http_only_strict_and_secure_on_request() {
         let c = set_cookie("pkl_session", "abc", Duration::from_secs(60), true);
-        for part in ["HttpOnly", "SameSite=Strict", "Secure", "Max-Age=60", "Path=/"] {
+        for part in [
+            "HttpOnly",
+            "SameSite=Strict",
+            "Secure",
+            "Max-Age=60",
+            "Path=/",
+        ] {
             assert!(c.contains(part), "{c} lacks {part}");
         }
         assert!(!set_cookie("x", "y", Duration::from_secs(1), false).contains("Secure"));
         let mut headers = http::HeaderMap::new();
-        headers.insert(http::header::COOKIE, "a=1; pkl_session=abc".parse().unwrap());
-        assert_eq!(cookie_value(&headers, SESSION_COOKIE).as_deref(), Some("abc"));
+        headers.insert(
+            http::header::COOKIE,
+            "a=1; pkl_session=abc".parse().unwrap(),
+        );
+        assert_eq!(
+            cookie_value(&headers, SESSION_COOKIE).as_deref(),
+            Some("abc")
+        );
         assert_eq!(cookie_value(&headers, "nope"), None);
     }
 

@@ -12,7 +12,9 @@ use std::time::Instant;
 use pickline_engine::{
     Customer, Engine, EngineConfig, HoldOutcome, HoldRequest, LineRequest, OrderId,
     OrderLineRequest, PosDelta, PosDeltaKind, StoreDef, Timestamp,
-    calendar::{CalendarConfig, LocalInterval, PickupConfig, StaffShift, WeeklyHours, WeeklyStaffing},
+    calendar::{
+        CalendarConfig, LocalInterval, PickupConfig, StaffShift, WeeklyHours, WeeklyStaffing,
+    },
     pickup_code::StaffId,
 };
 
@@ -111,7 +113,11 @@ pub fn store_with_orders(orders: usize) -> anyhow::Result<(Engine, Vec<OrderId>)
     def.name = "Berlin Mitte".into();
     def.pickup_instructions = "Desk by entrance B".into();
     engine.define_store(def, T0)?;
-    engine.set_calendar("S1", calendar().ok_or_else(|| anyhow::anyhow!("calendar"))?, T0)?;
+    engine.set_calendar(
+        "S1",
+        calendar().ok_or_else(|| anyhow::anyhow!("calendar"))?,
+        T0,
+    )?;
     let skus = ["MUG-350", "TEE-M", "CAP-1"];
     for sku in skus {
         engine.apply_delta(
@@ -190,7 +196,10 @@ fn percentile(samples: &mut [f64], p: f64) -> f64 {
     samples.get(rank - 1).copied().unwrap_or(0.0)
 }
 
-fn time_ms(rounds: usize, mut f: impl FnMut() -> anyhow::Result<usize>) -> anyhow::Result<(Vec<f64>, usize)> {
+fn time_ms(
+    rounds: usize,
+    mut f: impl FnMut() -> anyhow::Result<usize>,
+) -> anyhow::Result<(Vec<f64>, usize)> {
     let mut samples = Vec::with_capacity(rounds);
     let mut bytes = 0;
     for _ in 0..rounds {
@@ -210,19 +219,26 @@ pub fn run(cfg: &PagesBenchConfig) -> anyhow::Result<PagesReport> {
     let now = T0;
     let config = WebConfig::default();
     let (mut queue, queue_bytes) = time_ms(cfg.rounds, || {
-        let model = QueueModel::read(&engine, "S1", now, &live).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        anyhow::ensure!(model.len() == cfg.orders, "queue shows {} orders", model.len());
+        let model =
+            QueueModel::read(&engine, "S1", now, &live).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        anyhow::ensure!(
+            model.len() == cfg.orders,
+            "queue shows {} orders",
+            model.len()
+        );
         Ok(views::queue_page(&model, &session).into_string().len())
     })?;
     let picking = orders.get(1).copied().unwrap_or(orders[0]);
     let (mut order, _) = time_ms(cfg.rounds, || {
-        let model = OrderModel::read(&engine, picking, now, &links).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let model = OrderModel::read(&engine, picking, now, &links)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         Ok(views::order_page(&model, &session).into_string().len())
     })?;
     let ready = orders.get(2).copied().unwrap_or(orders[0]);
     let token = links.token(ready);
     let (mut status, _) = time_ms(cfg.rounds, || {
-        let model = StatusModel::read(&engine, ready, now, &config).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let model = StatusModel::read(&engine, ready, now, &config)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         Ok(views::status_page(&model, &token).into_string().len())
     })?;
     Ok(PagesReport {

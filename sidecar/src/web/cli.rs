@@ -61,7 +61,10 @@ pub fn run(cmd: &StaffCommand) -> anyhow::Result<()> {
     let tmp = config.with_extension("toml.tmp");
     std::fs::write(&tmp, updated).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, config).with_context(|| format!("replacing {}", config.display()))?;
-    println!("added staff member {name} of store {store} to {}", config.display());
+    println!(
+        "added staff member {name} of store {store} to {}",
+        config.display()
+    );
     Ok(())
 }
 
@@ -78,7 +81,10 @@ pub fn add(
     }
     let before = Config::from_toml(text, path).context("the config file does not load")?;
     if before.web.staff.iter().any(|s| s.name == name) {
-        bail!("{} already has a staff member named {name:?}", path.display());
+        bail!(
+            "{} already has a staff member named {name:?}",
+            path.display()
+        );
     }
     let hash = super::auth::hash_password(password).map_err(anyhow::Error::msg)?;
     let mut entry = toml::Table::new();
@@ -105,12 +111,22 @@ mod tests {
     #[test]
     fn adds_a_loadable_entry_and_refuses_duplicates_and_short_passwords() {
         let path = std::path::Path::new("p.toml");
-        let text = add("[grpc]\nconcurrency_limit = 10\n", path, "alice", "S1", "correct horse").unwrap();
+        let text = add(
+            "[grpc]\nconcurrency_limit = 10\n",
+            path,
+            "alice",
+            "S1",
+            "correct horse",
+        )
+        .unwrap();
         let config = Config::from_toml(&text, path).unwrap();
         assert_eq!(config.grpc.concurrency_limit, 10);
         let staff = &config.web.staff[0];
         assert_eq!((staff.name.as_str(), staff.store.as_str()), ("alice", "S1"));
-        assert!(super::super::auth::verify_password(&staff.password_hash, "correct horse"));
+        assert!(super::super::auth::verify_password(
+            &staff.password_hash,
+            "correct horse"
+        ));
         assert!(add(&text, path, "alice", "S2", "another pass").is_err());
         let two = add(&text, path, "bob", "S2", "another pass").unwrap();
         assert_eq!(Config::from_toml(&two, path).unwrap().web.staff.len(), 2);

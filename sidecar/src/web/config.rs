@@ -140,10 +140,7 @@ impl WebConfig {
                 );
             }
             if s.store.is_empty() || s.store.len() > 256 {
-                return bad(
-                    format!("web.staff[{i}].store"),
-                    "must be a store id".into(),
-                );
+                return bad(format!("web.staff[{i}].store"), "must be a store id".into());
             }
             if let Err(e) = argon2::PasswordHash::new(&s.password_hash) {
                 return bad(

@@ -140,7 +140,9 @@ async fn finder(State(web): State<Arc<Web>>, Query(q): Query<FinderQuery>) -> Re
         let position = position(&web, &near).ok_or(
             "Enter a postal code we know, or a position as latitude, longitude (52.52, 13.40).",
         )?;
-        let db = web.db().map_err(|_| "Pickline is starting; try again in a moment.")?;
+        let db = web
+            .db()
+            .map_err(|_| "Pickline is starting; try again in a moment.")?;
         let engine = db.engine();
         let query = NearbyQuery {
             position,
@@ -164,13 +166,19 @@ async fn finder(State(web): State<Arc<Web>>, Query(q): Query<FinderQuery>) -> Re
                     .map(|e| e.slot);
                 let available = s.supply.first().map_or(0, |l| l.available);
                 views::FinderRow {
-                    name: def.as_ref().map_or(s.store_external_id.clone(), |d| d.name.clone()),
+                    name: def
+                        .as_ref()
+                        .map_or(s.store_external_id.clone(), |d| d.name.clone()),
                     address: web.config.address(&s.store_external_id).map(str::to_owned),
                     distance_km: s.distance_km,
                     available,
                     enough: available >= qty,
                     next_slot: next.map(|slot| {
-                        views::local_slot(def.as_ref().map_or("UTC", |d| d.time_zone.as_str()), slot.start_ms, slot.end_ms)
+                        views::local_slot(
+                            def.as_ref().map_or("UTC", |d| d.time_zone.as_str()),
+                            slot.start_ms,
+                            slot.end_ms,
+                        )
                     }),
                 }
             })

@@ -203,7 +203,7 @@ impl ZoneCache {
         }
         let tz = self.0.get(&store)?;
         let ts = jiff::Timestamp::from_millisecond(at_ms).ok()?;
-        Some(ts.to_zoned(tz.clone()).date())
+        Some(ts.to_zoned_datetime(tz.clone()).date())
     }
 }
 

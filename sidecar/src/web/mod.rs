@@ -70,7 +70,11 @@ impl std::fmt::Debug for Web {
 impl Web {
     /// The pages' state over `source`, with customer links keyed by the key in
     /// `data_dir`. Starts the live feed's reader (call inside a Tokio runtime).
-    pub fn new(config: WebConfig, data_dir: &Path, source: EngineSource) -> std::io::Result<Arc<Web>> {
+    pub fn new(
+        config: WebConfig,
+        data_dir: &Path,
+        source: EngineSource,
+    ) -> std::io::Result<Arc<Web>> {
         let links = OrderLinks::open(data_dir)?;
         let live = live::Live::new(links);
         live::Live::spawn(&live, source.clone());

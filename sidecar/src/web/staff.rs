@@ -96,7 +96,12 @@ async fn sign_in_page(State(web): State<Arc<Web>>, headers: HeaderMap) -> Respon
     sign_in_form(&web, &headers, StatusCode::OK, None)
 }
 
-fn sign_in_form(web: &Web, headers: &HeaderMap, status: StatusCode, error: Option<&str>) -> Response {
+fn sign_in_form(
+    web: &Web,
+    headers: &HeaderMap,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Response {
     let Ok(csrf) = auth::random_token() else {
         return PageError::Internal("no random source".into()).into_response();
     };
@@ -120,7 +125,11 @@ struct SignInForm {
     csrf: Option<String>,
 }
 
-async fn sign_in(State(web): State<Arc<Web>>, headers: HeaderMap, Form(f): Form<SignInForm>) -> Response {
+async fn sign_in(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    Form(f): Form<SignInForm>,
+) -> Response {
     let expected = auth::cookie_value(&headers, auth::SIGN_IN_COOKIE).unwrap_or_default();
     if !auth::tokens_match(&expected, f.csrf.as_deref().unwrap_or_default()) {
         return PageError::Csrf.into_response();
@@ -128,7 +137,12 @@ async fn sign_in(State(web): State<Arc<Web>>, headers: HeaderMap, Form(f): Form<
     let name = f.name.unwrap_or_default().trim().to_owned();
     let password = f.password.unwrap_or_default();
     if name.is_empty() || name.len() > super::config::STAFF_NAME_LEN_MAX || password.len() > 1024 {
-        return sign_in_form(&web, &headers, StatusCode::UNAUTHORIZED, Some("Wrong name or password."));
+        return sign_in_form(
+            &web,
+            &headers,
+            StatusCode::UNAUTHORIZED,
+            Some("Wrong name or password."),
+        );
     }
     if let Err(wait) = web.limiter.check(&name) {
         let text = format!(
@@ -138,9 +152,10 @@ async fn sign_in(State(web): State<Arc<Web>>, headers: HeaderMap, Form(f): Form<
         return sign_in_form(&web, &headers, StatusCode::TOO_MANY_REQUESTS, Some(&text));
     }
     let staff = web.config.staff.iter().find(|s| s.name == name).cloned();
-    let hash = staff
-        .as_ref()
-        .map_or_else(|| auth::dummy_hash().to_owned(), |s| s.password_hash.clone());
+    let hash = staff.as_ref().map_or_else(
+        || auth::dummy_hash().to_owned(),
+        |s| s.password_hash.clone(),
+    );
     let Ok(_permit) = web.verifying.acquire().await else {
         return PageError::Unavailable.into_response();
     };
@@ -150,7 +165,12 @@ async fn sign_in(State(web): State<Arc<Web>>, headers: HeaderMap, Form(f): Form<
     let Some(staff) = staff.filter(|_| ok) else {
         web.limiter.failed(&name);
         tracing::info!(staff = %name, "staff sign-in refused");
-        return sign_in_form(&web, &headers, StatusCode::UNAUTHORIZED, Some("Wrong name or password."));
+        return sign_in_form(
+            &web,
+            &headers,
+            StatusCode::UNAUTHORIZED,
+            Some("Wrong name or password."),
+        );
     };
     web.limiter.succeeded(&name);
     let ttl = Duration::from_millis(web.config.session_ttl_ms);
@@ -177,7 +197,11 @@ struct CsrfForm {
     csrf: Option<String>,
 }
 
-async fn sign_out(State(web): State<Arc<Web>>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Response {
+async fn sign_out(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
     let Some((id, s)) = session(&web, &headers) else {
         return to_sign_in();
     };
@@ -186,14 +210,23 @@ async fn sign_out(State(web): State<Arc<Web>>, headers: HeaderMap, Form(f): Form
     }
     web.sessions.end(&id);
     let mut response = to_sign_in();
-    let cookie = auth::set_cookie(auth::SESSION_COOKIE, "", Duration::ZERO, secure(&web, &headers));
+    let cookie = auth::set_cookie(
+        auth::SESSION_COOKIE,
+        "",
+        Duration::ZERO,
+        secure(&web, &headers),
+    );
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         response.headers_mut().append(header::SET_COOKIE, v);
     }
     response
 }
 
-async fn queue(State(web): State<Arc<Web>>, headers: HeaderMap, Query(q): Query<PartQuery>) -> Response {
+async fn queue(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    Query(q): Query<PartQuery>,
+) -> Response {
     let Some((_, s)) = session(&web, &headers) else {
         return to_sign_in();
     };
@@ -268,7 +301,11 @@ async fn order_page(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn receipt(State(web): State<Arc<Web>>, headers: HeaderMap, Path(order): Path<String>) -> Response {
+async fn receipt(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    Path(order): Path<String>,
+) -> Response {
     let Some((_, s)) = session(&web, &headers) else {
         return to_sign_in();
     };
@@ -277,7 +314,10 @@ async fn receipt(State(web): State<Arc<Web>>, headers: HeaderMap, Path(order): P
         let engine = db.engine();
         let order = authorize(engine, &s, &order)?;
         match engine.order_receipt(order) {
-            Some(Ok(r)) => Ok(views::receipt_page(&r, Some(&format!("/staff/orders/{order}")))),
+            Some(Ok(r)) => Ok(views::receipt_page(
+                &r,
+                Some(&format!("/staff/orders/{order}")),
+            )),
             Some(Err(e)) => Err(PageError::Internal(e.to_string())),
             None => Err(PageError::NotFound),
         }
@@ -492,8 +532,8 @@ fn short(
         Ok(ShortReportOutcome::Rejected { rejection, .. }) => {
             return Ok(refused(rejection_text(&rejection)));
         }
-        Err(pickline_engine::EngineError::InvalidArgument { reason, .. }) => {
-            return Ok(refused(reason));
+        Err(pickline_engine::EngineError::InvalidRequest { why, .. }) => {
+            return Ok(refused(why));
         }
         Err(e) => return Err(e.into()),
     };

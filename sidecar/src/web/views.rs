@@ -39,7 +39,11 @@ fn zone(name: &str) -> jiff::tz::TimeZone {
 pub fn local_time(tz: &jiff::tz::TimeZone, ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms).map_or_else(
         |_| "?".to_owned(),
-        |t| t.to_zoned(tz.clone()).strftime("%a %-d %b, %H:%M").to_string(),
+        |t| {
+            t.to_zoned_datetime(tz.clone())
+                .strftime("%a %-d %b, %H:%M")
+                .to_string()
+        },
     )
 }
 
@@ -51,7 +55,11 @@ pub fn utc_time(ms: i64) -> String {
 fn clock(tz: &jiff::tz::TimeZone, ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms).map_or_else(
         |_| "?".to_owned(),
-        |t| t.to_zoned(tz.clone()).strftime("%H:%M").to_string(),
+        |t| {
+            t.to_zoned_datetime(tz.clone())
+                .strftime("%H:%M")
+                .to_string()
+        },
     )
 }
 
@@ -188,12 +196,20 @@ pub struct QueueModel {
 impl QueueModel {
     /// Reads `store`'s open orders (confirmed, picking, ready), grouped by slot, and its
     /// KPIs of today.
-    pub fn read(engine: &Engine, store: &str, now: Timestamp, live: &Live) -> Result<QueueModel, PageError> {
+    pub fn read(
+        engine: &Engine,
+        store: &str,
+        now: Timestamp,
+        live: &Live,
+    ) -> Result<QueueModel, PageError> {
         let id = engine.store_id(store).ok_or(PageError::NotFound)?;
         let def = engine.store_def(id).ok_or(PageError::NotFound)?;
         let tz = zone(&def.time_zone);
         let views = engine.store_orders(store, None, QUEUE_ORDERS_MAX + 1, |s| {
-            matches!(s, OrderStatus::Confirmed | OrderStatus::Picking | OrderStatus::Ready)
+            matches!(
+                s,
+                OrderStatus::Confirmed | OrderStatus::Picking | OrderStatus::Ready
+            )
         })?;
         let truncated = views.len() > QUEUE_ORDERS_MAX;
         let mut by_slot: BTreeMap<Option<i64>, Vec<QueueRow>> = BTreeMap::new();
@@ -223,7 +239,7 @@ impl QueueModel {
             })
             .collect();
         let today = jiff::Timestamp::from_millisecond(now.as_ms())
-            .map(|t| t.to_zoned(tz.clone()).date())
+            .map(|t| t.to_zoned_datetime(tz.clone()).date())
             .unwrap_or_default();
         Ok(QueueModel {
             store_name: def.name,
@@ -356,12 +372,19 @@ pub struct OrderModel {
 
 impl OrderModel {
     /// Reads `order` (the caller checked its store).
-    pub fn read(engine: &Engine, order: OrderId, _now: Timestamp, links: &OrderLinks) -> Result<OrderModel, PageError> {
+    pub fn read(
+        engine: &Engine,
+        order: OrderId,
+        _now: Timestamp,
+        links: &OrderLinks,
+    ) -> Result<OrderModel, PageError> {
         let view = engine.order(order).ok_or(PageError::NotFound)?;
         let def = engine.store_def(order.store()).ok_or(PageError::NotFound)?;
         let hold = engine.hold_info(order.hold());
         let slot = hold.as_ref().and_then(|h| h.slot).map(|start| {
-            let end = engine.slot_at(order.store(), start).map_or(start, |s| s.end_ms);
+            let end = engine
+                .slot_at(order.store(), start)
+                .map_or(start, |s| s.end_ms);
             (start, end)
         });
         let skus = view
@@ -533,15 +556,25 @@ pub struct StatusModel {
 
 impl StatusModel {
     /// Reads what the customer of `order` may see.
-    pub fn read(engine: &Engine, order: OrderId, now: Timestamp, config: &WebConfig) -> Result<StatusModel, PageError> {
+    pub fn read(
+        engine: &Engine,
+        order: OrderId,
+        now: Timestamp,
+        config: &WebConfig,
+    ) -> Result<StatusModel, PageError> {
         let v = engine.order(order).ok_or(PageError::NotFound)?;
         let def = engine.store_def(order.store()).ok_or(PageError::NotFound)?;
         let hold = engine.hold_info(order.hold());
         let slot = hold.as_ref().and_then(|h| h.slot).map(|start| {
-            let end = engine.slot_at(order.store(), start).map_or(start, |s| s.end_ms);
+            let end = engine
+                .slot_at(order.store(), start)
+                .map_or(start, |s| s.end_ms);
             (start, end)
         });
-        let waiting = matches!(v.status, OrderStatus::Placed | OrderStatus::Confirmed | OrderStatus::Picking);
+        let waiting = matches!(
+            v.status,
+            OrderStatus::Placed | OrderStatus::Confirmed | OrderStatus::Picking
+        );
         let estimate_ms = if waiting && slot.is_none() {
             engine
                 .estimate_ready(&def.external_id, now)
@@ -606,7 +639,9 @@ fn customer_state(s: OrderStatus) -> &'static str {
         OrderStatus::Ready => "Your order is ready for pickup.",
         OrderStatus::Collected => "You collected your order. Thank you!",
         OrderStatus::Cancelled => "Your order was cancelled.",
-        OrderStatus::Expired | OrderStatus::NoShow => "The pickup time has passed; the order was released.",
+        OrderStatus::Expired | OrderStatus::NoShow => {
+            "The pickup time has passed; the order was released."
+        }
     }
 }
 
