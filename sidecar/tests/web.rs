@@ -384,9 +384,17 @@ async fn staff_and_customer_pages_in_chromium() {
 
     let driver = start_driver().await;
     let b = browser(&driver).await;
-    let result = flow(&b, addr, &mut c).await;
+    // The flow runs as its own task so that the browser is closed even when it fails.
+    let flow_task = tokio::spawn({
+        let b = b.clone();
+        async move { flow(&b, addr, &mut c).await }
+    });
+    let result = flow_task.await;
     let _ = b.close().await;
-    result;
+    drop(driver);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
 }
 
 async fn flow(b: &Client, addr: SocketAddr, c: &mut Clients) {
