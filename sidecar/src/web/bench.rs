@@ -190,10 +190,12 @@ pub fn store_with_orders(orders: usize) -> anyhow::Result<(Engine, Vec<OrderId>)
     Ok((engine, ids))
 }
 
+/// The nearest-rank percentile `p` of `samples`, in ms to the microsecond.
 fn percentile(samples: &mut [f64], p: f64) -> f64 {
     samples.sort_by(f64::total_cmp);
     let rank = ((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len().max(1));
-    samples.get(rank - 1).copied().unwrap_or(0.0)
+    let v = samples.get(rank - 1).copied().unwrap_or(0.0);
+    (v * 1_000.0).round() / 1_000.0
 }
 
 fn time_ms(

@@ -196,12 +196,13 @@ impl ZoneCache {
         store: StoreId,
         at_ms: i64,
     ) -> Option<jiff::civil::Date> {
-        if !self.0.contains_key(&store) {
-            let def = db.engine().store_def(store)?;
-            let tz = jiff::tz::TimeZone::get(&def.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
-            self.0.insert(store, tz);
-        }
-        let tz = self.0.get(&store)?;
+        let tz = match self.0.entry(store) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let def = db.engine().store_def(store)?;
+                v.insert(jiff::tz::TimeZone::get(&def.time_zone).unwrap_or(jiff::tz::TimeZone::UTC))
+            }
+        };
         let ts = jiff::Timestamp::from_millisecond(at_ms).ok()?;
         Some(ts.to_zoned_datetime(tz.clone()).date())
     }

@@ -341,7 +341,7 @@ pub fn queue_live(m: &QueueModel) -> Markup {
                                     @if r.late { span.badge.late-badge { "late" } }
                                     span.ref { (r.channel_order_id) }
                                     span.cust { (r.customer.as_deref().unwrap_or("")) }
-                                    span.units { (r.units) " units, " (r.lines) " lines" }
+                                    span.units { (r.units) " units, " (r.lines) @if r.lines == 1 { " line" } @else { " lines" } }
                                     @if let Some(p) = r.placed_ms { span.time { "placed " (clock(&m.tz, p)) } }
                                 }
                             }
