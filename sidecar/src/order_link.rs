@@ -126,7 +126,7 @@ fn random_key() -> io::Result<[u8; LINK_KEY_BYTES]> {
 /// rename), so a crash never leaves a short key that would change every link.
 fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write as _;
-    let tmp = path.with_extension("tmp");
+    let tmp = path.with_extension("key.new");
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]

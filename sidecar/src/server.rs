@@ -364,13 +364,15 @@ pub async fn run(
             domain.clone(),
         ));
     }
+    let mut web_pages = None;
     if config.web.enabled {
         let web = crate::web::Web::new(config.web.clone(), &config.data.dir, {
             let domain = domain.clone();
             Arc::new(move || domain.db().ok().cloned())
         })
         .map_err(ServerError::Http)?;
-        http_app = http_app.merge(crate::web::router(web));
+        http_app = http_app.merge(crate::web::router(web.clone()));
+        web_pages = Some(web);
     }
     let http_task = tokio::spawn(async move {
         axum::serve(http_listener, http_app)
@@ -472,6 +474,10 @@ pub async fn run(
     }
     final_sync(&domain).await;
     upkeep.abort();
+    if let Some(web) = &web_pages {
+        // Live pages' event streams never end by themselves; the HTTP drain waits for them.
+        web.close();
+    }
     let _ = http_stop.send(());
     match http_task.await {
         Ok(Ok(())) => {}

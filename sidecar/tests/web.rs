@@ -387,7 +387,13 @@ async fn staff_and_customer_pages_in_chromium() {
     // The flow runs as its own task so that the browser is closed even when it fails.
     let flow_task = tokio::spawn({
         let b = b.clone();
-        async move { flow(&b, addr, &mut c).await }
+        async move {
+            flow(&b, addr, &mut c).await;
+            // A live page's event stream must not keep the server from stopping.
+            b.goto(&format!("http://{addr}/staff/queue")).await.unwrap();
+            wait_css(&b, "body[data-connected='1']").await;
+            server.stop().await.unwrap();
+        }
     });
     let result = flow_task.await;
     let _ = b.close().await;
@@ -430,6 +436,12 @@ async fn flow(b: &Client, addr: SocketAddr, c: &mut Clients) {
     click(b, "form[action$='/start'] button").await;
     wait_text(b, ".flash.ok", "Picking started by alice").await;
     wait_text(b, "#order-status", "picking").await;
+    b.refresh().await.unwrap();
+    wait_text(b, "#order-status", "picking").await;
+    assert!(
+        b.find(Locator::Css(".flash")).await.is_err(),
+        "a message shows once"
+    );
 
     // The customer's status page, open in a second window before the order is ready.
     let link = wait_css(b, "#customer-link")

@@ -156,7 +156,8 @@ impl Sessions {
         Ok(id)
     }
 
-    /// The live session `id` names (an expired one is removed), with its flash taken.
+    /// The live session `id` names (an expired one is removed). Its flash stays for
+    /// [`Sessions::take_flash`]: a live region fetched in between must not eat it.
     pub fn get(&self, id: &str) -> Option<Session> {
         let mut map = self.map.lock();
         let session = map.get_mut(id)?;
@@ -164,9 +165,12 @@ impl Sessions {
             map.remove(id);
             return None;
         }
-        let out = session.clone();
-        session.flash = None;
-        Some(out)
+        Some(session.clone())
+    }
+
+    /// Takes the session's message for the whole page about to be shown.
+    pub fn take_flash(&self, id: &str) -> Option<Flash> {
+        self.map.lock().get_mut(id)?.flash.take()
     }
 
     /// Sets the message the session's next page shows.

@@ -6,7 +6,7 @@
 //! ready time, the store's address and pickup instructions and, once ready, the pickup
 //! code and its QR code; they never show the customer's email or phone.
 
-use std::{convert::Infallible, sync::Arc};
+use std::sync::Arc;
 
 use axum::{
     Router,
@@ -78,9 +78,9 @@ async fn events(State(web): State<Arc<Web>>, Path(token): Path<String>) -> Respo
             Ok(Change::Order { .. }) => return None,
             Ok(Change::Resync) | Err(_) => SseEvent::default().event("resync").data("resync"),
         };
-        Some(Ok::<_, Infallible>(event))
+        Some(event)
     });
-    private(super::staff::sse(stream))
+    private(super::staff::sse(web.until_closed(stream)))
 }
 
 async fn receipt(State(web): State<Arc<Web>>, Path(token): Path<String>) -> Response {

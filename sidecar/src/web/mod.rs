@@ -59,6 +59,8 @@ pub struct Web {
     sessions: auth::Sessions,
     limiter: auth::SignInLimiter,
     verifying: Semaphore,
+    /// Set by [`Web::close`]: open event streams end, so the HTTP server can drain.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Web {
@@ -88,7 +90,32 @@ impl Web {
             live,
             sessions: auth::Sessions::default(),
             verifying: Semaphore::new(auth::VERIFY_CONCURRENCY),
+            closing: tokio::sync::watch::channel(false).0,
         }))
+    }
+
+    /// Ends every open event stream (browsers reconnect elsewhere or later). The server
+    /// calls it before it stops the HTTP listener, whose graceful shutdown waits for
+    /// every response to finish: a live page's stream would otherwise never finish.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// `changes` as server-sent events until [`Web::close`].
+    fn until_closed(
+        &self,
+        changes: impl tokio_stream::Stream<Item = axum::response::sse::Event> + Send + 'static,
+    ) -> impl tokio_stream::Stream<
+        Item = Result<axum::response::sse::Event, std::convert::Infallible>,
+    > + Send
+    + 'static {
+        use tokio_stream::StreamExt as _;
+        let closing = tokio_stream::wrappers::WatchStream::new(self.closing.subscribe())
+            .filter_map(|closed| closed.then_some(None));
+        changes
+            .map(Some)
+            .merge(closing)
+            .map_while(|event| event.map(Ok))
     }
 
     /// The recovered engine, or 503.

@@ -227,7 +227,7 @@ async fn queue(
     headers: HeaderMap,
     Query(q): Query<PartQuery>,
 ) -> Response {
-    let Some((_, s)) = session(&web, &headers) else {
+    let Some((id, mut s)) = session(&web, &headers) else {
         return to_sign_in();
     };
     let db = match web.db() {
@@ -236,7 +236,10 @@ async fn queue(
     };
     match views::QueueModel::read(db.engine(), &s.store, now(), &web.live) {
         Ok(model) if is_live_part(&q) => views::queue_live(&model).into_response(),
-        Ok(model) => views::queue_page(&model, &s).into_response(),
+        Ok(model) => {
+            s.flash = web.sessions.take_flash(&id);
+            views::queue_page(&model, &s).into_response()
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -260,9 +263,9 @@ async fn events(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
             Ok(Change::Order { .. }) => return None,
             Ok(Change::Resync) | Err(_) => SseEvent::default().event("resync").data("resync"),
         };
-        Some(Ok::<_, Infallible>(event))
+        Some(event)
     });
-    sse(stream)
+    sse(web.until_closed(stream))
 }
 
 /// A server-sent-event response with keep-alives (proxies close idle streams).
@@ -284,7 +287,7 @@ async fn order_page(
     Path(order): Path<String>,
     Query(q): Query<PartQuery>,
 ) -> Response {
-    let Some((_, s)) = session(&web, &headers) else {
+    let Some((id, mut s)) = session(&web, &headers) else {
         return to_sign_in();
     };
     let result = (|| {
@@ -295,6 +298,7 @@ async fn order_page(
         Ok::<_, PageError>(if is_live_part(&q) {
             views::order_live(&model, &s).into_response()
         } else {
+            s.flash = web.sessions.take_flash(&id);
             views::order_page(&model, &s).into_response()
         })
     })();
