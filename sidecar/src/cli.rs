@@ -21,7 +21,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the gRPC server (and the /metrics HTTP endpoint) until SIGTERM or ctrl-c.
+    /// Run the gRPC server (and the HTTP endpoint: /metrics, webhooks, the store and
+    /// customer pages) until SIGTERM or ctrl-c.
     ///
     /// Tokens come from the config file's [[tokens]], PICKLINE_TOKEN (one token with every
     /// scope) or PICKLINE_TOKENS; without any, every RPC answers UNAUTHENTICATED, and a
