@@ -23,6 +23,9 @@ pub enum Suite {
     /// The same multi-line hold workload against the engine (sync, async), the sidecar
     /// over gRPC, PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379).
     Compare,
+    /// The staff queue page with 500 open orders, the order and status pages: server-side
+    /// read + render time.
+    Pages,
 }
 
 /// Arguments of `pickline bench`.
@@ -152,6 +155,23 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             };
             eprintln!("bench intake: normalize + validate the Shopify fixture, 1 thread");
             let report = crate::intake::bench::run(&cfg);
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.to_table());
+            }
+        }
+        Suite::Pages => {
+            let cfg = if args.quick {
+                crate::web::bench::PagesBenchConfig::quick()
+            } else {
+                crate::web::bench::PagesBenchConfig::full()
+            };
+            eprintln!(
+                "bench pages: queue of {} open orders, {} renders per page",
+                cfg.orders, cfg.rounds
+            );
+            let report = crate::web::bench::run(&cfg)?;
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

@@ -21,7 +21,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the gRPC server (and the /metrics HTTP endpoint) until SIGTERM or ctrl-c.
+    /// Run the gRPC server (and the HTTP endpoint: /metrics, webhooks, the store and
+    /// customer pages) until SIGTERM or ctrl-c.
     ///
     /// Tokens come from the config file's [[tokens]], PICKLINE_TOKEN (one token with every
     /// scope) or PICKLINE_TOKENS; without any, every RPC answers UNAUTHENTICATED, and a
@@ -38,6 +39,9 @@ pub enum Command {
     /// Order intake tools: normalize a channel payload, show which rules it trips.
     #[command(subcommand)]
     Intake(crate::intake::cli::IntakeCommand),
+    /// Staff sign-in for the tablet pages: add a staff member to a config file.
+    #[command(subcommand)]
+    Staff(crate::web::cli::StaffCommand),
 }
 
 /// Flags of `pickline serve`. They override the config file and the environment.

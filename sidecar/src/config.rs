@@ -73,6 +73,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Order intake: channel settings and validation rules.
     pub intake: crate::intake::IntakeConfig,
+    /// The staff and customer pages.
+    pub web: crate::web::WebConfig,
     /// Bearer tokens; none means every RPC is UNAUTHENTICATED (secure by default), which
     /// [`Config::validate`] only accepts on a loopback listener. Never serialized: it holds
     /// secrets.
@@ -729,6 +731,9 @@ impl Config {
             ));
         }
         if let Err((key, reason)) = self.intake.validate() {
+            return Err(invalid(key, reason));
+        }
+        if let Err((key, reason)) = self.web.validate() {
             return Err(invalid(key, reason));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {

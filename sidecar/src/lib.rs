@@ -16,6 +16,9 @@
 //! - [`grpc::admin`]: the `AdminService` handler (Ping).
 //! - [`intake`]: order intake: channel adapters into one canonical order, webhook
 //!   signatures, validation rules, `pickline intake normalize|rules`.
+//! - [`web`]: the store staff tablet pages and the customer pages (order status by link,
+//!   e-receipt, store finder) on the HTTP listener; [`order_link`] derives the customer
+//!   links.
 //! - [`config`], [`cli`], [`logging`]: what `main` needs to start.
 //!
 //! # How a domain handler plugs in
@@ -49,10 +52,12 @@ pub mod grpc;
 pub mod intake;
 pub mod logging;
 pub mod metrics;
+pub mod order_link;
 pub mod qr;
 pub mod server;
 pub mod simulate;
 pub mod walcmd;
+pub mod web;
 
 /// Generated protobuf and gRPC code of package `pickline.v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

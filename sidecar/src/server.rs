@@ -394,7 +394,8 @@ pub async fn run(
     let pickups = sized!(PickupServiceServer::new(Pickups::new(domain.clone())));
     let events = sized!(EventServiceServer::new(Events::new(domain.clone())));
 
-    // HTTP: /metrics, /readyz and the intake webhooks (POST /intake/{channel}), stopped
+    // HTTP: /metrics, /readyz, the intake webhooks (POST /intake/{channel}) and the staff
+    // and customer pages (`[web]`, crate::web), stopped
     // after the gRPC drain so the last scrape sees it.
     let (http_stop, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut http_app = metrics::http_router(prometheus.clone(), readiness.clone());
@@ -403,6 +404,16 @@ pub async fn run(
             config.intake.clone(),
             domain.clone(),
         ));
+    }
+    let mut web_pages = None;
+    if config.web.enabled {
+        let web = crate::web::Web::new(config.web.clone(), &config.data.dir, {
+            let domain = domain.clone();
+            Arc::new(move || domain.db().ok().cloned())
+        })
+        .map_err(ServerError::Http)?;
+        http_app = http_app.merge(crate::web::router(web.clone()));
+        web_pages = Some(web);
     }
     let http_task = tokio::spawn(async move {
         axum::serve(http_listener, http_app)
@@ -504,6 +515,10 @@ pub async fn run(
     }
     final_sync(&domain).await;
     upkeep.abort();
+    if let Some(web) = &web_pages {
+        // Live pages' event streams never end by themselves; the HTTP drain waits for them.
+        web.close();
+    }
     let _ = http_stop.send(());
     match http_task.await {
         Ok(Ok(())) => {}
