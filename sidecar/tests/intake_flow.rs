@@ -886,6 +886,13 @@ ack_wait_ms = 2000
         .into_iter()
         .filter_map(|l| l.order_ref.split('@').next().map(str::to_owned))
         .collect();
+    eprintln!(
+        "SIGKILL after {} acknowledged webhook orders and {} published NATS orders; after the restart {} engine orders, {} dead letters",
+        acked.len(),
+        published.len(),
+        in_engine.len(),
+        dead.len()
+    );
     let lost: Vec<u64> = acked
         .iter()
         .chain(published.iter())

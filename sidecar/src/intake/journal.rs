@@ -694,8 +694,9 @@ mod tests {
                 id: 0,
                 letter: letter.clone(),
             },
-            JournalRecord::Requeued { id: 3 },
-            JournalRecord::Discarded { id: 4 },
+            // Unknown ids change nothing.
+            JournalRecord::Requeued { id: 30 },
+            JournalRecord::Discarded { id: 40 },
         ];
         let mut state = JournalState::default();
         for (i, r) in records.iter().enumerate() {
@@ -714,7 +715,11 @@ mod tests {
         assert_eq!(JournalState::decode(&state.encode()), Ok(state.clone()));
         // Requeue moves the letter back; discard drops it.
         state.apply(Lsn(10), JournalRecord::Requeued { id: 3 });
-        assert!(state.pending().contains_key(&3) && state.letters().is_empty());
+        assert!(state.letters().is_empty());
+        assert_eq!(state.pending().get(&3).map(|e| e.replays), Some(1));
+        state.apply(Lsn(11), JournalRecord::Settled { id: 3 });
+        state.apply(Lsn(12), JournalRecord::Discarded { id: 3 });
+        assert_eq!(state.pending().len(), 1);
     }
 
     #[test]
