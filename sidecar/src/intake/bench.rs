@@ -325,16 +325,17 @@ async fn webhook_async(
     while let Some(t) = tasks.join_next().await {
         t??;
     }
-    let hist = hist.lock();
-    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
-    let report = WebhookBenchReport {
-        webhook_orders_per_s: rate,
-        webhook_p50_ms_at_half_load: ms(0.50),
-        webhook_p99_ms_at_half_load: ms(0.99),
-        webhook_errors: errors.load(Ordering::Relaxed),
-        connections: cfg.connections,
+    let report = {
+        let hist = hist.lock();
+        let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+        WebhookBenchReport {
+            webhook_orders_per_s: rate,
+            webhook_p50_ms_at_half_load: ms(0.50),
+            webhook_p99_ms_at_half_load: ms(0.99),
+            webhook_errors: errors.load(Ordering::Relaxed),
+            connections: cfg.connections,
+        }
     };
-    drop(hist);
     let _ = stop.send(());
     let _ = server.await;
     let _ = std::fs::remove_dir_all(&cfg.dir);

@@ -248,19 +248,17 @@ fn place_now(
     for (i, group) in groups.iter().enumerate() {
         let id = match (existing[i], &holds[i]) {
             (Some(id), _) => id,
-            (None, Some(held)) => {
-                match create(engine, order, i, group, &refs[i], held, generation, now) {
-                    Ok(Ok(id)) => id,
-                    Ok(Err(outcome)) => {
-                        release_all(engine, &holds[i..], now)?;
-                        return Ok(outcome);
-                    }
-                    Err(e) => {
-                        let _ = release_all(engine, &holds[i..], now);
-                        return Err(e);
-                    }
+            (None, Some(held)) => match create(engine, order, i, &refs[i], held, generation, now) {
+                Ok(Ok(id)) => id,
+                Ok(Err(outcome)) => {
+                    release_all(engine, &holds[i..], now)?;
+                    return Ok(outcome);
                 }
-            }
+                Err(e) => {
+                    let _ = release_all(engine, &holds[i..], now);
+                    return Err(e);
+                }
+            },
             (None, None) => {
                 return Err(DomainError::Internal(
                     "intake: a pickup group has neither an order nor a hold".into(),
@@ -455,16 +453,18 @@ fn checkout_hold(engine: &Engine, reference: &str, now: Timestamp) -> Step<Held>
     }
 }
 
+/// Creates and confirms the engine order of pickup group `i` (named `channel_order_id`)
+/// from `held`.
 fn create(
     engine: &Engine,
     order: &CanonicalOrder,
     i: usize,
-    group: &PickupGroup,
     channel_order_id: &str,
     held: &Held,
     generation: u32,
     now: Timestamp,
 ) -> Step<OrderId> {
+    let group = &order.pickups()[i];
     let c = order.customer();
     let cmd = CreateOrder {
         hold: held.hold,
