@@ -18,7 +18,9 @@ pub enum Suite {
     Grpc,
     /// Allocation: geo search + holds over 2,000 stores, allocate + release loops.
     Allocate,
-    /// Order intake: normalize + validate the Shopify fixture, one thread.
+    /// Order intake: normalize + validate the Shopify fixture, one thread; then signed
+    /// webhooks to durable acceptance and a confirmed hold (closed loop, and p99 at half
+    /// that rate).
     Intake,
     /// The same multi-line hold workload against the engine (sync, async), the sidecar
     /// over gRPC, PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379).
@@ -54,7 +56,7 @@ pub struct BenchArgs {
     /// reopens (prints `replay_records_per_s` of each and their median).
     #[arg(long, value_name = "ROUNDS")]
     pub replay_only: Option<usize>,
-    /// `grpc` only: calls in flight in the Ping and Hold closed loops (default 64; the
+    /// `grpc` and `intake`: calls in flight in the closed loops (default 64; the
     /// open loop's rate is half of the Hold loop's throughput at this concurrency).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: Option<u16>,
@@ -155,10 +157,34 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             };
             eprintln!("bench intake: normalize + validate the Shopify fixture, 1 thread");
             let report = crate::intake::bench::run(&cfg);
+            let webhook_cfg = crate::intake::bench::WebhookBenchConfig {
+                dir: args.dir.clone(),
+                connections: usize::from(args.concurrency.unwrap_or(64)),
+                warmup: cfg.warmup,
+                measure: cfg.measure,
+            };
+            let webhook = crate::intake::bench::run_webhook(&webhook_cfg, |step| {
+                eprintln!("bench intake: webhooks: {step}")
+            })?;
             if args.json {
-                println!("{}", serde_json::to_string(&report)?);
+                let mut all = serde_json::to_value(&report)?;
+                if let (Some(all), serde_json::Value::Object(w)) =
+                    (all.as_object_mut(), serde_json::to_value(&webhook)?)
+                {
+                    all.extend(w);
+                }
+                println!("{all}");
             } else {
                 print!("{}", report.to_table());
+                println!(
+                    "webhook_orders_per_s {:.0} (signed Shopify webhook to durable acceptance and a confirmed hold, {} connections, sync)\n\
+                     webhook_p99_ms_at_half_load {:.2} (p50 {:.2}), errors {}",
+                    webhook.webhook_orders_per_s,
+                    webhook.connections,
+                    webhook.webhook_p99_ms_at_half_load,
+                    webhook.webhook_p50_ms_at_half_load,
+                    webhook.webhook_errors
+                );
             }
         }
         Suite::Pages => {

@@ -33,6 +33,15 @@ pub const READY: &str = "pickline_ready";
 /// Counter: intake webhook deliveries answered, labels `channel` (a known channel or
 /// `unknown`) and `status` (the HTTP status code).
 pub const INTAKE_WEBHOOKS_TOTAL: &str = "pickline_intake_webhooks_total";
+/// Counter: intake deliveries from every source, labels `source` (webhook, grpc, nats)
+/// and `outcome` (accepted, queued, dead_lettered, nothing_to_do, shed, unavailable).
+pub const INTAKE_DELIVERIES_TOTAL: &str = "pickline_intake_deliveries_total";
+/// Gauge: intake entries taken and not yet settled (the bounded queue's depth).
+pub const INTAKE_QUEUE_DEPTH: &str = "pickline_intake_queue_depth";
+/// Gauge: intake dead letters waiting for an operator.
+pub const INTAKE_DEAD_LETTERS: &str = "pickline_intake_dead_letters";
+/// Gauge: age of the oldest unsettled intake entry, seconds.
+pub const INTAKE_LAG_SECONDS: &str = "pickline_intake_lag_seconds";
 
 /// Latency buckets, seconds: from 50 us (an in-memory hold) to 10 s (a stuck request).
 const LATENCY_BUCKETS_SECONDS: &[f64] = &[
@@ -88,6 +97,22 @@ fn describe() {
     describe_counter!(
         INTAKE_WEBHOOKS_TOTAL,
         "intake webhook deliveries answered, by channel and HTTP status"
+    );
+    describe_counter!(
+        INTAKE_DELIVERIES_TOTAL,
+        "intake deliveries by source and outcome"
+    );
+    describe_gauge!(
+        INTAKE_QUEUE_DEPTH,
+        "intake entries taken and not yet settled"
+    );
+    describe_gauge!(
+        INTAKE_DEAD_LETTERS,
+        "intake dead letters waiting for an operator"
+    );
+    describe_gauge!(
+        INTAKE_LAG_SECONDS,
+        "age of the oldest unsettled intake entry"
     );
     describe_gauge!(READY, "1 once the engine has recovered, else 0");
     for (name, help) in EngineGauges::DESCRIPTIONS {

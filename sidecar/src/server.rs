@@ -16,7 +16,7 @@
 //!    must work without a token and under overload.
 //! 3. tonic's router and the handler, with the max message size on both directions.
 //!
-//! All six services of the contract are registered and every RPC is served by the
+//! All seven services of the contract are registered and every RPC is served by the
 //! engine. A form the contract gains before the engine can serve it answers
 //! UNIMPLEMENTED ([`crate::grpc::status::DomainError::Unimplemented`]) with a message saying
 //! so, never made-up data.
@@ -325,6 +325,7 @@ const HEALTH_SERVICES: &[&str] = &[
     pb::hold_service_server::SERVICE_NAME,
     pb::pickup_service_server::SERVICE_NAME,
     pb::event_service_server::SERVICE_NAME,
+    pb::intake_service_server::SERVICE_NAME,
 ];
 
 /// Runs the server on the two bound listeners until `shutdown` completes, then drains.
@@ -393,6 +394,13 @@ pub async fn run(
     let holds = sized!(HoldServiceServer::new(Holds::new(domain.clone())));
     let pickups = sized!(PickupServiceServer::new(Pickups::new(domain.clone())));
     let events = sized!(EventServiceServer::new(Events::new(domain.clone())));
+    // Intake: one flow for every source; its journal opens beside the engine's recovery,
+    // so deliveries are taken durably even while the engine recovers.
+    let intake = crate::intake::flow::Flow::new(config.intake.clone(), domain.clone());
+    let intake_tasks = crate::intake::flow::start(&config, &intake);
+    let intake_svc = sized!(pb::intake_service_server::IntakeServiceServer::new(
+        crate::intake::grpc_svc::Intake::new(intake.clone())
+    ));
 
     // HTTP: /metrics, /readyz, the intake webhooks (POST /intake/{channel}) and the staff
     // and customer pages (`[web]`, crate::web), stopped
@@ -400,10 +408,7 @@ pub async fn run(
     let (http_stop, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut http_app = metrics::http_router(prometheus.clone(), readiness.clone());
     if config.intake.webhooks.enabled {
-        http_app = http_app.merge(crate::intake::webhook::router(
-            config.intake.clone(),
-            domain.clone(),
-        ));
+        http_app = http_app.merge(crate::intake::webhook::router(intake.clone()));
     }
     let mut web_pages = None;
     if config.web.enabled {
@@ -446,6 +451,7 @@ pub async fn run(
         .add_service(holds)
         .add_service(pickups)
         .add_service(events)
+        .add_service(intake_svc)
         .serve_with_incoming_shutdown(incoming, async {
             let _ = grpc_stop_rx.await;
         });
@@ -513,6 +519,8 @@ pub async fn run(
     for task in &background {
         task.abort();
     }
+    intake_tasks.abort();
+    intake.flush();
     final_sync(&domain).await;
     upkeep.abort();
     if let Some(web) = &web_pages {

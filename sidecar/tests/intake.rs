@@ -688,11 +688,20 @@ fn cli_rules_lists_hits_per_file() {
 
 #[test]
 fn cli_bench_intake_reports_a_rate() {
-    let (code, out, err) = pickline(&["bench", "intake", "--quick", "--json"]);
+    let dir = std::env::temp_dir().join(format!("pickline-bench-intake-{}", std::process::id()));
+    let dir = dir.display().to_string();
+    let (code, out, err) = pickline(&["bench", "intake", "--quick", "--json", "--dir", &dir]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(v["shopify_orders_per_s"].as_f64().unwrap() > 0.0, "{out}");
     assert_eq!(v["payload_bytes"], 14894);
+    // Signed webhooks through the real server to confirmed orders, none refused.
+    assert!(v["webhook_orders_per_s"].as_f64().unwrap() > 0.0, "{out}");
+    assert!(
+        v["webhook_p99_ms_at_half_load"].as_f64().unwrap() > 0.0,
+        "{out}"
+    );
+    assert_eq!(v["webhook_errors"], 0, "{out}");
 }
 
 /// Every fixture, truncated and bit-flipped at many offsets, through every adapter and the

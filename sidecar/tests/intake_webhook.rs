@@ -1,5 +1,6 @@
 //! `POST /intake/{channel}` against a real server: signed Shopify deliveries become held,
-//! confirmed pickup orders exactly once; anything else holds nothing.
+//! confirmed pickup orders exactly once; anything else holds nothing (and what cannot be
+//! placed is dead-lettered, see also `intake_flow.rs`).
 
 mod common;
 
@@ -322,17 +323,19 @@ async fn not_pickup_order_is_200_and_holds_nothing() {
 }
 
 #[tokio::test]
-async fn insufficient_stock_is_409_with_shortages_and_holds_nothing() {
+async fn insufficient_stock_is_dead_lettered_with_shortages_and_holds_nothing() {
     let server = start().await;
     let mut c = clients(&server).await;
     // One unit each: the order asks two of SKU2006-035.
     stock(&mut c, 1).await;
     let body = fixture("shopify_order_zapiet_pickup.json");
     let (status, _, answer) = deliver_shopify(&server, &body).await;
-    assert_eq!(status, 409, "{answer}");
-    assert_eq!(answer["outcome"], "insufficient_stock", "{answer}");
-    assert_eq!(answer["store"], "S1");
-    let shortages = answer["shortages"].as_array().unwrap();
+    // Parked for operators, durably: a 2xx, so the platform stops retrying.
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["outcome"], "dead_lettered", "{answer}");
+    assert_eq!(answer["reason"], "insufficient_stock", "{answer}");
+    assert_eq!(answer["detail"]["store"], "S1");
+    let shortages = answer["detail"]["shortages"].as_array().unwrap();
     assert_eq!(shortages.len(), 1, "{answer}");
     assert_eq!(shortages[0]["sku"], "SKU2006-035");
     assert_eq!(shortages[0]["requested"], 2);
@@ -356,13 +359,13 @@ async fn oversized_body_is_413() {
 }
 
 #[tokio::test]
-async fn unusable_payload_is_422_with_typed_reasons() {
+async fn unusable_payload_is_dead_lettered_with_typed_reasons() {
     let server = start().await;
     let (status, _, answer) = deliver_shopify(&server, b"{\"id\": 1}").await;
-    assert_eq!(status, 422, "{answer}");
-    assert_eq!(answer["outcome"], "rejected");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["outcome"], "dead_lettered");
     assert!(
-        answer["reasons"]
+        answer["detail"]["reasons"]
             .as_array()
             .is_some_and(|r| !r.is_empty() && r.iter().all(|r| r["code"].is_string())),
         "{answer}"
@@ -370,14 +373,14 @@ async fn unusable_payload_is_422_with_typed_reasons() {
 }
 
 #[tokio::test]
-async fn engine_refusal_of_an_unknown_store_is_422_and_holds_nothing() {
+async fn engine_refusal_of_an_unknown_store_is_dead_lettered_and_holds_nothing() {
     // No store registered: the mapped store S1 is unknown to the engine.
     let server = start().await;
     let (status, _, answer) =
         deliver_shopify(&server, &fixture("shopify_order_zapiet_pickup.json")).await;
-    assert_eq!(status, 422, "{answer}");
-    assert_eq!(answer["outcome"], "refused", "{answer}");
-    assert_eq!(answer["code"], "unknown_store", "{answer}");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["outcome"], "dead_lettered", "{answer}");
+    assert_eq!(answer["reason"], "unknown_store", "{answer}");
 }
 
 /// commercetools order with two pickup groups (supply channels) mapped to S1 and S2.
@@ -448,14 +451,17 @@ async fn a_short_later_group_releases_the_earlier_groups_hold() {
     // The second group asks for 3.
     receive(&mut c, "S2", &[(CT_OTHER_SKU, 2)]).await;
     let (status, _, answer) = deliver_commercetools(&server).await;
-    assert_eq!(status, 409, "{answer}");
-    assert_eq!(answer["store"], "S2", "{answer}");
-    assert_eq!(answer["shortages"][0]["sku"], CT_OTHER_SKU);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["outcome"], "dead_lettered", "{answer}");
+    assert_eq!(answer["detail"]["store"], "S2", "{answer}");
+    assert_eq!(answer["detail"]["shortages"][0]["sku"], CT_OTHER_SKU);
     assert_eq!(held_of(&mut c, "S1", CT_BERLIN_SKU).await, 0);
     assert_eq!(held_of(&mut c, "S2", CT_OTHER_SKU).await, 0);
-    // A retry of this version is refused the same way and still holds nothing.
-    let (status, _, _) = deliver_commercetools(&server).await;
-    assert_eq!(status, 409);
+    // A retry of this version is refused the same way (the same dead letter) and still
+    // holds nothing.
+    let (status, _, again) = deliver_commercetools(&server).await;
+    assert_eq!(status, 200);
+    assert_eq!(again["id"], answer["id"], "{again}");
     assert_eq!(held_of(&mut c, "S1", CT_BERLIN_SKU).await, 0);
 }
 
@@ -536,8 +542,9 @@ async fn checkout_hold_reference_is_confirmed_instead_of_holding_anew() {
     );
     assert_ne!(bogus, text);
     let (status, _, answer) = deliver_shopify(&server, bogus.as_bytes()).await;
-    assert_eq!(status, 422, "{answer}");
-    assert_eq!(answer["code"], "hold_ref_invalid", "{answer}");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["outcome"], "dead_lettered", "{answer}");
+    assert_eq!(answer["reason"], "hold_ref_invalid", "{answer}");
     assert_eq!(held(&mut c).await, want);
 }
 

@@ -140,13 +140,14 @@ mod reflection {
     use super::*;
 
     /// The services a reflection client of either version is told about.
-    const SERVICES: [&str; 9] = [
+    const SERVICES: [&str; 10] = [
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
         "pickline.v1.AdminService",
         "pickline.v1.EventService",
         "pickline.v1.HoldService",
+        "pickline.v1.IntakeService",
         "pickline.v1.InventoryService",
         "pickline.v1.PickupService",
         "pickline.v1.StoreService",

@@ -242,6 +242,38 @@ pub const RPCS: &[RpcSpec] = &[
     row("/pickline.v1.AdminService/Snapshot", &[], Unary),
     row("/pickline.v1.AdminService/Stats", &[], Unary),
     row("/pickline.v1.AdminService/ExpireHolds", &[], Unary),
+    // IntakeService: order management submits and watches intake; operators handle the
+    // dead letters. None needs the engine: the journal takes orders while it recovers.
+    RpcSpec {
+        needs_engine: false,
+        store_bound: false,
+        ..row("/pickline.v1.IntakeService/Submit", &[Oms], Unary)
+    },
+    RpcSpec {
+        needs_engine: false,
+        store_bound: false,
+        ..row("/pickline.v1.IntakeService/ListDeadLetters", &[], Unary)
+    },
+    RpcSpec {
+        needs_engine: false,
+        store_bound: false,
+        ..row("/pickline.v1.IntakeService/GetDeadLetter", &[], Unary)
+    },
+    RpcSpec {
+        needs_engine: false,
+        store_bound: false,
+        ..row("/pickline.v1.IntakeService/ReplayDeadLetter", &[], Unary)
+    },
+    RpcSpec {
+        needs_engine: false,
+        store_bound: false,
+        ..row("/pickline.v1.IntakeService/DiscardDeadLetter", &[], Unary)
+    },
+    RpcSpec {
+        needs_engine: false,
+        store_bound: false,
+        ..row("/pickline.v1.IntakeService/GetIntakeHealth", &[Oms], Unary)
+    },
 ];
 
 /// The path prefix of every RPC of the contract.

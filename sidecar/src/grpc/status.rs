@@ -357,6 +357,18 @@ pub fn message_too_large(
     .into_http()
 }
 
+/// `code` (RESOURCE_EXHAUSTED for a shed request, UNAVAILABLE for one that cannot be
+/// taken now) with the retry hint as RetryInfo and `retry-after-ms`.
+pub fn retry_later(code: Code, message: String, retry_after: Duration) -> Status {
+    let mut status = Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_retry_info(Some(retry_after)),
+    );
+    insert_retry_after(&mut status, retry_after);
+    status
+}
+
 fn unavailable_retry(message: String, retry_after: Duration) -> Status {
     let mut status = Status::with_error_details(
         Code::Unavailable,

@@ -93,3 +93,315 @@ pub fn run(cfg: &IntakeBenchConfig) -> IntakeBenchReport {
         payload_bytes: SHOPIFY_ORDER.len(),
     }
 }
+
+/// The Zapiet pickup order (location 67890, four lines), the webhook benchmark's payload;
+/// its order id is replaced per request.
+pub const SHOPIFY_PICKUP_ORDER: &[u8] =
+    include_bytes!("../../tests/fixtures/channels/shopify_order_zapiet_pickup.json");
+const PICKUP_ORDER_ID: &str = "820982911946154508";
+const PICKUP_SKUS: [&str; 4] = [
+    "49148385",
+    "LENS-PROTECT-2YR",
+    "CASE-LEATHER-PREM",
+    "SKU2006-035",
+];
+const WEBHOOK_SECRET: &str = "bench-webhook-secret";
+const BENCH_TOKEN: &str = "bench-intake-token-0123456789abcdef";
+
+/// How the webhook benchmark runs.
+#[derive(Clone, Debug)]
+pub struct WebhookBenchConfig {
+    /// Data directory (removed before and after).
+    pub dir: std::path::PathBuf,
+    /// Connections in the closed loop (and in the open loop's pool).
+    pub connections: usize,
+    /// Untimed run first.
+    pub warmup: Duration,
+    /// Each timed loop's length.
+    pub measure: Duration,
+}
+
+/// The webhook figures.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct WebhookBenchReport {
+    /// Signed Shopify webhooks to durable acceptance and a confirmed hold, per second
+    /// (closed loop, `connections` in flight, loopback, sync durability).
+    pub webhook_orders_per_s: f64,
+    /// p50 and p99 latency in an open loop at half of `webhook_orders_per_s`, ms
+    /// (measured from each request's scheduled start).
+    pub webhook_p50_ms_at_half_load: f64,
+    /// See `webhook_p50_ms_at_half_load`.
+    pub webhook_p99_ms_at_half_load: f64,
+    /// Requests not answered 200 `accepted` (must be 0).
+    pub webhook_errors: u64,
+    /// Connections in flight.
+    pub connections: usize,
+}
+
+/// A minimal HTTP/1.1 keep-alive client for one connection.
+struct Conn {
+    stream: tokio::io::BufReader<tokio::net::TcpStream>,
+    addr: std::net::SocketAddr,
+}
+
+impl Conn {
+    async fn open(addr: std::net::SocketAddr) -> std::io::Result<Conn> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream: tokio::io::BufReader::new(stream),
+            addr,
+        })
+    }
+
+    /// POSTs a signed order with id `id`; true when it was accepted.
+    async fn deliver(&mut self, template: &str, id: u64) -> std::io::Result<bool> {
+        use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+        let body = template.replacen(PICKUP_ORDER_ID, &id.to_string(), 2);
+        let signature = super::signature::sign_b64(WEBHOOK_SECRET.as_bytes(), body.as_bytes());
+        let head = format!(
+            "POST /intake/shopify HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+             X-Shopify-Hmac-Sha256: {signature}\r\nX-Shopify-Shop-Domain: bench.myshopify.com\r\n\
+             Content-Length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        let s = self.stream.get_mut();
+        s.write_all(head.as_bytes()).await?;
+        s.write_all(body.as_bytes()).await?;
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await?;
+        let ok = line.split(' ').nth(1) == Some("200");
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).await?;
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut answer = vec![0u8; len];
+        self.stream.read_exact(&mut answer).await?;
+        Ok(ok && answer.windows(19).any(|w| w == b"\"outcome\":\"accepted"))
+    }
+}
+
+/// Runs the webhook benchmark (its own runtime; `progress` gets one line per step).
+pub fn run_webhook(
+    cfg: &WebhookBenchConfig,
+    progress: impl Fn(&str),
+) -> anyhow::Result<WebhookBenchReport> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(webhook_async(cfg, &progress))
+}
+
+async fn webhook_async(
+    cfg: &WebhookBenchConfig,
+    progress: &dyn Fn(&str),
+) -> anyhow::Result<WebhookBenchReport> {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    };
+    let _ = std::fs::remove_dir_all(&cfg.dir);
+    let mut config = crate::config::Config::default();
+    config.data.dir = cfg.dir.clone();
+    config.tokens = vec![crate::config::TokenConfig {
+        name: "bench".into(),
+        token: BENCH_TOKEN.into(),
+        scopes: vec!["admin".parse()?],
+    }];
+    let shopify = &mut config.intake.shopify;
+    shopify.webhook_secret = Some(super::config::WebhookSecret::new(WEBHOOK_SECRET));
+    shopify.store_map.insert("67890".into(), "S1".into());
+    shopify.hold_ref_key = "no_such_attribute".into();
+    config.intake.flow.queue_len_max = cfg.connections * 4;
+    config.validate()?;
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::server::run(config, grpc, http, async {
+        let _ = stopped.await;
+    }));
+    progress("waiting for the engine to recover; store S1 and its stock");
+    setup(grpc_addr).await?;
+
+    let template = Arc::new(String::from_utf8(SHOPIFY_PICKUP_ORDER.to_vec())?);
+    let next_id = Arc::new(AtomicU64::new(1));
+    let errors = Arc::new(AtomicU64::new(0));
+
+    // Closed loop: every connection sends its next order as soon as the last is answered.
+    let closed = |duration: Duration| {
+        let (template, next_id, errors) = (template.clone(), next_id.clone(), errors.clone());
+        async move {
+            let done = Arc::new(AtomicU64::new(0));
+            let until = Instant::now() + duration;
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..cfg.connections {
+                let (template, next_id, errors, done) = (
+                    template.clone(),
+                    next_id.clone(),
+                    errors.clone(),
+                    done.clone(),
+                );
+                tasks.spawn(async move {
+                    let mut conn = Conn::open(http_addr).await?;
+                    while Instant::now() < until {
+                        let id = next_id.fetch_add(1, Ordering::Relaxed);
+                        if conn.deliver(&template, id).await? {
+                            done.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    std::io::Result::Ok(())
+                });
+            }
+            let start = Instant::now();
+            while let Some(t) = tasks.join_next().await {
+                t??;
+            }
+            anyhow::Ok(done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+        }
+    };
+    progress("warm-up");
+    closed(cfg.warmup).await?;
+    errors.store(0, Ordering::Relaxed);
+    progress("closed loop");
+    let rate = closed(cfg.measure).await?;
+
+    // Open loop at half that rate: requests start on schedule whatever the answers do;
+    // latency counts from the scheduled start (no coordinated omission).
+    let half = (rate / 2.0).max(1.0);
+    progress(&format!("open loop at {half:.0} orders/s"));
+    let interval = Duration::from_secs_f64(1.0 / half);
+    let count = (half * cfg.measure.as_secs_f64()) as u64;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Instant>(count.max(1) as usize);
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let hist = Arc::new(parking_lot::Mutex::new(
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?,
+    ));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..cfg.connections {
+        let (template, next_id, errors, rx, hist) = (
+            template.clone(),
+            next_id.clone(),
+            errors.clone(),
+            rx.clone(),
+            hist.clone(),
+        );
+        tasks.spawn(async move {
+            let mut conn = Conn::open(http_addr).await?;
+            loop {
+                let Some(scheduled) = rx.lock().await.recv().await else {
+                    return std::io::Result::Ok(());
+                };
+                let id = next_id.fetch_add(1, Ordering::Relaxed);
+                if !conn.deliver(&template, id).await? {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                let us = scheduled.elapsed().as_micros().max(1) as u64;
+                let _ = hist.lock().record(us.min(60_000_000));
+            }
+        });
+    }
+    let start = Instant::now();
+    for i in 0..count {
+        let at = start + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(at.into()).await;
+        if tx.send(at).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    while let Some(t) = tasks.join_next().await {
+        t??;
+    }
+    let report = {
+        let hist = hist.lock();
+        let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+        WebhookBenchReport {
+            webhook_orders_per_s: rate,
+            webhook_p50_ms_at_half_load: ms(0.50),
+            webhook_p99_ms_at_half_load: ms(0.99),
+            webhook_errors: errors.load(Ordering::Relaxed),
+            connections: cfg.connections,
+        }
+    };
+    let _ = stop.send(());
+    let _ = server.await;
+    let _ = std::fs::remove_dir_all(&cfg.dir);
+    Ok(report)
+}
+
+/// Waits until the engine serves, then registers S1 with plenty of every pickup SKU.
+async fn setup(grpc: std::net::SocketAddr) -> anyhow::Result<()> {
+    use crate::pb;
+    fn authed<T>(m: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(m);
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {BENCH_TOKEN}").parse().expect("ascii"),
+        );
+        r
+    }
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))?
+        .connect()
+        .await?;
+    let mut stores = pb::store_service_client::StoreServiceClient::new(channel.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = stores
+            .upsert_store(authed(pb::UpsertStoreRequest {
+                idempotency_key: "bench-store".into(),
+                store: Some(pb::StoreIdentity {
+                    store_id: "S1".into(),
+                    name: "Bench".into(),
+                    location: Some(pb::GeoPoint {
+                        latitude_deg: 48.14,
+                        longitude_deg: 11.58,
+                    }),
+                    time_zone: "Europe/Berlin".into(),
+                    status: pb::StoreStatus::Open as i32,
+                    ..Default::default()
+                }),
+            }))
+            .await;
+        match r {
+            Ok(_) => break,
+            Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(s) => return Err(s.into()),
+        }
+    }
+    let events = PICKUP_SKUS
+        .iter()
+        .map(|sku| pb::PosEvent {
+            pos_event_id: format!("recv-{sku}"),
+            store_id: "S1".into(),
+            sku: (*sku).into(),
+            occurred_at_ms: 1,
+            change: Some(pb::pos_event::Change::Delta(pb::PosDelta {
+                kind: pb::PosDeltaKind::Receive as i32,
+                qty: 100_000_000,
+            })),
+            order_ref: String::new(),
+        })
+        .collect();
+    pb::inventory_service_client::InventoryServiceClient::new(channel)
+        .apply_pos_events(authed(pb::ApplyPosEventsRequest {
+            idempotency_key: "bench-stock".into(),
+            events,
+        }))
+        .await?;
+    Ok(())
+}

@@ -19,6 +19,10 @@ pub const RULE_LIMIT_MAX: u32 = 1_000_000;
 pub struct IntakeConfig {
     /// `[intake.webhooks]`: the HTTP webhook endpoints.
     pub webhooks: WebhookConfig,
+    /// `[intake.flow]`: the journal, the bounded queue, retries.
+    pub flow: FlowConfig,
+    /// `[intake.nats]`: the NATS JetStream source.
+    pub nats: NatsConfig,
     /// Rules of every channel and account, unless overridden.
     pub rules: Rules,
     /// `[intake.shopify]`
@@ -68,8 +72,87 @@ impl Default for ChannelConfig {
     }
 }
 
-/// Largest accepted `webhooks.body_bytes_max` (the platforms' own bodies stay far below).
-pub const WEBHOOK_BODY_BYTES_LIMIT: usize = 16 << 20;
+/// Largest accepted `webhooks.body_bytes_max`: what the intake journal keeps in one record
+/// (the platforms' own bodies stay far below).
+pub const WEBHOOK_BODY_BYTES_LIMIT: usize = super::journal::BODY_BYTES_MAX;
+
+/// `[intake.flow]`: the one flow every source goes through (see [`super::flow`]).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlowConfig {
+    /// Entries taken and not yet placed (waiting, being placed, backing off) before new
+    /// deliveries are refused with retry-later (1..=1000000).
+    pub queue_len_max: usize,
+    /// Share of the queue unpaid orders may use, percent (1..=100); paid ones may use it
+    /// all.
+    pub unpaid_share_pct: u8,
+    /// Placements running at once (1..=1024).
+    pub workers: usize,
+    /// How long a sender waits for its order to be placed before it is answered `queued`
+    /// (durable either way), ms (0..=60000).
+    pub answer_wait_ms: u64,
+    /// First retry delay after a failure that may pass, ms (1..=60000); doubles per
+    /// attempt, with jitter.
+    pub retry_base_ms: u64,
+    /// Longest retry delay, ms (retry_base_ms..=3600000).
+    pub retry_max_ms: u64,
+    /// Attempts before an entry is dead-lettered as `retries_exhausted` (1..=1000).
+    pub attempts_max: u32,
+    /// Journal bytes written since its last snapshot that trigger the next one.
+    pub checkpoint_bytes: u64,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            queue_len_max: 4096,
+            unpaid_share_pct: 75,
+            workers: 64,
+            answer_wait_ms: 2000,
+            retry_base_ms: 200,
+            retry_max_ms: 60_000,
+            attempts_max: 50,
+            checkpoint_bytes: 64 << 20,
+        }
+    }
+}
+
+/// `[intake.nats]`: orders from NATS JetStream subjects `<subject_prefix>.<channel>`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    /// Consume from NATS.
+    pub enabled: bool,
+    /// Server URL.
+    pub url: String,
+    /// The stream (created with subjects `<subject_prefix>.>` when absent).
+    pub stream: String,
+    /// Subject prefix; a message on `<prefix>.<channel>` is an order of that channel.
+    pub subject_prefix: String,
+    /// The durable pull consumer's name.
+    pub consumer: String,
+    /// Messages fetched per pull (1..=1024).
+    pub batch: usize,
+    /// Delay of a nak when intake is full or unavailable, ms (1..=3600000).
+    pub nak_delay_ms: u64,
+    /// How long the server waits for an ack before it redelivers, ms (1000..=3600000).
+    pub ack_wait_ms: u64,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            enabled: false,
+            url: "nats://127.0.0.1:4222".to_owned(),
+            stream: "PICKLINE_INTAKE".to_owned(),
+            subject_prefix: "pickline.intake".to_owned(),
+            consumer: "pickline-intake".to_owned(),
+            batch: 64,
+            nak_delay_ms: 2000,
+            ack_wait_ms: 30_000,
+        }
+    }
+}
 
 /// `[intake.webhooks]`
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -88,7 +171,7 @@ impl Default for WebhookConfig {
     fn default() -> Self {
         WebhookConfig {
             enabled: true,
-            body_bytes_max: 1 << 20,
+            body_bytes_max: WEBHOOK_BODY_BYTES_LIMIT,
             retry_after_s: 5,
         }
     }
@@ -311,6 +394,66 @@ impl IntakeConfig {
             return Err((
                 "intake.webhooks.retry_after_s".to_owned(),
                 format!("{} is outside 1..=3600", w.retry_after_s),
+            ));
+        }
+        let f = &self.flow;
+        let range = |key: &str, v: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err((
+                    format!("intake.{key}"),
+                    format!("{v} is outside {lo}..={hi}"),
+                ))
+            }
+        };
+        range("flow.queue_len_max", f.queue_len_max as u64, 1, 1_000_000)?;
+        range(
+            "flow.unpaid_share_pct",
+            u64::from(f.unpaid_share_pct),
+            1,
+            100,
+        )?;
+        range("flow.workers", f.workers as u64, 1, 1024)?;
+        range("flow.answer_wait_ms", f.answer_wait_ms, 0, 60_000)?;
+        range("flow.retry_base_ms", f.retry_base_ms, 1, 60_000)?;
+        range(
+            "flow.retry_max_ms",
+            f.retry_max_ms,
+            f.retry_base_ms,
+            3_600_000,
+        )?;
+        range("flow.attempts_max", u64::from(f.attempts_max), 1, 1000)?;
+        range(
+            "flow.checkpoint_bytes",
+            f.checkpoint_bytes,
+            1 << 20,
+            1 << 40,
+        )?;
+        let n = &self.nats;
+        range("nats.batch", n.batch as u64, 1, 1024)?;
+        range("nats.nak_delay_ms", n.nak_delay_ms, 1, 3_600_000)?;
+        range("nats.ack_wait_ms", n.ack_wait_ms, 1000, 3_600_000)?;
+        for (key, v) in [("nats.stream", &n.stream), ("nats.consumer", &n.consumer)] {
+            if v.is_empty()
+                || !v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err((
+                    format!("intake.{key}"),
+                    format!("{v:?} must be 1+ ASCII letters, digits, '_' or '-'"),
+                ));
+            }
+        }
+        if n.subject_prefix.is_empty()
+            || n.subject_prefix
+                .split('.')
+                .any(|t| t.is_empty() || t.contains(['*', '>', ' ']))
+        {
+            return Err((
+                "intake.nats.subject_prefix".to_owned(),
+                format!("{:?} is not a literal NATS subject", n.subject_prefix),
             ));
         }
         for channel in Channel::ALL {

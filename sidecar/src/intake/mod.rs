@@ -15,9 +15,14 @@
 //!   account); [`rules`]: the rules themselves.
 //! - [`reason`]: [`ReasonCode`], the typed reasons of refusals and rule hits.
 //! - [`cli`]: `pickline intake normalize|rules`; [`bench`]: `pickline bench intake`.
-//! - [`webhook`]: `POST /intake/{channel}` on the HTTP listener (signature, evaluate,
-//!   sink, status codes for the platforms' retries); [`sink`]: a canonical order into the
-//!   engine (hold, order, confirm; idempotent per delivery, all or nothing per order).
+//! - [`flow`]: the one flow every source goes through: evaluate, admission (bounded
+//!   queue, priority classes), the durable [`journal`] (acceptance and dead letters),
+//!   workers placing entries in the engine with retries, dead-letter operations, health.
+//! - Sources: [`webhook`] (`POST /intake/{channel}`: signature on the raw body, then the
+//!   flow; status codes for the platforms' retries), [`nats`] (JetStream pull consumer),
+//!   and the gRPC `IntakeService` ([`grpc_svc`]).
+//! - [`sink`]: a canonical order into the engine (hold, order, confirm; idempotent per
+//!   delivery, all or nothing per order).
 //!
 //! Architecture invariant: adapters and rules are pure functions of (bytes, config); no
 //! clock, no I/O, no panic on any input (fuzzed: `fuzz/fuzz_targets/intake_*.rs`).
@@ -28,8 +33,12 @@ pub mod cli;
 pub mod commercetools;
 pub mod config;
 pub mod fields;
+pub mod flow;
+pub mod grpc_svc;
+pub mod journal;
 pub mod magento;
 pub mod model;
+pub mod nats;
 pub mod reason;
 pub mod rules;
 pub mod shopify;

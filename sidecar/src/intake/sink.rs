@@ -1,7 +1,8 @@
 //! Into the engine: each pickup group of a [`CanonicalOrder`] becomes a held, confirmed
 //! pickup order, durably, exactly once however often the order is delivered.
 //!
-//! Every source (webhooks today; gRPC submit and the broker later) calls [`place`].
+//! Every source (webhooks, gRPC, NATS) reaches it through the intake flow's workers
+//! ([`super::flow`]), which call [`place`].
 //!
 //! # Exactly once
 //!
@@ -91,9 +92,12 @@ pub enum SinkOutcome {
     },
     /// The order has no pickup group: nothing to do.
     NotPickup,
-    /// The platform cancelled the order: nothing is held for it. (Cancelling an engine
-    /// order placed from an earlier delivery is left to the store's staff for now.)
-    CancelledOnPlatform,
+    /// The platform cancelled the order: nothing is held for it, and the engine orders
+    /// an earlier delivery placed are cancelled (their holds released).
+    CancelledOnPlatform {
+        /// The engine orders cancelled now (ids as strings).
+        cancelled: Vec<String>,
+    },
     /// A store cannot promise some lines; nothing of this order is held.
     InsufficientStock {
         /// The store.
@@ -117,26 +121,74 @@ pub struct Unavailable(pub String);
 
 /// Places `order` in the engine (see the module doc) and answers once everything it wrote
 /// is as durable as the log's mode promises.
-pub async fn place(domain: &Domain, order: &CanonicalOrder) -> Result<SinkOutcome, Unavailable> {
+///
+/// `generation` is how often an operator replayed this delivery from the dead-letter
+/// queue: the engine keeps the first answer of a keyed hold, a refusal too, so a replay
+/// (after the cause was fixed) needs keys of its own. 0 for every first placement.
+pub async fn place(
+    domain: &Domain,
+    order: &CanonicalOrder,
+    generation: u32,
+) -> Result<SinkOutcome, Unavailable> {
     if order.pickups().is_empty() {
         return Ok(SinkOutcome::NotPickup);
-    }
-    if order.cancelled() {
-        return Ok(SinkOutcome::CancelledOnPlatform);
     }
     let engine = domain
         .engine()
         .map_err(|e| Unavailable(tonic::Status::from(e).message().to_owned()))?;
+    if order.cancelled() {
+        return domain
+            .durable(|| cancel_now(&engine, order, now()))
+            .await
+            .map_err(|s| Unavailable(s.message().to_owned()));
+    }
     domain
-        .durable(|| place_now(&engine, order, now()))
+        .durable(|| place_now(&engine, order, generation, now()))
         .await
         .map_err(|s| Unavailable(s.message().to_owned()))
+}
+
+/// Cancels the engine orders earlier deliveries of this order placed (a cancellation on
+/// the platform is the customer's). An order already handed over or ended stays as it is.
+fn cancel_now(
+    engine: &Engine,
+    order: &CanonicalOrder,
+    now: Timestamp,
+) -> Result<SinkOutcome, DomainError> {
+    let channel = order.channel().as_str();
+    let mut cancelled = Vec::new();
+    for i in 0..order.pickups().len() {
+        let Some(id) = engine.order_by_channel(channel, &channel_order_id(order, i)) else {
+            continue;
+        };
+        match engine.cancel_order(id, &pickline_engine::Canceller::Customer, now)? {
+            pickline_engine::TransitionOutcome::Done { .. } => cancelled.push(id.0.to_string()),
+            pickline_engine::TransitionOutcome::Rejected(why) => tracing::info!(
+                channel,
+                order_id = order.order_id(),
+                engine_order = id.0,
+                ?why,
+                "intake: a platform cancellation left the engine order as it is"
+            ),
+        }
+    }
+    if !cancelled.is_empty() {
+        tracing::info!(
+            channel,
+            account = order.account(),
+            order_id = order.order_id(),
+            orders = cancelled.len(),
+            "intake: order cancelled on the platform; engine orders cancelled"
+        );
+    }
+    Ok(SinkOutcome::CancelledOnPlatform { cancelled })
 }
 
 /// The engine calls of [`place`], at `now`. `Err` only for what may pass.
 fn place_now(
     engine: &Engine,
     order: &CanonicalOrder,
+    generation: u32,
     now: Timestamp,
 ) -> Result<SinkOutcome, DomainError> {
     let channel = order.channel().as_str();
@@ -176,7 +228,7 @@ fn place_now(
                 holds.push(None);
                 continue;
             }
-            match hold_group(engine, order, i, group, now) {
+            match hold_group(engine, order, i, group, generation, now) {
                 Ok(Ok(hold)) => holds.push(Some(hold)),
                 Ok(Err(outcome)) => {
                     release_all(engine, &holds, now)?;
@@ -196,7 +248,7 @@ fn place_now(
     for (i, group) in groups.iter().enumerate() {
         let id = match (existing[i], &holds[i]) {
             (Some(id), _) => id,
-            (None, Some(held)) => match create(engine, order, i, group, &refs[i], held, now) {
+            (None, Some(held)) => match create(engine, order, i, &refs[i], held, generation, now) {
                 Ok(Ok(id)) => id,
                 Ok(Err(outcome)) => {
                     release_all(engine, &holds[i..], now)?;
@@ -256,9 +308,16 @@ fn channel_order_id(order: &CanonicalOrder, i: usize) -> String {
 }
 
 /// The idempotency key of `kind` ("hold", "order") for group `i` of this version of the
-/// order: a digest, so that it stays short whatever the account and order id.
-pub fn idempotency_key(order: &CanonicalOrder, kind: &str, i: usize) -> String {
+/// order, placed for the `generation`-th time (see [`place`]): a digest, so that it stays
+/// short whatever the account and order id.
+pub fn idempotency_key(order: &CanonicalOrder, kind: &str, i: usize, generation: u32) -> String {
     let mut h = Sha256::new();
+    // Generation 0 adds nothing: first placements keep the keys they always had.
+    let generation = if generation == 0 {
+        String::new()
+    } else {
+        generation.to_string()
+    };
     for part in [
         order.channel().as_str(),
         order.account(),
@@ -266,7 +325,10 @@ pub fn idempotency_key(order: &CanonicalOrder, kind: &str, i: usize) -> String {
         &order.version().to_string(),
         kind,
         &i.to_string(),
-    ] {
+    ]
+    .into_iter()
+    .chain((!generation.is_empty()).then_some(generation.as_str()))
+    {
         // Length-prefixed, so that no two tuples give the same bytes.
         h.update((part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
@@ -322,14 +384,15 @@ fn hold_group(
     order: &CanonicalOrder,
     i: usize,
     group: &PickupGroup,
+    generation: u32,
     now: Timestamp,
 ) -> Step<Held> {
     let lines = merged(group)
         .into_iter()
         .map(|(sku, qty, _)| LineRequest::new(sku, qty))
         .collect();
-    let req =
-        HoldRequest::new(group.store.clone(), lines).with_key(idempotency_key(order, "hold", i));
+    let req = HoldRequest::new(group.store.clone(), lines)
+        .with_key(idempotency_key(order, "hold", i, generation));
     let outcome = match engine.hold(&req, now) {
         Ok(o) => o,
         Err(e) => return failed(e),
@@ -390,15 +453,18 @@ fn checkout_hold(engine: &Engine, reference: &str, now: Timestamp) -> Step<Held>
     }
 }
 
+/// Creates and confirms the engine order of pickup group `i` (named `channel_order_id`)
+/// from `held`.
 fn create(
     engine: &Engine,
     order: &CanonicalOrder,
     i: usize,
-    group: &PickupGroup,
     channel_order_id: &str,
     held: &Held,
+    generation: u32,
     now: Timestamp,
 ) -> Step<OrderId> {
+    let group = &order.pickups()[i];
     let c = order.customer();
     let cmd = CreateOrder {
         hold: held.hold,
@@ -423,7 +489,7 @@ fn create(
             })
             .collect(),
         currency: order.currency().to_owned(),
-        idempotency_key: Some(idempotency_key(order, "order", i)),
+        idempotency_key: Some(idempotency_key(order, "order", i, generation)),
     };
     let outcome = match engine.create_order(&cmd, now) {
         Ok(o) => o,

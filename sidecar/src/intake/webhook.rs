@@ -2,21 +2,26 @@
 //!
 //! Per delivery: the body (at most `intake.webhooks.body_bytes_max`, else 413) is read raw,
 //! its signature verified over those bytes in constant time ([`super::signature`]), then
-//! [`super::evaluate`] (adapter and rules) and [`super::sink::place`] (into the engine).
+//! it goes through the one intake flow ([`super::flow`]): evaluated, journaled durably,
+//! placed in the engine, or dead-lettered.
 //!
 //! The status codes follow the platforms' retry semantics: they retry on anything but a
-//! 2xx, and a 4xx is meant to stop a sender that would only be refused again.
+//! 2xx (Shopify 8 times over 4 hours, BigCommerce for 48 hours) and some disable a webhook
+//! that keeps failing (WooCommerce after 5 failures in a row). So once Pickline holds a
+//! delivery durably, in the journal or the dead-letter queue, it answers 2xx: a retry
+//! could not change anything, and the operators see the dead letter.
 //!
 //! | answer | when |
 //! |---|---|
 //! | 200 `accepted` | every pickup group is a confirmed order, durable in the log (also a retried delivery: same orders, `replayed`) |
-//! | 200 `not_pickup`, `cancelled_on_platform`, `not_an_order`, `ping` | nothing to do: no pickup line; cancelled on the platform; a deletion notice or other non-order; a WooCommerce ping |
+//! | 202 `queued` | journaled durably; the engine places it shortly (it is busy or recovering) |
+//! | 200 `dead_lettered` | parked durably in the dead-letter queue with the raw payload and the typed reason (payload refused by the adapter or the rules, insufficient stock, unknown store or SKU, ...) |
+//! | 200 `not_pickup`, `not_an_order`, `cancelled_on_platform`, `ping` | nothing to do |
 //! | 401 | signature missing, malformed or wrong |
 //! | 404 | unknown channel, or a channel without a `webhook_secret` (no unsigned order is ever taken) |
-//! | 409 `insufficient_stock` | a store cannot promise some lines (this version of the order will be refused again) |
 //! | 413 | body too large |
-//! | 422 `rejected`, `refused` | the payload cannot become an order (typed reasons), or the engine refused it for good |
-//! | 503 + `Retry-After` | the engine recovers, the log failed, the same order is being placed right now |
+//! | 429 + `Retry-After` | the intake queue is full for this order's priority class (shed, nothing written) |
+//! | 503 + `Retry-After` | the intake journal is unavailable (recovering, or its disk failed) |
 //!
 //! Architecture invariant: no customer email or phone is logged here or in the sink.
 
@@ -33,10 +38,11 @@ use axum::{
 use serde_json::json;
 
 use super::{
-    Channel, IntakeConfig, Payload, ReasonCode, Verdict, evaluate,
-    sink::{self, SinkOutcome},
+    Channel,
+    flow::{Answer, Delivery, Flow, Refusal},
+    journal::{self, Source},
 };
-use crate::grpc::domain::{Domain, now};
+use crate::grpc::domain::now;
 
 /// Longest accepted account header (shop domain, site URL).
 pub const ACCOUNT_LEN_MAX: usize = 255;
@@ -47,20 +53,13 @@ pub const PICKLINE_ACCOUNT_HEADER: &str = "x-pickline-account";
 /// The account of a delivery when its headers name none.
 pub const DEFAULT_ACCOUNT: &str = "default";
 
-/// Shared by every delivery.
-#[derive(Debug)]
-struct Intake {
-    config: IntakeConfig,
-    domain: Domain,
-}
-
-/// The webhook routes over `domain`, with `config` (its secrets, rules and limits).
-pub fn router(config: IntakeConfig, domain: Domain) -> Router {
-    let limit = config.webhooks.body_bytes_max;
+/// The webhook routes into `flow` (its config has the secrets, rules and limits).
+pub fn router(flow: Arc<Flow>) -> Router {
+    let limit = flow.config().webhooks.body_bytes_max;
     Router::new()
         .route("/intake/{channel}", post(deliver))
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(Arc::new(Intake { config, domain }))
+        .with_state(flow)
 }
 
 /// The header carrying the account of `channel`'s deliveries.
@@ -81,7 +80,7 @@ fn error(status: StatusCode, error: &str, message: impl Into<String>) -> Respons
 }
 
 async fn deliver(
-    State(intake): State<Arc<Intake>>,
+    State(intake): State<Arc<Flow>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -101,8 +100,16 @@ async fn deliver(
     response
 }
 
-async fn handle(intake: &Intake, channel: Channel, headers: &HeaderMap, body: &Bytes) -> Response {
-    let config = &intake.config;
+fn retry_later(status: StatusCode, error: &str, refusal: &Refusal) -> Response {
+    let mut r = self::error(status, error, refusal.to_string());
+    let secs = refusal.retry_after().as_secs().max(1);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    r
+}
+
+async fn handle(flow: &Flow, channel: Channel, headers: &HeaderMap, body: &Bytes) -> Response {
+    let config = flow.config();
     let Some(secret) = config.channel(channel).webhook_secret.as_ref() else {
         return error(
             StatusCode::NOT_FOUND,
@@ -136,68 +143,39 @@ async fn handle(intake: &Intake, channel: Channel, headers: &HeaderMap, body: &B
             }
         },
     };
-    let payload = Payload { body, related: &[] };
-    let (order, warnings) = match evaluate(channel, account, payload, config) {
-        Verdict::Accepted { order, warnings } => (order, warnings),
-        Verdict::Rejected { reasons, warnings } => {
-            let only = |code| !reasons.is_empty() && reasons.iter().all(|r| r.code == code);
-            // Nothing to do for Pickline, and nothing a retry would change: a 2xx stops
-            // the platform from retrying.
-            let outcome = if only(ReasonCode::NotPickup) {
-                "not_pickup"
-            } else if only(ReasonCode::NotAnOrder) {
-                "not_an_order"
-            } else {
-                tracing::info!(
-                    channel = channel.as_str(),
-                    account,
-                    reasons = ?reasons.iter().map(|r| r.code).collect::<Vec<_>>(),
-                    "intake webhook: payload rejected"
-                );
-                return (
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    Json(json!({
-                        "outcome": "rejected", "reasons": reasons, "warnings": warnings,
-                    })),
-                )
-                    .into_response();
-            };
-            return (
-                StatusCode::OK,
-                Json(json!({ "outcome": outcome, "reasons": reasons, "warnings": warnings })),
-            )
-                .into_response();
-        }
+    let delivery = Delivery {
+        source: Source::Webhook,
+        channel,
+        account: account.to_owned(),
+        headers: journal::keep_headers(headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()))),
+        body: body.to_vec(),
     };
-    match sink::place(&intake.domain, &order).await {
-        Ok(outcome) => {
-            let status = match &outcome {
-                SinkOutcome::Accepted { .. }
-                | SinkOutcome::NotPickup
-                | SinkOutcome::CancelledOnPlatform => StatusCode::OK,
-                SinkOutcome::InsufficientStock { .. } => StatusCode::CONFLICT,
-                SinkOutcome::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+    match flow.submit(delivery).await {
+        Ok(answer) => {
+            let status = match &answer {
+                Answer::Queued { .. } => StatusCode::ACCEPTED,
+                Answer::Accepted { .. }
+                | Answer::DeadLettered { .. }
+                | Answer::NothingToDo { .. } => StatusCode::OK,
             };
-            let mut body = serde_json::to_value(&outcome).unwrap_or_else(|_| json!({}));
-            if let Some(map) = body.as_object_mut() {
-                map.insert("order_id".into(), json!(order.order_id()));
-                map.insert("warnings".into(), json!(warnings));
-            }
+            let body = match &answer {
+                Answer::NothingToDo { what, reasons } => {
+                    json!({ "outcome": what, "reasons": reasons })
+                }
+                other => serde_json::to_value(other).unwrap_or_else(|_| json!({})),
+            };
             (status, Json(body)).into_response()
         }
-        Err(e) => {
+        Err(refusal @ Refusal::RetryLater { .. }) => {
+            retry_later(StatusCode::TOO_MANY_REQUESTS, "retry_later", &refusal)
+        }
+        Err(refusal @ Refusal::Unavailable { .. }) => {
             tracing::warn!(
                 channel = channel.as_str(),
-                order_id = order.order_id(),
-                error = %e,
-                "intake webhook: engine unavailable, the platform will retry"
+                error = %refusal,
+                "intake webhook: journal unavailable, the platform will retry"
             );
-            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.0);
-            r.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(config.webhooks.retry_after_s),
-            );
-            r
+            retry_later(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &refusal)
         }
     }
 }

@@ -190,6 +190,11 @@ impl TestServer {
 }
 
 impl TestServer {
+    /// The server's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.as_ref().unwrap().0.join("data")
+    }
+
     /// Stops the server cleanly and hands back its directory for a restart.
     pub async fn stop_keeping_dir(mut self) -> ScratchDir {
         let dir = self.dir.take().unwrap();
