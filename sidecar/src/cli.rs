@@ -38,6 +38,9 @@ pub enum Command {
     /// Order intake tools: normalize a channel payload, show which rules it trips.
     #[command(subcommand)]
     Intake(crate::intake::cli::IntakeCommand),
+    /// Customer notifications: preview a template, the dead-letter list.
+    #[command(subcommand)]
+    Notify(crate::notify::cli::NotifyCommand),
 }
 
 /// Flags of `pickline serve`. They override the config file and the environment.

@@ -73,6 +73,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Order intake: channel settings and validation rules.
     pub intake: crate::intake::IntakeConfig,
+    /// Customer notifications (SMS and email); disabled by default.
+    pub notify: crate::notify::NotifyConfig,
     /// Bearer tokens; none means every RPC is UNAUTHENTICATED (secure by default), which
     /// [`Config::validate`] only accepts on a loopback listener. Never serialized: it holds
     /// secrets.
@@ -717,6 +719,9 @@ impl Config {
             ));
         }
         if let Err((key, reason)) = self.intake.validate() {
+            return Err(invalid(key, reason));
+        }
+        if let Err((key, reason)) = self.notify.validate() {
             return Err(invalid(key, reason));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {

@@ -16,6 +16,9 @@
 //! - [`grpc::admin`]: the `AdminService` handler (Ping).
 //! - [`intake`]: order intake: channel adapters into one canonical order, webhook
 //!   signatures, validation rules, `pickline intake normalize|rules`.
+//! - [`notify`]: customer notifications (SMS and email) driven by the event stream:
+//!   durable outbox, templates, SMTP and SMS providers, dead letters,
+//!   `pickline notify preview|dlq`.
 //! - [`config`], [`cli`], [`logging`]: what `main` needs to start.
 //!
 //! # How a domain handler plugs in
@@ -49,6 +52,7 @@ pub mod grpc;
 pub mod intake;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod qr;
 pub mod server;
 pub mod simulate;

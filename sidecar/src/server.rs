@@ -284,6 +284,7 @@ const HEALTH_SERVICES: &[&str] = &[
     pb::hold_service_server::SERVICE_NAME,
     pb::pickup_service_server::SERVICE_NAME,
     pb::event_service_server::SERVICE_NAME,
+    pb::notify_service_server::SERVICE_NAME,
 ];
 
 /// Runs the server on the two bound listeners until `shutdown` completes, then drains.
@@ -352,6 +353,10 @@ pub async fn run(
     let holds = sized!(HoldServiceServer::new(Holds::new(domain.clone())));
     let pickups = sized!(PickupServiceServer::new(Pickups::new(domain.clone())));
     let events = sized!(EventServiceServer::new(Events::new(domain.clone())));
+    let notify_handle = crate::notify::NotifyHandle::default();
+    let notifications = sized!(pb::notify_service_server::NotifyServiceServer::new(
+        crate::notify::service::Notifications::new(notify_handle.clone())
+    ));
 
     // HTTP: /metrics, /readyz and the intake webhooks (POST /intake/{channel}), stopped
     // after the gRPC drain so the last scrape sees it.
@@ -394,6 +399,7 @@ pub async fn run(
         .add_service(holds)
         .add_service(pickups)
         .add_service(events)
+        .add_service(notifications)
         .serve_with_incoming_shutdown(incoming, async {
             let _ = grpc_stop_rx.await;
         });
@@ -411,6 +417,7 @@ pub async fn run(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut recovered = false;
     let mut background: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    let mut notifier = None;
     // Set when the transport stopped on its own (an error); it must not be polled again.
     let mut grpc_finished = false;
     let result = loop {
@@ -422,6 +429,16 @@ pub async fn run(
                     break Err(e);
                 }
                 background = spawn_background(&config, &domain);
+                if config.notify.enabled
+                    && let Ok(db) = domain.db()
+                {
+                    notifier = crate::notify::runner::spawn(
+                        &config.notify,
+                        db.clone(),
+                        &config.data.dir,
+                        &notify_handle,
+                    );
+                }
                 readiness.set_ready(true);
                 for name in HEALTH_SERVICES {
                     health.set_service_status(*name, ServingStatus::Serving).await;
@@ -460,6 +477,11 @@ pub async fn run(
     }
     for task in &background {
         task.abort();
+    }
+    // The notifier finishes the sends in flight (bounded) and journals them first.
+    if let Some((task, stop)) = notifier {
+        let _ = stop.send(());
+        let _ = task.await;
     }
     final_sync(&domain).await;
     upkeep.abort();

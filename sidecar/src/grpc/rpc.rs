@@ -241,6 +241,13 @@ pub const RPCS: &[RpcSpec] = &[
     },
     row("/pickline.v1.AdminService/Snapshot", &[], Unary),
     row("/pickline.v1.AdminService/Stats", &[], Unary),
+    // NotifyService: the dead-letter list is operations' (admin only).
+    open_read("/pickline.v1.NotifyService/ListDeadLetters", &[]),
+    open_read("/pickline.v1.NotifyService/GetDeadLetter", &[]),
+    RpcSpec {
+        store_bound: false,
+        ..row("/pickline.v1.NotifyService/ReplayDeadLetter", &[], Unary)
+    },
 ];
 
 /// The path prefix of every RPC of the contract.
