@@ -235,7 +235,7 @@ impl SmsSender {
             .post(&self.url)
             .basic_auth(&self.account, Some(&self.token))
             .header("Idempotency-Key", key.to_string())
-            .form(&[("To", to), ("From", &self.from), ("Body", body)])
+            .form(&[("To", to), ("From", self.from.as_str()), ("Body", body)])
             .send()
             .await
             .map_err(|e| SendError::Retry(format!("sms: {}", e.without_url())))?;

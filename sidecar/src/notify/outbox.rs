@@ -406,9 +406,9 @@ impl State {
             },
             Entry::Skipped { key, .. } => slot(key).is_none(),
             Entry::Cancelled { key, .. } => pending(key),
-            Entry::Failed { key, .. } | Entry::Sent { key, .. } | Entry::Dead { key, .. } => {
-                pending(key)
-            }
+            Entry::Failed { key, .. } | Entry::Dead { key, .. } => pending(key),
+            // A sent key without its message is a compacted journal's marker.
+            Entry::Sent { key, .. } => pending(key) || slot(key).is_none(),
             Entry::Replayed { key, .. } => {
                 matches!(slot(key).map(|s| &s.status), Some(Status::Dead { .. }))
             }

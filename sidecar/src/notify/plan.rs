@@ -71,12 +71,19 @@ impl QuietHours {
     }
 }
 
-fn local(ms: i64, tz: &TimeZone) -> Option<jiff::Zoned> {
-    Some(jiff::Timestamp::from_millisecond(ms).ok()?.to_zoned(tz.clone()))
+fn local(ms: i64, tz: &TimeZone) -> Option<DateTime> {
+    Some(tz.to_datetime(jiff::Timestamp::from_millisecond(ms).ok()?))
 }
 
+/// The instant of a store-local time: a time in a skipped hour moves forward by the gap,
+/// one in a repeated hour is its first occurrence (the calendar's rule).
 fn instant(dt: DateTime, tz: &TimeZone) -> Option<i64> {
-    Some(dt.to_zoned(tz.clone()).ok()?.timestamp().as_millisecond())
+    Some(
+        tz.to_ambiguous_timestamp(dt)
+            .compatible()
+            .ok()?
+            .as_millisecond(),
+    )
 }
 
 /// When the reminder of a hold ending at `ends_ms` is sent (see the module doc), or
@@ -92,7 +99,7 @@ pub fn reminder_due(
         return None;
     }
     let due = (ends_ms - lead_ms).max(now_ms);
-    let Some((qs, qe)) = quiet.period(local(due, tz)?.datetime()) else {
+    let Some((qs, qe)) = quiet.period(local(due, tz)?) else {
         return Some(due);
     };
     let end = instant(qe, tz)?;
@@ -101,6 +108,13 @@ pub fn reminder_due(
     }
     let before = instant(qs, tz)? - 60_000;
     (before >= now_ms).then_some(before)
+}
+
+/// If `ms` falls in the quiet hours in `tz`, the instant they end (a reminder whose
+/// retries ran into the quiet hours waits for it).
+pub fn quiet_until(ms: i64, tz: &TimeZone, quiet: QuietHours) -> Option<i64> {
+    let (_, qe) = quiet.period(local(ms, tz)?)?;
+    instant(qe, tz)
 }
 
 /// What the planner reads besides the record.
@@ -159,6 +173,11 @@ pub fn plan(rec: &LoggedRecord, env: &PlanEnv<'_>) -> Vec<Entry> {
                     ctx["receipt_text"] = json!(r.to_text());
                     ctx["receipt_html"] = json!(r.to_html());
                 }
+                let open = matches!(facts.status(), OrderStatus::Confirmed | OrderStatus::Ready);
+                let ends = open.then(|| hold_end(env.engine, events, *order)).flatten();
+                if let Some(t) = ends {
+                    ctx["expires_at"] = fmt_local(t, &tz);
+                }
                 for kind in kinds {
                     let mut c = ctx.clone();
                     c["kind"] = json!(kind.as_str());
@@ -166,7 +185,6 @@ pub fn plan(rec: &LoggedRecord, env: &PlanEnv<'_>) -> Vec<Entry> {
                 }
                 match facts.status() {
                     OrderStatus::Confirmed | OrderStatus::Ready => {
-                        let ends = hold_end(env.engine, events, *order);
                         schedule_reminder(&mut out, env, *order, &view.customer, ctx, ends, &tz, at);
                     }
                     s if s.is_final() => {
@@ -343,7 +361,14 @@ fn messages(
 /// A store-local time as templates show it.
 pub fn fmt_local(ms: i64, tz: &TimeZone) -> Value {
     match local(ms, tz) {
-        Some(z) => json!(z.strftime("%Y-%m-%d %H:%M").to_string()),
+        Some(t) => json!(format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute()
+        )),
         None => Value::Null,
     }
 }
@@ -448,7 +473,7 @@ mod tests {
             for end_h in 1..30 {
                 let ends = now + end_h * hour;
                 if let Some(due) = reminder_due(ends, 2 * hour, now, &ny, quiet) {
-                    let t = local(due, &ny).unwrap().datetime();
+                    let t = local(due, &ny).unwrap();
                     assert!(quiet.period(t).is_none(), "{due} is quiet");
                     assert!(due >= now && due < ends);
                 }

@@ -140,12 +140,21 @@ impl Renderer {
                 name: name.clone(),
                 source,
             };
-            let mut state = tmpl.eval_to_state(ctx).map_err(fail)?;
-            let mut block = |b: &str| state.render_block(b).map(|s| s.trim().to_owned());
-            let subject = block("subject").map_err(fail)?;
-            let text = block("text").map_err(fail)?;
-            let html = block("html").map_err(fail)?;
-            let sms_full = block("sms").map_err(fail)?;
+            // The blocks alone: the template's own output (outside blocks) is discarded.
+            let mut captured = tmpl
+                .render_captured_to(ctx, std::io::sink())
+                .map_err(fail)?;
+            let blocks = captured.with_state_mut(|state| {
+                ["subject", "text", "html", "sms"]
+                    .map(|b| state.render_block(b).map(|s| s.trim().to_owned()))
+            });
+            let [subject, text, html, sms_full] = blocks;
+            let (subject, text, html, sms_full) = (
+                subject.map_err(fail)?,
+                text.map_err(fail)?,
+                html.map_err(fail)?,
+                sms_full.map_err(fail)?,
+            );
             let sms = fit_sms(&sms_full, self.sms_segments_max);
             let (sms_encoding, sms_segments) = sms_segments(&sms);
             return Ok(Rendered {

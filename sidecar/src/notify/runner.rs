@@ -20,12 +20,12 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use super::{
-    Channel, Clock, MsgKey, NotifyConfig,
+    Channel, Clock, Kind, MsgKey, NotifyConfig,
     deliver::{EmailSender, SendError, SmsSender, backoff_ms},
     journal::JournalError,
     outbox::{Due, Entry, Outbox, Slot, Status},
-    plan::{PlanEnv, plan},
-    render::{RenderError, Rendered, Renderer},
+    plan::{PlanEnv, QuietHours, plan, quiet_until},
+    render::{Rendered, Renderer},
 };
 
 /// Records read from the stream per planning step.
@@ -209,8 +209,11 @@ impl Notifier {
         clock: Arc<dyn Clock>,
         handle: &NotifyHandle,
     ) -> Result<Notifier, NotifyError> {
-        // reqwest and lettre use rustls; this build links the ring provider only. An
-        // error means a provider is installed already, which is as good.
+        // reqwest and lettre use rustls; this build links the ring provider only (rustls
+        // deprecates it for lacking post-quantum key exchange; aws-lc-rs has that but
+        // needs cmake and a long C build on every machine). An error means a provider is
+        // installed already, which is as good.
+        #[allow(deprecated)]
         let _ = rustls::crypto::ring::default_provider().install_default();
         let path = journal_path(data_dir);
         let (outbox, torn) = Outbox::open(&path, config.journal_compact_bytes)?;
@@ -408,13 +411,11 @@ impl Notifier {
         let mut entries = Vec::with_capacity(outcomes.len());
         for o in outcomes.drain(..) {
             busy.remove(&o.key);
-            let labels = [
-                ("kind", o.key.kind.as_str()),
-                ("channel", o.key.channel.as_str()),
-            ];
+            let (kind, channel) = (o.key.kind.as_str(), o.key.channel.as_str());
             match o.result {
                 Ok(()) => {
-                    metrics::counter!("pickline_notify_sent_total", &labels).increment(1);
+                    metrics::counter!("pickline_notify_sent_total", "kind" => kind, "channel" => channel)
+                        .increment(1);
                     metrics::histogram!("pickline_notify_event_to_send_ms")
                         .record((now - o.event_ms).max(0) as f64);
                     entries.push(Entry::Sent {
@@ -427,7 +428,8 @@ impl Notifier {
                     let give_up = matches!(e, SendError::GiveUp(_)) || o.attempt >= c.max_attempts;
                     warn!(key = %o.key, attempt = o.attempt, error = %e.message(), give_up, "notify: send failed");
                     if give_up {
-                        metrics::counter!("pickline_notify_dead_total", &labels).increment(1);
+                        metrics::counter!("pickline_notify_dead_total", "kind" => kind, "channel" => channel)
+                            .increment(1);
                         entries.push(Entry::Dead {
                             key: o.key,
                             attempt: o.attempt,
@@ -439,7 +441,7 @@ impl Notifier {
                             o.attempt,
                             c.backoff_base_ms,
                             c.backoff_max_ms,
-                            rand::random::<u64>(),
+                            rand::RngExt::random::<u64>(&mut rand::rng()),
                         );
                         entries.push(Entry::Failed {
                             key: o.key,
@@ -456,6 +458,13 @@ impl Notifier {
         if let Err(e) = ob.commit(now) {
             error!(error = %e, "notify journal write failed; outcomes stay staged");
         }
+    }
+
+    /// When the quiet hours of the message's store end, if they are on now.
+    fn quiet_until(&self, msg: &super::outbox::Message, now: i64) -> Option<i64> {
+        let tz = jiff::tz::TimeZone::get(msg.ctx["store"]["time_zone"].as_str()?).ok()?;
+        let quiet = QuietHours::parse(&self.config.quiet_start, &self.config.quiet_end)?;
+        quiet_until(now, &tz, quiet)
     }
 
     /// Renders one due message and starts its send.
@@ -478,10 +487,26 @@ impl Notifier {
                 result: Err(SendError::GiveUp(why)),
             });
         };
+        if key.kind == Kind::Reminder
+            && let Some(until) = self.quiet_until(&d.msg, now)
+        {
+            // Due before the quiet hours, but retries (or a late start) ran into them.
+            let mut ob = self.shared.outbox.lock();
+            ob.stage(vec![Entry::Failed {
+                key,
+                attempt: d.attempts,
+                error: "deferred: the store's quiet hours".into(),
+                next_ms: until,
+            }]);
+            if let Err(e) = ob.commit(now) {
+                error!(error = %e, "notify journal write failed; retrying");
+            }
+            return;
+        }
         busy.insert(key.clone());
         let rendered = match self.shared.renderer.render(key.kind, &d.msg.locale, &d.msg.ctx) {
             Ok(r) => r,
-            Err(e @ (RenderError::NoTemplate { .. } | RenderError::Template { .. })) => {
+            Err(e) => {
                 give_up(outcomes, format!("render: {e}"));
                 return;
             }
