@@ -798,6 +798,7 @@ async fn reminder_at_store_local_time_across_dst_and_not_in_quiet_hours() {
         Timestamp(t0),
     )
     .unwrap();
+    e.confirm_order(order, Timestamp(t0)).unwrap();
     let mut nc = notify_config(None, Some(&sms));
     nc.reminder_lead_ms = 3 * 3_600_000;
     let clock = ManualClock::new(t0);
