@@ -18,7 +18,10 @@ use std::{
 };
 
 use base64::Engine as _;
-use common::{ADMIN_TOKEN, CHECKOUT_TOKEN, Clients, POS_TOKEN, STAFF_S1_TOKEN, ScratchDir, TestServer, clients, with_token};
+use common::{
+    ADMIN_TOKEN, CHECKOUT_TOKEN, Clients, POS_TOKEN, STAFF_S1_TOKEN, ScratchDir, TestServer,
+    clients, with_token,
+};
 use parking_lot::Mutex;
 use pickline_sidecar::{
     config::Config,
@@ -69,7 +72,11 @@ impl Smtp {
         std::io::BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        assert_eq!(line.trim(), "ready", "smtp_sink.py did not start (is aiosmtpd installed?)");
+        assert_eq!(
+            line.trim(),
+            "ready",
+            "smtp_sink.py did not start (is aiosmtpd installed?)"
+        );
         Smtp {
             port,
             dir: dir.to_owned(),
@@ -107,7 +114,10 @@ impl Smtp {
             if found.len() >= count {
                 return found;
             }
-            assert!(Instant::now() < deadline, "no {kind} email for order {order}");
+            assert!(
+                Instant::now() < deadline,
+                "no {kind} email for order {order}"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -455,12 +465,27 @@ async fn email_and_sms_reach_real_servers_and_consent_is_respected() {
     let confirmation = &smtp.wait(o, "confirmation", 1).await[0];
     assert_eq!(confirmation["rcpt_tos"][0], "ada@example.com");
     assert_eq!(confirmation["auth_user"], "mailer");
-    assert!(confirmation["subject"].as_str().unwrap().contains("bestätigt"));
-    assert!(confirmation["text"].as_str().unwrap().contains("Abholtheke am Eingang B"));
+    assert!(
+        confirmation["subject"]
+            .as_str()
+            .unwrap()
+            .contains("bestätigt")
+    );
+    assert!(
+        confirmation["text"]
+            .as_str()
+            .unwrap()
+            .contains("Abholtheke am Eingang B")
+    );
 
     let email = &smtp.wait(o, "ready", 1).await[0];
     assert_eq!(email["rcpt_tos"][0], "ada@example.com");
-    assert!(email["mail_from"].as_str().unwrap().contains("pickup@shop.example"));
+    assert!(
+        email["mail_from"]
+            .as_str()
+            .unwrap()
+            .contains("pickup@shop.example")
+    );
     let subject = email["subject"].as_str().unwrap();
     assert!(subject.contains("liegt zur Abholung bereit"), "{subject}");
     let text = email["text"].as_str().unwrap();
@@ -490,8 +515,17 @@ async fn email_and_sms_reach_real_servers_and_consent_is_respected() {
     sms.wait(&format!("{order_ref}/confirmation/sms"), 1).await;
 
     // Order 1's events came first: nothing for it, by either channel.
-    assert!(smtp.messages().iter().all(|m| m["rcpt_tos"][0] != "nobody@example.com"));
-    assert!(sms.requests.lock().iter().all(|r| r.form["To"] != "+4915100000000"));
+    assert!(
+        smtp.messages()
+            .iter()
+            .all(|m| m["rcpt_tos"][0] != "nobody@example.com")
+    );
+    assert!(
+        sms.requests
+            .lock()
+            .iter()
+            .all(|r| r.form["To"] != "+4915100000000")
+    );
     // Exactly one message per (order, kind, channel).
     assert_eq!(smtp.find(o, "ready").len(), 1);
     assert_eq!(sms.for_key(&format!("{order_ref}/ready/sms")).len(), 1);
@@ -561,7 +595,10 @@ async fn provider_5xx_retries_then_dead_letter_then_replay_delivers() {
 
     // Shown with the recipient masked, the message rendered; not for a checkout token.
     let shown = dlq
-        .get_dead_letter(with_token(pb::GetDeadLetterRequest { key: key.clone() }, ADMIN_TOKEN))
+        .get_dead_letter(with_token(
+            pb::GetDeadLetterRequest { key: key.clone() },
+            ADMIN_TOKEN,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -574,7 +611,10 @@ async fn provider_5xx_retries_then_dead_letter_then_replay_delivers() {
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
     let bad = dlq
         .replay_dead_letter(with_token(
-            pb::ReplayDeadLetterRequest { key: "nope".into(), idempotency_key: String::new() },
+            pb::ReplayDeadLetterRequest {
+                key: "nope".into(),
+                idempotency_key: String::new(),
+            },
             ADMIN_TOKEN,
         ))
         .await
@@ -585,7 +625,10 @@ async fn provider_5xx_retries_then_dead_letter_then_replay_delivers() {
     sms.status.store(201, Ordering::SeqCst);
     let replayed = dlq
         .replay_dead_letter(with_token(
-            pb::ReplayDeadLetterRequest { key: key.clone(), idempotency_key: "r1".into() },
+            pb::ReplayDeadLetterRequest {
+                key: key.clone(),
+                idempotency_key: "r1".into(),
+            },
             ADMIN_TOKEN,
         ))
         .await
@@ -690,7 +733,11 @@ async fn sigkill_between_send_and_acknowledgement_loses_no_message() {
     config.notify = notify_config(Some(&smtp), None);
     let mut text = toml::to_string(&config).unwrap();
     for t in &config.tokens {
-        let scopes: Vec<String> = t.scopes.iter().map(|s| format!("{:?}", s.to_string())).collect();
+        let scopes: Vec<String> = t
+            .scopes
+            .iter()
+            .map(|s| format!("{:?}", s.to_string()))
+            .collect();
         text.push_str(&format!(
             "\n[[tokens]]\nname = {:?}\ntoken = {:?}\nscopes = [{}]\n",
             t.name,
@@ -739,7 +786,8 @@ async fn reminder_at_store_local_time_across_dst_and_not_in_quiet_hours() {
     let ms = |s: &str| s.parse::<jiff::Timestamp>().unwrap().as_millisecond();
     let scratch = ScratchDir::new();
     let sms = SmsApi::start().await;
-    let db = Arc::new(DurableEngine::open(Arc::new(MemStorage::new()), OpenOptions::default()).unwrap());
+    let db =
+        Arc::new(DurableEngine::open(Arc::new(MemStorage::new()), OpenOptions::default()).unwrap());
     let e = db.engine();
     // 00:00 EST on 2026-03-08; at 02:00 clocks jump to 03:00 EDT.
     let t0 = ms("2026-03-08T05:00:00Z");
@@ -804,8 +852,14 @@ async fn reminder_at_store_local_time_across_dst_and_not_in_quiet_hours() {
     let clock = ManualClock::new(t0);
     let data = scratch.0.join("data");
     let start = |clock: Arc<ManualClock>| {
-        let n = Notifier::open(nc.clone(), db.clone(), &data, clock, &NotifyHandle::default())
-            .unwrap();
+        let n = Notifier::open(
+            nc.clone(),
+            db.clone(),
+            &data,
+            clock,
+            &NotifyHandle::default(),
+        )
+        .unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(n.run(async {
             let _ = rx.await;
@@ -819,14 +873,25 @@ async fn reminder_at_store_local_time_across_dst_and_not_in_quiet_hours() {
     let _ = stop.send(());
     task.await.unwrap();
     let (task, stop) = start(clock.clone());
-    for t in ["2026-03-08T07:00:00Z", "2026-03-08T11:00:00Z", "2026-03-08T11:59:59Z"] {
+    for t in [
+        "2026-03-08T07:00:00Z",
+        "2026-03-08T11:00:00Z",
+        "2026-03-08T11:59:59Z",
+    ] {
         clock.set(ms(t));
         tokio::time::sleep(Duration::from_millis(150)).await;
-        assert!(sms.for_key(&reminder).is_empty(), "reminder sent at {t}, in quiet hours");
+        assert!(
+            sms.for_key(&reminder).is_empty(),
+            "reminder sent at {t}, in quiet hours"
+        );
     }
     clock.set(ms("2026-03-08T12:00:00Z"));
     let sent = sms.wait(&reminder, 1).await;
-    assert!(sent[0].form["Body"].contains("2026-03-08 10:00"), "{:?}", sent[0].form);
+    assert!(
+        sent[0].form["Body"].contains("2026-03-08 10:00"),
+        "{:?}",
+        sent[0].form
+    );
     // And never again, across a restart and later times.
     let _ = stop.send(());
     task.await.unwrap();

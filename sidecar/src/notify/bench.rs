@@ -33,7 +33,11 @@ use tokio::{
     net::TcpListener,
 };
 
-use super::{Kind, NotifyConfig, SystemClock, config::SmtpTls, runner::{Notifier, NotifyHandle}};
+use super::{
+    Kind, NotifyConfig, SystemClock,
+    config::SmtpTls,
+    runner::{Notifier, NotifyHandle},
+};
 
 /// Sizes of a run.
 #[derive(Clone, Copy, Debug)]
@@ -107,7 +111,9 @@ type Accepted = Arc<Mutex<HashMap<(u64, String), i64>>>;
 /// A minimal SMTP server that accepts every message and notes its `Message-ID`.
 async fn sink(listener: TcpListener, accepted: Accepted) {
     loop {
-        let Ok((sock, _)) = listener.accept().await else { return };
+        let Ok((sock, _)) = listener.accept().await else {
+            return;
+        };
         let accepted = accepted.clone();
         tokio::spawn(async move {
             let (r, mut w) = sock.into_split();
@@ -275,7 +281,9 @@ async fn run_in(cfg: &NotifyBenchConfig, dir: &Path) -> anyhow::Result<NotifyBen
     store.name = "Pickline Mitte".into();
     store.pickup_instructions = "Pickup desk by entrance B".into();
     db.engine().define_store(store, now)?;
-    let total = cfg.backlog_orders + cfg.paced_orders_per_s as usize * cfg.paced.as_secs() as usize + 10_000;
+    let total = cfg.backlog_orders
+        + cfg.paced_orders_per_s as usize * cfg.paced.as_secs() as usize
+        + 10_000;
     db.engine().apply_delta(
         &PosDelta {
             store: "S1".into(),
@@ -318,9 +326,14 @@ async fn run_in(cfg: &NotifyBenchConfig, dir: &Path) -> anyhow::Result<NotifyBen
     let paced_n = (cfg.paced_orders_per_s as f64 * cfg.paced.as_secs_f64()) as usize;
     let db2 = db.clone();
     let pace = Duration::from_secs(1) / cfg.paced_orders_per_s.max(1);
-    let events = tokio::task::spawn_blocking(move || make_orders(&db2, n, paced_n, Some(pace)))
-        .await??;
-    wait_for(&accepted, backlog_messages + 2 * paced_n, Duration::from_secs(120)).await?;
+    let events =
+        tokio::task::spawn_blocking(move || make_orders(&db2, n, paced_n, Some(pace))).await??;
+    wait_for(
+        &accepted,
+        backlog_messages + 2 * paced_n,
+        Duration::from_secs(120),
+    )
+    .await?;
     let _ = stop_tx.send(());
     let _ = task.await;
 

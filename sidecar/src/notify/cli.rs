@@ -148,8 +148,8 @@ fn preview(a: &PreviewArgs) -> anyhow::Result<()> {
     merge(&mut ctx, given);
     ctx["kind"] = json!(kind.as_str());
     let dir = a.template_dir.clone().unwrap_or_default();
-    let r = Renderer::new(&dir, "en", a.sms_segments_max.clamp(1, 10))
-        .render(kind, &a.locale, &ctx)?;
+    let r =
+        Renderer::new(&dir, "en", a.sms_segments_max.clamp(1, 10)).render(kind, &a.locale, &ctx)?;
     println!("template: {}", r.template);
     println!("subject: {}", r.subject);
     println!("--- text ---\n{}", r.text);
@@ -167,7 +167,9 @@ fn preview(a: &PreviewArgs) -> anyhow::Result<()> {
 
 async fn dlq(cmd: &DlqCommand) -> anyhow::Result<()> {
     let server = match cmd {
-        DlqCommand::List(s) | DlqCommand::Show { server: s, .. } | DlqCommand::Replay { server: s, .. } => s,
+        DlqCommand::List(s)
+        | DlqCommand::Show { server: s, .. }
+        | DlqCommand::Replay { server: s, .. } => s,
     };
     let token = std::env::var("PICKLINE_TOKEN").context("set PICKLINE_TOKEN (scope admin)")?;
     let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}")
@@ -221,9 +223,15 @@ async fn dlq(cmd: &DlqCommand) -> anyhow::Result<()> {
                 v["render_error"] = json!(r.render_error);
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!("key: {}\nto: {}\nattempts: {}\nerror: {}", d.key, r.to_masked, d.attempts, d.error);
+                println!(
+                    "key: {}\nto: {}\nattempts: {}\nerror: {}",
+                    d.key, r.to_masked, d.attempts, d.error
+                );
                 if r.render_error.is_empty() {
-                    println!("subject: {}\n--- text ---\n{}\n--- sms ---\n{}", r.subject, r.text, r.sms);
+                    println!(
+                        "subject: {}\n--- text ---\n{}\n--- sms ---\n{}",
+                        r.subject, r.text, r.sms
+                    );
                 } else {
                     println!("does not render now: {}", r.render_error);
                 }

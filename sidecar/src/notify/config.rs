@@ -236,7 +236,10 @@ impl NotifyConfig {
                 format!("is above {REMINDER_LEAD_MS_MAX}"),
             );
         }
-        for (k, v) in [("quiet_start", &self.quiet_start), ("quiet_end", &self.quiet_end)] {
+        for (k, v) in [
+            ("quiet_start", &self.quiet_start),
+            ("quiet_end", &self.quiet_end),
+        ] {
             if parse_hhmm(v).is_none() {
                 return bad(k, format!("{v:?} is not HH:MM"));
             }
@@ -274,7 +277,10 @@ impl NotifyConfig {
                 return bad("email.from", format!("{:?} is not a mailbox", e.from));
             }
             if !(1..=RATE_PER_S_MAX).contains(&e.rate_per_s) {
-                return bad("email.rate_per_s", format!("is outside 1..={RATE_PER_S_MAX}"));
+                return bad(
+                    "email.rate_per_s",
+                    format!("is outside 1..={RATE_PER_S_MAX}"),
+                );
             }
             if !e.username.is_empty() && e.password.is_none() {
                 return bad("email.password", "is required with a username".into());

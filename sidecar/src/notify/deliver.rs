@@ -158,12 +158,10 @@ impl EmailSender {
         let html = SinglePart::html(r.html.clone());
         let body = match qr_png {
             Some(png) => MultiPart::alternative().singlepart(text).multipart(
-                MultiPart::related()
-                    .singlepart(html)
-                    .singlepart(
-                        Attachment::new_inline("qr".to_owned())
-                            .body(png, header::ContentType::parse("image/png").expect("valid")),
-                    ),
+                MultiPart::related().singlepart(html).singlepart(
+                    Attachment::new_inline("qr".to_owned())
+                        .body(png, header::ContentType::parse("image/png").expect("valid")),
+                ),
             ),
             None => MultiPart::alternative().singlepart(text).singlepart(html),
         };
@@ -221,7 +219,11 @@ impl SmsSender {
                 c.account
             ),
             account: c.account.clone(),
-            token: c.token.as_ref().map(|t| t.expose().to_owned()).unwrap_or_default(),
+            token: c
+                .token
+                .as_ref()
+                .map(|t| t.expose().to_owned())
+                .unwrap_or_default(),
             from: c.from.clone(),
             pacer: Arc::new(Pacer::new(c.rate_per_s)),
         })

@@ -97,9 +97,12 @@ pub fn encode_frame(out: &mut Vec<u8>, payload: &[u8]) -> Result<(), JournalErro
     Ok(())
 }
 
+/// Intact payloads and the length they span (a torn tail starts there).
+pub type Decoded = (Vec<Vec<u8>>, usize);
+
 /// Splits `bytes` into payloads. `Ok((payloads, intact_len))`: a torn tail starts at
 /// `intact_len`; `Err((offset, detail))`: damage in the middle.
-pub fn decode_frames(bytes: &[u8]) -> Result<(Vec<Vec<u8>>, usize), (usize, String)> {
+pub fn decode_frames(bytes: &[u8]) -> Result<Decoded, (usize, String)> {
     let mut out = Vec::new();
     let mut at = 0;
     while at < bytes.len() {

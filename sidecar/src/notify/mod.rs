@@ -186,7 +186,9 @@ impl FromStr for MsgKey {
         let (Some(order), Some(kind), Some(channel), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err(format!("{s:?} is not ORDER/KIND/CHANNEL (O1-7/ready/email)"));
+            return Err(format!(
+                "{s:?} is not ORDER/KIND/CHANNEL (O1-7/ready/email)"
+            ));
         };
         let order = OrderId::parse(order).ok_or_else(|| format!("{order:?} is not an order id"))?;
         let channel = match channel {

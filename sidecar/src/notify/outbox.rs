@@ -394,7 +394,8 @@ impl State {
     /// Whether `entry` would change the state.
     fn changes(&self, entry: &Entry) -> bool {
         let slot = |k: &MsgKey| self.slots.get(k);
-        let pending = |k: &MsgKey| matches!(slot(k).map(|s| &s.status), Some(Status::Pending { .. }));
+        let pending =
+            |k: &MsgKey| matches!(slot(k).map(|s| &s.status), Some(Status::Pending { .. }));
         match entry {
             Entry::Enqueued { msg } => match slot(&msg.key) {
                 None => true,
@@ -536,12 +537,25 @@ mod tests {
             let e = Entry::Enqueued { msg: ready.clone() };
             assert_eq!(o.record(vec![e.clone(), e.clone()], 0).unwrap(), 1);
             // A second enqueue of the same key, or a skip, changes nothing.
-            let skip = Entry::Skipped { key: key.clone(), reason: "x".into() };
+            let skip = Entry::Skipped {
+                key: key.clone(),
+                reason: "x".into(),
+            };
             assert_eq!(o.record(vec![e, skip], 0).unwrap(), 0);
             assert_eq!(o.due(9, 10, &BTreeSet::new()).len(), 0);
             assert_eq!(o.due(10, 10, &BTreeSet::new()).len(), 1);
-            let failed = Entry::Failed { key: key.clone(), attempt: 1, error: "503".into(), next_ms: 50 };
-            let dead = Entry::Dead { key: key.clone(), attempt: 2, error: "503".into(), at_ms: 60 };
+            let failed = Entry::Failed {
+                key: key.clone(),
+                attempt: 1,
+                error: "503".into(),
+                next_ms: 50,
+            };
+            let dead = Entry::Dead {
+                key: key.clone(),
+                attempt: 2,
+                error: "503".into(),
+                at_ms: 60,
+            };
             o.record(vec![failed, dead], 0).unwrap();
             assert_eq!(o.dead().len(), 1);
             assert!(o.due(1_000, 10, &BTreeSet::new()).is_empty());
@@ -549,8 +563,14 @@ mod tests {
             let r1 = msg(Kind::Reminder, 100);
             let mut r2 = r1.clone();
             r2.due_ms = 200;
-            o.record(vec![Entry::Enqueued { msg: r1.clone() }, Entry::Enqueued { msg: r2.clone() }], 0)
-                .unwrap();
+            o.record(
+                vec![
+                    Entry::Enqueued { msg: r1.clone() },
+                    Entry::Enqueued { msg: r2.clone() },
+                ],
+                0,
+            )
+            .unwrap();
             assert_eq!(o.next_due_ms(), Some(200));
             o.record(vec![Entry::Planned { lsn: 42 }], 0).unwrap();
         }
@@ -559,10 +579,28 @@ mod tests {
         assert_eq!(o.planned_lsn(), 42);
         assert_eq!(o.dead().len(), 1);
         assert_eq!(o.next_due_ms(), Some(200));
-        assert_eq!(o.record(vec![Entry::Replayed { key: key.clone(), at_ms: 70 }], 0).unwrap(), 1);
+        assert_eq!(
+            o.record(
+                vec![Entry::Replayed {
+                    key: key.clone(),
+                    at_ms: 70
+                }],
+                0
+            )
+            .unwrap(),
+            1
+        );
         let due = o.due(70, 10, &BTreeSet::new());
         assert_eq!((due.len(), due[0].attempts), (1, 0));
-        o.record(vec![Entry::Sent { key: key.clone(), attempt: 1, at_ms: 80 }], 0).unwrap();
+        o.record(
+            vec![Entry::Sent {
+                key: key.clone(),
+                attempt: 1,
+                at_ms: 80,
+            }],
+            0,
+        )
+        .unwrap();
         assert_eq!(o.counts(), (1, 1, 0, 0));
         // Compaction keeps the live state.
         o.compact(Some(90)).unwrap();

@@ -137,10 +137,7 @@ pub fn plan(rec: &LoggedRecord, env: &PlanEnv<'_>) -> Vec<Entry> {
     for ev in events {
         match ev {
             Event::OrderChanged {
-                order,
-                slot,
-                facts,
-                ..
+                order, slot, facts, ..
             } => {
                 let view = facts.view(*order);
                 let kinds: &[Kind] = match facts.status() {
@@ -157,11 +154,11 @@ pub fn plan(rec: &LoggedRecord, env: &PlanEnv<'_>) -> Vec<Entry> {
                 };
                 let tz = TimeZone::get(&def.time_zone).unwrap_or(TimeZone::UTC);
                 let mut ctx = base_context(env.engine, &view, &def, &tz);
-                if facts.status() == OrderStatus::Confirmed {
-                    if let Ok(Some(est)) = env.engine.estimate_ready(&def.external_id, rec.record.at)
-                    {
-                        ctx["ready_estimate"] = fmt_local(est.slot.start_ms, &tz);
-                    }
+                if facts.status() == OrderStatus::Confirmed
+                    && let Ok(Some(est)) =
+                        env.engine.estimate_ready(&def.external_id, rec.record.at)
+                {
+                    ctx["ready_estimate"] = fmt_local(est.slot.start_ms, &tz);
                 }
                 if let Some(s) = slot {
                     ctx["pickup_slot"] = fmt_local(*s, &tz);
@@ -185,7 +182,16 @@ pub fn plan(rec: &LoggedRecord, env: &PlanEnv<'_>) -> Vec<Entry> {
                 }
                 match facts.status() {
                     OrderStatus::Confirmed | OrderStatus::Ready => {
-                        schedule_reminder(&mut out, env, *order, &view.customer, ctx, ends, &tz, at);
+                        schedule_reminder(
+                            &mut out,
+                            env,
+                            *order,
+                            &view.customer,
+                            ctx,
+                            ends,
+                            &tz,
+                            at,
+                        );
                     }
                     s if s.is_final() => {
                         for ch in [Channel::Email, Channel::Sms] {
@@ -211,7 +217,8 @@ pub fn plan(rec: &LoggedRecord, env: &PlanEnv<'_>) -> Vec<Entry> {
                     let Some(slot) = env.outbox.slot(&key) else {
                         continue;
                     };
-                    let (Status::Pending { attempts: 0, .. }, Some(msg)) = (&slot.status, &slot.msg)
+                    let (Status::Pending { attempts: 0, .. }, Some(msg)) =
+                        (&slot.status, &slot.msg)
                     else {
                         continue;
                     };
@@ -286,16 +293,27 @@ fn schedule_reminder(
 ) {
     let Some(ends) = ends_ms else { return };
     // Scheduled once: a later status (ready after confirmed) keeps the first schedule.
-    let scheduled = [Channel::Email, Channel::Sms]
-        .iter()
-        .any(|ch| env.outbox.slot(&MsgKey::new(order, Kind::Reminder, *ch)).is_some());
+    let scheduled = [Channel::Email, Channel::Sms].iter().any(|ch| {
+        env.outbox
+            .slot(&MsgKey::new(order, Kind::Reminder, *ch))
+            .is_some()
+    });
     if scheduled {
         return;
     }
     ctx["kind"] = json!(Kind::Reminder.as_str());
     ctx["expires_at"] = fmt_local(ends, tz);
     match due_for(env, ends, tz) {
-        Some(due) => messages(out, env, order, Kind::Reminder, customer, ctx, due, event_ms),
+        Some(due) => messages(
+            out,
+            env,
+            order,
+            Kind::Reminder,
+            customer,
+            ctx,
+            due,
+            event_ms,
+        ),
         None => {
             for ch in [Channel::Email, Channel::Sms] {
                 out.push(Entry::Skipped {
@@ -326,8 +344,18 @@ fn messages(
         .filter(|l| super::config::valid_locale(l))
         .unwrap_or_else(|| c.default_locale.clone());
     for (channel, on, consent, to) in [
-        (Channel::Email, c.email.enabled, customer.email_consent, &customer.email),
-        (Channel::Sms, c.sms.enabled, customer.sms_consent, &customer.phone),
+        (
+            Channel::Email,
+            c.email.enabled,
+            customer.email_consent,
+            &customer.email,
+        ),
+        (
+            Channel::Sms,
+            c.sms.enabled,
+            customer.sms_consent,
+            &customer.phone,
+        ),
     ] {
         let key = MsgKey::new(order, kind, channel);
         let skip = if !consent {
@@ -459,12 +487,24 @@ mod tests {
         // Ends 07:30 EDT: the quiet period ends after it, so the reminder goes just before
         // 21:00 the evening before (20:59 EST = 01:59Z).
         assert_eq!(
-            reminder_due(ms("2026-03-08T11:30:00Z"), hour, ms("2026-03-07T12:00:00Z"), &ny, quiet),
+            reminder_due(
+                ms("2026-03-08T11:30:00Z"),
+                hour,
+                ms("2026-03-07T12:00:00Z"),
+                &ny,
+                quiet
+            ),
             Some(ms("2026-03-08T01:59:00Z"))
         );
         // ... unless that is already past: no reminder at all.
         assert_eq!(
-            reminder_due(ms("2026-03-08T11:30:00Z"), hour, ms("2026-03-08T03:00:00Z"), &ny, quiet),
+            reminder_due(
+                ms("2026-03-08T11:30:00Z"),
+                hour,
+                ms("2026-03-08T03:00:00Z"),
+                &ny,
+                quiet
+            ),
             None
         );
         // Every answer is outside the quiet hours, in store time.

@@ -36,10 +36,20 @@ macro_rules! builtin {
 
 /// Built-in templates: (name, source).
 const BUILTIN: &[(&str, &str)] = builtin!(
-    "en" / "confirmation", "en" / "ready", "en" / "reminder", "en" / "expired",
-    "en" / "no_show", "en" / "cancelled", "en" / "receipt",
-    "de" / "confirmation", "de" / "ready", "de" / "reminder", "de" / "expired",
-    "de" / "no_show", "de" / "cancelled", "de" / "receipt",
+    "en" / "confirmation",
+    "en" / "ready",
+    "en" / "reminder",
+    "en" / "expired",
+    "en" / "no_show",
+    "en" / "cancelled",
+    "en" / "receipt",
+    "de" / "confirmation",
+    "de" / "ready",
+    "de" / "reminder",
+    "de" / "expired",
+    "de" / "no_show",
+    "de" / "cancelled",
+    "de" / "receipt",
 );
 
 /// Why a message could not be rendered.
@@ -247,7 +257,11 @@ pub fn fit_sms(s: &str, max: u32) -> String {
     if sms_segments(s).1 <= max {
         return s.to_owned();
     }
-    let ellipsis = if gsm7_septets(s).is_some() { "..." } else { "…" };
+    let ellipsis = if gsm7_septets(s).is_some() {
+        "..."
+    } else {
+        "…"
+    };
     let mut chars: Vec<char> = s.chars().collect();
     while !chars.is_empty() {
         chars.pop();
@@ -322,9 +336,15 @@ mod tests {
         .unwrap();
         let r = Renderer::new(&dir, "en", 3);
         let ctx = json!({"order_id": "O1-2", "pickup_code": "X", "store": {}, "lines": []});
-        assert_eq!(r.render(Kind::Ready, "de-DE", &ctx).unwrap().subject, "Abholbereit O1-2");
+        assert_eq!(
+            r.render(Kind::Ready, "de-DE", &ctx).unwrap().subject,
+            "Abholbereit O1-2"
+        );
         // Other kinds still come from the built-in templates.
-        assert_eq!(r.render(Kind::Reminder, "de", &ctx).unwrap().template, "de/reminder.j2");
+        assert_eq!(
+            r.render(Kind::Reminder, "de", &ctx).unwrap().template,
+            "de/reminder.j2"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -176,7 +176,11 @@ fn letter(key: MsgKey, slot: &Slot) -> Option<DeadLetter> {
         attempts,
         error: slot.last_error.clone().unwrap_or_default(),
         dead_at_ms: at_ms,
-        locale: slot.msg.as_ref().map(|m| m.locale.clone()).unwrap_or_default(),
+        locale: slot
+            .msg
+            .as_ref()
+            .map(|m| m.locale.clone())
+            .unwrap_or_default(),
     })
 }
 
@@ -397,7 +401,9 @@ impl Notifier {
         .await;
         match acked {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => warn!(error = %e, "notify: acknowledging the cursor failed (events will be re-read and deduplicated)"),
+            Ok(Err(e)) => {
+                warn!(error = %e, "notify: acknowledging the cursor failed (events will be re-read and deduplicated)")
+            }
             Err(e) => warn!(error = %e, "notify: acknowledgement task failed"),
         }
     }
@@ -504,7 +510,11 @@ impl Notifier {
             return;
         }
         busy.insert(key.clone());
-        let rendered = match self.shared.renderer.render(key.kind, &d.msg.locale, &d.msg.ctx) {
+        let rendered = match self
+            .shared
+            .renderer
+            .render(key.kind, &d.msg.locale, &d.msg.ctx)
+        {
             Ok(r) => r,
             Err(e) => {
                 give_up(outcomes, format!("render: {e}"));
@@ -565,7 +575,10 @@ pub fn spawn(
     db: Arc<DurableEngine>,
     data_dir: &Path,
     handle: &NotifyHandle,
-) -> Option<(tokio::task::JoinHandle<()>, tokio::sync::oneshot::Sender<()>)> {
+) -> Option<(
+    tokio::task::JoinHandle<()>,
+    tokio::sync::oneshot::Sender<()>,
+)> {
     let notifier = match Notifier::open(
         config.clone(),
         db,

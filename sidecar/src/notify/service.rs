@@ -80,7 +80,13 @@ impl NotifyService for Notifications {
             .ok_or_else(|| Status::not_found(format!("{k} is not on the dead-letter list")))?;
         let (subject, text, html, sms, render_error) = match d.rendered {
             Ok(r) => (r.subject, r.text, r.html, r.sms, String::new()),
-            Err(e) => (String::new(), String::new(), String::new(), String::new(), e),
+            Err(e) => (
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                e,
+            ),
         };
         Ok(Response::new(pb::GetDeadLetterResponse {
             dead_letter: Some(letter_pb(d.letter)),
