@@ -19,7 +19,7 @@ use std::{sync::Arc, time::Duration};
 use lettre::{
     AsyncSmtpTransport, AsyncTransport, Tokio1Executor,
     message::{Attachment, Mailbox, MultiPart, SinglePart, header},
-    transport::smtp::authentication::Credentials,
+    transport::smtp::{PoolConfig, authentication::Credentials},
 };
 use tokio::sync::Mutex;
 
@@ -116,8 +116,8 @@ impl std::fmt::Debug for EmailSender {
 }
 
 impl EmailSender {
-    /// A sender for `[notify.email]` (validated).
-    pub fn new(c: &EmailConfig) -> Result<EmailSender, String> {
+    /// A sender for `[notify.email]` (validated), with up to `pool_size` connections.
+    pub fn new(c: &EmailConfig, pool_size: u32) -> Result<EmailSender, String> {
         let builder = match c.tls {
             SmtpTls::Plain => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&c.host),
             SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&c.host)
@@ -127,7 +127,9 @@ impl EmailSender {
         };
         let mut builder = builder
             .port(c.port)
-            .timeout(Some(Duration::from_millis(c.timeout_ms)));
+            .timeout(Some(Duration::from_millis(c.timeout_ms)))
+            // One connection per send in flight, reused across messages.
+            .pool_config(PoolConfig::new().max_size(pool_size));
         if let (false, Some(pw)) = (c.username.is_empty(), &c.password) {
             builder =
                 builder.credentials(Credentials::new(c.username.clone(), pw.expose().to_owned()));

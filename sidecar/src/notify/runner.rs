@@ -30,6 +30,9 @@ use super::{
 
 /// Records read from the stream per planning step.
 const PLAN_BATCH: usize = 1_000;
+/// Longest a finished send waits for its outcome to be journaled while the loop has
+/// other work (outcomes of many sends share one fsync).
+const SETTLE_INTERVAL: Duration = Duration::from_millis(5);
 /// How long a graceful stop waits for sends in flight before it leaves them to the next
 /// start (which sends them again: at least once).
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -225,7 +228,10 @@ impl Notifier {
             warn!(file = %path.display(), bytes = torn, "notify journal: cut a torn tail (never acknowledged)");
         }
         let email = if config.email.enabled {
-            Some(EmailSender::new(&config.email).map_err(NotifyError::Provider)?)
+            Some(
+                EmailSender::new(&config.email, config.concurrency as u32)
+                    .map_err(NotifyError::Provider)?,
+            )
         } else {
             None
         };
@@ -282,6 +288,7 @@ impl Notifier {
         let mut inflight: JoinSet<Outcome> = JoinSet::new();
         let mut busy: BTreeSet<MsgKey> = BTreeSet::new();
         let mut outcomes: Vec<Outcome> = Vec::new();
+        let mut last_settle = tokio::time::Instant::now();
         loop {
             let now = self.shared.clock.now_ms();
             let mut progressed = false;
@@ -345,17 +352,7 @@ impl Notifier {
                     return;
                 }
             }
-            // 2. Journal finished sends.
-            while let Some(done) = inflight.try_join_next() {
-                if let Ok(o) = done {
-                    outcomes.push(o);
-                }
-            }
-            if !outcomes.is_empty() {
-                progressed = true;
-                self.settle(&mut outcomes, &mut busy, now);
-            }
-            // 3. Send what is due (only once nothing staged is undurable).
+            // 2. Send what is due (only once nothing staged is undurable).
             let free = self.config.concurrency.saturating_sub(inflight.len());
             if free > 0 && !self.shared.outbox.lock().has_staged() {
                 let due = self.shared.outbox.lock().due(now, free, &busy);
@@ -363,6 +360,22 @@ impl Notifier {
                     progressed = true;
                     self.dispatch(d, now, &mut inflight, &mut busy, &mut outcomes);
                 }
+            }
+            // 3. Journal finished sends, many per fsync: at once when there is nothing
+            // else to do, else when enough finished or the oldest waited long enough.
+            while let Some(done) = inflight.try_join_next() {
+                if let Ok(o) = done {
+                    outcomes.push(o);
+                }
+            }
+            let settle = !outcomes.is_empty()
+                && (!progressed
+                    || outcomes.len() >= (self.config.concurrency / 2).max(1)
+                    || last_settle.elapsed() >= SETTLE_INTERVAL);
+            if settle {
+                progressed = true;
+                self.settle(&mut outcomes, &mut busy, now);
+                last_settle = tokio::time::Instant::now();
             }
             if progressed {
                 tokio::task::yield_now().await;
