@@ -22,6 +22,9 @@ pub enum Suite {
     /// webhooks to durable acceptance and a confirmed hold (closed loop, and p99 at half
     /// that rate).
     Intake,
+    /// Customer notifications: events to an SMTP sink (messages per second, event to
+    /// send p99).
+    Notify,
     /// The same multi-line hold workload against the engine (sync, async), the sidecar
     /// over gRPC, PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379).
     Compare,
@@ -77,6 +80,20 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             let report = engine_bench::run(&cfg, |step| eprintln!("bench engine: {step}"));
             if args.json {
                 println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_table());
+            }
+        }
+        Suite::Notify => {
+            use crate::notify::bench::{self as nb, NotifyBenchConfig};
+            let cfg = if args.quick {
+                NotifyBenchConfig::quick()
+            } else {
+                NotifyBenchConfig::full()
+            };
+            let report = nb::run(&cfg, &args.dir)?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
             } else {
                 print!("{}", report.to_table());
             }

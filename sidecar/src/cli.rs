@@ -42,6 +42,9 @@ pub enum Command {
     /// Staff sign-in for the tablet pages: add a staff member to a config file.
     #[command(subcommand)]
     Staff(crate::web::cli::StaffCommand),
+    /// Customer notifications: preview a template, the dead-letter list.
+    #[command(subcommand)]
+    Notify(crate::notify::cli::NotifyCommand),
 }
 
 /// Flags of `pickline serve`. They override the config file and the environment.

@@ -75,6 +75,8 @@ pub struct Config {
     pub intake: crate::intake::IntakeConfig,
     /// The staff and customer pages.
     pub web: crate::web::WebConfig,
+    /// Customer notifications (SMS and email); disabled by default.
+    pub notify: crate::notify::NotifyConfig,
     /// Bearer tokens; none means every RPC is UNAUTHENTICATED (secure by default), which
     /// [`Config::validate`] only accepts on a loopback listener. Never serialized: it holds
     /// secrets.
@@ -734,6 +736,9 @@ impl Config {
             return Err(invalid(key, reason));
         }
         if let Err((key, reason)) = self.web.validate() {
+            return Err(invalid(key, reason));
+        }
+        if let Err((key, reason)) = self.notify.validate() {
             return Err(invalid(key, reason));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {

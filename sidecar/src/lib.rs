@@ -19,6 +19,9 @@
 //! - [`web`]: the store staff tablet pages and the customer pages (order status by link,
 //!   e-receipt, store finder) on the HTTP listener; [`order_link`] derives the customer
 //!   links.
+//! - [`notify`]: customer notifications (SMS and email) driven by the event stream:
+//!   durable outbox, templates, SMTP and SMS providers, dead letters,
+//!   `pickline notify preview|dlq`.
 //! - [`config`], [`cli`], [`logging`]: what `main` needs to start.
 //!
 //! # How a domain handler plugs in
@@ -53,6 +56,7 @@ pub mod intake;
 pub mod logging;
 pub mod metrics;
 pub mod order_link;
+pub mod notify;
 pub mod qr;
 pub mod server;
 pub mod simulate;

@@ -25,6 +25,7 @@ fn main() -> anyhow::Result<()> {
         Command::Simulate(args) => pickline_sidecar::simulate::run(&args),
         Command::Wal(cmd) => pickline_sidecar::walcmd::run(&cmd),
         Command::Staff(cmd) => pickline_sidecar::web::cli::run(&cmd),
+        Command::Notify(cmd) => pickline_sidecar::notify::cli::run(&cmd),
         // Exit 1 means "refused, with typed reasons"; anything that kept the command from
         // deciding (unreadable file, bad config) is 2.
         Command::Intake(cmd) => match pickline_sidecar::intake::cli::run(&cmd) {

@@ -39,6 +39,9 @@ pub enum QrSvgError {
     /// The QR encoder refused the payload.
     #[error("QR encoding failed: {0}")]
     Encode(#[from] QrError),
+    /// The PNG encoder failed.
+    #[error("PNG encoding failed: {0}")]
+    Png(String),
 }
 
 /// Renders `payload` as a square SVG QR code.
@@ -59,6 +62,50 @@ pub fn qr_svg(payload: &str) -> Result<String, QrSvgError> {
         .dark_color(svg::Color("#000"))
         .light_color(svg::Color("#fff"))
         .build())
+}
+
+/// Pixels per module of the PNG form: 6 keeps a short payload about 200 px wide, what
+/// mail clients show without scaling.
+pub const QR_PNG_MODULE_PX: u32 = 6;
+
+/// Renders `payload` as a greyscale PNG QR code (the form mail clients show inline: many
+/// do not render SVG). Same bounds and error correction as [`qr_svg`]; deterministic.
+pub fn qr_png(payload: &str) -> Result<Vec<u8>, QrSvgError> {
+    if payload.len() > QR_PAYLOAD_LEN_MAX {
+        return Err(QrSvgError::TooLong {
+            len_bytes: payload.len(),
+        });
+    }
+    let code = QrCode::with_error_correction_level(payload.as_bytes(), QR_EC_LEVEL)?;
+    let modules = code.width() as u32;
+    let colors = code.to_colors();
+    let side = (modules + 2 * QR_QUIET_ZONE_MODULES) * QR_PNG_MODULE_PX;
+    let mut pixels = vec![0xffu8; (side * side) as usize];
+    for (i, c) in colors.iter().enumerate() {
+        if *c != qrcode::Color::Dark {
+            continue;
+        }
+        let (mx, my) = (i as u32 % modules, i as u32 / modules);
+        let (x0, y0) = (
+            (mx + QR_QUIET_ZONE_MODULES) * QR_PNG_MODULE_PX,
+            (my + QR_QUIET_ZONE_MODULES) * QR_PNG_MODULE_PX,
+        );
+        for y in y0..y0 + QR_PNG_MODULE_PX {
+            let row = (y * side) as usize;
+            pixels[row + x0 as usize..row + (x0 + QR_PNG_MODULE_PX) as usize].fill(0);
+        }
+    }
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, side, side);
+    enc.set_color(png::ColorType::Grayscale);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut w = enc
+        .write_header()
+        .map_err(|e| QrSvgError::Png(e.to_string()))?;
+    w.write_image_data(&pixels)
+        .map_err(|e| QrSvgError::Png(e.to_string()))?;
+    w.finish().map_err(|e| QrSvgError::Png(e.to_string()))?;
+    Ok(out)
 }
 
 #[cfg(test)]

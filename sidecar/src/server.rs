@@ -326,6 +326,7 @@ const HEALTH_SERVICES: &[&str] = &[
     pb::pickup_service_server::SERVICE_NAME,
     pb::event_service_server::SERVICE_NAME,
     pb::intake_service_server::SERVICE_NAME,
+    pb::notify_service_server::SERVICE_NAME,
 ];
 
 /// Runs the server on the two bound listeners until `shutdown` completes, then drains.
@@ -401,6 +402,10 @@ pub async fn run(
     let intake_svc = sized!(pb::intake_service_server::IntakeServiceServer::new(
         crate::intake::grpc_svc::Intake::new(intake.clone())
     ));
+    let notify_handle = crate::notify::NotifyHandle::default();
+    let notifications = sized!(pb::notify_service_server::NotifyServiceServer::new(
+        crate::notify::service::Notifications::new(notify_handle.clone())
+    ));
 
     // HTTP: /metrics, /readyz, the intake webhooks (POST /intake/{channel}) and the staff
     // and customer pages (`[web]`, crate::web), stopped
@@ -452,6 +457,7 @@ pub async fn run(
         .add_service(pickups)
         .add_service(events)
         .add_service(intake_svc)
+        .add_service(notifications)
         .serve_with_incoming_shutdown(incoming, async {
             let _ = grpc_stop_rx.await;
         });
@@ -469,6 +475,7 @@ pub async fn run(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut recovered = false;
     let mut background: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    let mut notifier = None;
     // Set when the transport stopped on its own (an error); it must not be polled again.
     let mut grpc_finished = false;
     let result = loop {
@@ -480,6 +487,16 @@ pub async fn run(
                     break Err(e);
                 }
                 background = spawn_background(&config, &domain);
+                if config.notify.enabled
+                    && let Ok(db) = domain.db()
+                {
+                    notifier = crate::notify::runner::spawn(
+                        &config.notify,
+                        db.clone(),
+                        &config.data.dir,
+                        &notify_handle,
+                    );
+                }
                 readiness.set_ready(true);
                 for name in HEALTH_SERVICES {
                     health.set_service_status(*name, ServingStatus::Serving).await;
@@ -521,6 +538,11 @@ pub async fn run(
     }
     intake_tasks.abort();
     intake.flush();
+    // The notifier finishes the sends in flight (bounded) and journals them first.
+    if let Some((task, stop)) = notifier {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
     final_sync(&domain).await;
     upkeep.abort();
     if let Some(web) = &web_pages {

@@ -130,6 +130,8 @@ fn every_mutation_carries_an_idempotency_key() {
         "ReplayDeadLetter",
         "DiscardDeadLetter",
         "GetIntakeHealth",
+        // Admin: expiring due holds again expires nothing new.
+        "ExpireHolds",
     ];
     let files = pickline_files();
     let messages: Vec<&DescriptorProto> = files.iter().flat_map(|f| &f.message_type).collect();

@@ -274,6 +274,13 @@ pub const RPCS: &[RpcSpec] = &[
         store_bound: false,
         ..row("/pickline.v1.IntakeService/GetIntakeHealth", &[Oms], Unary)
     },
+    // NotifyService: the dead-letter list is operations' (admin only).
+    open_read("/pickline.v1.NotifyService/ListDeadLetters", &[]),
+    open_read("/pickline.v1.NotifyService/GetDeadLetter", &[]),
+    RpcSpec {
+        store_bound: false,
+        ..row("/pickline.v1.NotifyService/ReplayDeadLetter", &[], Unary)
+    },
 ];
 
 /// The path prefix of every RPC of the contract.
