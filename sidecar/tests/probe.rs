@@ -140,7 +140,7 @@ mod reflection {
     use super::*;
 
     /// The services a reflection client of either version is told about.
-    const SERVICES: [&str; 9] = [
+    const SERVICES: [&str; 10] = [
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
@@ -148,6 +148,7 @@ mod reflection {
         "pickline.v1.EventService",
         "pickline.v1.HoldService",
         "pickline.v1.InventoryService",
+        "pickline.v1.NotifyService",
         "pickline.v1.PickupService",
         "pickline.v1.StoreService",
     ];
