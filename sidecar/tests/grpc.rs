@@ -160,6 +160,7 @@ async fn reflection_lists_the_served_services_and_knows_the_whole_contract() {
             "pickline.v1.HoldService",
             "pickline.v1.IntakeService",
             "pickline.v1.InventoryService",
+            "pickline.v1.NotifyService",
             "pickline.v1.PickupService",
             "pickline.v1.StoreService",
         ]

@@ -149,6 +149,7 @@ mod reflection {
         "pickline.v1.HoldService",
         "pickline.v1.IntakeService",
         "pickline.v1.InventoryService",
+        "pickline.v1.NotifyService",
         "pickline.v1.PickupService",
         "pickline.v1.StoreService",
     ];
