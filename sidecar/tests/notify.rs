@@ -574,7 +574,7 @@ async fn provider_5xx_retries_then_dead_letter_then_replay_delivers() {
     let deadline = Instant::now() + PATIENCE;
     let letters = loop {
         let l = dlq
-            .list_dead_letters(with_token(pb::ListDeadLettersRequest {}, ADMIN_TOKEN))
+            .list_dead_letters(with_token(pb::ListNotifyDeadLettersRequest {}, ADMIN_TOKEN))
             .await
             .unwrap()
             .into_inner()
@@ -596,7 +596,7 @@ async fn provider_5xx_retries_then_dead_letter_then_replay_delivers() {
     // Shown with the recipient masked, the message rendered; not for a checkout token.
     let shown = dlq
         .get_dead_letter(with_token(
-            pb::GetDeadLetterRequest { key: key.clone() },
+            pb::GetNotifyDeadLetterRequest { key: key.clone() },
             ADMIN_TOKEN,
         ))
         .await
@@ -605,13 +605,13 @@ async fn provider_5xx_retries_then_dead_letter_then_replay_delivers() {
     assert_eq!(shown.to_masked, "***5678");
     assert!(shown.sms.contains("Pickline Mitte"), "{}", shown.sms);
     let denied = dlq
-        .list_dead_letters(with_token(pb::ListDeadLettersRequest {}, CHECKOUT_TOKEN))
+        .list_dead_letters(with_token(pb::ListNotifyDeadLettersRequest {}, CHECKOUT_TOKEN))
         .await
         .unwrap_err();
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
     let bad = dlq
         .replay_dead_letter(with_token(
-            pb::ReplayDeadLetterRequest {
+            pb::ReplayNotifyDeadLetterRequest {
                 key: "nope".into(),
                 idempotency_key: String::new(),
             },
@@ -625,7 +625,7 @@ async fn provider_5xx_retries_then_dead_letter_then_replay_delivers() {
     sms.status.store(201, Ordering::SeqCst);
     let replayed = dlq
         .replay_dead_letter(with_token(
-            pb::ReplayDeadLetterRequest {
+            pb::ReplayNotifyDeadLetterRequest {
                 key: key.clone(),
                 idempotency_key: "r1".into(),
             },
@@ -638,7 +638,7 @@ async fn provider_5xx_retries_then_dead_letter_then_replay_delivers() {
     sms.wait(&key, 4).await;
     let deadline = Instant::now() + PATIENCE;
     while !dlq
-        .list_dead_letters(with_token(pb::ListDeadLettersRequest {}, ADMIN_TOKEN))
+        .list_dead_letters(with_token(pb::ListNotifyDeadLettersRequest {}, ADMIN_TOKEN))
         .await
         .unwrap()
         .into_inner()

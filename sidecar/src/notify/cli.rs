@@ -189,7 +189,7 @@ async fn dlq(cmd: &DlqCommand) -> anyhow::Result<()> {
     match cmd {
         DlqCommand::List(s) => {
             let list = client
-                .list_dead_letters(pb::ListDeadLettersRequest {})
+                .list_dead_letters(pb::ListNotifyDeadLettersRequest {})
                 .await?
                 .into_inner()
                 .dead_letters;
@@ -209,7 +209,7 @@ async fn dlq(cmd: &DlqCommand) -> anyhow::Result<()> {
         }
         DlqCommand::Show { server, key } => {
             let r = client
-                .get_dead_letter(pb::GetDeadLetterRequest { key: key.clone() })
+                .get_dead_letter(pb::GetNotifyDeadLetterRequest { key: key.clone() })
                 .await?
                 .into_inner();
             let d = r.dead_letter.unwrap_or_default();
@@ -239,7 +239,7 @@ async fn dlq(cmd: &DlqCommand) -> anyhow::Result<()> {
         }
         DlqCommand::Replay { key, .. } => {
             let r = client
-                .replay_dead_letter(pb::ReplayDeadLetterRequest {
+                .replay_dead_letter(pb::ReplayNotifyDeadLetterRequest {
                     key: key.clone(),
                     idempotency_key: String::new(),
                 })
@@ -255,7 +255,7 @@ async fn dlq(cmd: &DlqCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn letter_json(d: &pb::DeadLetter) -> Value {
+fn letter_json(d: &pb::NotifyDeadLetter) -> Value {
     json!({
         "key": d.key, "order_id": d.order_id, "kind": d.kind, "channel": d.channel,
         "attempts": d.attempts, "error": d.error, "dead_at_ms": d.dead_at_ms, "locale": d.locale,

@@ -43,8 +43,8 @@ fn key(field: &str, s: &str) -> Result<MsgKey, Status> {
         .map_err(|e: String| Status::invalid_argument(format!("{field}: {e}")))
 }
 
-fn letter_pb(d: DeadLetter) -> pb::DeadLetter {
-    pb::DeadLetter {
+fn letter_pb(d: DeadLetter) -> pb::NotifyDeadLetter {
+    pb::NotifyDeadLetter {
         key: d.key.to_string(),
         order_id: d.key.order_id().to_string(),
         kind: d.key.kind.as_str().to_owned(),
@@ -60,18 +60,18 @@ fn letter_pb(d: DeadLetter) -> pb::DeadLetter {
 impl NotifyService for Notifications {
     async fn list_dead_letters(
         &self,
-        _request: Request<pb::ListDeadLettersRequest>,
-    ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
+        _request: Request<pb::ListNotifyDeadLettersRequest>,
+    ) -> Result<Response<pb::ListNotifyDeadLettersResponse>, Status> {
         let list = self.handle.dead_letters().map_err(status)?;
-        Ok(Response::new(pb::ListDeadLettersResponse {
+        Ok(Response::new(pb::ListNotifyDeadLettersResponse {
             dead_letters: list.into_iter().map(letter_pb).collect(),
         }))
     }
 
     async fn get_dead_letter(
         &self,
-        request: Request<pb::GetDeadLetterRequest>,
-    ) -> Result<Response<pb::GetDeadLetterResponse>, Status> {
+        request: Request<pb::GetNotifyDeadLetterRequest>,
+    ) -> Result<Response<pb::GetNotifyDeadLetterResponse>, Status> {
         let k = key("key", &request.get_ref().key)?;
         let d = self
             .handle
@@ -88,7 +88,7 @@ impl NotifyService for Notifications {
                 e,
             ),
         };
-        Ok(Response::new(pb::GetDeadLetterResponse {
+        Ok(Response::new(pb::GetNotifyDeadLetterResponse {
             dead_letter: Some(letter_pb(d.letter)),
             to_masked: d.to_masked,
             subject,
@@ -101,10 +101,10 @@ impl NotifyService for Notifications {
 
     async fn replay_dead_letter(
         &self,
-        request: Request<pb::ReplayDeadLetterRequest>,
-    ) -> Result<Response<pb::ReplayDeadLetterResponse>, Status> {
+        request: Request<pb::ReplayNotifyDeadLetterRequest>,
+    ) -> Result<Response<pb::ReplayNotifyDeadLetterResponse>, Status> {
         let k = key("key", &request.get_ref().key)?;
         let replayed = self.handle.replay(&k).map_err(status)?;
-        Ok(Response::new(pb::ReplayDeadLetterResponse { replayed }))
+        Ok(Response::new(pb::ReplayNotifyDeadLetterResponse { replayed }))
     }
 }
