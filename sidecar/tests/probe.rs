@@ -140,7 +140,7 @@ mod reflection {
     use super::*;
 
     /// The services a reflection client of either version is told about.
-    const SERVICES: [&str; 10] = [
+    const SERVICES: [&str; 11] = [
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
