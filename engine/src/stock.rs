@@ -235,7 +235,7 @@ pub const ENDED_HOLDS_KEPT: usize = 4_096;
 /// snapshots.
 #[derive(Debug, Default)]
 pub(crate) struct EndedHolds {
-    how: HashMap<HoldId, HoldEnd>,
+    how: FastHashMap<HoldId, HoldEnd>,
     /// Oldest first; the same holds as `how`.
     order: VecDeque<HoldId>,
 }
