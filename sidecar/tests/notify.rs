@@ -605,7 +605,10 @@ async fn provider_5xx_retries_then_dead_letter_then_replay_delivers() {
     assert_eq!(shown.to_masked, "***5678");
     assert!(shown.sms.contains("Pickline Mitte"), "{}", shown.sms);
     let denied = dlq
-        .list_dead_letters(with_token(pb::ListNotifyDeadLettersRequest {}, CHECKOUT_TOKEN))
+        .list_dead_letters(with_token(
+            pb::ListNotifyDeadLettersRequest {},
+            CHECKOUT_TOKEN,
+        ))
         .await
         .unwrap_err();
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);

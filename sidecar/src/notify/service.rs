@@ -105,6 +105,8 @@ impl NotifyService for Notifications {
     ) -> Result<Response<pb::ReplayNotifyDeadLetterResponse>, Status> {
         let k = key("key", &request.get_ref().key)?;
         let replayed = self.handle.replay(&k).map_err(status)?;
-        Ok(Response::new(pb::ReplayNotifyDeadLetterResponse { replayed }))
+        Ok(Response::new(pb::ReplayNotifyDeadLetterResponse {
+            replayed,
+        }))
     }
 }
