@@ -1581,8 +1581,8 @@ impl Engine {
         })
     }
 
-    /// How an ended hold ended, if it is among its store's newest
-    /// [`crate::ENDED_HOLDS_KEPT`] ended holds; `None` for an active, unknown or older one.
+    /// How an ended hold ended, if its store still remembers (see
+    /// [`crate::ENDED_HOLDS_KEPT`]); `None` for an active, unknown or older one.
     pub fn hold_end(&self, hold: HoldId) -> Option<crate::HoldEnd> {
         let shard = self.shard(hold.store())?;
         let st = shard.state.lock();

@@ -225,44 +225,48 @@ impl From<crate::event::ReleaseReason> for HoldEnd {
     }
 }
 
-/// How many ended holds a store remembers the end of (the newest): enough for a client
-/// retrying or inspecting recent holds, bounded at about 100 KiB per store.
+/// Slots of a store's ended-hold ring: a hold's end is remembered until a hold granted
+/// a multiple of this many holds later at the store has ended too (so at least the newest
+/// ends of the newest 4,096 holds); 32 KiB per store, allocated at its first end.
 pub const ENDED_HOLDS_KEPT: usize = 4_096;
 
-/// How a store's newest [`ENDED_HOLDS_KEPT`] ended holds ended, so that an action on one
-/// can say whether it was released, expired or collected. Filled by
-/// [`StoreState::end_hold`], the one place a hold ends (live and on replay), and kept in
-/// snapshots.
+/// How a store's recently ended holds ended, so that an action on one can say whether it
+/// was released, expired or collected. A ring indexed by the hold's sequence number: one
+/// word written per end, no hashing, bounded memory. Filled by [`StoreState::end_hold`],
+/// the one place a hold ends (live and on replay), and kept in snapshots.
 #[derive(Debug, Default)]
 pub(crate) struct EndedHolds {
-    how: FastHashMap<HoldId, HoldEnd>,
-    /// Oldest first; the same holds as `how`.
-    order: VecDeque<HoldId>,
+    /// Per slot `seq << 2 | end code`, with end codes 1..=3; 0 is empty.
+    ring: Vec<u64>,
 }
 
 impl EndedHolds {
-    fn remember(&mut self, hold: HoldId, how: HoldEnd) {
-        if self.order.len() == ENDED_HOLDS_KEPT
-            && let Some(oldest) = self.order.pop_front()
-        {
-            self.how.remove(&oldest);
-        }
-        let prev = self.how.insert(hold, how);
-        assert!(prev.is_none(), "hold {hold:?} ended twice");
-        self.order.push_back(hold);
-        debug_assert_eq!(self.how.len(), self.order.len());
+    fn slot(seq: u64) -> usize {
+        (seq % ENDED_HOLDS_KEPT as u64) as usize
     }
 
-    /// How `hold` ended, if it is among the remembered.
+    fn remember(&mut self, hold: HoldId, how: HoldEnd) {
+        if self.ring.is_empty() {
+            self.ring = vec![0; ENDED_HOLDS_KEPT];
+        }
+        let seq = hold.seq();
+        self.ring[Self::slot(seq)] = seq << 2 | (u64::from(how.to_u8()) + 1);
+    }
+
+    /// How `hold` ended, if the ring still has it.
     pub(crate) fn get(&self, hold: HoldId) -> Option<HoldEnd> {
-        self.how.get(&hold).copied()
+        let word = *self.ring.get(Self::slot(hold.seq()))?;
+        if word == 0 || word >> 2 != hold.seq() {
+            return None;
+        }
+        HoldEnd::from_u8((word & 3) as u8 - 1)
     }
 
     pub(crate) fn encode(&self, e: &mut crate::codec::Enc<'_>) {
-        e.seq_len(self.order.len());
-        for id in &self.order {
-            e.u64(id.0);
-            e.u8(self.how[id].to_u8());
+        let used = self.ring.iter().filter(|w| **w != 0).count();
+        e.seq_len(used);
+        for w in self.ring.iter().filter(|w| **w != 0) {
+            e.u64(*w);
         }
     }
 
@@ -272,19 +276,27 @@ impl EndedHolds {
         let n = d.seq_len()?;
         let mut ended = EndedHolds::default();
         for _ in 0..n {
-            let hold = HoldId(d.u64()?);
             let at = d.pos();
-            let how = HoldEnd::from_u8(d.u8()?).ok_or(crate::codec::DecodeError::Invalid {
-                what: "hold end",
+            let word = d.u64()?;
+            let bad = crate::codec::DecodeError::Invalid {
+                what: "ended hold",
                 at,
-            })?;
-            if ended.how.contains_key(&hold) || ended.order.len() == ENDED_HOLDS_KEPT {
+            };
+            let how = match word & 3 {
+                0 => return Err(bad),
+                code => HoldEnd::from_u8(code as u8 - 1).ok_or(bad)?,
+            };
+            if ended
+                .ring
+                .get(Self::slot(word >> 2))
+                .is_some_and(|w| *w != 0)
+            {
                 return Err(crate::codec::DecodeError::Invalid {
                     what: "ended holds",
                     at,
                 });
             }
-            ended.remember(hold, how);
+            ended.remember(HoldId(word >> 2), how);
         }
         Ok(ended)
     }

@@ -871,8 +871,8 @@ pub fn store_holds_full_pb(limit: &str, value: u64) -> pb::HoldRejected {
 }
 
 /// The rejection of an action on a hold that has ended, with how it ended when the engine
-/// still remembers ([`pe::Engine::hold_end`]: each store's newest
-/// [`pe::ENDED_HOLDS_KEPT`]); UNSPECIFIED for an older one.
+/// still remembers ([`pe::Engine::hold_end`]: a ring of [`pe::ENDED_HOLDS_KEPT`] per
+/// store); UNSPECIFIED for an older one.
 pub fn hold_not_active_pb(engine: &pe::Engine, hold: HoldId) -> pb::HoldRejected {
     let state = ended_hold_state_pb(engine, hold);
     let how = match state {
