@@ -165,7 +165,7 @@ async fn sign_in(b: &Client, addr: SocketAddr, name: &str, password: &str) {
     b.goto(&format!("http://{addr}/staff/sign-in"))
         .await
         .unwrap();
-    wait_css(b, "#name").await.send_keys(name).await.unwrap();
+    type_into(b, "#name", name).await;
     b.find(Locator::Css("#password"))
         .await
         .unwrap()
@@ -181,8 +181,40 @@ async fn sign_in(b: &Client, addr: SocketAddr, name: &str, password: &str) {
     wait_text(b, "h1", "Pickup queue").await;
 }
 
+/// Types `text` into `css` once it is there, finding it again if a server event swapped it.
+async fn type_into(b: &Client, css: &str, text: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match wait_css(b, css).await.send_keys(text).await {
+            Ok(()) => return,
+            Err(fantoccini::error::CmdError::Standard(e))
+                if e.error == fantoccini::error::ErrorStatus::StaleElementReference
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("typing into {css}: {e}"),
+        }
+    }
+}
+
+/// Clicks `css` once it is there. The live region may be swapped by a server event between
+/// finding the element and clicking it (a stale element, which clicks nothing): find it
+/// again then.
 async fn click(b: &Client, css: &str) {
-    wait_css(b, css).await.click().await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match wait_css(b, css).await.click().await {
+            Ok(()) => return,
+            Err(fantoccini::error::CmdError::Standard(e))
+                if e.error == fantoccini::error::ErrorStatus::StaleElementReference
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("clicking {css}: {e}"),
+        }
+    }
 }
 
 // ------------------------------------------------------------------ server and data
@@ -408,7 +440,7 @@ async fn flow(b: &Client, addr: SocketAddr, c: &mut Clients) {
     b.goto(&format!("http://{addr}/staff/sign-in"))
         .await
         .unwrap();
-    wait_css(b, "#name").await.send_keys("alice").await.unwrap();
+    type_into(b, "#name", "alice").await;
     b.find(Locator::Css("#password"))
         .await
         .unwrap()
@@ -494,7 +526,7 @@ async fn flow(b: &Client, addr: SocketAddr, c: &mut Clients) {
         .unwrap();
     wait_text(b, ".flash.error", "Wrong code. 4 attempts left").await;
     wait_text(b, "#attempts", "Wrong codes: 1 of 5").await;
-    wait_css(b, "#code").await.send_keys(&code).await.unwrap();
+    type_into(b, "#code", &code).await;
     click(b, "#collect").await;
     wait_text(b, ".flash.ok", "Collected, handed over by alice").await;
     wait_text(b, "#order-status", "collected").await;
