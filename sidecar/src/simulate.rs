@@ -210,13 +210,13 @@ impl GrpcBackend {
             idempotency_key: self.key(),
             events: vec![event],
         };
-        let req = self.request(req, now);
-        let mut client = InventoryServiceClient::new(self.channel.clone());
-        let r = self
-            .runtime
-            .block_on(client.apply_pos_events(req))
-            .map_err(|s| failed("ApplyPosEvents", s))?
-            .into_inner();
+        let r = self.call(
+            "ApplyPosEvents",
+            InventoryServiceClient::new,
+            req,
+            now,
+            |mut c, r| async move { c.apply_pos_events(r).await },
+        )?;
         let outcome = r
             .outcomes
             .first()
@@ -227,6 +227,26 @@ impl GrpcBackend {
             },
             _ => PosResult::Duplicate,
         })
+    }
+
+    /// Runs one RPC with the token and the simulated instant `now`; its answer, or the
+    /// status named after `what`.
+    fn call<C, M, R, F>(
+        &self,
+        what: &str,
+        client: fn(Channel) -> C,
+        message: M,
+        now: Timestamp,
+        rpc: impl FnOnce(C, Request<M>) -> F,
+    ) -> Result<R, SimError>
+    where
+        F: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let req = self.request(message, now);
+        self.runtime
+            .block_on(rpc(client(self.channel.clone()), req))
+            .map(tonic::Response::into_inner)
+            .map_err(|s| failed(what, s))
     }
 
     /// The state of the order an RPC answered with.
@@ -246,12 +266,14 @@ impl Backend for GrpcBackend {
             idempotency_key: self.key(),
             store: store_pb(def, None, 0, now).identity,
         };
-        let req = self.request(req, now);
-        let mut client = StoreServiceClient::new(self.channel.clone());
-        self.runtime
-            .block_on(client.upsert_store(req))
-            .map(|_| ())
-            .map_err(|s| failed("UpsertStore", s))
+        self.call(
+            "UpsertStore",
+            StoreServiceClient::new,
+            req,
+            now,
+            |mut c, r| async move { c.upsert_store(r).await },
+        )
+        .map(|_| ())
     }
 
     fn pos_delta(&mut self, d: &PosDelta, now: Timestamp) -> Result<PosResult, SimError> {
@@ -311,13 +333,13 @@ impl Backend for GrpcBackend {
                 .collect(),
             expiry: Some(pb::hold_request::Expiry::TtlMs(ttl_ms)),
         };
-        let req = self.request(req, now);
-        let mut client = HoldServiceClient::new(self.channel.clone());
-        let r = self
-            .runtime
-            .block_on(client.hold(req))
-            .map_err(|s| failed("Hold", s))?
-            .into_inner();
+        let r = self.call(
+            "Hold",
+            HoldServiceClient::new,
+            req,
+            now,
+            |mut c, r| async move { c.hold(r).await },
+        )?;
         match r.outcome {
             Some(pb::hold_response::Outcome::Granted(h)) => Ok(HoldResult::Granted(h.hold_id)),
             Some(pb::hold_response::Outcome::Rejected(r)) => {
@@ -357,13 +379,13 @@ impl Backend for GrpcBackend {
                 .collect(),
             currency: "USD".into(),
         };
-        let req = self.request(req, now);
-        let mut client = PickupServiceClient::new(self.channel.clone());
-        let r = self
-            .runtime
-            .block_on(client.create_order(req))
-            .map_err(|s| failed("CreateOrder", s))?
-            .into_inner();
+        let r = self.call(
+            "CreateOrder",
+            PickupServiceClient::new,
+            req,
+            now,
+            |mut c, r| async move { c.create_order(r).await },
+        )?;
         match r.outcome {
             Some(pb::create_order_response::Outcome::Order(o)) => Ok(o.order_id),
             other => Err(SimError::new(format!("CreateOrder refused: {other:?}"))),
@@ -376,12 +398,14 @@ impl Backend for GrpcBackend {
             order_id: order,
             staff_id: staff.to_owned(),
         };
-        let req = self.request(req, now);
-        let mut client = PickupServiceClient::new(self.channel.clone());
-        self.runtime
-            .block_on(client.start_picking(req))
-            .map(|_| ())
-            .map_err(|s| failed("StartPicking", s))
+        self.call(
+            "StartPicking",
+            PickupServiceClient::new,
+            req,
+            now,
+            |mut c, r| async move { c.start_picking(r).await },
+        )
+        .map(|_| ())
     }
 
     fn short_pick(
@@ -403,13 +427,13 @@ impl Backend for GrpcBackend {
             }],
             reallocate_max_distance_m: 0,
         };
-        let req = self.request(req, now);
-        let mut client = PickupServiceClient::new(self.channel.clone());
-        let r = self
-            .runtime
-            .block_on(client.report_short(req))
-            .map_err(|s| failed("ReportShort", s))?
-            .into_inner();
+        let r = self.call(
+            "ReportShort",
+            PickupServiceClient::new,
+            req,
+            now,
+            |mut c, r| async move { c.report_short(r).await },
+        )?;
         Ok(Self::order_state(r.order.as_ref()) == pb::OrderState::Picking)
     }
 
@@ -427,12 +451,14 @@ impl Backend for GrpcBackend {
             order_id: order,
             staff_id: staff.to_owned(),
         };
-        let req = self.request(req, now);
-        let mut client = PickupServiceClient::new(self.channel.clone());
-        self.runtime
-            .block_on(client.mark_ready(req))
-            .map(|r| r.into_inner().pickup_code)
-            .map_err(|s| failed("MarkReady", s))
+        self.call(
+            "MarkReady",
+            PickupServiceClient::new,
+            req,
+            now,
+            |mut c, r| async move { c.mark_ready(r).await },
+        )
+        .map(|r| r.pickup_code)
     }
 
     fn collect(
@@ -448,12 +474,14 @@ impl Backend for GrpcBackend {
             staff_id: staff.to_owned(),
             code: code.to_owned(),
         };
-        let req = self.request(req, now);
-        let mut client = PickupServiceClient::new(self.channel.clone());
-        self.runtime
-            .block_on(client.collect(req))
-            .map(|_| ())
-            .map_err(|s| failed("Collect", s))
+        self.call(
+            "Collect",
+            PickupServiceClient::new,
+            req,
+            now,
+            |mut c, r| async move { c.collect(r).await },
+        )
+        .map(|_| ())
     }
 
     fn extend(&mut self, hold: u64, ttl_ms: i64, now: Timestamp) -> Result<(), SimError> {
@@ -485,29 +513,29 @@ impl Backend for GrpcBackend {
             order_id: order,
             staff_id: staff.to_owned(),
         };
-        let req = self.request(req, now);
-        let mut client = PickupServiceClient::new(self.channel.clone());
-        self.runtime
-            .block_on(client.no_show(req))
-            .map(|_| ())
-            .map_err(|s| failed("NoShow", s))
+        self.call(
+            "NoShow",
+            PickupServiceClient::new,
+            req,
+            now,
+            |mut c, r| async move { c.no_show(r).await },
+        )
+        .map(|_| ())
     }
 
     fn expire(&mut self, now: Timestamp) -> Result<Vec<u64>, SimError> {
         let mut out = Vec::new();
         loop {
-            let req = self.request(
-                pb::ExpireHoldsRequest {
-                    max: EXPIRE_PER_CALL,
-                },
-                now,
-            );
-            let mut client = AdminServiceClient::new(self.channel.clone());
             let ids = self
-                .runtime
-                .block_on(client.expire_holds(req))
-                .map_err(|s| failed("ExpireHolds", s))?
-                .into_inner()
+                .call(
+                    "ExpireHolds",
+                    AdminServiceClient::new,
+                    pb::ExpireHoldsRequest {
+                        max: EXPIRE_PER_CALL,
+                    },
+                    now,
+                    |mut c, r| async move { c.expire_holds(r).await },
+                )?
                 .hold_ids;
             let n = ids.len();
             out.extend(ids);
@@ -523,13 +551,14 @@ impl Backend for GrpcBackend {
             sku: sku.to_owned(),
         };
         // Reads carry the header too: the server requires it of every engine request.
-        let req = self.request(req, Timestamp::from_ms(0));
-        let mut client = InventoryServiceClient::new(self.channel.clone());
         let cell = self
-            .runtime
-            .block_on(client.get_availability(req))
-            .map_err(|s| failed("GetAvailability", s))?
-            .into_inner()
+            .call(
+                "GetAvailability",
+                InventoryServiceClient::new,
+                req,
+                Timestamp::from_ms(0),
+                |mut c, r| async move { c.get_availability(r).await },
+            )?
             .cell
             .ok_or_else(|| SimError::new("GetAvailability answered no cell"))?;
         Ok(CellState {

@@ -181,11 +181,17 @@ async fn sign_in(b: &Client, addr: SocketAddr, name: &str, password: &str) {
     wait_text(b, "h1", "Pickup queue").await;
 }
 
-/// Types `text` into `css` once it is there, finding it again if a server event swapped it.
-async fn type_into(b: &Client, css: &str, text: &str) {
+/// Acts on `css` once it is there. The live region may be swapped by a server event between
+/// finding the element and acting on it (a stale element, which nothing happens to): find
+/// it again then.
+async fn on_element<F, Fut>(b: &Client, css: &str, act: F)
+where
+    F: Fn(fantoccini::elements::Element) -> Fut,
+    Fut: std::future::Future<Output = Result<(), fantoccini::error::CmdError>>,
+{
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        match wait_css(b, css).await.send_keys(text).await {
+        match act(wait_css(b, css).await).await {
             Ok(()) => return,
             Err(fantoccini::error::CmdError::Standard(e))
                 if e.error == fantoccini::error::ErrorStatus::StaleElementReference
@@ -193,28 +199,19 @@ async fn type_into(b: &Client, css: &str, text: &str) {
             {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            Err(e) => panic!("typing into {css}: {e}"),
+            Err(e) => panic!("acting on {css}: {e}"),
         }
     }
 }
 
-/// Clicks `css` once it is there. The live region may be swapped by a server event between
-/// finding the element and clicking it (a stale element, which clicks nothing): find it
-/// again then.
+/// Types `text` into `css` once it is there.
+async fn type_into(b: &Client, css: &str, text: &str) {
+    on_element(b, css, |e| async move { e.send_keys(text).await }).await;
+}
+
+/// Clicks `css` once it is there.
 async fn click(b: &Client, css: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match wait_css(b, css).await.click().await {
-            Ok(()) => return,
-            Err(fantoccini::error::CmdError::Standard(e))
-                if e.error == fantoccini::error::ErrorStatus::StaleElementReference
-                    && tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("clicking {css}: {e}"),
-        }
-    }
+    on_element(b, css, |e| async move { e.click().await }).await;
 }
 
 // ------------------------------------------------------------------ server and data
