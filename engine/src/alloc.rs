@@ -20,11 +20,7 @@
 //! This module is a child of [`crate::engine`] so that it uses the engine's private
 //! helpers without widening their visibility.
 
-use std::collections::VecDeque;
-
-use dashmap::DashMap;
-use dashmap::mapref::entry::Entry;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use rstar::RTree;
 use rstar::primitives::GeomWithData;
 
@@ -34,6 +30,7 @@ use std::sync::Arc;
 use crate::calendar::{CalendarConfig, ReadyEstimate, Slot, StoreCalendar};
 use crate::error::EngineError;
 use crate::event::{Event, HoldRejection, KeptPart, Record};
+use crate::keys::Claim;
 use crate::slot::{PICK_TIME_PER_ORDER_MS_MAX, SlotProblem};
 use crate::stock::StoreShard;
 use crate::types::{LineRequest, Lsn, Qty, StoreId, StoreStatus, Timestamp};
@@ -58,10 +55,13 @@ pub const SPLIT_CANDIDATES_MAX: usize = 12;
 pub const SPLIT_ATTEMPTS_MAX: usize = 8;
 /// Times one store's slot is re-estimated when concurrent bookings filled the chosen one.
 pub const SLOT_RETRIES_MAX: usize = 4;
+/// How far a short pick's missing units are searched for when the caller gives no radius
+/// ([`Engine::reallocate_short`]).
+pub const REALLOCATE_DISTANCE_KM_DEFAULT: f64 = 50.0;
+/// Alternatives a short pick's re-allocation lists at most (pickup.proto's Reallocation).
+pub const REALLOCATE_ALTERNATIVES_MAX: usize = 5;
 /// Most allocation idempotency keys remembered at once.
 pub const ALLOC_KEYS_MAX: usize = 1 << 20;
-/// Most expired allocation keys forgotten per call (bounded work).
-const ALLOC_KEYS_AGE_OUT_PER_CALL: usize = 64;
 
 type GeoPoint = GeomWithData<[f64; 3], u32>;
 
@@ -291,12 +291,6 @@ impl AllocateOutcome {
     }
 }
 
-enum AllocIdem {
-    Pending,
-    /// The outcome, and the [`allocate_identity`] of the request that produced it.
-    Done(AllocateOutcome, u32),
-}
-
 /// What identifies an allocation request for its idempotency key: a CRC-32C over every
 /// field but the key (lines merged and in SKU name order, exclusions sorted). A retry must
 /// repeat them. Stored in the log and in snapshots, so it must not depend on the process.
@@ -342,11 +336,12 @@ pub(crate) fn allocate_identity(req: &AllocateRequest) -> u32 {
     crc32c::crc32c(&buf)
 }
 
-/// Allocation idempotency: outcome per key, with an age-ordered key list.
-#[derive(Default)]
-pub(crate) struct AllocKeys {
-    map: DashMap<Box<str>, AllocIdem>,
-    fifo: Mutex<VecDeque<(Timestamp, Box<str>)>>,
+/// Allocation idempotency: each key's request identity and outcome.
+pub(crate) type AllocKeys = crate::keys::KeyTable<AllocateOutcome>;
+
+/// An empty [`AllocKeys`] bounded by [`ALLOC_KEYS_MAX`].
+pub(crate) fn alloc_keys() -> AllocKeys {
+    AllocKeys::new("ALLOC_KEYS_MAX", ALLOC_KEYS_MAX)
 }
 
 /// A kept allocation as snapshots store it: key, when it was kept, the request's
@@ -527,6 +522,37 @@ impl Engine {
         Ok(shard.state.lock().slots.booked_on(start_ms))
     }
 
+    /// The policy for the units a picker could not find ([`crate::ShortPickResolution::Reallocate`]):
+    /// holds the `missing` units of `sku` at the nearest other stores within
+    /// `max_distance_km` of `order`'s store, with the rules of [`Engine::allocate`] (split
+    /// allowed, the short store never chosen, up to [`REALLOCATE_ALTERNATIVES_MAX`]
+    /// alternatives). Keyed by the order, the SKU and the units found, so one short of one
+    /// line is allocated once however often, and from wherever (staff pages, gRPC
+    /// ReportShort), it is reported within the dedupe window. Returns the key and the
+    /// outcome.
+    pub fn reallocate_short(
+        &self,
+        order: crate::OrderId,
+        sku: &str,
+        (found, missing): (Qty, Qty),
+        max_distance_km: f64,
+        now: Timestamp,
+    ) -> Result<(String, AllocateOutcome), EngineError> {
+        let def = self
+            .store_def(order.store())
+            .ok_or_else(|| EngineError::UnknownStore(format!("of order {}", order.0)))?;
+        let mut req = AllocateRequest::near(def.lat, def.lon, vec![LineRequest::new(sku, missing)]);
+        req.max_distance_km = max_distance_km;
+        req.allow_split = true;
+        req.alternatives_max = REALLOCATE_ALTERNATIVES_MAX;
+        req.exclude_stores = vec![def.external_id];
+        let sku_id = self.sku_id(sku).map_or(u32::MAX, |s| s.0);
+        let key = format!("reallocate:{}:{sku_id}:{found}", order.0);
+        req.idempotency_key = Some(key.clone());
+        let outcome = self.allocate(&req, now)?;
+        Ok((key, outcome))
+    }
+
     /// Allocates an order: holds every line at the nearest open store within the distance
     /// that can supply all of it (and a slot, if asked), or with `allow_split` at the
     /// fewest nearest stores; returns the hold(s), the ready estimate and alternatives.
@@ -544,29 +570,12 @@ impl Engine {
             let _gate = self.gate.read().map_err(|_| poisoned())?;
             return self.allocate_inner(req, now);
         };
-        self.age_out_alloc_keys(now);
         let identity = allocate_identity(req);
-        match self.alloc_keys.map.entry(key.into()) {
-            Entry::Occupied(e) => {
-                return match e.get() {
-                    AllocIdem::Pending => Ok(AllocateOutcome::InFlight),
-                    AllocIdem::Done(_, request) if *request != identity => {
-                        Err(EngineError::IdempotencyKeyReused {
-                            key: key.to_owned(),
-                        })
-                    }
-                    AllocIdem::Done(o, _) => Ok(o.clone()),
-                };
-            }
-            Entry::Vacant(v) => {
-                if self.alloc_keys.fifo.lock().len() >= ALLOC_KEYS_MAX {
-                    return Err(EngineError::LimitReached {
-                        limit: "ALLOC_KEYS_MAX",
-                        value: ALLOC_KEYS_MAX as u64,
-                    });
-                }
-                v.insert(AllocIdem::Pending);
-            }
+        let horizon = now.add_ms(-self.config.limits.dedupe_window_ms);
+        match self.alloc_keys.claim(key, identity, 1, horizon)? {
+            Claim::InFlight => return Ok(AllocateOutcome::InFlight),
+            Claim::Done(outcome) => return Ok(outcome),
+            Claim::Claimed => {}
         }
         // The whole allocation under the snapshot gate: a snapshot has its holds and their
         // answer (`AllocationKept`), or neither. The holds' records are marked as its parts
@@ -579,7 +588,7 @@ impl Engine {
             })
         };
         if result.is_err() {
-            self.alloc_keys.map.remove(key);
+            self.alloc_keys.abandon(key);
         }
         result
     }
@@ -597,9 +606,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let AllocateOutcome::Allocated { parts, .. } = outcome else {
             self.alloc_keys
-                .map
-                .insert(key.into(), AllocIdem::Done(outcome.clone(), request));
-            self.alloc_keys.fifo.lock().push_back((now, key.into()));
+                .finish(key, request, outcome.clone(), 1, now);
             return Ok(());
         };
         let record = Record {
@@ -614,9 +621,7 @@ impl Engine {
         // entry, or neither.
         let lsn = self.log.append(&record)?;
         self.alloc_keys
-            .map
-            .insert(key.into(), AllocIdem::Done(outcome.clone(), request));
-        self.alloc_keys.fifo.lock().push_back((now, key.into()));
+            .finish(key, request, outcome.clone(), 1, now);
         crate::log::wait_durable_or_defer(&*self.log, lsn)
     }
 
@@ -654,43 +659,16 @@ impl Engine {
             parts,
             alternatives: Vec::new(),
         };
-        self.alloc_keys
-            .map
-            .insert(key.into(), AllocIdem::Done(outcome, request));
-        self.alloc_keys.fifo.lock().push_back((at, key.into()));
+        self.alloc_keys.finish(key, request, outcome, 1, at);
     }
 
     /// The kept allocations, oldest first, as `(key, kept at, request identity, parts)`
     /// (for snapshots).
     pub(crate) fn kept_allocations(&self) -> Vec<KeptAllocation> {
-        let fifo = self.alloc_keys.fifo.lock();
-        fifo.iter()
-            .filter_map(|(at, key)| match self.alloc_keys.map.get(key)?.value() {
-                AllocIdem::Done(AllocateOutcome::Allocated { parts, .. }, request) => Some((
-                    key.clone(),
-                    *at,
-                    *request,
-                    parts.iter().map(kept_part).collect(),
-                )),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn age_out_alloc_keys(&self, now: Timestamp) {
-        let horizon = now.add_ms(-self.config.limits.dedupe_window_ms);
-        let mut fifo = self.alloc_keys.fifo.lock();
-        for _ in 0..ALLOC_KEYS_AGE_OUT_PER_CALL {
-            match fifo.front() {
-                Some((t, _)) if *t <= horizon => {}
-                _ => break,
-            }
-            if let Some((_, key)) = fifo.pop_front() {
-                self.alloc_keys
-                    .map
-                    .remove_if(&key, |_, v| matches!(v, AllocIdem::Done(..)));
-            }
-        }
+        self.alloc_keys.kept(|outcome| match outcome {
+            AllocateOutcome::Allocated { parts, .. } => Some(parts.iter().map(kept_part).collect()),
+            _ => None,
+        })
     }
 
     fn validate_allocate(&self, req: &AllocateRequest) -> Result<(), EngineError> {
@@ -1254,6 +1232,38 @@ mod tests {
             .unwrap();
         }
         e
+    }
+
+    /// The staff pages and gRPC ReportShort share one policy: the same short reported
+    /// twice (from either) holds once and answers the same, never the short store.
+    #[test]
+    fn a_short_pick_is_reallocated_once_elsewhere() {
+        let e = stocked_engine(&[
+            ("alex", 52.52, 13.41, 5),
+            ("potsdam", 52.39, 13.06, 4),
+            ("hamburg", 53.55, 10.0, 9),
+        ]);
+        let now = Timestamp::from_ms(1_780_000_000_100);
+        let alex = e.store_id("alex").unwrap();
+        let order = crate::OrderId::from_hold(crate::HoldId::new(alex, 1));
+        let (key, first) = e
+            .reallocate_short(order, "MUG", (1, 2), REALLOCATE_DISTANCE_KM_DEFAULT, now)
+            .unwrap();
+        let AllocateOutcome::Allocated { parts, .. } = &first else {
+            panic!("{first:?}");
+        };
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0].store_external_id, "potsdam", "nearest other store");
+        assert!(key.starts_with("reallocate:"));
+        let (again_key, again) = e
+            .reallocate_short(order, "MUG", (1, 2), REALLOCATE_DISTANCE_KM_DEFAULT, now)
+            .unwrap();
+        assert_eq!(again_key, key);
+        let AllocateOutcome::Allocated { parts: again, .. } = &again else {
+            panic!("{again:?}");
+        };
+        assert_eq!(again[0].grant.hold, parts[0].grant.hold, "held once");
+        assert_eq!(e.active_holds(), 1);
     }
 
     #[test]

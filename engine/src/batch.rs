@@ -8,12 +8,8 @@
 //! record's events one by one, as it applies any record, so the live and the replayed state
 //! cannot differ.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::Arc;
-
-use dashmap::DashMap;
-use dashmap::mapref::entry::Entry;
-use parking_lot::Mutex;
 
 use crate::engine::{
     Engine, HoldGrant, HoldOutcome, HoldRequest, IdemEntry, LoggedOutcome, PreparedHold, check_id,
@@ -21,6 +17,7 @@ use crate::engine::{
 };
 use crate::error::EngineError;
 use crate::event::{Event, HoldRejection, KeptAnswer, KeptOf, LineShortage, Record};
+use crate::keys::Claim;
 use crate::lock_order::lock_in_order;
 use crate::stock::StoreShard;
 use crate::types::{HoldId, Line, Lsn, Qty, SkuId, Timestamp};
@@ -279,7 +276,7 @@ impl Engine {
         }
         Ok(answers
             .into_iter()
-            .map(|a| a.unwrap_or_else(|| Err(EngineError::invalid("holds", "not decided"))))
+            .map(|a| a.unwrap_or_else(|| Err(EngineError::internal("holds", "not decided"))))
             .collect())
     }
 
@@ -543,33 +540,14 @@ impl Engine {
 /// would keep a map entry per hold instead, more than twice that.
 pub const BATCH_ANSWERS_MAX: usize = 1 << 25;
 
-/// Kept batches aged out per keyed batch call at most (bounds the work of one call).
-const BATCH_KEYS_AGE_OUT_PER_CALL: usize = 64;
+/// The keys of whole batches ([`Engine::hold_batch_keyed`]): each key's batch identity,
+/// the LSN of its `BatchKept` record (0 when recovered: durable by then) and its answers,
+/// weighing one per answer.
+pub(crate) type BatchKeys = crate::keys::KeyTable<(Lsn, Arc<[KeptAnswer]>)>;
 
-/// The keys of whole batches ([`Engine::hold_batch_keyed`]) and their answers.
-#[derive(Default)]
-pub(crate) struct BatchKeys {
-    map: DashMap<Box<str>, BatchIdem>,
-    fifo: Mutex<KeptOrder>,
-}
-
-/// The keys of kept batches, oldest first (for aging out and for snapshots), and the
-/// number of answers they keep.
-#[derive(Default)]
-struct KeptOrder {
-    keys: VecDeque<(Timestamp, Box<str>)>,
-    answers: usize,
-}
-
-enum BatchIdem {
-    Pending,
-    Done {
-        /// The `BatchKept` record (0 when recovered: durable by then).
-        lsn: Lsn,
-        /// [`batch_identity`] of the batch.
-        request: u32,
-        answers: Arc<[KeptAnswer]>,
-    },
+/// An empty [`BatchKeys`] bounded by [`BATCH_ANSWERS_MAX`].
+pub(crate) fn batch_keys() -> BatchKeys {
+    BatchKeys::new("BATCH_ANSWERS_MAX", BATCH_ANSWERS_MAX)
 }
 
 /// A kept batch as snapshots store it: key, when it was kept, the batch's identity and its
@@ -645,42 +623,23 @@ impl Engine {
         }
         let items = self.prepare_whole(reqs)?;
         let identity = batch_identity(&items);
-        self.age_out_batch_keys(now);
-        match self.batch_keys.map.entry(key.into()) {
-            Entry::Occupied(e) => {
-                let (lsn, answers) = match e.get() {
-                    BatchIdem::Pending => {
-                        return Ok(reqs
-                            .iter()
-                            .map(|_| Ok((HoldOutcome::InFlight, None)))
-                            .collect());
-                    }
-                    BatchIdem::Done { request, .. } if *request != identity => {
-                        return Err(EngineError::IdempotencyKeyReused {
-                            key: key.to_owned(),
-                        });
-                    }
-                    BatchIdem::Done { lsn, answers, .. } => (*lsn, answers.clone()),
-                };
-                drop(e);
+        let horizon = now.add_ms(-self.config.limits.dedupe_window_ms);
+        match self.batch_keys.claim(key, identity, reqs.len(), horizon)? {
+            Claim::InFlight => {
+                return Ok(reqs
+                    .iter()
+                    .map(|_| Ok((HoldOutcome::InFlight, None)))
+                    .collect());
+            }
+            Claim::Done((lsn, answers)) => {
                 crate::log::wait_durable_or_defer(&*self.log, lsn)?;
                 return Ok(answers.iter().map(|a| kept_outcome(a, lsn)).collect());
             }
-            Entry::Vacant(v) => {
-                if self.batch_keys.fifo.lock().answers + reqs.len() > BATCH_ANSWERS_MAX {
-                    return Err(EngineError::LimitReached {
-                        limit: "BATCH_ANSWERS_MAX",
-                        value: BATCH_ANSWERS_MAX as u64,
-                    });
-                }
-                v.insert(BatchIdem::Pending);
-            }
+            Claim::Claimed => {}
         }
         let result = self.hold_batch_kept(key, identity, items, now);
         if result.is_err() {
-            self.batch_keys
-                .map
-                .remove_if(key, |_, v| matches!(v, BatchIdem::Pending));
+            self.batch_keys.abandon(key);
         }
         result
     }
@@ -746,53 +705,13 @@ impl Engine {
         lsn: Lsn,
         at: Timestamp,
     ) {
-        let n = answers.len();
-        let replaced = self.batch_keys.map.insert(
-            key.into(),
-            BatchIdem::Done {
-                lsn,
-                request,
-                answers,
-            },
-        );
-        let mut fifo = self.batch_keys.fifo.lock();
-        if let Some(BatchIdem::Done { answers, .. }) = replaced {
-            fifo.answers = fifo.answers.saturating_sub(answers.len());
-        }
-        fifo.keys.push_back((at, key.into()));
-        fifo.answers += n;
+        let weight = answers.len();
+        self.batch_keys
+            .finish(key, request, (lsn, answers), weight, at);
     }
 
     /// The kept batches, oldest first (for snapshots).
     pub(crate) fn kept_batches(&self) -> Vec<KeptBatch> {
-        let fifo = self.batch_keys.fifo.lock();
-        fifo.keys
-            .iter()
-            .filter_map(|(at, key)| match self.batch_keys.map.get(key)?.value() {
-                BatchIdem::Done {
-                    request, answers, ..
-                } => Some((key.clone(), *at, *request, answers.to_vec())),
-                BatchIdem::Pending => None,
-            })
-            .collect()
-    }
-
-    fn age_out_batch_keys(&self, now: Timestamp) {
-        let horizon = now.add_ms(-self.config.limits.dedupe_window_ms);
-        let mut fifo = self.batch_keys.fifo.lock();
-        for _ in 0..BATCH_KEYS_AGE_OUT_PER_CALL {
-            match fifo.keys.front() {
-                Some((t, _)) if *t <= horizon => {}
-                _ => break,
-            }
-            if let Some((_, key)) = fifo.keys.pop_front()
-                && let Some((_, BatchIdem::Done { answers, .. })) = self
-                    .batch_keys
-                    .map
-                    .remove_if(&key, |_, v| matches!(v, BatchIdem::Done { .. }))
-            {
-                fifo.answers = fifo.answers.saturating_sub(answers.len());
-            }
-        }
+        self.batch_keys.kept(|(_, answers)| Some(answers.to_vec()))
     }
 }

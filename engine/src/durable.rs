@@ -421,7 +421,7 @@ impl DurableEngine {
             .check_conservation()
             .map_err(|why| OpenError::Apply {
                 lsn: recovery.report.last_lsn,
-                error: EngineError::invalid("recovered state", why),
+                error: EngineError::corrupt("recovered state", why),
             })?;
         Ok(DurableEngine {
             engine: Arc::new(engine),

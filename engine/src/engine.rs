@@ -385,8 +385,8 @@ impl Engine {
             consumers: Mutex::new(Default::default()),
             log,
             geo: alloc::GeoIndex::default(),
-            alloc_keys: alloc::AllocKeys::default(),
-            batch_keys: crate::batch::BatchKeys::default(),
+            alloc_keys: alloc::alloc_keys(),
+            batch_keys: crate::batch::batch_keys(),
             unanswered: Mutex::new(FastHashMap::default()),
             order_claims: Default::default(),
             replies: Mutex::new(Default::default()),
@@ -1275,10 +1275,10 @@ impl Engine {
         let record = Record { at: now, events };
         let lsn = self.log.append(&record)?;
         let rec = apply_release(&mut guards, &mut st, hold, reason)
-            .ok_or_else(|| EngineError::invalid("hold", "vanished under its locks"))?;
+            .ok_or_else(|| EngineError::internal("hold", "vanished under its locks"))?;
         for ev in &record.events[1..] {
             crate::order::apply_state_event(ev, &mut st, now)
-                .map_err(|e| EngineError::invalid("order", e))?;
+                .map_err(|e| EngineError::internal("order", e))?;
         }
         Ok(Ended::Now(lsn, rec))
     }
@@ -1343,7 +1343,7 @@ impl Engine {
             let lsn = self.log.append(&record)?;
             if let Some(ev) = record.events.first() {
                 crate::order::apply_pos_sale(ev, &mut guard, &mut st, now, horizon)
-                    .map_err(|e| EngineError::invalid("pos sale", e))?;
+                    .map_err(|e| EngineError::internal("pos sale", e))?;
             }
             drop(st);
             drop(guard);
@@ -1688,7 +1688,7 @@ impl Engine {
         note_keyed_part(&mut self.unanswered.lock(), record);
         for ev in &record.events {
             self.apply_event(ev, record.at)
-                .map_err(|why| EngineError::invalid("log record", why))?;
+                .map_err(|why| EngineError::corrupt("log record", why))?;
         }
         Ok(())
     }
@@ -1756,7 +1756,7 @@ impl Engine {
                 ),
                 _ => self.apply_event(ev, record.at),
             };
-            applied.map_err(|why| EngineError::invalid("log record", why))?;
+            applied.map_err(|why| EngineError::corrupt("log record", why))?;
         }
         Ok(())
     }
@@ -2133,7 +2133,7 @@ fn note_keyed_part(unanswered: &mut Unanswered, record: &Record) {
 }
 
 pub(crate) fn poisoned() -> EngineError {
-    EngineError::invalid("engine", "snapshot gate poisoned by a panic")
+    EngineError::internal("engine", "snapshot gate poisoned by a panic")
 }
 
 fn truncate(s: &str) -> String {

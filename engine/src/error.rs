@@ -1,4 +1,5 @@
-//! Errors: misuse, configuration and I/O. Business rejections are outcome values, not errors.
+//! Errors: misuse (the caller's fault), internal faults and corruption (never the caller's),
+//! configuration and I/O. Business rejections are outcome values, not errors.
 
 use thiserror::Error;
 
@@ -57,6 +58,24 @@ pub enum EngineError {
         /// The key.
         key: String,
     },
+    /// The engine broke one of its own invariants: a bug, never the caller's fault (a
+    /// client is told INTERNAL, not INVALID_ARGUMENT). `what` names the piece of state.
+    #[error("internal error: {what}: {why}")]
+    Internal {
+        /// The piece of state or step that failed.
+        what: &'static str,
+        /// What was found.
+        why: String,
+    },
+    /// A log record or snapshot does not apply to the state it follows: the log or the
+    /// snapshot is damaged, or not this engine's.
+    #[error("corrupt {what}: {why}")]
+    Corrupt {
+        /// What was being read (`log record`, `snapshot`, `recovered state`).
+        what: &'static str,
+        /// What was found.
+        why: String,
+    },
     /// A request of a batch that is refused whole ([`crate::Engine::hold_batch_whole`],
     /// [`crate::Engine::hold_batch_keyed`]) is misuse; nothing of the batch was done.
     #[error("request {index} of the batch: {error}")]
@@ -74,6 +93,39 @@ impl EngineError {
         EngineError::InBatch {
             index,
             error: Box::new(error),
+        }
+    }
+
+    /// The engine broke an invariant of `what` (see [`EngineError::Internal`]).
+    pub(crate) fn internal(what: &'static str, why: impl Into<String>) -> Self {
+        EngineError::Internal {
+            what,
+            why: why.into(),
+        }
+    }
+
+    /// `what` read from the log or a snapshot is damaged (see [`EngineError::Corrupt`]).
+    pub(crate) fn corrupt(what: &'static str, why: impl Into<String>) -> Self {
+        EngineError::Corrupt {
+            what,
+            why: why.into(),
+        }
+    }
+
+    /// Whether the caller is at fault (a request to correct, not to retry as it is):
+    /// false for internal faults, corruption and a failed log.
+    pub fn is_misuse(&self) -> bool {
+        match self {
+            EngineError::UnknownStore(_)
+            | EngineError::UnknownSku(_)
+            | EngineError::InvalidRequest { .. }
+            | EngineError::InvalidCalendar(_)
+            | EngineError::LimitReached { .. }
+            | EngineError::IdempotencyKeyReused { .. } => true,
+            EngineError::InBatch { error, .. } => error.is_misuse(),
+            EngineError::Internal { .. }
+            | EngineError::Corrupt { .. }
+            | EngineError::LogFailed(_) => false,
         }
     }
 

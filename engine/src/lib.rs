@@ -72,6 +72,7 @@ pub mod durable;
 pub mod engine;
 pub mod error;
 pub mod event;
+mod keys;
 pub mod kpi;
 pub mod lock_order;
 pub mod log;
@@ -90,7 +91,7 @@ pub use batch::BatchAnswers;
 pub use config::{EngineConfig, Limits};
 pub use engine::alloc::{
     AllocateOutcome, AllocateRejection, AllocateRequest, AllocatedPart, Alternative, LineSupply,
-    NearbyQuery, NearbySupply,
+    NearbyQuery, NearbySupply, REALLOCATE_ALTERNATIVES_MAX, REALLOCATE_DISTANCE_KM_DEFAULT,
 };
 pub use engine::{
     ConfirmOutcome, Engine, ExpiredHold, ExtendOutcome, HoldGrant, HoldInfo, HoldNotActive,

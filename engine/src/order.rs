@@ -1228,7 +1228,7 @@ pub(crate) fn with_order_facts(
     if !events.iter().any(|ev| transition_staff(ev).is_some()) {
         return Ok(events);
     }
-    let fail = |e: String| EngineError::invalid("order", e);
+    let fail = |e: String| EngineError::internal("order", e);
     let mut recs: HashMap<OrderId, OrderRec> = HashMap::new();
     let mut out = Vec::with_capacity(events.len() + 1);
     for ev in events {
@@ -1471,7 +1471,7 @@ impl Engine {
         let horizon = now.add_ms(-self.config().limits.dedupe_window_ms);
         for ev in &record.events {
             apply_locked(ev, &mut cells, &mut st, now, horizon)
-                .map_err(|e| EngineError::invalid("order", e))?;
+                .map_err(|e| EngineError::internal("order", e))?;
         }
         drop(st);
         drop(cells);
@@ -1827,7 +1827,7 @@ impl Engine {
                 }
                 let cell = cells
                     .view(sku)
-                    .ok_or_else(|| EngineError::invalid("sku", "cell not locked"))?;
+                    .ok_or_else(|| EngineError::internal("sku", "cell not locked"))?;
                 let on_hand_after = cell.on_hand.saturating_sub(missing);
                 evs.push(Event::StockAdjusted {
                     store: shard.id,
@@ -1968,7 +1968,7 @@ impl Engine {
             let issued = rec
                 .code
                 .and_then(|v| PickupCode::from_value(v).ok())
-                .ok_or_else(|| EngineError::invalid("order", "ready without a code"))?;
+                .ok_or_else(|| EngineError::internal("order", "ready without a code"))?;
             let staff = staff.as_str().to_owned();
             if !issued.verify(&presented) {
                 let wrong = rec.wrong.saturating_add(1);
@@ -1991,7 +1991,7 @@ impl Engine {
             let h = st
                 .active
                 .get(&order.hold())
-                .ok_or_else(|| EngineError::invalid("order", "ready without an active hold"))?;
+                .ok_or_else(|| EngineError::internal("order", "ready without an active hold"))?;
             let consumed = h.lines.iter().filter(|l| l.qty > 0).copied().collect();
             Ok((
                 vec![Event::OrderCollected {
@@ -2189,7 +2189,7 @@ impl Engine {
             let issued = rec
                 .code
                 .and_then(|v| PickupCode::from_value(v).ok())
-                .ok_or_else(|| EngineError::invalid("order", "ready without a code"))?;
+                .ok_or_else(|| EngineError::internal("order", "ready without a code"))?;
             if issued.verify(&presented) {
                 return nothing(VerifyCodeOutcome::Code(VerifyOutcome::Accepted));
             }

@@ -51,7 +51,7 @@ impl Engine {
         let _gate = self
             .gate
             .write()
-            .map_err(|_| EngineError::invalid("engine", "snapshot gate poisoned"))?;
+            .map_err(|_| EngineError::internal("engine", "snapshot gate poisoned"))?;
         let lsn = self.log.last_lsn();
         let mut buf = Vec::with_capacity(1 << 20);
         let mut e = Enc::new(&mut buf);
@@ -61,7 +61,7 @@ impl Engine {
         for i in 0..n {
             let shard = self
                 .shard(StoreId(i))
-                .ok_or_else(|| EngineError::invalid("snapshot", "store slot empty"))?;
+                .ok_or_else(|| EngineError::internal("snapshot", "store slot empty"))?;
             encode_store_def(&mut e, &shard.def.read());
             e.i64(shard.updated_at().0);
         }
@@ -213,7 +213,7 @@ impl Engine {
         let engine = Engine::with_log(config, log)?;
         engine
             .load_snapshot(bytes)
-            .map_err(|e| EngineError::invalid("snapshot", e.to_string()))?;
+            .map_err(|e| EngineError::corrupt("snapshot", e.to_string()))?;
         Ok(engine)
     }
 

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use pickline_engine::{
-    Engine, EngineConfig, Event, HoldId, HoldRequest, Line, LineRequest, MemoryLog, PosDelta,
-    PosDeltaKind, Record, SkuId, StoreDef, StoreId, Timestamp,
+    Engine, EngineConfig, EngineError, Event, HoldId, HoldRequest, Line, LineRequest, MemoryLog,
+    PosDelta, PosDeltaKind, Record, SkuId, StoreDef, StoreId, Timestamp,
 };
 
 const T0: Timestamp = Timestamp::from_ms(1_795_000_000_000);
@@ -124,9 +124,22 @@ fn exclusive_replay_rejects_bad_grants_as_replay_does() {
     ];
     for record in &bad {
         let (shared, mut exclusive) = replay_both(&records);
-        let want = shared.replay(record).unwrap_err().to_string();
-        let got = exclusive.replay_exclusive(record).unwrap_err().to_string();
-        assert_eq!(want, got);
+        let want = shared.replay(record).unwrap_err();
+        let got = exclusive.replay_exclusive(record).unwrap_err();
+        assert_eq!(want.to_string(), got.to_string());
+        // A record that does not apply is a damaged log, not the caller's misuse: a
+        // client must never be told INVALID_ARGUMENT for it.
+        assert!(
+            matches!(
+                want,
+                EngineError::Corrupt {
+                    what: "log record",
+                    ..
+                }
+            ),
+            "{want:?}"
+        );
+        assert!(!want.is_misuse());
         // Nothing was applied by either.
         assert_eq!(shared.snapshot().unwrap(), exclusive.snapshot().unwrap());
     }

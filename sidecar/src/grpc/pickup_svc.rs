@@ -81,13 +81,8 @@ fn transitioned(
     }
 }
 
-/// Search radius of REALLOCATE when the request gives none (pickup.proto).
-const REALLOCATE_DISTANCE_KM_DEFAULT: f64 = 50.0;
-
-/// Holds the `missing` units of a short line at other stores with the rules of
-/// Allocate, searching around the short store and never choosing it. The allocation's
-/// key names the order, the SKU and the units found, so one short of one line is
-/// allocated once however often the engine is asked within its dedupe window.
+/// Re-allocates the `missing` units of a short line with the engine's policy
+/// ([`Engine::reallocate_short`]) and answers it as an Allocate.
 fn reallocate(
     engine: &Engine,
     order: OrderId,
@@ -96,23 +91,14 @@ fn reallocate(
     max_distance_km: f64,
     now: pickline_engine::Timestamp,
 ) -> Result<pb::Reallocation, DomainError> {
-    let def = engine
-        .store_def(order.store())
-        .ok_or_else(|| convert::unknown_order(order))?;
-    let mut req = AllocateRequest::near(
-        def.lat,
-        def.lon,
-        vec![LineRequest::new(pick.sku.clone(), missing)],
-    );
-    req.max_distance_km = max_distance_km;
-    req.allow_split = true;
-    req.alternatives_max = convert::ALTERNATIVES_MAX;
-    req.exclude_stores = vec![def.external_id];
-    let sku_id = engine.sku_id(&pick.sku).map_or(u32::MAX, |s| s.0);
-    let key = format!("reallocate:{}:{sku_id}:{}", order.0, pick.found);
-    req.idempotency_key = Some(key.clone());
     let head_before = engine.log().last_lsn().0;
-    let outcome = engine.allocate(&req, now)?;
+    let (key, outcome) = engine.reallocate_short(
+        order,
+        &pick.sku,
+        (pick.found, missing),
+        max_distance_km,
+        now,
+    )?;
     Ok(pb::Reallocation {
         sku: pick.sku.clone(),
         missing_qty: missing,
@@ -345,7 +331,7 @@ impl PickupService for Pickups {
                 let report = convert::short_report(&req)?;
                 let order = report.order;
                 let realloc_km = match req.reallocate_max_distance_m {
-                    0 => REALLOCATE_DISTANCE_KM_DEFAULT,
+                    0 => pickline_engine::REALLOCATE_DISTANCE_KM_DEFAULT,
                     m => convert::distance_km("reallocate_max_distance_m", m)?,
                 };
                 let engine = self.engine_for(&caller, order)?;

@@ -332,10 +332,6 @@ async fn receipt(
     }
 }
 
-/// Units short-picked per request: `found` is below the line; the rest is re-allocated
-/// nearby or dropped.
-const REALLOCATE_DISTANCE_KM: f64 = 50.0;
-
 async fn action(
     State(web): State<Arc<Web>>,
     headers: HeaderMap,
@@ -552,9 +548,9 @@ fn short(
     Ok(ok(text))
 }
 
-/// Holds the missing units at the nearest other stores (the rules of Allocate, split
-/// allowed, this store excluded), keyed by order, SKU and units found so that a repeated
-/// report holds once.
+/// Holds the missing units at the nearest other stores with the engine's policy
+/// ([`Engine::reallocate_short`]: the rules of Allocate, split allowed, this store
+/// excluded, keyed so that a repeated report holds once).
 fn reallocate(
     engine: &Engine,
     order: OrderId,
@@ -563,14 +559,14 @@ fn reallocate(
     missing: u32,
     now: pickline_engine::Timestamp,
 ) -> Result<String, PageError> {
-    let def = engine.store_def(order.store()).ok_or(PageError::NotFound)?;
-    let mut req = AllocateRequest::near(def.lat, def.lon, vec![LineRequest::new(sku, missing)]);
-    req.max_distance_km = REALLOCATE_DISTANCE_KM;
-    req.allow_split = true;
-    req.exclude_stores = vec![def.external_id];
-    let sku_id = engine.sku_id(sku).map_or(u32::MAX, |s| s.0);
-    req.idempotency_key = Some(format!("reallocate:{}:{sku_id}:{found}", order.0));
-    Ok(match engine.allocate(&req, now)? {
+    let (_, outcome) = engine.reallocate_short(
+        order,
+        sku,
+        (found, missing),
+        pickline_engine::REALLOCATE_DISTANCE_KM_DEFAULT,
+        now,
+    )?;
+    Ok(match outcome {
         AllocateOutcome::Allocated { parts, .. } => {
             let at: Vec<String> = parts
                 .iter()
