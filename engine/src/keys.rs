@@ -196,8 +196,14 @@ mod tests {
     #[test]
     fn a_key_runs_once_and_answers_its_retries() {
         let t = table();
-        assert!(matches!(t.claim("k", 7, 1, NONE_OLD).unwrap(), Claim::Claimed));
-        assert!(matches!(t.claim("k", 7, 1, NONE_OLD).unwrap(), Claim::InFlight));
+        assert!(matches!(
+            t.claim("k", 7, 1, NONE_OLD).unwrap(),
+            Claim::Claimed
+        ));
+        assert!(matches!(
+            t.claim("k", 7, 1, NONE_OLD).unwrap(),
+            Claim::InFlight
+        ));
         t.finish("k", 7, "first", 1, T0);
         assert!(matches!(
             t.claim("k", 7, 1, NONE_OLD).unwrap(),
@@ -212,13 +218,22 @@ mod tests {
     #[test]
     fn an_abandoned_key_runs_again() {
         let t = table();
-        assert!(matches!(t.claim("k", 7, 1, NONE_OLD).unwrap(), Claim::Claimed));
+        assert!(matches!(
+            t.claim("k", 7, 1, NONE_OLD).unwrap(),
+            Claim::Claimed
+        ));
         t.abandon("k");
-        assert!(matches!(t.claim("k", 7, 1, NONE_OLD).unwrap(), Claim::Claimed));
+        assert!(matches!(
+            t.claim("k", 7, 1, NONE_OLD).unwrap(),
+            Claim::Claimed
+        ));
         // Kept, then its request failed (its record not durable): forgotten, weight freed.
         t.finish("k", 7, "kept", 3, T0);
         t.abandon("k");
-        assert!(matches!(t.claim("k", 7, 3, NONE_OLD).unwrap(), Claim::Claimed));
+        assert!(matches!(
+            t.claim("k", 7, 3, NONE_OLD).unwrap(),
+            Claim::Claimed
+        ));
     }
 
     #[test]

@@ -275,6 +275,17 @@ pub struct PickupConfig {
     pub pickups_per_staff_per_slot: u32,
 }
 
+impl PickupConfig {
+    /// The pickup settings of a store whose manager has not set any (store.proto): 30-minute
+    /// slots, an hour's lead time, 30 minutes' grace, two pickups per staff per slot.
+    pub const DEFAULT: PickupConfig = PickupConfig {
+        slot_len_min: 30,
+        lead_time_min: 60,
+        hold_grace_min: 30,
+        pickups_per_staff_per_slot: 2,
+    };
+}
+
 /// Everything needed to build a [`StoreCalendar`](super::StoreCalendar).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CalendarConfig {
@@ -288,4 +299,21 @@ pub struct CalendarConfig {
     pub pickup: PickupConfig,
     /// Staff on shift per weekday.
     pub staffing: WeeklyStaffing,
+}
+
+impl CalendarConfig {
+    /// The calendar a store gets when one part of it is edited: `current`, or a closed
+    /// week with [`PickupConfig::DEFAULT`] and no staff, always in the store's own
+    /// `time_zone` (a store's zone is part of its definition, not of its calendar).
+    pub fn to_edit(current: Option<&CalendarConfig>, time_zone: &str) -> CalendarConfig {
+        let mut c = current.cloned().unwrap_or_else(|| CalendarConfig {
+            time_zone: String::new(),
+            weekly_hours: WeeklyHours::closed(),
+            exceptions: Vec::new(),
+            pickup: PickupConfig::DEFAULT,
+            staffing: WeeklyStaffing::default(),
+        });
+        time_zone.clone_into(&mut c.time_zone);
+        c
+    }
 }

@@ -64,7 +64,7 @@ fn edit_calendar(
             id: store_id.to_owned(),
         })?;
     engine.update_calendar(store_id, now(), |current| {
-        let mut config = convert::base_calendar(current, &def.time_zone);
+        let mut config = CalendarConfig::to_edit(current, &def.time_zone);
         edit(&mut config);
         config
     })?;
@@ -97,7 +97,7 @@ impl StoreService for Stores {
                             .is_some_and(|c| c.time_zone != time_zone)
                         {
                             engine.update_calendar(&id, now(), |c| {
-                                convert::base_calendar(c, &time_zone)
+                                CalendarConfig::to_edit(c, &time_zone)
                             })?;
                         }
                         Ok(pb::UpsertStoreResponse {

@@ -137,14 +137,6 @@ pub fn store_full_pb(engine: &pe::Engine, def: &StoreDef) -> pb::Store {
 pub(super) const MINUTE_MS: i64 = 60_000;
 pub(super) const DAY_MINUTES: u32 = 24 * 60;
 
-/// The slot configuration of a store whose manager has not set one (store.proto).
-pub const DEFAULT_PICKUP: PickupConfig = PickupConfig {
-    slot_len_min: 30,
-    lead_time_min: 60,
-    hold_grace_min: 30,
-    pickups_per_staff_per_slot: 2,
-};
-
 /// Proto weekdays and the engine's, Monday first.
 pub(super) const WEEKDAYS: [(pb::Weekday, pe::calendar::Weekday); 7] = [
     (pb::Weekday::Monday, pe::calendar::Weekday::Monday),
@@ -331,20 +323,6 @@ pub fn slot_config(c: Option<&pb::SlotConfig>) -> Result<(PickupConfig, Option<u
         })?),
     };
     Ok((pickup, pick_time))
-}
-
-/// The calendar a store gets when one part is edited: the current one, or the empty
-/// one with [`DEFAULT_PICKUP`], always in the store's own time zone.
-pub fn base_calendar(current: Option<&CalendarConfig>, time_zone: &str) -> CalendarConfig {
-    let mut c = current.cloned().unwrap_or_else(|| CalendarConfig {
-        time_zone: String::new(),
-        weekly_hours: WeeklyHours::closed(),
-        exceptions: Vec::new(),
-        pickup: DEFAULT_PICKUP,
-        staffing: WeeklyStaffing::default(),
-    });
-    time_zone.clone_into(&mut c.time_zone);
-    c
 }
 
 /// INVALID_ARGUMENT naming the request field a calendar refusal is about.
