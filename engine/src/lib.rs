@@ -86,6 +86,7 @@ mod stock;
 pub mod stream;
 pub mod types;
 pub mod wal;
+mod wire;
 
 pub use batch::BatchAnswers;
 pub use config::{EngineConfig, Limits};

@@ -38,9 +38,7 @@ use crate::engine::{
     not_active, poisoned, remember_pos_event,
 };
 use crate::error::EngineError;
-use crate::event::{
-    Event, HoldFacts, Record, ReleaseReason, decode_cell, decode_lines, encode_cell, encode_lines,
-};
+use crate::event::{Event, Record, ReleaseReason, decode_lines, encode_lines};
 use crate::pickup_code::{
     ENTROPY_BYTES, MAX_WRONG_ATTEMPTS, PickupCode, QrPayload, QrPayloadError, StaffId,
     VerifyOutcome,
@@ -50,6 +48,7 @@ use crate::receipt::{
 };
 use crate::stock::{Cell, RecentDelta, StoreShard, StoreState};
 use crate::types::{CellView, HoldId, Line, Lsn, Qty, SkuId, StoreId, Timestamp};
+use crate::wire::Wire;
 
 /// Finished (collected, cancelled, expired, no-show) orders remembered per store. Beyond it
 /// the oldest finished order is forgotten: queries no longer find it and a late POS sale
@@ -862,17 +861,6 @@ impl OrderFacts {
     /// The order as [`Engine::order`] showed it then.
     pub fn view(&self, order: OrderId) -> OrderView {
         order_view(order, &self.0)
-    }
-
-    pub(crate) fn encode(&self, e: &mut Enc<'_>) {
-        self.0.encode(e);
-    }
-
-    pub(crate) fn decode(
-        d: &mut Dec<'_>,
-        layout: RecLayout,
-    ) -> Result<Box<OrderFacts>, DecodeError> {
-        Ok(Box::new(OrderFacts(OrderRec::decode(d, layout)?)))
     }
 }
 
@@ -2427,347 +2415,101 @@ fn decode_order_lines(d: &mut Dec<'_>) -> Result<Vec<OrderLine>, DecodeError> {
     Ok(v)
 }
 
-mod tag {
-    pub const ORDER_CREATED: u8 = 40;
-    /// [`super::Event::OrderConfirmed`] without a ready estimate (read only).
+/// Tags of order events this version still reads but no longer writes (the table of
+/// current encodings is in [`crate::event`]).
+mod retired_tag {
+    /// [`super::Event::OrderConfirmed`] without a ready estimate.
     pub const ORDER_CONFIRMED: u8 = 41;
-    pub const PICKING_STARTED: u8 = 42;
-    pub const STOCK_ADJUSTED: u8 = 43;
-    pub const ORDER_SHORT_PICKED: u8 = 44;
-    pub const REALLOCATION_REQUESTED: u8 = 45;
-    pub const ORDER_READY: u8 = 46;
-    pub const PICKUP_CODE_REJECTED: u8 = 47;
-    pub const PICKUP_CODE_OVERRIDE: u8 = 48;
-    pub const ORDER_COLLECTED: u8 = 49;
-    pub const ORDER_CANCELLED: u8 = 50;
-    pub const ORDER_EXPIRED: u8 = 51;
-    pub const POS_ORDER_SALE: u8 = 52;
-    pub const CONSUMER_ACKED: u8 = 53;
-    pub const ORDER_NO_SHOW: u8 = 54;
-    /// [`super::Event::OrderChanged`] with facts before `ready_estimate` (read only).
+    /// [`super::Event::OrderChanged`] with facts before `ready_estimate`.
     pub const ORDER_CHANGED: u8 = 55;
-    /// [`super::Event::OrderConfirmed`] with its ready estimate.
-    pub const ORDER_CONFIRMED_ESTIMATED: u8 = 56;
-    /// [`super::Event::OrderChanged`] with facts that end with the ready estimate.
-    pub const ORDER_CHANGED_ESTIMATED: u8 = 57;
 }
 
-/// Encodes an event with a tag in 40..=59: tag byte, then its fields in declaration order.
-pub(crate) fn encode_event(e: &mut Enc<'_>, ev: &Event) {
-    match ev {
-        Event::OrderCreated {
-            order,
-            channel,
-            channel_order_id,
-            customer,
-            lines,
-            currency,
-            currency_exponent,
-            key,
-        } => {
-            e.u8(tag::ORDER_CREATED);
-            e.u64(order.0);
-            e.str(channel);
-            e.str(channel_order_id);
-            encode_customer(e, customer);
-            encode_order_lines(e, lines);
-            e.str(currency);
-            e.u8(*currency_exponent);
-            e.opt_str(key.as_deref());
-        }
-        Event::OrderConfirmed {
-            order,
-            ready_estimate,
-        } => {
-            e.u8(tag::ORDER_CONFIRMED_ESTIMATED);
-            e.u64(order.0);
-            e.opt_i64(ready_estimate.map(|t| t.0));
-        }
-        Event::PickingStarted { order, staff } => {
-            e.u8(tag::PICKING_STARTED);
-            e.u64(order.0);
-            e.str(staff);
-        }
-        Event::StockAdjusted {
-            store,
-            sku,
-            qty,
-            after,
-            order,
-        } => {
-            e.u8(tag::STOCK_ADJUSTED);
-            e.u32(store.0);
-            e.u32(sku.0);
-            e.i64(*qty);
-            encode_cell(e, after);
-            e.u64(order.0);
-        }
-        Event::OrderShortPicked {
-            order,
-            sku,
-            missing,
-            resolution,
-            staff,
-        } => {
-            e.u8(tag::ORDER_SHORT_PICKED);
-            e.u64(order.0);
-            e.u32(sku.0);
-            e.u32(*missing);
-            e.u8(match resolution {
-                ShortPickResolution::Reallocate => 0,
-                ShortPickResolution::CancelLine => 1,
-            });
-            e.str(staff);
-        }
-        Event::ReallocationRequested {
-            order,
-            sku,
-            missing,
-        } => {
-            e.u8(tag::REALLOCATION_REQUESTED);
-            e.u64(order.0);
-            e.u32(sku.0);
-            e.u32(*missing);
-        }
-        Event::OrderReady { order, staff, code } => {
-            e.u8(tag::ORDER_READY);
-            e.u64(order.0);
-            e.str(staff);
-            e.u64(*code);
-        }
-        Event::PickupCodeRejected {
-            order,
-            staff,
-            now_locked,
-        } => {
-            e.u8(tag::PICKUP_CODE_REJECTED);
-            e.u64(order.0);
-            e.str(staff);
-            e.bool(*now_locked);
-        }
-        Event::PickupCodeOverride {
-            order,
-            staff,
-            sequence,
-        } => {
-            e.u8(tag::PICKUP_CODE_OVERRIDE);
-            e.u64(order.0);
-            e.str(staff);
-            e.u32(*sequence);
-        }
-        Event::OrderCollected {
-            order,
-            staff,
-            receipt_seq,
-            consumed,
-            hold,
-        } => {
-            e.u8(tag::ORDER_COLLECTED);
-            e.u64(order.0);
-            e.str(staff);
-            e.u64(*receipt_seq);
-            encode_lines(e, consumed);
-            hold.encode(e);
-        }
-        Event::OrderChanged {
-            order,
-            staff,
-            slot,
-            facts,
-        } => {
-            e.u8(tag::ORDER_CHANGED_ESTIMATED);
-            e.u64(order.0);
-            e.opt_str(staff.as_deref());
-            e.opt_i64(*slot);
-            facts.encode(e);
-        }
-        Event::OrderCancelled { order, by, staff } => {
-            e.u8(tag::ORDER_CANCELLED);
-            e.u64(order.0);
-            e.u8(by.to_u8());
-            e.opt_str(staff.as_deref());
-        }
-        Event::OrderExpired { order, no_show } => {
-            e.u8(tag::ORDER_EXPIRED);
-            e.u64(order.0);
-            e.bool(*no_show);
-        }
-        Event::OrderNoShow { order, staff } => {
-            e.u8(tag::ORDER_NO_SHOW);
-            e.u64(order.0);
-            e.str(staff);
-        }
-        Event::PosOrderSale {
-            store,
-            sku,
-            pos_event_id,
-            order,
-            reported,
-            recognized,
-            from_hold,
-            pos_time,
-            after,
-        } => {
-            e.u8(tag::POS_ORDER_SALE);
-            e.u32(store.0);
-            e.u32(sku.0);
-            e.str(pos_event_id);
-            e.u64(order.0);
-            e.u32(*reported);
-            e.u32(*recognized);
-            e.u32(*from_hold);
-            e.i64(pos_time.0);
-            encode_cell(e, after);
-        }
-        Event::ConsumerAcked { consumer, lsn } => {
-            e.u8(tag::CONSUMER_ACKED);
-            e.str(consumer);
-            e.u64(lsn.0);
-        }
-        // Events 1..=39 are encoded in `crate::event`, which never passes them here.
-        _ => {}
+/// The event of a retired tag `t` (see `retired_tag`), `None` for any other tag.
+pub(crate) fn decode_retired(t: u8, d: &mut Dec<'_>) -> Result<Option<Event>, DecodeError> {
+    Ok(Some(match t {
+        retired_tag::ORDER_CONFIRMED => Event::OrderConfirmed {
+            order: Wire::take(d)?,
+            ready_estimate: None,
+        },
+        retired_tag::ORDER_CHANGED => Event::OrderChanged {
+            order: Wire::take(d)?,
+            staff: Wire::take(d)?,
+            slot: Wire::take(d)?,
+            facts: Box::new(OrderFacts(OrderRec::decode(d, RecLayout::WithoutEstimate)?)),
+        },
+        _ => return Ok(None),
+    }))
+}
+
+impl Wire for OrderId {
+    fn put(&self, e: &mut Enc<'_>) {
+        e.u64(self.0);
+    }
+    fn take(d: &mut Dec<'_>) -> Result<Self, DecodeError> {
+        Ok(OrderId(d.u64()?))
     }
 }
 
-/// Decodes the fields of an event whose tag byte `t` (at offset `at`) is in 40..=59.
-pub(crate) fn decode_event(t: u8, at: usize, d: &mut Dec<'_>) -> Result<Event, DecodeError> {
-    Ok(match t {
-        tag::ORDER_CREATED => Event::OrderCreated {
-            order: OrderId(d.u64()?),
-            channel: d.string()?,
-            channel_order_id: d.string()?,
-            customer: decode_customer(d)?,
-            lines: decode_order_lines(d)?,
-            currency: d.string()?,
-            currency_exponent: d.u8()?,
-            key: d.opt_string()?,
-        },
-        tag::ORDER_CONFIRMED => Event::OrderConfirmed {
-            order: OrderId(d.u64()?),
-            ready_estimate: None,
-        },
-        tag::ORDER_CONFIRMED_ESTIMATED => Event::OrderConfirmed {
-            order: OrderId(d.u64()?),
-            ready_estimate: d.opt_i64()?.map(Timestamp),
-        },
-        tag::PICKING_STARTED => Event::PickingStarted {
-            order: OrderId(d.u64()?),
-            staff: d.string()?,
-        },
-        tag::STOCK_ADJUSTED => Event::StockAdjusted {
-            store: StoreId(d.u32()?),
-            sku: SkuId(d.u32()?),
-            qty: d.i64()?,
-            after: decode_cell(d)?,
-            order: OrderId(d.u64()?),
-        },
-        tag::ORDER_SHORT_PICKED => {
-            let order = OrderId(d.u64()?);
-            let sku = SkuId(d.u32()?);
-            let missing = d.u32()?;
-            let at = d.pos();
-            let resolution = match d.u8()? {
-                0 => ShortPickResolution::Reallocate,
-                1 => ShortPickResolution::CancelLine,
-                tag => {
-                    return Err(DecodeError::Tag {
-                        what: "short pick resolution",
-                        tag,
-                        at,
-                    });
-                }
-            };
-            Event::OrderShortPicked {
-                order,
-                sku,
-                missing,
-                resolution,
-                staff: d.string()?,
-            }
-        }
-        tag::REALLOCATION_REQUESTED => Event::ReallocationRequested {
-            order: OrderId(d.u64()?),
-            sku: SkuId(d.u32()?),
-            missing: d.u32()?,
-        },
-        tag::ORDER_READY => Event::OrderReady {
-            order: OrderId(d.u64()?),
-            staff: d.string()?,
-            code: d.u64()?,
-        },
-        tag::PICKUP_CODE_REJECTED => Event::PickupCodeRejected {
-            order: OrderId(d.u64()?),
-            staff: d.string()?,
-            now_locked: d.bool()?,
-        },
-        tag::PICKUP_CODE_OVERRIDE => Event::PickupCodeOverride {
-            order: OrderId(d.u64()?),
-            staff: d.string()?,
-            sequence: d.u32()?,
-        },
-        tag::ORDER_COLLECTED => Event::OrderCollected {
-            order: OrderId(d.u64()?),
-            staff: d.string()?,
-            receipt_seq: d.u64()?,
-            consumed: decode_lines(d)?,
-            hold: HoldFacts::decode(d)?,
-        },
-        tag::ORDER_CHANGED => Event::OrderChanged {
-            order: OrderId(d.u64()?),
-            staff: d.opt_string()?,
-            slot: d.opt_i64()?,
-            facts: OrderFacts::decode(d, RecLayout::WithoutEstimate)?,
-        },
-        tag::ORDER_CHANGED_ESTIMATED => Event::OrderChanged {
-            order: OrderId(d.u64()?),
-            staff: d.opt_string()?,
-            slot: d.opt_i64()?,
-            facts: OrderFacts::decode(d, RecLayout::WithEstimate)?,
-        },
-        tag::ORDER_CANCELLED => {
-            let order = OrderId(d.u64()?);
-            let at = d.pos();
-            let by = CancelledBy::from_u8(d.u8()?).ok_or(DecodeError::Invalid {
-                what: "cancelled by",
-                at,
-            })?;
-            Event::OrderCancelled {
-                order,
-                by,
-                staff: d.opt_string()?,
-            }
-        }
-        tag::ORDER_EXPIRED => Event::OrderExpired {
-            order: OrderId(d.u64()?),
-            no_show: d.bool()?,
-        },
-        tag::ORDER_NO_SHOW => Event::OrderNoShow {
-            order: OrderId(d.u64()?),
-            staff: d.string()?,
-        },
-        tag::POS_ORDER_SALE => Event::PosOrderSale {
-            store: StoreId(d.u32()?),
-            sku: SkuId(d.u32()?),
-            pos_event_id: d.string()?,
-            order: OrderId(d.u64()?),
-            reported: d.u32()?,
-            recognized: d.u32()?,
-            from_hold: d.u32()?,
-            pos_time: Timestamp(d.i64()?),
-            after: decode_cell(d)?,
-        },
-        tag::CONSUMER_ACKED => Event::ConsumerAcked {
-            consumer: d.string()?,
-            lsn: Lsn(d.u64()?),
-        },
-        tag => {
-            return Err(DecodeError::Tag {
-                what: "event",
+impl Wire for Customer {
+    fn put(&self, e: &mut Enc<'_>) {
+        encode_customer(e, self);
+    }
+    fn take(d: &mut Dec<'_>) -> Result<Self, DecodeError> {
+        decode_customer(d)
+    }
+}
+
+impl Wire for Vec<OrderLine> {
+    fn put(&self, e: &mut Enc<'_>) {
+        encode_order_lines(e, self);
+    }
+    fn take(d: &mut Dec<'_>) -> Result<Self, DecodeError> {
+        decode_order_lines(d)
+    }
+}
+
+impl Wire for ShortPickResolution {
+    fn put(&self, e: &mut Enc<'_>) {
+        e.u8(match self {
+            ShortPickResolution::Reallocate => 0,
+            ShortPickResolution::CancelLine => 1,
+        });
+    }
+    fn take(d: &mut Dec<'_>) -> Result<Self, DecodeError> {
+        let at = d.pos();
+        match d.u8()? {
+            0 => Ok(ShortPickResolution::Reallocate),
+            1 => Ok(ShortPickResolution::CancelLine),
+            tag => Err(DecodeError::Tag {
+                what: "short pick resolution",
                 tag,
                 at,
-            });
+            }),
         }
-    })
+    }
+}
+
+impl Wire for CancelledBy {
+    fn put(&self, e: &mut Enc<'_>) {
+        e.u8(self.to_u8());
+    }
+    fn take(d: &mut Dec<'_>) -> Result<Self, DecodeError> {
+        let at = d.pos();
+        CancelledBy::from_u8(d.u8()?).ok_or(DecodeError::Invalid {
+            what: "cancelled by",
+            at,
+        })
+    }
+}
+
+/// An order's facts as events write them now (ending with the ready estimate).
+impl Wire for OrderFacts {
+    fn put(&self, e: &mut Enc<'_>) {
+        self.0.encode(e);
+    }
+    fn take(d: &mut Dec<'_>) -> Result<Self, DecodeError> {
+        Ok(OrderFacts(OrderRec::decode(d, RecLayout::WithEstimate)?))
+    }
 }
 
 /// The view of one order record.
@@ -2790,6 +2532,54 @@ fn order_view(order: OrderId, r: &OrderRec) -> OrderView {
         reallocation_requested: r.realloc.clone(),
         receipt_seq: r.receipt_seq,
         ready_estimate: r.ready_estimate,
+    }
+}
+
+/// Arbitrary order facts for the event codec's property test: an order created from
+/// arbitrary fields, confirmed with an arbitrary estimate or not, as the state builds it.
+#[cfg(test)]
+impl crate::event::arb::Arb for OrderFacts {
+    fn arb() -> proptest::strategy::BoxedStrategy<Self> {
+        use crate::event::arb::arb;
+        use proptest::prelude::*;
+        (
+            (arb::<String>(), arb::<String>(), arb::<Customer>()),
+            (arb::<Vec<OrderLine>>(), arb::<String>(), arb::<u8>()),
+            (
+                arb::<Option<String>>(),
+                arb::<i64>(),
+                arb::<Option<Option<Timestamp>>>(),
+            ),
+        )
+            .prop_map(
+                |(
+                    (channel, channel_order_id, customer),
+                    (lines, currency, currency_exponent),
+                    (key, at, confirmed),
+                )| {
+                    let at = Timestamp(at);
+                    let created = Event::OrderCreated {
+                        order: OrderId(1),
+                        channel,
+                        channel_order_id,
+                        customer,
+                        lines,
+                        currency,
+                        currency_exponent,
+                        key,
+                    };
+                    let mut rec = OrderRec::created(&created, at).expect("an OrderCreated");
+                    if let Some(ready_estimate) = confirmed {
+                        let ev = Event::OrderConfirmed {
+                            order: OrderId(1),
+                            ready_estimate,
+                        };
+                        rec.apply(&ev, at).expect("a placed order confirms");
+                    }
+                    OrderFacts(rec)
+                },
+            )
+            .boxed()
     }
 }
 
