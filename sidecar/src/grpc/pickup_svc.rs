@@ -7,9 +7,9 @@
 use std::sync::Arc;
 
 use pickline_engine::{
-    AllocateRequest, Canceller, CollectOutcome, CreateOrderOutcome, CreateOrderRejection, Engine,
-    EngineError, HoldNotActive, LineRequest, OrderId, OrderStatus, ReadyOutcome, ShortLine,
-    ShortPickResolution, ShortReportOutcome, Timestamp, TransitionOutcome, VerifyCodeOutcome,
+    Canceller, CollectOutcome, CreateOrderOutcome, CreateOrderRejection, Engine, EngineError,
+    HoldNotActive, OrderId, OrderStatus, ReadyOutcome, ShortLine, ShortPickResolution,
+    ShortReportOutcome, Timestamp, TransitionOutcome, VerifyCodeOutcome,
 };
 use tonic::{Request, Response, Status};
 

@@ -19,9 +19,9 @@ use axum::{
     routing::{get, post},
 };
 use pickline_engine::{
-    AllocateOutcome, AllocateRequest, Canceller, CollectOutcome, Engine, LineRequest, OrderId,
-    OrderRejection, OrderStatus, ReadyOutcome, ShortLine, ShortPickResolution, ShortReport,
-    ShortReportOutcome, TransitionOutcome, VerifyCodeOutcome,
+    AllocateOutcome, Canceller, CollectOutcome, Engine, OrderId, OrderRejection, OrderStatus,
+    ReadyOutcome, ShortLine, ShortPickResolution, ShortReport, ShortReportOutcome,
+    TransitionOutcome, VerifyCodeOutcome,
     pickup_code::{QrPayload, StaffId, VerifyOutcome},
 };
 use tokio_stream::{StreamExt as _, wrappers::BroadcastStream};
