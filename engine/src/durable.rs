@@ -30,7 +30,8 @@ use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::event::LoggedRecord;
 use crate::event::{RECORD_KIND_EVENTS, Record};
-use crate::log::EventLog;
+use crate::log::{EventLog, NoLog};
+use crate::snapshot::ConsumerCursors;
 use crate::stream::{EventStream, STREAM_RETAINED_MAX};
 use crate::types::{Lsn, Timestamp};
 use crate::wal::{
@@ -326,6 +327,10 @@ pub struct DurableEngine {
     stream: Arc<EventStream>,
     report: RecoveryReport,
     backfill: Option<StreamBackfill>,
+    /// The engine's configuration, for the shadow a checkpoint rebuilds.
+    config: EngineConfig,
+    /// One checkpoint at a time (snapshots are written in LSN order).
+    checkpointing: parking_lot::Mutex<()>,
 }
 
 /// What a checkpoint wrote.
@@ -341,6 +346,10 @@ pub struct Checkpoint {
     /// Consumers whose durable cursor is behind `log_readable_after`: after a restart their
     /// next read is `Truncated` (the retention cap let their records go). Log it.
     pub consumers_beyond_retention: Vec<(String, Lsn)>,
+    /// True when writers waited while the state was encoded
+    /// ([`DurableEngine::checkpoint_paused`], or `checkpoint`'s fallback); false when the
+    /// snapshot was rebuilt from the log beside them.
+    pub writers_paused: bool,
 }
 
 /// Records read back from the log files into the event stream at open, for consumers whose
@@ -429,6 +438,8 @@ impl DurableEngine {
             stream,
             report: recovery.report,
             backfill,
+            config: opts.engine,
+            checkpointing: parking_lot::Mutex::new(()),
         })
     }
 
@@ -459,14 +470,108 @@ impl DurableEngine {
         &self.report
     }
 
-    /// Writes a snapshot of the current state and prunes the log behind it. Writers pause
-    /// only while the state is encoded (not while it is written).
+    /// Writes a snapshot of the current state and prunes the log behind it, without
+    /// stopping writers.
+    ///
+    /// The state is a pure function of the log, so the snapshot at the last appended LSN is
+    /// rebuilt off to the side: a shadow engine loads the newest snapshot file, replays the
+    /// log files from there through that LSN, and is encoded; writers go on meanwhile (the
+    /// snapshot gate is never taken). The bytes are the ones [`Engine::snapshot`] would
+    /// give with writers stopped at that LSN (`engine/tests/checkpoint_shadow.rs`). Costs:
+    /// one core for the load, replay and encoding, and a second copy of the state while it
+    /// lasts. If the shadow cannot be rebuilt (in `Off` mode the log files are not written;
+    /// a log file that does not read back), the snapshot is taken with writers paused
+    /// instead ([`DurableEngine::checkpoint_paused`]) and the reason is logged.
     ///
     /// Segments behind the snapshot are kept back to the slowest durable consumer cursor in
     /// the snapshot (so a restart can serve that consumer from the files), within
     /// `WalConfig::consumer_retention_len_max`; consumers beyond it are named in the result.
     pub fn checkpoint(&self) -> Result<Checkpoint, EngineError> {
-        let (lsn, bytes, cursors) = self.engine.snapshot_with_cursors()?;
+        let _one = self.checkpointing.lock();
+        let snapshot = match self.rebuild_snapshot() {
+            Ok(Some(snapshot)) => return self.write_checkpoint(snapshot, false),
+            Ok(None) => self.engine.snapshot_with_cursors()?,
+            Err(why) => {
+                tracing::warn!(
+                    error = %why,
+                    "checkpoint: the shadow state could not be rebuilt from the log; \
+                     taking the snapshot with writers paused"
+                );
+                self.engine.snapshot_with_cursors()?
+            }
+        };
+        self.write_checkpoint(snapshot, true)
+    }
+
+    /// [`DurableEngine::checkpoint`] the old way: writers wait on the snapshot gate while
+    /// the whole state is encoded. For comparison in `pickline bench wal`, and the fallback.
+    pub fn checkpoint_paused(&self) -> Result<Checkpoint, EngineError> {
+        let _one = self.checkpointing.lock();
+        let snapshot = self.engine.snapshot_with_cursors()?;
+        self.write_checkpoint(snapshot, true)
+    }
+
+    /// The snapshot at the last appended LSN, rebuilt from the newest snapshot file and the
+    /// log files after it on this thread; `None` in `Off` mode (no files to read).
+    fn rebuild_snapshot(&self) -> Result<Option<(Lsn, Vec<u8>, ConsumerCursors)>, String> {
+        let wal = self.log.wal();
+        if wal.config().durability == Durability::Off {
+            return Ok(None);
+        }
+        let through = self.log.last_lsn();
+        if through > Lsn::ZERO {
+            wal.wait_durable(through).map_err(|e| e.to_string())?;
+        }
+        let base = wal.snapshot_lsn().unwrap_or(Lsn::ZERO);
+        if base > through {
+            return Err(format!(
+                "the newest snapshot (LSN {base}) is ahead of the log (LSN {through})"
+            ));
+        }
+        let shadow_log = Arc::new(NoLog::starting_after(base));
+        let mut shadow = if base > Lsn::ZERO {
+            let bytes = wal.read_snapshot(base).map_err(|e| e.to_string())?;
+            Engine::from_snapshot(self.config.clone(), shadow_log, &bytes)
+                .map_err(|e| format!("snapshot {base} does not load: {e}"))?
+        } else {
+            Engine::with_log(self.config.clone(), shadow_log).map_err(|e| e.to_string())?
+        };
+        let records = wal.read_records(base, through).map_err(|e| e.to_string())?;
+        let mut next = base.0 + 1;
+        for rec in records.iter() {
+            if rec.lsn.0 != next {
+                return Err(format!(
+                    "the log files hold record {} where record {next} was wanted",
+                    rec.lsn
+                ));
+            }
+            if rec.kind != RECORD_KIND_EVENTS {
+                return Err(format!("log record {} has kind {}", rec.lsn, rec.kind));
+            }
+            let record = Record::decode(rec.payload)
+                .map_err(|e| format!("log record {} does not decode: {e}", rec.lsn))?;
+            shadow
+                .replay_exclusive(&record)
+                .map_err(|e| format!("log record {} does not apply: {e}", rec.lsn))?;
+            next += 1;
+        }
+        if next != through.0 + 1 {
+            return Err(format!(
+                "the log files end at record {} before record {through}",
+                next - 1
+            ));
+        }
+        shadow
+            .encode_state(through)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+
+    fn write_checkpoint(
+        &self,
+        (lsn, bytes, cursors): (Lsn, Vec<u8>, ConsumerCursors),
+        writers_paused: bool,
+    ) -> Result<Checkpoint, EngineError> {
         let slowest = cursors.iter().map(|(_, acked)| *acked).min();
         let retention = self
             .log
@@ -482,6 +587,7 @@ impl DurableEngine {
             len_bytes: bytes.len(),
             log_readable_after: retention.readable_after,
             consumers_beyond_retention,
+            writers_paused,
         })
     }
 

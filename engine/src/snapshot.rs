@@ -53,6 +53,16 @@ impl Engine {
             .write()
             .map_err(|_| EngineError::invalid("engine", "snapshot gate poisoned"))?;
         let lsn = self.log.last_lsn();
+        self.encode_state(lsn)
+    }
+
+    /// Encodes the state as it is, stamped with `lsn`, without the snapshot gate: the
+    /// caller makes sure no mutation runs (the gate held for writing, or an engine nobody
+    /// else reaches: the shadow a checkpoint rebuilds, `crate::durable`).
+    pub(crate) fn encode_state(
+        &self,
+        lsn: Lsn,
+    ) -> Result<(Lsn, Vec<u8>, ConsumerCursors), EngineError> {
         let mut buf = Vec::with_capacity(1 << 20);
         let mut e = Enc::new(&mut buf);
         e.u32(SNAPSHOT_VERSION);
