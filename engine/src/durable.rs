@@ -48,6 +48,32 @@ const REPLAY_BATCH_LEN: usize = 1024;
 /// falls behind.
 const REPLAY_BATCHES_QUEUED_MAX: usize = 8;
 
+/// Records between two [`RecoveryStep::Replaying`] reports (about a tenth of a second).
+const REPLAY_PROGRESS_EVERY: u64 = 1 << 18;
+
+/// Where [`DurableEngine::open_with_progress`] is, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryStep {
+    /// The log files were read and checked; the snapshot at `lsn` (if any) is being
+    /// loaded, then `records` records after it are replayed.
+    Loading {
+        /// The snapshot's LSN (`None`: recovery starts from the empty state).
+        snapshot: Option<Lsn>,
+        /// Its payload size.
+        snapshot_len_bytes: u64,
+        /// Records to replay after it.
+        records: u64,
+    },
+    /// `done` of `total` records replayed (reported every few hundred thousand records
+    /// and at the end).
+    Replaying {
+        /// Records applied so far.
+        done: u64,
+        /// Records to apply.
+        total: u64,
+    },
+}
+
 /// What the decoding thread hands over: records in LSN order, then, if decoding stopped
 /// at a record, that record's error (it comes after every record before it, so the
 /// applying thread reports the first failing LSN, whether it failed to decode or to apply).
@@ -67,6 +93,7 @@ fn replay(
     engine: &mut Engine,
     stream: &EventStream,
     records: &RecoveredRecords,
+    progress: &mut dyn FnMut(RecoveryStep),
 ) -> Result<Option<Timestamp>, OpenError> {
     let total = records.len();
     std::thread::scope(|scope| {
@@ -101,6 +128,9 @@ fn replay(
             let _ = spent_tx.try_send(spent);
             if let Some(error) = batch.error {
                 return Err(error);
+            }
+            if n % REPLAY_PROGRESS_EVERY < REPLAY_BATCH_LEN as u64 || n == total {
+                progress(RecoveryStep::Replaying { done: n, total });
             }
         }
         Ok(newest_at)
@@ -371,7 +401,26 @@ impl DurableEngine {
     /// Recovers: the newest valid snapshot, then every record after it, in LSN order. The
     /// engine is ready for writes when this returns.
     pub fn open(storage: Arc<dyn Storage>, opts: OpenOptions) -> Result<Self, OpenError> {
+        Self::open_with_progress(storage, opts, &mut |_| {})
+    }
+
+    /// [`DurableEngine::open`], telling `progress` where it is: once the log files are
+    /// read ([`RecoveryStep::Loading`]), then as records are replayed (on the opening
+    /// thread, between batches: keep it quick).
+    pub fn open_with_progress(
+        storage: Arc<dyn Storage>,
+        opts: OpenOptions,
+        progress: &mut dyn FnMut(RecoveryStep),
+    ) -> Result<Self, OpenError> {
         let (wal, recovery) = Wal::open(storage, opts.wal, opts.recovery)?;
+        progress(RecoveryStep::Loading {
+            snapshot: recovery.snapshot.as_ref().map(|s| s.lsn),
+            snapshot_len_bytes: recovery
+                .snapshot
+                .as_ref()
+                .map_or(0, |s| s.bytes.len() as u64),
+            records: recovery.records.len(),
+        });
         let log = Arc::new(WalLog { wal });
         // The event stream sits in front of the WAL, so consumers see every record in LSN
         // order; recovery feeds it the records after the snapshot.
@@ -391,7 +440,7 @@ impl DurableEngine {
                 }
             })?,
         };
-        let newest_at = replay(&mut engine, &stream, &recovery.records)?;
+        let newest_at = replay(&mut engine, &stream, &recovery.records, progress)?;
         // Cursors acknowledged before the snapshot come from the snapshot's state.
         let cursors = engine.consumer_cursors();
         for (consumer, lsn) in &cursors {

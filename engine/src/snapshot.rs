@@ -335,17 +335,23 @@ impl Engine {
             let mut st = shard.state.lock();
             st.next_seq = d.u64()?;
             let holds = d.seq_len()?;
-            // The expiry index is built in one go once the holds are read (a bulk build
-            // from sorted keys rather than one tree insert per hold).
+            // The hold table and the expiry index are each built in one go once the holds
+            // are read (a bulk build from sorted keys, not one tree insert per hold).
+            let mut active = Vec::with_capacity(holds);
             let mut expiry = Vec::with_capacity(holds);
+            // One line (most holds) is kept in place: decoded here, no allocation.
+            let mut lines = Vec::new();
             for _ in 0..holds {
                 let id = HoldId(d.u64()?);
-                if id.store() != shard.id || id.seq() >= st.next_seq {
+                if id.store() != shard.id
+                    || id.seq() >= st.next_seq
+                    || active.last().is_some_and(|(prev, _)| *prev >= id)
+                {
                     return Err(SnapshotError::Bad("hold id"));
                 }
                 let key = d.opt_string()?.map(Into::into);
                 let nl = d.seq_len()?;
-                let mut lines = Vec::with_capacity(nl);
+                lines.clear();
                 for _ in 0..nl {
                     lines.push(Line {
                         sku: SkuId(d.u32()?),
@@ -354,7 +360,7 @@ impl Engine {
                 }
                 let rec = HoldRec {
                     key,
-                    lines: lines.into(),
+                    lines: lines[..].into(),
                     created: Timestamp(d.i64()?),
                     expires_at: Timestamp(d.i64()?),
                     confirmed: d.bool()?,
@@ -362,10 +368,15 @@ impl Engine {
                     slot: d.opt_i64()?,
                 };
                 expiry.push((rec.expires_at, id));
-                st.active.insert(id, rec);
+                active.push((id, rec));
             }
+            if !st.active.is_empty() || !st.by_expiry.is_empty() {
+                return Err(SnapshotError::Bad("store state loaded twice"));
+            }
+            // Ascending ids (checked above): the build finds them sorted.
+            st.active = active.into_iter().collect();
             expiry.sort_unstable();
-            st.by_expiry.extend(expiry);
+            st.by_expiry = expiry.into_iter().collect();
             let pos = d.seq_len()?;
             for _ in 0..pos {
                 let at = Timestamp(d.i64()?);
