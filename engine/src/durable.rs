@@ -431,8 +431,11 @@ impl DurableEngine {
             snapshot_lsn,
         ));
         let mut engine = match &recovery.snapshot {
-            Some(s) => Engine::from_snapshot(opts.engine.clone(), stream.clone(), &s.bytes)
-                .map_err(|error| OpenError::Apply { lsn: s.lsn, error })?,
+            // Conservation is checked once, after the records are replayed too.
+            Some(s) => {
+                Engine::from_snapshot_unchecked(opts.engine.clone(), stream.clone(), &s.bytes)
+                    .map_err(|error| OpenError::Apply { lsn: s.lsn, error })?
+            }
             None => Engine::with_log(opts.engine.clone(), stream.clone()).map_err(|error| {
                 OpenError::Apply {
                     lsn: Lsn::ZERO,
@@ -580,7 +583,7 @@ impl DurableEngine {
         let shadow_log = Arc::new(NoLog::starting_after(base));
         let mut shadow = if base > Lsn::ZERO {
             let bytes = wal.read_snapshot(base).map_err(|e| e.to_string())?;
-            Engine::from_snapshot(self.config.clone(), shadow_log, &bytes)
+            Engine::from_snapshot_unchecked(self.config.clone(), shadow_log, &bytes)
                 .map_err(|e| format!("snapshot {base} does not load: {e}"))?
         } else {
             Engine::with_log(self.config.clone(), shadow_log).map_err(|e| e.to_string())?
@@ -610,6 +613,10 @@ impl DurableEngine {
                 next - 1
             ));
         }
+        // Never write a snapshot that breaks conservation.
+        shadow
+            .check_conservation()
+            .map_err(|why| format!("the rebuilt state at {through} breaks conservation: {why}"))?;
         shadow
             .encode_state(through)
             .map(Some)

@@ -106,10 +106,16 @@ proptest! {
 fn replayed_from_log(db: &DurableEngine, through: Lsn) -> Vec<u8> {
     let engine = Engine::new(EngineConfig::default()).unwrap();
     let records = db.wal().read_records(Lsn::ZERO, through).unwrap();
-    assert_eq!(records.len(), through.0, "the whole log is still in the files");
+    assert_eq!(
+        records.len(),
+        through.0,
+        "the whole log is still in the files"
+    );
     for rec in records.iter() {
         assert_eq!(rec.kind, RECORD_KIND_EVENTS);
-        engine.replay(&Record::decode(rec.payload).unwrap()).unwrap();
+        engine
+            .replay(&Record::decode(rec.payload).unwrap())
+            .unwrap();
     }
     engine.snapshot().unwrap().1
 }
@@ -182,7 +188,10 @@ fn checkpoints_while_writers_run_equal_the_log_replayed_to_their_lsn() {
         stop.store(true, Ordering::Relaxed);
         done
     });
-    assert!(checkpoints.windows(2).all(|w| w[0] < w[1]), "{checkpoints:?}");
+    assert!(
+        checkpoints.windows(2).all(|w| w[0] < w[1]),
+        "{checkpoints:?}"
+    );
     // The last two snapshot files are kept: each equals the log replayed to its LSN.
     for lsn in &checkpoints[2..] {
         assert!(
@@ -224,7 +233,14 @@ fn without_log_files_or_a_readable_base_the_checkpoint_pauses_writers_and_is_sti
     for step in 0..50 {
         let op = draw(&mut rng, step);
         if !matches!(op, Op::Checkpoint) {
-            apply(db.engine(), &op, now.add_ms(step as i64), &mut holds, &mut codes).unwrap();
+            apply(
+                db.engine(),
+                &op,
+                now.add_ms(step as i64),
+                &mut holds,
+                &mut codes,
+            )
+            .unwrap();
         }
     }
     let (lsn, stopped) = db.engine().snapshot().unwrap();

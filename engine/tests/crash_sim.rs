@@ -39,7 +39,6 @@ use pickline_engine::{
     Engine, EngineConfig, Event, EventLog, HoldId, Lsn, MemoryLog, Timestamp, defer_durability,
 };
 
-
 fn options() -> OpenOptions {
     OpenOptions {
         wal: WalConfig {

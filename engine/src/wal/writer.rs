@@ -13,9 +13,8 @@ use parking_lot::{Condvar, Mutex};
 use super::format::{
     LSN_MAX, RECORD_HEADER_LEN, RECORD_PAYLOAD_LEN_MAX, SEGMENT_HEADER_LEN,
     SNAPSHOT_PAYLOAD_LEN_MAX, SegmentHeader, decode_snapshot, encode_segment_header,
-    encode_snapshot, frame_len_at,
-    parse_segment_file_name, parse_snapshot_file_name, seal_record, segment_file_name,
-    snapshot_file_name, stamp_record,
+    encode_snapshot, frame_len_at, parse_segment_file_name, parse_snapshot_file_name, seal_record,
+    segment_file_name, snapshot_file_name, stamp_record,
 };
 use super::recovery::{self, RecoveredRecords, Recovery, RecoveryMode};
 use super::storage::{Storage, StorageFile};

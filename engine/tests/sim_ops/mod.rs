@@ -206,4 +206,3 @@ pub fn setup(engine: &Engine, now: Timestamp) -> Result<(), EngineError> {
     }
     Ok(())
 }
-
