@@ -417,12 +417,10 @@ fn load_stores(sections: &[(&StoreShard, &[u8])], version: u32) -> Result<(), Sn
                 .spawn_scoped(scope, || load(1));
             let even = load(0);
             let odd = match odd {
-                Ok(handle) => handle.join().unwrap_or_else(|_| {
-                    Err((
-                        1,
-                        SnapshotError::Bad("the snapshot loading thread panicked"),
-                    ))
-                }),
+                Ok(handle) => handle.join().unwrap_or(Err((
+                    1,
+                    SnapshotError::Bad("the snapshot loading thread panicked"),
+                ))),
                 // No thread to be had: load those stores here.
                 Err(_) => load(1),
             };
