@@ -238,7 +238,7 @@ impl Engine {
                 }],
             })?;
         }
-        let idem = d.seq_len()?;
+        let idem = d.long_seq_len()?;
         for _ in 0..idem {
             let key = d.string()?;
             let outcome = decode_outcome(&mut d)?;
@@ -300,7 +300,7 @@ impl Engine {
             let mut sections = Vec::with_capacity(n as usize);
             for i in 0..n {
                 let shard = self.shard(StoreId(i)).ok_or(SnapshotError::Bad("store"))?;
-                sections.push((shard, d.bytes()?));
+                sections.push((shard, d.section()?));
             }
             d.finish()?;
             load_stores(&sections, version)?;
@@ -436,7 +436,7 @@ fn load_stores(sections: &[(&StoreShard, &[u8])], version: u32) -> Result<(), Sn
 
 /// One store's section (see [`encode_store`]).
 fn load_store(shard: &StoreShard, d: &mut Dec<'_>, version: u32) -> Result<(), SnapshotError> {
-    let cells = d.seq_len()?;
+    let cells = d.long_seq_len()?;
     for _ in 0..cells {
         let sku = SkuId(d.u32()?);
         let cell = Cell {
@@ -448,11 +448,13 @@ fn load_store(shard: &StoreShard, d: &mut Dec<'_>, version: u32) -> Result<(), S
     }
     let mut st = shard.state.lock();
     st.next_seq = d.u64()?;
-    let holds = d.seq_len()?;
+    let holds = d.long_seq_len()?;
     // The hold table and the expiry index are each built in one go once the holds
     // are read (a bulk build from sorted keys, not one tree insert per hold).
-    let mut active = Vec::with_capacity(holds);
-    let mut expiry = Vec::with_capacity(holds);
+    // A hold takes at least 8 encoded bytes: room for no more than the bytes left hold.
+    let room = holds.min(d.remaining() / 8);
+    let mut active = Vec::with_capacity(room);
+    let mut expiry = Vec::with_capacity(room);
     // One line (most holds) is kept in place: decoded here, no allocation.
     let mut lines = Vec::new();
     for _ in 0..holds {
@@ -517,7 +519,7 @@ fn load_store(shard: &StoreShard, d: &mut Dec<'_>, version: u32) -> Result<(), S
         let t = Timestamp(d.i64()?);
         st.last_count_as_of.insert(sku, t);
     }
-    let fifo = d.seq_len()?;
+    let fifo = d.long_seq_len()?;
     for _ in 0..fifo {
         let at = Timestamp(d.i64()?);
         let key = d.string()?.into();
@@ -613,7 +615,8 @@ mod tests {
 
     const T0: Timestamp = Timestamp(1_780_000_000_000);
 
-    /// Two stores with enough holds that their sections load on two threads.
+    /// Three stores with enough holds that their sections load on two threads and are
+    /// longer than any other byte string the decoder takes ([`crate::codec::BYTES_LEN_MAX`]).
     fn busy_engine() -> Engine {
         let e = Engine::new(EngineConfig::default()).unwrap();
         for store in ["s0", "s1", "s2"] {
@@ -635,18 +638,18 @@ mod tests {
                 .unwrap();
             }
         }
-        for i in 0..60_000u32 {
+        for i in 0..180_000u32 {
             let store = ["s0", "s1", "s2"][(i % 3) as usize];
             let mut lines = vec![LineRequest::new("A", 1 + i % 4)];
-            if i % 5 == 0 {
+            if i.is_multiple_of(5) {
                 lines.push(LineRequest::new("C", 2));
             }
             let mut req = HoldRequest::new(store, lines);
-            if i % 7 == 0 {
+            if i.is_multiple_of(7) {
                 req = req.with_key(format!("key-{i}"));
             }
             let g = e.hold(&req, T0.add_ms(i64::from(i))).unwrap();
-            if i % 9 == 0 {
+            if i.is_multiple_of(9) {
                 let hold = g.granted().unwrap().hold;
                 e.release(hold, T0.add_ms(i64::from(i))).unwrap();
             }
@@ -671,6 +674,10 @@ mod tests {
         assert!(
             v10.len() > PARALLEL_LOAD_LEN_MIN,
             "the parallel load is exercised"
+        );
+        assert!(
+            v10.len() > 3 * crate::codec::BYTES_LEN_MAX + 100_000,
+            "each of the three sections is longer than BYTES_LEN_MAX"
         );
         assert_eq!(reloaded(&v10), v10);
         let (_, v9, _) = e.encode_state_as(Lsn(0), 9).unwrap();

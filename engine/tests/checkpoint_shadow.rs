@@ -163,7 +163,7 @@ fn checkpoints_while_writers_run_equal_the_log_replayed_to_their_lsn() {
                 while !stop.load(Ordering::Relaxed) {
                     let sku = sim_ops::SKUS[(i % 4) as usize];
                     let mut req = HoldRequest::new(*store, vec![LineRequest::new(sku, 1)]);
-                    if i % 3 == 0 {
+                    if i.is_multiple_of(3) {
                         req = req.with_key(format!("w{w}-{i}"));
                     }
                     let at = now.add_ms(i as i64);
