@@ -105,6 +105,9 @@ pub struct WalBenchReport {
     pub holds_during_snapshot: u64,
     /// How long that checkpoint took (rebuild, encode, write), s.
     pub snapshot_s: f64,
+    /// The same writer's longest wait over as long a time with no checkpoint running
+    /// (what the machine alone costs: preemption, page faults), ms.
+    pub hold_max_ms_without_snapshot: f64,
     /// The same writer's longest wait during a checkpoint that stops writers while the
     /// state is encoded ([`DurableEngine::checkpoint_paused`], how every checkpoint was
     /// taken before), same state, ms.
@@ -122,6 +125,7 @@ impl WalBenchReport {
                 "\"replay_records_per_s\":{:.0},\"restart_s_10m\":{:.2},\"restart_holds\":{},",
                 "\"snapshot_pause_ms\":{:.1},\"hold_p99_ms_during_snapshot\":{:.3},",
                 "\"holds_during_snapshot\":{},\"snapshot_s\":{:.2},",
+                "\"hold_max_ms_without_snapshot\":{:.1},",
                 "\"paused_snapshot_pause_ms\":{:.1}}}"
             ),
             self.durable_holds_per_s,
@@ -138,6 +142,7 @@ impl WalBenchReport {
             self.hold_p99_ms_during_snapshot,
             self.holds_during_snapshot,
             self.snapshot_s,
+            self.hold_max_ms_without_snapshot,
             self.paused_snapshot_pause_ms
         )
     }
@@ -202,6 +207,11 @@ impl WalBenchReport {
                 "",
             ),
             ("snapshot_s", format!("{:.2}", self.snapshot_s), ""),
+            (
+                "hold_max_ms_without_snapshot",
+                format!("{:.1}", self.hold_max_ms_without_snapshot),
+                "",
+            ),
             (
                 "paused_snapshot_pause_ms",
                 format!("{:.1}", self.paused_snapshot_pause_ms),
@@ -509,6 +519,7 @@ pub fn run(cfg: &WalBenchConfig, mut progress: impl FnMut(&str)) -> WalBenchRepo
         hold_p99_ms_during_snapshot: snap.checkpoint.p99_ms,
         holds_during_snapshot: snap.checkpoint.holds,
         snapshot_s: snap.checkpoint_s,
+        hold_max_ms_without_snapshot: snap.idle.longest_ms,
         paused_snapshot_pause_ms: snap.paused.longest_ms,
     }
 }
@@ -523,6 +534,7 @@ struct WriterWaits {
 struct SnapshotStalls {
     checkpoint: WriterWaits,
     checkpoint_s: f64,
+    idle: WriterWaits,
     paused: WriterWaits,
 }
 
@@ -609,12 +621,21 @@ fn snapshot_stalls(cfg: &WalBenchConfig, progress: &mut impl FnMut(&str)) -> Sna
         let cp = db.checkpoint();
         (cp, t.elapsed().as_secs_f64())
     });
-    cp.expect("checkpoint");
+    let cp = cp.expect("checkpoint");
+    assert!(
+        !cp.writers_paused,
+        "the checkpoint was rebuilt beside the writer"
+    );
+    progress("snapshot: the writer alone");
+    let ((), idle) = writer_during(db.engine(), &writer_reqs, || {
+        std::thread::sleep(Duration::from_secs_f64(checkpoint_s));
+    });
     db.close().expect("close");
     let _ = std::fs::remove_dir_all(&dir);
     SnapshotStalls {
         checkpoint: waits,
         checkpoint_s,
+        idle,
         paused: paused_waits,
     }
 }
