@@ -7,9 +7,10 @@
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use pickline_engine::stream::{EventStream, STREAM_RETAINED_MAX};
 use pickline_engine::{
-    Engine, EngineConfig, HoldOutcome, HoldRequest, Limits, LineRequest, PosDelta, PosDeltaKind,
-    StoreDef, Timestamp,
+    Engine, EngineConfig, HoldOutcome, HoldRequest, Limits, LineRequest, Lsn, NoLog, PosDelta,
+    PosDeltaKind, StoreDef, Timestamp,
 };
 
 use crate::zipf::{Rng, Zipf};
@@ -31,6 +32,8 @@ pub struct EngineBenchConfig {
     pub memory_skus: u32,
     /// Zipf exponent of the hot-key workload.
     pub zipf_s: f64,
+    /// Active holds in the memory-per-hold measurement.
+    pub memory_holds: u64,
 }
 
 impl Default for EngineBenchConfig {
@@ -43,6 +46,7 @@ impl Default for EngineBenchConfig {
             memory_stores: 1_000,
             memory_skus: 10_000,
             zipf_s: 1.2,
+            memory_holds: 10_000_000,
         }
     }
 }
@@ -58,6 +62,7 @@ impl EngineBenchConfig {
             memory_stores: 10,
             memory_skus: 10_000,
             zipf_s: 1.2,
+            memory_holds: 100_000,
         }
     }
 }
@@ -81,6 +86,12 @@ pub struct EngineBenchReport {
     pub bytes_per_cell: f64,
     /// Cells in the memory measurement.
     pub memory_cells: u64,
+    /// Resident memory per active hold at `memory_holds` keyed one-line holds: the hold,
+    /// its expiry entry, its idempotency entry and aging-queue entry (a 36-byte key), and
+    /// its share of the event stream's retention (`STREAM_RETAINED_MAX` events).
+    pub bytes_per_active_hold: f64,
+    /// Active holds in that measurement.
+    pub memory_holds: u64,
 }
 
 impl EngineBenchReport {
@@ -91,7 +102,8 @@ impl EngineBenchReport {
                 "{{\"holds_per_s_1t\":{:.0},\"holds_per_s_2t\":{:.0},",
                 "\"keyed_holds_per_s_1t\":{:.0},\"zipf_holds_per_s_2t\":{:.0},",
                 "\"hot_vs_uniform\":{:.3},\"orders5_per_s\":{:.0},",
-                "\"bytes_per_cell\":{:.2},\"memory_cells\":{}}}"
+                "\"bytes_per_cell\":{:.2},\"memory_cells\":{},",
+                "\"bytes_per_active_hold\":{:.1},\"memory_holds\":{}}}"
             ),
             self.holds_per_s_1t,
             self.holds_per_s_2t,
@@ -100,7 +112,9 @@ impl EngineBenchReport {
             self.hot_vs_uniform,
             self.orders5_per_s,
             self.bytes_per_cell,
-            self.memory_cells
+            self.memory_cells,
+            self.bytes_per_active_hold,
+            self.memory_holds
         )
     }
 
@@ -133,6 +147,14 @@ impl EngineBenchReport {
                 "bytes_per_cell",
                 format!("{:.2} ({} cells)", self.bytes_per_cell, self.memory_cells),
                 "<= 32",
+            ),
+            (
+                "bytes_per_active_hold",
+                format!(
+                    "{:.1} ({} holds)",
+                    self.bytes_per_active_hold, self.memory_holds
+                ),
+                "<= 200",
             ),
         ];
         let mut out = format!("{:<22} {:>28} {:>14}\n", "figure", "median", "target");
@@ -333,10 +355,88 @@ pub fn bytes_per_cell(stores: u32, skus: u32) -> f64 {
     after.saturating_sub(before) as f64 / cells as f64
 }
 
+/// Resident bytes per active hold at `holds` keyed one-line holds over `STORES_FOR_HOLDS`
+/// stores of 1,000 SKUs, with the event stream in front of the log as the sidecar runs
+/// it: the hold, its expiry entry, its idempotency entry (a 36-byte key, as a UUID) with
+/// its aging-queue entry, and its share of the stream's retention.
+pub fn bytes_per_active_hold(holds: u64) -> f64 {
+    const STORES_FOR_HOLDS: u32 = 100;
+    const SKUS_FOR_HOLDS: u32 = 1_000;
+    let stream = Arc::new(EventStream::starting_after(
+        Arc::new(NoLog::default()),
+        STREAM_RETAINED_MAX,
+        Lsn::ZERO,
+    ));
+    let engine = Engine::with_log(
+        EngineConfig {
+            limits: Limits {
+                store_active_holds_max: usize::try_from(holds).unwrap_or(usize::MAX),
+                ..Limits::default()
+            },
+        },
+        stream.clone(),
+    )
+    .expect("config");
+    for s in 0..STORES_FOR_HOLDS {
+        let mut def = StoreDef::new(store_name(s), 52.0, 13.0, "Europe/Berlin");
+        def.max_hold_ms = 24 * 3_600_000;
+        engine.define_store(def, T0).expect("store");
+        for k in 0..SKUS_FOR_HOLDS {
+            engine
+                .apply_delta(
+                    &PosDelta {
+                        store: store_name(s),
+                        sku: sku_name(k),
+                        pos_event_id: format!("init-{k}"),
+                        kind: PosDeltaKind::Receive,
+                        qty: STOCK_PER_CELL,
+                        order_ref: None,
+                        pos_time: T0,
+                    },
+                    T0,
+                )
+                .expect("stock");
+        }
+    }
+    let sku_names: Vec<String> = (0..SKUS_FOR_HOLDS).map(sku_name).collect();
+    let store_names: Vec<String> = (0..STORES_FOR_HOLDS).map(store_name).collect();
+    let mut rng = Rng::new(5);
+    let before = rss_bytes().unwrap_or(0);
+    for _ in 0..holds {
+        let a = rng.next_u64();
+        let b = rng.next_u64();
+        let key = format!(
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xffff,
+            b >> 48,
+            b & 0xffff_ffff_ffff
+        );
+        let req = HoldRequest::new(
+            store_names[rng.below(u64::from(STORES_FOR_HOLDS)) as usize].clone(),
+            vec![LineRequest::new(
+                sku_names[rng.below(u64::from(SKUS_FOR_HOLDS)) as usize].clone(),
+                1,
+            )],
+        )
+        .with_key(key);
+        let granted = matches!(engine.hold(&req, T0), Ok(HoldOutcome::Granted(_)));
+        assert!(granted, "every hold of the memory measurement is granted");
+    }
+    let after = rss_bytes().unwrap_or(0);
+    assert_eq!(engine.active_holds() as u64, holds);
+    drop(engine);
+    drop(stream);
+    after.saturating_sub(before) as f64 / holds.max(1) as f64
+}
+
 /// Runs every engine workload.
 pub fn run(cfg: &EngineBenchConfig, mut progress: impl FnMut(&str)) -> EngineBenchReport {
     progress("memory per cell");
     let bytes_per_cell = bytes_per_cell(cfg.memory_stores, cfg.memory_skus);
+    progress("memory per active hold");
+    let bytes_per_active_hold = bytes_per_active_hold(cfg.memory_holds);
 
     progress("stocking the engine");
     let engine = Arc::new(stocked_engine(cfg.stores, cfg.skus));
@@ -424,6 +524,8 @@ pub fn run(cfg: &EngineBenchConfig, mut progress: impl FnMut(&str)) -> EngineBen
         orders5_per_s: median(r5),
         bytes_per_cell,
         memory_cells: u64::from(cfg.memory_stores) * u64::from(cfg.memory_skus),
+        bytes_per_active_hold,
+        memory_holds: cfg.memory_holds,
     }
 }
 

@@ -29,6 +29,12 @@ pub struct WalBenchConfig {
     pub restart_holds: u64,
     /// Records after the snapshot at restart.
     pub restart_tail: u64,
+    /// Stock cells in the snapshot workload (100 stores, `snapshot_cells / 100` SKUs each).
+    pub snapshot_cells: u64,
+    /// Active holds in the snapshot workload.
+    pub snapshot_holds: u64,
+    /// Holds written after the previous snapshot, before the measured checkpoint starts.
+    pub snapshot_tail: u64,
 }
 
 impl WalBenchConfig {
@@ -41,6 +47,9 @@ impl WalBenchConfig {
             replay_records: 4_000_000,
             restart_holds: 10_000_000,
             restart_tail: 1_000_000,
+            snapshot_cells: 10_000_000,
+            snapshot_holds: 10_000_000,
+            snapshot_tail: 1_000_000,
         }
     }
 
@@ -53,6 +62,9 @@ impl WalBenchConfig {
             replay_records: 20_000,
             restart_holds: 20_000,
             restart_tail: 2_000,
+            snapshot_cells: 20_000,
+            snapshot_holds: 20_000,
+            snapshot_tail: 2_000,
         }
     }
 }
@@ -83,8 +95,23 @@ pub struct WalBenchReport {
     pub restart_s_10m: f64,
     /// Active holds in that restart.
     pub restart_holds: u64,
-    /// Writer pause while the snapshot of `restart_holds` holds was encoded, ms.
+    /// The longest a writer waited on one hold while a checkpoint ([`DurableEngine::
+    /// checkpoint`]) of `snapshot_cells` cells and `snapshot_holds` active holds ran, ms:
+    /// one writer thread placing holds back to back the whole time.
     pub snapshot_pause_ms: f64,
+    /// p99 of that writer's hold latency while the checkpoint ran, ms.
+    pub hold_p99_ms_during_snapshot: f64,
+    /// Holds that writer placed while the checkpoint ran.
+    pub holds_during_snapshot: u64,
+    /// How long that checkpoint took (rebuild, encode, write), s.
+    pub snapshot_s: f64,
+    /// The same writer's longest wait over as long a time with no checkpoint running
+    /// (what the machine alone costs: preemption, page faults), ms.
+    pub hold_max_ms_without_snapshot: f64,
+    /// The same writer's longest wait during a checkpoint that stops writers while the
+    /// state is encoded ([`DurableEngine::checkpoint_paused`], how every checkpoint was
+    /// taken before), same state, ms.
+    pub paused_snapshot_pause_ms: f64,
 }
 
 impl WalBenchReport {
@@ -96,7 +123,10 @@ impl WalBenchReport {
                 "\"records_per_batch\":{:.1},\"durable_holds_per_s_threads\":{:.0},",
                 "\"commit_p99_ms_threads\":{:.3},\"fsync_per_op_holds_per_s\":{:.0},",
                 "\"replay_records_per_s\":{:.0},\"restart_s_10m\":{:.2},\"restart_holds\":{},",
-                "\"snapshot_pause_ms\":{:.1}}}"
+                "\"snapshot_pause_ms\":{:.1},\"hold_p99_ms_during_snapshot\":{:.3},",
+                "\"holds_during_snapshot\":{},\"snapshot_s\":{:.2},",
+                "\"hold_max_ms_without_snapshot\":{:.1},",
+                "\"paused_snapshot_pause_ms\":{:.1}}}"
             ),
             self.durable_holds_per_s,
             self.commit_p99_ms,
@@ -108,7 +138,12 @@ impl WalBenchReport {
             self.replay_records_per_s,
             self.restart_s_10m,
             self.restart_holds,
-            self.snapshot_pause_ms
+            self.snapshot_pause_ms,
+            self.hold_p99_ms_during_snapshot,
+            self.holds_during_snapshot,
+            self.snapshot_s,
+            self.hold_max_ms_without_snapshot,
+            self.paused_snapshot_pause_ms
         )
     }
 
@@ -159,6 +194,27 @@ impl WalBenchReport {
             (
                 "snapshot_pause_ms",
                 format!("{:.1}", self.snapshot_pause_ms),
+                "<= 10",
+            ),
+            (
+                "hold_p99_ms_during_snapshot",
+                format!("{:.3}", self.hold_p99_ms_during_snapshot),
+                "",
+            ),
+            (
+                "holds_during_snapshot",
+                format!("{}", self.holds_during_snapshot),
+                "",
+            ),
+            ("snapshot_s", format!("{:.2}", self.snapshot_s), ""),
+            (
+                "hold_max_ms_without_snapshot",
+                format!("{:.1}", self.hold_max_ms_without_snapshot),
+                "",
+            ),
+            (
+                "paused_snapshot_pause_ms",
+                format!("{:.1}", self.paused_snapshot_pause_ms),
                 "",
             ),
         ];
@@ -203,12 +259,17 @@ fn open(dir: &Path, durability: Durability) -> DurableEngine {
 }
 
 fn stock(engine: &Engine) {
+    stock_skus(engine, SKUS);
+}
+
+/// `STORES` stores with `skus` SKUs each in stock.
+fn stock_skus(engine: &Engine, skus: u32) {
     for s in 0..STORES {
         let store = format!("store-{s}");
         let mut def = StoreDef::new(store.clone(), 52.0, 13.0, "Europe/Berlin");
         def.max_hold_ms = 14 * 24 * 3_600_000;
         engine.define_store(def, T0).expect("store");
-        for k in 0..SKUS {
+        for k in 0..skus {
             engine
                 .apply_delta(
                     &PosDelta {
@@ -228,13 +289,18 @@ fn stock(engine: &Engine) {
 }
 
 fn requests(n: usize, seed: u64) -> Vec<HoldRequest> {
+    requests_over(n, seed, SKUS)
+}
+
+/// `n` single-line holds of one unit over `STORES` stores and `skus` SKUs, uniform.
+fn requests_over(n: usize, seed: u64, skus: u32) -> Vec<HoldRequest> {
     let mut rng = crate::zipf::Rng::new(seed);
     (0..n)
         .map(|_| {
             HoldRequest::new(
                 format!("store-{}", rng.below(u64::from(STORES))),
                 vec![LineRequest::new(
-                    format!("SKU-{}", rng.below(u64::from(SKUS))),
+                    format!("SKU-{}", rng.below(u64::from(skus))),
                     1,
                 )],
             )
@@ -418,17 +484,10 @@ pub fn run(cfg: &WalBenchConfig, mut progress: impl FnMut(&str)) -> WalBenchRepo
     // Restart with many active holds: snapshot plus a tail.
     progress("restart: building state");
     let dir = fresh_dir(&cfg.dir, "restart");
-    let snapshot_pause_ms;
     {
         let (db, reqs) = stocked_with_holds(&dir, cfg.restart_holds, 11);
         progress("restart: snapshot");
-        let t = Instant::now();
-        let (lsn, bytes) = db.engine().snapshot().expect("snapshot");
-        snapshot_pause_ms = t.elapsed().as_secs_f64() * 1e3;
-        db.wal()
-            .write_snapshot(lsn, &bytes)
-            .expect("write snapshot");
-        drop(bytes);
+        db.checkpoint_paused().expect("snapshot");
         for i in 0..cfg.restart_tail as usize {
             let _ = db.engine().hold(&reqs[i % reqs.len()], T0);
         }
@@ -440,6 +499,9 @@ pub fn run(cfg: &WalBenchConfig, mut progress: impl FnMut(&str)) -> WalBenchRepo
     let restart_s_10m = start.elapsed().as_secs_f64();
     let restart_holds = db.engine().active_holds() as u64;
     drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let snap = snapshot_stalls(cfg, &mut progress);
     let _ = std::fs::remove_dir_all(&cfg.dir);
 
     WalBenchReport {
@@ -453,7 +515,128 @@ pub fn run(cfg: &WalBenchConfig, mut progress: impl FnMut(&str)) -> WalBenchRepo
         replay_records_per_s,
         restart_s_10m,
         restart_holds,
-        snapshot_pause_ms,
+        snapshot_pause_ms: snap.checkpoint.longest_ms,
+        hold_p99_ms_during_snapshot: snap.checkpoint.p99_ms,
+        holds_during_snapshot: snap.checkpoint.holds,
+        snapshot_s: snap.checkpoint_s,
+        hold_max_ms_without_snapshot: snap.idle.longest_ms,
+        paused_snapshot_pause_ms: snap.paused.longest_ms,
+    }
+}
+
+/// One writer's hold latencies while something else ran.
+struct WriterWaits {
+    longest_ms: f64,
+    p99_ms: f64,
+    holds: u64,
+}
+
+struct SnapshotStalls {
+    checkpoint: WriterWaits,
+    checkpoint_s: f64,
+    idle: WriterWaits,
+    paused: WriterWaits,
+}
+
+/// Runs `during` on this thread while one writer thread places holds back to back, and
+/// returns its result with the writer's hold latencies over exactly that time.
+fn writer_during<T>(
+    engine: &Engine,
+    reqs: &[HoldRequest],
+    during: impl FnOnce() -> T,
+) -> (T, WriterWaits) {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    const WARMING: u8 = 0;
+    const MEASURING: u8 = 1;
+    const STOP: u8 = 2;
+    let phase = AtomicU8::new(WARMING);
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("hist");
+            let mut longest = Duration::ZERO;
+            let mut n = 0usize;
+            loop {
+                let at_start = phase.load(Ordering::Acquire);
+                if at_start == STOP {
+                    break;
+                }
+                let t0 = Instant::now();
+                let _ = engine.hold(&reqs[n % reqs.len()], T0);
+                let took = t0.elapsed();
+                n += 1;
+                if at_start == MEASURING {
+                    longest = longest.max(took);
+                    let _ = hist.record((took.as_micros() as u64).max(1));
+                }
+            }
+            (hist, longest)
+        });
+        // Let the writer get going before the measured window opens.
+        std::thread::sleep(Duration::from_millis(200));
+        phase.store(MEASURING, Ordering::Release);
+        let out = during();
+        phase.store(STOP, Ordering::Release);
+        let (hist, longest) = writer.join().expect("writer");
+        (
+            out,
+            WriterWaits {
+                longest_ms: longest.as_secs_f64() * 1e3,
+                p99_ms: hist.value_at_quantile(0.99) as f64 / 1e3,
+                holds: hist.len(),
+            },
+        )
+    })
+}
+
+/// The snapshot workload: `snapshot_cells` cells and `snapshot_holds` active holds; a
+/// checkpoint that stops writers (the previous snapshot, as a running server has one),
+/// `snapshot_tail` more holds, then the measured checkpoint, each with one writer placing
+/// holds throughout.
+fn snapshot_stalls(cfg: &WalBenchConfig, progress: &mut impl FnMut(&str)) -> SnapshotStalls {
+    progress("snapshot: building state");
+    let dir = fresh_dir(&cfg.dir, "snapshot");
+    let db = open(
+        &dir,
+        Durability::Async {
+            flush_interval_ms: 10,
+        },
+    );
+    let skus = u32::try_from((cfg.snapshot_cells / u64::from(STORES)).max(1)).expect("skus");
+    stock_skus(db.engine(), skus);
+    let reqs = requests_over(65_536, 13, skus);
+    for i in 0..cfg.snapshot_holds as usize {
+        let _ = db.engine().hold(&reqs[i % reqs.len()], T0);
+    }
+    let writer_reqs = requests_over(65_536, 17, skus);
+    progress("snapshot: checkpoint with writers paused");
+    let (paused, paused_waits) =
+        writer_during(db.engine(), &writer_reqs, || db.checkpoint_paused());
+    paused.expect("paused checkpoint");
+    for i in 0..cfg.snapshot_tail as usize {
+        let _ = db.engine().hold(&reqs[i % reqs.len()], T0);
+    }
+    progress("snapshot: checkpoint");
+    let ((cp, checkpoint_s), waits) = writer_during(db.engine(), &writer_reqs, || {
+        let t = Instant::now();
+        let cp = db.checkpoint();
+        (cp, t.elapsed().as_secs_f64())
+    });
+    let cp = cp.expect("checkpoint");
+    assert!(
+        !cp.writers_paused,
+        "the checkpoint was rebuilt beside the writer"
+    );
+    progress("snapshot: the writer alone");
+    let ((), idle) = writer_during(db.engine(), &writer_reqs, || {
+        std::thread::sleep(Duration::from_secs_f64(checkpoint_s));
+    });
+    db.close().expect("close");
+    let _ = std::fs::remove_dir_all(&dir);
+    SnapshotStalls {
+        checkpoint: waits,
+        checkpoint_s,
+        idle,
+        paused: paused_waits,
     }
 }
 
@@ -470,5 +653,6 @@ mod tests {
         assert!(r.durable_holds_per_s > 0.0 && r.fsync_per_op_holds_per_s > 0.0);
         assert!(r.replay_records_per_s > 0.0);
         assert_eq!(r.restart_holds, cfg.restart_holds + cfg.restart_tail);
+        assert!(r.holds_during_snapshot > 0 && r.snapshot_s > 0.0);
     }
 }

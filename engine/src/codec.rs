@@ -272,6 +272,37 @@ impl<'a> Dec<'a> {
         }
     }
 
+    /// A length-prefixed byte string of any length the input holds (not bounded by
+    /// [`BYTES_LEN_MAX`]): a borrowed slice, so bad input cannot make it allocate. For a
+    /// snapshot's per-store sections.
+    pub fn section(&mut self) -> Result<&'a [u8], DecodeError> {
+        let at = self.pos;
+        let n = self.u64()?;
+        if n > self.remaining() as u64 {
+            return Err(DecodeError::Invalid {
+                what: "section length",
+                at,
+            });
+        }
+        self.take(n as usize)
+    }
+
+    /// A sequence length bounded only by the bytes left (every item is at least one byte),
+    /// for the large tables of a snapshot (active holds, idempotency keys, cells), which
+    /// may hold more than [`SEQ_LEN_MAX`] items. A caller reserving room for the items
+    /// bounds it by the bytes left divided by an item's least encoded size.
+    pub fn long_seq_len(&mut self) -> Result<usize, DecodeError> {
+        let at = self.pos;
+        let n = self.u64()?;
+        if n > self.remaining() as u64 {
+            return Err(DecodeError::Invalid {
+                what: "sequence length",
+                at,
+            });
+        }
+        Ok(n as usize)
+    }
+
     /// A sequence length, bounded by [`SEQ_LEN_MAX`] and by the bytes left (every item is
     /// at least one byte), so bad input cannot make the decoder allocate much.
     pub fn seq_len(&mut self) -> Result<usize, DecodeError> {

@@ -30,7 +30,8 @@ use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::event::LoggedRecord;
 use crate::event::{RECORD_KIND_EVENTS, Record};
-use crate::log::EventLog;
+use crate::log::{EventLog, NoLog};
+use crate::snapshot::ConsumerCursors;
 use crate::stream::{EventStream, STREAM_RETAINED_MAX};
 use crate::types::{Lsn, Timestamp};
 use crate::wal::{
@@ -46,6 +47,32 @@ const REPLAY_BATCH_LEN: usize = 1024;
 /// `REPLAY_BATCH_LEN * REPLAY_BATCHES_QUEUED_MAX` and makes the decoder wait when applying
 /// falls behind.
 const REPLAY_BATCHES_QUEUED_MAX: usize = 8;
+
+/// Records between two [`RecoveryStep::Replaying`] reports (about a tenth of a second).
+const REPLAY_PROGRESS_EVERY: u64 = 1 << 18;
+
+/// Where [`DurableEngine::open_with_progress`] is, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryStep {
+    /// The log files were read and checked; the snapshot at `lsn` (if any) is being
+    /// loaded, then `records` records after it are replayed.
+    Loading {
+        /// The snapshot's LSN (`None`: recovery starts from the empty state).
+        snapshot: Option<Lsn>,
+        /// Its payload size.
+        snapshot_len_bytes: u64,
+        /// Records to replay after it.
+        records: u64,
+    },
+    /// `done` of `total` records replayed (reported every few hundred thousand records
+    /// and at the end).
+    Replaying {
+        /// Records applied so far.
+        done: u64,
+        /// Records to apply.
+        total: u64,
+    },
+}
 
 /// What the decoding thread hands over: records in LSN order, then, if decoding stopped
 /// at a record, that record's error (it comes after every record before it, so the
@@ -66,6 +93,7 @@ fn replay(
     engine: &mut Engine,
     stream: &EventStream,
     records: &RecoveredRecords,
+    progress: &mut dyn FnMut(RecoveryStep),
 ) -> Result<Option<Timestamp>, OpenError> {
     let total = records.len();
     std::thread::scope(|scope| {
@@ -100,6 +128,9 @@ fn replay(
             let _ = spent_tx.try_send(spent);
             if let Some(error) = batch.error {
                 return Err(error);
+            }
+            if n % REPLAY_PROGRESS_EVERY < REPLAY_BATCH_LEN as u64 || n == total {
+                progress(RecoveryStep::Replaying { done: n, total });
             }
         }
         Ok(newest_at)
@@ -326,6 +357,10 @@ pub struct DurableEngine {
     stream: Arc<EventStream>,
     report: RecoveryReport,
     backfill: Option<StreamBackfill>,
+    /// The engine's configuration, for the shadow a checkpoint rebuilds.
+    config: EngineConfig,
+    /// One checkpoint at a time (snapshots are written in LSN order).
+    checkpointing: parking_lot::Mutex<()>,
 }
 
 /// What a checkpoint wrote.
@@ -341,6 +376,10 @@ pub struct Checkpoint {
     /// Consumers whose durable cursor is behind `log_readable_after`: after a restart their
     /// next read is `Truncated` (the retention cap let their records go). Log it.
     pub consumers_beyond_retention: Vec<(String, Lsn)>,
+    /// True when writers waited while the state was encoded
+    /// ([`DurableEngine::checkpoint_paused`], or `checkpoint`'s fallback); false when the
+    /// snapshot was rebuilt from the log beside them.
+    pub writers_paused: bool,
 }
 
 /// Records read back from the log files into the event stream at open, for consumers whose
@@ -362,7 +401,26 @@ impl DurableEngine {
     /// Recovers: the newest valid snapshot, then every record after it, in LSN order. The
     /// engine is ready for writes when this returns.
     pub fn open(storage: Arc<dyn Storage>, opts: OpenOptions) -> Result<Self, OpenError> {
+        Self::open_with_progress(storage, opts, &mut |_| {})
+    }
+
+    /// [`DurableEngine::open`], telling `progress` where it is: once the log files are
+    /// read ([`RecoveryStep::Loading`]), then as records are replayed (on the opening
+    /// thread, between batches: keep it quick).
+    pub fn open_with_progress(
+        storage: Arc<dyn Storage>,
+        opts: OpenOptions,
+        progress: &mut dyn FnMut(RecoveryStep),
+    ) -> Result<Self, OpenError> {
         let (wal, recovery) = Wal::open(storage, opts.wal, opts.recovery)?;
+        progress(RecoveryStep::Loading {
+            snapshot: recovery.snapshot.as_ref().map(|s| s.lsn),
+            snapshot_len_bytes: recovery
+                .snapshot
+                .as_ref()
+                .map_or(0, |s| s.bytes.len() as u64),
+            records: recovery.records.len(),
+        });
         let log = Arc::new(WalLog { wal });
         // The event stream sits in front of the WAL, so consumers see every record in LSN
         // order; recovery feeds it the records after the snapshot.
@@ -373,8 +431,11 @@ impl DurableEngine {
             snapshot_lsn,
         ));
         let mut engine = match &recovery.snapshot {
-            Some(s) => Engine::from_snapshot(opts.engine.clone(), stream.clone(), &s.bytes)
-                .map_err(|error| OpenError::Apply { lsn: s.lsn, error })?,
+            // Conservation is checked once, after the records are replayed too.
+            Some(s) => {
+                Engine::from_snapshot_unchecked(opts.engine.clone(), stream.clone(), &s.bytes)
+                    .map_err(|error| OpenError::Apply { lsn: s.lsn, error })?
+            }
             None => Engine::with_log(opts.engine.clone(), stream.clone()).map_err(|error| {
                 OpenError::Apply {
                     lsn: Lsn::ZERO,
@@ -382,7 +443,7 @@ impl DurableEngine {
                 }
             })?,
         };
-        let newest_at = replay(&mut engine, &stream, &recovery.records)?;
+        let newest_at = replay(&mut engine, &stream, &recovery.records, progress)?;
         // Cursors acknowledged before the snapshot come from the snapshot's state.
         let cursors = engine.consumer_cursors();
         for (consumer, lsn) in &cursors {
@@ -429,6 +490,8 @@ impl DurableEngine {
             stream,
             report: recovery.report,
             backfill,
+            config: opts.engine,
+            checkpointing: parking_lot::Mutex::new(()),
         })
     }
 
@@ -459,14 +522,112 @@ impl DurableEngine {
         &self.report
     }
 
-    /// Writes a snapshot of the current state and prunes the log behind it. Writers pause
-    /// only while the state is encoded (not while it is written).
+    /// Writes a snapshot of the current state and prunes the log behind it, without
+    /// stopping writers.
+    ///
+    /// The state is a pure function of the log, so the snapshot at the last appended LSN is
+    /// rebuilt off to the side: a shadow engine loads the newest snapshot file, replays the
+    /// log files from there through that LSN, and is encoded; writers go on meanwhile (the
+    /// snapshot gate is never taken). The bytes are the ones [`Engine::snapshot`] would
+    /// give with writers stopped at that LSN (`engine/tests/checkpoint_shadow.rs`). Costs:
+    /// one core for the load, replay and encoding, and a second copy of the state while it
+    /// lasts. If the shadow cannot be rebuilt (in `Off` mode the log files are not written;
+    /// a log file that does not read back), the snapshot is taken with writers paused
+    /// instead ([`DurableEngine::checkpoint_paused`]) and the reason is logged.
     ///
     /// Segments behind the snapshot are kept back to the slowest durable consumer cursor in
     /// the snapshot (so a restart can serve that consumer from the files), within
     /// `WalConfig::consumer_retention_len_max`; consumers beyond it are named in the result.
     pub fn checkpoint(&self) -> Result<Checkpoint, EngineError> {
-        let (lsn, bytes, cursors) = self.engine.snapshot_with_cursors()?;
+        let _one = self.checkpointing.lock();
+        let snapshot = match self.rebuild_snapshot() {
+            Ok(Some(snapshot)) => return self.write_checkpoint(snapshot, false),
+            Ok(None) => self.engine.snapshot_with_cursors()?,
+            Err(why) => {
+                tracing::warn!(
+                    error = %why,
+                    "checkpoint: the shadow state could not be rebuilt from the log; \
+                     taking the snapshot with writers paused"
+                );
+                self.engine.snapshot_with_cursors()?
+            }
+        };
+        self.write_checkpoint(snapshot, true)
+    }
+
+    /// [`DurableEngine::checkpoint`] the old way: writers wait on the snapshot gate while
+    /// the whole state is encoded. For comparison in `pickline bench wal`, and the fallback.
+    pub fn checkpoint_paused(&self) -> Result<Checkpoint, EngineError> {
+        let _one = self.checkpointing.lock();
+        let snapshot = self.engine.snapshot_with_cursors()?;
+        self.write_checkpoint(snapshot, true)
+    }
+
+    /// The snapshot at the last appended LSN, rebuilt from the newest snapshot file and the
+    /// log files after it on this thread; `None` in `Off` mode (no files to read).
+    fn rebuild_snapshot(&self) -> Result<Option<(Lsn, Vec<u8>, ConsumerCursors)>, String> {
+        let wal = self.log.wal();
+        if wal.config().durability == Durability::Off {
+            return Ok(None);
+        }
+        let through = self.log.last_lsn();
+        if through > Lsn::ZERO {
+            wal.wait_durable(through).map_err(|e| e.to_string())?;
+        }
+        let base = wal.snapshot_lsn().unwrap_or(Lsn::ZERO);
+        if base > through {
+            return Err(format!(
+                "the newest snapshot (LSN {base}) is ahead of the log (LSN {through})"
+            ));
+        }
+        let shadow_log = Arc::new(NoLog::starting_after(base));
+        let mut shadow = if base > Lsn::ZERO {
+            let bytes = wal.read_snapshot(base).map_err(|e| e.to_string())?;
+            Engine::from_snapshot_unchecked(self.config.clone(), shadow_log, &bytes)
+                .map_err(|e| format!("snapshot {base} does not load: {e}"))?
+        } else {
+            Engine::with_log(self.config.clone(), shadow_log).map_err(|e| e.to_string())?
+        };
+        let records = wal.read_records(base, through).map_err(|e| e.to_string())?;
+        let mut next = base.0 + 1;
+        for rec in records.iter() {
+            if rec.lsn.0 != next {
+                return Err(format!(
+                    "the log files hold record {} where record {next} was wanted",
+                    rec.lsn
+                ));
+            }
+            if rec.kind != RECORD_KIND_EVENTS {
+                return Err(format!("log record {} has kind {}", rec.lsn, rec.kind));
+            }
+            let record = Record::decode(rec.payload)
+                .map_err(|e| format!("log record {} does not decode: {e}", rec.lsn))?;
+            shadow
+                .replay_exclusive(&record)
+                .map_err(|e| format!("log record {} does not apply: {e}", rec.lsn))?;
+            next += 1;
+        }
+        if next != through.0 + 1 {
+            return Err(format!(
+                "the log files end at record {} before record {through}",
+                next - 1
+            ));
+        }
+        // Never write a snapshot that breaks conservation.
+        shadow
+            .check_conservation()
+            .map_err(|why| format!("the rebuilt state at {through} breaks conservation: {why}"))?;
+        shadow
+            .encode_state(through)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+
+    fn write_checkpoint(
+        &self,
+        (lsn, bytes, cursors): (Lsn, Vec<u8>, ConsumerCursors),
+        writers_paused: bool,
+    ) -> Result<Checkpoint, EngineError> {
         let slowest = cursors.iter().map(|(_, acked)| *acked).min();
         let retention = self
             .log
@@ -482,6 +643,7 @@ impl DurableEngine {
             len_bytes: bytes.len(),
             log_readable_after: retention.readable_after,
             consumers_beyond_retention,
+            writers_paused,
         })
     }
 

@@ -319,8 +319,10 @@ pub struct Engine {
     pub(crate) gate: ShardedLock<()>,
     pub(crate) stores: Box<[OnceLock<Box<StoreShard>>]>,
     pub(crate) store_count: AtomicU32,
-    pub(crate) store_index: DashMap<Box<str>, StoreId>,
-    pub(crate) skus: DashMap<Box<str>, SkuId>,
+    /// Every hold looks up its store and each line's SKU by name: foldhash's keyed
+    /// `quality` hasher, as for `idem`, rather than SipHash.
+    pub(crate) store_index: DashMap<Box<str>, StoreId, foldhash::quality::RandomState>,
+    pub(crate) skus: DashMap<Box<str>, SkuId, foldhash::quality::RandomState>,
     pub(crate) sku_names: Mutex<Vec<Box<str>>>,
     /// Serializes store and SKU registration so their ids are dense and logged in order.
     pub(crate) registry_lock: Mutex<()>,
@@ -376,8 +378,8 @@ impl Engine {
             config,
             gate: ShardedLock::new(()),
             store_count: AtomicU32::new(0),
-            store_index: DashMap::new(),
-            skus: DashMap::new(),
+            store_index: DashMap::with_hasher(foldhash::quality::RandomState::default()),
+            skus: DashMap::with_hasher(foldhash::quality::RandomState::default()),
             sku_names: Mutex::new(Vec::new()),
             registry_lock: Mutex::new(()),
             idem: DashMap::with_hasher(foldhash::quality::RandomState::default()),

@@ -3,14 +3,20 @@
 //! [`Engine::snapshot`] takes the snapshot gate for writing, so no mutation is between its
 //! first lock and its log append: the state copied is exactly the state after the last
 //! appended record (its LSN is returned with the bytes). Encoding happens under the gate;
-//! the pause is proportional to the state's size and is measured by `pickline bench wal`.
+//! the pause is proportional to the state's size (`paused_snapshot_pause_ms` in `pickline
+//! bench wal`).
 //!
 //! Layout (all with the varint codec of [`crate::codec`]): format version; stores (their
 //! definitions in id order); SKU external ids in id order; idempotency outcomes; consumer
 //! cursors; kept allocations (oldest first); kept batches of holds (oldest
-//! first); kept replies (oldest first); then per
-//! store: non-empty cells, hold sequence, active holds, POS dedupe window, recent POS deltas,
-//! last count times, idempotency aging queue, pickup orders, calendar and slot bookings.
+//! first); kept replies (oldest first); then per store, as a length-prefixed section
+//! (format 10; inline before): non-empty cells, hold sequence, active holds, POS dedupe
+//! window, recent POS deltas, last count times, idempotency aging queue, pickup orders,
+//! calendar and slot bookings, ended holds. Stores' sections load on two threads.
+//!
+//! [`crate::durable::DurableEngine::checkpoint`] does not call [`Engine::snapshot`]: it
+//! rebuilds the same bytes from the log beside the writers (`Engine::encode_state` on a
+//! shadow engine), so writers never wait for the encoding.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -21,7 +27,7 @@ use crate::engine::{Engine, HoldGrant, HoldOutcome, IdemEntry};
 use crate::error::EngineError;
 use crate::event::{Event, Record, StoreDef, decode_store_def, encode_store_def};
 use crate::log::EventLog;
-use crate::stock::{Cell, HoldRec, RecentDelta};
+use crate::stock::{Cell, HoldRec, RecentDelta, StoreShard};
 use crate::types::{HoldId, Line, Lsn, SkuId, StoreId, Timestamp};
 
 /// Version 7 goes with the log's event format 2 ([`crate::event::RECORD_KIND_EVENTS`]):
@@ -29,8 +35,9 @@ use crate::types::{HoldId, Line, Lsn, SkuId, StoreId, Timestamp};
 /// not be replayed after them anyway. Version 8 adds each store's last change time after
 /// its definition; version 7 still loads (change times unknown, 0). Version 9 adds each
 /// order's ready estimate and how each store's newest holds ended; 7 and 8 still load
-/// (estimates and ends unknown).
-const SNAPSHOT_VERSION: u32 = 9;
+/// (estimates and ends unknown). Version 10 prefixes each store's section with its length
+/// (same contents), so a load decodes the stores on two threads; 7 to 9 still load.
+const SNAPSHOT_VERSION: u32 = 10;
 
 /// The oldest version that loads.
 const SNAPSHOT_VERSION_MIN: u32 = 7;
@@ -53,9 +60,29 @@ impl Engine {
             .write()
             .map_err(|_| EngineError::internal("engine", "snapshot gate poisoned"))?;
         let lsn = self.log.last_lsn();
+        self.encode_state(lsn)
+    }
+
+    /// Encodes the state as it is, stamped with `lsn`, without the snapshot gate: the
+    /// caller makes sure no mutation runs (the gate held for writing, or an engine nobody
+    /// else reaches: the shadow a checkpoint rebuilds, `crate::durable`).
+    pub(crate) fn encode_state(
+        &self,
+        lsn: Lsn,
+    ) -> Result<(Lsn, Vec<u8>, ConsumerCursors), EngineError> {
+        self.encode_state_as(lsn, SNAPSHOT_VERSION)
+    }
+
+    /// [`Engine::encode_state`] in format `version` (10, or 9 without the stores' length
+    /// prefixes: tests check that older snapshots still load).
+    fn encode_state_as(
+        &self,
+        lsn: Lsn,
+        version: u32,
+    ) -> Result<(Lsn, Vec<u8>, ConsumerCursors), EngineError> {
         let mut buf = Vec::with_capacity(1 << 20);
         let mut e = Enc::new(&mut buf);
-        e.u32(SNAPSHOT_VERSION);
+        e.u32(version);
         let n = self.store_count.load(Ordering::Acquire);
         e.u32(n);
         for i in 0..n {
@@ -129,83 +156,42 @@ impl Engine {
             e.bytes(&reply.response);
             e.i64(reply.at.0);
         }
+        // Each store's section is length-prefixed (format 10), so a load decodes the
+        // stores in parallel.
+        let mut section = Vec::new();
         for i in 0..n {
-            let Some(shard) = self.shard(StoreId(i)) else {
-                continue;
-            };
-            let mut cells = Vec::new();
-            for (base, page) in shard.pages() {
-                for (j, cell) in page.iter().enumerate() {
-                    let c = *cell.lock();
-                    if c != Cell::default() {
-                        cells.push((base + j as u32, c));
-                    }
-                }
+            let shard = self
+                .shard(StoreId(i))
+                .ok_or_else(|| EngineError::invalid("snapshot", "store slot empty"))?;
+            if version >= 10 {
+                section.clear();
+                encode_store(shard, &mut Enc::new(&mut section));
+                e.bytes(&section);
+            } else {
+                encode_store(shard, &mut e);
             }
-            e.seq_len(cells.len());
-            for (sku, c) in cells {
-                e.u32(sku);
-                e.u32(c.on_hand);
-                e.u32(c.held);
-                e.u32(c.safety);
-            }
-            let st = shard.state.lock();
-            e.u64(st.next_seq);
-            let mut holds: Vec<_> = st.active.iter().collect();
-            holds.sort_unstable_by_key(|(id, _)| **id);
-            e.seq_len(holds.len());
-            for (id, h) in holds {
-                e.u64(id.0);
-                e.opt_str(h.key.as_deref());
-                e.seq_len(h.lines.len());
-                for l in h.lines.iter() {
-                    e.u32(l.sku.0);
-                    e.u32(l.qty);
-                }
-                e.i64(h.created.0);
-                e.i64(h.expires_at.0);
-                e.bool(h.confirmed);
-                e.bool(h.ready);
-                e.opt_i64(h.slot);
-            }
-            e.seq_len(st.pos_fifo.len());
-            for (at, id) in &st.pos_fifo {
-                e.i64(at.0);
-                e.str(id);
-            }
-            let mut recent: Vec<_> = st.recent_deltas.iter().collect();
-            recent.sort_unstable_by_key(|(sku, _)| **sku);
-            e.seq_len(recent.len());
-            for (sku, deltas) in recent {
-                e.u32(sku.0);
-                e.seq_len(deltas.len());
-                for d in deltas {
-                    e.i64(d.pos_time.0);
-                    e.i64(d.applied_at.0);
-                    e.i64(d.qty);
-                }
-            }
-            let mut counts: Vec<_> = st.last_count_as_of.iter().collect();
-            counts.sort_unstable_by_key(|(sku, _)| **sku);
-            e.seq_len(counts.len());
-            for (sku, t) in counts {
-                e.u32(sku.0);
-                e.i64(t.0);
-            }
-            e.seq_len(st.idem_fifo.len());
-            for (at, key) in &st.idem_fifo {
-                e.i64(at.0);
-                e.str(key);
-            }
-            st.orders.encode(&mut e);
-            st.slots.encode(&mut e);
-            st.ended.encode(&mut e);
         }
         Ok((lsn, buf, consumers))
     }
 
     /// Rebuilds an engine from [`Engine::snapshot`] bytes, writing new records to `log`.
     pub fn from_snapshot(
+        config: EngineConfig,
+        log: Arc<dyn EventLog>,
+        bytes: &[u8],
+    ) -> Result<Engine, EngineError> {
+        let engine = Engine::from_snapshot_unchecked(config, log, bytes)?;
+        // Assert after reading back: the snapshot must satisfy conservation.
+        engine.check_conservation().map_err(|why| {
+            EngineError::invalid("snapshot", SnapshotError::Invariant(why).to_string())
+        })?;
+        Ok(engine)
+    }
+
+    /// [`Engine::from_snapshot`] without the conservation check, for a caller that replays
+    /// records onto the engine and checks conservation after them (recovery, the
+    /// checkpoint's shadow): one walk of every hold instead of two.
+    pub(crate) fn from_snapshot_unchecked(
         config: EngineConfig,
         log: Arc<dyn EventLog>,
         bytes: &[u8],
@@ -252,7 +238,7 @@ impl Engine {
                 }],
             })?;
         }
-        let idem = d.seq_len()?;
+        let idem = d.long_seq_len()?;
         for _ in 0..idem {
             let key = d.string()?;
             let outcome = decode_outcome(&mut d)?;
@@ -310,104 +296,249 @@ impl Engine {
                 },
             );
         }
-        for i in 0..n {
-            let shard = self.shard(StoreId(i)).ok_or(SnapshotError::Bad("store"))?;
-            let cells = d.seq_len()?;
-            for _ in 0..cells {
-                let sku = SkuId(d.u32()?);
-                let cell = Cell {
-                    on_hand: d.u32()?,
-                    held: d.u32()?,
-                    safety: d.u32()?,
-                };
-                *shard.cell(sku).ok_or(SnapshotError::Bad("cell"))?.lock() = cell;
+        if version >= 10 {
+            let mut sections = Vec::with_capacity(n as usize);
+            for i in 0..n {
+                let shard = self.shard(StoreId(i)).ok_or(SnapshotError::Bad("store"))?;
+                sections.push((shard, d.section()?));
             }
-            let mut st = shard.state.lock();
-            st.next_seq = d.u64()?;
-            let holds = d.seq_len()?;
-            // The expiry index is built in one go once the holds are read (a bulk build
-            // from sorted keys rather than one tree insert per hold).
-            let mut expiry = Vec::with_capacity(holds);
-            for _ in 0..holds {
-                let id = HoldId(d.u64()?);
-                if id.store() != shard.id || id.seq() >= st.next_seq {
-                    return Err(SnapshotError::Bad("hold id"));
-                }
-                let key = d.opt_string()?.map(Into::into);
-                let nl = d.seq_len()?;
-                let mut lines = Vec::with_capacity(nl);
-                for _ in 0..nl {
-                    lines.push(Line {
-                        sku: SkuId(d.u32()?),
-                        qty: d.u32()?,
-                    });
-                }
-                let rec = HoldRec {
-                    key,
-                    lines: lines.into(),
-                    created: Timestamp(d.i64()?),
-                    expires_at: Timestamp(d.i64()?),
-                    confirmed: d.bool()?,
-                    ready: d.bool()?,
-                    slot: d.opt_i64()?,
-                };
-                expiry.push((rec.expires_at, id));
-                st.active.insert(id, rec);
+            d.finish()?;
+            load_stores(&sections, version)?;
+        } else {
+            for i in 0..n {
+                let shard = self.shard(StoreId(i)).ok_or(SnapshotError::Bad("store"))?;
+                load_store(shard, &mut d, version)?;
             }
-            expiry.sort_unstable();
-            st.by_expiry.extend(expiry);
-            let pos = d.seq_len()?;
-            for _ in 0..pos {
-                let at = Timestamp(d.i64()?);
-                let id: Box<str> = d.string()?.into();
-                st.pos_seen.insert(id.clone(), at);
-                st.pos_fifo.push_back((at, id));
-            }
-            let recent = d.seq_len()?;
-            for _ in 0..recent {
-                let sku = SkuId(d.u32()?);
-                let nd = d.seq_len()?;
-                let q = st.recent_deltas.entry(sku).or_default();
-                for _ in 0..nd {
-                    q.push_back(RecentDelta {
-                        pos_time: Timestamp(d.i64()?),
-                        applied_at: Timestamp(d.i64()?),
-                        qty: d.i64()?,
-                    });
-                }
-            }
-            let counts = d.seq_len()?;
-            for _ in 0..counts {
-                let sku = SkuId(d.u32()?);
-                let t = Timestamp(d.i64()?);
-                st.last_count_as_of.insert(sku, t);
-            }
-            let fifo = d.seq_len()?;
-            for _ in 0..fifo {
-                let at = Timestamp(d.i64()?);
-                let key = d.string()?.into();
-                st.idem_fifo.push_back((at, key));
-            }
-            st.orders = crate::order::OrderState::decode(
-                &mut d,
-                if version >= 9 {
-                    crate::order::RecLayout::WithEstimate
-                } else {
-                    crate::order::RecLayout::WithoutEstimate
-                },
-            )?;
-            st.slots = crate::slot::SlotState::decode(&mut d)?;
-            if version >= 9 {
-                st.ended = crate::stock::EndedHolds::decode(&mut d)?;
-            }
-            st.rebuild_derived();
+            d.finish()?;
         }
-        d.finish()?;
-        // Assert after reading back: the snapshot must satisfy conservation.
-        self.check_conservation()
-            .map_err(SnapshotError::Invariant)?;
         Ok(())
     }
+}
+
+/// One store's section: non-empty cells, hold sequence, active holds, POS dedupe window,
+/// recent POS deltas, last count times, idempotency aging queue, pickup orders, calendar
+/// and slot bookings, ended holds.
+fn encode_store(shard: &StoreShard, e: &mut Enc<'_>) {
+    let mut cells = Vec::new();
+    for (base, page) in shard.pages() {
+        for (j, cell) in page.iter().enumerate() {
+            let c = *cell.lock();
+            if c != Cell::default() {
+                cells.push((base + j as u32, c));
+            }
+        }
+    }
+    e.seq_len(cells.len());
+    for (sku, c) in cells {
+        e.u32(sku);
+        e.u32(c.on_hand);
+        e.u32(c.held);
+        e.u32(c.safety);
+    }
+    let st = shard.state.lock();
+    e.u64(st.next_seq);
+    // A tree ordered by id: already in id order.
+    e.seq_len(st.active.len());
+    for (id, h) in &st.active {
+        e.u64(id.0);
+        e.opt_str(h.key.as_deref());
+        e.seq_len(h.lines.len());
+        for l in h.lines.iter() {
+            e.u32(l.sku.0);
+            e.u32(l.qty);
+        }
+        e.i64(h.created.0);
+        e.i64(h.expires_at.0);
+        e.bool(h.confirmed);
+        e.bool(h.ready);
+        e.opt_i64(h.slot);
+    }
+    e.seq_len(st.pos_fifo.len());
+    for (at, id) in &st.pos_fifo {
+        e.i64(at.0);
+        e.str(id);
+    }
+    let mut recent: Vec<_> = st.recent_deltas.iter().collect();
+    recent.sort_unstable_by_key(|(sku, _)| **sku);
+    e.seq_len(recent.len());
+    for (sku, deltas) in recent {
+        e.u32(sku.0);
+        e.seq_len(deltas.len());
+        for d in deltas {
+            e.i64(d.pos_time.0);
+            e.i64(d.applied_at.0);
+            e.i64(d.qty);
+        }
+    }
+    let mut counts: Vec<_> = st.last_count_as_of.iter().collect();
+    counts.sort_unstable_by_key(|(sku, _)| **sku);
+    e.seq_len(counts.len());
+    for (sku, t) in counts {
+        e.u32(sku.0);
+        e.i64(t.0);
+    }
+    e.seq_len(st.idem_fifo.len());
+    for (at, key) in &st.idem_fifo {
+        e.i64(at.0);
+        e.str(key);
+    }
+    st.orders.encode(e);
+    st.slots.encode(e);
+    st.ended.encode(e);
+}
+
+/// Snapshot sections of more bytes than this in all are loaded on two threads.
+const PARALLEL_LOAD_LEN_MIN: usize = 1 << 20;
+
+/// Loads the stores' sections (format 10 on), every other store on a second thread when
+/// there is much to load: each section touches only its own store. The first error in
+/// store order wins.
+fn load_stores(sections: &[(&StoreShard, &[u8])], version: u32) -> Result<(), SnapshotError> {
+    let load = |first: usize| -> Result<(), (usize, SnapshotError)> {
+        sections
+            .iter()
+            .enumerate()
+            .skip(first)
+            .step_by(2)
+            .try_for_each(|(i, (shard, bytes))| {
+                let mut d = Dec::new(bytes);
+                load_store(shard, &mut d, version)
+                    .and_then(|()| d.finish().map_err(SnapshotError::from))
+                    .map_err(|e| (i, e))
+            })
+    };
+    let total: usize = sections.iter().map(|(_, b)| b.len()).sum();
+    let (even, odd) = if total < PARALLEL_LOAD_LEN_MIN || sections.len() < 2 {
+        (load(0), load(1))
+    } else {
+        std::thread::scope(|scope| {
+            let odd = std::thread::Builder::new()
+                .name("pickline-snapshot-load".into())
+                .spawn_scoped(scope, || load(1));
+            let even = load(0);
+            let odd = match odd {
+                Ok(handle) => handle.join().unwrap_or(Err((
+                    1,
+                    SnapshotError::Bad("the snapshot loading thread panicked"),
+                ))),
+                // No thread to be had: load those stores here.
+                Err(_) => load(1),
+            };
+            (even, odd)
+        })
+    };
+    match (even, odd) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err((_, e)), Ok(())) | (Ok(()), Err((_, e))) => Err(e),
+        (Err(a), Err(b)) => Err(if a.0 < b.0 { a.1 } else { b.1 }),
+    }
+}
+
+/// One store's section (see [`encode_store`]).
+fn load_store(shard: &StoreShard, d: &mut Dec<'_>, version: u32) -> Result<(), SnapshotError> {
+    let cells = d.long_seq_len()?;
+    for _ in 0..cells {
+        let sku = SkuId(d.u32()?);
+        let cell = Cell {
+            on_hand: d.u32()?,
+            held: d.u32()?,
+            safety: d.u32()?,
+        };
+        *shard.cell(sku).ok_or(SnapshotError::Bad("cell"))?.lock() = cell;
+    }
+    let mut st = shard.state.lock();
+    st.next_seq = d.u64()?;
+    let holds = d.long_seq_len()?;
+    // The hold table and the expiry index are each built in one go once the holds
+    // are read (a bulk build from sorted keys, not one tree insert per hold).
+    // A hold takes at least 8 encoded bytes: room for no more than the bytes left hold.
+    let room = holds.min(d.remaining() / 8);
+    let mut active = Vec::with_capacity(room);
+    let mut expiry = Vec::with_capacity(room);
+    // One line (most holds) is kept in place: decoded here, no allocation.
+    let mut lines = Vec::new();
+    for _ in 0..holds {
+        let id = HoldId(d.u64()?);
+        if id.store() != shard.id
+            || id.seq() >= st.next_seq
+            || active.last().is_some_and(|(prev, _)| *prev >= id)
+        {
+            return Err(SnapshotError::Bad("hold id"));
+        }
+        let key = d.opt_string()?.map(Into::into);
+        let nl = d.seq_len()?;
+        lines.clear();
+        for _ in 0..nl {
+            lines.push(Line {
+                sku: SkuId(d.u32()?),
+                qty: d.u32()?,
+            });
+        }
+        let rec = HoldRec {
+            key,
+            lines: lines[..].into(),
+            created: Timestamp(d.i64()?),
+            expires_at: Timestamp(d.i64()?),
+            confirmed: d.bool()?,
+            ready: d.bool()?,
+            slot: d.opt_i64()?,
+        };
+        expiry.push((rec.expires_at, id));
+        active.push((id, rec));
+    }
+    if !st.active.is_empty() || !st.by_expiry.is_empty() {
+        return Err(SnapshotError::Bad("store state loaded twice"));
+    }
+    // Ascending ids (checked above): the build finds them sorted.
+    st.active = active.into_iter().collect();
+    expiry.sort_unstable();
+    st.by_expiry = expiry.into_iter().collect();
+    let pos = d.seq_len()?;
+    for _ in 0..pos {
+        let at = Timestamp(d.i64()?);
+        let id: Box<str> = d.string()?.into();
+        st.pos_seen.insert(id.clone(), at);
+        st.pos_fifo.push_back((at, id));
+    }
+    let recent = d.seq_len()?;
+    for _ in 0..recent {
+        let sku = SkuId(d.u32()?);
+        let nd = d.seq_len()?;
+        let q = st.recent_deltas.entry(sku).or_default();
+        for _ in 0..nd {
+            q.push_back(RecentDelta {
+                pos_time: Timestamp(d.i64()?),
+                applied_at: Timestamp(d.i64()?),
+                qty: d.i64()?,
+            });
+        }
+    }
+    let counts = d.seq_len()?;
+    for _ in 0..counts {
+        let sku = SkuId(d.u32()?);
+        let t = Timestamp(d.i64()?);
+        st.last_count_as_of.insert(sku, t);
+    }
+    let fifo = d.long_seq_len()?;
+    for _ in 0..fifo {
+        let at = Timestamp(d.i64()?);
+        let key = d.string()?.into();
+        st.idem_fifo.push_back((at, key));
+    }
+    st.orders = crate::order::OrderState::decode(
+        d,
+        if version >= 9 {
+            crate::order::RecLayout::WithEstimate
+        } else {
+            crate::order::RecLayout::WithoutEstimate
+        },
+    )?;
+    st.slots = crate::slot::SlotState::decode(d)?;
+    if version >= 9 {
+        st.ended = crate::stock::EndedHolds::decode(d)?;
+    }
+    st.rebuild_derived();
+    Ok(())
 }
 
 fn encode_outcome(e: &mut Enc<'_>, outcome: &HoldOutcome) {
@@ -475,4 +606,105 @@ pub enum SnapshotError {
     /// Applying a definition failed.
     #[error("snapshot: {0}")]
     Engine(#[from] EngineError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{HoldRequest, LineRequest, PosDelta, PosDeltaKind};
+
+    const T0: Timestamp = Timestamp(1_780_000_000_000);
+
+    /// Three stores with enough holds that their sections load on two threads and are
+    /// longer than any other byte string the decoder takes ([`crate::codec::BYTES_LEN_MAX`]).
+    fn busy_engine() -> Engine {
+        let e = Engine::new(EngineConfig::default()).unwrap();
+        for store in ["s0", "s1", "s2"] {
+            e.define_store(StoreDef::new(store, 52.0, 13.0, "Europe/Berlin"), T0)
+                .unwrap();
+            for sku in ["A", "B", "C"] {
+                e.apply_delta(
+                    &PosDelta {
+                        store: store.into(),
+                        sku: sku.into(),
+                        pos_event_id: format!("rcv-{store}-{sku}"),
+                        kind: PosDeltaKind::Receive,
+                        qty: 1_000_000,
+                        order_ref: None,
+                        pos_time: T0,
+                    },
+                    T0,
+                )
+                .unwrap();
+            }
+        }
+        for i in 0..180_000u32 {
+            let store = ["s0", "s1", "s2"][(i % 3) as usize];
+            let mut lines = vec![LineRequest::new("A", 1 + i % 4)];
+            if i.is_multiple_of(5) {
+                lines.push(LineRequest::new("C", 2));
+            }
+            let mut req = HoldRequest::new(store, lines);
+            if i.is_multiple_of(7) {
+                req = req.with_key(format!("key-{i}"));
+            }
+            let g = e.hold(&req, T0.add_ms(i64::from(i))).unwrap();
+            if i.is_multiple_of(9) {
+                let hold = g.granted().unwrap().hold;
+                e.release(hold, T0.add_ms(i64::from(i))).unwrap();
+            }
+        }
+        e
+    }
+
+    fn reloaded(bytes: &[u8]) -> Vec<u8> {
+        let e = Engine::from_snapshot(
+            EngineConfig::default(),
+            Arc::new(crate::log::NoLog::default()),
+            bytes,
+        )
+        .unwrap();
+        e.snapshot().unwrap().1
+    }
+
+    #[test]
+    fn format_10_loads_on_two_threads_and_format_9_still_loads() {
+        let e = busy_engine();
+        let (_, v10) = e.snapshot().unwrap();
+        assert!(
+            v10.len() > PARALLEL_LOAD_LEN_MIN,
+            "the parallel load is exercised"
+        );
+        assert!(
+            v10.len() > 3 * crate::codec::BYTES_LEN_MAX + 100_000,
+            "each of the three sections is longer than BYTES_LEN_MAX"
+        );
+        assert_eq!(reloaded(&v10), v10);
+        let (_, v9, _) = e.encode_state_as(Lsn(0), 9).unwrap();
+        assert_ne!(v9, v10);
+        assert_eq!(reloaded(&v9), v10);
+    }
+
+    #[test]
+    fn a_cut_or_damaged_section_is_an_error_not_a_panic() {
+        let (_, v10) = busy_engine().snapshot().unwrap();
+        let load = |bytes: &[u8]| {
+            Engine::from_snapshot(
+                EngineConfig::default(),
+                Arc::new(crate::log::NoLog::default()),
+                bytes,
+            )
+        };
+        for cut in [v10.len() - 1, v10.len() / 2, v10.len() - 100_000] {
+            assert!(load(&v10[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut flipped = v10.clone();
+        let at = v10.len() - 300_000;
+        flipped[at] ^= 0x55;
+        // Damage either fails to decode or breaks an invariant; it never loads silently
+        // different without an error, nor panics.
+        if let Ok(e) = load(&flipped) {
+            assert_ne!(e.snapshot().unwrap().1, v10);
+        }
+    }
 }

@@ -58,6 +58,7 @@ pub mod metrics;
 pub mod notify;
 pub mod order_link;
 pub mod qr;
+pub mod recovery_progress;
 pub mod server;
 pub mod simulate;
 pub mod walcmd;

@@ -574,7 +574,13 @@ async fn recover(config: &Config, domain: &Domain) -> Result<(), ServerError> {
         move || -> io::Result<DurableEngine> {
             std::fs::create_dir_all(&dir)?;
             let storage = FileStorage::open(&dir)?;
-            DurableEngine::open(Arc::new(storage), opts).map_err(io::Error::other)
+            // A bar on a terminal (else log lines) once recovery takes over a second.
+            let progress = crate::recovery_progress::RecoveryProgress::start();
+            let opened = DurableEngine::open_with_progress(Arc::new(storage), opts, &mut |step| {
+                progress.observe(step)
+            });
+            progress.finish();
+            opened.map_err(io::Error::other)
         }
     })
     .await
@@ -675,7 +681,12 @@ fn checkpoint_ticker(config: &Config, domain: Domain) -> tokio::task::JoinHandle
             let domain = domain.clone();
             match domain::blocking(move || domain.checkpoint()).await {
                 Ok(cp) => {
-                    info!(lsn = %cp.lsn, bytes = cp.len_bytes, "checkpoint written");
+                    info!(
+                        lsn = %cp.lsn,
+                        bytes = cp.len_bytes,
+                        writers_paused = cp.writers_paused,
+                        "checkpoint written"
+                    );
                     for (consumer, acked) in &cp.consumers_beyond_retention {
                         warn!(
                             consumer = %consumer,

@@ -12,9 +12,9 @@ use parking_lot::{Condvar, Mutex};
 
 use super::format::{
     LSN_MAX, RECORD_HEADER_LEN, RECORD_PAYLOAD_LEN_MAX, SEGMENT_HEADER_LEN,
-    SNAPSHOT_PAYLOAD_LEN_MAX, SegmentHeader, encode_segment_header, encode_snapshot, frame_len_at,
-    parse_segment_file_name, parse_snapshot_file_name, seal_record, segment_file_name,
-    snapshot_file_name, stamp_record,
+    SNAPSHOT_PAYLOAD_LEN_MAX, SegmentHeader, decode_snapshot, encode_segment_header,
+    encode_snapshot, frame_len_at, parse_segment_file_name, parse_snapshot_file_name, seal_record,
+    segment_file_name, snapshot_file_name, stamp_record,
 };
 use super::recovery::{self, RecoveredRecords, Recovery, RecoveryMode};
 use super::storage::{Storage, StorageFile};
@@ -641,6 +641,34 @@ impl Wal {
             .map_err(|e| WalError::io("write_atomic", &name, e))?;
         *newest = Some(lsn);
         shared.prune(lsn, consumers_acked)
+    }
+
+    /// LSN of the newest snapshot file: the one recovery used or the newest written since.
+    pub fn snapshot_lsn(&self) -> Option<Lsn> {
+        *self.shared.snapshot.lock()
+    }
+
+    /// The payload of the snapshot file at `lsn`, read back and checked (magic, length,
+    /// checksum, the LSN in its header). A checkpoint rebuilds its state from it.
+    pub fn read_snapshot(&self, lsn: Lsn) -> Result<Vec<u8>, WalError> {
+        let name = snapshot_file_name(lsn);
+        let bytes = self
+            .shared
+            .storage
+            .read(&name)
+            .map_err(|e| WalError::io("read", &name, e))?;
+        match decode_snapshot(&bytes) {
+            Ok((found, payload)) if found == lsn => Ok(payload.to_vec()),
+            Ok((found, _)) => Err(WalError::InvalidSnapshotLsn {
+                lsn: lsn.0,
+                reason: format!("{name} says LSN {found} in its header"),
+            }),
+            Err(detail) => Err(WalError::Corruption {
+                file: name,
+                offset: 0,
+                detail,
+            }),
+        }
     }
 
     /// The records with LSN in `after + 1 ..= through` that are still in the segment files,
