@@ -162,7 +162,7 @@ impl Engine {
         for i in 0..n {
             let shard = self
                 .shard(StoreId(i))
-                .ok_or_else(|| EngineError::invalid("snapshot", "store slot empty"))?;
+                .ok_or_else(|| EngineError::internal("snapshot", "store slot empty"))?;
             if version >= 10 {
                 section.clear();
                 encode_store(shard, &mut Enc::new(&mut section));
@@ -183,7 +183,7 @@ impl Engine {
         let engine = Engine::from_snapshot_unchecked(config, log, bytes)?;
         // Assert after reading back: the snapshot must satisfy conservation.
         engine.check_conservation().map_err(|why| {
-            EngineError::invalid("snapshot", SnapshotError::Invariant(why).to_string())
+            EngineError::corrupt("snapshot", SnapshotError::Invariant(why).to_string())
         })?;
         Ok(engine)
     }
