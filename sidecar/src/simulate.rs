@@ -105,7 +105,12 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
             if intake {
                 backend = backend.through_intake();
             }
-            sim::run(&sc, &mut backend, if intake { "intake" } else { "grpc" }, progress)
+            sim::run(
+                &sc,
+                &mut backend,
+                if intake { "intake" } else { "grpc" },
+                progress,
+            )
         }
     }
     .map_err(anyhow::Error::msg)?;

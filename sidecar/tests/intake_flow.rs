@@ -556,14 +556,24 @@ async fn a_canonical_order_submitted_over_grpc_is_placed_once_or_dead_lettered()
         order: Some(order),
     };
     let first = client
-        .submit(with_token(submit(canonical("C-1", "S1", 2), Vec::new()), ADMIN_TOKEN))
+        .submit(with_token(
+            submit(canonical("C-1", "S1", 2), Vec::new()),
+            ADMIN_TOKEN,
+        ))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(first.outcome, pb::SubmitOutcome::Accepted as i32, "{first:?}");
+    assert_eq!(
+        first.outcome,
+        pb::SubmitOutcome::Accepted as i32,
+        "{first:?}"
+    );
     assert_eq!(first.orders.len(), 1, "{first:?}");
     assert_eq!(
-        (first.orders[0].store_id.as_str(), first.orders[0].channel_order_id.as_str()),
+        (
+            first.orders[0].store_id.as_str(),
+            first.orders[0].channel_order_id.as_str()
+        ),
         ("S1", "C-1")
     );
     assert!(!first.replayed);
@@ -572,7 +582,9 @@ async fn a_canonical_order_submitted_over_grpc_is_placed_once_or_dead_lettered()
     let placed = pickups
         .get_order(with_token(
             pb::GetOrderRequest {
-                key: Some(pb::get_order_request::Key::OrderId(first.orders[0].order_id)),
+                key: Some(pb::get_order_request::Key::OrderId(
+                    first.orders[0].order_id,
+                )),
             },
             ADMIN_TOKEN,
         ))
@@ -587,38 +599,64 @@ async fn a_canonical_order_submitted_over_grpc_is_placed_once_or_dead_lettered()
     assert_eq!(lines, vec![("SKU2006-035".to_owned(), 2)], "{placed:?}");
     // The same order again places nothing twice.
     let again = client
-        .submit(with_token(submit(canonical("C-1", "S1", 2), Vec::new()), ADMIN_TOKEN))
+        .submit(with_token(
+            submit(canonical("C-1", "S1", 2), Vec::new()),
+            ADMIN_TOKEN,
+        ))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(again.outcome, pb::SubmitOutcome::Accepted as i32, "{again:?}");
+    assert_eq!(
+        again.outcome,
+        pb::SubmitOutcome::Accepted as i32,
+        "{again:?}"
+    );
     assert!(again.replayed, "{again:?}");
     assert_eq!(again.orders[0].order_id, first.orders[0].order_id);
     // A second order for 2 more units: only 1 left, so it is dead-lettered, typed.
     let short = client
-        .submit(with_token(submit(canonical("C-2", "S1", 2), Vec::new()), ADMIN_TOKEN))
+        .submit(with_token(
+            submit(canonical("C-2", "S1", 2), Vec::new()),
+            ADMIN_TOKEN,
+        ))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(short.outcome, pb::SubmitOutcome::DeadLettered as i32, "{short:?}");
+    assert_eq!(
+        short.outcome,
+        pb::SubmitOutcome::DeadLettered as i32,
+        "{short:?}"
+    );
     assert_eq!(short.reason, "insufficient_stock", "{short:?}");
     // A line of 0 units breaks the canonical order's invariants: dead-lettered with the
     // field named, nothing held.
     let bad = client
-        .submit(with_token(submit(canonical("C-3", "S1", 0), Vec::new()), ADMIN_TOKEN))
+        .submit(with_token(
+            submit(canonical("C-3", "S1", 0), Vec::new()),
+            ADMIN_TOKEN,
+        ))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(bad.outcome, pb::SubmitOutcome::DeadLettered as i32, "{bad:?}");
+    assert_eq!(
+        bad.outcome,
+        pb::SubmitOutcome::DeadLettered as i32,
+        "{bad:?}"
+    );
     assert_eq!(bad.reason, "invalid_field", "{bad:?}");
     assert!(bad.message.contains("order.pickups[0].lines[0]"), "{bad:?}");
     // The dead letter keeps the order's own encoding, replayable as it is.
     let kept = letters(grpc, ADMIN_TOKEN).await;
-    let letter = kept.iter().find(|l| l.order_ref.is_empty() && l.reason == "invalid_field");
+    let letter = kept
+        .iter()
+        .find(|l| l.order_ref.is_empty() && l.reason == "invalid_field");
     assert!(letter.is_some(), "{kept:?}");
     // Both a raw body and an order: refused as a whole.
     let both = client
-        .submit(with_token(submit(canonical("C-4", "S1", 1), b"{}".to_vec()), ADMIN_TOKEN))
+        .submit(with_token(
+            submit(canonical("C-4", "S1", 1), b"{}".to_vec()),
+            ADMIN_TOKEN,
+        ))
         .await
         .unwrap_err();
     assert_eq!(both.code(), tonic::Code::InvalidArgument, "{both:?}");
@@ -718,7 +756,11 @@ async fn shopify_native_pickup_is_read_from_the_fetched_fulfillment_orders() {
 
     // The order alone says nothing of pickup; its FulfillmentOrders do.
     let (status, _, answer) = deliver(http, &native_order(7001)).await.unwrap();
-    assert_eq!((status, answer["outcome"].as_str()), (200, Some("accepted")), "{answer}");
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("accepted")),
+        "{answer}"
+    );
     assert_eq!(answer["orders"][0]["store"], "S1", "{answer}");
     assert_eq!(hits.load(Ordering::Relaxed), 1);
     let mut pickups = pb::pickup_service_client::PickupServiceClient::new(channel(grpc).await);
@@ -726,7 +768,11 @@ async fn shopify_native_pickup_is_read_from_the_fetched_fulfillment_orders() {
         .get_order(with_token(
             pb::GetOrderRequest {
                 key: Some(pb::get_order_request::Key::OrderId(
-                    answer["orders"][0]["order_id"].as_str().unwrap().parse().unwrap(),
+                    answer["orders"][0]["order_id"]
+                        .as_str()
+                        .unwrap()
+                        .parse()
+                        .unwrap(),
                 )),
             },
             ADMIN_TOKEN,
@@ -761,7 +807,11 @@ async fn shopify_native_pickup_is_read_from_the_fetched_fulfillment_orders() {
     // A pickup-app order (its note_attributes say pickup) needs no fetch.
     let before = hits.load(Ordering::Relaxed);
     let (status, _, answer) = deliver(http, &order(7002, true)).await.unwrap();
-    assert_eq!((status, answer["outcome"].as_str()), (200, Some("accepted")), "{answer}");
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("accepted")),
+        "{answer}"
+    );
     assert_eq!(hits.load(Ordering::Relaxed), before);
 }
 

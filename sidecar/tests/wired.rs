@@ -1163,7 +1163,11 @@ async fn a_simulation_through_intake_matches_the_same_seed_in_process() {
         .into_inner();
     let grpc = health.sources.iter().find(|s| s.source == "grpc").unwrap();
     assert_eq!(grpc.accepted, in_process.orders, "{health:?}");
-    assert_eq!((grpc.dead_lettered, grpc.shed, grpc.failed), (0, 0, 0), "{health:?}");
+    assert_eq!(
+        (grpc.dead_lettered, grpc.shed, grpc.failed),
+        (0, 0, 0),
+        "{health:?}"
+    );
     assert_eq!(health.queue_depth, 0, "{health:?}");
     server.stop().await.unwrap();
 }

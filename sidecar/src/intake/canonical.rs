@@ -81,7 +81,10 @@ pub fn from_pb(
     let mut problems = Vec::new();
     let order_id = order.order_id.trim().to_owned();
     if order_id.is_empty() {
-        problems.push(Reason::new(ReasonCode::MissingField, "order.order_id: missing"));
+        problems.push(Reason::new(
+            ReasonCode::MissingField,
+            "order.order_id: missing",
+        ));
     }
     let created_at = if order.created_at_ms == 0 {
         problems.push(Reason::new(
@@ -97,8 +100,8 @@ pub fn from_pb(
     let currency = Currency::parse("order.currency", Some(&order.currency))
         .map_err(|r| problems.push(r))
         .ok();
-    let line_count = order.other_lines.len()
-        + order.pickups.iter().map(|g| g.lines.len()).sum::<usize>();
+    let line_count =
+        order.other_lines.len() + order.pickups.iter().map(|g| g.lines.len()).sum::<usize>();
     if line_count > LINES_MAX {
         problems.push(invalid(
             "order",

@@ -149,7 +149,9 @@ impl Enricher {
                 Ok(resp) => {
                     let status = resp.status();
                     if status.as_u16() != 429 && !status.is_server_error() {
-                        return Err(EnrichError::Refused(format!("the platform answered {status}")));
+                        return Err(EnrichError::Refused(format!(
+                            "the platform answered {status}"
+                        )));
                     }
                     format!("the platform answered {status}")
                 }

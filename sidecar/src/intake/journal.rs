@@ -839,10 +839,8 @@ mod tests {
 
     #[test]
     fn workers_dead_lettering_one_order_at_once_make_one_letter() {
-        let dir = std::env::temp_dir().join(format!(
-            "pickline-journal-letters-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("pickline-journal-letters-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let j = Arc::new(Journal::open(&dir, WalConfig::default()).unwrap());
         const ROUNDS: u32 = 200;

@@ -193,15 +193,7 @@ pub fn evaluate_as(
     config: &IntakeConfig,
 ) -> Verdict {
     match format {
-        Format::Channel => evaluate(
-            channel,
-            account,
-            Payload {
-                body,
-                related: &[],
-            },
-            config,
-        ),
+        Format::Channel => evaluate(channel, account, Payload { body, related: &[] }, config),
         Format::Canonical => judge(canonical::adapt(channel, account, body), config),
     }
 }
