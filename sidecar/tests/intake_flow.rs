@@ -660,7 +660,10 @@ async fn a_canonical_order_submitted_over_grpc_is_placed_once_or_dead_lettered()
         .await
         .unwrap_err();
     assert_eq!(both.code(), tonic::Code::InvalidArgument, "{both:?}");
-    assert!(order_refs(grpc, STAFF_S1_TOKEN).await == BTreeSet::from(["C-1".to_owned()]));
+    assert_eq!(
+        order_refs(grpc, STAFF_S1_TOKEN).await,
+        BTreeSet::from(["C-1".to_owned()])
+    );
 }
 
 /// A stand-in for the Shopify Admin API on loopback (a real HTTP server): the
