@@ -191,7 +191,7 @@ pub fn from_pb(
         created_at,
         currency: currency.code_str(),
         currency_exponent: currency.exponent,
-        prices_include_tax: order.prices_include_tax,
+        prices_include_tax: order.tax_included,
         total_minor: (order.total_minor != 0).then_some(order.total_minor),
         paid: order.paid,
         test: order.test,
