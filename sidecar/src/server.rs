@@ -240,7 +240,10 @@ where
             Ok(caller) => caller,
             Err(status) => return reject(status),
         };
-        let simulated = if self.admission.simulated_clock && spec.needs_engine {
+        // Intake's Submit does not need the engine (the journal takes orders while it
+        // recovers), but the orders it places do: it runs on the simulated time it carries.
+        let carries_time = req.headers().contains_key(SIM_NOW_HEADER);
+        let simulated = if self.admission.simulated_clock && (spec.needs_engine || carries_time) {
             match simulated_now(req.headers()) {
                 Ok(at) => Some(at),
                 Err(status) => return reject(status),

@@ -54,19 +54,16 @@ pub struct SimulateArgs {
     /// Bearer token for `--target` (admin scope).
     #[arg(long, env = "PICKLINE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Let orders enter through the intake flow.
+    /// Let orders enter through the intake flow: each granted checkout hold becomes an
+    /// order by `IntakeService.Submit` of a canonical order naming the hold (journaled,
+    /// queued, confirmed by intake). Without `--target`, on a server of this process's own
+    /// (loopback, simulated clock, asynchronous log, removed afterwards).
     #[arg(long)]
     pub intake: bool,
 }
 
 /// Runs the simulation and prints its report.
 pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
-    if args.intake {
-        bail!(
-            "--intake is not available yet: the simulator places orders as holds + \
-             CreateOrder; run without --intake"
-        );
-    }
     let Some(sc) = Scenario::preset(&args.preset, args.seed) else {
         bail!(
             "unknown preset {:?}: use black-friday or smoke",
@@ -86,17 +83,34 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         b
     };
     let progress = |done: u64, _| bar.set_position(done / 60);
-    let report = match &args.target {
-        None => {
+    let report = match (&args.target, args.intake) {
+        (None, false) => {
             let mut backend = EngineBackend::new(sc.stores, sc.skus).map_err(anyhow::Error::msg)?;
             sim::run(&sc, &mut backend, "engine", progress)
         }
-        Some(url) => {
+        (None, true) => {
+            // The intake flow lives in the server: run one of our own, on loopback.
+            let server = OwnServer::start()?;
+            let mut backend = GrpcBackend::connect(&server.url, &server.token)?.through_intake();
+            let report = sim::run(&sc, &mut backend, "intake", progress);
+            drop(backend);
+            server.stop();
+            report
+        }
+        (Some(url), intake) => {
             let token = args.token.as_deref().context(
                 "--target needs a token with the admin scope: --token or PICKLINE_TOKEN",
             )?;
             let mut backend = GrpcBackend::connect(url, token)?;
-            sim::run(&sc, &mut backend, "grpc", progress)
+            if intake {
+                backend = backend.through_intake();
+            }
+            sim::run(
+                &sc,
+                &mut backend,
+                if intake { "intake" } else { "grpc" },
+                progress,
+            )
         }
     }
     .map_err(anyhow::Error::msg)?;
@@ -113,6 +127,93 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A `pickline serve` of the simulation's own (`--intake` without `--target`): loopback
+/// listeners, a simulated clock, an asynchronous log (the figures do not depend on fsync;
+/// the run's time does) in a fresh directory removed at the end, and a one-run admin token.
+struct OwnServer {
+    url: String,
+    token: String,
+    dir: std::path::PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl OwnServer {
+    fn start() -> anyhow::Result<OwnServer> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "pickline-simulate-{}-{nanos:x}",
+            std::process::id()
+        ));
+        let random = || {
+            crate::grpc::domain::entropy()
+                .map(u64::from_le_bytes)
+                .map_err(|e| anyhow::anyhow!("a token for the simulation's server: {e:?}"))
+        };
+        let token = format!("sim-{:016x}{:016x}", random()?, random()?);
+        let mut config = crate::config::Config::default();
+        config.data.dir = dir.clone();
+        config.data.durability = crate::config::DurabilityMode::Async;
+        config.grpc.simulated_clock = true;
+        config.tokens = vec![crate::config::TokenConfig {
+            name: "simulate".into(),
+            token: token.clone(),
+            scopes: vec!["admin".parse()?],
+        }];
+        config.validate()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the server runtime")?;
+        let (grpc, http) = runtime.block_on(async {
+            anyhow::Ok((
+                tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+                tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+            ))
+        })?;
+        let url = format!("http://{}", grpc.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            runtime
+                .block_on(crate::server::run(config, grpc, http, async {
+                    let _ = stopped.await;
+                }))
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        });
+        Ok(OwnServer {
+            url,
+            token,
+            dir,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    fn stop(mut self) {
+        self.shut();
+    }
+
+    fn shut(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take()
+            && let Ok(Err(e)) = thread.join()
+        {
+            eprintln!("simulate: the intake server stopped with an error: {e:#}");
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        self.shut();
+    }
+}
+
 /// The simulator's [`Backend`] over a running sidecar: one gRPC call per simulator call,
 /// each carrying the simulated instant and a fresh idempotency key.
 pub struct GrpcBackend {
@@ -123,6 +224,14 @@ pub struct GrpcBackend {
     /// replays its answer and a second run never collides with the first.
     run: String,
     calls: u64,
+    /// Orders go through the intake flow (`--intake`).
+    intake: Option<IntakeOrders>,
+}
+
+/// What `--intake` needs to remember: the store of each checkout hold not yet ordered.
+#[derive(Debug, Default)]
+struct IntakeOrders {
+    hold_store: std::collections::HashMap<u64, String>,
 }
 
 /// Holds one ExpireHolds call expires at most (the RPC's own bound).
@@ -158,17 +267,37 @@ impl GrpcBackend {
             authorization,
             run: format!("sim-{}-{nanos:x}", std::process::id()),
             calls: 0,
+            intake: None,
         };
         backend.check_target(url)?;
         Ok(backend)
     }
 
+    /// Orders enter through the server's intake flow (`IntakeService.Submit` of a
+    /// canonical order naming its checkout hold) instead of CreateOrder.
+    pub fn through_intake(mut self) -> GrpcBackend {
+        self.intake = Some(IntakeOrders::default());
+        self
+    }
+
     /// A simulated run needs a server of its own: one on the wall clock would expire
     /// holds hours early and refuse no-shows, and stores of an earlier run would mix in.
     fn check_target(&mut self, url: &str) -> anyhow::Result<()> {
-        let req = self.request(pb::ListStoresRequest::default(), Timestamp::from_ms(0));
-        let mut client = StoreServiceClient::new(self.channel.clone());
-        let listed = self.runtime.block_on(client.list_stores(req));
+        // A server that just started may still be recovering its log: UNAVAILABLE.
+        let patience = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let listed = loop {
+            let req = self.request(pb::ListStoresRequest::default(), Timestamp::from_ms(0));
+            let mut client = StoreServiceClient::new(self.channel.clone());
+            match self.runtime.block_on(client.list_stores(req)) {
+                Err(s)
+                    if s.code() == tonic::Code::Unavailable
+                        && std::time::Instant::now() < patience =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other,
+            }
+        };
         match listed {
             Ok(r) if r.get_ref().stores.is_empty() => Ok(()),
             Ok(r) => bail!(
@@ -247,6 +376,68 @@ impl GrpcBackend {
             .block_on(rpc(client(self.channel.clone()), req))
             .map(tonic::Response::into_inner)
             .map_err(|s| failed(what, s))
+    }
+
+    /// The order of checkout hold `hold` at `store`, through the intake flow: a canonical
+    /// order naming the hold (`hold_ref`), submitted as an order management system would;
+    /// intake confirms the hold and makes it a confirmed pickup order.
+    fn submit(
+        &mut self,
+        hold: u64,
+        store: String,
+        channel_order_id: &str,
+        lines: &[(String, u32)],
+        now: Timestamp,
+    ) -> Result<u64, SimError> {
+        let req = pb::SubmitRequest {
+            channel: "shopify".into(),
+            account: "simulator".into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            order: Some(pb::IntakeOrder {
+                order_id: channel_order_id.to_owned(),
+                version: 1,
+                created_at_ms: now.as_ms(),
+                currency: "USD".into(),
+                total_minor: lines.iter().map(|(_, q)| 1_999 * i64::from(*q)).sum(),
+                paid: true,
+                customer: Some(pb::IntakeCustomer {
+                    name: format!("Shopper {channel_order_id}"),
+                    email: format!("{channel_order_id}@shoppers.invalid"),
+                    ..Default::default()
+                }),
+                hold_ref: hold.to_string(),
+                pickups: vec![pb::IntakePickupGroup {
+                    store_id: store,
+                    lines: lines
+                        .iter()
+                        .map(|(sku, qty)| pb::IntakeLine {
+                            sku: sku.clone(),
+                            qty: *qty,
+                            unit_price_minor: 1_999,
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        };
+        let r = self.call(
+            "IntakeService.Submit",
+            pb::intake_service_client::IntakeServiceClient::new,
+            req,
+            now,
+            |mut c, r| async move { c.submit(r).await },
+        )?;
+        match (r.outcome(), r.orders.first()) {
+            (pb::SubmitOutcome::Accepted, Some(o)) => Ok(o.order_id),
+            _ => Err(SimError::new(format!(
+                "intake did not place order {channel_order_id}: {:?} {} {}",
+                r.outcome(),
+                r.reason,
+                r.message
+            ))),
+        }
     }
 
     /// The state of the order an RPC answered with.
@@ -341,7 +532,12 @@ impl Backend for GrpcBackend {
             |mut c, r| async move { c.hold(r).await },
         )?;
         match r.outcome {
-            Some(pb::hold_response::Outcome::Granted(h)) => Ok(HoldResult::Granted(h.hold_id)),
+            Some(pb::hold_response::Outcome::Granted(h)) => {
+                if let Some(intake) = self.intake.as_mut() {
+                    intake.hold_store.insert(h.hold_id, store.to_owned());
+                }
+                Ok(HoldResult::Granted(h.hold_id))
+            }
             Some(pb::hold_response::Outcome::Rejected(r)) => {
                 Ok(HoldResult::Refused(match r.reason() {
                     pb::HoldRejectReason::InsufficientStock => "insufficient_stock",
@@ -360,6 +556,12 @@ impl Backend for GrpcBackend {
         lines: &[(String, u32)],
         now: Timestamp,
     ) -> Result<u64, SimError> {
+        if let Some(intake) = self.intake.as_mut() {
+            let store = intake.hold_store.remove(&hold).ok_or_else(|| {
+                SimError::new(format!("an order for hold {hold}, not held in this run"))
+            })?;
+            return self.submit(hold, store, channel_order_id, lines, now);
+        }
         let req = pb::CreateOrderRequest {
             idempotency_key: self.key(),
             hold_id: hold,

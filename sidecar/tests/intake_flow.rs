@@ -385,6 +385,7 @@ async fn dead_letters_are_kept_listed_replayed_and_discarded() {
                     value: "Bearer secret".into(),
                 }],
                 body: order(1002, false),
+                order: None,
             },
             ADMIN_TOKEN,
         ))
@@ -511,6 +512,310 @@ async fn a_spike_is_shed_with_429_and_every_order_ends_accounted_for() {
     .await;
     assert!(letters(grpc, ADMIN_TOKEN).await.is_empty());
     assert_eq!(health(grpc, ADMIN_TOKEN).await.queue_depth, 0);
+}
+
+/// A canonical order of two units of SKU2006-035 at `store`.
+fn canonical(order_id: &str, store: &str, qty: u32) -> pb::IntakeOrder {
+    pb::IntakeOrder {
+        order_id: order_id.into(),
+        version: 1,
+        created_at_ms: 1_767_225_600_000,
+        currency: "EUR".into(),
+        total_minor: 3998,
+        paid: true,
+        customer: Some(pb::IntakeCustomer {
+            name: "Ada".into(),
+            email: "ada@example.com".into(),
+            ..Default::default()
+        }),
+        pickups: vec![pb::IntakePickupGroup {
+            store_id: store.into(),
+            window_start_ms: 1_767_250_000_000,
+            lines: vec![pb::IntakeLine {
+                sku: "SKU2006-035".into(),
+                qty,
+                unit_price_minor: 1999,
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_canonical_order_submitted_over_grpc_is_placed_once_or_dead_lettered() {
+    let server = TestServer::start(configure).await;
+    let grpc = server.grpc_addr;
+    stock(grpc, ADMIN_TOKEN, 3).await;
+    let mut client = intake_client(grpc).await;
+    let submit = |order: pb::IntakeOrder, body: Vec<u8>| pb::SubmitRequest {
+        channel: "shopify".into(),
+        account: SHOP.into(),
+        headers: Vec::new(),
+        body,
+        order: Some(order),
+    };
+    let first = client
+        .submit(with_token(
+            submit(canonical("C-1", "S1", 2), Vec::new()),
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        first.outcome,
+        pb::SubmitOutcome::Accepted as i32,
+        "{first:?}"
+    );
+    assert_eq!(first.orders.len(), 1, "{first:?}");
+    assert_eq!(
+        (
+            first.orders[0].store_id.as_str(),
+            first.orders[0].channel_order_id.as_str()
+        ),
+        ("S1", "C-1")
+    );
+    assert!(!first.replayed);
+    // The engine order has the submitted lines, and holds them: 1 of 3 units left.
+    let mut pickups = pb::pickup_service_client::PickupServiceClient::new(channel(grpc).await);
+    let placed = pickups
+        .get_order(with_token(
+            pb::GetOrderRequest {
+                key: Some(pb::get_order_request::Key::OrderId(
+                    first.orders[0].order_id,
+                )),
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let lines: Vec<(String, u32)> = placed
+        .order
+        .as_ref()
+        .map(|o| o.lines.iter().map(|l| (l.sku.clone(), l.qty)).collect())
+        .unwrap_or_default();
+    assert_eq!(lines, vec![("SKU2006-035".to_owned(), 2)], "{placed:?}");
+    // The same order again places nothing twice.
+    let again = client
+        .submit(with_token(
+            submit(canonical("C-1", "S1", 2), Vec::new()),
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        again.outcome,
+        pb::SubmitOutcome::Accepted as i32,
+        "{again:?}"
+    );
+    assert!(again.replayed, "{again:?}");
+    assert_eq!(again.orders[0].order_id, first.orders[0].order_id);
+    // A second order for 2 more units: only 1 left, so it is dead-lettered, typed.
+    let short = client
+        .submit(with_token(
+            submit(canonical("C-2", "S1", 2), Vec::new()),
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        short.outcome,
+        pb::SubmitOutcome::DeadLettered as i32,
+        "{short:?}"
+    );
+    assert_eq!(short.reason, "insufficient_stock", "{short:?}");
+    // A line of 0 units breaks the canonical order's invariants: dead-lettered with the
+    // field named, nothing held.
+    let bad = client
+        .submit(with_token(
+            submit(canonical("C-3", "S1", 0), Vec::new()),
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        bad.outcome,
+        pb::SubmitOutcome::DeadLettered as i32,
+        "{bad:?}"
+    );
+    assert_eq!(bad.reason, "invalid_field", "{bad:?}");
+    assert!(bad.message.contains("order.pickups[0].lines[0]"), "{bad:?}");
+    // The dead letter keeps the order's own encoding, replayable as it is.
+    let kept = letters(grpc, ADMIN_TOKEN).await;
+    let letter = kept
+        .iter()
+        .find(|l| l.order_ref.is_empty() && l.reason == "invalid_field");
+    assert!(letter.is_some(), "{kept:?}");
+    // Both a raw body and an order: refused as a whole.
+    let both = client
+        .submit(with_token(
+            submit(canonical("C-4", "S1", 1), b"{}".to_vec()),
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(both.code(), tonic::Code::InvalidArgument, "{both:?}");
+    assert_eq!(
+        order_refs(grpc, STAFF_S1_TOKEN).await,
+        BTreeSet::from(["C-1".to_owned()])
+    );
+}
+
+/// A stand-in for the Shopify Admin API on loopback (a real HTTP server): the
+/// FulfillmentOrders of an order, for the right access token only. Order 7001's lens and
+/// case lines are picked up at location 24826418, the rest shipped; order 7404 does not
+/// exist (404); order 7503 fails (503). Counts the requests.
+async fn shopify_api() -> (SocketAddr, Arc<AtomicU64>) {
+    use axum::{
+        extract::{Path as UrlPath, State},
+        http::{HeaderMap, StatusCode},
+        response::IntoResponse,
+    };
+    async fn fulfillment_orders(
+        State(hits): State<Arc<AtomicU64>>,
+        UrlPath((account, id)): UrlPath<(String, String)>,
+        headers: HeaderMap,
+    ) -> axum::response::Response {
+        hits.fetch_add(1, Ordering::Relaxed);
+        if account != SHOP
+            || headers.get("x-shopify-access-token").map(|v| v.as_bytes()) != Some(b"shpat_test")
+        {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        let template: Value =
+            serde_json::from_slice(&fixture("shopify_fulfillment_order.json")).unwrap();
+        let fo = |method: &str, lines: &[(&str, u32)]| {
+            let mut fo = template["fulfillment_order"].clone();
+            fo["order_id"] = Value::from(id.parse::<u64>().unwrap());
+            fo["delivery_method"]["method_type"] = Value::from(method);
+            fo["line_items"] = lines
+                .iter()
+                .map(|(line, qty)| {
+                    serde_json::json!({"line_item_id": line.parse::<u64>().unwrap(), "quantity": qty})
+                })
+                .collect();
+            fo
+        };
+        match id.as_str() {
+            "7001" => axum::Json(serde_json::json!({
+                "fulfillment_orders": [
+                    fo("pick_up", &[("789012345678901234", 1), ("890123456789012345", 1)]),
+                    fo("shipping", &[
+                        ("487817672276298554", 1),
+                        ("976318377106520349", 1),
+                        ("315789986012684393", 1),
+                    ]),
+                ]
+            }))
+            .into_response(),
+            "7503" => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+            _ => StatusCode::NOT_FOUND.into_response(),
+        }
+    }
+    let hits = Arc::new(AtomicU64::new(0));
+    let app = axum::Router::new()
+        .route(
+            "/{account}/admin/api/2025-01/orders/{id}/fulfillment_orders.json",
+            axum::routing::get(fulfillment_orders),
+        )
+        .with_state(hits.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, hits)
+}
+
+/// Shopify's own order sample (native checkout, no pickup app), not cancelled, as order
+/// `id`.
+fn native_order(id: u64) -> Vec<u8> {
+    let mut order: Value = serde_json::from_slice(&fixture("shopify_order.json")).unwrap();
+    order["id"] = Value::from(id);
+    order["cancelled_at"] = Value::Null;
+    serde_json::to_vec(&order).unwrap()
+}
+
+#[tokio::test]
+async fn shopify_native_pickup_is_read_from_the_fetched_fulfillment_orders() {
+    let (api, hits) = shopify_api().await;
+    let server = TestServer::start(|c| {
+        configure(c);
+        let shopify = &mut c.intake.shopify;
+        shopify.store_map.insert("24826418".into(), "S1".into());
+        shopify.enrich = Some(pickline_sidecar::intake::config::EnrichConfig {
+            base_url: format!("http://{api}/{{account}}/admin/api/2025-01"),
+            access_token: Some(WebhookSecret::new("shpat_test")),
+            timeout_ms: 2_000,
+            retries: 1,
+        });
+    })
+    .await;
+    let (grpc, http) = (server.grpc_addr, server.http_addr);
+    stock(grpc, ADMIN_TOKEN, 5).await;
+
+    // The order alone says nothing of pickup; its FulfillmentOrders do.
+    let (status, _, answer) = deliver(http, &native_order(7001)).await.unwrap();
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("accepted")),
+        "{answer}"
+    );
+    assert_eq!(answer["orders"][0]["store"], "S1", "{answer}");
+    assert_eq!(hits.load(Ordering::Relaxed), 1);
+    let mut pickups = pb::pickup_service_client::PickupServiceClient::new(channel(grpc).await);
+    let placed = pickups
+        .get_order(with_token(
+            pb::GetOrderRequest {
+                key: Some(pb::get_order_request::Key::OrderId(
+                    answer["orders"][0]["order_id"]
+                        .as_str()
+                        .unwrap()
+                        .parse()
+                        .unwrap(),
+                )),
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut skus: Vec<String> = placed
+        .order
+        .map(|o| o.lines.into_iter().map(|l| l.sku).collect())
+        .unwrap_or_default();
+    skus.sort();
+    assert_eq!(skus, ["CASE-LEATHER-PREM", "LENS-PROTECT-2YR"]);
+
+    // An order the API does not know: dead-lettered for an operator, not guessed.
+    let (status, _, answer) = deliver(http, &native_order(7404)).await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["outcome"], "dead_lettered", "{answer}");
+    assert_eq!(answer["reason"], "enrichment_failed", "{answer}");
+    // The API failing for now: 503 with Retry-After after the retries (2 attempts), so
+    // Shopify delivers again; nothing kept.
+    let before = hits.load(Ordering::Relaxed);
+    let (status, head, answer) = deliver(http, &native_order(7503)).await.unwrap();
+    assert_eq!(status, 503, "{answer}");
+    assert!(head.contains("retry-after:"), "{head}");
+    assert_eq!(hits.load(Ordering::Relaxed) - before, 2);
+    assert_eq!(
+        letters(grpc, ADMIN_TOKEN).await.len(),
+        1,
+        "only the unknown order is a letter"
+    );
+    // A pickup-app order (its note_attributes say pickup) needs no fetch.
+    let before = hits.load(Ordering::Relaxed);
+    let (status, _, answer) = deliver(http, &order(7002, true)).await.unwrap();
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("accepted")),
+        "{answer}"
+    );
+    assert_eq!(hits.load(Ordering::Relaxed), before);
 }
 
 #[tokio::test]

@@ -1106,3 +1106,68 @@ async fn a_simulation_over_grpc_matches_the_same_seed_in_process() {
     assert_eq!(figures(&over_grpc), figures(&in_process));
     server.stop().await.unwrap();
 }
+
+/// `pickline simulate --intake`: the orders enter through the intake flow (a checkout
+/// hold, then a canonical order naming it over IntakeService.Submit) and the business
+/// figures are the in-process engine's for the same seed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulation_through_intake_matches_the_same_seed_in_process() {
+    use pickline_benches::sim::{self, EngineBackend, Scenario};
+    use pickline_sidecar::simulate::GrpcBackend;
+
+    let server = TestServer::start(|c| {
+        c.grpc.simulated_clock = true;
+        c.data.durability = pickline_sidecar::config::DurabilityMode::Async;
+    })
+    .await;
+    let url = format!("http://{}", server.grpc_addr);
+    let (through_intake, in_process) = tokio::task::spawn_blocking(move || {
+        let sc = Scenario {
+            stores: 3,
+            skus: 120,
+            accuracy_cells: 60,
+            ..Scenario::preset("smoke", 11).unwrap()
+        };
+        // Every order: a checkout hold, then IntakeService.Submit of a canonical order
+        // naming it (journaled, queued, the hold confirmed and made an order by intake).
+        let mut intake = GrpcBackend::connect(&url, ADMIN_TOKEN)
+            .unwrap()
+            .through_intake();
+        let through_intake = sim::run(&sc, &mut intake, "intake", |_, _| {}).unwrap();
+        let mut engine = EngineBackend::new(sc.stores, sc.skus).unwrap();
+        let in_process = sim::run(&sc, &mut engine, "engine", |_, _| {}).unwrap();
+        (through_intake, in_process)
+    })
+    .await
+    .unwrap();
+    assert!(in_process.orders > 100, "{}", in_process.to_json());
+    let figures = |r: &sim::SimReport| {
+        let mut v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        v.as_object_mut().unwrap().remove("backend");
+        v["kpis"].as_object_mut().unwrap().remove("conservation_ok");
+        v
+    };
+    assert_eq!(figures(&through_intake), figures(&in_process));
+    // Every order went through intake: accepted by the gRPC source, none left over.
+    let mut intake = pb::intake_service_client::IntakeServiceClient::new(
+        tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc_addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let health = intake
+        .get_intake_health(with_token(pb::GetIntakeHealthRequest {}, ADMIN_TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+    let grpc = health.sources.iter().find(|s| s.source == "grpc").unwrap();
+    assert_eq!(grpc.accepted, in_process.orders, "{health:?}");
+    assert_eq!(
+        (grpc.dead_lettered, grpc.shed, grpc.failed),
+        (0, 0, 0),
+        "{health:?}"
+    );
+    assert_eq!(health.queue_depth, 0, "{health:?}");
+    server.stop().await.unwrap();
+}

@@ -252,6 +252,11 @@ pub fn render(r: &SimReport) -> Result<String, String> {
             String::new(),
         ),
         ("shrink_units", k.shrink_units.to_string(), String::new()),
+        (
+            "empty_shelf_counts",
+            k.empty_shelf_counts.to_string(),
+            String::new(),
+        ),
     ];
     for (name, v, t) in rows {
         html.push_str(&format!(

@@ -99,6 +99,8 @@ pub struct Kpis {
     pub shrink_units: u64,
     /// Nightly counts applied (cells).
     pub counts_applied: u64,
+    /// Spot counts applied when a picker left a shelf empty (cells).
+    pub empty_shelf_counts: u64,
     /// Holds the backend expired on its own.
     pub holds_expired: u64,
     /// Whether the engine's conservation check passed at the end (absent over gRPC).

@@ -58,12 +58,46 @@ pub struct ChannelConfig {
     /// Never serialized.
     #[serde(skip_serializing)]
     pub webhook_secret: Option<WebhookSecret>,
+    /// `[intake.<channel>.enrich]`: fetch the documents an order's payload lacks from the
+    /// platform's API (Shopify: the FulfillmentOrders that say which lines are picked up
+    /// where). Absent: nothing is fetched.
+    pub enrich: Option<EnrichConfig>,
+}
+
+/// `[intake.<channel>.enrich]`: the platform API intake reads related documents from
+/// (see [`super::enrich`]).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnrichConfig {
+    /// The API's base URL; `{account}` is replaced by the delivery's account (the shop
+    /// domain). Shopify: `https://{account}/admin/api/2025-01`.
+    pub base_url: String,
+    /// The API access token (Shopify: `X-Shopify-Access-Token`). Never serialized.
+    #[serde(skip_serializing)]
+    pub access_token: Option<WebhookSecret>,
+    /// One request's time limit, ms (1..=60000).
+    pub timeout_ms: u64,
+    /// Further attempts after a transport error, 429 or 5xx (0..=10), 100 ms apart and
+    /// doubling.
+    pub retries: u32,
+}
+
+impl Default for EnrichConfig {
+    fn default() -> Self {
+        EnrichConfig {
+            base_url: "https://{account}/admin/api/2025-01".to_owned(),
+            access_token: None,
+            timeout_ms: 5_000,
+            retries: 2,
+        }
+    }
 }
 
 impl Default for ChannelConfig {
     fn default() -> Self {
         ChannelConfig {
             webhook_secret: None,
+            enrich: None,
             hold_ref_key: "pickline_hold_id".to_owned(),
             store_map: BTreeMap::new(),
             rules: RulesOverride::default(),
@@ -430,6 +464,29 @@ impl IntakeConfig {
             1 << 20,
             1 << 40,
         )?;
+        for channel in Channel::ALL {
+            if let Some(e) = &self.channel(channel).enrich {
+                let key = |k: &str| format!("{}.enrich.{k}", channel.as_str());
+                range(&key("timeout_ms"), e.timeout_ms, 1, 60_000)?;
+                range(&key("retries"), u64::from(e.retries), 0, 10)?;
+                let probe = e.base_url.replace("{account}", "shop.example");
+                match reqwest::Url::parse(&probe) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                    _ => {
+                        return Err((
+                            format!("intake.{}", key("base_url")),
+                            format!("{:?} is not an http(s) URL", e.base_url),
+                        ));
+                    }
+                }
+                if channel != Channel::Shopify {
+                    return Err((
+                        format!("intake.{}.enrich", channel.as_str()),
+                        "only shopify fetches related documents so far".to_owned(),
+                    ));
+                }
+            }
+        }
         let n = &self.nats;
         range("nats.batch", n.batch as u64, 1, 1024)?;
         range("nats.nak_delay_ms", n.nak_delay_ms, 1, 3_600_000)?;

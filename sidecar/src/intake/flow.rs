@@ -5,8 +5,10 @@
 //!   rejected for good ------------------------> dead letter (durable) -> DeadLettered
 //!   nothing to do (not pickup, not an order) -> NothingToDo
 //!   accepted -> admission (bounded queue, priority classes) -- full --> RetryLater
-//!            -> journal Accepted (durable)  -- log down ------------> Unavailable
-//!            -> priority queue -> worker -> sink::place
+//!            -> journal Accepted, appended   -- log down ------------> Unavailable
+//!            -> priority queue -> worker -> sink::place   } at once; the sender is
+//!            -> the Accepted record made durable           } answered after both
+//!                                              -- commit failed --> Unavailable
 //!                 placed ----------------> Settled            -> Accepted (to a waiting sender)
 //!                 refused for good ------> dead letter         -> DeadLettered
 //!                 may pass (engine down) -> retry, backoff + jitter; after attempts_max a dead letter
@@ -44,13 +46,14 @@ use serde::Serialize;
 use tokio::sync::{Notify, oneshot};
 
 use super::{
-    CanonicalOrder, Channel, IntakeConfig, Payload, Reason, ReasonCode, Verdict,
+    CanonicalOrder, Channel, Format, IntakeConfig, Payload, Reason, ReasonCode, Verdict,
     config::FlowConfig,
-    evaluate,
+    enrich::{EnrichError, Enricher},
+    evaluate, evaluate_as,
     journal::{self, Entry, Impact, Journal, JournalError, JournalRecord, Letter, Source},
     sink::{self, PlacedOrder, SinkOutcome},
 };
-use crate::grpc::domain::{Domain, now};
+use crate::grpc::domain::{Domain, SIMULATED_NOW, now};
 
 /// One delivery from a source.
 #[derive(Clone, Debug)]
@@ -65,6 +68,8 @@ pub struct Delivery {
     pub headers: Vec<(String, String)>,
     /// The raw body.
     pub body: Vec<u8>,
+    /// How the body is read: the channel's adapter, or a canonical order.
+    pub format: Format,
 }
 
 /// What a source tells its sender.
@@ -203,6 +208,10 @@ struct Job {
     order: Option<Box<CanonicalOrder>>,
     warnings: Vec<Reason>,
     reply: Option<oneshot::Sender<Answer>>,
+    /// The simulated instant of the request that submitted it, on a server with
+    /// `grpc.simulated_clock`: its placement runs at that time too (the worker is another
+    /// task). `None`: the clock's time when placed.
+    at: Option<pickline_engine::Timestamp>,
 }
 
 /// Higher runs first: paid, then the earliest pickup, then the oldest (lowest id).
@@ -253,7 +262,12 @@ pub struct Flow {
     /// Entries taken and not yet settled or dead-lettered.
     depth: AtomicUsize,
     stats: [SourceStats; 3],
+    /// The HTTP client of enrichment, when a channel has `enrich`.
+    enricher: Option<Enricher>,
 }
+
+/// The dead-letter reason of a delivery whose related documents the platform refused.
+pub const ENRICHMENT_FAILED: &str = "enrichment_failed";
 
 /// The reason codes that leave nothing for Pickline to do.
 fn nothing_to_do(reasons: &[Reason]) -> Option<&'static str> {
@@ -293,7 +307,18 @@ fn impact_of(order: &CanonicalOrder) -> Impact {
 impl Flow {
     /// A flow over `domain`; the journal is attached once it is open.
     pub fn new(config: IntakeConfig, domain: Domain) -> Arc<Flow> {
+        let enricher = if Channel::ALL
+            .iter()
+            .any(|c| config.channel(*c).enrich.is_some())
+        {
+            Enricher::new()
+                .map_err(|e| tracing::error!(error = %e, "intake: no enrichment client"))
+                .ok()
+        } else {
+            None
+        };
         Arc::new(Flow {
+            enricher,
             config,
             domain,
             journal: OnceLock::new(),
@@ -347,6 +372,7 @@ impl Flow {
                     order: None,
                     warnings: Vec::new(),
                     reply: None,
+                    at: None,
                 });
             }
         }
@@ -433,11 +459,23 @@ impl Flow {
 
     async fn submit_inner(&self, d: Delivery) -> Result<Answer, Refusal> {
         let journal = self.open_journal()?.clone();
-        let payload = Payload {
-            body: &d.body,
-            related: &[],
+        let verdict = match self.judge(d.format, d.channel, &d.account, &d.body).await {
+            Ok(verdict) => verdict,
+            Err(EnrichError::Unavailable(message)) => return Err(self.unavailable(message)),
+            Err(EnrichError::Refused(message)) => {
+                let entry = self.entry(&d, Impact::default());
+                let id = self
+                    .dead_letter(&journal, None, entry, ENRICHMENT_FAILED, &message)
+                    .await?;
+                return Ok(Answer::DeadLettered {
+                    id,
+                    reason: ENRICHMENT_FAILED.to_owned(),
+                    message: journal::bounded_message(&message),
+                    detail: serde_json::Value::Null,
+                });
+            }
         };
-        let (order, warnings) = match evaluate(d.channel, &d.account, payload, &self.config) {
+        let (order, warnings) = match verdict {
             Verdict::Accepted { order, warnings } => (order, warnings),
             Verdict::Rejected { reasons, warnings } => {
                 if let Some(what) = nothing_to_do(&reasons) {
@@ -479,12 +517,13 @@ impl Flow {
                 return Err(self.unavailable(e.to_string()));
             }
         };
-        if let Err(e) = journal.durable(id).await {
-            // Not acknowledged; the sender delivers again. If the record did reach the
-            // disk it is placed at the next start too, idempotently.
-            self.settled_slot();
-            return Err(self.unavailable(e.to_string()));
-        }
+        // The placement starts now, while the journal's group commit runs: the two fsyncs
+        // (the journal's, then the engine's hold and order) overlap instead of following
+        // each other. The sender still hears nothing before the entry is durable: if the
+        // journal fails, the answer is Unavailable whatever the worker did, and the
+        // sender's retry finds the engine orders under the same keys (placement is
+        // idempotent per delivery). A crash before the journal's commit loses nothing
+        // acknowledged for the same reason.
         let (tx, rx) = oneshot::channel();
         self.push(Job {
             id: id.0,
@@ -493,13 +532,56 @@ impl Flow {
             order: Some(order),
             warnings,
             reply: Some(tx),
+            at: SIMULATED_NOW.try_with(|t| *t).ok(),
         });
         let wait = Duration::from_millis(self.flow_config().answer_wait_ms);
-        match tokio::time::timeout(wait, rx).await {
+        let (durable, answer) = tokio::join!(journal.durable(id), tokio::time::timeout(wait, rx));
+        if let Err(e) = durable {
+            // Not acknowledged; the sender delivers again. The job keeps its queue slot
+            // until a worker is done with it (if the record did reach the disk, it is
+            // placed at the next start too, idempotently).
+            return Err(self.unavailable(e.to_string()));
+        }
+        match answer {
             Ok(Ok(answer)) => Ok(answer),
             // The worker kept the job (it backs off) or the wait ended: durable either way.
             Ok(Err(_)) | Err(_) => Ok(Answer::Queued { id: id.0 }),
         }
+    }
+
+    /// The verdict on a delivery's body: [`evaluate_as`], and when the order alone is not
+    /// a pickup order and its channel has `enrich`, again with the related documents
+    /// fetched from the platform (Shopify FulfillmentOrders; see [`super::enrich`]).
+    async fn judge(
+        &self,
+        format: Format,
+        channel: Channel,
+        account: &str,
+        body: &[u8],
+    ) -> Result<Verdict, EnrichError> {
+        let verdict = evaluate_as(format, channel, account, body, &self.config);
+        let Some(enrich) = self.config.channel(channel).enrich.as_ref() else {
+            return Ok(verdict);
+        };
+        let not_pickup = match &verdict {
+            Verdict::Rejected { reasons, .. } => nothing_to_do(reasons) == Some("not_pickup"),
+            Verdict::Accepted { order, .. } => order.pickups().is_empty(),
+        };
+        if format != Format::Channel || !not_pickup {
+            return Ok(verdict);
+        }
+        let Some(enricher) = &self.enricher else {
+            return Err(EnrichError::Unavailable(
+                "the enrichment HTTP client could not be built".to_owned(),
+            ));
+        };
+        let related = enricher.related(channel, account, body, enrich).await?;
+        let related: Vec<&[u8]> = related.iter().map(Vec::as_slice).collect();
+        let payload = Payload {
+            body,
+            related: &related,
+        };
+        Ok(evaluate(channel, account, payload, &self.config))
     }
 
     fn entry(&self, d: &Delivery, impact: Impact) -> Entry {
@@ -509,6 +591,7 @@ impl Flow {
             account: d.account.clone(),
             headers: d.headers.clone(),
             body: d.body.clone(),
+            format: d.format,
             received_at_ms: now().as_ms(),
             impact,
             replays: 0,
@@ -590,8 +673,16 @@ impl Flow {
         }
     }
 
-    /// One placement attempt of one entry.
-    async fn process(self: &Arc<Self>, mut job: Job) {
+    /// One placement attempt of one entry, at the submitting request's simulated time
+    /// when it had one.
+    async fn process(self: &Arc<Self>, job: Job) {
+        match job.at {
+            Some(at) => SIMULATED_NOW.scope(at, self.process_now(job)).await,
+            None => self.process_now(job).await,
+        }
+    }
+
+    async fn process_now(self: &Arc<Self>, mut job: Job) {
         let Some(journal) = self.journal.get().cloned() else {
             return;
         };
@@ -603,13 +694,12 @@ impl Flow {
         let (order, warnings) = match job.order.take() {
             Some(order) => (order, std::mem::take(&mut job.warnings)),
             None => {
-                let payload = Payload {
-                    body: &entry.body,
-                    related: &[],
-                };
-                match evaluate(entry.channel, &entry.account, payload, &self.config) {
-                    Verdict::Accepted { order, warnings } => (order, warnings),
-                    Verdict::Rejected { reasons, .. } => {
+                let verdict = self
+                    .judge(entry.format, entry.channel, &entry.account, &entry.body)
+                    .await;
+                match verdict {
+                    Ok(Verdict::Accepted { order, warnings }) => (order, warnings),
+                    Ok(Verdict::Rejected { reasons, .. }) => {
                         if nothing_to_do(&reasons).is_some() {
                             self.settle(&journal, job.id);
                             return;
@@ -625,6 +715,22 @@ impl Flow {
                         let detail = serde_json::json!({ "reasons": reasons });
                         self.fail_for_good(&journal, job, entry, reason, message, detail)
                             .await;
+                        return;
+                    }
+                    Err(EnrichError::Refused(message)) => {
+                        self.fail_for_good(
+                            &journal,
+                            job,
+                            entry,
+                            ENRICHMENT_FAILED.to_owned(),
+                            message,
+                            serde_json::Value::Null,
+                        )
+                        .await;
+                        return;
+                    }
+                    Err(EnrichError::Unavailable(message)) => {
+                        self.retry_later(&journal, job, entry, message).await;
                         return;
                     }
                 }
@@ -695,41 +801,54 @@ impl Flow {
                 .await;
             }
             Err(e) => {
-                job.attempts += 1;
-                let c = self.flow_config();
-                if job.attempts >= c.attempts_max {
-                    let message = format!("{} attempts; last: {}", job.attempts, e.0);
-                    self.fail_for_good(
-                        &journal,
-                        job,
-                        entry,
-                        "retries_exhausted".to_owned(),
-                        message,
-                        serde_json::Value::Null,
-                    )
-                    .await;
-                    return;
-                }
-                if let Some(reply) = job.reply.take() {
-                    let _ = reply.send(Answer::Queued { id: job.id });
-                }
-                let delay = backoff(c, job.attempts);
-                tracing::info!(
-                    id = job.id,
-                    attempts = job.attempts,
-                    delay_ms = delay.as_millis() as u64,
-                    error = %e,
-                    "intake: placement failed for now; retrying"
-                );
                 job.order = Some(order);
                 job.warnings = warnings;
-                let flow = self.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    flow.push(job);
-                });
+                self.retry_later(&journal, job, entry, e.0).await;
             }
         }
+    }
+
+    /// A failure that may pass: the job comes back after a backoff, or is dead-lettered
+    /// as `retries_exhausted` after `attempts_max` attempts. A waiting sender is answered
+    /// `Queued` (the entry is durable).
+    async fn retry_later(
+        self: &Arc<Self>,
+        journal: &Arc<Journal>,
+        mut job: Job,
+        entry: Entry,
+        error: String,
+    ) {
+        job.attempts += 1;
+        let c = self.flow_config();
+        if job.attempts >= c.attempts_max {
+            let message = format!("{} attempts; last: {error}", job.attempts);
+            self.fail_for_good(
+                journal,
+                job,
+                entry,
+                "retries_exhausted".to_owned(),
+                message,
+                serde_json::Value::Null,
+            )
+            .await;
+            return;
+        }
+        if let Some(reply) = job.reply.take() {
+            let _ = reply.send(Answer::Queued { id: job.id });
+        }
+        let delay = backoff(c, job.attempts);
+        tracing::info!(
+            id = job.id,
+            attempts = job.attempts,
+            delay_ms = delay.as_millis() as u64,
+            error = %error,
+            "intake: placement failed for now; retrying"
+        );
+        let flow = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            flow.push(job);
+        });
     }
 
     /// Marks the entry settled (not waited durable: if the record is lost, the entry is
@@ -785,67 +904,19 @@ impl Flow {
         reason: &str,
         message: &str,
     ) -> Result<u64, Refusal> {
-        let now_ms = now().as_ms();
-        let message = journal::bounded_message(message);
-        let known = journal.with_state(|s| {
-            s.letters()
-                .iter()
-                .find(|(_, l)| {
-                    l.entry.channel == entry.channel
-                        && l.entry.account == entry.account
-                        && if entry.impact.order_ref.is_empty() {
-                            l.entry.body == entry.body
-                        } else {
-                            l.entry.impact.order_ref == entry.impact.order_ref
-                        }
-                })
-                .map(|(id, l)| (*id, l.attempts, l.first_failure_ms, l.entry.replays))
-        });
         let fail = |e: JournalError| self.unavailable(e.to_string());
-        let lsn = match known {
-            Some((id, attempts, first, replays)) => {
-                // A replay's keys must stay fresh: never go back to an earlier generation.
-                let mut entry = entry;
-                entry.replays = entry.replays.max(replays);
-                if let Some(from) = from {
-                    journal
-                        .append(JournalRecord::Settled { id: from })
-                        .map_err(fail)?;
-                }
-                let letter = Letter {
-                    entry,
-                    reason: reason.to_owned(),
-                    message,
-                    attempts: attempts.saturating_add(1),
-                    first_failure_ms: first,
-                    last_failure_ms: now_ms,
-                };
-                let lsn = journal
-                    .append(JournalRecord::DeadLettered { id, letter })
-                    .map_err(fail)?;
-                journal.durable(lsn).await.map_err(fail)?;
-                return Ok(id);
-            }
-            None => {
-                let letter = Letter {
-                    entry,
-                    reason: reason.to_owned(),
-                    message,
-                    attempts: 1,
-                    first_failure_ms: now_ms,
-                    last_failure_ms: now_ms,
-                };
-                journal
-                    .append(JournalRecord::DeadLettered {
-                        id: from.unwrap_or(0),
-                        letter,
-                    })
-                    .map_err(fail)?
-            }
-        };
+        let (id, lsn) = journal
+            .dead_letter(
+                from,
+                entry,
+                reason,
+                journal::bounded_message(message),
+                now().as_ms(),
+            )
+            .map_err(fail)?;
         journal.durable(lsn).await.map_err(fail)?;
         tracing::info!(reason, "intake: delivery dead-lettered");
-        Ok(from.unwrap_or(lsn.0))
+        Ok(id)
     }
 
     /// The dead letters, most impact first (see [`rank_letters`]).
@@ -882,6 +953,7 @@ impl Flow {
             order: None,
             warnings: Vec::new(),
             reply: None,
+            at: None,
         });
         Ok(true)
     }

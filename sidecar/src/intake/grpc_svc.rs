@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use tonic::{Code, Request, Response, Status};
 
+use prost::Message as _;
+
 use super::{
-    Channel,
+    Channel, Format,
     flow::{Answer, Delivery, Flow, Refusal},
     journal::{self, Letter, Source},
     webhook::{ACCOUNT_LEN_MAX, DEFAULT_ACCOUNT},
@@ -113,12 +115,33 @@ pub fn delivery(req: SubmitRequest) -> Result<Delivery, Status> {
             .iter()
             .map(|h| (h.name.as_str(), h.value.as_bytes())),
     );
+    // A canonical order travels (and is journaled) as its own encoding.
+    let (body, format) = match req.order {
+        None => (req.body, Format::Channel),
+        Some(_) if !req.body.is_empty() => {
+            return Err(Status::invalid_argument(
+                "body: must be empty when order is set (one or the other)",
+            ));
+        }
+        Some(order) => {
+            let body = order.encode_to_vec();
+            if body.len() > journal::BODY_BYTES_MAX {
+                return Err(Status::invalid_argument(format!(
+                    "order: {} bytes encoded, at most {}",
+                    body.len(),
+                    journal::BODY_BYTES_MAX
+                )));
+            }
+            (body, Format::Canonical)
+        }
+    };
     Ok(Delivery {
         source: Source::Grpc,
         channel,
         account,
         headers,
-        body: req.body,
+        body,
+        format,
     })
 }
 

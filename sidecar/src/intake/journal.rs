@@ -44,7 +44,7 @@ use pickline_engine::{
 };
 use serde::Serialize;
 
-use super::Channel;
+use super::{Channel, Format};
 
 /// Largest raw body the journal keeps (a WAL record is at most 1 MiB; the rest is room
 /// for the headers and the fields).
@@ -160,6 +160,8 @@ pub struct Entry {
     /// The raw body, exactly as received. Not serialized: callers decide how to show it.
     #[serde(skip)]
     pub body: Vec<u8>,
+    /// How `body` is read (a platform document, or a canonical order).
+    pub format: Format,
     /// When it arrived, unix ms.
     pub received_at_ms: i64,
     /// Its priority.
@@ -223,8 +225,15 @@ pub enum JournalRecord {
     },
 }
 
+/// Set in an entry's source byte when its body is a canonical order ([`Format`]); entries
+/// written before there were canonical orders lack it and read as platform documents.
+const FORMAT_CANONICAL_BIT: u8 = 0x80;
+
 fn encode_entry(e: &mut Enc<'_>, entry: &Entry) {
-    e.u8(entry.source.tag());
+    e.u8(match entry.format {
+        Format::Channel => entry.source.tag(),
+        Format::Canonical => entry.source.tag() | FORMAT_CANONICAL_BIT,
+    });
     e.u8(channel_tag(entry.channel));
     e.str(&entry.account);
     e.seq_len(entry.headers.len());
@@ -243,7 +252,13 @@ fn encode_entry(e: &mut Enc<'_>, entry: &Entry) {
 
 fn decode_entry(d: &mut Dec<'_>) -> Result<Entry, DecodeError> {
     let at = d.pos();
-    let source = Source::from_tag(d.u8()?, at)?;
+    let tag = d.u8()?;
+    let format = if tag & FORMAT_CANONICAL_BIT == 0 {
+        Format::Channel
+    } else {
+        Format::Canonical
+    };
+    let source = Source::from_tag(tag & !FORMAT_CANONICAL_BIT, at)?;
     let at = d.pos();
     let channel = channel_from_tag(d.u8()?, at)?;
     let account = d.string()?;
@@ -259,6 +274,7 @@ fn decode_entry(d: &mut Dec<'_>) -> Result<Entry, DecodeError> {
         account,
         headers,
         body,
+        format,
         received_at_ms: d.i64()?,
         impact: Impact {
             paid: d.bool()?,
@@ -549,17 +565,104 @@ impl Journal {
     /// Appends `record` and applies it; returns its LSN (the new letter's or entry's id for
     /// `Accepted` and a new `DeadLettered`). Not durable yet: see [`Journal::durable`].
     pub fn append(&self, record: JournalRecord) -> Result<Lsn, JournalError> {
+        let payload = Self::encoded(&record)?;
+        let mut state = self.state.lock();
+        self.append_locked(&mut state, record, &payload)
+    }
+
+    fn append_locked(
+        &self,
+        state: &mut JournalState,
+        record: JournalRecord,
+        payload: &[u8],
+    ) -> Result<Lsn, JournalError> {
+        let lsn = self
+            .wal
+            .append(record.kind(), |buf| buf.extend_from_slice(payload))?;
+        state.apply(lsn, record);
+        Ok(lsn)
+    }
+
+    fn encoded(record: &JournalRecord) -> Result<Vec<u8>, JournalError> {
         let mut payload = Vec::new();
         record.encode(&mut payload);
         if payload.len() > pickline_engine::wal::RECORD_PAYLOAD_LEN_MAX {
             return Err(JournalError::TooLarge(payload.len()));
         }
+        Ok(payload)
+    }
+
+    /// Parks `entry` (pending as `from`, or a delivery never accepted) as a dead letter
+    /// failing for `reason` at `now_ms`: a letter for the same delivery (same channel and
+    /// account, and the same order and version, or the same bytes when it never became an
+    /// order) is updated (attempts + 1, last failure) instead of made twice. The lookup and
+    /// the records are one step under the state mutex, so two workers dead-lettering the
+    /// same delivery at once make one letter. Returns the letter's id and the LSN to wait
+    /// durable.
+    pub fn dead_letter(
+        &self,
+        from: Option<u64>,
+        entry: Entry,
+        reason: &str,
+        message: String,
+        now_ms: i64,
+    ) -> Result<(u64, Lsn), JournalError> {
         let mut state = self.state.lock();
-        let lsn = self
-            .wal
-            .append(record.kind(), |buf| buf.extend_from_slice(&payload))?;
-        state.apply(lsn, record);
-        Ok(lsn)
+        let known = state
+            .letters()
+            .iter()
+            .find(|(_, l)| {
+                l.entry.channel == entry.channel
+                    && l.entry.account == entry.account
+                    && if entry.impact.order_ref.is_empty() {
+                        l.entry.body == entry.body
+                    } else {
+                        l.entry.impact.order_ref == entry.impact.order_ref
+                    }
+            })
+            .map(|(id, l)| (*id, l.attempts, l.first_failure_ms, l.entry.replays));
+        match known {
+            Some((id, attempts, first_failure_ms, replays)) => {
+                // A replay's keys must stay fresh: never go back to an earlier generation.
+                let mut entry = entry;
+                entry.replays = entry.replays.max(replays);
+                let letter = JournalRecord::DeadLettered {
+                    id,
+                    letter: Letter {
+                        entry,
+                        reason: reason.to_owned(),
+                        message,
+                        attempts: attempts.saturating_add(1),
+                        first_failure_ms,
+                        last_failure_ms: now_ms,
+                    },
+                };
+                let payload = Self::encoded(&letter)?;
+                if let Some(from) = from.filter(|&f| f != id) {
+                    let settled = JournalRecord::Settled { id: from };
+                    let p = Self::encoded(&settled)?;
+                    self.append_locked(&mut state, settled, &p)?;
+                }
+                let lsn = self.append_locked(&mut state, letter, &payload)?;
+                Ok((id, lsn))
+            }
+            None => {
+                let letter = JournalRecord::DeadLettered {
+                    id: from.unwrap_or(0),
+                    letter: Letter {
+                        entry,
+                        reason: reason.to_owned(),
+                        message,
+                        attempts: 1,
+                        first_failure_ms: now_ms,
+                        last_failure_ms: now_ms,
+                    },
+                };
+                let payload = Self::encoded(&letter)?;
+                let lsn = self.append_locked(&mut state, letter, &payload)?;
+                Ok((from.unwrap_or(lsn.0), lsn))
+            }
+        }
     }
 
     /// Resolves once `lsn` is durable as the journal's durability mode promises.
@@ -666,6 +769,7 @@ mod tests {
             account: "acct".into(),
             headers: vec![("x-a".into(), "1".into())],
             body: body.to_vec(),
+            format: Format::Channel,
             received_at_ms: 1_700_000_000_000,
             impact: Impact {
                 paid: true,
@@ -687,8 +791,15 @@ mod tests {
             first_failure_ms: 1,
             last_failure_ms: 2,
         };
+        let canonical = Entry {
+            format: Format::Canonical,
+            source: Source::Grpc,
+            ..entry(b"\x0a\x01x")
+        };
         let records = [
             JournalRecord::Accepted(entry(b"{\"id\":1}")),
+            // A canonical order keeps its format (and its source) through the codec.
+            JournalRecord::Accepted(canonical),
             JournalRecord::Settled { id: 9 },
             JournalRecord::DeadLettered {
                 id: 0,
@@ -710,16 +821,67 @@ mod tests {
             state.apply(Lsn(i as u64 + 1), r.clone());
         }
         assert_eq!(state.letters().len(), 1);
-        assert!(state.letters().contains_key(&3));
-        assert_eq!(state.pending().len(), 1);
+        assert!(state.letters().contains_key(&4));
+        assert_eq!(state.pending().len(), 2);
         assert_eq!(JournalState::decode(&state.encode()), Ok(state.clone()));
         // Requeue moves the letter back; discard drops it.
-        state.apply(Lsn(10), JournalRecord::Requeued { id: 3 });
+        state.apply(Lsn(10), JournalRecord::Requeued { id: 4 });
         assert!(state.letters().is_empty());
-        assert_eq!(state.pending().get(&3).map(|e| e.replays), Some(1));
-        state.apply(Lsn(11), JournalRecord::Settled { id: 3 });
-        state.apply(Lsn(12), JournalRecord::Discarded { id: 3 });
-        assert_eq!(state.pending().len(), 1);
+        assert_eq!(state.pending().get(&4).map(|e| e.replays), Some(1));
+        state.apply(Lsn(11), JournalRecord::Settled { id: 4 });
+        state.apply(Lsn(12), JournalRecord::Discarded { id: 4 });
+        assert_eq!(state.pending().len(), 2);
+        assert_eq!(
+            state.pending().get(&2).map(|e| (e.format, e.source)),
+            Some((Format::Canonical, Source::Grpc))
+        );
+    }
+
+    #[test]
+    fn workers_dead_lettering_one_order_at_once_make_one_letter() {
+        let dir =
+            std::env::temp_dir().join(format!("pickline-journal-letters-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let j = Arc::new(Journal::open(&dir, WalConfig::default()).unwrap());
+        const ROUNDS: u32 = 200;
+        // Each round: two deliveries of order 42@7 accepted, then both workers fail them
+        // for good at the same moment (a barrier), plus a never-accepted delivery each.
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let (j, barrier) = (j.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..ROUNDS {
+                        let id = j.append(JournalRecord::Accepted(entry(b"{}"))).unwrap();
+                        barrier.wait();
+                        j.dead_letter(Some(id.0), entry(b"{}"), "unknown_sku", "x".into(), 5)
+                            .unwrap();
+                        let mut garbage = entry(b"not json");
+                        garbage.impact = Impact::default();
+                        j.dead_letter(None, garbage, "malformed", "y".into(), 6)
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        j.with_state(|s| {
+            assert_eq!(s.letters().len(), 2, "{:?}", s.letters().keys());
+            let mut attempts: Vec<u32> = s.letters().values().map(|l| l.attempts).collect();
+            attempts.sort_unstable();
+            assert_eq!(attempts, vec![2 * ROUNDS, 2 * ROUNDS]);
+            // Every accepted delivery ended as the one letter or settled into it.
+            assert!(s.pending().is_empty(), "{:?}", s.pending().keys());
+        });
+        // Replaying the log gives the same state.
+        let before = j.with_state(JournalState::clone);
+        drop(j);
+        let j = Journal::open(&dir, WalConfig::default()).unwrap();
+        j.with_state(|s| assert_eq!(*s, before));
+        drop(j);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

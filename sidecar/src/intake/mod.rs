@@ -21,6 +21,11 @@
 //! - Sources: [`webhook`] (`POST /intake/{channel}`: signature on the raw body, then the
 //!   flow; status codes for the platforms' retries), [`nats`] (JetStream pull consumer),
 //!   and the gRPC `IntakeService` ([`grpc_svc`]).
+//! - [`canonical`]: orders submitted over gRPC already in the canonical shape (the
+//!   "adapter" of a sender that converted them itself); [`evaluate_as`] picks it or the
+//!   channel's adapter by the delivery's [`Format`].
+//! - [`enrich`]: related documents fetched from the platform's API when the payload
+//!   lacks them (Shopify FulfillmentOrders), through one configurable HTTP client.
 //! - [`sink`]: a canonical order into the engine (hold, order, confirm; idempotent per
 //!   delivery, all or nothing per order).
 //!
@@ -29,9 +34,11 @@
 
 pub mod bench;
 pub mod bigcommerce;
+pub mod canonical;
 pub mod cli;
 pub mod commercetools;
 pub mod config;
+pub mod enrich;
 pub mod fields;
 pub mod flow;
 pub mod grpc_svc;
@@ -53,6 +60,8 @@ pub use config::IntakeConfig;
 pub use model::{CanonicalOrder, Customer, Line, PickupGroup, PickupWindow, SkuSource};
 pub use reason::{Reason, ReasonCode};
 pub use rules::RuleHit;
+
+pub use canonical::Format;
 
 use config::{Action, ChannelConfig};
 
@@ -171,13 +180,33 @@ pub fn evaluate(
     payload: Payload<'_>,
     config: &IntakeConfig,
 ) -> Verdict {
-    match normalize(channel, account, payload, config) {
+    judge(normalize(channel, account, payload, config), config)
+}
+
+/// [`evaluate`] of a delivery's body read as `format`: the channel's adapter, or a
+/// canonical order submitted as such ([`canonical::adapt`]); the same rules either way.
+pub fn evaluate_as(
+    format: Format,
+    channel: Channel,
+    account: &str,
+    body: &[u8],
+    config: &IntakeConfig,
+) -> Verdict {
+    match format {
+        Format::Channel => evaluate(channel, account, Payload { body, related: &[] }, config),
+        Format::Canonical => judge(canonical::adapt(channel, account, body), config),
+    }
+}
+
+/// The rules in force for the order's channel and account, over a normalized order.
+fn judge(normalized: Result<CanonicalOrder, Vec<Reason>>, config: &IntakeConfig) -> Verdict {
+    match normalized {
         Err(reasons) => Verdict::Rejected {
             reasons,
             warnings: Vec::new(),
         },
         Ok(order) => {
-            let hits = rules::check(&order, &config.rules_for(channel, account));
+            let hits = rules::check(&order, &config.rules_for(order.channel, &order.account));
             let (rejects, warns): (Vec<RuleHit>, Vec<RuleHit>) =
                 hits.into_iter().partition(|h| h.action == Action::Reject);
             let warnings = warns.into_iter().map(|h| h.reason).collect();

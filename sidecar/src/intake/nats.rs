@@ -157,6 +157,7 @@ async fn handle(flow: &Flow, config: &NatsConfig, m: jetstream::Message, nak_del
         account,
         headers,
         body: m.payload.to_vec(),
+        format: super::Format::Channel,
     };
     let kind = match flow.submit(delivery).await {
         Ok(Answer::Accepted { .. } | Answer::Queued { .. } | Answer::NothingToDo { .. }) => {

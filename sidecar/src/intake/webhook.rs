@@ -149,6 +149,7 @@ async fn handle(flow: &Flow, channel: Channel, headers: &HeaderMap, body: &Bytes
         account: account.to_owned(),
         headers: journal::keep_headers(headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()))),
         body: body.to_vec(),
+        format: super::Format::Channel,
     };
     match flow.submit(delivery).await {
         Ok(answer) => {
