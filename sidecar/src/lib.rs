@@ -50,6 +50,7 @@ pub mod bench;
 pub mod bench_compare;
 pub mod bench_grpc;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod grpc;
 pub mod intake;
