@@ -140,14 +140,24 @@ cluster {{
         let deadline = tokio::time::Instant::now() + READY_PATIENCE;
         let url = self.urls()[0].clone();
         loop {
+            // A replicated stream can be made once the metadata leader is elected and
+            // every peer is known (account info does not say so, and its reply differs
+            // between server versions).
             let ready = async {
                 let client = async_nats::connect(url.as_str()).await.ok()?;
-                async_nats::jetstream::new(client)
-                    .query_account()
-                    .await
-                    .ok()
+                let js = async_nats::jetstream::new(client);
+                js.get_or_create_stream(async_nats::jetstream::stream::Config {
+                    name: "PICKLINE_LOCAL_PROBE".to_owned(),
+                    subjects: vec!["pickline.local.probe".to_owned()],
+                    num_replicas: self.servers.len(),
+                    storage: async_nats::jetstream::stream::StorageType::Memory,
+                    ..Default::default()
+                })
+                .await
+                .ok()?;
+                js.delete_stream("PICKLINE_LOCAL_PROBE").await.ok()
             };
-            if let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(2), ready).await {
+            if let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(5), ready).await {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {

@@ -115,16 +115,29 @@ pub async fn connect(config: &ClusterConfig) -> Result<Connection, ClusterError>
         .build(client);
     let kv = match js.get_key_value(wire::BUCKET).await {
         Ok(kv) => kv,
-        Err(_) => js
-            .create_key_value(kv::Config {
-                bucket: wire::BUCKET.to_owned(),
-                description: "Pickline leases and partition map".to_owned(),
-                history: 1,
+        Err(_) => {
+            // The bucket's stream as `create_key_value` makes it (history 1), made here
+            // because `create_key_value` first asks for account info, whose reply from
+            // nats-server 2.9 this client version does not read.
+            js.get_or_create_stream(stream::Config {
+                name: format!("KV_{}", wire::BUCKET),
+                description: Some("Pickline leases and partition map".to_owned()),
+                subjects: vec![format!("$KV.{}.>", wire::BUCKET)],
+                max_messages_per_subject: 1,
                 num_replicas: config.replicas,
-                ..kv::Config::default()
+                storage: stream::StorageType::File,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: stream::DiscardPolicy::New,
+                ..stream::Config::default()
             })
             .await
-            .map_err(|e| ClusterError::nats("create the key-value bucket", e))?,
+            .map_err(|e| ClusterError::nats("create the key-value bucket", e))?;
+            js.get_key_value(wire::BUCKET)
+                .await
+                .map_err(|e| ClusterError::nats("open the key-value bucket", e))?
+        }
     };
     let objects = match js.get_object_store(wire::SNAPSHOTS).await {
         Ok(o) => o,
