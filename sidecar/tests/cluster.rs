@@ -64,6 +64,7 @@ async fn nats(dir: &Path) -> LocalNats {
 /// A `pickline serve` process in cluster mode.
 struct Node {
     name: String,
+    log: std::path::PathBuf,
     grpc: SocketAddr,
     child: Option<Child>,
 }
@@ -105,11 +106,12 @@ replicas = 3
             ),
         )
         .unwrap();
-        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+        let log_path = dir.join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_pickline"))
             .args(["serve", "--config"])
             .arg(&config)
-            .args(["--log", "info", "--log-format", "pretty"])
+            .args(["--log", "info,async_nats=warn", "--log-format", "pretty"])
             .env("PICKLINE_TOKEN", TOKEN)
             .env_remove("PICKLINE_TOKENS")
             .env_remove("PICKLINE_CONFIG")
@@ -119,6 +121,7 @@ replicas = 3
             .unwrap();
         Node {
             name: name.to_owned(),
+            log: log_path,
             grpc,
             child: Some(child),
         }
@@ -157,6 +160,15 @@ replicas = 3
 
 impl Drop for Node {
     fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Ok(log) = std::fs::read_to_string(&self.log)
+        {
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- node {} log (last 40 lines, newest first):", self.name);
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
         if let Some(child) = &self.child {
             // A SIGSTOPped process must run again to die of SIGKILL promptly everywhere.
             // SAFETY: kill(2) on our own child's pid.

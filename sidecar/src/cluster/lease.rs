@@ -133,7 +133,18 @@ impl Lease {
                 held.revision = revision;
                 Ok(true)
             }
-            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(false),
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                // An earlier renewal whose acknowledgement was lost (a NATS node died
+                // with it) moved the revision too: the lease is still this node's if it
+                // says so, at this epoch.
+                match read(&self.kv, &self.key).await? {
+                    Some((value, revision)) if value == held.value => {
+                        held.revision = revision;
+                        Ok(true)
+                    }
+                    _ => Ok(false),
+                }
+            }
             Err(e) => Err(ClusterError::nats("renew the lease", e)),
         }
     }
