@@ -307,7 +307,17 @@ async fn replay_stream(js: &async_nats::jetstream::Context, partition: &str) -> 
     let stream = js.get_stream(wire::stream_name(partition)).await.unwrap();
     let last = stream.clone().info().await.unwrap().state.last_sequence;
     let mut f = follower::Follower::empty(EngineConfig::default()).unwrap();
-    let mut messages = f.subscribe(&stream).await.unwrap();
+    // Right after a NATS node returned, the stream may still be electing its leader.
+    let deadline = Instant::now() + PATIENCE;
+    let mut messages = loop {
+        match f.subscribe(&stream).await {
+            Ok(messages) => break messages,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "cannot read the stream: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
     tokio::time::timeout(PATIENCE, f.catch_up(&mut messages, last))
         .await
         .expect("stream replayed in time")
