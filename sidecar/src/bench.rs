@@ -31,6 +31,9 @@ pub enum Suite {
     /// The staff queue page with 500 open orders, the order and status pages: server-side
     /// read + render time.
     Pages,
+    /// Cluster mode: holds replicated through a 3-node JetStream cluster on loopback
+    /// (throughput, commit p99) and failover after a SIGKILL of the leader process.
+    Cluster,
 }
 
 /// Arguments of `pickline bench`.
@@ -215,6 +218,23 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 cfg.orders, cfg.rounds
             );
             let report = crate::web::bench::run(&cfg)?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.to_table());
+            }
+        }
+        Suite::Cluster => {
+            use crate::cluster::bench::{self as cb, ClusterBenchConfig};
+            let mut cfg = if args.quick {
+                ClusterBenchConfig::quick()
+            } else {
+                ClusterBenchConfig::full()
+            };
+            if let Some(n) = args.concurrency {
+                cfg.writers = n.into();
+            }
+            let report = cb::run(&cfg, &args.dir, |step| eprintln!("bench cluster: {step}"))?;
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

@@ -45,6 +45,9 @@ pub enum Command {
     /// Customer notifications: preview a template, the dead-letter list.
     #[command(subcommand)]
     Notify(crate::notify::cli::NotifyCommand),
+    /// Cluster mode on NATS JetStream: who leads each partition, the partition map.
+    #[command(subcommand)]
+    Cluster(crate::cluster::cli::ClusterCommand),
 }
 
 /// Flags of `pickline serve`. They override the config file and the environment.

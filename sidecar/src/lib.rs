@@ -22,6 +22,9 @@
 //! - [`notify`]: customer notifications (SMS and email) driven by the event stream:
 //!   durable outbox, templates, SMTP and SMS providers, dead letters,
 //!   `pickline notify preview|dlq`.
+//! - [`cluster`]: cluster mode on NATS JetStream: the partition's log as a replicated
+//!   stream with fencing, leadership as a lease, standbys, failover,
+//!   `pickline cluster status|map`, `pickline bench cluster` (docs/CLUSTER.md).
 //! - [`config`], [`cli`], [`logging`]: what `main` needs to start.
 //!
 //! # How a domain handler plugs in
@@ -50,6 +53,7 @@ pub mod bench;
 pub mod bench_compare;
 pub mod bench_grpc;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod grpc;
 pub mod intake;

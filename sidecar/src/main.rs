@@ -26,6 +26,10 @@ fn main() -> anyhow::Result<()> {
         Command::Wal(cmd) => pickline_sidecar::walcmd::run(&cmd),
         Command::Staff(cmd) => pickline_sidecar::web::cli::run(&cmd),
         Command::Notify(cmd) => pickline_sidecar::notify::cli::run(&cmd),
+        Command::Cluster(cmd) => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            Ok(runtime.block_on(pickline_sidecar::cluster::cli::run(cmd))?)
+        }
         // Exit 1 means "refused, with typed reasons"; anything that kept the command from
         // deciding (unreadable file, bad config) is 2.
         Command::Intake(cmd) => match pickline_sidecar::intake::cli::run(&cmd) {

@@ -106,6 +106,8 @@ struct Admission {
     max_message_bytes: usize,
     /// `grpc.simulated_clock`: engine requests carry their time ([`SIM_NOW_HEADER`]).
     simulated_clock: bool,
+    /// Cluster mode: who leads the partition ([`crate::cluster::node::Routing`]).
+    routing: Option<crate::cluster::node::Routing>,
 }
 
 /// The header that carries a request's time (ms since the epoch) under
@@ -143,6 +145,11 @@ impl Admission {
             }
             .into());
         }
+        if rpc.needs_engine
+            && let Some(refusal) = self.routing.as_ref().and_then(|r| r.refusal())
+        {
+            return Err(cluster_refusal(refusal));
+        }
         if rpc.needs_engine && !self.readiness.is_ready() {
             return Err(status::DomainError::Recovering.into());
         }
@@ -158,8 +165,14 @@ pub struct AdmissionLayer {
 }
 
 impl AdmissionLayer {
-    /// A layer enforcing `config.grpc`'s limits with `tokens`, gated by `readiness`.
-    pub fn new(config: &Config, tokens: TokenTable, readiness: Readiness) -> AdmissionLayer {
+    /// A layer enforcing `config.grpc`'s limits with `tokens`, gated by `readiness` (and in
+    /// cluster mode by `routing`: only the partition's leader takes engine requests).
+    pub fn new(
+        config: &Config,
+        tokens: TokenTable,
+        readiness: Readiness,
+        routing: Option<crate::cluster::node::Routing>,
+    ) -> AdmissionLayer {
         let g = &config.grpc;
         AdmissionLayer {
             admission: Arc::new(Admission {
@@ -171,6 +184,7 @@ impl AdmissionLayer {
                 retry_after: g.retry_after(),
                 max_message_bytes: g.max_message_bytes,
                 simulated_clock: g.simulated_clock,
+                routing,
             }),
         }
     }
@@ -287,6 +301,47 @@ where
     }
 }
 
+/// How long a client should wait before asking again when no leader is known.
+const NO_LEADER_RETRY: Duration = Duration::from_millis(250);
+
+/// A cluster node's refusal of an engine request: UNAVAILABLE, and for a node that does
+/// not lead, an `ErrorInfo` with reason `NOT_LEADER` naming the partition and the
+/// leader's node and address (`leader_addr`, absent while nobody leads) so the client
+/// calls the leader directly (docs/CLUSTER.md, "Routing").
+fn cluster_refusal(refusal: crate::cluster::node::Refusal) -> Status {
+    use crate::cluster::node::Refusal;
+    use tonic_types::{ErrorDetails, StatusExt as _};
+    match refusal {
+        Refusal::NotLeader { partition, leader } => {
+            let mut metadata =
+                std::collections::HashMap::from([("partition".to_owned(), partition.clone())]);
+            let message = match &leader {
+                Some(l) => {
+                    metadata.insert("leader_node".to_owned(), l.node.clone());
+                    metadata.insert("leader_addr".to_owned(), l.addr.clone());
+                    format!(
+                        "this node does not lead partition {partition}; its leader is {} at {}",
+                        l.node, l.addr
+                    )
+                }
+                None => format!("partition {partition} has no leader yet; retry shortly"),
+            };
+            let mut details =
+                ErrorDetails::with_error_info("NOT_LEADER", status::ERROR_DOMAIN, metadata);
+            if leader.is_none() {
+                details.set_retry_info(Some(NO_LEADER_RETRY));
+            }
+            Status::with_error_details(tonic::Code::Unavailable, message, details)
+        }
+        Refusal::Stalled(why) => Status::unavailable(format!(
+            "the replicated log does not acknowledge now ({why}); retry shortly"
+        )),
+        Refusal::Deposed(why) => Status::unavailable(format!(
+            "this node stopped leading the partition ({why}); ask the new leader"
+        )),
+    }
+}
+
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -313,6 +368,10 @@ pub enum ServerError {
     /// The HTTP server failed.
     #[error("HTTP server: {0}")]
     Http(#[source] io::Error),
+    /// Cluster mode: this node stopped leading its partition (a newer leader fenced it or
+    /// took its lease). Restart it: it comes back as a standby.
+    #[error("deposed as the partition's leader: {0}")]
+    Deposed(String),
 }
 
 /// The reflection services, both served.
@@ -350,6 +409,10 @@ pub async fn run(
     let readiness = Readiness::default();
     readiness.set_ready(false);
 
+    let routing = config
+        .cluster
+        .enabled
+        .then(|| crate::cluster::node::Routing::new(&config.cluster.partition));
     let tokens = config.token_table();
     let auth = config.auth_summary();
     if tokens.is_empty() {
@@ -449,7 +512,12 @@ pub async fn run(
     let grpc = Server::builder()
         .max_concurrent_streams(config.grpc.max_concurrent_streams)
         .layer(MetricsLayer)
-        .layer(AdmissionLayer::new(&config, tokens, readiness.clone()))
+        .layer(AdmissionLayer::new(
+            &config,
+            tokens,
+            readiness.clone(),
+            routing.clone(),
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -473,8 +541,24 @@ pub async fn run(
         "listening"
     );
 
-    let recovery = recover(&config, &domain);
+    // Cluster mode: standby until this node leads its partition; the leadership's gate
+    // says when it stops.
+    let (leading_tx, leading_rx) = tokio::sync::oneshot::channel();
+    let recovery = async {
+        match &routing {
+            Some(routing) => {
+                lead(&config, grpc_addr, &domain, routing, leading_tx).await;
+                Ok(())
+            }
+            None => recover(&config, &domain).await,
+        }
+    };
     let mut recovery = std::pin::pin!(recovery);
+    let mut leadership: Option<crate::cluster::node::Leadership> = None;
+    let mut leading_rx = Some(leading_rx);
+    // Says why, once the leadership ends (a newer leader fenced this node, or took its
+    // lease).
+    let (deposed_tx, mut deposed_rx) = tokio::sync::mpsc::channel::<Arc<str>>(1);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut recovered = false;
     let mut background: Vec<tokio::task::JoinHandle<()>> = Vec::new();
@@ -488,6 +572,15 @@ pub async fn run(
                 if let Err(e) = result {
                     error!(error = %e, "recovery failed; shutting down");
                     break Err(e);
+                }
+                if let Some(rx) = leading_rx.take() {
+                    leadership = rx.await.ok();
+                }
+                if let Some(l) = &leadership {
+                    let (gate, tx) = (l.gate().clone(), deposed_tx.clone());
+                    tokio::spawn(async move {
+                        let _ = tx.send(gate.deposed().await).await;
+                    });
                 }
                 background = spawn_background(&config, &domain);
                 if config.notify.enabled
@@ -509,6 +602,10 @@ pub async fn run(
             result = &mut grpc => {
                 grpc_finished = true;
                 break result.map_err(ServerError::from);
+            }
+            Some(why) = deposed_rx.recv() => {
+                error!(reason = %why, "deposed; stopping (a restart comes back as a standby)");
+                break Err(ServerError::Deposed(why.to_string()));
             }
             () = &mut shutdown => {
                 info!("shutdown requested");
@@ -547,6 +644,9 @@ pub async fn run(
         let _ = task.await;
     }
     final_sync(&domain).await;
+    if let Some(leadership) = leadership {
+        leadership.step_down().await;
+    }
     upkeep.abort();
     if let Some(web) = &web_pages {
         // Live pages' event streams never end by themselves; the HTTP drain waits for them.
@@ -560,6 +660,39 @@ pub async fn run(
     }
     info!("stopped");
     result
+}
+
+/// Cluster mode's recovery: a standby until this node takes the partition's lease, then
+/// the engine it took over (see [`crate::cluster::node`]); acknowledgements wait for the
+/// replicated log through [`Domain::set_replication`].
+async fn lead(
+    config: &Config,
+    grpc_addr: std::net::SocketAddr,
+    domain: &Domain,
+    routing: &crate::cluster::node::Routing,
+    leading: tokio::sync::oneshot::Sender<crate::cluster::node::Leadership>,
+) {
+    let c = &config.cluster;
+    let advertise = if c.advertise.is_empty() {
+        grpc_addr.to_string()
+    } else {
+        c.advertise.clone()
+    };
+    let leadership = crate::cluster::node::lead(
+        c,
+        config.data.engine_config(),
+        &config.data.dir,
+        &advertise,
+        routing,
+    )
+    .await;
+    let gate = leadership.gate().clone();
+    domain.set_replication(Arc::new(move |lsn| {
+        let gate = gate.clone();
+        Box::pin(async move { gate.replicated(lsn).await.map_err(|e| e.to_string()) })
+    }));
+    domain.set(leadership.db().clone());
+    let _ = leading.send(leadership);
 }
 
 /// Brings the engine's state back from the data directory: opens the WAL there (the
@@ -636,7 +769,11 @@ fn spawn_background(config: &Config, domain: &Domain) -> Vec<tokio::task::JoinHa
     if !config.grpc.simulated_clock {
         tasks.push(expiry_ticker(d, domain.clone()));
     }
-    tasks.push(checkpoint_ticker(config, domain.clone()));
+    // In cluster mode the leader uploads snapshots to the object store instead
+    // (crate::cluster::node); the local log is not written.
+    if !config.cluster.enabled {
+        tasks.push(checkpoint_ticker(config, domain.clone()));
+    }
     tasks.push(gauge_publisher(domain.clone()));
     tasks
 }

@@ -48,9 +48,23 @@ pub struct Domain {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug, Default)]
+/// A durability step after the local log, set once at start: in cluster mode the
+/// partition's JetStream stream ([`crate::cluster`]). Resolves `Err(why)` when the record
+/// is not (or not yet) acknowledged by it; the request is then answered UNAVAILABLE.
+pub type Replication = Arc<
+    dyn Fn(
+            pickline_engine::Lsn,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+#[derive(Default)]
 struct Inner {
     db: OnceLock<Arc<DurableEngine>>,
+    /// Set in cluster mode: [`Domain::wait_durable`] also waits for it.
+    replication: OnceLock<Replication>,
     /// First responses of the keyed mutations the engine does not deduplicate itself.
     replies: Replies,
     started_at_ms: AtomicU64,
@@ -67,6 +81,11 @@ impl Domain {
             .started_at_ms
             .store(now().as_ms().max(0) as u64, Ordering::Relaxed);
         d
+    }
+
+    /// Sets the replication step (once, before [`Domain::set`]; later calls are ignored).
+    pub fn set_replication(&self, replication: Replication) {
+        let _ = self.inner.replication.set(replication);
     }
 
     /// Sets the recovered engine (once; later calls are ignored).
@@ -97,8 +116,17 @@ impl Domain {
     }
 
     /// Waits until `lsn` is durable as the mode promises: `sync` waits for the group commit,
-    /// `async` and `off` do not wait (but a fail-stopped WAL is still an error).
+    /// `async` and `off` do not wait (but a fail-stopped WAL is still an error); in cluster
+    /// mode, then until the replicated log acknowledged it.
     pub(crate) async fn wait_durable(&self, lsn: pickline_engine::Lsn) -> Result<(), DomainError> {
+        self.wait_local(lsn).await?;
+        if let Some(replicated) = self.inner.replication.get() {
+            replicated(lsn).await.map_err(DomainError::Replication)?;
+        }
+        Ok(())
+    }
+
+    async fn wait_local(&self, lsn: pickline_engine::Lsn) -> Result<(), DomainError> {
         let wal = self.db()?.wal();
         match wal.config().durability {
             Durability::Sync => {}
@@ -162,6 +190,15 @@ impl Domain {
             .wal_bytes_at_checkpoint
             .store(before, Ordering::Relaxed);
         Ok(cp)
+    }
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("db", &self.db)
+            .field("replicated", &self.replication.get().is_some())
+            .finish_non_exhaustive()
     }
 }
 

@@ -152,6 +152,11 @@ pub enum DomainError {
     /// Durable storage failed; the mutation was not acknowledged.
     #[error("storage failure; the request was not applied: {0}")]
     Storage(#[source] std::io::Error),
+    /// Cluster mode: the replicated log did not acknowledge the request's records (this
+    /// node was deposed, or the JetStream cluster lost its quorum); never a false
+    /// acknowledgement.
+    #[error("{0}")]
+    Replication(String),
     /// The log is corrupt.
     #[error("log corruption: {0}")]
     Corruption(String),
@@ -262,7 +267,9 @@ pub fn to_status(err: &DomainError) -> Status {
         DomainError::InFlight { .. } | DomainError::OrderInFlight { .. } => {
             unavailable_retry(message, IN_FLIGHT_RETRY)
         }
-        DomainError::ShuttingDown | DomainError::Storage(_) => Status::unavailable(message),
+        DomainError::ShuttingDown | DomainError::Storage(_) | DomainError::Replication(_) => {
+            Status::unavailable(message)
+        }
         DomainError::Corruption(_) => Status::data_loss(message),
         DomainError::Unimplemented(_) => Status::unimplemented(message),
         DomainError::Internal(_) => Status::internal(message),

@@ -1,0 +1,66 @@
+//! Cluster mode: a partition's log is a NATS JetStream stream, its leadership a lease in a
+//! JetStream key-value bucket, its snapshots objects in a JetStream object store.
+//!
+//! Pickline does not run a consensus protocol of its own: JetStream (Raft-replicated
+//! streams, buckets and object stores, which the retailer may already run) replicates,
+//! and the engine's determinism (its state is a function of its log) does the rest.
+//!
+//! - [`config`]: the `[cluster]` section.
+//! - [`wire`]: names (stream, subject, keys, objects) and the byte layout of a log message.
+//! - [`lease`]: leadership as a compare-and-set lease.
+//! - [`replicator`]: the leader's shipper (group commit into the stream, fencing by
+//!   expected last sequence) and the gate every acknowledgement waits at.
+//! - [`follower`]: a standby applying the stream with the replay code; snapshots in the
+//!   object store.
+//! - [`node`]: one node's life: standby, takeover (catch up, fence, serve), leading
+//!   (renew, ship, snapshot), stepping down; [`node::Routing`] tells the admission layer
+//!   who leads.
+//! - [`local`]: a JetStream cluster of `nats-server` processes on loopback (bench, tests).
+//! - [`cli`]: `pickline cluster status|map`.
+//! - [`bench`]: `pickline bench cluster`.
+//!
+//! Architecture invariant: a mutation is acknowledged only after JetStream acknowledged
+//! the stream message holding its record; a node that is not the leader, or stopped
+//! being it, acknowledges nothing.
+//! Architecture invariant: this module depends on the engine, not on `grpc/`, `intake/`,
+//! `notify/` or `web/`; `server.rs` wires it in.
+
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod follower;
+pub mod lease;
+pub mod local;
+pub mod node;
+pub mod replicator;
+pub mod wire;
+
+pub use config::ClusterConfig;
+
+/// Why a cluster operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// NATS or JetStream refused or did not answer.
+    #[error("NATS: {0}")]
+    Nats(String),
+    /// Something read from NATS does not decode or breaks an invariant.
+    #[error("corrupt cluster data: {0}")]
+    Corrupt(String),
+    /// The engine refused a record or snapshot.
+    #[error("engine: {0}")]
+    Engine(String),
+    /// Local files.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+}
+
+impl ClusterError {
+    fn nats(what: &str, e: impl std::fmt::Display) -> ClusterError {
+        ClusterError::Nats(format!("{what}: {e}"))
+    }
+}

@@ -1,0 +1,665 @@
+//! Cluster mode against real processes: a 3-node NATS JetStream cluster on loopback
+//! (the machine's `nats-server`, which `scripts/test` installs) and real `pickline serve`
+//! processes, killed with SIGKILL, stopped with SIGSTOP, and NATS nodes lost and brought
+//! back. The three tests run one at a time (a lock): each starts its own NATS cluster and
+//! nodes, and together they would crowd a 2-core machine.
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use common::ScratchDir;
+use pickline_engine::EngineConfig;
+use pickline_sidecar::{
+    cluster::{follower, local::LocalNats, wire},
+    pb,
+};
+use tokio::time::Instant;
+use tonic::{Code, transport::Channel};
+use tonic_types::StatusExt as _;
+
+const TOKEN: &str = "pkl_cluster_test_token_0123456789abcdef";
+/// The tests' lease: short, so that failover is quick.
+const LEASE_MS: u64 = 1_000;
+/// How long a test waits for something that should happen before failing.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// One test at a time (see the module documentation).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn signal(child: &Child, sig: libc::c_int) {
+    // SAFETY: kill(2) on our own child's pid; no memory is passed.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+    assert_eq!(rc, 0, "kill({}, {sig})", child.id());
+}
+
+// ------------------------------------------------------------------ NATS cluster
+
+async fn nats(dir: &Path) -> LocalNats {
+    LocalNats::start(&dir.join("nats"), 3)
+        .await
+        .expect("a 3-node JetStream cluster (scripts/test installs nats-server)")
+}
+
+// ------------------------------------------------------------------ Pickline nodes
+
+/// A `pickline serve` process in cluster mode.
+struct Node {
+    name: String,
+    log: std::path::PathBuf,
+    grpc: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn start(dir: &Path, name: &str, partition: &str, nats: &LocalNats, extra: &str) -> Node {
+        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let servers: Vec<String> = nats.urls().iter().map(|u| format!("\"{u}\"")).collect();
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[data]
+dir = "{data}"
+
+[grpc]
+listen = "{grpc}"
+request_timeout_ms = 20000
+
+[http]
+listen = "{http}"
+
+[web]
+enabled = false
+
+[cluster]
+enabled = true
+servers = [{servers}]
+node = "{name}"
+partition = "{partition}"
+lease_ms = {LEASE_MS}
+replicas = 3
+{extra}
+"#,
+                data = dir.join(format!("{name}-data")).display(),
+                servers = servers.join(", "),
+            ),
+        )
+        .unwrap();
+        let log_path = dir.join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_pickline"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args(["--log", "info,async_nats=warn", "--log-format", "pretty"])
+            .env("PICKLINE_TOKEN", TOKEN)
+            .env_remove("PICKLINE_TOKENS")
+            .env_remove("PICKLINE_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Node {
+            name: name.to_owned(),
+            log: log_path,
+            grpc,
+            child: Some(child),
+        }
+    }
+
+    fn child(&self) -> &Child {
+        self.child.as_ref().expect("node running")
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for the process to exit by itself; its exit status.
+    async fn exited(&mut self, patience: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + patience;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{} did not exit", self.name);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM, then waits for the graceful shutdown.
+    async fn stop(&mut self) -> std::process::ExitStatus {
+        signal(self.child(), libc::SIGTERM);
+        self.exited(PATIENCE).await
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Ok(log) = std::fs::read_to_string(&self.log)
+        {
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- node {} log (last 40 lines, newest first):", self.name);
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
+        if let Some(child) = &self.child {
+            // A SIGSTOPped process must run again to die of SIGKILL promptly everywhere.
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGCONT) };
+        }
+        self.kill();
+    }
+}
+
+fn request<T>(message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    r.set_timeout(Duration::from_secs(25));
+    r
+}
+
+async fn channel(addr: SocketAddr) -> Option<Channel> {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .ok()
+}
+
+/// Whether the node at `addr` leads (answers an engine RPC).
+async fn leads(addr: SocketAddr) -> bool {
+    let Some(ch) = channel(addr).await else {
+        return false;
+    };
+    let mut admin = pb::admin_service_client::AdminServiceClient::new(ch);
+    admin.stats(request(pb::StatsRequest {})).await.is_ok()
+}
+
+/// Waits until one of `nodes` leads; its index.
+async fn leader(nodes: &[&Node]) -> usize {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        for (i, n) in nodes.iter().enumerate() {
+            if n.child.is_some() && leads(n.grpc).await {
+                return i;
+            }
+        }
+        assert!(Instant::now() < deadline, "no node leads");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn setup_store(addr: SocketAddr, qty: u32) {
+    let ch = channel(addr).await.unwrap();
+    pb::store_service_client::StoreServiceClient::new(ch.clone())
+        .upsert_store(request(pb::UpsertStoreRequest {
+            idempotency_key: "store-S1".into(),
+            store: Some(pb::StoreIdentity {
+                store_id: "S1".into(),
+                name: "Store S1".into(),
+                location: Some(pb::GeoPoint {
+                    latitude_deg: 52.52,
+                    longitude_deg: 13.40,
+                }),
+                time_zone: "Europe/Berlin".into(),
+                status: pb::StoreStatus::Open as i32,
+                ..Default::default()
+            }),
+        }))
+        .await
+        .unwrap();
+    pb::inventory_service_client::InventoryServiceClient::new(ch)
+        .apply_pos_events(request(pb::ApplyPosEventsRequest {
+            idempotency_key: "receive-1".into(),
+            events: vec![pb::PosEvent {
+                pos_event_id: "receive-1".into(),
+                store_id: "S1".into(),
+                sku: "SKU-1".into(),
+                occurred_at_ms: 1,
+                change: Some(pb::pos_event::Change::Delta(pb::PosDelta {
+                    kind: pb::PosDeltaKind::Receive as i32,
+                    qty,
+                })),
+                order_ref: String::new(),
+            }],
+        }))
+        .await
+        .unwrap();
+}
+
+fn hold_request(key: &str) -> pb::HoldRequest {
+    pb::HoldRequest {
+        idempotency_key: key.into(),
+        store_id: "S1".into(),
+        lines: vec![pb::Line {
+            sku: "SKU-1".into(),
+            qty: 1,
+        }],
+        expiry: None,
+    }
+}
+
+async fn hold(addr: SocketAddr, key: &str) -> Result<pb::HoldResponse, tonic::Status> {
+    let ch = channel(addr)
+        .await
+        .ok_or_else(|| tonic::Status::unavailable("no connection"))?;
+    pb::hold_service_client::HoldServiceClient::new(ch)
+        .hold(request(hold_request(key)))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn availability(addr: SocketAddr) -> pb::Availability {
+    let ch = channel(addr).await.unwrap();
+    pb::inventory_service_client::InventoryServiceClient::new(ch)
+        .get_availability(request(pb::GetAvailabilityRequest {
+            store_id: "S1".into(),
+            sku: "SKU-1".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .cell
+        .unwrap()
+}
+
+/// The leader named by a NOT_LEADER refusal.
+fn leader_hint(status: &tonic::Status) -> Option<SocketAddr> {
+    let info = status.get_details_error_info()?;
+    if info.reason != "NOT_LEADER" {
+        return None;
+    }
+    info.metadata.get("leader_addr")?.parse().ok()
+}
+
+/// Replays the whole stream of `partition` into a fresh follower (which checks LSN
+/// continuity and that no batch follows a fence of another epoch); returns it.
+async fn replay_stream(js: &async_nats::jetstream::Context, partition: &str) -> follower::Follower {
+    let stream = js.get_stream(wire::stream_name(partition)).await.unwrap();
+    let last = stream.clone().info().await.unwrap().state.last_sequence;
+    let mut f = follower::Follower::empty(EngineConfig::default()).unwrap();
+    // Right after a NATS node returned, the stream may still be electing its leader.
+    let deadline = Instant::now() + PATIENCE;
+    let mut messages = loop {
+        match f.subscribe(&stream).await {
+            Ok(messages) => break messages,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "cannot read the stream: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, f.catch_up(&mut messages, last))
+        .await
+        .expect("stream replayed in time")
+        .unwrap();
+    f
+}
+
+/// Every message of the stream as (sequence, epoch, is fence).
+async fn stream_epochs(
+    js: &async_nats::jetstream::Context,
+    partition: &str,
+) -> Vec<(u64, u64, bool)> {
+    let stream = js.get_stream(wire::stream_name(partition)).await.unwrap();
+    let last = stream.clone().info().await.unwrap().state.last_sequence;
+    let mut out = Vec::new();
+    for seq in 1..=last {
+        let m = stream.get_raw_message(seq).await.unwrap();
+        let epoch: u64 = m
+            .headers
+            .get(wire::EPOCH_HEADER)
+            .unwrap()
+            .as_str()
+            .parse()
+            .unwrap();
+        out.push((seq, epoch, m.headers.get(wire::FIRST_LSN_HEADER).is_none()));
+    }
+    out
+}
+
+// ------------------------------------------------------------------ tests
+
+/// SIGKILL of the leader under load: the standby serves within a few lease times, every
+/// acknowledged hold is there, nothing is oversold, and the state the new leader
+/// uploads at its graceful stop equals a replay of the stream, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_of_the_leader_under_load_loses_no_acknowledged_hold() {
+    let _serial = SERIAL.lock().await;
+    let dir = ScratchDir::new();
+    let nats = nats(&dir.0).await;
+    let partition = "failover";
+    let mut a = Node::start(&dir.0, "a", partition, &nats, "");
+    let mut b = Node::start(&dir.0, "b", partition, &nats, "");
+    let first = leader(&[&a, &b]).await;
+    let (leader_addr, standby_addr) = if first == 0 {
+        (a.grpc, b.grpc)
+    } else {
+        (b.grpc, a.grpc)
+    };
+    const STOCK: u32 = 150;
+    setup_store(leader_addr, STOCK).await;
+
+    // Clients: each sends its keys one by one; an error is retried with the same key
+    // (at the leader a NOT_LEADER names, else alternating) until it is answered.
+    const CLIENTS: usize = 6;
+    const KEYS_PER_CLIENT: usize = 40;
+    let granted = Arc::new(parking_lot::Mutex::new(BTreeMap::<String, u64>::new()));
+    let rejected = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+    let acks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let killed_at = Arc::new(parking_lot::Mutex::new(None::<Instant>));
+    let first_after_kill = Arc::new(parking_lot::Mutex::new(None::<Instant>));
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let (granted, rejected, acks) = (granted.clone(), rejected.clone(), acks.clone());
+        let (killed_at, first_after_kill) = (killed_at.clone(), first_after_kill.clone());
+        let addrs = [leader_addr, standby_addr];
+        tasks.push(tokio::spawn(async move {
+            let mut target = addrs[0];
+            for k in 0..KEYS_PER_CLIENT {
+                let key = format!("c{c}-k{k}");
+                let deadline = Instant::now() + PATIENCE;
+                loop {
+                    match hold(target, &key).await {
+                        Ok(r) => {
+                            match r.outcome.unwrap() {
+                                pb::hold_response::Outcome::Granted(h) => {
+                                    granted.lock().insert(key.clone(), h.hold_id);
+                                }
+                                pb::hold_response::Outcome::Rejected(_) => {
+                                    rejected.lock().push(key.clone());
+                                }
+                            }
+                            acks.fetch_add(1, Ordering::Relaxed);
+                            if killed_at.lock().is_some() && target == addrs[1] {
+                                first_after_kill.lock().get_or_insert_with(Instant::now);
+                            }
+                            break;
+                        }
+                        Err(status) => {
+                            assert!(
+                                Instant::now() < deadline,
+                                "{key} never answered: {status:?}"
+                            );
+                            target = match leader_hint(&status) {
+                                Some(hint) => hint,
+                                None if target == addrs[0] => addrs[1],
+                                None => addrs[0],
+                            };
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    // Kill the leader once a third of the requests were answered.
+    let deadline = Instant::now() + PATIENCE;
+    while acks.load(Ordering::Relaxed) < CLIENTS * KEYS_PER_CLIENT / 3 {
+        assert!(Instant::now() < deadline, "load did not start");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let acked_before_kill = acks.load(Ordering::Relaxed);
+    if first == 0 {
+        signal(a.child(), libc::SIGKILL);
+        a.kill();
+    } else {
+        signal(b.child(), libc::SIGKILL);
+        b.kill();
+    }
+    *killed_at.lock() = Some(Instant::now());
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let failover = first_after_kill
+        .lock()
+        .unwrap()
+        .duration_since(killed_at.lock().unwrap());
+    eprintln!(
+        "{acked_before_kill} answered before the SIGKILL; first hold at the new leader {failover:?} after it"
+    );
+    assert!(
+        failover < Duration::from_millis(LEASE_MS * 8),
+        "the standby took {failover:?} to serve"
+    );
+
+    // Every acknowledged grant is there: the same key answers the same hold, replayed.
+    let granted = granted.lock().clone();
+    let rejected = rejected.lock().clone();
+    assert_eq!(granted.len() + rejected.len(), CLIENTS * KEYS_PER_CLIENT);
+    assert_eq!(
+        granted.len(),
+        STOCK as usize,
+        "all stock held, then rejections"
+    );
+    for (key, id) in &granted {
+        let again = hold(standby_addr, key).await.unwrap();
+        assert!(again.replayed, "{key}");
+        match again.outcome.unwrap() {
+            pb::hold_response::Outcome::Granted(h) => assert_eq!(h.hold_id, *id, "{key}"),
+            other => panic!("{key} was granted, now {other:?}"),
+        }
+    }
+    // Nothing oversold: held is exactly the acknowledged grants.
+    let cell = availability(standby_addr).await;
+    assert_eq!((cell.on_hand, cell.held, cell.atp), (STOCK, STOCK, 0));
+
+    // The new leader's state equals a replay of the stream: it uploads its state at a
+    // graceful stop; a fresh follower replays the stream to the same LSN.
+    let survivor = if first == 0 { &mut b } else { &mut a };
+    assert!(survivor.stop().await.success());
+    let js = nats.jetstream().await.unwrap();
+    let objects = js.get_object_store(wire::SNAPSHOTS).await.unwrap();
+    let uploaded = follower::load_snapshot(&objects, partition)
+        .await
+        .unwrap()
+        .expect("final snapshot uploaded");
+    let (_, lsn, state) = follower::decode_snapshot(&uploaded).unwrap();
+    let replayed = replay_stream(&js, partition).await;
+    assert_eq!(replayed.applied_lsn(), lsn);
+    let (_, replayed_state) = replayed.engine().snapshot().unwrap();
+    assert!(
+        replayed_state == state,
+        "the leader's state differs from a replay of the stream"
+    );
+    replayed.engine().check_conservation().unwrap();
+    // Two leaders' epochs, each opened by its fence.
+    let epochs = stream_epochs(&js, partition).await;
+    let fences: Vec<u64> = epochs.iter().filter(|e| e.2).map(|e| e.1).collect();
+    assert_eq!(fences.len(), 2, "{fences:?}");
+}
+
+/// Fencing: the leader stopped with SIGSTOP past its lease, then continued, cannot append
+/// a single record; its clients get errors, not acknowledgements; it steps down (exits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deposed_leader_cannot_append_and_acknowledges_nothing() {
+    let _serial = SERIAL.lock().await;
+    let dir = ScratchDir::new();
+    let nats = nats(&dir.0).await;
+    let partition = "fencing";
+    let mut a = Node::start(&dir.0, "a", partition, &nats, "");
+    let mut b = Node::start(&dir.0, "b", partition, &nats, "");
+    let first = leader(&[&a, &b]).await;
+    let (old, new) = if first == 0 {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    setup_store(old.grpc, 100).await;
+    assert!(matches!(
+        hold(old.grpc, "before").await.unwrap().outcome,
+        Some(pb::hold_response::Outcome::Granted(_))
+    ));
+
+    signal(old.child(), libc::SIGSTOP);
+    // The standby takes the lease after a lease time and fences.
+    let deadline = Instant::now() + PATIENCE;
+    while !leads(new.grpc).await {
+        assert!(Instant::now() < deadline, "the standby never took over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let js = nats.jetstream().await.unwrap();
+    let before = stream_epochs(&js, partition).await;
+
+    // Requests reach the stopped process and wait in its socket; then it runs again.
+    let stopped = old.grpc;
+    let calls: Vec<_> = (0..8)
+        .map(|i| tokio::spawn(async move { hold(stopped, &format!("during-{i}")).await }))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(old.child(), libc::SIGCONT);
+    for (i, call) in calls.into_iter().enumerate() {
+        let answer = call.await.unwrap();
+        assert!(
+            answer.is_err(),
+            "the deposed leader acknowledged during-{i}: {answer:?}"
+        );
+    }
+    // It steps down at once: the process exits with an error.
+    let status = old.exited(PATIENCE).await;
+    assert!(!status.success());
+
+    // Not a single record of the old leader after the fence.
+    let after = stream_epochs(&js, partition).await;
+    assert_eq!(after, before, "the deposed leader appended to the stream");
+    let new_epoch = after.last().unwrap().1;
+    let fence_at = after
+        .iter()
+        .find(|(_, epoch, fence)| *fence && *epoch == new_epoch)
+        .unwrap()
+        .0;
+    assert!(
+        after
+            .iter()
+            .all(|(seq, epoch, _)| *seq < fence_at || *epoch == new_epoch),
+        "{after:?}"
+    );
+    // Those requests changed nothing: the new leader grants the same keys afresh.
+    for i in 0..8 {
+        let r = hold(new.grpc, &format!("during-{i}")).await.unwrap();
+        assert!(!r.replayed);
+    }
+    let cell = availability(new.grpc).await;
+    assert_eq!(cell.held, 9);
+    replay_stream(&js, partition).await; // checks continuity and epochs
+}
+
+/// Losing one NATS node of three changes nothing for clients; losing two stops writes
+/// with UNAVAILABLE; they resume when a node returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_nats_node_lost_changes_nothing_two_stop_writes_until_one_returns() {
+    let _serial = SERIAL.lock().await;
+    let dir = ScratchDir::new();
+    let mut nats = nats(&dir.0).await;
+    let partition = "quorum";
+    let node = Node::start(
+        &dir.0,
+        "a",
+        partition,
+        &nats,
+        "replication_timeout_ms = 8000",
+    );
+    leader(&[&node]).await;
+    setup_store(node.grpc, 1000).await;
+    let js = nats.jetstream().await.unwrap();
+    // Lose the node that leads the partition's stream: the hardest single loss.
+    let mut stream = js.get_stream(wire::stream_name(partition)).await.unwrap();
+    let stream_leader = stream
+        .info()
+        .await
+        .unwrap()
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .expect("a clustered stream has a leader");
+    let lost: usize = stream_leader.trim_start_matches('n').parse().unwrap();
+
+    // Holds run all along; not one may fail while one node is lost.
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = {
+        let (stop, addr) = (stop.clone(), node.grpc);
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let r = hold(addr, &format!("one-lost-{n}")).await;
+                assert!(r.is_ok(), "hold {n} failed with one NATS node lost: {r:?}");
+                n += 1;
+            }
+            n
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nats.kill_node(lost);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let during = loader.await.unwrap();
+    assert!(during > 0);
+
+    // Lose a second one: no quorum, writes stop with a clear UNAVAILABLE.
+    let second = (lost + 1) % 3;
+    nats.kill_node(second);
+    let refused = hold(node.grpc, "no-quorum-1").await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    let refused = hold(node.grpc, "no-quorum-2").await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+
+    // A node returns: writes resume, and the refused requests' keys answer once.
+    nats.start_node(second).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match hold(node.grpc, "no-quorum-1").await {
+            Ok(_) => break,
+            Err(e) => {
+                assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+                assert!(Instant::now() < deadline, "writes never resumed: {e:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    let r = hold(node.grpc, "after-return").await.unwrap();
+    assert!(matches!(
+        r.outcome,
+        Some(pb::hold_response::Outcome::Granted(_))
+    ));
+    let cell = availability(node.grpc).await;
+    // Every grant (those during the single loss, the one refused-then-answered key, maybe
+    // its refused twin if its record made it, and the last) is held once.
+    assert!(
+        (during as u32 + 2..=during as u32 + 3).contains(&cell.held),
+        "held {} after {during} holds",
+        cell.held
+    );
+    drop(node);
+    let f = replay_stream(&js, partition).await;
+    f.engine().check_conservation().unwrap();
+    assert_eq!(f.engine().active_holds() as u32, cell.held);
+}
