@@ -284,7 +284,14 @@ impl Shipper {
                 }
                 last = r.lsn;
             }
-            match self.publish(&subject, first, Bytes::from(payload)).await {
+            match self
+                .publish(
+                    &subject,
+                    (first, last.0 - first.0 + 1),
+                    Bytes::from(payload),
+                )
+                .await
+            {
                 Ok(seq) => {
                     self.last_seq = seq;
                     self.cursor = last;
@@ -300,8 +307,13 @@ impl Shipper {
 
     /// Publishes one batch until JetStream stores it (`Ok(sequence)`) or refuses it for
     /// good (`Err(why)`: deposed).
-    async fn publish(&self, subject: &str, first: Lsn, payload: Bytes) -> Result<u64, String> {
-        let headers = wire::headers(&self.partition, self.epoch, Some(first));
+    async fn publish(
+        &self,
+        subject: &str,
+        (first, records): (Lsn, u64),
+        payload: Bytes,
+    ) -> Result<u64, String> {
+        let headers = wire::headers(&self.partition, self.epoch, Some((first, records)));
         let id = wire::batch_id(&self.partition, self.epoch, first);
         let expected = self.last_seq;
         let mut pause = RETRY_PAUSE_MIN;

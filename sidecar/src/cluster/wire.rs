@@ -28,6 +28,8 @@ pub const EPOCH_HEADER: &str = "Pickline-Epoch";
 pub const FIRST_LSN_HEADER: &str = "Pickline-First-Lsn";
 /// JetStream's deduplication header.
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
+/// How many records a batch carries: a payload cut at a record boundary is refused.
+pub const RECORDS_HEADER: &str = "Pickline-Records";
 
 /// Payload format version.
 const BATCH_VERSION: u8 = 1;
@@ -83,12 +85,13 @@ pub fn fence_id(partition: &str, epoch: u64) -> String {
 }
 
 /// Headers of a batch or fence (`first`: `None` for a fence).
-pub fn headers(partition: &str, epoch: u64, first: Option<Lsn>) -> HeaderMap {
+pub fn headers(partition: &str, epoch: u64, batch: Option<(Lsn, u64)>) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(EPOCH_HEADER, epoch.to_string().as_str());
-    match first {
-        Some(first) => {
+    match batch {
+        Some((first, records)) => {
             h.insert(FIRST_LSN_HEADER, first.0.to_string().as_str());
+            h.insert(RECORDS_HEADER, records.to_string().as_str());
             h.insert(MSG_ID_HEADER, batch_id(partition, epoch, first).as_str());
         }
         None => h.insert(MSG_ID_HEADER, fence_id(partition, epoch).as_str()),
@@ -159,6 +162,7 @@ pub fn decode(headers: Option<&HeaderMap>, payload: &Bytes) -> Result<Entry, Wir
             Err(WireError::Payload("a fence carries no payload".into()))
         };
     };
+    let count = number(headers, RECORDS_HEADER)?.ok_or(WireError::Header(RECORDS_HEADER))?;
     let Some((&version, mut rest)) = payload.split_first() else {
         return Err(WireError::Payload("empty batch".into()));
     };
@@ -183,6 +187,12 @@ pub fn decode(headers: Option<&HeaderMap>, payload: &Bytes) -> Result<Entry, Wir
     }
     if records.is_empty() {
         return Err(WireError::Payload("batch without records".into()));
+    }
+    if records.len() as u64 != count {
+        return Err(WireError::Payload(format!(
+            "a batch of {count} records carries {}",
+            records.len()
+        )));
     }
     Ok(Entry::Batch {
         epoch,
@@ -212,7 +222,7 @@ mod tests {
         for r in &records {
             push_record(&mut payload, r);
         }
-        let h = headers("p1", 3, Some(Lsn(10)));
+        let h = headers("p1", 3, Some((Lsn(10), 2)));
         let bytes = Bytes::from(payload.clone());
         match decode(Some(&h), &bytes).unwrap() {
             Entry::Batch {
