@@ -1174,26 +1174,7 @@ impl Wire for crate::calendar::CalendarConfig {
     }
 }
 
-impl Wire for ReleaseReason {
-    fn put(&self, e: &mut Enc<'_>) {
-        e.u8(match self {
-            ReleaseReason::Released => 0,
-            ReleaseReason::Expired => 1,
-        });
-    }
-    fn take(d: &mut Dec<'_>) -> Result<Self, DecodeError> {
-        let at = d.pos();
-        match d.u8()? {
-            0 => Ok(ReleaseReason::Released),
-            1 => Ok(ReleaseReason::Expired),
-            tag => Err(DecodeError::Tag {
-                what: "release reason",
-                tag,
-                at,
-            }),
-        }
-    }
-}
+crate::wire::wire_enum!(ReleaseReason, "release reason" { Released = 0, Expired = 1 });
 
 impl Wire for PosDeltaKind {
     fn put(&self, e: &mut Enc<'_>) {
@@ -1208,26 +1189,7 @@ impl Wire for PosDeltaKind {
     }
 }
 
-impl Wire for KeptOf {
-    fn put(&self, e: &mut Enc<'_>) {
-        e.u8(match self {
-            KeptOf::Batch => 0,
-            KeptOf::Allocation => 1,
-        });
-    }
-    fn take(d: &mut Dec<'_>) -> Result<Self, DecodeError> {
-        let at = d.pos();
-        match d.u8()? {
-            0 => Ok(KeptOf::Batch),
-            1 => Ok(KeptOf::Allocation),
-            tag => Err(DecodeError::Tag {
-                what: "keyed part kind",
-                tag,
-                at,
-            }),
-        }
-    }
-}
+crate::wire::wire_enum!(KeptOf, "keyed part kind" { Batch = 0, Allocation = 1 });
 
 /// Arbitrary values of every event field type, for the codec's property test.
 #[cfg(test)]

@@ -2468,26 +2468,7 @@ impl Wire for Vec<OrderLine> {
     }
 }
 
-impl Wire for ShortPickResolution {
-    fn put(&self, e: &mut Enc<'_>) {
-        e.u8(match self {
-            ShortPickResolution::Reallocate => 0,
-            ShortPickResolution::CancelLine => 1,
-        });
-    }
-    fn take(d: &mut Dec<'_>) -> Result<Self, DecodeError> {
-        let at = d.pos();
-        match d.u8()? {
-            0 => Ok(ShortPickResolution::Reallocate),
-            1 => Ok(ShortPickResolution::CancelLine),
-            tag => Err(DecodeError::Tag {
-                what: "short pick resolution",
-                tag,
-                at,
-            }),
-        }
-    }
-}
+crate::wire::wire_enum!(ShortPickResolution, "short pick resolution" { Reallocate = 0, CancelLine = 1 });
 
 impl Wire for CancelledBy {
     fn put(&self, e: &mut Enc<'_>) {

@@ -134,6 +134,28 @@ macro_rules! wire_seq {
 
 wire_seq!(HoldId);
 
+/// `Wire` for a field-less enum written as one byte per variant; an unknown byte is
+/// [`DecodeError::Tag`] naming `what`.
+macro_rules! wire_enum {
+    ($ty:ty, $what:literal { $($variant:ident = $byte:literal),+ $(,)? }) => {
+        impl crate::wire::Wire for $ty {
+            fn put(&self, e: &mut crate::codec::Enc<'_>) {
+                e.u8(match self {
+                    $(<$ty>::$variant => $byte,)+
+                });
+            }
+            fn take(d: &mut crate::codec::Dec<'_>) -> Result<Self, crate::codec::DecodeError> {
+                let at = d.pos();
+                match d.u8()? {
+                    $($byte => Ok(<$ty>::$variant),)+
+                    tag => Err(crate::codec::DecodeError::Tag { what: $what, tag, at }),
+                }
+            }
+        }
+    };
+}
+pub(crate) use wire_enum;
+
 #[cfg(test)]
 mod tests {
     use super::*;
