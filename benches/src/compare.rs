@@ -8,10 +8,12 @@
 //! figure is decided holds per second over `secs`.
 //!
 //! - engine `sync`: `DurableEngine` on files, WAL group commit with `fdatasync`; each
-//!   client is an async task that awaits its record's commit as the sidecar does
-//!   (`defer_durability` + `Wal::durable`), so concurrent holds share fsyncs.
+//!   client thread's hold and release return once their records are durable, so the
+//!   threads waiting at one moment share one fsync.
 //! - engine `async`: the same, WAL flushed every 1,000 ms without waiting (Redis' default
 //!   persistence does not fsync either).
+//!
+//! Every system gets the same client OS threads ([`threads_loop`]).
 //! - PostgreSQL: one connection per client, `synchronous_commit = on`, one transaction per
 //!   hold: `SELECT ... FOR UPDATE` of the lines' rows in SKU order, then per line the
 //!   guarded `UPDATE ... SET held = held + q WHERE sku = $1 AND on_hand - held >= q`; any
@@ -28,8 +30,8 @@ use std::time::{Duration, Instant};
 use pickline_engine::durable::{DurableEngine, OpenOptions};
 use pickline_engine::wal::{Durability, FileStorage, WalConfig};
 use pickline_engine::{
-    EngineConfig, HoldId, HoldOutcome, HoldRequest, Limits, LineRequest, PosDelta, PosDeltaKind,
-    StoreDef, Timestamp, defer_durability,
+    EngineConfig, HoldOutcome, HoldRequest, Limits, LineRequest, PosDelta, PosDeltaKind,
+    StoreDef, Timestamp,
 };
 use serde::Serialize;
 
@@ -197,7 +199,7 @@ where
     Ok(((g + r) as f64 / elapsed, g, r))
 }
 
-/// The engine, durable on files, `clients` async tasks on a 2-worker runtime.
+/// The engine, durable on files, driven by `clients` threads.
 pub fn run_engine(cfg: &CompareConfig, durability: Durability) -> Result<SystemRun, String> {
     let dir = cfg.dir.join(match durability {
         Durability::Sync => "compare-sync",
@@ -243,66 +245,43 @@ pub fn run_engine(cfg: &CompareConfig, durability: Durability) -> Result<SystemR
         )
         .map_err(|e| e.to_string())?;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let sync = durability == Durability::Sync;
-    let start = Instant::now();
-    // Each client checks the clock itself: with an asynchronous log a hold never waits,
-    // so a client task never yields on its own and a timer task might never run.
-    let deadline = start + Duration::from_secs_f64(cfg.secs);
-    let results: Vec<Result<(u64, u64), String>> = runtime.block_on(async {
-        let mut tasks = tokio::task::JoinSet::new();
-        for c in 0..cfg.clients {
-            let db = db.clone();
-            let reqs: Vec<HoldRequest> = client_holds(cfg, c, 4096)
-                .into_iter()
-                .map(|lines| {
-                    HoldRequest::new(
-                        STORE,
-                        lines
-                            .into_iter()
-                            .map(|(k, q)| LineRequest::new(sku_name(k), q))
-                            .collect(),
-                    )
-                })
-                .collect();
-            tasks.spawn(async move {
-                let (mut g, mut r) = (0u64, 0u64);
-                let mut i = 0usize;
-                while Instant::now() < deadline {
-                    let d = defer_durability(|| db.engine().hold(&reqs[i % reqs.len()], T0));
-                    // Async WAL: callers do not wait for the flush (as the sidecar).
-                    if let (Some(lsn), true) = (d.wait_for, sync) {
-                        db.wal().durable(lsn).await.map_err(|e| e.to_string())?;
-                    }
-                    match d.value.map_err(|e| e.to_string())? {
-                        HoldOutcome::Granted(h) => {
-                            g += 1;
-                            release(&db, h.hold, sync).await?;
-                        }
-                        _ => r += 1,
-                    }
-                    i += 1;
-                    if !sync {
-                        // Let the other clients on this worker run.
-                        tokio::task::yield_now().await;
-                    }
+    let holds: Vec<Arc<Vec<HoldRequest>>> = (0..cfg.clients)
+        .map(|c| {
+            Arc::new(
+                client_holds(cfg, c, 4096)
+                    .into_iter()
+                    .map(|lines| {
+                        HoldRequest::new(
+                            STORE,
+                            lines
+                                .into_iter()
+                                .map(|(k, q)| LineRequest::new(sku_name(k), q))
+                                .collect(),
+                        )
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    // The same client threads as PostgreSQL and Redis get. With `sync` a hold returns once
+    // its record's group commit is durable, so the threads waiting share fsyncs; with
+    // `async` it never waits for the log.
+    let engine = db.clone();
+    let (rate, g, r) = threads_loop(
+        cfg.clients,
+        cfg.secs,
+        |c| Ok(holds[c].clone()),
+        move |reqs, _, i| {
+            let e = engine.engine();
+            match e.hold(&reqs[i % reqs.len()], T0).map_err(|e| e.to_string())? {
+                HoldOutcome::Granted(h) => {
+                    e.release(h.hold, T0).map_err(|e| e.to_string())?;
+                    Ok(true)
                 }
-                Ok((g, r))
-            });
-        }
-        tasks.join_all().await
-    });
-    let elapsed = start.elapsed().as_secs_f64();
-    let (mut g, mut r) = (0, 0);
-    for x in results {
-        let (a, b) = x?;
-        g += a;
-        r += b;
-    }
+                _ => Ok(false),
+            }
+        },
+    )?;
     // Oversell check: every cell back to its stock with nothing held, and conservation.
     let mut oversold = 0;
     for k in 0..cfg.skus {
@@ -316,23 +295,16 @@ pub fn run_engine(cfg: &CompareConfig, durability: Durability) -> Result<SystemR
     if let Err(msg) = e.check_conservation() {
         return Err(format!("engine conservation check failed: {msg}"));
     }
-    drop(runtime);
+    drop(db);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(SystemRun {
-        holds_per_s: (g + r) as f64 / elapsed,
+        holds_per_s: rate,
         granted: g,
         refused: r,
         oversold_cells: oversold,
     })
 }
 
-async fn release(db: &DurableEngine, hold: HoldId, sync: bool) -> Result<(), String> {
-    let d = defer_durability(|| db.engine().release(hold, T0));
-    if let (Some(lsn), true) = (d.wait_for, sync) {
-        db.wal().durable(lsn).await.map_err(|e| e.to_string())?;
-    }
-    d.value.map(|_| ()).map_err(|e| e.to_string())
-}
 
 /// PostgreSQL, one connection per client thread.
 pub fn run_postgres(cfg: &CompareConfig) -> Result<SystemRun, String> {

@@ -116,11 +116,20 @@ impl Gate {
         }
         // A permit is kept if the shipper is busy: it looks again right after.
         self.wake.notify_one();
+        // `wait_for` answers with a read guard of the state: it is dropped here, before
+        // the state is read again. Holding it across a second read deadlocked the leader
+        // under load: the lock is fair, so the second read queues behind a writer
+        // (`advance`) that waits for the first to end.
+        // `wait_for` answers with a read guard of the state: it is dropped here, before
+        // the state is read again. Holding it across a second read deadlocked the leader
+        // under load: the lock is fair, so the second read queues behind a writer
+        // (`advance`) that waits for the first to end.
         let waited = tokio::time::timeout(
             self.timeout,
             rx.wait_for(|s| s.acked >= lsn || s.failure.is_some()),
         )
-        .await;
+        .await
+        .map(|seen| seen.map(drop));
         let s = self.state.borrow().clone();
         if s.acked >= lsn {
             return Ok(());
@@ -372,5 +381,64 @@ impl Shipper {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(RETRY_PAUSE_MAX);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Requests waiting while the shipper advances back to back, from another thread as
+    /// the real shipper does: every wait ends. A request once read the state again while
+    /// still holding the guard `wait_for` had answered with; with the shipper's write
+    /// queued between the two reads (the lock is fair), each waited for the other and the
+    /// leader's workers hung (found by `pickline bench cluster`).
+    #[test]
+    fn waiters_and_the_shipper_never_deadlock() {
+        const RECORDS: u64 = 1_000_000;
+        let gate = Gate::new(Lsn(0), 0, Duration::from_secs(30));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let g = gate.clone();
+        // On its own threads: a deadlock hangs them; the test thread only waits for the
+        // answer, with a limit.
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let shipper = {
+                let g = g.clone();
+                std::thread::spawn(move || {
+                    for lsn in 1..=RECORDS {
+                        g.advance(Lsn(lsn), lsn);
+                    }
+                })
+            };
+            runtime.block_on(async {
+                let waiters: Vec<_> = (0..8)
+                    .map(|_| {
+                        let gate = g.clone();
+                        tokio::spawn(async move {
+                            // Always one past what is acknowledged: every call waits.
+                            while gate.acked() < Lsn(RECORDS) {
+                                let next = Lsn(gate.acked().0 + 1);
+                                gate.replicated(next).await.expect("replicated");
+                            }
+                        })
+                    })
+                    .collect();
+                for w in waiters {
+                    w.await.expect("waiter");
+                }
+            });
+            shipper.join().expect("shipper");
+            let _ = tx.send(());
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_secs(60)).is_ok(),
+            "waiters and the shipper deadlocked"
+        );
+        assert_eq!(gate.acked(), Lsn(RECORDS));
     }
 }
