@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 use pickline_engine::durable::{DurableEngine, OpenOptions};
 use pickline_engine::wal::{Durability, FileStorage, WalConfig};
 use pickline_engine::{
-    EngineConfig, HoldOutcome, HoldRequest, Limits, LineRequest, PosDelta, PosDeltaKind,
-    StoreDef, Timestamp,
+    EngineConfig, HoldOutcome, HoldRequest, Limits, LineRequest, PosDelta, PosDeltaKind, StoreDef,
+    Timestamp,
 };
 use serde::Serialize;
 
@@ -273,7 +273,10 @@ pub fn run_engine(cfg: &CompareConfig, durability: Durability) -> Result<SystemR
         |c| Ok(holds[c].clone()),
         move |reqs, _, i| {
             let e = engine.engine();
-            match e.hold(&reqs[i % reqs.len()], T0).map_err(|e| e.to_string())? {
+            match e
+                .hold(&reqs[i % reqs.len()], T0)
+                .map_err(|e| e.to_string())?
+            {
                 HoldOutcome::Granted(h) => {
                     e.release(h.hold, T0).map_err(|e| e.to_string())?;
                     Ok(true)
@@ -304,7 +307,6 @@ pub fn run_engine(cfg: &CompareConfig, durability: Durability) -> Result<SystemR
         oversold_cells: oversold,
     })
 }
-
 
 /// PostgreSQL, one connection per client thread.
 pub fn run_postgres(cfg: &CompareConfig) -> Result<SystemRun, String> {
