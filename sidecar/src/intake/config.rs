@@ -656,4 +656,55 @@ mod tests {
             Err("intake.webhooks.retry_after_s".to_owned())
         );
     }
+
+    #[test]
+    fn enrich_settings_are_validated_per_channel() {
+        let key = |c: &IntakeConfig| c.validate().map_err(|(key, _)| key);
+        let bc = |f: &dyn Fn(&mut EnrichConfig)| {
+            let mut c = IntakeConfig::default();
+            let mut e = EnrichConfig {
+                access_token: Some(WebhookSecret::new("token")),
+                ..EnrichConfig::default()
+            };
+            f(&mut e);
+            c.bigcommerce.enrich = Some(e);
+            c
+        };
+        let ok = bc(&|_| {});
+        assert_eq!(key(&ok), Ok(()));
+        let e = ok.bigcommerce.enrich.as_ref().map(|e| e.base_url(Channel::Bigcommerce));
+        assert_eq!(e, Some(BIGCOMMERCE_API_URL));
+        assert_eq!(
+            key(&bc(&|e| e.access_token = None)),
+            Err("intake.bigcommerce.enrich.access_token".to_owned())
+        );
+        assert_eq!(
+            key(&bc(&|e| e.store_hash = Some("a/../b".into()))),
+            Err("intake.bigcommerce.enrich.store_hash".to_owned())
+        );
+        assert_eq!(key(&bc(&|e| e.store_hash = Some("abc123".into()))), Ok(()));
+        assert_eq!(
+            key(&bc(&|e| e.base_url = Some("https://{account}/api".into()))),
+            Err("intake.bigcommerce.enrich.base_url".to_owned())
+        );
+        assert_eq!(
+            key(&bc(&|e| e.retry_base_ms = 0)),
+            Err("intake.bigcommerce.enrich.retry_base_ms".to_owned())
+        );
+        let mut shopify = IntakeConfig::default();
+        shopify.shopify.enrich = Some(EnrichConfig::default());
+        assert_eq!(key(&shopify), Ok(()));
+        let e = shopify.shopify.enrich.as_ref().map(|e| e.base_url(Channel::Shopify));
+        assert_eq!(e, Some(SHOPIFY_API_URL));
+        if let Some(e) = shopify.shopify.enrich.as_mut() {
+            e.store_hash = Some("abc123".into());
+        }
+        assert_eq!(
+            key(&shopify),
+            Err("intake.shopify.enrich.store_hash".to_owned())
+        );
+        let mut magento = IntakeConfig::default();
+        magento.magento.enrich = Some(EnrichConfig::default());
+        assert_eq!(key(&magento), Err("intake.magento.enrich".to_owned()));
+    }
 }

@@ -186,14 +186,16 @@ fn bigcommerce_target(body: &[u8], config: &EnrichConfig) -> Result<(String, Str
         (Some(Err(e)), _) => return Err(e),
         (Some(Ok(named)), Some(configured)) if named != *configured => {
             return Err(EnrichError::Refused(format!(
-                "the webhook is of store {named}, the access token of store {configured}                  (intake.bigcommerce.enrich.store_hash)"
+                "the webhook is of store {named}, the access token of store {configured} \
+                 (intake.bigcommerce.enrich.store_hash)"
             )));
         }
         (Some(Ok(named)), _) => named,
         (None, Some(configured)) => configured.clone(),
         (None, None) => {
             return Err(EnrichError::Refused(
-                "the delivery names no store (producer) and                  intake.bigcommerce.enrich.store_hash is not set"
+                "the delivery names no store (producer) and \
+                 intake.bigcommerce.enrich.store_hash is not set"
                     .to_owned(),
             ));
         }
@@ -422,4 +424,112 @@ async fn read_bounded(mut resp: reqwest::Response) -> Result<Option<Vec<u8>>, re
         body.extend_from_slice(&chunk);
     }
     Ok(Some(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::intake::config::WebhookSecret;
+
+    fn config(store_hash: Option<&str>) -> EnrichConfig {
+        EnrichConfig {
+            access_token: Some(WebhookSecret::new("t")),
+            store_hash: store_hash.map(str::to_owned),
+            ..EnrichConfig::default()
+        }
+    }
+
+    fn target(body: &str, store_hash: Option<&str>) -> Result<(String, String), EnrichError> {
+        bigcommerce_target(body.as_bytes(), &config(store_hash))
+    }
+
+    fn ok(store: &str, id: &str) -> Result<(String, String), EnrichError> {
+        Ok((store.to_owned(), id.to_owned()))
+    }
+
+    fn refused(r: Result<(String, String), EnrichError>) -> bool {
+        matches!(r, Err(EnrichError::Refused(_)))
+    }
+
+    #[test]
+    fn a_bigcommerce_store_comes_from_the_producer_or_the_config_never_a_guess() {
+        let thin = |producer: &str| {
+            format!(r#"{{"scope":"store/order/created","data":{{"type":"order","id":250}},"producer":{producer}}}"#)
+        };
+        assert_eq!(target(&thin(r#""stores/abc123""#), None), ok("abc123", "250"));
+        assert_eq!(
+            target(&thin(r#""stores/abc123""#), Some("abc123")),
+            ok("abc123", "250")
+        );
+        // A webhook of another store than the token's.
+        assert!(refused(target(&thin(r#""stores/other""#), Some("abc123"))));
+        // Not a store hash that can go into a URL path: the docs' placeholder, a
+        // traversal, a query, another shape.
+        for producer in [
+            r#""stores/{store_hash}""#,
+            r#""stores/..""#,
+            r#""stores/a/b""#,
+            r#""stores/a?x=1""#,
+            r#""stores/""#,
+            r#""abc123""#,
+            "42",
+        ] {
+            assert!(refused(target(&thin(producer), Some("abc123"))), "{producer}");
+        }
+        // No producer: the configured store, else refused.
+        let bare = r#"{"scope":"store/order/updated","data":{"type":"order","id":"251"}}"#;
+        assert_eq!(target(bare, Some("abc123")), ok("abc123", "251"));
+        assert!(refused(target(bare, None)));
+        // An order without its products names itself.
+        assert_eq!(
+            target(r#"{"id":218,"status_id":8}"#, Some("abc123")),
+            ok("abc123", "218")
+        );
+    }
+
+    #[test]
+    fn a_bigcommerce_order_id_is_digits_of_an_order() {
+        for body in [
+            r#"{"data":{"type":"order","id":"25/../1"}}"#,
+            r#"{"data":{"type":"order","id":-1}}"#,
+            r#"{"data":{"type":"order","id":1.5}}"#,
+            r#"{"data":{"type":"order"}}"#,
+            r#"{"data":{"type":"cart","id":1}}"#,
+            r#"{"id":"123456789012345678901"}"#,
+            "not json",
+        ] {
+            assert!(refused(target(body, Some("abc123"))), "{body}");
+        }
+    }
+
+    #[test]
+    fn store_hashes_are_url_path_safe() {
+        assert!(store_hash_ok("abc123") && store_hash_ok("a-b_C"));
+        let long = "a".repeat(65);
+        for bad in ["", ".", "..", "a.b", "a/b", "a%2F", "{store_hash}", long.as_str()] {
+            assert!(!store_hash_ok(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_a_verdict_that_lacks_documents_wants_them() {
+        use crate::intake::Reason;
+        let rejected = |codes: &[ReasonCode]| Verdict::Rejected {
+            reasons: codes.iter().map(|c| Reason::new(*c, "")).collect(),
+            warnings: Vec::new(),
+        };
+        let needs = rejected(&[ReasonCode::NeedsEnrichment]);
+        let not_pickup = rejected(&[ReasonCode::NotPickup]);
+        let incomplete = rejected(&[ReasonCode::IncompleteOrder]);
+        assert!(needed(Channel::Bigcommerce, &needs));
+        assert!(needed(
+            Channel::Bigcommerce,
+            &rejected(&[ReasonCode::InvalidField, ReasonCode::NeedsEnrichment])
+        ));
+        assert!(!needed(Channel::Bigcommerce, &not_pickup));
+        assert!(!needed(Channel::Bigcommerce, &incomplete));
+        assert!(needed(Channel::Shopify, &not_pickup));
+        assert!(!needed(Channel::Shopify, &needs));
+        assert!(!needed(Channel::Magento, &needs));
+    }
 }
