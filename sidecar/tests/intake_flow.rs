@@ -1006,7 +1006,9 @@ async fn order_lines(grpc: SocketAddr, order_id: &Value) -> Vec<(String, u32)> {
     let placed = pickups
         .get_order(with_token(
             pb::GetOrderRequest {
-                key: Some(pb::get_order_request::Key::OrderId(id.expect("an order id"))),
+                key: Some(pb::get_order_request::Key::OrderId(
+                    id.expect("an order id"),
+                )),
             },
             ADMIN_TOKEN,
         ))
@@ -1037,7 +1039,11 @@ async fn bigcommerce_thin_webhooks_are_enriched_from_the_api() {
     );
     assert_eq!(answer["order_id"], "250", "{answer}");
     assert_eq!(answer["orders"][0]["store"], "S1", "{answer}");
-    assert_eq!(answer["orders"].as_array().map(Vec::len), Some(1), "{answer}");
+    assert_eq!(
+        answer["orders"].as_array().map(Vec::len),
+        Some(1),
+        "{answer}"
+    );
     assert_eq!(
         (
             api.hits(250, ""),
@@ -1052,7 +1058,11 @@ async fn bigcommerce_thin_webhooks_are_enriched_from_the_api() {
     );
     // BigCommerce fires the same webhook again: fetched again, placed once.
     let (status, _, again) = deliver_bigcommerce(http, 250).await;
-    assert_eq!((status, again["replayed"].as_bool()), (200, Some(true)), "{again}");
+    assert_eq!(
+        (status, again["replayed"].as_bool()),
+        (200, Some(true)),
+        "{again}"
+    );
     assert_eq!(again["orders"], answer["orders"]);
 
     // The API failing once: retried within the delivery (retry_base_ms later), accepted.
@@ -1097,7 +1107,11 @@ async fn bigcommerce_thin_webhooks_are_enriched_from_the_api() {
     // 404 is not retried), and placed once the cause is fixed and the letter replayed.
     let (status, _, answer) = deliver_bigcommerce(http, BC_UNKNOWN).await;
     assert_eq!(
-        (status, answer["outcome"].as_str(), answer["reason"].as_str()),
+        (
+            status,
+            answer["outcome"].as_str(),
+            answer["reason"].as_str()
+        ),
         (200, Some("dead_lettered"), Some("enrichment_failed")),
         "{answer}"
     );
@@ -1139,17 +1153,27 @@ async fn bigcommerce_enrichment_with_a_wrong_token_is_dead_lettered_not_retried(
     let server = bigcommerce_server(&api, "not_the_token").await;
     let (status, _, answer) = deliver_bigcommerce(server.http_addr, 250).await;
     assert_eq!(
-        (status, answer["outcome"].as_str(), answer["reason"].as_str()),
+        (
+            status,
+            answer["outcome"].as_str(),
+            answer["reason"].as_str()
+        ),
         (200, Some("dead_lettered"), Some("enrichment_failed")),
         "{answer}"
     );
     assert!(
-        answer["message"].as_str().is_some_and(|m| m.contains("401")),
+        answer["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("401")),
         "{answer}"
     );
     // Refused at the order: one request, no retry, nothing else asked for.
     assert_eq!(api.total(), 1);
-    assert!(order_refs(server.grpc_addr, STAFF_S1_TOKEN).await.is_empty());
+    assert!(
+        order_refs(server.grpc_addr, STAFF_S1_TOKEN)
+            .await
+            .is_empty()
+    );
     assert_eq!(letters(server.grpc_addr, ADMIN_TOKEN).await.len(), 1);
 }
 

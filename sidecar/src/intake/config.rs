@@ -672,7 +672,11 @@ mod tests {
         };
         let ok = bc(&|_| {});
         assert_eq!(key(&ok), Ok(()));
-        let e = ok.bigcommerce.enrich.as_ref().map(|e| e.base_url(Channel::Bigcommerce));
+        let e = ok
+            .bigcommerce
+            .enrich
+            .as_ref()
+            .map(|e| e.base_url(Channel::Bigcommerce));
         assert_eq!(e, Some(BIGCOMMERCE_API_URL));
         assert_eq!(
             key(&bc(&|e| e.access_token = None)),
@@ -694,7 +698,11 @@ mod tests {
         let mut shopify = IntakeConfig::default();
         shopify.shopify.enrich = Some(EnrichConfig::default());
         assert_eq!(key(&shopify), Ok(()));
-        let e = shopify.shopify.enrich.as_ref().map(|e| e.base_url(Channel::Shopify));
+        let e = shopify
+            .shopify
+            .enrich
+            .as_ref()
+            .map(|e| e.base_url(Channel::Shopify));
         assert_eq!(e, Some(SHOPIFY_API_URL));
         if let Some(e) = shopify.shopify.enrich.as_mut() {
             e.store_hash = Some("abc123".into());

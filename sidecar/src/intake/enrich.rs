@@ -259,7 +259,11 @@ impl Enricher {
 
     /// A BigCommerce order with its products and consignments: the order first (an
     /// Incomplete one needs nothing more), then the two sub-resources at once.
-    async fn bigcommerce(&self, body: &[u8], config: &EnrichConfig) -> Result<Fetched, EnrichError> {
+    async fn bigcommerce(
+        &self,
+        body: &[u8],
+        config: &EnrichConfig,
+    ) -> Result<Fetched, EnrichError> {
         let (store, id) = bigcommerce_target(body, config)?;
         let order_url = format!(
             "{}/stores/{store}/v2/orders/{id}",
@@ -267,7 +271,9 @@ impl Enricher {
         );
         let order = self.get(Channel::Bigcommerce, &order_url, config).await?;
         let head: FetchedOrder = serde_json::from_slice(&order).map_err(|e| {
-            EnrichError::Refused(format!("order {id}: the platform's answer is not an order: {e}"))
+            EnrichError::Refused(format!(
+                "order {id}: the platform's answer is not an order: {e}"
+            ))
         })?;
         if head.id.as_ref().and_then(digits).as_deref() != Some(id.as_str()) {
             return Err(EnrichError::Refused(format!(
@@ -317,9 +323,8 @@ impl Enricher {
     ) -> Result<Vec<u8>, EnrichError> {
         let mut all: Vec<serde_json::Value> = Vec::new();
         for page in 1..=BIGCOMMERCE_PRODUCT_PAGES_MAX {
-            let url = format!(
-                "{order_url}/products?limit={BIGCOMMERCE_PRODUCTS_PAGE_LEN}&page={page}"
-            );
+            let url =
+                format!("{order_url}/products?limit={BIGCOMMERCE_PRODUCTS_PAGE_LEN}&page={page}");
             let bytes = self.get(Channel::Bigcommerce, &url, config).await?;
             // 204 No Content past the last page.
             let items: Vec<serde_json::Value> = if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -331,7 +336,11 @@ impl Enricher {
             };
             let last = items.len() < BIGCOMMERCE_PRODUCTS_PAGE_LEN;
             if page == 1 && last {
-                return Ok(if items.is_empty() { b"[]".to_vec() } else { bytes });
+                return Ok(if items.is_empty() {
+                    b"[]".to_vec()
+                } else {
+                    bytes
+                });
             }
             all.extend(items);
             if last {
@@ -353,7 +362,8 @@ impl Enricher {
         url: &str,
         config: &EnrichConfig,
     ) -> Result<Vec<u8>, EnrichError> {
-        let path = reqwest::Url::parse(url).map_or_else(|_| url.to_owned(), |u| u.path().to_owned());
+        let path =
+            reqwest::Url::parse(url).map_or_else(|_| url.to_owned(), |u| u.path().to_owned());
         let mut delay = Duration::from_millis(config.retry_base_ms);
         let mut attempt = 0;
         loop {
@@ -454,9 +464,14 @@ mod tests {
     #[test]
     fn a_bigcommerce_store_comes_from_the_producer_or_the_config_never_a_guess() {
         let thin = |producer: &str| {
-            format!(r#"{{"scope":"store/order/created","data":{{"type":"order","id":250}},"producer":{producer}}}"#)
+            format!(
+                r#"{{"scope":"store/order/created","data":{{"type":"order","id":250}},"producer":{producer}}}"#
+            )
         };
-        assert_eq!(target(&thin(r#""stores/abc123""#), None), ok("abc123", "250"));
+        assert_eq!(
+            target(&thin(r#""stores/abc123""#), None),
+            ok("abc123", "250")
+        );
         assert_eq!(
             target(&thin(r#""stores/abc123""#), Some("abc123")),
             ok("abc123", "250")
@@ -474,7 +489,10 @@ mod tests {
             r#""abc123""#,
             "42",
         ] {
-            assert!(refused(target(&thin(producer), Some("abc123"))), "{producer}");
+            assert!(
+                refused(target(&thin(producer), Some("abc123"))),
+                "{producer}"
+            );
         }
         // No producer: the configured store, else refused.
         let bare = r#"{"scope":"store/order/updated","data":{"type":"order","id":"251"}}"#;
@@ -506,7 +524,16 @@ mod tests {
     fn store_hashes_are_url_path_safe() {
         assert!(store_hash_ok("abc123") && store_hash_ok("a-b_C"));
         let long = "a".repeat(65);
-        for bad in ["", ".", "..", "a.b", "a/b", "a%2F", "{store_hash}", long.as_str()] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a.b",
+            "a/b",
+            "a%2F",
+            "{store_hash}",
+            long.as_str(),
+        ] {
             assert!(!store_hash_ok(bad), "{bad}");
         }
     }
