@@ -91,9 +91,9 @@ struct Location {
     code: Option<Text>,
 }
 
-/// Whether `v` is the consignments object (not the `{url, resource}` reference an order
-/// has in its place without `?include=consignments`): it has one of its lists, and those
-/// it lacks are empty.
+/// Whether `v` is the consignments object, not the `{url, resource}` reference an order
+/// has in its place without `?include=consignments`: it has at least one of its lists (a
+/// missing `pickups` reads as none).
 fn is_consignments(v: &serde_json::Value) -> bool {
     ["pickups", "shipping", "downloads", "email"]
         .iter()
