@@ -26,7 +26,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac as _};
 use pickline_sidecar::{
     config::Config,
-    intake::config::{Action, WebhookSecret},
+    intake::config::{Action, EnrichConfig, WebhookSecret},
     pb::{self, intake_service_client::IntakeServiceClient},
 };
 use serde_json::Value;
@@ -163,6 +163,11 @@ async fn channel(grpc: SocketAddr) -> Channel {
 
 /// S1 with `qty` units of every pickup SKU.
 async fn stock(grpc: SocketAddr, token: &str, qty: u32) {
+    stock_skus(grpc, token, &PICKUP_SKUS, qty).await;
+}
+
+/// S1 with `qty` units of each of `skus`.
+async fn stock_skus(grpc: SocketAddr, token: &str, skus: &[&str], qty: u32) {
     let ch = channel(grpc).await;
     let mut stores = pb::store_service_client::StoreServiceClient::new(ch.clone());
     stores
@@ -186,7 +191,7 @@ async fn stock(grpc: SocketAddr, token: &str, qty: u32) {
         .await
         .unwrap();
     let mut inventory = pb::inventory_service_client::InventoryServiceClient::new(ch);
-    let events = PICKUP_SKUS
+    let events = skus
         .iter()
         .map(|sku| pb::PosEvent {
             pos_event_id: format!("receive-{qty}-{sku}"),
@@ -203,7 +208,7 @@ async fn stock(grpc: SocketAddr, token: &str, qty: u32) {
     inventory
         .apply_pos_events(with_token(
             pb::ApplyPosEventsRequest {
-                idempotency_key: format!("receive-{qty}"),
+                idempotency_key: format!("receive-{qty}-{}", skus.join(",")),
                 events,
             },
             token,
@@ -746,11 +751,12 @@ async fn shopify_native_pickup_is_read_from_the_fetched_fulfillment_orders() {
         configure(c);
         let shopify = &mut c.intake.shopify;
         shopify.store_map.insert("24826418".into(), "S1".into());
-        shopify.enrich = Some(pickline_sidecar::intake::config::EnrichConfig {
-            base_url: format!("http://{api}/{{account}}/admin/api/2025-01"),
+        shopify.enrich = Some(EnrichConfig {
+            base_url: Some(format!("http://{api}/{{account}}/admin/api/2025-01")),
             access_token: Some(WebhookSecret::new("shpat_test")),
             timeout_ms: 2_000,
             retries: 1,
+            ..EnrichConfig::default()
         });
     })
     .await;
@@ -816,6 +822,359 @@ async fn shopify_native_pickup_is_read_from_the_fetched_fulfillment_orders() {
         "{answer}"
     );
     assert_eq!(hits.load(Ordering::Relaxed), before);
+}
+
+/// The BigCommerce store of the API stand-in, its API token and webhook secret.
+const BC_STORE: &str = "abc123";
+const BC_TOKEN: &str = "bc_api_token_test";
+const BC_SECRET: &str = "hush";
+/// BigCommerce order ids the API stand-in answers specially.
+const BC_FLAKY: u64 = 251;
+const BC_INCOMPLETE: u64 = 252;
+const BC_DOWN: u64 = 253;
+const BC_UNKNOWN: u64 = 404;
+
+/// A stand-in for BigCommerce's v2 API on loopback (a real HTTP server): any order id is
+/// the docs' order 218 under that id (with its two products and the pickup consignment at
+/// LOCATION-1), for store `BC_STORE`, the right `X-Auth-Token` and `Accept:
+/// application/json` only (401 / 406 otherwise). Order `BC_FLAKY` answers 503 to its first
+/// request; `BC_INCOMPLETE` is Incomplete (status 0); `BC_DOWN` always fails (503);
+/// `BC_UNKNOWN` does not exist (404) until `known` is set. Counts requests per path.
+struct BigcommerceApi {
+    addr: SocketAddr,
+    hits: Arc<parking_lot::Mutex<std::collections::HashMap<String, u32>>>,
+    known: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl BigcommerceApi {
+    async fn start() -> BigcommerceApi {
+        use axum::{
+            extract::{Path as UrlPath, State},
+            http::{HeaderMap, StatusCode, Uri},
+            response::IntoResponse,
+        };
+        type Hits = Arc<parking_lot::Mutex<std::collections::HashMap<String, u32>>>;
+        type Known = Arc<std::sync::atomic::AtomicBool>;
+        fn document(name: &str, id: u64) -> Value {
+            let mut doc: Value = serde_json::from_slice(&fixture(name)).unwrap();
+            match &mut doc {
+                Value::Array(products) => {
+                    for p in products {
+                        p["order_id"] = Value::from(id);
+                    }
+                }
+                Value::Object(o) if o.contains_key("status_id") => {
+                    o.insert("id".into(), Value::from(id));
+                    if id == BC_INCOMPLETE {
+                        o.insert("status_id".into(), Value::from(0));
+                        o.insert("status".into(), Value::from("Incomplete"));
+                    }
+                }
+                _ => {}
+            }
+            doc
+        }
+        async fn api(
+            State((hits, known)): State<(Hits, Known)>,
+            UrlPath((store, rest)): UrlPath<(String, String)>,
+            uri: Uri,
+            headers: HeaderMap,
+        ) -> axum::response::Response {
+            let seen = {
+                let mut hits = hits.lock();
+                let n = hits.entry(uri.path().to_owned()).or_default();
+                *n += 1;
+                *n
+            };
+            if store != BC_STORE
+                || headers.get("x-auth-token").map(|v| v.as_bytes()) != Some(BC_TOKEN.as_bytes())
+            {
+                return StatusCode::UNAUTHORIZED.into_response();
+            }
+            if headers.get("accept").map(|v| v.as_bytes()) != Some(b"application/json") {
+                return StatusCode::NOT_ACCEPTABLE.into_response();
+            }
+            let mut parts = rest.split('/');
+            let Some(id) = parts.next().and_then(|id| id.parse::<u64>().ok()) else {
+                return StatusCode::NOT_FOUND.into_response();
+            };
+            let sub = parts.next();
+            match id {
+                BC_UNKNOWN if !known.load(Ordering::Relaxed) => {
+                    return StatusCode::NOT_FOUND.into_response();
+                }
+                BC_DOWN => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+                BC_FLAKY if sub.is_none() && seen == 1 => {
+                    return StatusCode::SERVICE_UNAVAILABLE.into_response();
+                }
+                _ => {}
+            }
+            let name = match sub {
+                None => "bigcommerce_order.json",
+                Some("products") => "bigcommerce_order_218_products.json",
+                Some("consignments") => "bigcommerce_order_consignments_pickup.json",
+                Some(_) => return StatusCode::NOT_FOUND.into_response(),
+            };
+            axum::Json(document(name, id)).into_response()
+        }
+        let hits = Hits::default();
+        let known = Known::default();
+        let app = axum::Router::new()
+            .route("/stores/{store}/v2/orders/{*rest}", axum::routing::get(api))
+            .with_state((hits.clone(), known.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        BigcommerceApi { addr, hits, known }
+    }
+
+    /// Requests of order `id`'s document (`""`) or sub-resource (`"products"`, ...).
+    fn hits(&self, id: u64, sub: &str) -> u32 {
+        let path = match sub {
+            "" => format!("/stores/{BC_STORE}/v2/orders/{id}"),
+            sub => format!("/stores/{BC_STORE}/v2/orders/{id}/{sub}"),
+        };
+        self.hits.lock().get(&path).copied().unwrap_or(0)
+    }
+
+    /// Every request so far.
+    fn total(&self) -> u32 {
+        self.hits.lock().values().sum()
+    }
+}
+
+/// A server taking BigCommerce webhooks, enriched from `api` with `token`; S1 (the
+/// pickup location LOCATION-1) stocked with the docs' order lines.
+async fn bigcommerce_server(api: &BigcommerceApi, token: &str) -> TestServer {
+    let (base_url, token) = (format!("http://{}", api.addr), token.to_owned());
+    let server = TestServer::start(move |c| {
+        let bc = &mut c.intake.bigcommerce;
+        bc.webhook_secret = Some(WebhookSecret::new(BC_SECRET));
+        bc.store_map.insert("LOCATION-1".into(), "S1".into());
+        bc.enrich = Some(EnrichConfig {
+            base_url: Some(base_url),
+            access_token: Some(WebhookSecret::new(token)),
+            timeout_ms: 2_000,
+            retries: 1,
+            retry_base_ms: 10,
+            ..EnrichConfig::default()
+        });
+    })
+    .await;
+    stock_skus(server.grpc_addr, ADMIN_TOKEN, &["S-ORAN", "ABS"], 5).await;
+    server
+}
+
+/// The docs' thin `store/order/created` webhook for order `id` of `BC_STORE`, signed
+/// (Standard Webhooks, now) and delivered.
+async fn deliver_bigcommerce(addr: SocketAddr, id: u64) -> (u16, String, Value) {
+    let body = String::from_utf8(fixture("bigcommerce_webhook_store_order_created.json"))
+        .unwrap()
+        .replace("\"id\": 250", &format!("\"id\": {id}"))
+        .replace("stores/{store_hash}", &format!("stores/{BC_STORE}"));
+    assert!(body.contains(&format!("\"id\": {id}")) && body.contains(BC_STORE));
+    let (msg_id, ts) = (format!("msg_{id}"), (now_ms() / 1000).to_string());
+    let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(BC_SECRET.as_bytes()).unwrap();
+    mac.update(format!("{msg_id}.{ts}.").as_bytes());
+    mac.update(body.as_bytes());
+    let signature = format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()));
+    try_post(
+        addr,
+        "/intake/bigcommerce",
+        &[
+            ("webhook-id", &msg_id),
+            ("webhook-timestamp", &ts),
+            ("webhook-signature", &signature),
+        ],
+        body.as_bytes(),
+    )
+    .await
+    .unwrap()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// The SKUs and units of engine order `order_id` (from an intake answer).
+async fn order_lines(grpc: SocketAddr, order_id: &Value) -> Vec<(String, u32)> {
+    let mut pickups = pb::pickup_service_client::PickupServiceClient::new(channel(grpc).await);
+    let id = order_id.as_str().and_then(|s| s.parse().ok());
+    let placed = pickups
+        .get_order(with_token(
+            pb::GetOrderRequest {
+                key: Some(pb::get_order_request::Key::OrderId(
+                    id.expect("an order id"),
+                )),
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut lines: Vec<(String, u32)> = placed
+        .order
+        .map(|o| o.lines.into_iter().map(|l| (l.sku, l.qty)).collect())
+        .unwrap_or_default();
+    lines.sort();
+    lines
+}
+
+#[tokio::test]
+async fn bigcommerce_thin_webhooks_are_enriched_from_the_api() {
+    let api = BigcommerceApi::start().await;
+    let server = bigcommerce_server(&api, BC_TOKEN).await;
+    let (grpc, http) = (server.grpc_addr, server.http_addr);
+
+    // The webhook names order 250 only; its order, products and consignments are fetched
+    // once each, and it becomes a pickup order at S1 with the docs' two lines.
+    let (status, _, answer) = deliver_bigcommerce(http, 250).await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("accepted")),
+        "{answer}"
+    );
+    assert_eq!(answer["order_id"], "250", "{answer}");
+    assert_eq!(answer["orders"][0]["store"], "S1", "{answer}");
+    assert_eq!(
+        answer["orders"].as_array().map(Vec::len),
+        Some(1),
+        "{answer}"
+    );
+    assert_eq!(
+        (
+            api.hits(250, ""),
+            api.hits(250, "products"),
+            api.hits(250, "consignments")
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(
+        order_lines(grpc, &answer["orders"][0]["order_id"]).await,
+        [("ABS".to_owned(), 1), ("S-ORAN".to_owned(), 1)]
+    );
+    // BigCommerce fires the same webhook again: fetched again, placed once.
+    let (status, _, again) = deliver_bigcommerce(http, 250).await;
+    assert_eq!(
+        (status, again["replayed"].as_bool()),
+        (200, Some(true)),
+        "{again}"
+    );
+    assert_eq!(again["orders"], answer["orders"]);
+
+    // The API failing once: retried within the delivery (retry_base_ms later), accepted.
+    let (status, _, answer) = deliver_bigcommerce(http, BC_FLAKY).await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("accepted")),
+        "{answer}"
+    );
+    assert_eq!(api.hits(BC_FLAKY, ""), 2, "one 503, then the order");
+    assert_eq!(api.hits(BC_FLAKY, "products"), 1);
+
+    // The API failing for now: 503 with Retry-After after 1 + retries attempts, so
+    // BigCommerce delivers again; nothing kept, nothing else asked for.
+    let (status, head, answer) = deliver_bigcommerce(http, BC_DOWN).await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(head.contains("retry-after:"), "{head}");
+    assert_eq!(
+        (api.hits(BC_DOWN, ""), api.hits(BC_DOWN, "products")),
+        (2, 0)
+    );
+
+    // An Incomplete order (a failed payment fires the webhook too): nothing to do, its
+    // products never asked for, nothing held.
+    let (status, _, answer) = deliver_bigcommerce(http, BC_INCOMPLETE).await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("incomplete_order")),
+        "{answer}"
+    );
+    assert_eq!(answer["reasons"][0]["code"], "incomplete_order", "{answer}");
+    assert_eq!(
+        (
+            api.hits(BC_INCOMPLETE, ""),
+            api.hits(BC_INCOMPLETE, "products")
+        ),
+        (1, 0)
+    );
+    assert!(letters(grpc, ADMIN_TOKEN).await.is_empty());
+
+    // An order the API does not know: dead-lettered as enrichment_failed (asked once: a
+    // 404 is not retried), and placed once the cause is fixed and the letter replayed.
+    let (status, _, answer) = deliver_bigcommerce(http, BC_UNKNOWN).await;
+    assert_eq!(
+        (
+            status,
+            answer["outcome"].as_str(),
+            answer["reason"].as_str()
+        ),
+        (200, Some("dead_lettered"), Some("enrichment_failed")),
+        "{answer}"
+    );
+    assert!(
+        answer["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("/v2/orders/404") && m.contains("404")),
+        "{answer}"
+    );
+    assert_eq!(api.hits(BC_UNKNOWN, ""), 1);
+    let kept = letters(grpc, ADMIN_TOKEN).await;
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].reason, "enrichment_failed", "{kept:?}");
+    api.known.store(true, Ordering::Relaxed);
+    let done = intake_client(grpc)
+        .await
+        .replay_dead_letter(with_token(
+            pb::DeadLetterRequest { id: kept[0].id },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(done.done);
+    eventually("the replayed order is placed", PATIENCE, || async {
+        order_refs(grpc, STAFF_S1_TOKEN).await.contains("404")
+    })
+    .await;
+    assert_eq!(
+        order_refs(grpc, STAFF_S1_TOKEN).await,
+        BTreeSet::from(["250".to_owned(), "251".to_owned(), "404".to_owned()])
+    );
+    assert!(letters(grpc, ADMIN_TOKEN).await.is_empty());
+}
+
+#[tokio::test]
+async fn bigcommerce_enrichment_with_a_wrong_token_is_dead_lettered_not_retried() {
+    let api = BigcommerceApi::start().await;
+    let server = bigcommerce_server(&api, "not_the_token").await;
+    let (status, _, answer) = deliver_bigcommerce(server.http_addr, 250).await;
+    assert_eq!(
+        (
+            status,
+            answer["outcome"].as_str(),
+            answer["reason"].as_str()
+        ),
+        (200, Some("dead_lettered"), Some("enrichment_failed")),
+        "{answer}"
+    );
+    assert!(
+        answer["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("401")),
+        "{answer}"
+    );
+    // Refused at the order: one request, no retry, nothing else asked for.
+    assert_eq!(api.total(), 1);
+    assert!(
+        order_refs(server.grpc_addr, STAFF_S1_TOKEN)
+            .await
+            .is_empty()
+    );
+    assert_eq!(letters(server.grpc_addr, ADMIN_TOKEN).await.len(), 1);
 }
 
 #[tokio::test]

@@ -1,10 +1,13 @@
 //! BigCommerce: the v2 order with its products and consignments.
 //!
 //! - Webhooks are thin (`store/order/*` carries `{type, id}` only): they are refused with
-//!   `needs_enrichment` naming the order to fetch. An order whose `products` is still the
-//!   sub-resource reference is refused the same way. The products (`GET
-//!   /v2/orders/{id}/products`, a JSON array) and consignments (`?include=consignments`,
-//!   object structure: `{"pickups": [...], "shipping": [...]}`) come as related documents.
+//!   `needs_enrichment` naming the order to fetch (the flow fetches it when
+//!   `[intake.bigcommerce.enrich]` is set, see [`super::enrich`], and gives the order as
+//!   the body). A webhook about something else than an order is `not_an_order`. An order
+//!   whose `products` is still the sub-resource reference is refused the same way. The
+//!   products (`GET /v2/orders/{id}/products`, a JSON array) and consignments (`GET
+//!   /v2/orders/{id}/consignments`, or `?include=consignments`, object structure:
+//!   `{"pickups": [...], "shipping": [...]}`) come as related documents.
 //! - Pickup: a non-empty `consignments.pickups`, at `location.code` (else its id).
 //!   BigCommerce forbids mixing pickup and shipping, so every physical product goes there.
 //!   Without consignments, pickup evidence (status 8 "Awaiting Pickup", or a product with
@@ -44,6 +47,8 @@ struct Order {
 
 #[derive(Deserialize)]
 struct WebhookData {
+    #[serde(rename = "type")]
+    kind: Option<Text>,
     id: Option<Text>,
 }
 
@@ -86,6 +91,15 @@ struct Location {
     code: Option<Text>,
 }
 
+/// Whether `v` is the consignments object, not the `{url, resource}` reference an order
+/// has in its place without `?include=consignments`: it has at least one of its lists (a
+/// missing `pickups` reads as none).
+fn is_consignments(v: &serde_json::Value) -> bool {
+    ["pickups", "shipping", "downloads", "email"]
+        .iter()
+        .any(|k| v.get(k).is_some())
+}
+
 /// Status ids BigCommerce gives paid orders.
 const PAID_STATUS: [&str; 6] = ["2", "3", "8", "9", "10", "11"];
 /// "Awaiting Pickup".
@@ -95,16 +109,19 @@ const AWAITING_PICKUP: &str = "8";
 pub(crate) fn adapt(payload: Payload<'_>, _ctx: &Context<'_>) -> Result<Draft, Vec<Reason>> {
     let order: Order = parse_json("BigCommerce order", payload.body).map_err(|r| vec![r])?;
     if let Some(scope) = text(&order.scope) {
-        let id = order
-            .data
-            .as_ref()
-            .and_then(|d| text(&d.id))
-            .unwrap_or_default();
+        let data = order.data.as_ref();
+        if let Some(kind) = data.and_then(|d| text(&d.kind)).filter(|k| k != "order") {
+            return Err(vec![Reason::new(
+                ReasonCode::NotAnOrder,
+                format!("webhook {scope} is about a {kind}, not an order"),
+            )]);
+        }
+        let id = data.and_then(|d| text(&d.id)).unwrap_or_default();
         return Err(vec![Reason::new(
             ReasonCode::NeedsEnrichment,
             format!(
                 "thin webhook {scope}: fetch order {id}, its products and consignments \
-                 (GET /v2/orders/{id}, /v2/orders/{id}/products, ?include=consignments)"
+                 (GET /v2/orders/{id}, /v2/orders/{id}/products, /v2/orders/{id}/consignments)"
             ),
         )]);
     }
@@ -156,12 +173,12 @@ pub(crate) fn adapt(payload: Payload<'_>, _ctx: &Context<'_>) -> Result<Draft, V
         .map(serde_json::from_value::<Vec<Product>>);
     let mut consignments = order
         .consignments
-        .filter(|c| c.get("pickups").is_some())
+        .filter(is_consignments)
         .map(serde_json::from_value::<Consignments>);
     for (i, doc) in payload.related.iter().enumerate() {
         match serde_json::from_slice::<serde_json::Value>(doc) {
             Ok(v @ serde_json::Value::Array(_)) => products = Some(serde_json::from_value(v)),
-            Ok(v) if v.get("pickups").is_some() => consignments = Some(serde_json::from_value(v)),
+            Ok(v) if is_consignments(&v) => consignments = Some(serde_json::from_value(v)),
             _ => p.push(Reason::new(
                 ReasonCode::Malformed,
                 format!("related document {i}: neither a products array nor a consignments object"),

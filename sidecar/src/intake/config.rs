@@ -60,35 +60,124 @@ pub struct ChannelConfig {
     pub webhook_secret: Option<WebhookSecret>,
     /// `[intake.<channel>.enrich]`: fetch the documents an order's payload lacks from the
     /// platform's API (Shopify: the FulfillmentOrders that say which lines are picked up
-    /// where). Absent: nothing is fetched.
+    /// where; BigCommerce: the order a thin webhook names, its products and
+    /// consignments). Absent: nothing is fetched.
     pub enrich: Option<EnrichConfig>,
 }
 
+/// Shopify's Admin API, the default `base_url` of `[intake.shopify.enrich]`.
+pub const SHOPIFY_API_URL: &str = "https://{account}/admin/api/2025-01";
+
+/// BigCommerce's API, the default `base_url` of `[intake.bigcommerce.enrich]`.
+pub const BIGCOMMERCE_API_URL: &str = "https://api.bigcommerce.com";
+
 /// `[intake.<channel>.enrich]`: the platform API intake reads related documents from
-/// (see [`super::enrich`]).
+/// (see [`super::enrich`]; Shopify and BigCommerce).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EnrichConfig {
-    /// The API's base URL; `{account}` is replaced by the delivery's account (the shop
-    /// domain). Shopify: `https://{account}/admin/api/2025-01`.
-    pub base_url: String,
-    /// The API access token (Shopify: `X-Shopify-Access-Token`). Never serialized.
+    /// The API's base URL. Shopify: `{account}` is replaced by the delivery's account (the
+    /// shop domain); absent: [`SHOPIFY_API_URL`]. BigCommerce: requests go to
+    /// `{base_url}/stores/{store_hash}/v2/orders/{id}`; absent: [`BIGCOMMERCE_API_URL`].
+    pub base_url: Option<String>,
+    /// The API access token (Shopify: `X-Shopify-Access-Token`; BigCommerce, required:
+    /// `X-Auth-Token`). Never serialized.
     #[serde(skip_serializing)]
     pub access_token: Option<WebhookSecret>,
+    /// BigCommerce only: the store the token belongs to, for deliveries that name none
+    /// (a webhook's `producer`, `stores/{hash}`, names its own); a webhook of another
+    /// store is refused. Absent: the webhook's `producer`.
+    pub store_hash: Option<String>,
     /// One request's time limit, ms (1..=60000).
     pub timeout_ms: u64,
-    /// Further attempts after a transport error, 429 or 5xx (0..=10), 100 ms apart and
-    /// doubling.
+    /// Further attempts after a transport error, 429 or 5xx (0..=10).
     pub retries: u32,
+    /// Delay before the first further attempt, ms (1..=10000); doubles per attempt.
+    pub retry_base_ms: u64,
 }
 
 impl Default for EnrichConfig {
     fn default() -> Self {
         EnrichConfig {
-            base_url: "https://{account}/admin/api/2025-01".to_owned(),
+            base_url: None,
             access_token: None,
+            store_hash: None,
             timeout_ms: 5_000,
             retries: 2,
+            retry_base_ms: 100,
+        }
+    }
+}
+
+impl EnrichConfig {
+    /// The base URL requests of `channel` start with.
+    pub fn base_url(&self, channel: Channel) -> &str {
+        match (&self.base_url, channel) {
+            (Some(url), _) => url,
+            (None, Channel::Bigcommerce) => BIGCOMMERCE_API_URL,
+            (None, _) => SHOPIFY_API_URL,
+        }
+    }
+
+    /// Checks the settings of `channel`'s enrichment; the error is (key, reason).
+    fn validate(&self, channel: Channel) -> Result<(), (String, String)> {
+        let name = channel.as_str();
+        let key = |k: &str| format!("intake.{name}.enrich.{k}");
+        if !matches!(channel, Channel::Shopify | Channel::Bigcommerce) {
+            return Err((
+                format!("intake.{name}.enrich"),
+                "only shopify and bigcommerce fetch related documents".to_owned(),
+            ));
+        }
+        for (k, v, lo, hi) in [
+            ("timeout_ms", self.timeout_ms, 1, 60_000),
+            ("retries", u64::from(self.retries), 0, 10),
+            ("retry_base_ms", self.retry_base_ms, 1, 10_000),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                return Err((key(k), format!("{v} is outside {lo}..={hi}")));
+            }
+        }
+        let base = self.base_url(channel);
+        if channel == Channel::Bigcommerce && base.contains("{account}") {
+            return Err((
+                key("base_url"),
+                format!(
+                    "{base:?} takes no {{account}}: requests go to \
+                     {{base_url}}/stores/<store hash>/v2/orders/<id>"
+                ),
+            ));
+        }
+        match reqwest::Url::parse(&base.replace("{account}", "shop.example")) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            _ => {
+                return Err((key("base_url"), format!("{base:?} is not an http(s) URL")));
+            }
+        }
+        match (&self.store_hash, channel) {
+            (Some(_), Channel::Shopify) => {
+                return Err((
+                    key("store_hash"),
+                    "only bigcommerce has one (Shopify's account is the shop domain)".to_owned(),
+                ));
+            }
+            (Some(h), _) if !super::enrich::store_hash_ok(h) => {
+                return Err((
+                    key("store_hash"),
+                    format!("{h:?} must be 1..=64 ASCII letters, digits, '-' or '_'"),
+                ));
+            }
+            _ => {}
+        }
+        match (&self.access_token, channel) {
+            (Some(t), _) if t.0.is_empty() => {
+                Err((key("access_token"), "must not be empty".to_owned()))
+            }
+            (None, Channel::Bigcommerce) => Err((
+                key("access_token"),
+                "required: the API account's token (sent as X-Auth-Token)".to_owned(),
+            )),
+            _ => Ok(()),
         }
     }
 }
@@ -466,25 +555,7 @@ impl IntakeConfig {
         )?;
         for channel in Channel::ALL {
             if let Some(e) = &self.channel(channel).enrich {
-                let key = |k: &str| format!("{}.enrich.{k}", channel.as_str());
-                range(&key("timeout_ms"), e.timeout_ms, 1, 60_000)?;
-                range(&key("retries"), u64::from(e.retries), 0, 10)?;
-                let probe = e.base_url.replace("{account}", "shop.example");
-                match reqwest::Url::parse(&probe) {
-                    Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-                    _ => {
-                        return Err((
-                            format!("intake.{}", key("base_url")),
-                            format!("{:?} is not an http(s) URL", e.base_url),
-                        ));
-                    }
-                }
-                if channel != Channel::Shopify {
-                    return Err((
-                        format!("intake.{}.enrich", channel.as_str()),
-                        "only shopify fetches related documents so far".to_owned(),
-                    ));
-                }
+                e.validate(channel)?;
             }
         }
         let n = &self.nats;
@@ -584,5 +655,64 @@ mod tests {
             c.validate().map_err(|(key, _)| key),
             Err("intake.webhooks.retry_after_s".to_owned())
         );
+    }
+
+    #[test]
+    fn enrich_settings_are_validated_per_channel() {
+        let key = |c: &IntakeConfig| c.validate().map_err(|(key, _)| key);
+        let bc = |f: &dyn Fn(&mut EnrichConfig)| {
+            let mut c = IntakeConfig::default();
+            let mut e = EnrichConfig {
+                access_token: Some(WebhookSecret::new("token")),
+                ..EnrichConfig::default()
+            };
+            f(&mut e);
+            c.bigcommerce.enrich = Some(e);
+            c
+        };
+        let ok = bc(&|_| {});
+        assert_eq!(key(&ok), Ok(()));
+        let e = ok
+            .bigcommerce
+            .enrich
+            .as_ref()
+            .map(|e| e.base_url(Channel::Bigcommerce));
+        assert_eq!(e, Some(BIGCOMMERCE_API_URL));
+        assert_eq!(
+            key(&bc(&|e| e.access_token = None)),
+            Err("intake.bigcommerce.enrich.access_token".to_owned())
+        );
+        assert_eq!(
+            key(&bc(&|e| e.store_hash = Some("a/../b".into()))),
+            Err("intake.bigcommerce.enrich.store_hash".to_owned())
+        );
+        assert_eq!(key(&bc(&|e| e.store_hash = Some("abc123".into()))), Ok(()));
+        assert_eq!(
+            key(&bc(&|e| e.base_url = Some("https://{account}/api".into()))),
+            Err("intake.bigcommerce.enrich.base_url".to_owned())
+        );
+        assert_eq!(
+            key(&bc(&|e| e.retry_base_ms = 0)),
+            Err("intake.bigcommerce.enrich.retry_base_ms".to_owned())
+        );
+        let mut shopify = IntakeConfig::default();
+        shopify.shopify.enrich = Some(EnrichConfig::default());
+        assert_eq!(key(&shopify), Ok(()));
+        let e = shopify
+            .shopify
+            .enrich
+            .as_ref()
+            .map(|e| e.base_url(Channel::Shopify));
+        assert_eq!(e, Some(SHOPIFY_API_URL));
+        if let Some(e) = shopify.shopify.enrich.as_mut() {
+            e.store_hash = Some("abc123".into());
+        }
+        assert_eq!(
+            key(&shopify),
+            Err("intake.shopify.enrich.store_hash".to_owned())
+        );
+        let mut magento = IntakeConfig::default();
+        magento.magento.enrich = Some(EnrichConfig::default());
+        assert_eq!(key(&magento), Err("intake.magento.enrich".to_owned()));
     }
 }

@@ -1,9 +1,9 @@
 //! The one entry flow every source (webhooks, gRPC, NATS) goes through.
 //!
 //! ```text
-//! delivery -> evaluate (adapter + rules)
+//! delivery -> evaluate (adapter + rules; enrichment fetches what a thin payload lacks)
 //!   rejected for good ------------------------> dead letter (durable) -> DeadLettered
-//!   nothing to do (not pickup, not an order) -> NothingToDo
+//!   nothing to do (not pickup, not an order, incomplete) -> NothingToDo
 //!   accepted -> admission (bounded queue, priority classes) -- full --> RetryLater
 //!            -> journal Accepted, appended   -- log down ------------> Unavailable
 //!            -> priority queue -> worker -> sink::place   } at once; the sender is
@@ -48,7 +48,7 @@ use tokio::sync::{Notify, oneshot};
 use super::{
     CanonicalOrder, Channel, Format, IntakeConfig, Payload, Reason, ReasonCode, Verdict,
     config::FlowConfig,
-    enrich::{EnrichError, Enricher},
+    enrich::{self, EnrichError, Enricher},
     evaluate, evaluate_as,
     journal::{self, Entry, Impact, Journal, JournalError, JournalRecord, Letter, Source},
     sink::{self, PlacedOrder, SinkOutcome},
@@ -105,9 +105,9 @@ pub enum Answer {
         /// The typed reasons (adapter and rules) or the engine's outcome.
         detail: serde_json::Value,
     },
-    /// Nothing for Pickline to do: not a pickup order, not an order.
+    /// Nothing for Pickline to do: not a pickup order, not an order, an incomplete order.
     NothingToDo {
-        /// `not_pickup` or `not_an_order`.
+        /// `not_pickup`, `not_an_order`, `incomplete_order` or `cancelled_on_platform`.
         what: &'static str,
         /// The reasons.
         reasons: Vec<Reason>,
@@ -276,6 +276,10 @@ fn nothing_to_do(reasons: &[Reason]) -> Option<&'static str> {
         Some("not_pickup")
     } else if only(ReasonCode::NotAnOrder) {
         Some("not_an_order")
+    } else if only(ReasonCode::IncompleteOrder) {
+        // A checkout not finished (BigCommerce status 0, a failed payment; WooCommerce
+        // drafts): the platform sends the order again once it is placed.
+        Some("incomplete_order")
     } else {
         None
     }
@@ -549,9 +553,10 @@ impl Flow {
         }
     }
 
-    /// The verdict on a delivery's body: [`evaluate_as`], and when the order alone is not
-    /// a pickup order and its channel has `enrich`, again with the related documents
-    /// fetched from the platform (Shopify FulfillmentOrders; see [`super::enrich`]).
+    /// The verdict on a delivery's body: [`evaluate_as`], and when the payload alone wants
+    /// related documents ([`enrich::needed`]: a Shopify order that is not a pickup order,
+    /// a thin BigCommerce webhook) and its channel has `enrich`, again with what was
+    /// fetched from the platform (see [`super::enrich`]).
     async fn judge(
         &self,
         format: Format,
@@ -560,14 +565,10 @@ impl Flow {
         body: &[u8],
     ) -> Result<Verdict, EnrichError> {
         let verdict = evaluate_as(format, channel, account, body, &self.config);
-        let Some(enrich) = self.config.channel(channel).enrich.as_ref() else {
+        let Some(config) = self.config.channel(channel).enrich.as_ref() else {
             return Ok(verdict);
         };
-        let not_pickup = match &verdict {
-            Verdict::Rejected { reasons, .. } => nothing_to_do(reasons) == Some("not_pickup"),
-            Verdict::Accepted { order, .. } => order.pickups().is_empty(),
-        };
-        if format != Format::Channel || !not_pickup {
+        if format != Format::Channel || !enrich::needed(channel, &verdict) {
             return Ok(verdict);
         }
         let Some(enricher) = &self.enricher else {
@@ -575,10 +576,10 @@ impl Flow {
                 "the enrichment HTTP client could not be built".to_owned(),
             ));
         };
-        let related = enricher.related(channel, account, body, enrich).await?;
-        let related: Vec<&[u8]> = related.iter().map(Vec::as_slice).collect();
+        let fetched = enricher.fetch(channel, account, body, config).await?;
+        let related: Vec<&[u8]> = fetched.related.iter().map(Vec::as_slice).collect();
         let payload = Payload {
-            body,
+            body: fetched.order.as_deref().unwrap_or(body),
             related: &related,
         };
         Ok(evaluate(channel, account, payload, &self.config))

@@ -25,7 +25,8 @@
 //!   "adapter" of a sender that converted them itself); [`evaluate_as`] picks it or the
 //!   channel's adapter by the delivery's [`Format`].
 //! - [`enrich`]: related documents fetched from the platform's API when the payload
-//!   lacks them (Shopify FulfillmentOrders), through one configurable HTTP client.
+//!   lacks them (Shopify FulfillmentOrders; BigCommerce's order, products and
+//!   consignments behind a thin webhook), through one configurable HTTP client.
 //! - [`sink`]: a canonical order into the engine (hold, order, confirm; idempotent per
 //!   delivery, all or nothing per order).
 //!

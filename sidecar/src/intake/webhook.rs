@@ -16,12 +16,12 @@
 //! | 200 `accepted` | every pickup group is a confirmed order, durable in the log (also a retried delivery: same orders, `replayed`) |
 //! | 202 `queued` | journaled durably; the engine places it shortly (it is busy or recovering) |
 //! | 200 `dead_lettered` | parked durably in the dead-letter queue with the raw payload and the typed reason (payload refused by the adapter or the rules, insufficient stock, unknown store or SKU, ...) |
-//! | 200 `not_pickup`, `not_an_order`, `cancelled_on_platform`, `ping` | nothing to do |
+//! | 200 `not_pickup`, `not_an_order`, `incomplete_order`, `cancelled_on_platform`, `ping` | nothing to do |
 //! | 401 | signature missing, malformed or wrong |
 //! | 404 | unknown channel, or a channel without a `webhook_secret` (no unsigned order is ever taken) |
 //! | 413 | body too large |
 //! | 429 + `Retry-After` | the intake queue is full for this order's priority class (shed, nothing written) |
-//! | 503 + `Retry-After` | the intake journal is unavailable (recovering, or its disk failed) |
+//! | 503 + `Retry-After` | the intake journal is unavailable (recovering, or its disk failed), or the platform's API failed for now while fetching what a thin payload lacks ([`super::enrich`]) |
 //!
 //! Architecture invariant: no customer email or phone is logged here or in the sink.
 
