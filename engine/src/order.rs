@@ -46,7 +46,7 @@ use crate::pickup_code::{
 use crate::receipt::{
     Currency, RECEIPT_TEXT_LEN_MAX, Receipt, ReceiptError, ReceiptInput, ReceiptLine, ReceiptNumber,
 };
-use crate::stock::{Cell, RecentDelta, StoreShard, StoreState};
+use crate::stock::{Cell, HoldLineError, RecentDelta, StoreShard, StoreState};
 use crate::types::{CellView, HoldId, Line, Lsn, Qty, SkuId, StoreId, Timestamp};
 use crate::wire::Wire;
 
@@ -671,7 +671,13 @@ impl OrderRec {
                     .iter_mut()
                     .find(|l| l.sku == *sku)
                     .ok_or("short pick of a sku not ordered")?;
-                line.qty = line.qty.saturating_sub(*missing);
+                // A short pick takes at most what the hold still has of the line, which is
+                // at most what was ordered: more is a record that does not apply.
+                line.qty = line
+                    .qty
+                    .checked_sub(*missing)
+                    .ok_or("short pick of more than ordered")?;
+                // A count for display, not a conservation counter: it stops at the top.
                 self.short_picks = self.short_picks.saturating_add(1);
                 Ok(())
             }
@@ -690,6 +696,7 @@ impl OrderRec {
                 Ok(())
             }
             Event::PickupCodeRejected { now_locked, .. } => {
+                // Attempts past the lockout only keep it locked: a clamp, not a balance.
                 self.wrong = self.wrong.saturating_add(1);
                 self.locked |= *now_locked;
                 Ok(())
@@ -910,6 +917,29 @@ impl OrderState {
             .filter(|id| self.get(*id).is_some_and(|r| r.status.holds_channel_ref()))
     }
 
+    /// Adds a created order and indexes its channel reference and key.
+    fn insert_created(
+        &mut self,
+        order: OrderId,
+        rec: OrderRec,
+        channel: &str,
+        channel_order_id: &str,
+        key: Option<&str>,
+    ) {
+        self.by_channel_ref.insert(channel_order_id.into(), order);
+        self.by_channel
+            .insert((channel.into(), channel_order_id.into()), order);
+        if let Some(k) = key {
+            self.by_key.insert(k.into(), order);
+        }
+        self.orders.insert(order, rec);
+    }
+
+    /// A receipt numbered `receipt_seq` was issued: the next one is numbered after it.
+    fn note_receipt_seq(&mut self, receipt_seq: u64) {
+        self.receipt_seq = self.receipt_seq.max(receipt_seq);
+    }
+
     fn rec_mut(&mut self, id: OrderId) -> Result<&mut OrderRec, String> {
         self.orders
             .get_mut(&id)
@@ -1044,8 +1074,7 @@ impl<'a> Cells<'a> {
 }
 
 fn hold_line_qty(st: &StoreState, hold: HoldId, sku: SkuId) -> Option<Qty> {
-    st.active
-        .get(&hold)?
+    st.hold(hold)?
         .lines
         .iter()
         .find(|l| l.sku == sku)
@@ -1075,24 +1104,15 @@ pub(crate) fn apply_locked(
             key,
             ..
         } => {
-            if st.orders.orders.contains_key(order) {
+            if st.orders().orders.contains_key(order) {
                 return Err(format!("order {order} created twice"));
             }
             let rec = OrderRec::created(ev, at)?;
-            st.orders
-                .by_channel_ref
-                .insert(channel_order_id.as_str().into(), *order);
-            st.orders.by_channel.insert(
-                (channel.as_str().into(), channel_order_id.as_str().into()),
-                *order,
-            );
-            if let Some(k) = key {
-                st.orders.by_key.insert(k.as_str().into(), *order);
-            }
-            st.orders.orders.insert(*order, rec);
+            st.orders_mut()
+                .insert_created(*order, rec, channel, channel_order_id, key.as_deref());
         }
         Event::HoldConfirmed { hold, .. } => {
-            if !st.active.contains_key(hold) {
+            if !st.is_active(*hold) {
                 return Err(format!("confirm of inactive hold {hold}"));
             }
             crate::engine::apply_confirm(st, *hold);
@@ -1108,29 +1128,21 @@ pub(crate) fn apply_locked(
             missing,
             ..
         } => {
-            let hold = order.hold();
-            let h = st
-                .active
-                .get_mut(&hold)
-                .ok_or_else(|| format!("short pick of order {order} without hold"))?;
-            let hl = h
-                .lines
-                .iter_mut()
-                .find(|l| l.sku == *sku)
-                .ok_or("short pick of a sku not held")?;
-            hl.qty = hl
-                .qty
-                .checked_sub(*missing)
-                .ok_or("short pick beyond hold")?;
+            st.take_from_hold(order.hold(), *sku, *missing)
+                .map_err(|e| match e {
+                    HoldLineError::NotActive => format!("short pick of order {order} without hold"),
+                    HoldLineError::SkuNotHeld => "short pick of a sku not held".into(),
+                    HoldLineError::BeyondHold => "short pick beyond hold".into(),
+                })?;
             let cell = cells.cell(*sku)?;
             cell.held = cell
                 .held
                 .checked_sub(*missing)
                 .ok_or("short pick of more than the cell holds")?;
-            st.orders.apply_rec(*order, ev, at)?;
+            st.orders_mut().apply_rec(*order, ev, at)?;
         }
         Event::OrderReady { order, .. } => {
-            st.orders.apply_rec(*order, ev, at)?;
+            st.orders_mut().apply_rec(*order, ev, at)?;
             st.hold_ready(order.hold());
         }
         Event::OrderCollected {
@@ -1151,13 +1163,15 @@ pub(crate) fn apply_locked(
             }
             for l in consumed {
                 let cell = cells.cell(l.sku)?;
+                // A clamp, not conservation: the units left with the customer whatever
+                // the count says, and a store in shortage may count fewer than it held.
                 cell.on_hand = cell.on_hand.saturating_sub(l.qty);
                 // A later POS count as of a time before the hand-off must not resurrect the
                 // units: the count reconciliation sees the hand-off as a delta at `at`.
                 push_recent(st, l.sku, at, at, -i64::from(l.qty), horizon);
             }
-            st.orders.apply_rec(*order, ev, at)?;
-            st.orders.receipt_seq = st.orders.receipt_seq.max(*receipt_seq);
+            st.orders_mut().apply_rec(*order, ev, at)?;
+            st.orders_mut().note_receipt_seq(*receipt_seq);
         }
         Event::PosOrderSale { sku, .. } => {
             let cell = cells.cell(*sku)?;
@@ -1233,7 +1247,7 @@ pub(crate) fn with_order_facts(
             std::collections::hash_map::Entry::Vacant(v) => {
                 if matches!(ev, Event::OrderCreated { .. }) {
                     v.insert(OrderRec::created(&ev, at).map_err(fail)?)
-                } else if let Some(r) = st.orders.get(order) {
+                } else if let Some(r) = st.orders().get(order) {
                     let rec = v.insert(r.clone());
                     rec.apply(&ev, at).map_err(fail)?;
                     rec
@@ -1246,7 +1260,7 @@ pub(crate) fn with_order_facts(
         let changed = transition_staff(&ev).map(|staff| Event::OrderChanged {
             order,
             staff,
-            slot: st.active.get(&order.hold()).and_then(|h| h.slot),
+            slot: st.hold(order.hold()).and_then(|h| h.slot),
             facts: Box::new(OrderFacts(rec.clone())),
         });
         out.push(ev);
@@ -1270,11 +1284,11 @@ pub(crate) fn apply_state_event(
         | Event::PickupCodeOverride { order, .. }
         | Event::OrderCancelled { order, .. }
         | Event::OrderExpired { order, .. }
-        | Event::OrderNoShow { order, .. } => st.orders.apply_rec(*order, ev, at),
+        | Event::OrderNoShow { order, .. } => st.orders_mut().apply_rec(*order, ev, at),
         // A fact for readers: the order must be as the event says (checked in debug builds).
         Event::OrderChanged { order, facts, .. } => {
             debug_assert!(
-                st.orders.get(*order).is_none_or(|r| *r == facts.0),
+                st.orders().get(*order).is_none_or(|r| *r == facts.0),
                 "order {order} differs from its logged facts"
             );
             Ok(())
@@ -1294,15 +1308,15 @@ fn push_recent(
     qty: i64,
     horizon: Timestamp,
 ) {
-    let recent = st.recent_deltas.entry(sku).or_default();
-    while recent.front().is_some_and(|r| r.applied_at < horizon) {
-        recent.pop_front();
-    }
-    recent.push_back(RecentDelta {
-        pos_time,
-        applied_at: at,
-        qty,
-    });
+    st.push_recent_delta(
+        sku,
+        RecentDelta {
+            pos_time,
+            applied_at: at,
+            qty,
+        },
+        horizon,
+    );
 }
 
 /// The order event that ends an order whose hold the engine ends directly (expiry, or a
@@ -1313,7 +1327,7 @@ pub(crate) fn hold_end_event(
     reason: ReleaseReason,
 ) -> Option<Event> {
     let order = OrderId::from_hold(hold);
-    let rec = st.orders.get(order)?;
+    let rec = st.orders().get(order)?;
     if rec.status.is_final() {
         return None;
     }
@@ -1343,12 +1357,13 @@ pub(crate) fn pos_sale_event(
     if d.kind != crate::event::PosDeltaKind::Sale {
         return None;
     }
-    let order = st.orders.find_ref(store, d.order_ref.as_deref()?)?;
-    let rec = st.orders.get(order)?;
+    let order = st.orders().find_ref(store, d.order_ref.as_deref()?)?;
+    let rec = st.orders().get(order)?;
     let i = rec.lines.iter().position(|l| l.sku == sku)?;
     let reported = clamp_qty(d.qty);
     let (recognized, from_hold) = match rec.status {
         OrderStatus::Collected => {
+            // A clamp: the till may report more units of the order than were handed off.
             let unreported = rec.lines[i].qty.saturating_sub(rec.pos_seen[i]);
             (reported.min(unreported), 0)
         }
@@ -1369,8 +1384,13 @@ pub(crate) fn pos_sale_event(
         from_hold,
         pos_time: d.pos_time,
         after: CellView {
+            // A clamp, as for any POS sale: a till may sell more than the count says.
             on_hand: cell.on_hand.saturating_sub(applied),
-            held: cell.held.saturating_sub(from_hold),
+            // `from_hold` is at most the hold's line, which the cell holds.
+            held: cell
+                .held
+                .checked_sub(from_hold)
+                .expect("a cell holds less than its active holds"),
             safety_stock: cell.view(default_safety).safety_stock,
         },
     })
@@ -1399,19 +1419,12 @@ pub(crate) fn apply_pos_sale(
         return Err(format!("{} is not a pos order sale", ev.kind()));
     };
     if *from_hold > 0 {
-        let h = st
-            .active
-            .get_mut(&order.hold())
-            .ok_or("pos sale from an inactive hold")?;
-        let hl = h
-            .lines
-            .iter_mut()
-            .find(|l| l.sku == *sku)
-            .ok_or("pos sale of a sku not held")?;
-        hl.qty = hl
-            .qty
-            .checked_sub(*from_hold)
-            .ok_or("pos sale beyond hold")?;
+        st.take_from_hold(order.hold(), *sku, *from_hold)
+            .map_err(|e| match e {
+                HoldLineError::NotActive => "pos sale from an inactive hold",
+                HoldLineError::SkuNotHeld => "pos sale of a sku not held",
+                HoldLineError::BeyondHold => "pos sale beyond hold",
+            })?;
         cell.held = cell
             .held
             .checked_sub(*from_hold)
@@ -1419,11 +1432,15 @@ pub(crate) fn apply_pos_sale(
     }
     cell.on_hand = after.on_hand;
     // An order forgotten since (long finished) has no record to count the sale on.
-    if st.orders.get(*order).is_some() {
-        st.orders.apply_rec(*order, ev, at)?;
+    if st.orders().get(*order).is_some() {
+        st.orders_mut().apply_rec(*order, ev, at)?;
     }
     remember_pos_event(st, pos_event_id, at);
-    let applied = i64::from(reported.saturating_sub(*recognized));
+    let applied = i64::from(
+        reported
+            .checked_sub(*recognized)
+            .ok_or("pos sale recognizes more than reported")?,
+    );
     push_recent(st, *sku, *pos_time, at, -applied, horizon);
     Ok(())
 }
@@ -1560,7 +1577,7 @@ impl Engine {
                 }
                 let used = self
                     .shard(id)
-                    .and_then(|shard| shard.state.lock().orders.by_key.get(key).copied());
+                    .and_then(|shard| shard.state.lock().orders().by_key.get(key).copied());
                 if let Some(used) = used {
                     return Ok(CreateOrderOutcome::Rejected(
                         CreateOrderRejection::KeyReused { order: used },
@@ -1576,7 +1593,7 @@ impl Engine {
             }
             let existing = self
                 .shard(id)
-                .and_then(|shard| shard.state.lock().orders.holder_of(&channel_ref));
+                .and_then(|shard| shard.state.lock().orders().holder_of(&channel_ref));
             if let Some(existing) = existing {
                 return Ok(CreateOrderOutcome::Rejected(
                     CreateOrderRejection::ChannelOrderExists { order: existing },
@@ -1586,11 +1603,11 @@ impl Engine {
         let (outcome, _) = self.order_txn(order, now, |_, _, st| {
             let reject = |r| Ok((Vec::new(), CreateOrderOutcome::Rejected(r)));
             if let Some(key) = req.idempotency_key.as_deref()
-                && let Some(&used) = st.orders.by_key.get(key)
+                && let Some(&used) = st.orders().by_key.get(key)
             {
                 // The same request is the same hold for the same channel order.
                 let same = used == order
-                    && st.orders.get(used).is_some_and(|rec| {
+                    && st.orders().get(used).is_some_and(|rec| {
                         *rec.channel == *req.channel
                             && *rec.channel_order_id == *req.channel_order_id
                     });
@@ -1600,13 +1617,13 @@ impl Engine {
                     reject(CreateOrderRejection::KeyReused { order: used })
                 };
             }
-            if st.orders.get(order).is_some() {
+            if st.orders().get(order).is_some() {
                 return reject(CreateOrderRejection::OrderExists { order });
             }
-            if let Some(existing) = st.orders.holder_of(&channel_ref) {
+            if let Some(existing) = st.orders().holder_of(&channel_ref) {
                 return reject(CreateOrderRejection::ChannelOrderExists { order: existing });
             }
-            let Some(h) = st.active.get(&req.hold) else {
+            let Some(h) = st.hold(req.hold) else {
                 return reject(CreateOrderRejection::HoldNotActive(not_active(
                     st, req.hold,
                 )));
@@ -1646,7 +1663,7 @@ impl Engine {
         event: impl FnOnce(&StoreState) -> Vec<Event>,
     ) -> Result<TransitionOutcome, EngineError> {
         let (outcome, _) = self.order_txn(order, now, |_, _, st| {
-            let Some(rec) = st.orders.get(order) else {
+            let Some(rec) = st.orders().get(order) else {
                 return Ok((
                     Vec::new(),
                     TransitionOutcome::Rejected(OrderRejection::UnknownOrder),
@@ -1683,7 +1700,7 @@ impl Engine {
             |st| {
                 let hold = order.hold();
                 let mut evs = Vec::new();
-                if let Some(h) = st.active.get(&hold).filter(|h| !h.confirmed) {
+                if let Some(h) = st.hold(hold).filter(|h| !h.confirmed) {
                     evs.push(Event::HoldConfirmed {
                         hold,
                         facts: h.facts(),
@@ -1692,11 +1709,10 @@ impl Engine {
                 // The booked slot is the promise; without one, the store's estimate now
                 // (this order not yet in the queue it estimates from).
                 let ready_estimate = st
-                    .active
-                    .get(&hold)
+                    .hold(hold)
                     .and_then(|h| h.slot)
                     .or_else(|| {
-                        st.slots
+                        st.slots()
                             .estimate(now.as_ms(), None)
                             .map(|e| e.slot.start_ms)
                     })
@@ -1790,7 +1806,7 @@ impl Engine {
             let rej = |line, rejection| {
                 Ok((Vec::new(), ShortReportOutcome::Rejected { line, rejection }))
             };
-            let Some(rec) = st.orders.get(order) else {
+            let Some(rec) = st.orders().get(order) else {
                 return rej(None, OrderRejection::UnknownOrder);
             };
             if rec.status != OrderStatus::Picking {
@@ -1809,6 +1825,7 @@ impl Engine {
                     return rej(Some(i), OrderRejection::NoSuchLine);
                 };
                 let held = hold_line_qty(st, order.hold(), sku).unwrap_or(0);
+                // Finding more than ordered is not short (a clamp of the caller's count).
                 let missing = line.qty.saturating_sub(l.found).min(held);
                 if missing == 0 {
                     return rej(Some(i), OrderRejection::NotShort { line_qty: line.qty });
@@ -1816,6 +1833,8 @@ impl Engine {
                 let cell = cells
                     .view(sku)
                     .ok_or_else(|| EngineError::internal("sku", "cell not locked"))?;
+                // A clamp, as for any POS delta: in a shortage `on_hand` may already be
+                // below the units the hold has, and it never goes below zero.
                 let on_hand_after = cell.on_hand.saturating_sub(missing);
                 evs.push(Event::StockAdjusted {
                     store: shard.id,
@@ -1823,7 +1842,11 @@ impl Engine {
                     qty: i64::from(on_hand_after) - i64::from(cell.on_hand),
                     after: CellView {
                         on_hand: on_hand_after,
-                        held: cell.held.saturating_sub(missing),
+                        // `missing` is at most the hold's line, which the cell holds.
+                        held: cell
+                            .held
+                            .checked_sub(missing)
+                            .expect("a cell holds less than its active holds"),
                         ..cell.view(shard.default_safety())
                     },
                     order,
@@ -1844,6 +1867,7 @@ impl Engine {
                 }
                 for (s, q) in &mut left {
                     if *s == sku {
+                        // A clamp: the request may name the line twice.
                         *q = q.saturating_sub(missing);
                     }
                 }
@@ -1852,7 +1876,7 @@ impl Engine {
             let mut status = OrderStatus::Picking;
             if left.iter().all(|(_, q)| *q == 0) {
                 let hold = order.hold();
-                if let Some(h) = st.active.get(&hold) {
+                if let Some(h) = st.hold(hold) {
                     evs.push(Event::HoldReleased {
                         hold,
                         reason: ReleaseReason::Released,
@@ -1888,7 +1912,7 @@ impl Engine {
     ) -> Result<ReadyOutcome, EngineError> {
         let code = PickupCode::from_entropy(entropy);
         let (outcome, _) = self.order_txn(order, now, |shard, _, st| {
-            let Some(rec) = st.orders.get(order) else {
+            let Some(rec) = st.orders().get(order) else {
                 return Ok((
                     Vec::new(),
                     ReadyOutcome::Rejected(OrderRejection::UnknownOrder),
@@ -1935,7 +1959,7 @@ impl Engine {
     ) -> Result<CollectOutcome, EngineError> {
         let (outcome, lsn) = self.order_txn(order, now, |_, _, st| {
             let nothing = |o| Ok((Vec::new(), o));
-            let Some(rec) = st.orders.get(order) else {
+            let Some(rec) = st.orders().get(order) else {
                 return nothing(CollectOutcome::Rejected(OrderRejection::UnknownOrder));
             };
             if rec.status != OrderStatus::Ready {
@@ -1977,15 +2001,14 @@ impl Engine {
                 ));
             }
             let h = st
-                .active
-                .get(&order.hold())
+                .hold(order.hold())
                 .ok_or_else(|| EngineError::internal("order", "ready without an active hold"))?;
             let consumed = h.lines.iter().filter(|l| l.qty > 0).copied().collect();
             Ok((
                 vec![Event::OrderCollected {
                     order,
                     staff,
-                    receipt_seq: st.orders.receipt_seq + 1,
+                    receipt_seq: st.orders().receipt_seq + 1,
                     consumed,
                     hold: h.facts(),
                 }],
@@ -2016,7 +2039,7 @@ impl Engine {
     ) -> Result<TransitionOutcome, EngineError> {
         let (outcome, _) = self.order_txn(order, now, |_, _, st| {
             let rej = |r| Ok((Vec::new(), TransitionOutcome::Rejected(r)));
-            let Some(rec) = st.orders.get(order) else {
+            let Some(rec) = st.orders().get(order) else {
                 return rej(OrderRejection::UnknownOrder);
             };
             if rec.status != OrderStatus::Ready {
@@ -2047,7 +2070,7 @@ impl Engine {
         now: Timestamp,
     ) -> Result<TransitionOutcome, EngineError> {
         let (outcome, _) = self.order_txn(order, now, |_, _, st| {
-            let Some(rec) = st.orders.get(order) else {
+            let Some(rec) = st.orders().get(order) else {
                 return Ok((
                     Vec::new(),
                     TransitionOutcome::Rejected(OrderRejection::UnknownOrder),
@@ -2063,7 +2086,7 @@ impl Engine {
             }
             let hold = order.hold();
             let mut evs = Vec::new();
-            if let Some(h) = st.active.get(&hold) {
+            if let Some(h) = st.hold(hold) {
                 evs.push(Event::HoldReleased {
                     hold,
                     reason: ReleaseReason::Released,
@@ -2100,7 +2123,7 @@ impl Engine {
     ) -> Result<TransitionOutcome, EngineError> {
         let (outcome, _) = self.order_txn(order, now, |_, _, st| {
             let rej = |r| Ok((Vec::new(), TransitionOutcome::Rejected(r)));
-            let Some(rec) = st.orders.get(order) else {
+            let Some(rec) = st.orders().get(order) else {
                 return rej(OrderRejection::UnknownOrder);
             };
             match rec.status {
@@ -2117,12 +2140,12 @@ impl Engine {
             }
             let hold = order.hold();
             let mut evs = Vec::new();
-            if let Some(h) = st.active.get(&hold) {
+            if let Some(h) = st.hold(hold) {
                 // The slot as the calendar cuts it now; a slot the calendar no longer
                 // has (hours changed since) ends with the hold.
                 let ends_at = h
                     .slot
-                    .and_then(|start| st.slots.calendar.as_ref()?.slot_at(start))
+                    .and_then(|start| st.slots().calendar()?.slot_at(start))
                     .map_or(h.expires_at, |slot| Timestamp(slot.end_ms));
                 if now < ends_at {
                     return rej(OrderRejection::PickupWindowOpen { ends_at });
@@ -2159,7 +2182,7 @@ impl Engine {
     ) -> Result<VerifyCodeOutcome, EngineError> {
         let (outcome, _) = self.order_txn(order, now, |_, _, st| {
             let nothing = |o| Ok((Vec::new(), o));
-            let Some(rec) = st.orders.get(order) else {
+            let Some(rec) = st.orders().get(order) else {
                 return nothing(VerifyCodeOutcome::Rejected(OrderRejection::UnknownOrder));
             };
             if rec.status != OrderStatus::Ready {
@@ -2214,7 +2237,7 @@ impl Engine {
         let st = shard.state.lock();
         let start = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
         Ok(st
-            .orders
+            .orders()
             .orders
             .range((start, std::ops::Bound::Unbounded))
             .filter(|(_, r)| wanted(r.status))
@@ -2230,7 +2253,7 @@ impl Engine {
             .filter_map(|(id, _)| self.shard(*id))
             .map(|s| {
                 let st = s.state.lock();
-                st.orders
+                st.orders()
                     .orders
                     .values()
                     .filter(|r| !r.status.is_final())
@@ -2243,7 +2266,7 @@ impl Engine {
     pub fn order(&self, order: OrderId) -> Option<OrderView> {
         let shard = self.shard(order.store())?;
         let st = shard.state.lock();
-        let r = st.orders.get(order)?;
+        let r = st.orders().get(order)?;
         Some(order_view(order, r))
     }
 
@@ -2252,7 +2275,7 @@ impl Engine {
     pub fn order_by_ref(&self, store: &str, reference: &str) -> Option<OrderId> {
         let shard = self.shard_by_name(store).ok()?;
         let st = shard.state.lock();
-        st.orders.find_ref(shard.id, reference)
+        st.orders().find_ref(shard.id, reference)
     }
 
     /// The order of `(channel, channel_order_id)` in any store: the one that holds the
@@ -2266,10 +2289,10 @@ impl Engine {
                 continue;
             };
             let st = shard.state.lock();
-            if let Some(holder) = st.orders.holder_of(&channel_ref) {
+            if let Some(holder) = st.orders().holder_of(&channel_ref) {
                 return Some(holder);
             }
-            ended = ended.or_else(|| st.orders.by_channel.get(&channel_ref).copied());
+            ended = ended.or_else(|| st.orders().by_channel.get(&channel_ref).copied());
         }
         ended
     }
@@ -2279,7 +2302,7 @@ impl Engine {
         let facts = {
             let shard = self.shard(order.store())?;
             let st = shard.state.lock();
-            OrderFacts(st.orders.get(order)?.clone())
+            OrderFacts(st.orders().get(order)?.clone())
         };
         self.receipt_of(order, &facts)
     }
@@ -2363,8 +2386,7 @@ fn hold_lines(shard: &StoreShard, hold: HoldId) -> Vec<Line> {
     shard
         .state
         .lock()
-        .active
-        .get(&hold)
+        .hold(hold)
         .map(|h| h.lines.to_vec())
         .unwrap_or_default()
 }
@@ -2634,11 +2656,11 @@ mod tests {
         };
         apply_state_event(&cancel, &mut st, Timestamp(9)).unwrap();
         let mut buf = Vec::new();
-        st.orders.encode(&mut Enc::new(&mut buf));
+        st.orders().encode(&mut Enc::new(&mut buf));
         let mut d = Dec::new(&buf);
         let back = OrderState::decode(&mut d, RecLayout::WithEstimate).unwrap();
         d.finish().unwrap();
-        assert_eq!(back, st.orders);
+        assert_eq!(&back, st.orders());
         // Every truncation fails cleanly instead of panicking.
         for n in 0..buf.len() {
             assert!(OrderState::decode(&mut Dec::new(&buf[..n]), RecLayout::WithEstimate).is_err());
