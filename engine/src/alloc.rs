@@ -498,7 +498,7 @@ impl Engine {
         })?;
         drop(st);
         self.apply_event(&event, now)
-            .map_err(|e| EngineError::invalid("store", e))?;
+            .map_err(|e| EngineError::invalid("store", e.to_string()))?;
         drop(gate);
         crate::log::wait_durable_or_defer(&*self.log, lsn)
     }

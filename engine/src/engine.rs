@@ -22,7 +22,7 @@ use dashmap::mapref::entry::Entry;
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::config::EngineConfig;
-use crate::error::EngineError;
+use crate::error::{ApplyError, EngineError, HoldChange};
 use crate::event::{
     Event, HoldRejection, KeptOf, LineShortage, PosDeltaKind, Record, ReleaseReason, StoreDef,
 };
@@ -440,7 +440,7 @@ impl Engine {
             events: vec![event.clone()],
         })?;
         self.apply_event(&event, now)
-            .map_err(|e| EngineError::invalid("store", e))?;
+            .map_err(|e| EngineError::invalid("store", e.to_string()))?;
         drop(_reg);
         drop(_gate);
         crate::log::wait_durable_or_defer(&*self.log, lsn)?;
@@ -569,7 +569,7 @@ impl Engine {
             events: vec![event.clone()],
         })?;
         self.apply_event(&event, now)
-            .map_err(|e| EngineError::invalid("sku", e))?;
+            .map_err(|e| EngineError::invalid("sku", e.to_string()))?;
         drop(_reg);
         drop(_gate);
         crate::log::wait_durable_or_defer(&*self.log, lsn)?;
@@ -1261,7 +1261,7 @@ impl Engine {
             .ok_or_else(|| EngineError::internal("hold", "vanished under its locks"))?;
         for ev in &record.events[1..] {
             crate::order::apply_state_event(ev, &mut st, now)
-                .map_err(|e| EngineError::internal("order", e))?;
+                .map_err(|e| EngineError::internal("order", e.to_string()))?;
         }
         Ok(Ended::Now(lsn, rec))
     }
@@ -1326,7 +1326,7 @@ impl Engine {
             let lsn = self.log.append(&record)?;
             if let Some(ev) = record.events.first() {
                 crate::order::apply_pos_sale(ev, &mut guard, &mut st, now, horizon)
-                    .map_err(|e| EngineError::internal("pos sale", e))?;
+                    .map_err(|e| EngineError::internal("pos sale", e.to_string()))?;
             }
             drop(st);
             drop(guard);
@@ -1670,7 +1670,7 @@ impl Engine {
         note_keyed_part(&mut self.unanswered.lock(), record);
         for ev in &record.events {
             self.apply_event(ev, record.at)
-                .map_err(|why| EngineError::corrupt("log record", why))?;
+                .map_err(|why| EngineError::corrupt("log record", why.to_string()))?;
         }
         Ok(())
     }
@@ -1738,7 +1738,7 @@ impl Engine {
                 ),
                 _ => self.apply_event(ev, record.at),
             };
-            applied.map_err(|why| EngineError::corrupt("log record", why))?;
+            applied.map_err(|why| EngineError::corrupt("log record", why.to_string()))?;
         }
         Ok(())
     }
@@ -1753,32 +1753,32 @@ impl Engine {
         lines: &[Line],
         at: Timestamp,
         expiry: (Timestamp, Option<i64>),
-    ) -> Result<(), String> {
+    ) -> Result<(), ApplyError> {
         let shard = self
             .stores
             .get_mut(hold.store().0 as usize)
             .and_then(OnceLock::get_mut)
-            .ok_or("unknown store")?;
+            .ok_or(ApplyError::UnknownStore)?;
         for l in lines {
             if shard.cell_mut(l.sku).0.is_none() {
-                return Err(EngineError::invalid("sku", "beyond skus_max").to_string());
+                return Err(EngineError::invalid("sku", "beyond skus_max").into());
             }
         }
         if lines.windows(2).any(|w| w[0].sku.0 >= w[1].sku.0) {
-            return Err(EngineError::invalid("lines", "not in lock order").to_string());
+            return Err(EngineError::invalid("lines", "not in lock order").into());
         }
         // Every active hold's sequence is below `next_seq` (a grant raises it, and
         // snapshot loading refuses a hold at or above it), so a hold at or above it is not
         // active: one comparison instead of a tree search for the new holds a log grants.
         let st = shard.state.get_mut();
         if st.is_active(hold) {
-            return Err(format!("hold {hold} granted twice"));
+            return Err(ApplyError::GrantedTwice(hold));
         }
         for l in lines {
             if let (Some(c), _) = shard.cell_mut(l.sku)
                 && c.held.checked_add(l.qty).is_none()
             {
-                return Err(format!("hold {hold} overflows held"));
+                return Err(ApplyError::HeldOverflow(hold));
             }
         }
         for l in lines {
@@ -1829,13 +1829,13 @@ impl Engine {
         }
     }
 
-    fn apply_event(&self, ev: &Event, at: Timestamp) -> Result<(), String> {
+    fn apply_event(&self, ev: &Event, at: Timestamp) -> Result<(), ApplyError> {
         match ev {
             Event::StoreDefined { store, def } => {
                 let slot = self
                     .stores
                     .get(store.0 as usize)
-                    .ok_or_else(|| format!("store id {} beyond stores_max", store.0))?;
+                    .ok_or(ApplyError::StoreBeyondMax(store.0))?;
                 match slot.get() {
                     Some(shard) => {
                         shard.set_def(def.clone());
@@ -1843,7 +1843,7 @@ impl Engine {
                     }
                     None => {
                         if store.0 != self.store_count.load(Ordering::Acquire) {
-                            return Err(format!("store id {} out of order", store.0));
+                            return Err(ApplyError::StoreOutOfOrder(store.0));
                         }
                         let shard =
                             StoreShard::new(*store, def.clone(), self.config.limits.skus_max);
@@ -1859,10 +1859,10 @@ impl Engine {
             Event::SkuRegistered { sku, external_id } => {
                 let mut names = self.sku_names.lock();
                 if sku.0 as usize != names.len() {
-                    return Err(format!("sku id {} out of order", sku.0));
+                    return Err(ApplyError::SkuOutOfOrder(sku.0));
                 }
                 if sku.0 >= self.config.limits.skus_max {
-                    return Err(format!("sku id {} beyond skus_max", sku.0));
+                    return Err(ApplyError::SkuIdBeyondMax(sku.0));
                 }
                 names.push(external_id.as_str().into());
                 self.skus.insert(external_id.as_str().into(), *sku);
@@ -1872,8 +1872,12 @@ impl Engine {
                 sku,
                 safety_stock,
             } => {
-                let shard = self.shard(*store).ok_or("unknown store")?;
-                shard.cell(*sku).ok_or("sku beyond skus_max")?.lock().safety = *safety_stock;
+                let shard = self.shard(*store).ok_or(ApplyError::UnknownStore)?;
+                shard
+                    .cell(*sku)
+                    .ok_or(ApplyError::SkuBeyondMax)?
+                    .lock()
+                    .safety = *safety_stock;
             }
             Event::HoldGranted {
                 hold,
@@ -1882,15 +1886,15 @@ impl Engine {
                 expires_at,
                 slot,
             } => {
-                let shard = self.shard(hold.store()).ok_or("unknown store")?;
-                let mut guards = lock_cells(shard, lines).map_err(|e| e.to_string())?;
+                let shard = self.shard(hold.store()).ok_or(ApplyError::UnknownStore)?;
+                let mut guards = lock_cells(shard, lines)?;
                 let mut st = shard.state.lock();
                 if st.is_active(*hold) {
-                    return Err(format!("hold {hold} granted twice"));
+                    return Err(ApplyError::GrantedTwice(*hold));
                 }
                 for (l, g) in lines.iter().zip(&guards) {
                     if g.held.checked_add(l.qty).is_none() {
-                        return Err(format!("hold {hold} overflows held"));
+                        return Err(ApplyError::HeldOverflow(*hold));
                     }
                 }
                 apply_grant(
@@ -1909,7 +1913,7 @@ impl Engine {
                 key,
                 rejection,
             } => {
-                let shard = self.shard(*store).ok_or("unknown store")?;
+                let shard = self.shard(*store).ok_or(ApplyError::UnknownStore)?;
                 shard.state.lock().note_idem_key(at, key);
                 self.idem.insert(
                     key.as_str().into(),
@@ -1921,33 +1925,46 @@ impl Engine {
                 );
             }
             Event::HoldExtended { hold, facts } => {
-                let shard = self.shard(hold.store()).ok_or("unknown store")?;
+                let shard = self.shard(hold.store()).ok_or(ApplyError::UnknownStore)?;
                 let mut st = shard.state.lock();
                 if !st.is_active(*hold) {
-                    return Err(format!("extend of inactive hold {hold}"));
+                    return Err(ApplyError::InactiveHold {
+                        change: HoldChange::Extend,
+                        hold: *hold,
+                    });
                 }
                 apply_extend(&mut st, *hold, facts.expires_at);
             }
             Event::HoldConfirmed { hold, .. } => {
-                let shard = self.shard(hold.store()).ok_or("unknown store")?;
+                let shard = self.shard(hold.store()).ok_or(ApplyError::UnknownStore)?;
                 let mut st = shard.state.lock();
                 if !st.is_active(*hold) {
-                    return Err(format!("confirm of inactive hold {hold}"));
+                    return Err(ApplyError::InactiveHold {
+                        change: HoldChange::Confirm,
+                        hold: *hold,
+                    });
                 }
                 apply_confirm(&mut st, *hold);
             }
             Event::HoldReleased { hold, reason, .. } => {
-                let shard = self.shard(hold.store()).ok_or("unknown store")?;
+                let shard = self.shard(hold.store()).ok_or(ApplyError::UnknownStore)?;
                 let lines = shard
                     .state
                     .lock()
                     .hold(*hold)
                     .map(|h| h.lines.clone())
-                    .ok_or_else(|| format!("release of inactive hold {hold}"))?;
-                let mut guards = lock_cells(shard, &lines).map_err(|e| e.to_string())?;
+                    .ok_or(ApplyError::InactiveHold {
+                        change: HoldChange::Release,
+                        hold: *hold,
+                    })?;
+                let mut guards = lock_cells(shard, &lines)?;
                 let mut st = shard.state.lock();
-                apply_release(&mut guards, &mut st, *hold, *reason)
-                    .ok_or_else(|| format!("release of inactive hold {hold}"))?;
+                apply_release(&mut guards, &mut st, *hold, *reason).ok_or(
+                    ApplyError::InactiveHold {
+                        change: HoldChange::Release,
+                        hold: *hold,
+                    },
+                )?;
             }
             Event::PosDelta {
                 store,
@@ -1958,8 +1975,8 @@ impl Engine {
                 after,
                 ..
             } => {
-                let shard = self.shard(*store).ok_or("unknown store")?;
-                let mut guard = shard.cell(*sku).ok_or("sku beyond skus_max")?.lock();
+                let shard = self.shard(*store).ok_or(ApplyError::UnknownStore)?;
+                let mut guard = shard.cell(*sku).ok_or(ApplyError::SkuBeyondMax)?.lock();
                 let mut st = shard.state.lock();
                 apply_pos_delta(
                     &mut guard,
@@ -1983,8 +2000,8 @@ impl Engine {
                 after,
                 ..
             } => {
-                let shard = self.shard(*store).ok_or("unknown store")?;
-                let mut guard = shard.cell(*sku).ok_or("sku beyond skus_max")?.lock();
+                let shard = self.shard(*store).ok_or(ApplyError::UnknownStore)?;
+                let mut guard = shard.cell(*sku).ok_or(ApplyError::SkuBeyondMax)?.lock();
                 let mut st = shard.state.lock();
                 apply_pos_count(
                     &mut guard,
@@ -2054,9 +2071,14 @@ impl Engine {
             // A fact for readers of the stream; the transition before it changed the state.
             Event::OrderChanged { .. } => {}
             Event::CalendarSet { store, config } => {
-                let shard = self.shard(*store).ok_or("unknown store")?;
-                let cal = crate::calendar::StoreCalendar::new((**config).clone())
-                    .map_err(|e| format!("calendar of store {}: {e}", store.0))?;
+                let shard = self.shard(*store).ok_or(ApplyError::UnknownStore)?;
+                let cal =
+                    crate::calendar::StoreCalendar::new((**config).clone()).map_err(|source| {
+                        ApplyError::Calendar {
+                            store: store.0,
+                            source,
+                        }
+                    })?;
                 shard.state.lock().set_calendar(Some(Arc::new(cal)));
                 shard.touch(at);
             }
@@ -2064,7 +2086,7 @@ impl Engine {
                 store,
                 pick_time_per_order_ms,
             } => {
-                let shard = self.shard(*store).ok_or("unknown store")?;
+                let shard = self.shard(*store).ok_or(ApplyError::UnknownStore)?;
                 shard.state.lock().set_pick_time(*pick_time_per_order_ms);
                 shard.touch(at);
             }

@@ -99,7 +99,7 @@ pub use engine::{
     HoldOutcome, HoldRequest, LoggedOutcome, PosCount, PosDelta, PosOutcome, ReleaseOutcome,
     Shortage,
 };
-pub use error::{ConfigError, EngineError};
+pub use error::{ApplyError, ConfigError, EngineError, HoldChange};
 pub use event::{
     Event, HoldFacts, HoldRejection, KeptAnswer, KeptOf, KeptPart, LineShortage, LoggedRecord,
     PosDeltaKind, Record, ReleaseReason, StoreDef,

@@ -30,14 +30,13 @@
 //!   naming a forgotten order is applied as a plain sale.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::fmt;
 
 use crate::codec::{Dec, DecodeError, Enc};
 use crate::engine::{
     CellGuard, Engine, HoldNotActive, PosDelta, apply_release, check_id, clamp_qty, lock_cells,
     not_active, poisoned, remember_pos_event,
 };
-use crate::error::EngineError;
+use crate::error::{ApplyError, EngineError, HoldChange};
 use crate::event::{Event, Record, ReleaseReason, decode_lines, encode_lines};
 use crate::pickup_code::{
     ENTROPY_BYTES, MAX_WRONG_ATTEMPTS, PickupCode, QrPayload, QrPayloadError, StaffId,
@@ -46,8 +45,9 @@ use crate::pickup_code::{
 use crate::receipt::{
     Currency, RECEIPT_TEXT_LEN_MAX, Receipt, ReceiptError, ReceiptInput, ReceiptLine, ReceiptNumber,
 };
-use crate::stock::{Cell, HoldLineError, RecentDelta, StoreShard, StoreState};
+use crate::stock::{Cell, RecentDelta, StoreShard, StoreState};
 use crate::types::{CellView, HoldId, Line, Lsn, Qty, SkuId, StoreId, Timestamp};
+pub use crate::types::{OrderId, OrderStatus};
 use crate::wire::Wire;
 
 /// Finished (collected, cancelled, expired, no-show) orders remembered per store. Beyond it
@@ -62,113 +62,6 @@ pub const LOCALE_LEN_MAX: usize = 35;
 
 /// Longest channel name, in bytes.
 pub const CHANNEL_LEN_MAX: usize = 64;
-
-/// A pickup order id: the value of the hold it was created from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct OrderId(pub u64);
-
-impl OrderId {
-    /// The order created from `hold`.
-    pub const fn from_hold(hold: HoldId) -> Self {
-        OrderId(hold.0)
-    }
-
-    /// Its hold.
-    pub const fn hold(self) -> HoldId {
-        HoldId(self.0)
-    }
-
-    /// Its store.
-    pub const fn store(self) -> StoreId {
-        self.hold().store()
-    }
-
-    /// Parses the displayed form `O<store>-<seq>` (what a POS may carry as order reference).
-    pub fn parse(s: &str) -> Option<OrderId> {
-        let (store, seq) = s.strip_prefix('O')?.split_once('-')?;
-        let store: u32 = store.parse().ok()?;
-        let seq: u64 = seq.parse().ok()?;
-        if seq >= 1 << HoldId::SEQ_BITS || store.to_string().len() > 10 {
-            return None;
-        }
-        let id = OrderId::from_hold(HoldId::new(StoreId(store), seq));
-        (id.to_string() == s).then_some(id)
-    }
-
-    /// Parses the decimal form of the id (its 64-bit value, as the gRPC API carries it):
-    /// digits only, no sign, no leading zero.
-    pub fn parse_decimal(s: &str) -> Option<OrderId> {
-        if s.is_empty()
-            || !s.bytes().all(|b| b.is_ascii_digit())
-            || (s.len() > 1 && s.starts_with('0'))
-        {
-            return None;
-        }
-        s.parse::<u64>().ok().map(|v| OrderId::from_hold(HoldId(v)))
-    }
-}
-
-impl fmt::Display for OrderId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "O{}-{}", self.store().0, self.hold().seq())
-    }
-}
-
-/// Where an order stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum OrderStatus {
-    /// Created from a hold; checkout not yet confirmed.
-    Placed,
-    /// Checkout confirmed; waiting for staff.
-    Confirmed,
-    /// Staff are picking.
-    Picking,
-    /// Picked; a pickup code is issued.
-    Ready,
-    /// Handed off to the customer. Final.
-    Collected,
-    /// Cancelled by the customer, the store or a direct hold release. Final.
-    Cancelled,
-    /// The hold expired before checkout confirmed it. Final.
-    Expired,
-    /// The hold expired after confirmation: the customer did not come. Final.
-    NoShow,
-}
-
-impl OrderStatus {
-    /// Whether the order is finished.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            OrderStatus::Collected
-                | OrderStatus::Cancelled
-                | OrderStatus::Expired
-                | OrderStatus::NoShow
-        )
-    }
-
-    /// Whether an order in this status keeps its `(channel, channel_order_id)` from
-    /// another order: while open, and once collected (its goods were handed over; a
-    /// second order for the same channel order would hand them over twice). Cancelled,
-    /// expired and no-show orders let it go: the channel may place that order again.
-    pub fn holds_channel_ref(self) -> bool {
-        !self.is_final() || self == OrderStatus::Collected
-    }
-
-    fn to_u8(self) -> u8 {
-        self as u8
-    }
-
-    #[cfg_attr(not(test), allow(dead_code))]
-    fn from_u8(v: u8) -> Option<Self> {
-        use OrderStatus::*;
-        [
-            Placed, Confirmed, Picking, Ready, Collected, Cancelled, Expired, NoShow,
-        ]
-        .get(usize::from(v))
-        .copied()
-    }
-}
 
 /// Customer contact and consent flags.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -617,7 +510,7 @@ pub(crate) enum RecLayout {
 
 impl OrderRec {
     /// The record an [`Event::OrderCreated`] creates.
-    fn created(ev: &Event, at: Timestamp) -> Result<OrderRec, String> {
+    fn created(ev: &Event, at: Timestamp) -> Result<OrderRec, ApplyError> {
         let Event::OrderCreated {
             channel,
             channel_order_id,
@@ -629,7 +522,10 @@ impl OrderRec {
             ..
         } = ev
         else {
-            return Err(format!("{} creates no order", ev.kind()));
+            return Err(ApplyError::UnexpectedEvent {
+                kind: ev.kind(),
+                expected: "an order creation",
+            });
         };
         Ok(OrderRec {
             status: OrderStatus::Placed,
@@ -657,7 +553,7 @@ impl OrderRec {
     /// What an event does to the order's own record: the one place an order's status,
     /// code, lines and counters change (live, on replay, and when an event's facts are
     /// computed). Events that do not touch the record change nothing.
-    fn apply(&mut self, ev: &Event, at: Timestamp) -> Result<(), String> {
+    fn apply(&mut self, ev: &Event, at: Timestamp) -> Result<(), ApplyError> {
         match ev {
             Event::OrderConfirmed { ready_estimate, .. } => {
                 self.transition(OrderStatus::Confirmed, at)?;
@@ -670,13 +566,13 @@ impl OrderRec {
                     .lines
                     .iter_mut()
                     .find(|l| l.sku == *sku)
-                    .ok_or("short pick of a sku not ordered")?;
+                    .ok_or(ApplyError::SkuNotOrdered)?;
                 // A short pick takes at most what the hold still has of the line, which is
                 // at most what was ordered: more is a record that does not apply.
                 line.qty = line
                     .qty
                     .checked_sub(*missing)
-                    .ok_or("short pick of more than ordered")?;
+                    .ok_or(ApplyError::BeyondOrdered)?;
                 // A count for display, not a conservation counter: it stops at the top.
                 self.short_picks = self.short_picks.saturating_add(1);
                 Ok(())
@@ -740,9 +636,9 @@ impl OrderRec {
         }
     }
 
-    fn transition(&mut self, status: OrderStatus, at: Timestamp) -> Result<(), String> {
+    fn transition(&mut self, status: OrderStatus, at: Timestamp) -> Result<(), ApplyError> {
         if self.status.is_final() {
-            return Err(format!("order is already {:?}", self.status));
+            return Err(ApplyError::OrderFinal(self.status));
         }
         self.status = status;
         self.times.push((status, at));
@@ -940,18 +836,19 @@ impl OrderState {
         self.receipt_seq = self.receipt_seq.max(receipt_seq);
     }
 
-    fn rec_mut(&mut self, id: OrderId) -> Result<&mut OrderRec, String> {
-        self.orders
-            .get_mut(&id)
-            .ok_or_else(|| format!("unknown order {id}"))
+    fn rec_mut(&mut self, id: OrderId) -> Result<&mut OrderRec, ApplyError> {
+        self.orders.get_mut(&id).ok_or(ApplyError::UnknownOrder(id))
     }
 
     /// Applies an order event to the record of `id` ([`OrderRec::apply`]); an order that
     /// ends joins the finished queue, whose oldest orders are forgotten.
-    fn apply_rec(&mut self, id: OrderId, ev: &Event, at: Timestamp) -> Result<(), String> {
+    fn apply_rec(&mut self, id: OrderId, ev: &Event, at: Timestamp) -> Result<(), ApplyError> {
         let rec = self.rec_mut(id)?;
         let was_final = rec.status.is_final();
-        rec.apply(ev, at).map_err(|e| format!("order {id}: {e}"))?;
+        rec.apply(ev, at).map_err(|e| ApplyError::Order {
+            order: id,
+            source: Box::new(e),
+        })?;
         if !was_final && rec.status.is_final() {
             self.finished.push_back(id);
             while self.finished.len() > TERMINAL_ORDERS_MAX {
@@ -1055,16 +952,16 @@ impl<'a> Cells<'a> {
         Ok(Cells { lines, guards })
     }
 
-    fn cell(&mut self, sku: SkuId) -> Result<&mut Cell, String> {
+    fn cell(&mut self, sku: SkuId) -> Result<&mut Cell, ApplyError> {
         let i = self
             .lines
             .iter()
             .position(|l| l.sku == sku)
-            .ok_or_else(|| format!("cell of sku {} not locked", sku.0))?;
+            .ok_or(ApplyError::CellNotLocked(sku.0))?;
         self.guards
             .get_mut(i)
             .map(|g| &mut **g)
-            .ok_or_else(|| "guard missing".to_owned())
+            .ok_or(ApplyError::CellNotLocked(sku.0))
     }
 
     fn view(&self, sku: SkuId) -> Option<Cell> {
@@ -1095,7 +992,7 @@ pub(crate) fn apply_locked(
     st: &mut StoreState,
     at: Timestamp,
     horizon: Timestamp,
-) -> Result<(), String> {
+) -> Result<(), ApplyError> {
     match ev {
         Event::OrderCreated {
             order,
@@ -1105,7 +1002,7 @@ pub(crate) fn apply_locked(
             ..
         } => {
             if st.orders().orders.contains_key(order) {
-                return Err(format!("order {order} created twice"));
+                return Err(ApplyError::OrderCreatedTwice(*order));
             }
             let rec = OrderRec::created(ev, at)?;
             st.orders_mut()
@@ -1113,13 +1010,20 @@ pub(crate) fn apply_locked(
         }
         Event::HoldConfirmed { hold, .. } => {
             if !st.is_active(*hold) {
-                return Err(format!("confirm of inactive hold {hold}"));
+                return Err(ApplyError::InactiveHold {
+                    change: HoldChange::Confirm,
+                    hold: *hold,
+                });
             }
             crate::engine::apply_confirm(st, *hold);
         }
         Event::HoldReleased { hold, reason, .. } => {
-            apply_release(&mut cells.guards, st, *hold, *reason)
-                .ok_or_else(|| format!("release of inactive hold {hold}"))?;
+            apply_release(&mut cells.guards, st, *hold, *reason).ok_or(
+                ApplyError::InactiveHold {
+                    change: HoldChange::Release,
+                    hold: *hold,
+                },
+            )?;
         }
         Event::StockAdjusted { sku, after, .. } => cells.cell(*sku)?.on_hand = after.on_hand,
         Event::OrderShortPicked {
@@ -1129,16 +1033,14 @@ pub(crate) fn apply_locked(
             ..
         } => {
             st.take_from_hold(order.hold(), *sku, *missing)
-                .map_err(|e| match e {
-                    HoldLineError::NotActive => format!("short pick of order {order} without hold"),
-                    HoldLineError::SkuNotHeld => "short pick of a sku not held".into(),
-                    HoldLineError::BeyondHold => "short pick beyond hold".into(),
-                })?;
+                .map_err(|e| e.in_change(HoldChange::ShortPick, *order))?;
             let cell = cells.cell(*sku)?;
             cell.held = cell
                 .held
                 .checked_sub(*missing)
-                .ok_or("short pick of more than the cell holds")?;
+                .ok_or(ApplyError::BeyondCell {
+                    change: HoldChange::ShortPick,
+                })?;
             st.orders_mut().apply_rec(*order, ev, at)?;
         }
         Event::OrderReady { order, .. } => {
@@ -1153,13 +1055,15 @@ pub(crate) fn apply_locked(
         } => {
             let h = st
                 .end_hold(order.hold(), crate::stock::HoldEnd::Consumed)
-                .ok_or_else(|| format!("collect of order {order} without hold"))?;
+                .ok_or(ApplyError::NoHold {
+                    change: HoldChange::Collect,
+                    order: *order,
+                })?;
             for l in h.lines.iter() {
                 let cell = cells.cell(l.sku)?;
-                cell.held = cell
-                    .held
-                    .checked_sub(l.qty)
-                    .ok_or("collect of more than the cell holds")?;
+                cell.held = cell.held.checked_sub(l.qty).ok_or(ApplyError::BeyondCell {
+                    change: HoldChange::Collect,
+                })?;
             }
             for l in consumed {
                 let cell = cells.cell(l.sku)?;
@@ -1230,7 +1134,7 @@ pub(crate) fn with_order_facts(
     if !events.iter().any(|ev| transition_staff(ev).is_some()) {
         return Ok(events);
     }
-    let fail = |e: String| EngineError::internal("order", e);
+    let fail = |e: ApplyError| EngineError::internal("order", e.to_string());
     let mut recs: HashMap<OrderId, OrderRec> = HashMap::new();
     let mut out = Vec::with_capacity(events.len() + 1);
     for ev in events {
@@ -1275,7 +1179,7 @@ pub(crate) fn apply_state_event(
     ev: &Event,
     st: &mut StoreState,
     at: Timestamp,
-) -> Result<(), String> {
+) -> Result<(), ApplyError> {
     match ev {
         Event::OrderConfirmed { order, .. }
         | Event::PickingStarted { order, .. }
@@ -1293,10 +1197,10 @@ pub(crate) fn apply_state_event(
             );
             Ok(())
         }
-        other => Err(format!(
-            "{} is not an order event without cells",
-            other.kind()
-        )),
+        other => Err(ApplyError::UnexpectedEvent {
+            kind: other.kind(),
+            expected: "an order event without cells",
+        }),
     }
 }
 
@@ -1403,7 +1307,7 @@ pub(crate) fn apply_pos_sale(
     st: &mut StoreState,
     at: Timestamp,
     horizon: Timestamp,
-) -> Result<(), String> {
+) -> Result<(), ApplyError> {
     let Event::PosOrderSale {
         sku,
         pos_event_id,
@@ -1416,19 +1320,20 @@ pub(crate) fn apply_pos_sale(
         ..
     } = ev
     else {
-        return Err(format!("{} is not a pos order sale", ev.kind()));
+        return Err(ApplyError::UnexpectedEvent {
+            kind: ev.kind(),
+            expected: "a pos order sale",
+        });
     };
     if *from_hold > 0 {
         st.take_from_hold(order.hold(), *sku, *from_hold)
-            .map_err(|e| match e {
-                HoldLineError::NotActive => "pos sale from an inactive hold",
-                HoldLineError::SkuNotHeld => "pos sale of a sku not held",
-                HoldLineError::BeyondHold => "pos sale beyond hold",
-            })?;
+            .map_err(|e| e.in_change(HoldChange::PosSale, *order))?;
         cell.held = cell
             .held
             .checked_sub(*from_hold)
-            .ok_or("pos sale of more than the cell holds")?;
+            .ok_or(ApplyError::BeyondCell {
+                change: HoldChange::PosSale,
+            })?;
     }
     cell.on_hand = after.on_hand;
     // An order forgotten since (long finished) has no record to count the sale on.
@@ -1439,7 +1344,7 @@ pub(crate) fn apply_pos_sale(
     let applied = i64::from(
         reported
             .checked_sub(*recognized)
-            .ok_or("pos sale recognizes more than reported")?,
+            .ok_or(ApplyError::RecognizedBeyondReported)?,
     );
     push_recent(st, *sku, *pos_time, at, -applied, horizon);
     Ok(())
@@ -1476,7 +1381,7 @@ impl Engine {
         let horizon = now.add_ms(-self.config().limits.dedupe_window_ms);
         for ev in &record.events {
             apply_locked(ev, &mut cells, &mut st, now, horizon)
-                .map_err(|e| EngineError::internal("order", e))?;
+                .map_err(|e| EngineError::internal("order", e.to_string()))?;
         }
         drop(st);
         drop(cells);
@@ -2348,15 +2253,15 @@ impl Engine {
     }
 
     /// Replays one order event of a logged record with the locks the live operation held.
-    pub(crate) fn replay_order_event(&self, ev: &Event, at: Timestamp) -> Result<(), String> {
+    pub(crate) fn replay_order_event(&self, ev: &Event, at: Timestamp) -> Result<(), ApplyError> {
         let horizon = at.add_ms(-self.config().limits.dedupe_window_ms);
         let (store, lines) = match ev {
             Event::StockAdjusted { store, sku, .. } | Event::PosOrderSale { store, sku, .. } => {
                 (*store, vec![Line { sku: *sku, qty: 0 }])
             }
             _ => {
-                let store = ev.store().ok_or("event without store")?;
-                let shard = self.shard(store).ok_or("unknown store")?;
+                let store = ev.store().ok_or(ApplyError::NoStore)?;
+                let shard = self.shard(store).ok_or(ApplyError::UnknownStore)?;
                 let hold = match ev {
                     Event::OrderCreated { order, .. }
                     | Event::OrderConfirmed { order, .. }
@@ -2370,13 +2275,18 @@ impl Engine {
                     | Event::OrderCancelled { order, .. }
                     | Event::OrderExpired { order, .. }
                     | Event::OrderNoShow { order, .. } => order.hold(),
-                    other => return Err(format!("{} is not an order event", other.kind())),
+                    other => {
+                        return Err(ApplyError::UnexpectedEvent {
+                            kind: other.kind(),
+                            expected: "an order event",
+                        });
+                    }
                 };
                 (store, hold_lines(shard, hold))
             }
         };
-        let shard = self.shard(store).ok_or("unknown store")?;
-        let mut cells = Cells::lock(shard, lines).map_err(|e| e.to_string())?;
+        let shard = self.shard(store).ok_or(ApplyError::UnknownStore)?;
+        let mut cells = Cells::lock(shard, lines)?;
         let mut st = shard.state.lock();
         apply_locked(ev, &mut cells, &mut st, at, horizon)
     }

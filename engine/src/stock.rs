@@ -221,6 +221,22 @@ pub(crate) enum StateDecodeError {
     Bad(&'static str),
 }
 
+impl HoldLineError {
+    /// The [`crate::error::ApplyError`] of `change` of `order`'s hold that failed so.
+    pub(crate) fn in_change(
+        self,
+        change: crate::error::HoldChange,
+        order: crate::types::OrderId,
+    ) -> crate::error::ApplyError {
+        use crate::error::ApplyError;
+        match self {
+            HoldLineError::NotActive => ApplyError::NoHold { change, order },
+            HoldLineError::SkuNotHeld => ApplyError::SkuNotHeld { change },
+            HoldLineError::BeyondHold => ApplyError::BeyondHold { change },
+        }
+    }
+}
+
 /// How a hold ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HoldEnd {
