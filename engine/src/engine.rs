@@ -7,10 +7,12 @@
 //! before returning. Because the log append happens before any state changes, a log failure
 //! leaves the state untouched.
 
-// Allocation lives in its own file but is a child module, so it drives holds through
-// the engine's private helpers without widening their visibility.
-#[path = "alloc.rs"]
+// Allocation, batches and kept replies live in their own files (`src/engine/`) but are
+// child modules: they drive holds through the engine's private helpers without widening
+// their visibility, and name the engine as part of it, not as a layer above them.
 pub mod alloc;
+pub(crate) mod batch;
+pub mod replies;
 
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -339,7 +341,7 @@ pub struct Engine {
     /// Allocation idempotency keys (in memory, for the dedupe window).
     alloc_keys: alloc::AllocKeys,
     /// Keys of whole batches of holds ([`Engine::hold_batch_keyed`]).
-    pub(crate) batch_keys: crate::batch::BatchKeys,
+    pub(crate) batch_keys: batch::BatchKeys,
     /// Holds of replayed [`Event::KeyedPart`] records whose keyed answer has not been
     /// replayed (yet): what [`Engine::release_unanswered`] releases after recovery.
     unanswered: Mutex<Unanswered>,
@@ -388,7 +390,7 @@ impl Engine {
             log,
             geo: alloc::GeoIndex::default(),
             alloc_keys: alloc::alloc_keys(),
-            batch_keys: crate::batch::batch_keys(),
+            batch_keys: batch::batch_keys(),
             unanswered: Mutex::new(FastHashMap::default()),
             order_claims: Default::default(),
             replies: Mutex::new(Default::default()),

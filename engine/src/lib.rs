@@ -64,7 +64,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod batch;
 pub mod calendar;
 pub mod codec;
 pub mod config;
@@ -79,7 +78,6 @@ pub mod log;
 pub mod order;
 pub mod pickup_code;
 pub mod receipt;
-pub mod replies;
 pub mod slot;
 pub mod snapshot;
 mod stock;
@@ -88,12 +86,13 @@ pub mod types;
 pub mod wal;
 mod wire;
 
-pub use batch::BatchAnswers;
 pub use config::{EngineConfig, Limits};
 pub use engine::alloc::{
     AllocateOutcome, AllocateRejection, AllocateRequest, AllocatedPart, Alternative, LineSupply,
     NearbyQuery, NearbySupply, REALLOCATE_ALTERNATIVES_MAX, REALLOCATE_DISTANCE_KM_DEFAULT,
 };
+pub use engine::batch::BatchAnswers;
+pub use engine::replies;
 pub use engine::{
     ConfirmOutcome, Engine, ExpiredHold, ExtendOutcome, HoldGrant, HoldInfo, HoldNotActive,
     HoldOutcome, HoldRequest, LoggedOutcome, PosCount, PosDelta, PosOutcome, ReleaseOutcome,
