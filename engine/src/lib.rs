@@ -76,6 +76,7 @@ pub mod kpi;
 pub mod lock_order;
 pub mod log;
 pub mod order;
+mod order_facts;
 pub mod pickup_code;
 pub mod receipt;
 pub mod slot;

@@ -851,9 +851,9 @@ impl StoreState {
         self.orders = crate::order::OrderState::decode(
             d,
             if version >= 9 {
-                crate::order::RecLayout::WithEstimate
+                crate::order_facts::RecLayout::WithEstimate
             } else {
-                crate::order::RecLayout::WithoutEstimate
+                crate::order_facts::RecLayout::WithoutEstimate
             },
         )?;
         self.slots = crate::slot::SlotState::decode(d)?;
