@@ -7,11 +7,13 @@
 //! before returning. Because the log append happens before any state changes, a log failure
 //! leaves the state untouched.
 
-// Allocation, batches and kept replies live in their own files (`src/engine/`) but are
-// child modules: they drive holds through the engine's private helpers without widening
-// their visibility, and name the engine as part of it, not as a layer above them.
+// Allocation, batches, pickup orders and kept replies live in their own files
+// (`src/engine/`) but are child modules: they drive holds through the engine's private
+// helpers without widening their visibility, and name the engine as part of it, not as a
+// layer above them.
 pub mod alloc;
 pub(crate) mod batch;
+pub mod order;
 pub mod replies;
 
 use std::sync::Arc;

@@ -75,8 +75,8 @@ mod keys;
 pub mod kpi;
 pub mod lock_order;
 pub mod log;
-pub mod order;
 mod order_facts;
+mod order_state;
 pub mod pickup_code;
 pub mod receipt;
 pub mod slot;
@@ -93,12 +93,12 @@ pub use engine::alloc::{
     NearbyQuery, NearbySupply, REALLOCATE_ALTERNATIVES_MAX, REALLOCATE_DISTANCE_KM_DEFAULT,
 };
 pub use engine::batch::BatchAnswers;
-pub use engine::replies;
 pub use engine::{
     ConfirmOutcome, Engine, ExpiredHold, ExtendOutcome, HoldGrant, HoldInfo, HoldNotActive,
     HoldOutcome, HoldRequest, LoggedOutcome, PosCount, PosDelta, PosOutcome, ReleaseOutcome,
     Shortage,
 };
+pub use engine::{order, replies};
 pub use error::{ApplyError, ConfigError, EngineError, HoldChange};
 pub use event::{
     Event, HoldFacts, HoldRejection, KeptAnswer, KeptOf, KeptPart, LineShortage, LoggedRecord,

@@ -189,7 +189,7 @@ pub(crate) struct StoreState {
     /// Idempotency keys decided under this store, in arrival order, to age out of the
     /// engine's key map after the dedupe window.
     idem_fifo: VecDeque<(Timestamp, Box<str>)>,
-    orders: crate::order::OrderState,
+    orders: crate::order_state::OrderState,
     /// Pickup calendar, slot bookings and picking settings.
     slots: crate::slot::SlotState,
     /// How the store's most recently ended holds ended.
@@ -407,14 +407,14 @@ impl StoreState {
     }
 
     /// The store's pickup orders.
-    pub(crate) fn orders(&self) -> &crate::order::OrderState {
+    pub(crate) fn orders(&self) -> &crate::order_state::OrderState {
         &self.orders
     }
 
     /// The store's pickup orders, to change. Orders keep their own invariants
-    /// ([`crate::order::OrderState`]'s fields are private to `order`); the holds they
+    /// ([`crate::order_state::OrderState`]'s fields are private to it); the holds they
     /// name change only through this state's methods.
-    pub(crate) fn orders_mut(&mut self) -> &mut crate::order::OrderState {
+    pub(crate) fn orders_mut(&mut self) -> &mut crate::order_state::OrderState {
         &mut self.orders
     }
 
@@ -848,7 +848,7 @@ impl StoreState {
             let key = d.string()?.into();
             self.idem_fifo.push_back((at, key));
         }
-        self.orders = crate::order::OrderState::decode(
+        self.orders = crate::order_state::OrderState::decode(
             d,
             if version >= 9 {
                 crate::order_facts::RecLayout::WithEstimate

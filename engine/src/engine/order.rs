@@ -29,9 +29,8 @@
 //!   queries) up to [`TERMINAL_ORDERS_MAX`] per store, oldest forgotten first. A POS sale
 //!   naming a forgotten order is applied as a plain sale.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::HashMap;
 
-use crate::codec::{Dec, DecodeError, Enc};
 use crate::engine::{
     CellGuard, Engine, HoldNotActive, PosDelta, apply_release, check_id, clamp_qty, lock_cells,
     not_active, poisoned, remember_pos_event,
@@ -41,7 +40,7 @@ use crate::event::{Event, Record, ReleaseReason};
 pub use crate::order_facts::{
     CancelledBy, Customer, OrderFacts, OrderLine, OrderView, ShortPickResolution,
 };
-use crate::order_facts::{OrderRec, RecLayout, order_view};
+use crate::order_facts::{OrderRec, order_view};
 use crate::pickup_code::{
     ENTROPY_BYTES, MAX_WRONG_ATTEMPTS, PickupCode, QrPayload, QrPayloadError, StaffId,
     VerifyOutcome,
@@ -53,10 +52,7 @@ use crate::stock::{Cell, RecentDelta, StoreShard, StoreState};
 use crate::types::{CellView, HoldId, Line, Lsn, Qty, SkuId, StoreId, Timestamp};
 pub use crate::types::{OrderId, OrderStatus};
 
-/// Finished (collected, cancelled, expired, no-show) orders remembered per store. Beyond it
-/// the oldest finished order is forgotten: queries no longer find it and a late POS sale
-/// naming it is applied as a plain sale.
-pub const TERMINAL_ORDERS_MAX: usize = 100_000;
+pub use crate::order_state::TERMINAL_ORDERS_MAX;
 
 /// Longest customer email or phone number, in bytes (RFC 5321 path limit).
 pub const CONTACT_LEN_MAX: usize = 254;
@@ -414,7 +410,7 @@ impl OrderRec {
     /// What an event does to the order's own record: the one place an order's status,
     /// code, lines and counters change (live, on replay, and when an event's facts are
     /// computed). Events that do not touch the record change nothing.
-    fn apply(&mut self, ev: &Event, at: Timestamp) -> Result<(), ApplyError> {
+    pub(crate) fn apply(&mut self, ev: &Event, at: Timestamp) -> Result<(), ApplyError> {
         match ev {
             Event::OrderConfirmed { ready_estimate, .. } => {
                 self.transition(OrderStatus::Confirmed, at)?;
@@ -507,168 +503,6 @@ impl OrderRec {
     }
 }
 
-/// The pickup orders of one store. Lives in the store's state, under its lock.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(crate) struct OrderState {
-    orders: BTreeMap<OrderId, OrderRec>,
-    by_channel_ref: HashMap<Box<str>, OrderId>,
-    /// The latest order of each `(channel, channel_order_id)`: what makes a channel
-    /// reference unique per channel (see [`CreateOrderRejection::ChannelOrderExists`]).
-    /// Rebuilt on decode and by replay.
-    by_channel: HashMap<(Box<str>, Box<str>), OrderId>,
-    /// The order each idempotency key created: a key names one request for as long as
-    /// its order is remembered. Rebuilt on decode.
-    by_key: HashMap<Box<str>, OrderId>,
-    /// Finished orders, oldest first, for the [`TERMINAL_ORDERS_MAX`] bound.
-    finished: VecDeque<OrderId>,
-    receipt_seq: u64,
-}
-
-impl OrderState {
-    fn get(&self, id: OrderId) -> Option<&OrderRec> {
-        self.orders.get(&id)
-    }
-
-    /// The order a POS reference names: the order id in its displayed form (`O1-7`), a
-    /// channel order id, or the order id in decimal (what the gRPC API carries), in that
-    /// order: a numeric channel order id (a Shopify order number) wins over the decimal
-    /// form, which only names an order of this store that no channel reference claims.
-    fn find_ref(&self, store: StoreId, reference: &str) -> Option<OrderId> {
-        let ours = |id: OrderId| id.store() == store && self.orders.contains_key(&id);
-        if let Some(id) = OrderId::parse(reference).filter(|id| ours(*id)) {
-            return Some(id);
-        }
-        if let Some(id) = self.by_channel_ref.get(reference) {
-            return Some(*id);
-        }
-        OrderId::parse_decimal(reference).filter(|id| ours(*id))
-    }
-
-    /// The order that holds `(channel, channel_order_id)`
-    /// ([`OrderStatus::holds_channel_ref`]), if any.
-    fn holder_of(&self, channel_ref: &(Box<str>, Box<str>)) -> Option<OrderId> {
-        self.by_channel
-            .get(channel_ref)
-            .copied()
-            .filter(|id| self.get(*id).is_some_and(|r| r.status.holds_channel_ref()))
-    }
-
-    /// Adds a created order and indexes its channel reference and key.
-    fn insert_created(
-        &mut self,
-        order: OrderId,
-        rec: OrderRec,
-        channel: &str,
-        channel_order_id: &str,
-        key: Option<&str>,
-    ) {
-        self.by_channel_ref.insert(channel_order_id.into(), order);
-        self.by_channel
-            .insert((channel.into(), channel_order_id.into()), order);
-        if let Some(k) = key {
-            self.by_key.insert(k.into(), order);
-        }
-        self.orders.insert(order, rec);
-    }
-
-    /// A receipt numbered `receipt_seq` was issued: the next one is numbered after it.
-    fn note_receipt_seq(&mut self, receipt_seq: u64) {
-        self.receipt_seq = self.receipt_seq.max(receipt_seq);
-    }
-
-    fn rec_mut(&mut self, id: OrderId) -> Result<&mut OrderRec, ApplyError> {
-        self.orders.get_mut(&id).ok_or(ApplyError::UnknownOrder(id))
-    }
-
-    /// Applies an order event to the record of `id` ([`OrderRec::apply`]); an order that
-    /// ends joins the finished queue, whose oldest orders are forgotten.
-    fn apply_rec(&mut self, id: OrderId, ev: &Event, at: Timestamp) -> Result<(), ApplyError> {
-        let rec = self.rec_mut(id)?;
-        let was_final = rec.status.is_final();
-        rec.apply(ev, at).map_err(|e| ApplyError::Order {
-            order: id,
-            source: Box::new(e),
-        })?;
-        if !was_final && rec.status.is_final() {
-            self.finished.push_back(id);
-            while self.finished.len() > TERMINAL_ORDERS_MAX {
-                let Some(old) = self.finished.pop_front() else {
-                    break;
-                };
-                let Some(rec) = self.orders.remove(&old) else {
-                    continue;
-                };
-                if self.by_channel_ref.get(&rec.channel_order_id) == Some(&old) {
-                    self.by_channel_ref.remove(&rec.channel_order_id);
-                }
-                let channel_ref = (rec.channel, rec.channel_order_id);
-                if self.by_channel.get(&channel_ref) == Some(&old) {
-                    self.by_channel.remove(&channel_ref);
-                }
-                if let Some(key) = &rec.key
-                    && self.by_key.get(key) == Some(&old)
-                {
-                    self.by_key.remove(key);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Appends the state's encoding for a snapshot: receipt sequence, then the orders in id
-    /// order (each with every field), then the finished queue. The channel reference and
-    /// key indexes are rebuilt on decode.
-    pub(crate) fn encode(&self, e: &mut Enc<'_>) {
-        e.u64(self.receipt_seq);
-        e.seq_len(self.orders.len());
-        for (id, r) in &self.orders {
-            e.u64(id.0);
-            r.encode(e);
-        }
-        e.seq_len(self.finished.len());
-        for id in &self.finished {
-            e.u64(id.0);
-        }
-    }
-
-    /// Decodes what [`OrderState::encode`] wrote, its records in `layout`.
-    pub(crate) fn decode(d: &mut Dec<'_>, layout: RecLayout) -> Result<OrderState, DecodeError> {
-        let mut st = OrderState {
-            receipt_seq: d.u64()?,
-            ..OrderState::default()
-        };
-        let n = d.seq_len()?;
-        for _ in 0..n {
-            let id = OrderId(d.u64()?);
-            let rec = OrderRec::decode(d, layout)?;
-            // Orders come in id order, not creation order: an order that still holds
-            // its channel reference wins over one that has let it go, whichever id is
-            // larger, as it did when it was created.
-            let holds_ref = |st: &OrderState, occupant: Option<&OrderId>| {
-                occupant
-                    .and_then(|o| st.orders.get(o))
-                    .is_some_and(|r| r.status.holds_channel_ref())
-            };
-            if !holds_ref(&st, st.by_channel_ref.get(&rec.channel_order_id)) {
-                st.by_channel_ref.insert(rec.channel_order_id.clone(), id);
-            }
-            let channel_ref = (rec.channel.clone(), rec.channel_order_id.clone());
-            if !holds_ref(&st, st.by_channel.get(&channel_ref)) {
-                st.by_channel.insert(channel_ref, id);
-            }
-            if let Some(k) = &rec.key {
-                st.by_key.insert(Box::<str>::clone(k), id);
-            }
-            st.orders.insert(id, rec);
-        }
-        let n = d.seq_len()?;
-        for _ in 0..n {
-            st.finished.push_back(OrderId(d.u64()?));
-        }
-        Ok(st)
-    }
-}
-
 // ---------------------------------------------------------------- locked cells
 
 /// The cells an order operation holds, in lock order, with their SKUs.
@@ -732,7 +566,7 @@ pub(crate) fn apply_locked(
             key,
             ..
         } => {
-            if st.orders().orders.contains_key(order) {
+            if st.orders().contains(*order) {
                 return Err(ApplyError::OrderCreatedTwice(*order));
             }
             let rec = OrderRec::created(ev, at)?;
@@ -1213,7 +1047,7 @@ impl Engine {
                 }
                 let used = self
                     .shard(id)
-                    .and_then(|shard| shard.state.lock().orders().by_key.get(key).copied());
+                    .and_then(|shard| shard.state.lock().orders().by_key(key));
                 if let Some(used) = used {
                     return Ok(CreateOrderOutcome::Rejected(
                         CreateOrderRejection::KeyReused { order: used },
@@ -1239,7 +1073,7 @@ impl Engine {
         let (outcome, _) = self.order_txn(order, now, |_, _, st| {
             let reject = |r| Ok((Vec::new(), CreateOrderOutcome::Rejected(r)));
             if let Some(key) = req.idempotency_key.as_deref()
-                && let Some(&used) = st.orders().by_key.get(key)
+                && let Some(used) = st.orders().by_key(key)
             {
                 // The same request is the same hold for the same channel order.
                 let same = used == order
@@ -1644,7 +1478,7 @@ impl Engine {
                 vec![Event::OrderCollected {
                     order,
                     staff,
-                    receipt_seq: st.orders().receipt_seq + 1,
+                    receipt_seq: st.orders().receipt_seq() + 1,
                     consumed,
                     hold: h.facts(),
                 }],
@@ -1874,7 +1708,7 @@ impl Engine {
         let start = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
         Ok(st
             .orders()
-            .orders
+            .records()
             .range((start, std::ops::Bound::Unbounded))
             .filter(|(_, r)| wanted(r.status))
             .take(limit)
@@ -1890,7 +1724,7 @@ impl Engine {
             .map(|s| {
                 let st = s.state.lock();
                 st.orders()
-                    .orders
+                    .records()
                     .values()
                     .filter(|r| !r.status.is_final())
                     .count()
@@ -1928,7 +1762,7 @@ impl Engine {
             if let Some(holder) = st.orders().holder_of(&channel_ref) {
                 return Some(holder);
             }
-            ended = ended.or_else(|| st.orders().by_channel.get(&channel_ref).copied());
+            ended = ended.or_else(|| st.orders().latest_of(&channel_ref));
         }
         ended
     }
@@ -2085,6 +1919,9 @@ impl crate::event::arb::Arb for OrderFacts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::{Dec, Enc};
+    use crate::order_facts::RecLayout;
+    use crate::order_state::OrderState;
 
     /// Requests for one order share a claim until the last of them ends; another order's
     /// request is kept out all that time.
