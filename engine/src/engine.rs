@@ -7,10 +7,14 @@
 //! before returning. Because the log append happens before any state changes, a log failure
 //! leaves the state untouched.
 
-// Allocation lives in its own file but is a child module, so it drives holds through
-// the engine's private helpers without widening their visibility.
-#[path = "alloc.rs"]
+// Allocation, batches, pickup orders and kept replies live in their own files
+// (`src/engine/`) but are child modules: they drive holds through the engine's private
+// helpers without widening their visibility, and name the engine as part of it, not as a
+// layer above them.
 pub mod alloc;
+pub(crate) mod batch;
+pub mod order;
+pub mod replies;
 
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -22,7 +26,7 @@ use dashmap::mapref::entry::Entry;
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::config::EngineConfig;
-use crate::error::EngineError;
+use crate::error::{ApplyError, EngineError, HoldChange};
 use crate::event::{
     Event, HoldRejection, KeptOf, LineShortage, PosDeltaKind, Record, ReleaseReason, StoreDef,
 };
@@ -339,7 +343,7 @@ pub struct Engine {
     /// Allocation idempotency keys (in memory, for the dedupe window).
     alloc_keys: alloc::AllocKeys,
     /// Keys of whole batches of holds ([`Engine::hold_batch_keyed`]).
-    pub(crate) batch_keys: crate::batch::BatchKeys,
+    pub(crate) batch_keys: batch::BatchKeys,
     /// Holds of replayed [`Event::KeyedPart`] records whose keyed answer has not been
     /// replayed (yet): what [`Engine::release_unanswered`] releases after recovery.
     unanswered: Mutex<Unanswered>,
@@ -388,7 +392,7 @@ impl Engine {
             log,
             geo: alloc::GeoIndex::default(),
             alloc_keys: alloc::alloc_keys(),
-            batch_keys: crate::batch::batch_keys(),
+            batch_keys: batch::batch_keys(),
             unanswered: Mutex::new(FastHashMap::default()),
             order_claims: Default::default(),
             replies: Mutex::new(Default::default()),
@@ -440,7 +444,7 @@ impl Engine {
             events: vec![event.clone()],
         })?;
         self.apply_event(&event, now)
-            .map_err(|e| EngineError::invalid("store", e))?;
+            .map_err(|e| EngineError::invalid("store", e.to_string()))?;
         drop(_reg);
         drop(_gate);
         crate::log::wait_durable_or_defer(&*self.log, lsn)?;
@@ -569,7 +573,7 @@ impl Engine {
             events: vec![event.clone()],
         })?;
         self.apply_event(&event, now)
-            .map_err(|e| EngineError::invalid("sku", e))?;
+            .map_err(|e| EngineError::invalid("sku", e.to_string()))?;
         drop(_reg);
         drop(_gate);
         crate::log::wait_durable_or_defer(&*self.log, lsn)?;
@@ -907,7 +911,7 @@ impl Engine {
             );
         }
         let mut st = shard.state.lock();
-        if st.active.len() >= self.config.limits.store_active_holds_max {
+        if st.active_len() >= self.config.limits.store_active_holds_max {
             return Err(EngineError::LimitReached {
                 limit: "store_active_holds_max",
                 value: self.config.limits.store_active_holds_max as u64,
@@ -917,9 +921,9 @@ impl Engine {
         // units and slot capacity are granted together or not at all.
         let mut expires_at = now.add_ms(ttl_ms);
         if let Some(start_ms) = req.slot_start_ms {
-            match st.slots.check_slot(start_ms, now.as_ms()) {
+            match st.check_slot(start_ms, now.as_ms()) {
                 Ok(slot) => {
-                    let cal = st.slots.calendar.as_ref();
+                    let cal = st.slots().calendar();
                     expires_at = Timestamp(cal.map_or(slot.end_ms, |c| c.slot_expiry_ms(&slot)));
                 }
                 Err(problem) => {
@@ -935,7 +939,7 @@ impl Engine {
         }
         // Sequences start at 1: hold (and order) id 0 is never issued, so a client's unset
         // id field (proto3's 0) can never address store 0's first hold.
-        let hold = HoldId::new(shard.id, st.next_seq.max(1));
+        let hold = HoldId::new(shard.id, st.next_hold_seq());
         let lines: Vec<Line> = lines
             .iter()
             .map(|(id, q, _)| Line {
@@ -1011,7 +1015,7 @@ impl Engine {
                 rejection,
             }],
         })?;
-        st.idem_fifo.push_back((now, key.as_str().into()));
+        st.note_idem_key(now, key);
         self.idem.insert(
             key.as_str().into(),
             IdemEntry::Done {
@@ -1047,7 +1051,7 @@ impl Engine {
         }
         let gate = self.gate.read().map_err(|_| poisoned())?;
         let mut st = shard.state.lock();
-        let Some(rec) = st.active.get(&hold) else {
+        let Some(rec) = st.hold(hold) else {
             return Ok(ExtendOutcome::NotActive(not_active(&st, hold)));
         };
         let expires_at = now.add_ms(ttl_ms);
@@ -1056,9 +1060,8 @@ impl Engine {
             // since the grant may no longer have that slot: the hold then cannot be
             // extended past the expiry it has, which is never past the slot.
             let slot_expires_at = st
-                .slots
-                .calendar
-                .as_ref()
+                .slots()
+                .calendar()
                 .and_then(|c| c.slot_at(slot_start_ms).map(|slot| c.slot_expiry_ms(&slot)))
                 .map_or(rec.expires_at, Timestamp);
             if expires_at > slot_expires_at {
@@ -1089,7 +1092,7 @@ impl Engine {
         let shard = self.hold_shard(hold)?;
         let gate = self.gate.read().map_err(|_| poisoned())?;
         let mut st = shard.state.lock();
-        let Some(h) = st.active.get(&hold) else {
+        let Some(h) = st.hold(hold) else {
             return Ok(ConfirmOutcome::NotActive(not_active(&st, hold)));
         };
         let expires_at = h.expires_at;
@@ -1161,12 +1164,7 @@ impl Engine {
             let due: Vec<HoldId> = {
                 let mut st = shard.state.lock();
                 self.age_out(&mut st, now);
-                st.by_expiry
-                    .iter()
-                    .take_while(|(t, _)| *t <= now)
-                    .take(budget - out.len())
-                    .map(|(_, h)| *h)
-                    .collect()
+                st.due(now, budget - out.len())
             };
             for hold in due {
                 if let Ended::Now(lsn, rec) =
@@ -1194,23 +1192,10 @@ impl Engine {
 
     fn age_out(&self, st: &mut StoreState, now: Timestamp) {
         let horizon = now.add_ms(-self.config.limits.dedupe_window_ms);
-        while let Some((t, _)) = st.idem_fifo.front() {
-            if *t > horizon {
-                break;
-            }
-            if let Some((_, key)) = st.idem_fifo.pop_front() {
-                self.idem
-                    .remove_if(&key, |_, v| matches!(v, IdemEntry::Done { .. }));
-            }
-        }
-        while let Some((t, _)) = st.pos_fifo.front() {
-            if *t > horizon {
-                break;
-            }
-            if let Some((_, id)) = st.pos_fifo.pop_front() {
-                st.pos_seen.remove(&id);
-            }
-        }
+        st.age_out(horizon, |key| {
+            self.idem
+                .remove_if(key, |_, v| matches!(v, IdemEntry::Done { .. }));
+        });
     }
 
     pub(crate) fn hold_shard(&self, hold: HoldId) -> Result<&StoreShard, EngineError> {
@@ -1253,14 +1238,14 @@ impl Engine {
         // then lock cells and state and check again.
         let lines = {
             let st = shard.state.lock();
-            match st.active.get(&hold) {
+            match st.hold(hold) {
                 Some(h) => h.lines.clone(),
                 None => return Ok(Ended::Not(not_active(&st, hold))),
             }
         };
         let mut guards = lock_cells(shard, &lines)?;
         let mut st = shard.state.lock();
-        let facts = match st.active.get(&hold) {
+        let facts = match st.hold(hold) {
             Some(h) if reason == ReleaseReason::Released || h.expires_at <= now => h.facts(),
             Some(_) => return Ok(Ended::Not(HoldNotActive::Unknown)),
             None => return Ok(Ended::Not(not_active(&st, hold))),
@@ -1280,7 +1265,7 @@ impl Engine {
             .ok_or_else(|| EngineError::internal("hold", "vanished under its locks"))?;
         for ev in &record.events[1..] {
             crate::order::apply_state_event(ev, &mut st, now)
-                .map_err(|e| EngineError::internal("order", e))?;
+                .map_err(|e| EngineError::internal("order", e.to_string()))?;
         }
         Ok(Ended::Now(lsn, rec))
     }
@@ -1320,7 +1305,7 @@ impl Engine {
             .ok_or_else(|| EngineError::invalid("sku", "beyond skus_max"))?;
         let mut guard = cell.lock();
         let mut st = shard.state.lock();
-        if st.pos_seen.contains_key(d.pos_event_id.as_str()) {
+        if st.pos_seen(&d.pos_event_id) {
             return Ok(PosOutcome::Duplicate);
         }
         // A sale naming a pickup order is recognized against the order (SPEC 4, POS feed).
@@ -1345,7 +1330,7 @@ impl Engine {
             let lsn = self.log.append(&record)?;
             if let Some(ev) = record.events.first() {
                 crate::order::apply_pos_sale(ev, &mut guard, &mut st, now, horizon)
-                    .map_err(|e| EngineError::internal("pos sale", e))?;
+                    .map_err(|e| EngineError::internal("pos sale", e.to_string()))?;
             }
             drop(st);
             drop(guard);
@@ -1420,15 +1405,14 @@ impl Engine {
             .ok_or_else(|| EngineError::invalid("sku", "beyond skus_max"))?;
         let mut guard = cell.lock();
         let mut st = shard.state.lock();
-        if st.pos_seen.contains_key(c.pos_event_id.as_str()) {
+        if st.pos_seen(&c.pos_event_id) {
             return Ok(PosOutcome::Duplicate);
         }
-        if st.last_count_as_of.get(&sku).is_some_and(|t| *t > c.as_of) {
+        if st.last_count_as_of(sku).is_some_and(|t| t > c.as_of) {
             return Ok(PosOutcome::StaleCount);
         }
         let after_count: i64 = st
-            .recent_deltas
-            .get(&sku)
+            .recent_deltas(sku)
             .map(|d| {
                 d.iter()
                     .filter(|d| d.pos_time > c.as_of)
@@ -1573,7 +1557,7 @@ impl Engine {
     pub fn hold_info(&self, hold: HoldId) -> Option<HoldInfo> {
         let shard = self.shard(hold.store())?;
         let st = shard.state.lock();
-        st.active.get(&hold).map(|h| HoldInfo {
+        st.hold(hold).map(|h| HoldInfo {
             hold,
             lines: h.lines.to_vec(),
             created: h.created,
@@ -1588,14 +1572,14 @@ impl Engine {
     pub fn hold_end(&self, hold: HoldId) -> Option<crate::HoldEnd> {
         let shard = self.shard(hold.store())?;
         let st = shard.state.lock();
-        st.ended.get(hold)
+        st.ended(hold)
     }
 
     /// Number of active holds in every store.
     pub fn active_holds(&self) -> usize {
         (0..self.store_count.load(Ordering::Acquire))
             .filter_map(|i| self.shard(StoreId(i)))
-            .map(|s| s.state.lock().active.len())
+            .map(|s| s.state.lock().active_len())
             .sum()
     }
 
@@ -1615,7 +1599,7 @@ impl Engine {
         // other store halves the time; with few, a thread costs more than it saves.
         let holds: usize = (0..stores)
             .filter_map(|i| self.shard(StoreId(i)))
-            .map(|s| s.state.lock().active.len())
+            .map(|s| s.state.lock().active_len())
             .sum();
         let (even, odd) = if holds < CONSERVATION_CHECK_PARALLEL_HOLDS_MIN {
             (check(0), check(1))
@@ -1651,7 +1635,7 @@ impl Engine {
         };
         let st = shard.state.lock();
         let mut sums: FastHashMap<SkuId, u64> = Default::default();
-        for h in st.active.values() {
+        for (_, h) in st.holds() {
             for l in h.lines.iter() {
                 *sums.entry(l.sku).or_default() += u64::from(l.qty);
             }
@@ -1690,7 +1674,7 @@ impl Engine {
         note_keyed_part(&mut self.unanswered.lock(), record);
         for ev in &record.events {
             self.apply_event(ev, record.at)
-                .map_err(|why| EngineError::corrupt("log record", why))?;
+                .map_err(|why| EngineError::corrupt("log record", why.to_string()))?;
         }
         Ok(())
     }
@@ -1758,7 +1742,7 @@ impl Engine {
                 ),
                 _ => self.apply_event(ev, record.at),
             };
-            applied.map_err(|why| EngineError::corrupt("log record", why))?;
+            applied.map_err(|why| EngineError::corrupt("log record", why.to_string()))?;
         }
         Ok(())
     }
@@ -1773,32 +1757,32 @@ impl Engine {
         lines: &[Line],
         at: Timestamp,
         expiry: (Timestamp, Option<i64>),
-    ) -> Result<(), String> {
+    ) -> Result<(), ApplyError> {
         let shard = self
             .stores
             .get_mut(hold.store().0 as usize)
             .and_then(OnceLock::get_mut)
-            .ok_or("unknown store")?;
+            .ok_or(ApplyError::UnknownStore)?;
         for l in lines {
             if shard.cell_mut(l.sku).0.is_none() {
-                return Err(EngineError::invalid("sku", "beyond skus_max").to_string());
+                return Err(EngineError::invalid("sku", "beyond skus_max").into());
             }
         }
         if lines.windows(2).any(|w| w[0].sku.0 >= w[1].sku.0) {
-            return Err(EngineError::invalid("lines", "not in lock order").to_string());
+            return Err(EngineError::invalid("lines", "not in lock order").into());
         }
-        // Every active hold's sequence is below `next_seq` (`grant_state` raises it, and
+        // Every active hold's sequence is below `next_seq` (a grant raises it, and
         // snapshot loading refuses a hold at or above it), so a hold at or above it is not
         // active: one comparison instead of a tree search for the new holds a log grants.
         let st = shard.state.get_mut();
-        if hold.seq() < st.next_seq && st.active.contains_key(&hold) {
-            return Err(format!("hold {hold} granted twice"));
+        if st.is_active(hold) {
+            return Err(ApplyError::GrantedTwice(hold));
         }
         for l in lines {
             if let (Some(c), _) = shard.cell_mut(l.sku)
                 && c.held.checked_add(l.qty).is_none()
             {
-                return Err(format!("hold {hold} overflows held"));
+                return Err(ApplyError::HeldOverflow(hold));
             }
         }
         for l in lines {
@@ -1806,7 +1790,10 @@ impl Engine {
                 c.held += l.qty;
             }
         }
-        grant_state(shard.state.get_mut(), hold, key, lines.into(), at, expiry);
+        shard
+            .state
+            .get_mut()
+            .grant(hold, key, lines.into(), at, expiry);
         self.replayed_grant_key(hold, key, lines, at, expiry);
         Ok(())
     }
@@ -1846,13 +1833,13 @@ impl Engine {
         }
     }
 
-    fn apply_event(&self, ev: &Event, at: Timestamp) -> Result<(), String> {
+    fn apply_event(&self, ev: &Event, at: Timestamp) -> Result<(), ApplyError> {
         match ev {
             Event::StoreDefined { store, def } => {
                 let slot = self
                     .stores
                     .get(store.0 as usize)
-                    .ok_or_else(|| format!("store id {} beyond stores_max", store.0))?;
+                    .ok_or(ApplyError::StoreBeyondMax(store.0))?;
                 match slot.get() {
                     Some(shard) => {
                         shard.set_def(def.clone());
@@ -1860,7 +1847,7 @@ impl Engine {
                     }
                     None => {
                         if store.0 != self.store_count.load(Ordering::Acquire) {
-                            return Err(format!("store id {} out of order", store.0));
+                            return Err(ApplyError::StoreOutOfOrder(store.0));
                         }
                         let shard =
                             StoreShard::new(*store, def.clone(), self.config.limits.skus_max);
@@ -1876,10 +1863,10 @@ impl Engine {
             Event::SkuRegistered { sku, external_id } => {
                 let mut names = self.sku_names.lock();
                 if sku.0 as usize != names.len() {
-                    return Err(format!("sku id {} out of order", sku.0));
+                    return Err(ApplyError::SkuOutOfOrder(sku.0));
                 }
                 if sku.0 >= self.config.limits.skus_max {
-                    return Err(format!("sku id {} beyond skus_max", sku.0));
+                    return Err(ApplyError::SkuIdBeyondMax(sku.0));
                 }
                 names.push(external_id.as_str().into());
                 self.skus.insert(external_id.as_str().into(), *sku);
@@ -1889,8 +1876,12 @@ impl Engine {
                 sku,
                 safety_stock,
             } => {
-                let shard = self.shard(*store).ok_or("unknown store")?;
-                shard.cell(*sku).ok_or("sku beyond skus_max")?.lock().safety = *safety_stock;
+                let shard = self.shard(*store).ok_or(ApplyError::UnknownStore)?;
+                shard
+                    .cell(*sku)
+                    .ok_or(ApplyError::SkuBeyondMax)?
+                    .lock()
+                    .safety = *safety_stock;
             }
             Event::HoldGranted {
                 hold,
@@ -1899,15 +1890,15 @@ impl Engine {
                 expires_at,
                 slot,
             } => {
-                let shard = self.shard(hold.store()).ok_or("unknown store")?;
-                let mut guards = lock_cells(shard, lines).map_err(|e| e.to_string())?;
+                let shard = self.shard(hold.store()).ok_or(ApplyError::UnknownStore)?;
+                let mut guards = lock_cells(shard, lines)?;
                 let mut st = shard.state.lock();
-                if st.active.contains_key(hold) {
-                    return Err(format!("hold {hold} granted twice"));
+                if st.is_active(*hold) {
+                    return Err(ApplyError::GrantedTwice(*hold));
                 }
                 for (l, g) in lines.iter().zip(&guards) {
                     if g.held.checked_add(l.qty).is_none() {
-                        return Err(format!("hold {hold} overflows held"));
+                        return Err(ApplyError::HeldOverflow(*hold));
                     }
                 }
                 apply_grant(
@@ -1926,12 +1917,8 @@ impl Engine {
                 key,
                 rejection,
             } => {
-                let shard = self.shard(*store).ok_or("unknown store")?;
-                shard
-                    .state
-                    .lock()
-                    .idem_fifo
-                    .push_back((at, key.as_str().into()));
+                let shard = self.shard(*store).ok_or(ApplyError::UnknownStore)?;
+                shard.state.lock().note_idem_key(at, key);
                 self.idem.insert(
                     key.as_str().into(),
                     IdemEntry::Done {
@@ -1942,34 +1929,46 @@ impl Engine {
                 );
             }
             Event::HoldExtended { hold, facts } => {
-                let shard = self.shard(hold.store()).ok_or("unknown store")?;
+                let shard = self.shard(hold.store()).ok_or(ApplyError::UnknownStore)?;
                 let mut st = shard.state.lock();
-                if !st.active.contains_key(hold) {
-                    return Err(format!("extend of inactive hold {hold}"));
+                if !st.is_active(*hold) {
+                    return Err(ApplyError::InactiveHold {
+                        change: HoldChange::Extend,
+                        hold: *hold,
+                    });
                 }
                 apply_extend(&mut st, *hold, facts.expires_at);
             }
             Event::HoldConfirmed { hold, .. } => {
-                let shard = self.shard(hold.store()).ok_or("unknown store")?;
+                let shard = self.shard(hold.store()).ok_or(ApplyError::UnknownStore)?;
                 let mut st = shard.state.lock();
-                if !st.active.contains_key(hold) {
-                    return Err(format!("confirm of inactive hold {hold}"));
+                if !st.is_active(*hold) {
+                    return Err(ApplyError::InactiveHold {
+                        change: HoldChange::Confirm,
+                        hold: *hold,
+                    });
                 }
                 apply_confirm(&mut st, *hold);
             }
             Event::HoldReleased { hold, reason, .. } => {
-                let shard = self.shard(hold.store()).ok_or("unknown store")?;
+                let shard = self.shard(hold.store()).ok_or(ApplyError::UnknownStore)?;
                 let lines = shard
                     .state
                     .lock()
-                    .active
-                    .get(hold)
+                    .hold(*hold)
                     .map(|h| h.lines.clone())
-                    .ok_or_else(|| format!("release of inactive hold {hold}"))?;
-                let mut guards = lock_cells(shard, &lines).map_err(|e| e.to_string())?;
+                    .ok_or(ApplyError::InactiveHold {
+                        change: HoldChange::Release,
+                        hold: *hold,
+                    })?;
+                let mut guards = lock_cells(shard, &lines)?;
                 let mut st = shard.state.lock();
-                apply_release(&mut guards, &mut st, *hold, *reason)
-                    .ok_or_else(|| format!("release of inactive hold {hold}"))?;
+                apply_release(&mut guards, &mut st, *hold, *reason).ok_or(
+                    ApplyError::InactiveHold {
+                        change: HoldChange::Release,
+                        hold: *hold,
+                    },
+                )?;
             }
             Event::PosDelta {
                 store,
@@ -1980,8 +1979,8 @@ impl Engine {
                 after,
                 ..
             } => {
-                let shard = self.shard(*store).ok_or("unknown store")?;
-                let mut guard = shard.cell(*sku).ok_or("sku beyond skus_max")?.lock();
+                let shard = self.shard(*store).ok_or(ApplyError::UnknownStore)?;
+                let mut guard = shard.cell(*sku).ok_or(ApplyError::SkuBeyondMax)?.lock();
                 let mut st = shard.state.lock();
                 apply_pos_delta(
                     &mut guard,
@@ -2005,8 +2004,8 @@ impl Engine {
                 after,
                 ..
             } => {
-                let shard = self.shard(*store).ok_or("unknown store")?;
-                let mut guard = shard.cell(*sku).ok_or("sku beyond skus_max")?.lock();
+                let shard = self.shard(*store).ok_or(ApplyError::UnknownStore)?;
+                let mut guard = shard.cell(*sku).ok_or(ApplyError::SkuBeyondMax)?.lock();
                 let mut st = shard.state.lock();
                 apply_pos_count(
                     &mut guard,
@@ -2076,18 +2075,23 @@ impl Engine {
             // A fact for readers of the stream; the transition before it changed the state.
             Event::OrderChanged { .. } => {}
             Event::CalendarSet { store, config } => {
-                let shard = self.shard(*store).ok_or("unknown store")?;
-                let cal = crate::calendar::StoreCalendar::new((**config).clone())
-                    .map_err(|e| format!("calendar of store {}: {e}", store.0))?;
-                shard.state.lock().slots.calendar = Some(Arc::new(cal));
+                let shard = self.shard(*store).ok_or(ApplyError::UnknownStore)?;
+                let cal =
+                    crate::calendar::StoreCalendar::new((**config).clone()).map_err(|source| {
+                        ApplyError::Calendar {
+                            store: store.0,
+                            source,
+                        }
+                    })?;
+                shard.state.lock().set_calendar(Some(Arc::new(cal)));
                 shard.touch(at);
             }
             Event::PickTimeSet {
                 store,
                 pick_time_per_order_ms,
             } => {
-                let shard = self.shard(*store).ok_or("unknown store")?;
-                shard.state.lock().slots.pick_time_per_order_ms = *pick_time_per_order_ms;
+                let shard = self.shard(*store).ok_or(ApplyError::UnknownStore)?;
+                shard.state.lock().set_pick_time(*pick_time_per_order_ms);
                 shard.touch(at);
             }
         }
@@ -2166,7 +2170,7 @@ pub(crate) fn clamp_qty(v: i64) -> Qty {
 }
 
 pub(crate) fn not_active(st: &StoreState, hold: HoldId) -> HoldNotActive {
-    if hold.seq() < st.next_seq {
+    if hold.seq() < st.next_seq() {
         HoldNotActive::Ended
     } else {
         HoldNotActive::Unknown
@@ -2242,47 +2246,7 @@ fn apply_grant(
     for (g, l) in guards.iter_mut().zip(lines.iter()) {
         g.held += l.qty;
     }
-    grant_state(st, hold, key, lines, now, (expires_at, slot));
-}
-
-/// The store-state half of [`apply_grant`] (the cells' `held` already moved).
-fn grant_state(
-    st: &mut StoreState,
-    hold: HoldId,
-    key: Option<&str>,
-    lines: HoldLines,
-    now: Timestamp,
-    expiry: (Timestamp, Option<i64>),
-) {
-    st.slots.book(expiry.1);
-    grant_state_booked(st, hold, key, lines, now, expiry);
-}
-
-/// [`grant_state`] for a hold whose slot is already booked (the batch path books each
-/// slot as it decides the hold, so the next hold of the batch sees the booking).
-pub(crate) fn grant_state_booked(
-    st: &mut StoreState,
-    hold: HoldId,
-    key: Option<&str>,
-    lines: HoldLines,
-    now: Timestamp,
-    (expires_at, slot): (Timestamp, Option<i64>),
-) {
-    if let Some(key) = key {
-        st.idem_fifo.push_back((now, key.into()));
-    }
-    st.insert_hold(
-        hold,
-        HoldRec {
-            key: key.map(Into::into),
-            lines,
-            created: now,
-            expires_at,
-            confirmed: false,
-            ready: false,
-            slot,
-        },
-    );
+    st.grant(hold, key, lines, now, (expires_at, slot));
 }
 
 pub(crate) fn apply_confirm(st: &mut StoreState, hold: HoldId) {
@@ -2310,8 +2274,7 @@ pub(crate) fn apply_release(
 }
 
 pub(crate) fn remember_pos_event(st: &mut StoreState, id: &str, now: Timestamp) {
-    st.pos_seen.insert(id.into(), now);
-    st.pos_fifo.push_back((now, id.into()));
+    st.remember_pos_event(id, now);
 }
 
 /// What a POS delta changes. `horizon` is `now - dedupe_window_ms`: deltas applied before
@@ -2329,15 +2292,15 @@ struct DeltaApply<'a> {
 fn apply_pos_delta(cell: &mut Cell, st: &mut StoreState, d: DeltaApply<'_>) {
     cell.on_hand = d.on_hand_after;
     remember_pos_event(st, d.pos_event_id, d.now);
-    let recent = st.recent_deltas.entry(d.sku).or_default();
-    while recent.front().is_some_and(|r| r.applied_at < d.horizon) {
-        recent.pop_front();
-    }
-    recent.push_back(RecentDelta {
-        pos_time: d.pos_time,
-        applied_at: d.now,
-        qty: d.signed_qty,
-    });
+    st.push_recent_delta(
+        d.sku,
+        RecentDelta {
+            pos_time: d.pos_time,
+            applied_at: d.now,
+            qty: d.signed_qty,
+        },
+        d.horizon,
+    );
 }
 
 fn apply_pos_count(
@@ -2351,5 +2314,5 @@ fn apply_pos_count(
 ) {
     cell.on_hand = on_hand_after;
     remember_pos_event(st, pos_event_id, now);
-    st.last_count_as_of.insert(sku, as_of);
+    st.set_last_count_as_of(sku, as_of);
 }

@@ -9,9 +9,13 @@
 //! The record's log sequence number is the stable id of its events.
 
 use crate::codec::{Dec, DecodeError, Enc};
-use crate::order::{CancelledBy, Customer, OrderId, OrderLine, ShortPickResolution};
-use crate::types::{CellView, HoldId, Line, Lsn, Qty, SkuId, StoreId, StoreStatus, Timestamp};
-use crate::wire::Wire;
+use crate::order_facts::{
+    CancelledBy, Customer, OrderLine, OrderRec, RecLayout, ShortPickResolution,
+};
+use crate::types::{
+    CellView, HoldId, Line, Lsn, OrderId, Qty, SkuId, StoreId, StoreStatus, Timestamp,
+};
+use crate::wire::{Wire, decode_lines, encode_lines};
 
 /// A store's definition as registered or updated.
 #[derive(Debug, Clone, PartialEq)]
@@ -455,7 +459,7 @@ pub enum Event {
         /// The pickup slot (`start_ms`) the order's hold had booked, if any.
         slot: Option<i64>,
         /// The order then.
-        facts: Box<crate::order::OrderFacts>,
+        facts: Box<crate::order_facts::OrderFacts>,
     },
     /// The order was cancelled; its hold (if still active) was released in the same record.
     OrderCancelled {
@@ -757,26 +761,6 @@ impl Record {
     }
 }
 
-pub(crate) fn encode_lines(e: &mut Enc<'_>, lines: &[Line]) {
-    e.seq_len(lines.len());
-    for l in lines {
-        e.u32(l.sku.0);
-        e.u32(l.qty);
-    }
-}
-
-pub(crate) fn decode_lines(d: &mut Dec<'_>) -> Result<Vec<Line>, DecodeError> {
-    let n = d.seq_len()?;
-    let mut v = Vec::with_capacity(n);
-    for _ in 0..n {
-        v.push(Line {
-            sku: SkuId(d.u32()?),
-            qty: d.u32()?,
-        });
-    }
-    Ok(v)
-}
-
 pub(crate) fn encode_store_def(e: &mut Enc<'_>, def: &StoreDef) {
     e.str(&def.external_id);
     e.str(&def.name);
@@ -1005,7 +989,7 @@ pub(crate) fn decode_kept_parts(d: &mut Dec<'_>) -> Result<Vec<KeptPart>, Decode
 /// match (an event added to [`Event`] and not here does not compile), the decoder reads
 /// the same list, and `every_event_round_trips` checks both on arbitrary events of every
 /// variant. A changed encoding gets a new tag; the old one stays readable in
-/// [`crate::order::decode_retired`] (41 and 55 today).
+/// `decode_retired` (41 and 55 today).
 macro_rules! event_table {
     ($($tag:literal => $variant:ident { $($field:ident),+ $(,)? }),+ $(,)?) => {
         fn encode_event(e: &mut Enc<'_>, ev: &Event) {
@@ -1095,7 +1079,7 @@ fn decode_event(d: &mut Dec<'_>) -> Result<Event, DecodeError> {
     if let Some(ev) = decode_current(t, d)? {
         return Ok(ev);
     }
-    crate::order::decode_retired(t, d)?.ok_or(DecodeError::Tag {
+    decode_retired(t, d)?.ok_or(DecodeError::Tag {
         what: "event",
         tag: t,
         at,
@@ -1192,6 +1176,35 @@ impl Wire for PosDeltaKind {
 crate::wire::wire_enum!(KeptOf, "keyed part kind" { Batch = 0, Allocation = 1 });
 
 /// Arbitrary values of every event field type, for the codec's property test.
+/// Tags of order events this version still reads but no longer writes (the table of
+/// current encodings is in this module).
+mod retired_tag {
+    /// [`super::Event::OrderConfirmed`] without a ready estimate.
+    pub const ORDER_CONFIRMED: u8 = 41;
+    /// [`super::Event::OrderChanged`] with facts before `ready_estimate`.
+    pub const ORDER_CHANGED: u8 = 55;
+}
+
+/// The event of a retired tag `t` (see `retired_tag`), `None` for any other tag.
+fn decode_retired(t: u8, d: &mut Dec<'_>) -> Result<Option<Event>, DecodeError> {
+    Ok(Some(match t {
+        retired_tag::ORDER_CONFIRMED => Event::OrderConfirmed {
+            order: Wire::take(d)?,
+            ready_estimate: None,
+        },
+        retired_tag::ORDER_CHANGED => Event::OrderChanged {
+            order: Wire::take(d)?,
+            staff: Wire::take(d)?,
+            slot: Wire::take(d)?,
+            facts: Box::new(crate::order_facts::OrderFacts(OrderRec::decode(
+                d,
+                RecLayout::WithoutEstimate,
+            )?)),
+        },
+        _ => return Ok(None),
+    }))
+}
+
 #[cfg(test)]
 pub(crate) mod arb {
     use proptest::prelude::*;

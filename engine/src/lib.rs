@@ -64,7 +64,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod batch;
 pub mod calendar;
 pub mod codec;
 pub mod config;
@@ -76,10 +75,10 @@ mod keys;
 pub mod kpi;
 pub mod lock_order;
 pub mod log;
-pub mod order;
+mod order_facts;
+mod order_state;
 pub mod pickup_code;
 pub mod receipt;
-pub mod replies;
 pub mod slot;
 pub mod snapshot;
 mod stock;
@@ -88,18 +87,19 @@ pub mod types;
 pub mod wal;
 mod wire;
 
-pub use batch::BatchAnswers;
 pub use config::{EngineConfig, Limits};
 pub use engine::alloc::{
     AllocateOutcome, AllocateRejection, AllocateRequest, AllocatedPart, Alternative, LineSupply,
     NearbyQuery, NearbySupply, REALLOCATE_ALTERNATIVES_MAX, REALLOCATE_DISTANCE_KM_DEFAULT,
 };
+pub use engine::batch::BatchAnswers;
 pub use engine::{
     ConfirmOutcome, Engine, ExpiredHold, ExtendOutcome, HoldGrant, HoldInfo, HoldNotActive,
     HoldOutcome, HoldRequest, LoggedOutcome, PosCount, PosDelta, PosOutcome, ReleaseOutcome,
     Shortage,
 };
-pub use error::{ConfigError, EngineError};
+pub use engine::{order, replies};
+pub use error::{ApplyError, ConfigError, EngineError, HoldChange};
 pub use event::{
     Event, HoldFacts, HoldRejection, KeptAnswer, KeptOf, KeptPart, LineShortage, LoggedRecord,
     PosDeltaKind, Record, ReleaseReason, StoreDef,

@@ -65,7 +65,7 @@ impl SlotProblem {
 pub(crate) struct SlotState {
     /// `None` until [`crate::Engine::set_calendar`]: such a store takes no slot-bound
     /// holds and is always open as far as allocation is concerned.
-    pub(crate) calendar: Option<Arc<StoreCalendar>>,
+    calendar: Option<Arc<StoreCalendar>>,
     /// Booked pickups per slot (`start_ms`). Entries at zero are removed, so the table is
     /// bounded by the store's active holds. Derived from the active holds (each books its
     /// slot), so never persisted: a snapshot load recounts it.
@@ -74,7 +74,7 @@ pub(crate) struct SlotState {
     /// picking queue of the estimate. Derived like `booked`.
     queued: u32,
     /// Average time one staff member needs to pick one order.
-    pub(crate) pick_time_per_order_ms: u32,
+    pick_time_per_order_ms: u32,
 }
 
 impl Default for SlotState {
@@ -89,12 +89,33 @@ impl Default for SlotState {
 }
 
 impl SlotState {
+    /// The store's calendar, if it has one.
+    pub(crate) fn calendar(&self) -> Option<&Arc<StoreCalendar>> {
+        self.calendar.as_ref()
+    }
+
+    /// Replaces the calendar. Bookings stay: they belong to the active holds.
+    pub(crate) fn set_calendar(&mut self, calendar: Option<Arc<StoreCalendar>>) {
+        self.calendar = calendar;
+    }
+
+    /// Average time one staff member needs to pick one order.
+    pub(crate) fn pick_time_per_order_ms(&self) -> u32 {
+        self.pick_time_per_order_ms
+    }
+
+    /// Sets the average pick time per order.
+    pub(crate) fn set_pick_time(&mut self, pick_time_per_order_ms: u32) {
+        self.pick_time_per_order_ms = pick_time_per_order_ms;
+    }
+
     /// Pickups booked on the slot starting at `start_ms`.
     pub(crate) fn booked_on(&self, start_ms: i64) -> u32 {
         self.booked.get(&start_ms).copied().unwrap_or(0)
     }
 
     /// Books one unit of capacity of `slot` (a granted hold's slot, checked or replayed).
+    /// Called only by [`crate::stock::StoreState`], whose holds the bookings count.
     pub(crate) fn book(&mut self, slot: Option<i64>) {
         if let Some(start_ms) = slot {
             let n = self.booked.entry(start_ms).or_insert(0);

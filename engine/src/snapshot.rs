@@ -27,8 +27,8 @@ use crate::engine::{Engine, HoldGrant, HoldOutcome, IdemEntry};
 use crate::error::EngineError;
 use crate::event::{Event, Record, StoreDef, decode_store_def, encode_store_def};
 use crate::log::EventLog;
-use crate::stock::{Cell, HoldRec, RecentDelta, StoreShard};
-use crate::types::{HoldId, Line, Lsn, SkuId, StoreId, Timestamp};
+use crate::stock::{Cell, StoreShard};
+use crate::types::{HoldId, Lsn, SkuId, StoreId, Timestamp};
 
 /// Version 7 goes with the log's event format 2 ([`crate::event::RECORD_KIND_EVENTS`]):
 /// customers with name and locale. Earlier versions are refused: their log records could
@@ -335,56 +335,7 @@ fn encode_store(shard: &StoreShard, e: &mut Enc<'_>) {
         e.u32(c.held);
         e.u32(c.safety);
     }
-    let st = shard.state.lock();
-    e.u64(st.next_seq);
-    // A tree ordered by id: already in id order.
-    e.seq_len(st.active.len());
-    for (id, h) in &st.active {
-        e.u64(id.0);
-        e.opt_str(h.key.as_deref());
-        e.seq_len(h.lines.len());
-        for l in h.lines.iter() {
-            e.u32(l.sku.0);
-            e.u32(l.qty);
-        }
-        e.i64(h.created.0);
-        e.i64(h.expires_at.0);
-        e.bool(h.confirmed);
-        e.bool(h.ready);
-        e.opt_i64(h.slot);
-    }
-    e.seq_len(st.pos_fifo.len());
-    for (at, id) in &st.pos_fifo {
-        e.i64(at.0);
-        e.str(id);
-    }
-    let mut recent: Vec<_> = st.recent_deltas.iter().collect();
-    recent.sort_unstable_by_key(|(sku, _)| **sku);
-    e.seq_len(recent.len());
-    for (sku, deltas) in recent {
-        e.u32(sku.0);
-        e.seq_len(deltas.len());
-        for d in deltas {
-            e.i64(d.pos_time.0);
-            e.i64(d.applied_at.0);
-            e.i64(d.qty);
-        }
-    }
-    let mut counts: Vec<_> = st.last_count_as_of.iter().collect();
-    counts.sort_unstable_by_key(|(sku, _)| **sku);
-    e.seq_len(counts.len());
-    for (sku, t) in counts {
-        e.u32(sku.0);
-        e.i64(t.0);
-    }
-    e.seq_len(st.idem_fifo.len());
-    for (at, key) in &st.idem_fifo {
-        e.i64(at.0);
-        e.str(key);
-    }
-    st.orders.encode(e);
-    st.slots.encode(e);
-    st.ended.encode(e);
+    shard.state.lock().encode(e);
 }
 
 /// Snapshot sections of more bytes than this in all are loaded on two threads.
@@ -446,98 +397,7 @@ fn load_store(shard: &StoreShard, d: &mut Dec<'_>, version: u32) -> Result<(), S
         };
         *shard.cell(sku).ok_or(SnapshotError::Bad("cell"))?.lock() = cell;
     }
-    let mut st = shard.state.lock();
-    st.next_seq = d.u64()?;
-    let holds = d.long_seq_len()?;
-    // The hold table and the expiry index are each built in one go once the holds
-    // are read (a bulk build from sorted keys, not one tree insert per hold).
-    // A hold takes at least 8 encoded bytes: room for no more than the bytes left hold.
-    let room = holds.min(d.remaining() / 8);
-    let mut active = Vec::with_capacity(room);
-    let mut expiry = Vec::with_capacity(room);
-    // One line (most holds) is kept in place: decoded here, no allocation.
-    let mut lines = Vec::new();
-    for _ in 0..holds {
-        let id = HoldId(d.u64()?);
-        if id.store() != shard.id
-            || id.seq() >= st.next_seq
-            || active.last().is_some_and(|(prev, _)| *prev >= id)
-        {
-            return Err(SnapshotError::Bad("hold id"));
-        }
-        let key = d.opt_string()?.map(Into::into);
-        let nl = d.seq_len()?;
-        lines.clear();
-        for _ in 0..nl {
-            lines.push(Line {
-                sku: SkuId(d.u32()?),
-                qty: d.u32()?,
-            });
-        }
-        let rec = HoldRec {
-            key,
-            lines: lines[..].into(),
-            created: Timestamp(d.i64()?),
-            expires_at: Timestamp(d.i64()?),
-            confirmed: d.bool()?,
-            ready: d.bool()?,
-            slot: d.opt_i64()?,
-        };
-        expiry.push((rec.expires_at, id));
-        active.push((id, rec));
-    }
-    if !st.active.is_empty() || !st.by_expiry.is_empty() {
-        return Err(SnapshotError::Bad("store state loaded twice"));
-    }
-    // Ascending ids (checked above): the build finds them sorted.
-    st.active = active.into_iter().collect();
-    expiry.sort_unstable();
-    st.by_expiry = expiry.into_iter().collect();
-    let pos = d.seq_len()?;
-    for _ in 0..pos {
-        let at = Timestamp(d.i64()?);
-        let id: Box<str> = d.string()?.into();
-        st.pos_seen.insert(id.clone(), at);
-        st.pos_fifo.push_back((at, id));
-    }
-    let recent = d.seq_len()?;
-    for _ in 0..recent {
-        let sku = SkuId(d.u32()?);
-        let nd = d.seq_len()?;
-        let q = st.recent_deltas.entry(sku).or_default();
-        for _ in 0..nd {
-            q.push_back(RecentDelta {
-                pos_time: Timestamp(d.i64()?),
-                applied_at: Timestamp(d.i64()?),
-                qty: d.i64()?,
-            });
-        }
-    }
-    let counts = d.seq_len()?;
-    for _ in 0..counts {
-        let sku = SkuId(d.u32()?);
-        let t = Timestamp(d.i64()?);
-        st.last_count_as_of.insert(sku, t);
-    }
-    let fifo = d.long_seq_len()?;
-    for _ in 0..fifo {
-        let at = Timestamp(d.i64()?);
-        let key = d.string()?.into();
-        st.idem_fifo.push_back((at, key));
-    }
-    st.orders = crate::order::OrderState::decode(
-        d,
-        if version >= 9 {
-            crate::order::RecLayout::WithEstimate
-        } else {
-            crate::order::RecLayout::WithoutEstimate
-        },
-    )?;
-    st.slots = crate::slot::SlotState::decode(d)?;
-    if version >= 9 {
-        st.ended = crate::stock::EndedHolds::decode(d)?;
-    }
-    st.rebuild_derived();
+    shard.state.lock().load(shard.id, d, version)?;
     Ok(())
 }
 
@@ -606,6 +466,15 @@ pub enum SnapshotError {
     /// Applying a definition failed.
     #[error("snapshot: {0}")]
     Engine(#[from] EngineError),
+}
+
+impl From<crate::stock::StateDecodeError> for SnapshotError {
+    fn from(e: crate::stock::StateDecodeError) -> SnapshotError {
+        match e {
+            crate::stock::StateDecodeError::Decode(e) => SnapshotError::Decode(e),
+            crate::stock::StateDecodeError::Bad(what) => SnapshotError::Bad(what),
+        }
+    }
 }
 
 #[cfg(test)]

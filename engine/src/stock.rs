@@ -164,26 +164,77 @@ pub(crate) struct RecentDelta {
 
 /// The part of a store's state that is not per cell. Lock order: cells (ascending SKU)
 /// first, then this.
+///
+/// Its fields are private: they carry invariants between them (every active hold is in
+/// the expiry index at its expiry, below `next_seq`, books its slot and, confirmed and not
+/// ready, counts once in the picking queue), so they change only through the methods
+/// below, which keep them, and [`StoreState::check_derived`] checks them. The cells' `held`
+/// is the caller's: it holds their locks.
 #[derive(Debug, Default)]
 pub(crate) struct StoreState {
-    pub(crate) next_seq: u64,
+    next_seq: u64,
     /// Ordered by id, which is a per-store sequence: a new hold appends at the right edge
     /// of the tree (hot in cache), and growth never rehashes. A hash map here put each
     /// insert on a cold cache line and, at each doubling, copied every active hold under
     /// this lock (with hundreds of thousands active, milliseconds for every hold of the
     /// store; about 12% of CPU in BatchHold profiles).
-    pub(crate) active: BTreeMap<HoldId, HoldRec>,
-    pub(crate) by_expiry: BTreeSet<(Timestamp, HoldId)>,
-    pub(crate) pos_seen: HashMap<Box<str>, Timestamp>,
-    pub(crate) pos_fifo: VecDeque<(Timestamp, Box<str>)>,
-    pub(crate) recent_deltas: HashMap<SkuId, VecDeque<RecentDelta>>,
-    pub(crate) last_count_as_of: HashMap<SkuId, Timestamp>,
-    pub(crate) idem_fifo: VecDeque<(Timestamp, Box<str>)>,
-    pub(crate) orders: crate::order::OrderState,
+    active: BTreeMap<HoldId, HoldRec>,
+    by_expiry: BTreeSet<(Timestamp, HoldId)>,
+    /// The POS dedupe window: event ids seen, and the same ids in arrival order to age
+    /// them out.
+    pos_seen: HashMap<Box<str>, Timestamp>,
+    pos_fifo: VecDeque<(Timestamp, Box<str>)>,
+    recent_deltas: HashMap<SkuId, VecDeque<RecentDelta>>,
+    last_count_as_of: HashMap<SkuId, Timestamp>,
+    /// Idempotency keys decided under this store, in arrival order, to age out of the
+    /// engine's key map after the dedupe window.
+    idem_fifo: VecDeque<(Timestamp, Box<str>)>,
+    orders: crate::order_state::OrderState,
     /// Pickup calendar, slot bookings and picking settings.
-    pub(crate) slots: crate::slot::SlotState,
+    slots: crate::slot::SlotState,
     /// How the store's most recently ended holds ended.
-    pub(crate) ended: EndedHolds,
+    ended: EndedHolds,
+}
+
+/// Why units could not be taken out of a hold's line ([`StoreState::take_from_hold`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum HoldLineError {
+    /// The hold is not active.
+    #[error("the hold is not active")]
+    NotActive,
+    /// The hold has no line of the SKU.
+    #[error("the hold has no line of the sku")]
+    SkuNotHeld,
+    /// The line holds fewer units.
+    #[error("more units than the hold's line has")]
+    BeyondHold,
+}
+
+/// A store state's snapshot section did not load ([`StoreState::load`]).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StateDecodeError {
+    /// Malformed bytes.
+    #[error(transparent)]
+    Decode(#[from] crate::codec::DecodeError),
+    /// A value is inconsistent.
+    #[error("{0}")]
+    Bad(&'static str),
+}
+
+impl HoldLineError {
+    /// The [`crate::error::ApplyError`] of `change` of `order`'s hold that failed so.
+    pub(crate) fn in_change(
+        self,
+        change: crate::error::HoldChange,
+        order: crate::types::OrderId,
+    ) -> crate::error::ApplyError {
+        use crate::error::ApplyError;
+        match self {
+            HoldLineError::NotActive => ApplyError::NoHold { change, order },
+            HoldLineError::SkuNotHeld => ApplyError::SkuNotHeld { change },
+            HoldLineError::BeyondHold => ApplyError::BeyondHold { change },
+        }
+    }
 }
 
 /// How a hold ended.
@@ -303,10 +354,237 @@ impl EndedHolds {
 }
 
 impl StoreState {
+    // ------------------------------------------------------------ read-only accessors
+
+    /// The sequence the store's next hold gets (every active hold is below it).
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The id the store's next hold gets. Sequences start at 1: hold (and order) id 0 is
+    /// never issued, so a client's unset id field (proto3's 0) can never address store 0's
+    /// first hold.
+    pub(crate) fn next_hold_seq(&self) -> u64 {
+        self.next_seq.max(1)
+    }
+
+    /// Active holds.
+    pub(crate) fn active_len(&self) -> usize {
+        self.active.len()
+    }
+
+    /// The active hold `hold`, if it is active.
+    pub(crate) fn hold(&self, hold: HoldId) -> Option<&HoldRec> {
+        self.active.get(&hold)
+    }
+
+    /// Whether `hold` is active. Every active hold's sequence is below `next_seq` (a grant
+    /// raises it, and snapshot loading refuses a hold at or above it), so a hold at or
+    /// above it is not active: one comparison instead of a tree search for the new holds a
+    /// log grants.
+    pub(crate) fn is_active(&self, hold: HoldId) -> bool {
+        hold.seq() < self.next_seq && self.active.contains_key(&hold)
+    }
+
+    /// The active holds in id order.
+    pub(crate) fn holds(&self) -> impl Iterator<Item = (&HoldId, &HoldRec)> {
+        self.active.iter()
+    }
+
+    /// Up to `max` active holds whose expiry is at or before `now`, earliest first.
+    pub(crate) fn due(&self, now: Timestamp, max: usize) -> Vec<HoldId> {
+        self.by_expiry
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .take(max)
+            .map(|(_, h)| *h)
+            .collect()
+    }
+
+    /// How `hold` ended, if the ring of recently ended holds still has it.
+    pub(crate) fn ended(&self, hold: HoldId) -> Option<HoldEnd> {
+        self.ended.get(hold)
+    }
+
+    /// The store's pickup orders.
+    pub(crate) fn orders(&self) -> &crate::order_state::OrderState {
+        &self.orders
+    }
+
+    /// The store's pickup orders, to change. Orders keep their own invariants
+    /// ([`crate::order_state::OrderState`]'s fields are private to it); the holds they
+    /// name change only through this state's methods.
+    pub(crate) fn orders_mut(&mut self) -> &mut crate::order_state::OrderState {
+        &mut self.orders
+    }
+
+    /// The store's calendar, bookings and picking settings, to read. Bookings and the
+    /// picking queue change only with the holds (grant, confirm, ready, end).
+    pub(crate) fn slots(&self) -> &crate::slot::SlotState {
+        &self.slots
+    }
+
+    /// Replaces the store's calendar (bookings stay: they belong to the active holds).
+    pub(crate) fn set_calendar(
+        &mut self,
+        calendar: Option<std::sync::Arc<crate::calendar::StoreCalendar>>,
+    ) {
+        self.slots.set_calendar(calendar);
+    }
+
+    /// Sets the average time one staff member needs to pick one order.
+    pub(crate) fn set_pick_time(&mut self, pick_time_per_order_ms: u32) {
+        self.slots.set_pick_time(pick_time_per_order_ms);
+    }
+
+    /// Whether the POS event `id` is inside the dedupe window.
+    pub(crate) fn pos_seen(&self, id: &str) -> bool {
+        self.pos_seen.contains_key(id)
+    }
+
+    /// The POS deltas of `sku` remembered for count reconciliation, oldest first.
+    pub(crate) fn recent_deltas(&self, sku: SkuId) -> Option<&VecDeque<RecentDelta>> {
+        self.recent_deltas.get(&sku)
+    }
+
+    /// The `as_of` time of the last POS count of `sku` applied.
+    pub(crate) fn last_count_as_of(&self, sku: SkuId) -> Option<Timestamp> {
+        self.last_count_as_of.get(&sku).copied()
+    }
+
+    // ------------------------------------------------------------ dedupe windows
+
+    /// Remembers the POS event `id`, seen at `now`, for the dedupe window.
+    pub(crate) fn remember_pos_event(&mut self, id: &str, now: Timestamp) {
+        self.pos_seen.insert(id.into(), now);
+        self.pos_fifo.push_back((now, id.into()));
+    }
+
+    /// Remembers a POS delta of `sku` for count reconciliation, forgetting the ones
+    /// applied before `horizon` (`now - dedupe_window_ms`).
+    pub(crate) fn push_recent_delta(&mut self, sku: SkuId, delta: RecentDelta, horizon: Timestamp) {
+        let recent = self.recent_deltas.entry(sku).or_default();
+        while recent.front().is_some_and(|r| r.applied_at < horizon) {
+            recent.pop_front();
+        }
+        recent.push_back(delta);
+    }
+
+    /// A POS count of `sku` as of `as_of` was applied.
+    pub(crate) fn set_last_count_as_of(&mut self, sku: SkuId, as_of: Timestamp) {
+        self.last_count_as_of.insert(sku, as_of);
+    }
+
+    /// Queues an idempotency key decided at `now` under this store, to age out of the
+    /// engine's key map after the dedupe window.
+    pub(crate) fn note_idem_key(&mut self, now: Timestamp, key: &str) {
+        self.idem_fifo.push_back((now, key.into()));
+    }
+
+    /// Ages out the dedupe state at or before `horizon`: each idempotency key is handed to
+    /// `forget_key` (which removes it from the engine's map), and POS event ids leave the
+    /// window.
+    pub(crate) fn age_out(&mut self, horizon: Timestamp, mut forget_key: impl FnMut(&str)) {
+        while self.idem_fifo.front().is_some_and(|(t, _)| *t <= horizon) {
+            if let Some((_, key)) = self.idem_fifo.pop_front() {
+                forget_key(&key);
+            }
+        }
+        while self.pos_fifo.front().is_some_and(|(t, _)| *t <= horizon) {
+            if let Some((_, id)) = self.pos_fifo.pop_front() {
+                self.pos_seen.remove(&id);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ hold transitions
+
+    /// Checks that a new hold at `now_ms` may book the slot starting at `start_ms`, and
+    /// returns the slot. Does not book it.
+    pub(crate) fn check_slot(
+        &self,
+        start_ms: i64,
+        now_ms: i64,
+    ) -> Result<crate::calendar::Slot, crate::slot::SlotProblem> {
+        self.slots.check_slot(start_ms, now_ms)
+    }
+
+    /// Books one unit of `start_ms`'s capacity for a hold about to be granted with
+    /// [`StoreState::grant_booked`] (the batch path books each slot as it decides the
+    /// hold, so the next hold of the batch sees the booking).
+    pub(crate) fn book_slot(&mut self, start_ms: i64) {
+        self.slots.book(Some(start_ms));
+    }
+
+    /// Returns a booking made with [`StoreState::book_slot`] for a hold that was then not
+    /// granted (its batch's record did not append).
+    pub(crate) fn unbook_slot(&mut self, start_ms: i64) {
+        self.slots.unbook(Some(start_ms));
+    }
+
+    /// Grants a hold: books its slot, queues its key for aging out, and adds it. The
+    /// cells' `held` is the caller's.
+    pub(crate) fn grant(
+        &mut self,
+        hold: HoldId,
+        key: Option<&str>,
+        lines: HoldLines,
+        now: Timestamp,
+        expiry: (Timestamp, Option<i64>),
+    ) {
+        self.slots.book(expiry.1);
+        self.grant_booked(hold, key, lines, now, expiry);
+    }
+
+    /// [`StoreState::grant`] for a hold whose slot is already booked
+    /// ([`StoreState::book_slot`]).
+    pub(crate) fn grant_booked(
+        &mut self,
+        hold: HoldId,
+        key: Option<&str>,
+        lines: HoldLines,
+        now: Timestamp,
+        (expires_at, slot): (Timestamp, Option<i64>),
+    ) {
+        if let Some(key) = key {
+            self.note_idem_key(now, key);
+        }
+        self.insert_hold(
+            hold,
+            HoldRec {
+                key: key.map(Into::into),
+                lines,
+                created: now,
+                expires_at,
+                confirmed: false,
+                ready: false,
+                slot,
+            },
+        );
+    }
+
+    /// Takes `qty` units of `sku` out of an active hold's line (a short pick, or a POS sale
+    /// of the order's units). The cells' `held` is the caller's.
+    pub(crate) fn take_from_hold(
+        &mut self,
+        hold: HoldId,
+        sku: SkuId,
+        qty: Qty,
+    ) -> Result<(), HoldLineError> {
+        let h = self.active.get_mut(&hold).ok_or(HoldLineError::NotActive)?;
+        let line = h
+            .lines
+            .iter_mut()
+            .find(|l| l.sku == sku)
+            .ok_or(HoldLineError::SkuNotHeld)?;
+        line.qty = line.qty.checked_sub(qty).ok_or(HoldLineError::BeyondHold)?;
+        Ok(())
+    }
+
     /// Adds a granted hold. Its slot, if any, is already booked (by the caller, which
     /// checks capacity under this lock before it decides). The cells' `held` is the
     /// caller's: it holds their locks.
-    pub(crate) fn insert_hold(&mut self, hold: HoldId, rec: HoldRec) {
+    fn insert_hold(&mut self, hold: HoldId, rec: HoldRec) {
         assert!(
             !rec.confirmed && !rec.ready,
             "a new hold starts unconfirmed"
@@ -420,6 +698,169 @@ impl StoreState {
                 "picking queue {have_queued} but {queued} active holds are confirmed, not ready"
             ));
         }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ snapshot
+
+    /// Appends the state's snapshot encoding (after the store's cells; see
+    /// `snapshot::encode_store`). The byte layout: `next_seq` (u64); the active holds in id
+    /// order (id, key, lines, created, expires_at, confirmed, ready, slot); the POS dedupe
+    /// window in arrival order; the recent POS deltas by SKU; the last count times by SKU;
+    /// the idempotency aging queue; the orders; the slot state; the ended holds. The
+    /// derived counters (bookings, picking queue) are not written: a load recounts them.
+    pub(crate) fn encode(&self, e: &mut crate::codec::Enc<'_>) {
+        e.u64(self.next_seq);
+        // A tree ordered by id: already in id order.
+        e.seq_len(self.active.len());
+        for (id, h) in &self.active {
+            e.u64(id.0);
+            e.opt_str(h.key.as_deref());
+            e.seq_len(h.lines.len());
+            for l in h.lines.iter() {
+                e.u32(l.sku.0);
+                e.u32(l.qty);
+            }
+            e.i64(h.created.0);
+            e.i64(h.expires_at.0);
+            e.bool(h.confirmed);
+            e.bool(h.ready);
+            e.opt_i64(h.slot);
+        }
+        e.seq_len(self.pos_fifo.len());
+        for (at, id) in &self.pos_fifo {
+            e.i64(at.0);
+            e.str(id);
+        }
+        let mut recent: Vec<_> = self.recent_deltas.iter().collect();
+        recent.sort_unstable_by_key(|(sku, _)| **sku);
+        e.seq_len(recent.len());
+        for (sku, deltas) in recent {
+            e.u32(sku.0);
+            e.seq_len(deltas.len());
+            for d in deltas {
+                e.i64(d.pos_time.0);
+                e.i64(d.applied_at.0);
+                e.i64(d.qty);
+            }
+        }
+        let mut counts: Vec<_> = self.last_count_as_of.iter().collect();
+        counts.sort_unstable_by_key(|(sku, _)| **sku);
+        e.seq_len(counts.len());
+        for (sku, t) in counts {
+            e.u32(sku.0);
+            e.i64(t.0);
+        }
+        e.seq_len(self.idem_fifo.len());
+        for (at, key) in &self.idem_fifo {
+            e.i64(at.0);
+            e.str(key);
+        }
+        self.orders.encode(e);
+        self.slots.encode(e);
+        self.ended.encode(e);
+    }
+
+    /// Loads what [`StoreState::encode`] wrote into this (empty) state of store `store`,
+    /// as snapshot format `version` wrote it (9 on: orders with their ready estimate, and
+    /// the ended holds), then rebuilds the derived counters.
+    pub(crate) fn load(
+        &mut self,
+        store: StoreId,
+        d: &mut crate::codec::Dec<'_>,
+        version: u32,
+    ) -> Result<(), StateDecodeError> {
+        self.next_seq = d.u64()?;
+        let holds = d.long_seq_len()?;
+        // The hold table and the expiry index are each built in one go once the holds
+        // are read (a bulk build from sorted keys, not one tree insert per hold).
+        // A hold takes at least 8 encoded bytes: room for no more than the bytes left hold.
+        let room = holds.min(d.remaining() / 8);
+        let mut active = Vec::with_capacity(room);
+        let mut expiry = Vec::with_capacity(room);
+        // One line (most holds) is kept in place: decoded here, no allocation.
+        let mut lines = Vec::new();
+        for _ in 0..holds {
+            let id = HoldId(d.u64()?);
+            if id.store() != store
+                || id.seq() >= self.next_seq
+                || active.last().is_some_and(|(prev, _)| *prev >= id)
+            {
+                return Err(StateDecodeError::Bad("hold id"));
+            }
+            let key = d.opt_string()?.map(Into::into);
+            let nl = d.seq_len()?;
+            lines.clear();
+            for _ in 0..nl {
+                lines.push(Line {
+                    sku: SkuId(d.u32()?),
+                    qty: d.u32()?,
+                });
+            }
+            let rec = HoldRec {
+                key,
+                lines: lines[..].into(),
+                created: Timestamp(d.i64()?),
+                expires_at: Timestamp(d.i64()?),
+                confirmed: d.bool()?,
+                ready: d.bool()?,
+                slot: d.opt_i64()?,
+            };
+            expiry.push((rec.expires_at, id));
+            active.push((id, rec));
+        }
+        if !self.active.is_empty() || !self.by_expiry.is_empty() {
+            return Err(StateDecodeError::Bad("store state loaded twice"));
+        }
+        // Ascending ids (checked above): the build finds them sorted.
+        self.active = active.into_iter().collect();
+        expiry.sort_unstable();
+        self.by_expiry = expiry.into_iter().collect();
+        let pos = d.seq_len()?;
+        for _ in 0..pos {
+            let at = Timestamp(d.i64()?);
+            let id: Box<str> = d.string()?.into();
+            self.pos_seen.insert(id.clone(), at);
+            self.pos_fifo.push_back((at, id));
+        }
+        let recent = d.seq_len()?;
+        for _ in 0..recent {
+            let sku = SkuId(d.u32()?);
+            let nd = d.seq_len()?;
+            let q = self.recent_deltas.entry(sku).or_default();
+            for _ in 0..nd {
+                q.push_back(RecentDelta {
+                    pos_time: Timestamp(d.i64()?),
+                    applied_at: Timestamp(d.i64()?),
+                    qty: d.i64()?,
+                });
+            }
+        }
+        let counts = d.seq_len()?;
+        for _ in 0..counts {
+            let sku = SkuId(d.u32()?);
+            let t = Timestamp(d.i64()?);
+            self.last_count_as_of.insert(sku, t);
+        }
+        let fifo = d.long_seq_len()?;
+        for _ in 0..fifo {
+            let at = Timestamp(d.i64()?);
+            let key = d.string()?.into();
+            self.idem_fifo.push_back((at, key));
+        }
+        self.orders = crate::order_state::OrderState::decode(
+            d,
+            if version >= 9 {
+                crate::order_facts::RecLayout::WithEstimate
+            } else {
+                crate::order_facts::RecLayout::WithoutEstimate
+            },
+        )?;
+        self.slots = crate::slot::SlotState::decode(d)?;
+        if version >= 9 {
+            self.ended = EndedHolds::decode(d)?;
+        }
+        self.rebuild_derived();
         Ok(())
     }
 

@@ -168,3 +168,110 @@ impl CellView {
             .saturating_sub(self.safety_stock)
     }
 }
+
+/// A pickup order id: the value of the hold it was created from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OrderId(pub u64);
+
+impl OrderId {
+    /// The order created from `hold`.
+    pub const fn from_hold(hold: HoldId) -> Self {
+        OrderId(hold.0)
+    }
+
+    /// Its hold.
+    pub const fn hold(self) -> HoldId {
+        HoldId(self.0)
+    }
+
+    /// Its store.
+    pub const fn store(self) -> StoreId {
+        self.hold().store()
+    }
+
+    /// Parses the displayed form `O<store>-<seq>` (what a POS may carry as order reference).
+    pub fn parse(s: &str) -> Option<OrderId> {
+        let (store, seq) = s.strip_prefix('O')?.split_once('-')?;
+        let store: u32 = store.parse().ok()?;
+        let seq: u64 = seq.parse().ok()?;
+        if seq >= 1 << HoldId::SEQ_BITS || store.to_string().len() > 10 {
+            return None;
+        }
+        let id = OrderId::from_hold(HoldId::new(StoreId(store), seq));
+        (id.to_string() == s).then_some(id)
+    }
+
+    /// Parses the decimal form of the id (its 64-bit value, as the gRPC API carries it):
+    /// digits only, no sign, no leading zero.
+    pub fn parse_decimal(s: &str) -> Option<OrderId> {
+        if s.is_empty()
+            || !s.bytes().all(|b| b.is_ascii_digit())
+            || (s.len() > 1 && s.starts_with('0'))
+        {
+            return None;
+        }
+        s.parse::<u64>().ok().map(|v| OrderId::from_hold(HoldId(v)))
+    }
+}
+
+impl fmt::Display for OrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "O{}-{}", self.store().0, self.hold().seq())
+    }
+}
+
+/// Where an order stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OrderStatus {
+    /// Created from a hold; checkout not yet confirmed.
+    Placed,
+    /// Checkout confirmed; waiting for staff.
+    Confirmed,
+    /// Staff are picking.
+    Picking,
+    /// Picked; a pickup code is issued.
+    Ready,
+    /// Handed off to the customer. Final.
+    Collected,
+    /// Cancelled by the customer, the store or a direct hold release. Final.
+    Cancelled,
+    /// The hold expired before checkout confirmed it. Final.
+    Expired,
+    /// The hold expired after confirmation: the customer did not come. Final.
+    NoShow,
+}
+
+impl OrderStatus {
+    /// Whether the order is finished.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            OrderStatus::Collected
+                | OrderStatus::Cancelled
+                | OrderStatus::Expired
+                | OrderStatus::NoShow
+        )
+    }
+
+    /// Whether an order in this status keeps its `(channel, channel_order_id)` from
+    /// another order: while open, and once collected (its goods were handed over; a
+    /// second order for the same channel order would hand them over twice). Cancelled,
+    /// expired and no-show orders let it go: the channel may place that order again.
+    pub fn holds_channel_ref(self) -> bool {
+        !self.is_final() || self == OrderStatus::Collected
+    }
+
+    pub(crate) fn to_u8(self) -> u8 {
+        self as u8
+    }
+
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn from_u8(v: u8) -> Option<Self> {
+        use OrderStatus::*;
+        [
+            Placed, Confirmed, Picking, Ready, Collected, Cancelled, Expired, NoShow,
+        ]
+        .get(usize::from(v))
+        .copied()
+    }
+}

@@ -8,7 +8,7 @@
 //! [`DecodeError`].
 
 use crate::codec::{Dec, DecodeError, Enc};
-use crate::types::{HoldId, Lsn, SkuId, StoreId, Timestamp};
+use crate::types::{HoldId, Line, Lsn, SkuId, StoreId, Timestamp};
 
 /// A type with one encoding in the log.
 pub(crate) trait Wire: Sized {
@@ -155,6 +155,28 @@ macro_rules! wire_enum {
     };
 }
 pub(crate) use wire_enum;
+
+/// A hold's or an order's stock lines: a count, then each line's SKU id and units.
+pub(crate) fn encode_lines(e: &mut Enc<'_>, lines: &[Line]) {
+    e.seq_len(lines.len());
+    for l in lines {
+        e.u32(l.sku.0);
+        e.u32(l.qty);
+    }
+}
+
+/// Reads what [`encode_lines`] wrote.
+pub(crate) fn decode_lines(d: &mut Dec<'_>) -> Result<Vec<Line>, DecodeError> {
+    let n = d.seq_len()?;
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push(Line {
+            sku: SkuId(d.u32()?),
+            qty: d.u32()?,
+        });
+    }
+    Ok(v)
+}
 
 #[cfg(test)]
 mod tests {

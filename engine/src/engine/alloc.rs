@@ -402,7 +402,7 @@ impl Engine {
         let shard = self.shard_by_name(store)?;
         let gate = self.gate.read().map_err(|_| poisoned())?;
         let mut st = shard.state.lock();
-        let config = edit(st.slots.calendar.as_ref().map(|c| c.config()));
+        let config = edit(st.slots().calendar().map(|c| c.config()));
         let calendar = StoreCalendar::new(config.clone())?;
         let lsn = self.log.append(&Record {
             at: now,
@@ -412,7 +412,7 @@ impl Engine {
             }],
         })?;
         // The same change replay makes for `CalendarSet` (`Engine::apply_event`).
-        st.slots.calendar = Some(Arc::new(calendar));
+        st.set_calendar(Some(Arc::new(calendar)));
         shard.touch(now);
         drop(st);
         drop(gate);
@@ -425,13 +425,13 @@ impl Engine {
     pub fn calendar_config(&self, store: &str) -> Result<Option<CalendarConfig>, EngineError> {
         let shard = self.shard_by_name(store)?;
         let st = shard.state.lock();
-        Ok(st.slots.calendar.as_ref().map(|c| c.config().clone()))
+        Ok(st.slots().calendar().map(|c| c.config().clone()))
     }
 
     /// A store's average pick time per order, ms.
     pub fn pick_time_per_order_ms(&self, store: &str) -> Result<u32, EngineError> {
         let shard = self.shard_by_name(store)?;
-        Ok(shard.state.lock().slots.pick_time_per_order_ms)
+        Ok(shard.state.lock().slots().pick_time_per_order_ms())
     }
 
     /// The pickup slots of one local day of a store (in the store's time zone), in time
@@ -443,10 +443,10 @@ impl Engine {
     ) -> Result<Option<Vec<(Slot, u32)>>, EngineError> {
         let shard = self.shard_by_name(store)?;
         let st = shard.state.lock();
-        Ok(st.slots.calendar.as_ref().map(|cal| {
+        Ok(st.slots().calendar().map(|cal| {
             cal.slots_on(date)
                 .into_iter()
-                .map(|slot| (slot, st.slots.booked_on(slot.start_ms)))
+                .map(|slot| (slot, st.slots().booked_on(slot.start_ms)))
                 .collect()
         }))
     }
@@ -455,7 +455,7 @@ impl Engine {
     pub fn slot_at(&self, store: StoreId, start_ms: i64) -> Option<Slot> {
         let shard = self.shard(store)?;
         let st = shard.state.lock();
-        st.slots.calendar.as_ref()?.slot_at(start_ms)
+        st.slots().calendar()?.slot_at(start_ms)
     }
 
     /// Sets a store's average pick time per order (default
@@ -498,7 +498,7 @@ impl Engine {
         })?;
         drop(st);
         self.apply_event(&event, now)
-            .map_err(|e| EngineError::invalid("store", e))?;
+            .map_err(|e| EngineError::invalid("store", e.to_string()))?;
         drop(gate);
         crate::log::wait_durable_or_defer(&*self.log, lsn)
     }
@@ -513,13 +513,13 @@ impl Engine {
         now: Timestamp,
     ) -> Result<Option<ReadyEstimate>, EngineError> {
         let shard = self.shard_by_name(store)?;
-        Ok(shard.state.lock().slots.estimate(now.as_ms(), None))
+        Ok(shard.state.lock().slots().estimate(now.as_ms(), None))
     }
 
     /// Pickups booked on a store's slot starting at `start_ms`.
     pub fn slot_booked(&self, store: &str, start_ms: i64) -> Result<u32, EngineError> {
         let shard = self.shard_by_name(store)?;
-        Ok(shard.state.lock().slots.booked_on(start_ms))
+        Ok(shard.state.lock().slots().booked_on(start_ms))
     }
 
     /// The policy for the units a picker could not find ([`crate::ShortPickResolution::Reallocate`]):
@@ -800,7 +800,7 @@ impl Engine {
 
     /// Whether a store takes holds now and is open at the requested pickup time.
     fn is_candidate(&self, shard: &StoreShard, at_ms: i64) -> bool {
-        shard.status() == StoreStatus::Open && shard.state.lock().slots.is_open_at(at_ms)
+        shard.status() == StoreStatus::Open && shard.state.lock().slots().is_open_at(at_ms)
     }
 
     fn candidates(
@@ -877,7 +877,7 @@ impl Engine {
                 .shard
                 .state
                 .lock()
-                .slots
+                .slots()
                 .estimate(now.as_ms(), req.earliest_pickup_ms);
             if req.want_slot {
                 let Some(est) = estimate else {

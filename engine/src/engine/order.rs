@@ -29,16 +29,18 @@
 //!   queries) up to [`TERMINAL_ORDERS_MAX`] per store, oldest forgotten first. A POS sale
 //!   naming a forgotten order is applied as a plain sale.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::fmt;
+use std::collections::HashMap;
 
-use crate::codec::{Dec, DecodeError, Enc};
 use crate::engine::{
     CellGuard, Engine, HoldNotActive, PosDelta, apply_release, check_id, clamp_qty, lock_cells,
     not_active, poisoned, remember_pos_event,
 };
-use crate::error::EngineError;
-use crate::event::{Event, Record, ReleaseReason, decode_lines, encode_lines};
+use crate::error::{ApplyError, EngineError, HoldChange};
+use crate::event::{Event, Record, ReleaseReason};
+pub use crate::order_facts::{
+    CancelledBy, Customer, OrderFacts, OrderLine, OrderView, ShortPickResolution,
+};
+use crate::order_facts::{OrderRec, order_view};
 use crate::pickup_code::{
     ENTROPY_BYTES, MAX_WRONG_ATTEMPTS, PickupCode, QrPayload, QrPayloadError, StaffId,
     VerifyOutcome,
@@ -48,12 +50,9 @@ use crate::receipt::{
 };
 use crate::stock::{Cell, RecentDelta, StoreShard, StoreState};
 use crate::types::{CellView, HoldId, Line, Lsn, Qty, SkuId, StoreId, Timestamp};
-use crate::wire::Wire;
+pub use crate::types::{OrderId, OrderStatus};
 
-/// Finished (collected, cancelled, expired, no-show) orders remembered per store. Beyond it
-/// the oldest finished order is forgotten: queries no longer find it and a late POS sale
-/// naming it is applied as a plain sale.
-pub const TERMINAL_ORDERS_MAX: usize = 100_000;
+pub use crate::order_state::TERMINAL_ORDERS_MAX;
 
 /// Longest customer email or phone number, in bytes (RFC 5321 path limit).
 pub const CONTACT_LEN_MAX: usize = 254;
@@ -62,144 +61,6 @@ pub const LOCALE_LEN_MAX: usize = 35;
 
 /// Longest channel name, in bytes.
 pub const CHANNEL_LEN_MAX: usize = 64;
-
-/// A pickup order id: the value of the hold it was created from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct OrderId(pub u64);
-
-impl OrderId {
-    /// The order created from `hold`.
-    pub const fn from_hold(hold: HoldId) -> Self {
-        OrderId(hold.0)
-    }
-
-    /// Its hold.
-    pub const fn hold(self) -> HoldId {
-        HoldId(self.0)
-    }
-
-    /// Its store.
-    pub const fn store(self) -> StoreId {
-        self.hold().store()
-    }
-
-    /// Parses the displayed form `O<store>-<seq>` (what a POS may carry as order reference).
-    pub fn parse(s: &str) -> Option<OrderId> {
-        let (store, seq) = s.strip_prefix('O')?.split_once('-')?;
-        let store: u32 = store.parse().ok()?;
-        let seq: u64 = seq.parse().ok()?;
-        if seq >= 1 << HoldId::SEQ_BITS || store.to_string().len() > 10 {
-            return None;
-        }
-        let id = OrderId::from_hold(HoldId::new(StoreId(store), seq));
-        (id.to_string() == s).then_some(id)
-    }
-
-    /// Parses the decimal form of the id (its 64-bit value, as the gRPC API carries it):
-    /// digits only, no sign, no leading zero.
-    pub fn parse_decimal(s: &str) -> Option<OrderId> {
-        if s.is_empty()
-            || !s.bytes().all(|b| b.is_ascii_digit())
-            || (s.len() > 1 && s.starts_with('0'))
-        {
-            return None;
-        }
-        s.parse::<u64>().ok().map(|v| OrderId::from_hold(HoldId(v)))
-    }
-}
-
-impl fmt::Display for OrderId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "O{}-{}", self.store().0, self.hold().seq())
-    }
-}
-
-/// Where an order stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum OrderStatus {
-    /// Created from a hold; checkout not yet confirmed.
-    Placed,
-    /// Checkout confirmed; waiting for staff.
-    Confirmed,
-    /// Staff are picking.
-    Picking,
-    /// Picked; a pickup code is issued.
-    Ready,
-    /// Handed off to the customer. Final.
-    Collected,
-    /// Cancelled by the customer, the store or a direct hold release. Final.
-    Cancelled,
-    /// The hold expired before checkout confirmed it. Final.
-    Expired,
-    /// The hold expired after confirmation: the customer did not come. Final.
-    NoShow,
-}
-
-impl OrderStatus {
-    /// Whether the order is finished.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            OrderStatus::Collected
-                | OrderStatus::Cancelled
-                | OrderStatus::Expired
-                | OrderStatus::NoShow
-        )
-    }
-
-    /// Whether an order in this status keeps its `(channel, channel_order_id)` from
-    /// another order: while open, and once collected (its goods were handed over; a
-    /// second order for the same channel order would hand them over twice). Cancelled,
-    /// expired and no-show orders let it go: the channel may place that order again.
-    pub fn holds_channel_ref(self) -> bool {
-        !self.is_final() || self == OrderStatus::Collected
-    }
-
-    fn to_u8(self) -> u8 {
-        self as u8
-    }
-
-    #[cfg_attr(not(test), allow(dead_code))]
-    fn from_u8(v: u8) -> Option<Self> {
-        use OrderStatus::*;
-        [
-            Placed, Confirmed, Picking, Ready, Collected, Cancelled, Expired, NoShow,
-        ]
-        .get(usize::from(v))
-        .copied()
-    }
-}
-
-/// Customer contact and consent flags.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Customer {
-    /// Name to greet the customer with, up to [`CONTACT_LEN_MAX`] bytes.
-    pub name: Option<String>,
-    /// BCP 47 locale for messages and the receipt (`de-DE`), up to [`LOCALE_LEN_MAX`]
-    /// bytes; `None` means the store's default.
-    pub locale: Option<String>,
-    /// Email address, up to [`CONTACT_LEN_MAX`] bytes.
-    pub email: Option<String>,
-    /// Phone number, up to [`CONTACT_LEN_MAX`] bytes.
-    pub phone: Option<String>,
-    /// May be sent SMS.
-    pub sms_consent: bool,
-    /// May be sent email.
-    pub email_consent: bool,
-}
-
-/// A priced order line as the engine keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderLine {
-    /// Interned SKU.
-    pub sku: SkuId,
-    /// Units (after short picks).
-    pub qty: Qty,
-    /// Price of one unit in minor units of the order's currency.
-    pub unit_price_minor: i64,
-    /// What the customer sees on the receipt.
-    pub description: String,
-}
 
 /// A priced line of a [`CreateOrder`] request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -395,16 +256,6 @@ pub enum TransitionOutcome {
     Rejected(OrderRejection),
 }
 
-/// What to do with the units a short pick found missing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ShortPickResolution {
-    /// Ask the allocation module to find them at another store
-    /// ([`Event::ReallocationRequested`]).
-    Reallocate,
-    /// Drop them from the order.
-    CancelLine,
-}
-
 /// A short pick: staff found fewer units of a line than the order needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShortPick {
@@ -512,112 +363,11 @@ pub enum Canceller {
     Store(StaffId),
 }
 
-/// Who cancelled an order, as recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CancelledBy {
-    /// The customer.
-    Customer,
-    /// Store staff.
-    Store,
-    /// A direct release of the order's hold through [`Engine::release`].
-    System,
-}
-
-impl CancelledBy {
-    fn to_u8(self) -> u8 {
-        self as u8
-    }
-
-    fn from_u8(v: u8) -> Option<Self> {
-        [
-            CancelledBy::Customer,
-            CancelledBy::Store,
-            CancelledBy::System,
-        ]
-        .get(usize::from(v))
-        .copied()
-    }
-}
-
-/// An order as [`Engine::order`] reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderView {
-    /// The order.
-    pub order: OrderId,
-    /// Status now.
-    pub status: OrderStatus,
-    /// Sales channel.
-    pub channel: String,
-    /// The channel's order id.
-    pub channel_order_id: String,
-    /// Contact and consent.
-    pub customer: Customer,
-    /// Lines (after short picks).
-    pub lines: Vec<OrderLine>,
-    /// ISO 4217 currency code.
-    pub currency: String,
-    /// Every transition with its time, oldest first.
-    pub transitions: Vec<(OrderStatus, Timestamp)>,
-    /// Pickup code, once ready.
-    pub code: Option<PickupCode>,
-    /// Wrong codes since the code was issued or last unlocked.
-    pub wrong_attempts: u32,
-    /// Locked by wrong codes.
-    pub locked: bool,
-    /// Staff overrides so far.
-    pub overrides: u32,
-    /// The last staff override: who and when.
-    pub last_override: Option<(String, Timestamp)>,
-    /// Short picks so far.
-    pub short_picks: u32,
-    /// Units sent for re-allocation elsewhere.
-    pub reallocation_requested: Vec<Line>,
-    /// Receipt sequence, once collected.
-    pub receipt_seq: Option<u64>,
-    /// The pickup time promised at confirmation (see [`Event::OrderConfirmed`]).
-    pub ready_estimate: Option<Timestamp>,
-}
-
 // ---------------------------------------------------------------- state
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct OrderRec {
-    status: OrderStatus,
-    channel: Box<str>,
-    channel_order_id: Box<str>,
-    customer: Customer,
-    lines: Vec<OrderLine>,
-    /// Per line: units the POS reported sold for this order.
-    pos_seen: Vec<Qty>,
-    currency: Box<str>,
-    currency_exponent: u8,
-    key: Option<Box<str>>,
-    times: Vec<(OrderStatus, Timestamp)>,
-    code: Option<u64>,
-    wrong: u32,
-    locked: bool,
-    overrides: u32,
-    last_override: Option<(Box<str>, Timestamp)>,
-    short_picks: u32,
-    realloc: Vec<Line>,
-    receipt_seq: Option<u64>,
-    /// The pickup time promised at confirmation ([`Event::OrderConfirmed`]).
-    ready_estimate: Option<Timestamp>,
-}
-
-/// Whether an encoded [`OrderRec`] ends with its ready estimate: records of snapshots
-/// before format 9 and of [`Event::OrderChanged`] under its first tag do not.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum RecLayout {
-    /// Without `ready_estimate` (read as `None`).
-    WithoutEstimate,
-    /// With it: what is written now.
-    WithEstimate,
-}
 
 impl OrderRec {
     /// The record an [`Event::OrderCreated`] creates.
-    fn created(ev: &Event, at: Timestamp) -> Result<OrderRec, String> {
+    fn created(ev: &Event, at: Timestamp) -> Result<OrderRec, ApplyError> {
         let Event::OrderCreated {
             channel,
             channel_order_id,
@@ -629,7 +379,10 @@ impl OrderRec {
             ..
         } = ev
         else {
-            return Err(format!("{} creates no order", ev.kind()));
+            return Err(ApplyError::UnexpectedEvent {
+                kind: ev.kind(),
+                expected: "an order creation",
+            });
         };
         Ok(OrderRec {
             status: OrderStatus::Placed,
@@ -657,7 +410,7 @@ impl OrderRec {
     /// What an event does to the order's own record: the one place an order's status,
     /// code, lines and counters change (live, on replay, and when an event's facts are
     /// computed). Events that do not touch the record change nothing.
-    fn apply(&mut self, ev: &Event, at: Timestamp) -> Result<(), String> {
+    pub(crate) fn apply(&mut self, ev: &Event, at: Timestamp) -> Result<(), ApplyError> {
         match ev {
             Event::OrderConfirmed { ready_estimate, .. } => {
                 self.transition(OrderStatus::Confirmed, at)?;
@@ -670,8 +423,14 @@ impl OrderRec {
                     .lines
                     .iter_mut()
                     .find(|l| l.sku == *sku)
-                    .ok_or("short pick of a sku not ordered")?;
-                line.qty = line.qty.saturating_sub(*missing);
+                    .ok_or(ApplyError::SkuNotOrdered)?;
+                // A short pick takes at most what the hold still has of the line, which is
+                // at most what was ordered: more is a record that does not apply.
+                line.qty = line
+                    .qty
+                    .checked_sub(*missing)
+                    .ok_or(ApplyError::BeyondOrdered)?;
+                // A count for display, not a conservation counter: it stops at the top.
                 self.short_picks = self.short_picks.saturating_add(1);
                 Ok(())
             }
@@ -690,6 +449,7 @@ impl OrderRec {
                 Ok(())
             }
             Event::PickupCodeRejected { now_locked, .. } => {
+                // Attempts past the lockout only keep it locked: a clamp, not a balance.
                 self.wrong = self.wrong.saturating_add(1);
                 self.locked |= *now_locked;
                 Ok(())
@@ -733,282 +493,14 @@ impl OrderRec {
         }
     }
 
-    fn transition(&mut self, status: OrderStatus, at: Timestamp) -> Result<(), String> {
+    fn transition(&mut self, status: OrderStatus, at: Timestamp) -> Result<(), ApplyError> {
         if self.status.is_final() {
-            return Err(format!("order is already {:?}", self.status));
+            return Err(ApplyError::OrderFinal(self.status));
         }
         self.status = status;
         self.times.push((status, at));
         Ok(())
     }
-
-    /// Appends the record's encoding (every field), for snapshots and order events.
-    fn encode(&self, e: &mut Enc<'_>) {
-        e.u8(self.status.to_u8());
-        e.str(&self.channel);
-        e.str(&self.channel_order_id);
-        encode_customer(e, &self.customer);
-        encode_order_lines(e, &self.lines);
-        e.seq_len(self.pos_seen.len());
-        for q in &self.pos_seen {
-            e.u32(*q);
-        }
-        e.str(&self.currency);
-        e.u8(self.currency_exponent);
-        e.opt_str(self.key.as_deref());
-        e.seq_len(self.times.len());
-        for (s, t) in &self.times {
-            e.u8(s.to_u8());
-            e.i64(t.0);
-        }
-        e.opt_i64(self.code.map(|c| c as i64));
-        e.u32(self.wrong);
-        e.bool(self.locked);
-        e.u32(self.overrides);
-        match &self.last_override {
-            None => e.u8(0),
-            Some((s, t)) => {
-                e.u8(1);
-                e.str(s);
-                e.i64(t.0);
-            }
-        }
-        e.u32(self.short_picks);
-        encode_lines(e, &self.realloc);
-        e.opt_i64(self.receipt_seq.map(|s| s as i64));
-        e.opt_i64(self.ready_estimate.map(|t| t.0));
-    }
-
-    /// Decodes what [`OrderRec::encode`] wrote (in `layout`).
-    fn decode(d: &mut Dec<'_>, layout: RecLayout) -> Result<OrderRec, DecodeError> {
-        let status = decode_status(d)?;
-        let channel: Box<str> = d.string()?.into();
-        let channel_order_id: Box<str> = d.string()?.into();
-        let customer = decode_customer(d)?;
-        let lines = decode_order_lines(d)?;
-        let k = d.seq_len()?;
-        let mut pos_seen = Vec::with_capacity(k);
-        for _ in 0..k {
-            pos_seen.push(d.u32()?);
-        }
-        let at = d.pos();
-        if pos_seen.len() != lines.len() {
-            return Err(DecodeError::Invalid {
-                what: "order pos_seen",
-                at,
-            });
-        }
-        let currency = d.string()?.into();
-        let currency_exponent = d.u8()?;
-        let key = d.opt_string()?.map(Into::into);
-        let k = d.seq_len()?;
-        let mut times = Vec::with_capacity(k);
-        for _ in 0..k {
-            let s = decode_status(d)?;
-            times.push((s, Timestamp(d.i64()?)));
-        }
-        let code = d.opt_i64()?.map(|c| c as u64);
-        let wrong = d.u32()?;
-        let locked = d.bool()?;
-        let overrides = d.u32()?;
-        let last_override = match d.u8()? {
-            0 => None,
-            _ => Some((d.string()?.into(), Timestamp(d.i64()?))),
-        };
-        let short_picks = d.u32()?;
-        let realloc = decode_lines(d)?;
-        let receipt_seq = d.opt_i64()?.map(|s| s as u64);
-        let ready_estimate = match layout {
-            RecLayout::WithoutEstimate => None,
-            RecLayout::WithEstimate => d.opt_i64()?.map(Timestamp),
-        };
-        Ok(OrderRec {
-            status,
-            channel,
-            channel_order_id,
-            customer,
-            lines,
-            pos_seen,
-            currency,
-            currency_exponent,
-            key,
-            times,
-            code,
-            wrong,
-            locked,
-            overrides,
-            last_override,
-            short_picks,
-            realloc,
-            receipt_seq,
-            ready_estimate,
-        })
-    }
-}
-
-/// A pickup order as it stood right after a transition, carried by
-/// [`Event::OrderChanged`] so that a reader of the stream learns every state the order
-/// went through, also long after.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderFacts(OrderRec);
-
-impl OrderFacts {
-    /// The order's status then.
-    pub fn status(&self) -> OrderStatus {
-        self.0.status
-    }
-
-    /// The order as [`Engine::order`] showed it then.
-    pub fn view(&self, order: OrderId) -> OrderView {
-        order_view(order, &self.0)
-    }
-}
-
-/// The pickup orders of one store. Lives in the store's state, under its lock.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(crate) struct OrderState {
-    orders: BTreeMap<OrderId, OrderRec>,
-    by_channel_ref: HashMap<Box<str>, OrderId>,
-    /// The latest order of each `(channel, channel_order_id)`: what makes a channel
-    /// reference unique per channel (see [`CreateOrderRejection::ChannelOrderExists`]).
-    /// Rebuilt on decode and by replay.
-    by_channel: HashMap<(Box<str>, Box<str>), OrderId>,
-    /// The order each idempotency key created: a key names one request for as long as
-    /// its order is remembered. Rebuilt on decode.
-    by_key: HashMap<Box<str>, OrderId>,
-    /// Finished orders, oldest first, for the [`TERMINAL_ORDERS_MAX`] bound.
-    finished: VecDeque<OrderId>,
-    receipt_seq: u64,
-}
-
-impl OrderState {
-    fn get(&self, id: OrderId) -> Option<&OrderRec> {
-        self.orders.get(&id)
-    }
-
-    /// The order a POS reference names: the order id in its displayed form (`O1-7`), a
-    /// channel order id, or the order id in decimal (what the gRPC API carries), in that
-    /// order: a numeric channel order id (a Shopify order number) wins over the decimal
-    /// form, which only names an order of this store that no channel reference claims.
-    fn find_ref(&self, store: StoreId, reference: &str) -> Option<OrderId> {
-        let ours = |id: OrderId| id.store() == store && self.orders.contains_key(&id);
-        if let Some(id) = OrderId::parse(reference).filter(|id| ours(*id)) {
-            return Some(id);
-        }
-        if let Some(id) = self.by_channel_ref.get(reference) {
-            return Some(*id);
-        }
-        OrderId::parse_decimal(reference).filter(|id| ours(*id))
-    }
-
-    /// The order that holds `(channel, channel_order_id)`
-    /// ([`OrderStatus::holds_channel_ref`]), if any.
-    fn holder_of(&self, channel_ref: &(Box<str>, Box<str>)) -> Option<OrderId> {
-        self.by_channel
-            .get(channel_ref)
-            .copied()
-            .filter(|id| self.get(*id).is_some_and(|r| r.status.holds_channel_ref()))
-    }
-
-    fn rec_mut(&mut self, id: OrderId) -> Result<&mut OrderRec, String> {
-        self.orders
-            .get_mut(&id)
-            .ok_or_else(|| format!("unknown order {id}"))
-    }
-
-    /// Applies an order event to the record of `id` ([`OrderRec::apply`]); an order that
-    /// ends joins the finished queue, whose oldest orders are forgotten.
-    fn apply_rec(&mut self, id: OrderId, ev: &Event, at: Timestamp) -> Result<(), String> {
-        let rec = self.rec_mut(id)?;
-        let was_final = rec.status.is_final();
-        rec.apply(ev, at).map_err(|e| format!("order {id}: {e}"))?;
-        if !was_final && rec.status.is_final() {
-            self.finished.push_back(id);
-            while self.finished.len() > TERMINAL_ORDERS_MAX {
-                let Some(old) = self.finished.pop_front() else {
-                    break;
-                };
-                let Some(rec) = self.orders.remove(&old) else {
-                    continue;
-                };
-                if self.by_channel_ref.get(&rec.channel_order_id) == Some(&old) {
-                    self.by_channel_ref.remove(&rec.channel_order_id);
-                }
-                let channel_ref = (rec.channel, rec.channel_order_id);
-                if self.by_channel.get(&channel_ref) == Some(&old) {
-                    self.by_channel.remove(&channel_ref);
-                }
-                if let Some(key) = &rec.key
-                    && self.by_key.get(key) == Some(&old)
-                {
-                    self.by_key.remove(key);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Appends the state's encoding for a snapshot: receipt sequence, then the orders in id
-    /// order (each with every field), then the finished queue. The channel reference and
-    /// key indexes are rebuilt on decode.
-    pub(crate) fn encode(&self, e: &mut Enc<'_>) {
-        e.u64(self.receipt_seq);
-        e.seq_len(self.orders.len());
-        for (id, r) in &self.orders {
-            e.u64(id.0);
-            r.encode(e);
-        }
-        e.seq_len(self.finished.len());
-        for id in &self.finished {
-            e.u64(id.0);
-        }
-    }
-
-    /// Decodes what [`OrderState::encode`] wrote, its records in `layout`.
-    pub(crate) fn decode(d: &mut Dec<'_>, layout: RecLayout) -> Result<OrderState, DecodeError> {
-        let mut st = OrderState {
-            receipt_seq: d.u64()?,
-            ..OrderState::default()
-        };
-        let n = d.seq_len()?;
-        for _ in 0..n {
-            let id = OrderId(d.u64()?);
-            let rec = OrderRec::decode(d, layout)?;
-            // Orders come in id order, not creation order: an order that still holds
-            // its channel reference wins over one that has let it go, whichever id is
-            // larger, as it did when it was created.
-            let holds_ref = |st: &OrderState, occupant: Option<&OrderId>| {
-                occupant
-                    .and_then(|o| st.orders.get(o))
-                    .is_some_and(|r| r.status.holds_channel_ref())
-            };
-            if !holds_ref(&st, st.by_channel_ref.get(&rec.channel_order_id)) {
-                st.by_channel_ref.insert(rec.channel_order_id.clone(), id);
-            }
-            let channel_ref = (rec.channel.clone(), rec.channel_order_id.clone());
-            if !holds_ref(&st, st.by_channel.get(&channel_ref)) {
-                st.by_channel.insert(channel_ref, id);
-            }
-            if let Some(k) = &rec.key {
-                st.by_key.insert(Box::<str>::clone(k), id);
-            }
-            st.orders.insert(id, rec);
-        }
-        let n = d.seq_len()?;
-        for _ in 0..n {
-            st.finished.push_back(OrderId(d.u64()?));
-        }
-        Ok(st)
-    }
-}
-
-#[cfg_attr(not(test), allow(dead_code))]
-fn decode_status(d: &mut Dec<'_>) -> Result<OrderStatus, DecodeError> {
-    let at = d.pos();
-    OrderStatus::from_u8(d.u8()?).ok_or(DecodeError::Invalid {
-        what: "order status",
-        at,
-    })
 }
 
 // ---------------------------------------------------------------- locked cells
@@ -1025,16 +517,16 @@ impl<'a> Cells<'a> {
         Ok(Cells { lines, guards })
     }
 
-    fn cell(&mut self, sku: SkuId) -> Result<&mut Cell, String> {
+    fn cell(&mut self, sku: SkuId) -> Result<&mut Cell, ApplyError> {
         let i = self
             .lines
             .iter()
             .position(|l| l.sku == sku)
-            .ok_or_else(|| format!("cell of sku {} not locked", sku.0))?;
+            .ok_or(ApplyError::CellNotLocked(sku.0))?;
         self.guards
             .get_mut(i)
             .map(|g| &mut **g)
-            .ok_or_else(|| "guard missing".to_owned())
+            .ok_or(ApplyError::CellNotLocked(sku.0))
     }
 
     fn view(&self, sku: SkuId) -> Option<Cell> {
@@ -1044,8 +536,7 @@ impl<'a> Cells<'a> {
 }
 
 fn hold_line_qty(st: &StoreState, hold: HoldId, sku: SkuId) -> Option<Qty> {
-    st.active
-        .get(&hold)?
+    st.hold(hold)?
         .lines
         .iter()
         .find(|l| l.sku == sku)
@@ -1066,7 +557,7 @@ pub(crate) fn apply_locked(
     st: &mut StoreState,
     at: Timestamp,
     horizon: Timestamp,
-) -> Result<(), String> {
+) -> Result<(), ApplyError> {
     match ev {
         Event::OrderCreated {
             order,
@@ -1075,31 +566,29 @@ pub(crate) fn apply_locked(
             key,
             ..
         } => {
-            if st.orders.orders.contains_key(order) {
-                return Err(format!("order {order} created twice"));
+            if st.orders().contains(*order) {
+                return Err(ApplyError::OrderCreatedTwice(*order));
             }
             let rec = OrderRec::created(ev, at)?;
-            st.orders
-                .by_channel_ref
-                .insert(channel_order_id.as_str().into(), *order);
-            st.orders.by_channel.insert(
-                (channel.as_str().into(), channel_order_id.as_str().into()),
-                *order,
-            );
-            if let Some(k) = key {
-                st.orders.by_key.insert(k.as_str().into(), *order);
-            }
-            st.orders.orders.insert(*order, rec);
+            st.orders_mut()
+                .insert_created(*order, rec, channel, channel_order_id, key.as_deref());
         }
         Event::HoldConfirmed { hold, .. } => {
-            if !st.active.contains_key(hold) {
-                return Err(format!("confirm of inactive hold {hold}"));
+            if !st.is_active(*hold) {
+                return Err(ApplyError::InactiveHold {
+                    change: HoldChange::Confirm,
+                    hold: *hold,
+                });
             }
             crate::engine::apply_confirm(st, *hold);
         }
         Event::HoldReleased { hold, reason, .. } => {
-            apply_release(&mut cells.guards, st, *hold, *reason)
-                .ok_or_else(|| format!("release of inactive hold {hold}"))?;
+            apply_release(&mut cells.guards, st, *hold, *reason).ok_or(
+                ApplyError::InactiveHold {
+                    change: HoldChange::Release,
+                    hold: *hold,
+                },
+            )?;
         }
         Event::StockAdjusted { sku, after, .. } => cells.cell(*sku)?.on_hand = after.on_hand,
         Event::OrderShortPicked {
@@ -1108,29 +597,19 @@ pub(crate) fn apply_locked(
             missing,
             ..
         } => {
-            let hold = order.hold();
-            let h = st
-                .active
-                .get_mut(&hold)
-                .ok_or_else(|| format!("short pick of order {order} without hold"))?;
-            let hl = h
-                .lines
-                .iter_mut()
-                .find(|l| l.sku == *sku)
-                .ok_or("short pick of a sku not held")?;
-            hl.qty = hl
-                .qty
-                .checked_sub(*missing)
-                .ok_or("short pick beyond hold")?;
+            st.take_from_hold(order.hold(), *sku, *missing)
+                .map_err(|e| e.in_change(HoldChange::ShortPick, *order))?;
             let cell = cells.cell(*sku)?;
             cell.held = cell
                 .held
                 .checked_sub(*missing)
-                .ok_or("short pick of more than the cell holds")?;
-            st.orders.apply_rec(*order, ev, at)?;
+                .ok_or(ApplyError::BeyondCell {
+                    change: HoldChange::ShortPick,
+                })?;
+            st.orders_mut().apply_rec(*order, ev, at)?;
         }
         Event::OrderReady { order, .. } => {
-            st.orders.apply_rec(*order, ev, at)?;
+            st.orders_mut().apply_rec(*order, ev, at)?;
             st.hold_ready(order.hold());
         }
         Event::OrderCollected {
@@ -1141,23 +620,27 @@ pub(crate) fn apply_locked(
         } => {
             let h = st
                 .end_hold(order.hold(), crate::stock::HoldEnd::Consumed)
-                .ok_or_else(|| format!("collect of order {order} without hold"))?;
+                .ok_or(ApplyError::NoHold {
+                    change: HoldChange::Collect,
+                    order: *order,
+                })?;
             for l in h.lines.iter() {
                 let cell = cells.cell(l.sku)?;
-                cell.held = cell
-                    .held
-                    .checked_sub(l.qty)
-                    .ok_or("collect of more than the cell holds")?;
+                cell.held = cell.held.checked_sub(l.qty).ok_or(ApplyError::BeyondCell {
+                    change: HoldChange::Collect,
+                })?;
             }
             for l in consumed {
                 let cell = cells.cell(l.sku)?;
+                // A clamp, not conservation: the units left with the customer whatever
+                // the count says, and a store in shortage may count fewer than it held.
                 cell.on_hand = cell.on_hand.saturating_sub(l.qty);
                 // A later POS count as of a time before the hand-off must not resurrect the
                 // units: the count reconciliation sees the hand-off as a delta at `at`.
                 push_recent(st, l.sku, at, at, -i64::from(l.qty), horizon);
             }
-            st.orders.apply_rec(*order, ev, at)?;
-            st.orders.receipt_seq = st.orders.receipt_seq.max(*receipt_seq);
+            st.orders_mut().apply_rec(*order, ev, at)?;
+            st.orders_mut().note_receipt_seq(*receipt_seq);
         }
         Event::PosOrderSale { sku, .. } => {
             let cell = cells.cell(*sku)?;
@@ -1216,7 +699,7 @@ pub(crate) fn with_order_facts(
     if !events.iter().any(|ev| transition_staff(ev).is_some()) {
         return Ok(events);
     }
-    let fail = |e: String| EngineError::internal("order", e);
+    let fail = |e: ApplyError| EngineError::internal("order", e.to_string());
     let mut recs: HashMap<OrderId, OrderRec> = HashMap::new();
     let mut out = Vec::with_capacity(events.len() + 1);
     for ev in events {
@@ -1233,7 +716,7 @@ pub(crate) fn with_order_facts(
             std::collections::hash_map::Entry::Vacant(v) => {
                 if matches!(ev, Event::OrderCreated { .. }) {
                     v.insert(OrderRec::created(&ev, at).map_err(fail)?)
-                } else if let Some(r) = st.orders.get(order) {
+                } else if let Some(r) = st.orders().get(order) {
                     let rec = v.insert(r.clone());
                     rec.apply(&ev, at).map_err(fail)?;
                     rec
@@ -1246,7 +729,7 @@ pub(crate) fn with_order_facts(
         let changed = transition_staff(&ev).map(|staff| Event::OrderChanged {
             order,
             staff,
-            slot: st.active.get(&order.hold()).and_then(|h| h.slot),
+            slot: st.hold(order.hold()).and_then(|h| h.slot),
             facts: Box::new(OrderFacts(rec.clone())),
         });
         out.push(ev);
@@ -1261,7 +744,7 @@ pub(crate) fn apply_state_event(
     ev: &Event,
     st: &mut StoreState,
     at: Timestamp,
-) -> Result<(), String> {
+) -> Result<(), ApplyError> {
     match ev {
         Event::OrderConfirmed { order, .. }
         | Event::PickingStarted { order, .. }
@@ -1270,19 +753,19 @@ pub(crate) fn apply_state_event(
         | Event::PickupCodeOverride { order, .. }
         | Event::OrderCancelled { order, .. }
         | Event::OrderExpired { order, .. }
-        | Event::OrderNoShow { order, .. } => st.orders.apply_rec(*order, ev, at),
+        | Event::OrderNoShow { order, .. } => st.orders_mut().apply_rec(*order, ev, at),
         // A fact for readers: the order must be as the event says (checked in debug builds).
         Event::OrderChanged { order, facts, .. } => {
             debug_assert!(
-                st.orders.get(*order).is_none_or(|r| *r == facts.0),
+                st.orders().get(*order).is_none_or(|r| *r == facts.0),
                 "order {order} differs from its logged facts"
             );
             Ok(())
         }
-        other => Err(format!(
-            "{} is not an order event without cells",
-            other.kind()
-        )),
+        other => Err(ApplyError::UnexpectedEvent {
+            kind: other.kind(),
+            expected: "an order event without cells",
+        }),
     }
 }
 
@@ -1294,15 +777,15 @@ fn push_recent(
     qty: i64,
     horizon: Timestamp,
 ) {
-    let recent = st.recent_deltas.entry(sku).or_default();
-    while recent.front().is_some_and(|r| r.applied_at < horizon) {
-        recent.pop_front();
-    }
-    recent.push_back(RecentDelta {
-        pos_time,
-        applied_at: at,
-        qty,
-    });
+    st.push_recent_delta(
+        sku,
+        RecentDelta {
+            pos_time,
+            applied_at: at,
+            qty,
+        },
+        horizon,
+    );
 }
 
 /// The order event that ends an order whose hold the engine ends directly (expiry, or a
@@ -1313,7 +796,7 @@ pub(crate) fn hold_end_event(
     reason: ReleaseReason,
 ) -> Option<Event> {
     let order = OrderId::from_hold(hold);
-    let rec = st.orders.get(order)?;
+    let rec = st.orders().get(order)?;
     if rec.status.is_final() {
         return None;
     }
@@ -1343,12 +826,13 @@ pub(crate) fn pos_sale_event(
     if d.kind != crate::event::PosDeltaKind::Sale {
         return None;
     }
-    let order = st.orders.find_ref(store, d.order_ref.as_deref()?)?;
-    let rec = st.orders.get(order)?;
+    let order = st.orders().find_ref(store, d.order_ref.as_deref()?)?;
+    let rec = st.orders().get(order)?;
     let i = rec.lines.iter().position(|l| l.sku == sku)?;
     let reported = clamp_qty(d.qty);
     let (recognized, from_hold) = match rec.status {
         OrderStatus::Collected => {
+            // A clamp: the till may report more units of the order than were handed off.
             let unreported = rec.lines[i].qty.saturating_sub(rec.pos_seen[i]);
             (reported.min(unreported), 0)
         }
@@ -1369,8 +853,13 @@ pub(crate) fn pos_sale_event(
         from_hold,
         pos_time: d.pos_time,
         after: CellView {
+            // A clamp, as for any POS sale: a till may sell more than the count says.
             on_hand: cell.on_hand.saturating_sub(applied),
-            held: cell.held.saturating_sub(from_hold),
+            // `from_hold` is at most the hold's line, which the cell holds.
+            held: cell
+                .held
+                .checked_sub(from_hold)
+                .expect("a cell holds less than its active holds"),
             safety_stock: cell.view(default_safety).safety_stock,
         },
     })
@@ -1383,7 +872,7 @@ pub(crate) fn apply_pos_sale(
     st: &mut StoreState,
     at: Timestamp,
     horizon: Timestamp,
-) -> Result<(), String> {
+) -> Result<(), ApplyError> {
     let Event::PosOrderSale {
         sku,
         pos_event_id,
@@ -1396,34 +885,32 @@ pub(crate) fn apply_pos_sale(
         ..
     } = ev
     else {
-        return Err(format!("{} is not a pos order sale", ev.kind()));
+        return Err(ApplyError::UnexpectedEvent {
+            kind: ev.kind(),
+            expected: "a pos order sale",
+        });
     };
     if *from_hold > 0 {
-        let h = st
-            .active
-            .get_mut(&order.hold())
-            .ok_or("pos sale from an inactive hold")?;
-        let hl = h
-            .lines
-            .iter_mut()
-            .find(|l| l.sku == *sku)
-            .ok_or("pos sale of a sku not held")?;
-        hl.qty = hl
-            .qty
-            .checked_sub(*from_hold)
-            .ok_or("pos sale beyond hold")?;
+        st.take_from_hold(order.hold(), *sku, *from_hold)
+            .map_err(|e| e.in_change(HoldChange::PosSale, *order))?;
         cell.held = cell
             .held
             .checked_sub(*from_hold)
-            .ok_or("pos sale of more than the cell holds")?;
+            .ok_or(ApplyError::BeyondCell {
+                change: HoldChange::PosSale,
+            })?;
     }
     cell.on_hand = after.on_hand;
     // An order forgotten since (long finished) has no record to count the sale on.
-    if st.orders.get(*order).is_some() {
-        st.orders.apply_rec(*order, ev, at)?;
+    if st.orders().get(*order).is_some() {
+        st.orders_mut().apply_rec(*order, ev, at)?;
     }
     remember_pos_event(st, pos_event_id, at);
-    let applied = i64::from(reported.saturating_sub(*recognized));
+    let applied = i64::from(
+        reported
+            .checked_sub(*recognized)
+            .ok_or(ApplyError::RecognizedBeyondReported)?,
+    );
     push_recent(st, *sku, *pos_time, at, -applied, horizon);
     Ok(())
 }
@@ -1459,7 +946,7 @@ impl Engine {
         let horizon = now.add_ms(-self.config().limits.dedupe_window_ms);
         for ev in &record.events {
             apply_locked(ev, &mut cells, &mut st, now, horizon)
-                .map_err(|e| EngineError::internal("order", e))?;
+                .map_err(|e| EngineError::internal("order", e.to_string()))?;
         }
         drop(st);
         drop(cells);
@@ -1560,7 +1047,7 @@ impl Engine {
                 }
                 let used = self
                     .shard(id)
-                    .and_then(|shard| shard.state.lock().orders.by_key.get(key).copied());
+                    .and_then(|shard| shard.state.lock().orders().by_key(key));
                 if let Some(used) = used {
                     return Ok(CreateOrderOutcome::Rejected(
                         CreateOrderRejection::KeyReused { order: used },
@@ -1576,7 +1063,7 @@ impl Engine {
             }
             let existing = self
                 .shard(id)
-                .and_then(|shard| shard.state.lock().orders.holder_of(&channel_ref));
+                .and_then(|shard| shard.state.lock().orders().holder_of(&channel_ref));
             if let Some(existing) = existing {
                 return Ok(CreateOrderOutcome::Rejected(
                     CreateOrderRejection::ChannelOrderExists { order: existing },
@@ -1586,11 +1073,11 @@ impl Engine {
         let (outcome, _) = self.order_txn(order, now, |_, _, st| {
             let reject = |r| Ok((Vec::new(), CreateOrderOutcome::Rejected(r)));
             if let Some(key) = req.idempotency_key.as_deref()
-                && let Some(&used) = st.orders.by_key.get(key)
+                && let Some(used) = st.orders().by_key(key)
             {
                 // The same request is the same hold for the same channel order.
                 let same = used == order
-                    && st.orders.get(used).is_some_and(|rec| {
+                    && st.orders().get(used).is_some_and(|rec| {
                         *rec.channel == *req.channel
                             && *rec.channel_order_id == *req.channel_order_id
                     });
@@ -1600,13 +1087,13 @@ impl Engine {
                     reject(CreateOrderRejection::KeyReused { order: used })
                 };
             }
-            if st.orders.get(order).is_some() {
+            if st.orders().get(order).is_some() {
                 return reject(CreateOrderRejection::OrderExists { order });
             }
-            if let Some(existing) = st.orders.holder_of(&channel_ref) {
+            if let Some(existing) = st.orders().holder_of(&channel_ref) {
                 return reject(CreateOrderRejection::ChannelOrderExists { order: existing });
             }
-            let Some(h) = st.active.get(&req.hold) else {
+            let Some(h) = st.hold(req.hold) else {
                 return reject(CreateOrderRejection::HoldNotActive(not_active(
                     st, req.hold,
                 )));
@@ -1646,7 +1133,7 @@ impl Engine {
         event: impl FnOnce(&StoreState) -> Vec<Event>,
     ) -> Result<TransitionOutcome, EngineError> {
         let (outcome, _) = self.order_txn(order, now, |_, _, st| {
-            let Some(rec) = st.orders.get(order) else {
+            let Some(rec) = st.orders().get(order) else {
                 return Ok((
                     Vec::new(),
                     TransitionOutcome::Rejected(OrderRejection::UnknownOrder),
@@ -1683,7 +1170,7 @@ impl Engine {
             |st| {
                 let hold = order.hold();
                 let mut evs = Vec::new();
-                if let Some(h) = st.active.get(&hold).filter(|h| !h.confirmed) {
+                if let Some(h) = st.hold(hold).filter(|h| !h.confirmed) {
                     evs.push(Event::HoldConfirmed {
                         hold,
                         facts: h.facts(),
@@ -1692,11 +1179,10 @@ impl Engine {
                 // The booked slot is the promise; without one, the store's estimate now
                 // (this order not yet in the queue it estimates from).
                 let ready_estimate = st
-                    .active
-                    .get(&hold)
+                    .hold(hold)
                     .and_then(|h| h.slot)
                     .or_else(|| {
-                        st.slots
+                        st.slots()
                             .estimate(now.as_ms(), None)
                             .map(|e| e.slot.start_ms)
                     })
@@ -1790,7 +1276,7 @@ impl Engine {
             let rej = |line, rejection| {
                 Ok((Vec::new(), ShortReportOutcome::Rejected { line, rejection }))
             };
-            let Some(rec) = st.orders.get(order) else {
+            let Some(rec) = st.orders().get(order) else {
                 return rej(None, OrderRejection::UnknownOrder);
             };
             if rec.status != OrderStatus::Picking {
@@ -1809,6 +1295,7 @@ impl Engine {
                     return rej(Some(i), OrderRejection::NoSuchLine);
                 };
                 let held = hold_line_qty(st, order.hold(), sku).unwrap_or(0);
+                // Finding more than ordered is not short (a clamp of the caller's count).
                 let missing = line.qty.saturating_sub(l.found).min(held);
                 if missing == 0 {
                     return rej(Some(i), OrderRejection::NotShort { line_qty: line.qty });
@@ -1816,6 +1303,8 @@ impl Engine {
                 let cell = cells
                     .view(sku)
                     .ok_or_else(|| EngineError::internal("sku", "cell not locked"))?;
+                // A clamp, as for any POS delta: in a shortage `on_hand` may already be
+                // below the units the hold has, and it never goes below zero.
                 let on_hand_after = cell.on_hand.saturating_sub(missing);
                 evs.push(Event::StockAdjusted {
                     store: shard.id,
@@ -1823,7 +1312,11 @@ impl Engine {
                     qty: i64::from(on_hand_after) - i64::from(cell.on_hand),
                     after: CellView {
                         on_hand: on_hand_after,
-                        held: cell.held.saturating_sub(missing),
+                        // `missing` is at most the hold's line, which the cell holds.
+                        held: cell
+                            .held
+                            .checked_sub(missing)
+                            .expect("a cell holds less than its active holds"),
                         ..cell.view(shard.default_safety())
                     },
                     order,
@@ -1844,6 +1337,7 @@ impl Engine {
                 }
                 for (s, q) in &mut left {
                     if *s == sku {
+                        // A clamp: the request may name the line twice.
                         *q = q.saturating_sub(missing);
                     }
                 }
@@ -1852,7 +1346,7 @@ impl Engine {
             let mut status = OrderStatus::Picking;
             if left.iter().all(|(_, q)| *q == 0) {
                 let hold = order.hold();
-                if let Some(h) = st.active.get(&hold) {
+                if let Some(h) = st.hold(hold) {
                     evs.push(Event::HoldReleased {
                         hold,
                         reason: ReleaseReason::Released,
@@ -1888,7 +1382,7 @@ impl Engine {
     ) -> Result<ReadyOutcome, EngineError> {
         let code = PickupCode::from_entropy(entropy);
         let (outcome, _) = self.order_txn(order, now, |shard, _, st| {
-            let Some(rec) = st.orders.get(order) else {
+            let Some(rec) = st.orders().get(order) else {
                 return Ok((
                     Vec::new(),
                     ReadyOutcome::Rejected(OrderRejection::UnknownOrder),
@@ -1935,7 +1429,7 @@ impl Engine {
     ) -> Result<CollectOutcome, EngineError> {
         let (outcome, lsn) = self.order_txn(order, now, |_, _, st| {
             let nothing = |o| Ok((Vec::new(), o));
-            let Some(rec) = st.orders.get(order) else {
+            let Some(rec) = st.orders().get(order) else {
                 return nothing(CollectOutcome::Rejected(OrderRejection::UnknownOrder));
             };
             if rec.status != OrderStatus::Ready {
@@ -1977,15 +1471,14 @@ impl Engine {
                 ));
             }
             let h = st
-                .active
-                .get(&order.hold())
+                .hold(order.hold())
                 .ok_or_else(|| EngineError::internal("order", "ready without an active hold"))?;
             let consumed = h.lines.iter().filter(|l| l.qty > 0).copied().collect();
             Ok((
                 vec![Event::OrderCollected {
                     order,
                     staff,
-                    receipt_seq: st.orders.receipt_seq + 1,
+                    receipt_seq: st.orders().receipt_seq() + 1,
                     consumed,
                     hold: h.facts(),
                 }],
@@ -2016,7 +1509,7 @@ impl Engine {
     ) -> Result<TransitionOutcome, EngineError> {
         let (outcome, _) = self.order_txn(order, now, |_, _, st| {
             let rej = |r| Ok((Vec::new(), TransitionOutcome::Rejected(r)));
-            let Some(rec) = st.orders.get(order) else {
+            let Some(rec) = st.orders().get(order) else {
                 return rej(OrderRejection::UnknownOrder);
             };
             if rec.status != OrderStatus::Ready {
@@ -2047,7 +1540,7 @@ impl Engine {
         now: Timestamp,
     ) -> Result<TransitionOutcome, EngineError> {
         let (outcome, _) = self.order_txn(order, now, |_, _, st| {
-            let Some(rec) = st.orders.get(order) else {
+            let Some(rec) = st.orders().get(order) else {
                 return Ok((
                     Vec::new(),
                     TransitionOutcome::Rejected(OrderRejection::UnknownOrder),
@@ -2063,7 +1556,7 @@ impl Engine {
             }
             let hold = order.hold();
             let mut evs = Vec::new();
-            if let Some(h) = st.active.get(&hold) {
+            if let Some(h) = st.hold(hold) {
                 evs.push(Event::HoldReleased {
                     hold,
                     reason: ReleaseReason::Released,
@@ -2100,7 +1593,7 @@ impl Engine {
     ) -> Result<TransitionOutcome, EngineError> {
         let (outcome, _) = self.order_txn(order, now, |_, _, st| {
             let rej = |r| Ok((Vec::new(), TransitionOutcome::Rejected(r)));
-            let Some(rec) = st.orders.get(order) else {
+            let Some(rec) = st.orders().get(order) else {
                 return rej(OrderRejection::UnknownOrder);
             };
             match rec.status {
@@ -2117,12 +1610,12 @@ impl Engine {
             }
             let hold = order.hold();
             let mut evs = Vec::new();
-            if let Some(h) = st.active.get(&hold) {
+            if let Some(h) = st.hold(hold) {
                 // The slot as the calendar cuts it now; a slot the calendar no longer
                 // has (hours changed since) ends with the hold.
                 let ends_at = h
                     .slot
-                    .and_then(|start| st.slots.calendar.as_ref()?.slot_at(start))
+                    .and_then(|start| st.slots().calendar()?.slot_at(start))
                     .map_or(h.expires_at, |slot| Timestamp(slot.end_ms));
                 if now < ends_at {
                     return rej(OrderRejection::PickupWindowOpen { ends_at });
@@ -2159,7 +1652,7 @@ impl Engine {
     ) -> Result<VerifyCodeOutcome, EngineError> {
         let (outcome, _) = self.order_txn(order, now, |_, _, st| {
             let nothing = |o| Ok((Vec::new(), o));
-            let Some(rec) = st.orders.get(order) else {
+            let Some(rec) = st.orders().get(order) else {
                 return nothing(VerifyCodeOutcome::Rejected(OrderRejection::UnknownOrder));
             };
             if rec.status != OrderStatus::Ready {
@@ -2214,8 +1707,8 @@ impl Engine {
         let st = shard.state.lock();
         let start = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
         Ok(st
-            .orders
-            .orders
+            .orders()
+            .records()
             .range((start, std::ops::Bound::Unbounded))
             .filter(|(_, r)| wanted(r.status))
             .take(limit)
@@ -2230,8 +1723,8 @@ impl Engine {
             .filter_map(|(id, _)| self.shard(*id))
             .map(|s| {
                 let st = s.state.lock();
-                st.orders
-                    .orders
+                st.orders()
+                    .records()
                     .values()
                     .filter(|r| !r.status.is_final())
                     .count()
@@ -2243,7 +1736,7 @@ impl Engine {
     pub fn order(&self, order: OrderId) -> Option<OrderView> {
         let shard = self.shard(order.store())?;
         let st = shard.state.lock();
-        let r = st.orders.get(order)?;
+        let r = st.orders().get(order)?;
         Some(order_view(order, r))
     }
 
@@ -2252,7 +1745,7 @@ impl Engine {
     pub fn order_by_ref(&self, store: &str, reference: &str) -> Option<OrderId> {
         let shard = self.shard_by_name(store).ok()?;
         let st = shard.state.lock();
-        st.orders.find_ref(shard.id, reference)
+        st.orders().find_ref(shard.id, reference)
     }
 
     /// The order of `(channel, channel_order_id)` in any store: the one that holds the
@@ -2266,10 +1759,10 @@ impl Engine {
                 continue;
             };
             let st = shard.state.lock();
-            if let Some(holder) = st.orders.holder_of(&channel_ref) {
+            if let Some(holder) = st.orders().holder_of(&channel_ref) {
                 return Some(holder);
             }
-            ended = ended.or_else(|| st.orders.by_channel.get(&channel_ref).copied());
+            ended = ended.or_else(|| st.orders().latest_of(&channel_ref));
         }
         ended
     }
@@ -2279,7 +1772,7 @@ impl Engine {
         let facts = {
             let shard = self.shard(order.store())?;
             let st = shard.state.lock();
-            OrderFacts(st.orders.get(order)?.clone())
+            OrderFacts(st.orders().get(order)?.clone())
         };
         self.receipt_of(order, &facts)
     }
@@ -2325,15 +1818,15 @@ impl Engine {
     }
 
     /// Replays one order event of a logged record with the locks the live operation held.
-    pub(crate) fn replay_order_event(&self, ev: &Event, at: Timestamp) -> Result<(), String> {
+    pub(crate) fn replay_order_event(&self, ev: &Event, at: Timestamp) -> Result<(), ApplyError> {
         let horizon = at.add_ms(-self.config().limits.dedupe_window_ms);
         let (store, lines) = match ev {
             Event::StockAdjusted { store, sku, .. } | Event::PosOrderSale { store, sku, .. } => {
                 (*store, vec![Line { sku: *sku, qty: 0 }])
             }
             _ => {
-                let store = ev.store().ok_or("event without store")?;
-                let shard = self.shard(store).ok_or("unknown store")?;
+                let store = ev.store().ok_or(ApplyError::NoStore)?;
+                let shard = self.shard(store).ok_or(ApplyError::UnknownStore)?;
                 let hold = match ev {
                     Event::OrderCreated { order, .. }
                     | Event::OrderConfirmed { order, .. }
@@ -2347,13 +1840,18 @@ impl Engine {
                     | Event::OrderCancelled { order, .. }
                     | Event::OrderExpired { order, .. }
                     | Event::OrderNoShow { order, .. } => order.hold(),
-                    other => return Err(format!("{} is not an order event", other.kind())),
+                    other => {
+                        return Err(ApplyError::UnexpectedEvent {
+                            kind: other.kind(),
+                            expected: "an order event",
+                        });
+                    }
                 };
                 (store, hold_lines(shard, hold))
             }
         };
-        let shard = self.shard(store).ok_or("unknown store")?;
-        let mut cells = Cells::lock(shard, lines).map_err(|e| e.to_string())?;
+        let shard = self.shard(store).ok_or(ApplyError::UnknownStore)?;
+        let mut cells = Cells::lock(shard, lines)?;
         let mut st = shard.state.lock();
         apply_locked(ev, &mut cells, &mut st, at, horizon)
     }
@@ -2363,158 +1861,12 @@ fn hold_lines(shard: &StoreShard, hold: HoldId) -> Vec<Line> {
     shard
         .state
         .lock()
-        .active
-        .get(&hold)
+        .hold(hold)
         .map(|h| h.lines.to_vec())
         .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------- codec
-
-fn encode_customer(e: &mut Enc<'_>, c: &Customer) {
-    e.opt_str(c.name.as_deref());
-    e.opt_str(c.locale.as_deref());
-    e.opt_str(c.email.as_deref());
-    e.opt_str(c.phone.as_deref());
-    e.bool(c.sms_consent);
-    e.bool(c.email_consent);
-}
-
-fn decode_customer(d: &mut Dec<'_>) -> Result<Customer, DecodeError> {
-    Ok(Customer {
-        name: d.opt_string()?,
-        locale: d.opt_string()?,
-        email: d.opt_string()?,
-        phone: d.opt_string()?,
-        sms_consent: d.bool()?,
-        email_consent: d.bool()?,
-    })
-}
-
-fn encode_order_lines(e: &mut Enc<'_>, lines: &[OrderLine]) {
-    e.seq_len(lines.len());
-    for l in lines {
-        e.u32(l.sku.0);
-        e.u32(l.qty);
-        e.i64(l.unit_price_minor);
-        e.str(&l.description);
-    }
-}
-
-fn decode_order_lines(d: &mut Dec<'_>) -> Result<Vec<OrderLine>, DecodeError> {
-    let n = d.seq_len()?;
-    let mut v = Vec::with_capacity(n);
-    for _ in 0..n {
-        v.push(OrderLine {
-            sku: SkuId(d.u32()?),
-            qty: d.u32()?,
-            unit_price_minor: d.i64()?,
-            description: d.string()?,
-        });
-    }
-    Ok(v)
-}
-
-/// Tags of order events this version still reads but no longer writes (the table of
-/// current encodings is in [`crate::event`]).
-mod retired_tag {
-    /// [`super::Event::OrderConfirmed`] without a ready estimate.
-    pub const ORDER_CONFIRMED: u8 = 41;
-    /// [`super::Event::OrderChanged`] with facts before `ready_estimate`.
-    pub const ORDER_CHANGED: u8 = 55;
-}
-
-/// The event of a retired tag `t` (see `retired_tag`), `None` for any other tag.
-pub(crate) fn decode_retired(t: u8, d: &mut Dec<'_>) -> Result<Option<Event>, DecodeError> {
-    Ok(Some(match t {
-        retired_tag::ORDER_CONFIRMED => Event::OrderConfirmed {
-            order: Wire::take(d)?,
-            ready_estimate: None,
-        },
-        retired_tag::ORDER_CHANGED => Event::OrderChanged {
-            order: Wire::take(d)?,
-            staff: Wire::take(d)?,
-            slot: Wire::take(d)?,
-            facts: Box::new(OrderFacts(OrderRec::decode(d, RecLayout::WithoutEstimate)?)),
-        },
-        _ => return Ok(None),
-    }))
-}
-
-impl Wire for OrderId {
-    fn put(&self, e: &mut Enc<'_>) {
-        e.u64(self.0);
-    }
-    fn take(d: &mut Dec<'_>) -> Result<Self, DecodeError> {
-        Ok(OrderId(d.u64()?))
-    }
-}
-
-impl Wire for Customer {
-    fn put(&self, e: &mut Enc<'_>) {
-        encode_customer(e, self);
-    }
-    fn take(d: &mut Dec<'_>) -> Result<Self, DecodeError> {
-        decode_customer(d)
-    }
-}
-
-impl Wire for Vec<OrderLine> {
-    fn put(&self, e: &mut Enc<'_>) {
-        encode_order_lines(e, self);
-    }
-    fn take(d: &mut Dec<'_>) -> Result<Self, DecodeError> {
-        decode_order_lines(d)
-    }
-}
-
-crate::wire::wire_enum!(ShortPickResolution, "short pick resolution" { Reallocate = 0, CancelLine = 1 });
-
-impl Wire for CancelledBy {
-    fn put(&self, e: &mut Enc<'_>) {
-        e.u8(self.to_u8());
-    }
-    fn take(d: &mut Dec<'_>) -> Result<Self, DecodeError> {
-        let at = d.pos();
-        CancelledBy::from_u8(d.u8()?).ok_or(DecodeError::Invalid {
-            what: "cancelled by",
-            at,
-        })
-    }
-}
-
-/// An order's facts as events write them now (ending with the ready estimate).
-impl Wire for OrderFacts {
-    fn put(&self, e: &mut Enc<'_>) {
-        self.0.encode(e);
-    }
-    fn take(d: &mut Dec<'_>) -> Result<Self, DecodeError> {
-        Ok(OrderFacts(OrderRec::decode(d, RecLayout::WithEstimate)?))
-    }
-}
-
-/// The view of one order record.
-fn order_view(order: OrderId, r: &OrderRec) -> OrderView {
-    OrderView {
-        order,
-        status: r.status,
-        channel: r.channel.to_string(),
-        channel_order_id: r.channel_order_id.to_string(),
-        customer: r.customer.clone(),
-        lines: r.lines.clone(),
-        currency: r.currency.to_string(),
-        transitions: r.times.clone(),
-        code: r.code.and_then(|c| PickupCode::from_value(c).ok()),
-        wrong_attempts: r.wrong,
-        locked: r.locked,
-        overrides: r.overrides,
-        last_override: r.last_override.as_ref().map(|(s, t)| (s.to_string(), *t)),
-        short_picks: r.short_picks,
-        reallocation_requested: r.realloc.clone(),
-        receipt_seq: r.receipt_seq,
-        ready_estimate: r.ready_estimate,
-    }
-}
 
 /// Arbitrary order facts for the event codec's property test: an order created from
 /// arbitrary fields, confirmed with an arbitrary estimate or not, as the state builds it.
@@ -2567,6 +1919,9 @@ impl crate::event::arb::Arb for OrderFacts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::{Dec, Enc};
+    use crate::order_facts::RecLayout;
+    use crate::order_state::OrderState;
 
     /// Requests for one order share a claim until the last of them ends; another order's
     /// request is kept out all that time.
@@ -2634,11 +1989,11 @@ mod tests {
         };
         apply_state_event(&cancel, &mut st, Timestamp(9)).unwrap();
         let mut buf = Vec::new();
-        st.orders.encode(&mut Enc::new(&mut buf));
+        st.orders().encode(&mut Enc::new(&mut buf));
         let mut d = Dec::new(&buf);
         let back = OrderState::decode(&mut d, RecLayout::WithEstimate).unwrap();
         d.finish().unwrap();
-        assert_eq!(back, st.orders);
+        assert_eq!(&back, st.orders());
         // Every truncation fails cleanly instead of panicking.
         for n in 0..buf.len() {
             assert!(OrderState::decode(&mut Dec::new(&buf[..n]), RecLayout::WithEstimate).is_err());

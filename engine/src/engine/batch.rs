@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::engine::{
     Engine, HoldGrant, HoldOutcome, HoldRequest, IdemEntry, LoggedOutcome, PreparedHold, check_id,
-    grant_state_booked, hold_identity, poisoned,
+    hold_identity, poisoned,
 };
 use crate::error::EngineError;
 use crate::event::{Event, HoldRejection, KeptAnswer, KeptOf, LineShortage, Record};
@@ -337,9 +337,12 @@ impl Engine {
         // Units taken by the group's grants so far, per locked cell (applied after logging).
         let mut taken: Vec<u64> = vec![0; ids.len()];
         let atp = |taken: &[u64], gi: usize, guards: &[crate::engine::CellGuard<'_>]| {
-            u64::from(guards[gi].view(default_safety).atp()).saturating_sub(taken[gi])
+            // Each grant of the group took at most the ATP left after the ones before it.
+            u64::from(guards[gi].view(default_safety).atp())
+                .checked_sub(taken[gi])
+                .expect("a group took more than the cells' ATP")
         };
-        let mut next_seq = st.next_seq.max(1);
+        let mut next_seq = st.next_hold_seq();
         let mut granted = 0usize;
         let mut booked: Vec<i64> = Vec::new();
         let mut events = Vec::with_capacity(group.len() + 1);
@@ -391,7 +394,7 @@ impl Engine {
                     None
                 }
             };
-            if rejection.is_none() && st.active.len() + granted >= limits.store_active_holds_max {
+            if rejection.is_none() && st.active_len() + granted >= limits.store_active_holds_max {
                 answers[item.idx] = Some(Err(EngineError::LimitReached {
                     limit: "store_active_holds_max",
                     value: limits.store_active_holds_max as u64,
@@ -404,13 +407,13 @@ impl Engine {
             }
             let mut expires_at = now.add_ms(item.prep.ttl_ms);
             let rejection = match (rejection, req.slot_start_ms) {
-                (None, Some(start_ms)) => match st.slots.check_slot(start_ms, now.as_ms()) {
+                (None, Some(start_ms)) => match st.check_slot(start_ms, now.as_ms()) {
                     Ok(slot) => {
-                        let cal = st.slots.calendar.as_ref();
+                        let cal = st.slots().calendar();
                         expires_at =
                             Timestamp(cal.map_or(slot.end_ms, |c| c.slot_expiry_ms(&slot)));
                         // Booked now so the next hold of the group sees it.
-                        st.slots.book(Some(start_ms));
+                        st.book_slot(start_ms);
                         booked.push(start_ms);
                         None
                     }
@@ -477,7 +480,7 @@ impl Engine {
             Ok(lsn) => lsn,
             Err(e) => {
                 for start_ms in booked {
-                    st.slots.unbook(Some(start_ms));
+                    st.unbook_slot(start_ms);
                 }
                 return Err(e);
             }
@@ -495,8 +498,7 @@ impl Engine {
                     expires_at,
                     slot,
                 } => {
-                    grant_state_booked(
-                        &mut st,
+                    st.grant_booked(
                         *hold,
                         key.as_deref(),
                         lines.as_slice().into(),
@@ -511,7 +513,7 @@ impl Engine {
                     (key.as_deref(), HoldOutcome::Granted(grant))
                 }
                 Event::HoldRejected { key, rejection, .. } => {
-                    st.idem_fifo.push_back((now, key.as_str().into()));
+                    st.note_idem_key(now, key);
                     (Some(key.as_str()), HoldOutcome::Rejected(rejection.clone()))
                 }
                 _ => continue,
