@@ -409,13 +409,21 @@ async fn dead_letters_are_kept_listed_replayed_and_discarded() {
     assert_eq!((webhook.received, webhook.dead_lettered), (3, 3), "{h:?}");
     let grpc_h = h.sources.iter().find(|s| s.source == "grpc").unwrap();
     assert_eq!(grpc_h.accepted, 1, "{h:?}");
+    // The metrics recorder is the process's, shared with the other tests of this file
+    // that run beside this one (the BigCommerce enrichment test dead-letters webhooks
+    // too): this server's own count is the health answer above; the metric counts at
+    // least as many.
     let (_, metrics) = common::http_get(http, "/metrics").await;
-    assert!(
-        metrics.contains(
-            "pickline_intake_deliveries_total{source=\"webhook\",outcome=\"dead_lettered\"} 3"
-        ),
-        "{metrics}"
-    );
+    let dead_lettered: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "pickline_intake_deliveries_total{source=\"webhook\",outcome=\"dead_lettered\"} ",
+            )
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no webhook dead-letter count in {metrics}"));
+    assert!(dead_lettered >= 3, "{metrics}");
 
     // Offline, the CLI reads the same queue (and refuses while the server holds it).
     let (status, _, _) = deliver(http, &garbage).await.unwrap();
