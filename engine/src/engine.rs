@@ -631,12 +631,14 @@ impl Engine {
             identity,
         } = self.prepare_hold(req)?;
         let gate = self.gate.read().map_err(|_| poisoned())?;
+        let admitted = shard.admit();
         if let Some(key) = &req.idempotency_key
             && let Some(answer) = self.claim_key(key, identity)?
         {
             return Ok(answer);
         }
         let result = self.hold_locked(shard, req, &mut lines, (ttl_ms, identity), now, None);
+        drop(admitted);
         drop(gate);
         match result {
             Ok(done) => Ok(done),
@@ -1211,6 +1213,7 @@ impl Engine {
         now: Timestamp,
     ) -> Result<Ended, EngineError> {
         let _gate = self.gate.read().map_err(|_| poisoned())?;
+        let _admitted = shard.admit();
         self.end_hold_gated(shard, hold, reason, now)
     }
 
