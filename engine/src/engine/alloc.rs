@@ -671,15 +671,17 @@ impl Engine {
         })
     }
 
-    fn validate_allocate(&self, req: &AllocateRequest) -> Result<(), EngineError> {
+    /// The lines of an allocation or a nearby query: `1..=hold_lines_max` lines of
+    /// `1..=line_qty_max` units each, SKU names well formed.
+    fn check_cart(&self, lines: &[LineRequest]) -> Result<(), EngineError> {
         let limits = &self.config.limits;
-        if req.lines.is_empty() || req.lines.len() > limits.hold_lines_max {
+        if lines.is_empty() || lines.len() > limits.hold_lines_max {
             return Err(EngineError::invalid(
                 "lines",
                 format!("must have 1..={} lines", limits.hold_lines_max),
             ));
         }
-        for l in &req.lines {
+        for l in lines {
             if l.qty == 0 || l.qty > limits.line_qty_max {
                 return Err(EngineError::invalid(
                     "qty",
@@ -688,14 +690,13 @@ impl Engine {
             }
             check_id("sku", &l.sku, limits.external_id_len_max)?;
         }
-        if !(req.max_distance_km.is_finite()
-            && (0.0..=MAX_DISTANCE_KM_MAX).contains(&req.max_distance_km))
-        {
-            return Err(EngineError::invalid(
-                "max_distance_km",
-                format!("must be within 0..={MAX_DISTANCE_KM_MAX}"),
-            ));
-        }
+        Ok(())
+    }
+
+    fn validate_allocate(&self, req: &AllocateRequest) -> Result<(), EngineError> {
+        let limits = &self.config.limits;
+        self.check_cart(&req.lines)?;
+        check_max_distance(req.max_distance_km)?;
         if req.max_candidates == 0 || req.max_candidates > CANDIDATES_MAX {
             return Err(EngineError::invalid(
                 "max_candidates",
@@ -708,16 +709,8 @@ impl Engine {
                 format!("at most {ALTERNATIVES_MAX}"),
             ));
         }
-        if let Some((lat, lon)) = req.position
-            && !(lat.is_finite()
-                && lon.is_finite()
-                && (-90.0..=90.0).contains(&lat)
-                && (-180.0..=180.0).contains(&lon))
-        {
-            return Err(EngineError::invalid(
-                "position",
-                "latitude must be within -90..=90 and longitude within -180..=180",
-            ));
+        if let Some(position) = req.position {
+            check_position(position)?;
         }
         if req.position.is_none() && req.preferred_store.is_none() {
             return Err(EngineError::invalid(
@@ -1037,6 +1030,32 @@ impl Engine {
     }
 }
 
+/// A customer position (latitude, longitude in degrees) on the globe.
+fn check_position((lat, lon): (f64, f64)) -> Result<(), EngineError> {
+    if lat.is_finite()
+        && lon.is_finite()
+        && (-90.0..=90.0).contains(&lat)
+        && (-180.0..=180.0).contains(&lon)
+    {
+        return Ok(());
+    }
+    Err(EngineError::invalid(
+        "position",
+        "latitude must be within -90..=90 and longitude within -180..=180",
+    ))
+}
+
+/// A search radius within `0..=`[`MAX_DISTANCE_KM_MAX`].
+fn check_max_distance(km: f64) -> Result<(), EngineError> {
+    if km.is_finite() && (0.0..=MAX_DISTANCE_KM_MAX).contains(&km) {
+        return Ok(());
+    }
+    Err(EngineError::invalid(
+        "max_distance_km",
+        format!("must be within 0..={MAX_DISTANCE_KM_MAX}"),
+    ))
+}
+
 /// Most stores one [`Engine::nearby_availability`] query returns.
 pub const NEARBY_STORES_MAX: usize = 100;
 
@@ -1086,41 +1105,10 @@ impl Engine {
         q: &NearbyQuery,
         mut keep: impl FnMut(StoreId) -> bool,
     ) -> Result<Vec<NearbySupply>, EngineError> {
-        let limits = &self.config.limits;
-        if q.lines.is_empty() || q.lines.len() > limits.hold_lines_max {
-            return Err(EngineError::invalid(
-                "lines",
-                format!("must have 1..={} lines", limits.hold_lines_max),
-            ));
-        }
-        for l in &q.lines {
-            if l.qty == 0 || l.qty > limits.line_qty_max {
-                return Err(EngineError::invalid(
-                    "qty",
-                    format!("must be within 1..={}", limits.line_qty_max),
-                ));
-            }
-            check_id("sku", &l.sku, limits.external_id_len_max)?;
-        }
+        self.check_cart(&q.lines)?;
+        check_position(q.position)?;
         let (lat, lon) = q.position;
-        if !(lat.is_finite()
-            && lon.is_finite()
-            && (-90.0..=90.0).contains(&lat)
-            && (-180.0..=180.0).contains(&lon))
-        {
-            return Err(EngineError::invalid(
-                "position",
-                "latitude must be within -90..=90 and longitude within -180..=180",
-            ));
-        }
-        if !(q.max_distance_km.is_finite()
-            && (0.0..=MAX_DISTANCE_KM_MAX).contains(&q.max_distance_km))
-        {
-            return Err(EngineError::invalid(
-                "max_distance_km",
-                format!("must be within 0..={MAX_DISTANCE_KM_MAX}"),
-            ));
-        }
+        check_max_distance(q.max_distance_km)?;
         if q.max_stores == 0 || q.max_stores > NEARBY_STORES_MAX {
             return Err(EngineError::invalid(
                 "max_stores",

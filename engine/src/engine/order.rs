@@ -651,26 +651,6 @@ pub(crate) fn apply_locked(
     Ok(())
 }
 
-/// The order an event changes the record of, if any.
-fn order_of(ev: &Event) -> Option<OrderId> {
-    match ev {
-        Event::OrderCreated { order, .. }
-        | Event::OrderConfirmed { order, .. }
-        | Event::PickingStarted { order, .. }
-        | Event::OrderShortPicked { order, .. }
-        | Event::ReallocationRequested { order, .. }
-        | Event::OrderReady { order, .. }
-        | Event::PickupCodeRejected { order, .. }
-        | Event::PickupCodeOverride { order, .. }
-        | Event::OrderCollected { order, .. }
-        | Event::OrderCancelled { order, .. }
-        | Event::OrderExpired { order, .. }
-        | Event::OrderNoShow { order, .. }
-        | Event::PosOrderSale { order, .. } => Some(*order),
-        _ => None,
-    }
-}
-
 /// For a transition of an order's status: who made it (`Some(None)` when no staff member
 /// did). `None` for every other event.
 fn transition_staff(ev: &Event) -> Option<Option<String>> {
@@ -703,7 +683,7 @@ pub(crate) fn with_order_facts(
     let mut recs: HashMap<OrderId, OrderRec> = HashMap::new();
     let mut out = Vec::with_capacity(events.len() + 1);
     for ev in events {
-        let Some(order) = order_of(&ev) else {
+        let Some(order) = ev.changed_order() else {
             out.push(ev);
             continue;
         };
@@ -918,6 +898,75 @@ pub(crate) fn apply_pos_sale(
 // ---------------------------------------------------------------- engine operations
 
 type Decided<R> = Result<(Vec<Event>, R), EngineError>;
+
+/// What a pickup code presented for an order says, before anything is handed off: the
+/// prelude [`Engine::collect`] and [`Engine::verify_code`] share.
+enum Presented {
+    /// Not an order the code can be checked for: unknown, not `ready`, or (for a
+    /// hand-off) with nothing left to hand off.
+    Refused(OrderRejection),
+    /// Not checked, nothing recorded: the order is locked or the input is malformed.
+    Unchecked(VerifyOutcome),
+    /// A wrong code ([`VerifyOutcome::Wrong`] or `WrongNowLocked`), recorded by
+    /// [`wrong_code_event`].
+    Wrong(VerifyOutcome),
+    /// The code issued at `ready`.
+    Right,
+}
+
+/// Checks `code_input` against the code of `order`, which must be `ready` (and, when
+/// `handing_off`, still have units to hand off), counting a wrong code towards
+/// [`MAX_WRONG_ATTEMPTS`].
+fn check_presented_code(
+    st: &StoreState,
+    order: OrderId,
+    code_input: &str,
+    handing_off: bool,
+) -> Result<Presented, EngineError> {
+    let Some(rec) = st.orders().get(order) else {
+        return Ok(Presented::Refused(OrderRejection::UnknownOrder));
+    };
+    if rec.status != OrderStatus::Ready {
+        return Ok(Presented::Refused(OrderRejection::IllegalTransition {
+            from: rec.status,
+        }));
+    }
+    if handing_off && rec.lines.iter().all(|l| l.qty == 0) {
+        return Ok(Presented::Refused(OrderRejection::NothingLeft));
+    }
+    if rec.locked {
+        return Ok(Presented::Unchecked(VerifyOutcome::Locked));
+    }
+    let presented = match PickupCode::parse(code_input) {
+        Ok(c) => c,
+        Err(e) => return Ok(Presented::Unchecked(VerifyOutcome::Malformed(e))),
+    };
+    let issued = rec
+        .code
+        .and_then(|v| PickupCode::from_value(v).ok())
+        .ok_or_else(|| EngineError::internal("order", "ready without a code"))?;
+    if issued.verify(&presented) {
+        return Ok(Presented::Right);
+    }
+    let wrong = rec.wrong.saturating_add(1);
+    let now_locked = wrong >= MAX_WRONG_ATTEMPTS;
+    Ok(Presented::Wrong(if now_locked {
+        VerifyOutcome::WrongNowLocked
+    } else {
+        VerifyOutcome::Wrong {
+            attempts_left: MAX_WRONG_ATTEMPTS - wrong,
+        }
+    }))
+}
+
+/// The event that counts a wrong code ([`Presented::Wrong`]) towards the lockout.
+fn wrong_code_event(order: OrderId, staff: &StaffId, wrong: &VerifyOutcome) -> Event {
+    Event::PickupCodeRejected {
+        order,
+        staff: staff.as_str().to_owned(),
+        now_locked: matches!(wrong, VerifyOutcome::WrongNowLocked),
+    }
+}
 
 impl Engine {
     /// Runs one order operation: locks the order's hold cells (ascending SKU) and its
@@ -1429,46 +1478,16 @@ impl Engine {
     ) -> Result<CollectOutcome, EngineError> {
         let (outcome, lsn) = self.order_txn(order, now, |_, _, st| {
             let nothing = |o| Ok((Vec::new(), o));
-            let Some(rec) = st.orders().get(order) else {
-                return nothing(CollectOutcome::Rejected(OrderRejection::UnknownOrder));
-            };
-            if rec.status != OrderStatus::Ready {
-                return nothing(CollectOutcome::Rejected(
-                    OrderRejection::IllegalTransition { from: rec.status },
-                ));
-            }
-            if rec.lines.iter().all(|l| l.qty == 0) {
-                return nothing(CollectOutcome::Rejected(OrderRejection::NothingLeft));
-            }
-            if rec.locked {
-                return nothing(CollectOutcome::Code(VerifyOutcome::Locked));
-            }
-            let presented = match PickupCode::parse(code_input) {
-                Ok(c) => c,
-                Err(e) => return nothing(CollectOutcome::Code(VerifyOutcome::Malformed(e))),
-            };
-            let issued = rec
-                .code
-                .and_then(|v| PickupCode::from_value(v).ok())
-                .ok_or_else(|| EngineError::internal("order", "ready without a code"))?;
-            let staff = staff.as_str().to_owned();
-            if !issued.verify(&presented) {
-                let wrong = rec.wrong.saturating_add(1);
-                let now_locked = wrong >= MAX_WRONG_ATTEMPTS;
-                return Ok((
-                    vec![Event::PickupCodeRejected {
-                        order,
-                        staff,
-                        now_locked,
-                    }],
-                    CollectOutcome::Code(if now_locked {
-                        VerifyOutcome::WrongNowLocked
-                    } else {
-                        VerifyOutcome::Wrong {
-                            attempts_left: MAX_WRONG_ATTEMPTS - wrong,
-                        }
-                    }),
-                ));
+            match check_presented_code(st, order, code_input, true)? {
+                Presented::Refused(r) => return nothing(CollectOutcome::Rejected(r)),
+                Presented::Unchecked(v) => return nothing(CollectOutcome::Code(v)),
+                Presented::Wrong(v) => {
+                    return Ok((
+                        vec![wrong_code_event(order, staff, &v)],
+                        CollectOutcome::Code(v),
+                    ));
+                }
+                Presented::Right => {}
             }
             let h = st
                 .hold(order.hold())
@@ -1477,7 +1496,7 @@ impl Engine {
             Ok((
                 vec![Event::OrderCollected {
                     order,
-                    staff,
+                    staff: staff.as_str().to_owned(),
                     receipt_seq: st.orders().receipt_seq() + 1,
                     consumed,
                     hold: h.facts(),
@@ -1651,45 +1670,15 @@ impl Engine {
         now: Timestamp,
     ) -> Result<VerifyCodeOutcome, EngineError> {
         let (outcome, _) = self.order_txn(order, now, |_, _, st| {
-            let nothing = |o| Ok((Vec::new(), o));
-            let Some(rec) = st.orders().get(order) else {
-                return nothing(VerifyCodeOutcome::Rejected(OrderRejection::UnknownOrder));
-            };
-            if rec.status != OrderStatus::Ready {
-                return nothing(VerifyCodeOutcome::Rejected(
-                    OrderRejection::IllegalTransition { from: rec.status },
-                ));
-            }
-            if rec.locked {
-                return nothing(VerifyCodeOutcome::Code(VerifyOutcome::Locked));
-            }
-            let presented = match PickupCode::parse(code_input) {
-                Ok(c) => c,
-                Err(e) => return nothing(VerifyCodeOutcome::Code(VerifyOutcome::Malformed(e))),
-            };
-            let issued = rec
-                .code
-                .and_then(|v| PickupCode::from_value(v).ok())
-                .ok_or_else(|| EngineError::internal("order", "ready without a code"))?;
-            if issued.verify(&presented) {
-                return nothing(VerifyCodeOutcome::Code(VerifyOutcome::Accepted));
-            }
-            let wrong = rec.wrong.saturating_add(1);
-            let now_locked = wrong >= MAX_WRONG_ATTEMPTS;
-            Ok((
-                vec![Event::PickupCodeRejected {
-                    order,
-                    staff: staff.as_str().to_owned(),
-                    now_locked,
-                }],
-                VerifyCodeOutcome::Code(if now_locked {
-                    VerifyOutcome::WrongNowLocked
-                } else {
-                    VerifyOutcome::Wrong {
-                        attempts_left: MAX_WRONG_ATTEMPTS - wrong,
-                    }
-                }),
-            ))
+            Ok(match check_presented_code(st, order, code_input, false)? {
+                Presented::Refused(r) => (Vec::new(), VerifyCodeOutcome::Rejected(r)),
+                Presented::Unchecked(v) => (Vec::new(), VerifyCodeOutcome::Code(v)),
+                Presented::Wrong(v) => (
+                    vec![wrong_code_event(order, staff, &v)],
+                    VerifyCodeOutcome::Code(v),
+                ),
+                Presented::Right => (Vec::new(), VerifyCodeOutcome::Code(VerifyOutcome::Accepted)),
+            })
         })?;
         Ok(outcome)
     }
