@@ -846,35 +846,16 @@ impl Engine {
         allocation_key: Option<&str>,
     ) -> Result<(HoldOutcome, Option<Lsn>), EngineError> {
         let status = shard.status();
-        if !status.accepts_holds() {
-            return self.reject(
-                shard,
-                req,
-                HoldRejection::StoreNotAccepting { status },
-                identity,
-                now,
-            );
-        }
-        if lines.iter().any(|(id, _, _)| id.is_none()) {
-            let shortages = lines
-                .iter()
-                .map(|(id, q, name)| LineShortage {
-                    sku: (*name).to_owned(),
-                    requested: *q as Qty,
-                    available: match id {
-                        Some(id) => shard.view(*id).atp(),
-                        None => 0,
-                    },
-                })
-                .filter(|s| s.available < s.requested)
-                .collect();
-            return self.reject(
-                shard,
-                req,
-                HoldRejection::InsufficientStock { shortages },
-                identity,
-                now,
-            );
+        if !status.accepts_holds() || lines.iter().any(|(id, _, _)| id.is_none()) {
+            // Refused without a lock: a store that takes no holds, or a SKU the engine never
+            // saw (no cell, no stock anywhere), read on the other cells' views as they are.
+            let units = check_units(status, lines, |i| {
+                lines[i].0.map_or(0, |id| u64::from(shard.view(id).atp()))
+            });
+            let rejection = units
+                .err()
+                .ok_or_else(|| EngineError::internal("hold", "an unknown SKU had stock"))?;
+            return self.reject(shard, req, rejection, identity, now);
         }
         // Global lock order: cells by ascending SKU id, then the store's state.
         lines.sort_unstable_by_key(|(id, _, _)| *id);
@@ -889,54 +870,24 @@ impl Engine {
         let mut guards = lock_in_order(&cells)
             .ok_or_else(|| EngineError::invalid("lines", "not in lock order"))?;
         let default_safety = shard.default_safety();
-        let mut shortages = Vec::new();
-        for ((_, qty, name), g) in lines.iter().zip(&guards) {
-            let atp = g.view(default_safety).atp();
-            if u64::from(atp) < *qty {
-                shortages.push(LineShortage {
-                    sku: (*name).to_owned(),
-                    requested: *qty as Qty,
-                    available: atp,
-                });
-            }
-        }
-        if !shortages.is_empty() {
+        if let Err(rejection) = check_units(status, lines, |i| {
+            u64::from(guards[i].view(default_safety).atp())
+        }) {
             drop(guards);
-            return self.reject(
-                shard,
-                req,
-                HoldRejection::InsufficientStock { shortages },
-                identity,
-                now,
-            );
+            return self.reject(shard, req, rejection, identity, now);
         }
         let mut st = shard.state.lock();
-        if st.active_len() >= self.config.limits.store_active_holds_max {
-            return Err(EngineError::LimitReached {
-                limit: "store_active_holds_max",
-                value: self.config.limits.store_active_holds_max as u64,
-            });
-        }
-        // The slot is checked and booked under the store state lock, after the cell locks:
-        // units and slot capacity are granted together or not at all.
-        let mut expires_at = now.add_ms(ttl_ms);
-        if let Some(start_ms) = req.slot_start_ms {
-            match st.check_slot(start_ms, now.as_ms()) {
-                Ok(slot) => {
-                    let cal = st.slots().calendar();
-                    expires_at = Timestamp(cal.map_or(slot.end_ms, |c| c.slot_expiry_ms(&slot)));
-                }
-                Err(problem) => {
-                    drop(st);
-                    drop(guards);
-                    let rejection = HoldRejection::SlotUnavailable {
-                        slot_start_ms: start_ms,
-                        problem,
-                    };
-                    return self.reject(shard, req, rejection, identity, now);
-                }
+        let limits = &self.config.limits;
+        let place = (ttl_ms, req.slot_start_ms);
+        let expires_at = match check_place(&st, st.active_len(), limits, place, now) {
+            Ok(expires_at) => expires_at,
+            Err(Refusal::Full) => return Err(table_full(limits)),
+            Err(Refusal::Rejected(rejection)) => {
+                drop(st);
+                drop(guards);
+                return self.reject(shard, req, rejection, identity, now);
             }
-        }
+        };
         // Sequences start at 1: hold (and order) id 0 is never issued, so a client's unset
         // id field (proto3's 0) can never address store 0's first hold.
         let hold = HoldId::new(shard.id, st.next_hold_seq());
@@ -2096,6 +2047,93 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- the hold decision
+//
+// One decision for every hold: [`Engine::hold`] (and an allocation's holds, through
+// `Engine::hold_locked`) and each hold of a batch group (`Engine::hold_group`) call the same
+// two checks in the same order, the first under the hold's cell locks, the second under
+// the store's state lock (which comes after the cells in the global lock order).
+
+/// Why [`check_place`] refuses a hold.
+pub(crate) enum Refusal {
+    /// A business rejection (the requested slot), an outcome of the hold.
+    Rejected(HoldRejection),
+    /// The store's table of active holds is full: [`table_full`], an error of the hold.
+    Full,
+}
+
+/// The first half of the hold decision: the store takes holds, and every line's units are
+/// available to promise. `atp(i)`: what line `i` can take (its cell's ATP less what
+/// earlier holds of a batch group took; 0 for a SKU without a cell). Shortages are named
+/// in the order of `lines`.
+pub(crate) fn check_units(
+    status: StoreStatus,
+    lines: &[(Option<SkuId>, u64, &str)],
+    atp: impl Fn(usize) -> u64,
+) -> Result<(), HoldRejection> {
+    if !status.accepts_holds() {
+        return Err(HoldRejection::StoreNotAccepting { status });
+    }
+    let shortages: Vec<LineShortage> = lines
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, q, name))| {
+            let available = atp(i);
+            (available < *q).then(|| LineShortage {
+                sku: (*name).to_owned(),
+                requested: *q as Qty,
+                available: available.min(u64::from(Qty::MAX)) as Qty,
+            })
+        })
+        .collect();
+    if shortages.is_empty() {
+        Ok(())
+    } else {
+        Err(HoldRejection::InsufficientStock { shortages })
+    }
+}
+
+/// The second half of the hold decision, under the store's state lock: the store's hold
+/// table has room (`active`: its active holds, with the grants of a batch group decided
+/// so far) and the requested slot can take the hold. The hold's expiry: `now + ttl_ms`,
+/// or for a slot-bound hold the slot's end plus the store's grace period.
+pub(crate) fn check_place(
+    st: &StoreState,
+    active: usize,
+    limits: &crate::config::Limits,
+    (ttl_ms, slot_start_ms): (i64, Option<i64>),
+    now: Timestamp,
+) -> Result<Timestamp, Refusal> {
+    if active >= limits.store_active_holds_max {
+        return Err(Refusal::Full);
+    }
+    let Some(start_ms) = slot_start_ms else {
+        return Ok(now.add_ms(ttl_ms));
+    };
+    // Units and slot capacity are granted together or not at all: both are decided under
+    // the locks the grant is applied under.
+    match st.check_slot(start_ms, now.as_ms()) {
+        Ok(slot) => {
+            let cal = st.slots().calendar();
+            Ok(Timestamp(
+                cal.map_or(slot.end_ms, |c| c.slot_expiry_ms(&slot)),
+            ))
+        }
+        Err(problem) => Err(Refusal::Rejected(HoldRejection::SlotUnavailable {
+            slot_start_ms: start_ms,
+            problem,
+        })),
+    }
+}
+
+/// The error of a hold refused by a full table of active holds ([`Refusal::Full`]).
+pub(crate) fn table_full(limits: &crate::config::Limits) -> EngineError {
+    EngineError::LimitReached {
+        limit: "store_active_holds_max",
+        value: limits.store_active_holds_max as u64,
     }
 }
 

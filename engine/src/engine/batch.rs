@@ -12,11 +12,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::engine::{
-    Engine, HoldGrant, HoldOutcome, HoldRequest, IdemEntry, LoggedOutcome, PreparedHold, check_id,
-    hold_identity, poisoned,
+    Engine, HoldGrant, HoldOutcome, HoldRequest, IdemEntry, LoggedOutcome, PreparedHold, Refusal,
+    check_id, check_place, check_units, hold_identity, poisoned, table_full,
 };
 use crate::error::EngineError;
-use crate::event::{Event, HoldRejection, KeptAnswer, KeptOf, LineShortage, Record};
+use crate::event::{Event, KeptAnswer, KeptOf, Record};
 use crate::keys::Claim;
 use crate::lock_order::lock_in_order;
 use crate::stock::StoreShard;
@@ -363,84 +363,60 @@ impl Engine {
                 continue;
             }
             let req = item.req;
-            let rejection = if !status.accepts_holds() {
-                Some(HoldRejection::StoreNotAccepting { status })
-            } else {
-                // As `Engine::hold` does: a hold naming a SKU the engine does not know
-                // reports its shortages in request order, any other in SKU id order.
-                let lines = &mut item.prep.lines;
-                if lines.iter().all(|(id, _, _)| id.is_some()) {
-                    lines.sort_unstable_by_key(|(id, _, _)| *id);
-                }
-                let shortages: Vec<LineShortage> = lines
-                    .iter()
-                    .filter_map(|(id, q, name)| {
-                        let available = match id {
-                            Some(id) => ids
-                                .binary_search(&id.0)
-                                .map_or(0, |gi| atp(&taken, gi, &guards)),
-                            None => 0,
-                        };
-                        (available < *q).then(|| LineShortage {
-                            sku: (*name).to_owned(),
-                            requested: *q as Qty,
-                            available: available.min(u64::from(Qty::MAX)) as Qty,
-                        })
-                    })
-                    .collect();
-                if !shortages.is_empty() {
-                    Some(HoldRejection::InsufficientStock { shortages })
-                } else {
-                    None
-                }
-            };
-            if rejection.is_none() && st.active_len() + granted >= limits.store_active_holds_max {
-                answers[item.idx] = Some(Err(EngineError::LimitReached {
-                    limit: "store_active_holds_max",
-                    value: limits.store_active_holds_max as u64,
-                }));
-                if let Some(key) = req.idempotency_key.as_deref() {
-                    owned.remove(key);
-                    self.release_claim(key);
-                }
-                continue;
+            // As `Engine::hold` does: a hold naming a SKU the engine does not know reports
+            // its shortages in request order, any other in SKU id order.
+            let lines = &mut item.prep.lines;
+            if lines.iter().all(|(id, _, _)| id.is_some()) {
+                lines.sort_unstable_by_key(|(id, _, _)| *id);
             }
-            let mut expires_at = now.add_ms(item.prep.ttl_ms);
-            let rejection = match (rejection, req.slot_start_ms) {
-                (None, Some(start_ms)) => match st.check_slot(start_ms, now.as_ms()) {
-                    Ok(slot) => {
-                        let cal = st.slots().calendar();
-                        expires_at =
-                            Timestamp(cal.map_or(slot.end_ms, |c| c.slot_expiry_ms(&slot)));
+            let lines = &item.prep.lines;
+            let units = check_units(status, lines, |i| match lines[i].0 {
+                Some(id) => ids
+                    .binary_search(&id.0)
+                    .map_or(0, |gi| atp(&taken, gi, &guards)),
+                None => 0,
+            });
+            let place = (item.prep.ttl_ms, req.slot_start_ms);
+            let decision = units
+                .map_err(Refusal::Rejected)
+                .and_then(|()| check_place(&st, st.active_len() + granted, limits, place, now));
+            let expires_at = match decision {
+                Ok(expires_at) => {
+                    if let Some(start_ms) = req.slot_start_ms {
                         // Booked now so the next hold of the group sees it.
                         st.book_slot(start_ms);
                         booked.push(start_ms);
-                        None
                     }
-                    Err(problem) => Some(HoldRejection::SlotUnavailable {
-                        slot_start_ms: start_ms,
-                        problem,
-                    }),
-                },
-                (r, _) => r,
-            };
-            if let Some(rejection) = rejection {
-                match &req.idempotency_key {
-                    Some(key) => {
-                        events.push(Event::HoldRejected {
-                            store: shard.id,
-                            key: key.clone(),
-                            rejection,
-                        });
-                        decided.push(Decided {
-                            idx: item.idx,
-                            identity: item.prep.identity,
-                        });
-                    }
-                    None => answers[item.idx] = Some(Ok((HoldOutcome::Rejected(rejection), None))),
+                    expires_at
                 }
-                continue;
-            }
+                Err(Refusal::Rejected(rejection)) => {
+                    match &req.idempotency_key {
+                        Some(key) => {
+                            events.push(Event::HoldRejected {
+                                store: shard.id,
+                                key: key.clone(),
+                                rejection,
+                            });
+                            decided.push(Decided {
+                                idx: item.idx,
+                                identity: item.prep.identity,
+                            });
+                        }
+                        None => {
+                            answers[item.idx] = Some(Ok((HoldOutcome::Rejected(rejection), None)))
+                        }
+                    }
+                    continue;
+                }
+                Err(Refusal::Full) => {
+                    answers[item.idx] = Some(Err(table_full(limits)));
+                    if let Some(key) = req.idempotency_key.as_deref() {
+                        owned.remove(key);
+                        self.release_claim(key);
+                    }
+                    continue;
+                }
+            };
             let hold = HoldId::new(shard.id, next_seq);
             next_seq += 1;
             granted += 1;
