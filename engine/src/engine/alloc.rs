@@ -24,6 +24,7 @@ use parking_lot::RwLock;
 use rstar::RTree;
 use rstar::primitives::GeomWithData;
 
+use super::commit::Decision;
 use super::{Engine, HoldGrant, HoldOutcome, HoldRequest, check_id, poisoned};
 use std::sync::Arc;
 
@@ -400,23 +401,27 @@ impl Engine {
         edit: impl FnOnce(Option<&CalendarConfig>) -> CalendarConfig,
     ) -> Result<CalendarConfig, EngineError> {
         let shard = self.shard_by_name(store)?;
-        let gate = self.gate.read().map_err(|_| poisoned())?;
-        let mut st = shard.state.lock();
-        let config = edit(st.slots().calendar().map(|c| c.config()));
-        let calendar = StoreCalendar::new(config.clone())?;
-        let lsn = self.log.append(&Record {
-            at: now,
-            events: vec![Event::CalendarSet {
-                store: shard.id,
-                config: Box::new(config.clone()),
-            }],
-        })?;
-        // The same change replay makes for `CalendarSet` (`Engine::apply_event`).
-        st.set_calendar(Some(Arc::new(calendar)));
-        shard.touch(now);
-        drop(st);
-        drop(gate);
-        crate::log::wait_durable_or_defer(&*self.log, lsn)?;
+        let (config, _) = self.mutate(
+            || Ok(shard.state.lock()),
+            |st| {
+                let config = edit(st.slots().calendar().map(|c| c.config()));
+                let calendar = StoreCalendar::new(config.clone())?;
+                let events = vec![Event::CalendarSet {
+                    store: shard.id,
+                    config: Box::new(config.clone()),
+                }];
+                Ok(Decision::Log(
+                    Record { at: now, events },
+                    (calendar, config),
+                ))
+            },
+            |st, _, _, (calendar, config)| {
+                // The same change replay makes for `CalendarSet` (`Engine::apply_event`).
+                st.set_calendar(Some(Arc::new(calendar)));
+                shard.touch(now);
+                Ok(config)
+            },
+        )?;
         Ok(config)
     }
 
@@ -473,34 +478,22 @@ impl Engine {
             ));
         }
         let shard = self.shard_by_name(store)?;
-        self.log_store_event(
-            shard,
-            Event::PickTimeSet {
-                store: shard.id,
-                pick_time_per_order_ms,
+        let events = vec![Event::PickTimeSet {
+            store: shard.id,
+            pick_time_per_order_ms,
+        }];
+        // Under the store state lock, which orders this change with holds at the store.
+        self.mutate(
+            || Ok(shard.state.lock()),
+            |_| Ok(Decision::Log(Record { at: now, events }, ())),
+            |st, _, _, ()| {
+                // The same change replay makes for `PickTimeSet` (`Engine::apply_event`).
+                st.set_pick_time(pick_time_per_order_ms);
+                shard.touch(now);
+                Ok(())
             },
-            now,
-        )
-    }
-
-    fn log_store_event(
-        &self,
-        shard: &StoreShard,
-        event: Event,
-        now: Timestamp,
-    ) -> Result<(), EngineError> {
-        let gate = self.gate.read().map_err(|_| poisoned())?;
-        // The store state lock orders this change with holds at the store.
-        let st = shard.state.lock();
-        let lsn = self.log.append(&Record {
-            at: now,
-            events: vec![event.clone()],
-        })?;
-        drop(st);
-        self.apply_event(&event, now)
-            .map_err(|e| EngineError::invalid("store", e.to_string()))?;
-        drop(gate);
-        crate::log::wait_durable_or_defer(&*self.log, lsn)
+        )?;
+        Ok(())
     }
 
     /// Estimated ready time of an order placed now at `store`: lead time plus the picking
@@ -619,10 +612,16 @@ impl Engine {
         };
         // The caller holds the snapshot gate: a snapshot has both the record and the map
         // entry, or neither.
-        let lsn = self.log.append(&record)?;
-        self.alloc_keys
-            .finish(key, request, outcome.clone(), 1, now);
-        crate::log::wait_durable_or_defer(&*self.log, lsn)
+        let (_, lsn) = self.commit(
+            || Ok(()),
+            |_| Ok(Decision::Log(record, ())),
+            |_, _, _, ()| {
+                self.alloc_keys
+                    .finish(key, request, outcome.clone(), 1, now);
+                Ok(())
+            },
+        )?;
+        self.durable(lsn)
     }
 
     /// Takes in a kept allocation (log replay, snapshot load): its answer for retries,

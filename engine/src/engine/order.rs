@@ -31,9 +31,10 @@
 
 use std::collections::HashMap;
 
+use crate::engine::commit::Decision;
 use crate::engine::{
     CellGuard, Engine, HoldNotActive, PosDelta, apply_release, check_id, clamp_qty, lock_cells,
-    not_active, poisoned, remember_pos_event,
+    not_active, remember_pos_event,
 };
 use crate::error::{ApplyError, EngineError, HoldChange};
 use crate::event::{Event, Record, ReleaseReason};
@@ -969,9 +970,11 @@ fn wrong_code_event(order: OrderId, staff: &StaffId, wrong: &VerifyOutcome) -> E
 }
 
 impl Engine {
-    /// Runs one order operation: locks the order's hold cells (ascending SKU) and its
-    /// store's state, lets `decide` choose the events, appends them as one record, applies
-    /// them, unlocks and waits for durability.
+    /// Runs one order operation through the mutation skeleton ([`Engine::mutate`]): locks
+    /// the order's hold cells (ascending SKU) and its store's state, lets `decide` choose
+    /// the events (none: nothing changes), adds the order's facts after each transition
+    /// ([`with_order_facts`]), appends them as one record, applies them with
+    /// [`apply_locked`], unlocks and waits for durability.
     fn order_txn<R>(
         &self,
         order: OrderId,
@@ -979,29 +982,30 @@ impl Engine {
         decide: impl FnOnce(&StoreShard, &Cells<'_>, &StoreState) -> Decided<R>,
     ) -> Result<(R, Option<Lsn>), EngineError> {
         let shard = self.hold_shard(order.hold())?;
-        let gate = self.gate.read().map_err(|_| poisoned())?;
-        let lines = hold_lines(shard, order.hold());
-        let mut cells = Cells::lock(shard, lines)?;
-        let mut st = shard.state.lock();
-        // Lines of a hold never change SKUs; only qty. If the hold ended in between, the
-        // extra locks are harmless.
-        let (events, r) = decide(shard, &cells, &st)?;
-        if events.is_empty() {
-            return Ok((r, None));
-        }
-        let events = with_order_facts(&st, events, now)?;
-        let record = Record { at: now, events };
-        let lsn = self.log().append(&record)?;
         let horizon = now.add_ms(-self.config().limits.dedupe_window_ms);
-        for ev in &record.events {
-            apply_locked(ev, &mut cells, &mut st, now, horizon)
-                .map_err(|e| EngineError::internal("order", e.to_string()))?;
-        }
-        drop(st);
-        drop(cells);
-        drop(gate);
-        crate::log::wait_durable_or_defer(&**self.log(), lsn)?;
-        Ok((r, Some(lsn)))
+        self.mutate(
+            || {
+                // Lines of a hold never change SKUs; only qty. If the hold ended in
+                // between, the extra locks are harmless.
+                let lines = hold_lines(shard, order.hold());
+                Ok((Cells::lock(shard, lines)?, shard.state.lock()))
+            },
+            |(cells, st)| {
+                let (events, r) = decide(shard, cells, st)?;
+                if events.is_empty() {
+                    return Ok(Decision::Answer(r));
+                }
+                let events = with_order_facts(st, events, now)?;
+                Ok(Decision::Log(Record { at: now, events }, r))
+            },
+            |(cells, st), record, _, r| {
+                for ev in &record.events {
+                    apply_locked(ev, cells, st, now, horizon)
+                        .map_err(|e| EngineError::internal("order", e.to_string()))?;
+                }
+                Ok(r)
+            },
+        )
     }
 
     /// Creates a pickup order (status `placed`) from an active hold. The order id is the
