@@ -29,8 +29,6 @@
 //!   queries) up to [`TERMINAL_ORDERS_MAX`] per store, oldest forgotten first. A POS sale
 //!   naming a forgotten order is applied as a plain sale.
 
-use std::collections::HashMap;
-
 use crate::engine::commit::Decision;
 use crate::engine::{
     CellGuard, Engine, HoldNotActive, PosDelta, apply_release, check_id, clamp_qty, lock_cells,
@@ -364,146 +362,6 @@ pub enum Canceller {
     Store(StaffId),
 }
 
-// ---------------------------------------------------------------- state
-
-impl OrderRec {
-    /// The record an [`Event::OrderCreated`] creates.
-    fn created(ev: &Event, at: Timestamp) -> Result<OrderRec, ApplyError> {
-        let Event::OrderCreated {
-            channel,
-            channel_order_id,
-            customer,
-            lines,
-            currency,
-            currency_exponent,
-            key,
-            ..
-        } = ev
-        else {
-            return Err(ApplyError::UnexpectedEvent {
-                kind: ev.kind(),
-                expected: "an order creation",
-            });
-        };
-        Ok(OrderRec {
-            status: OrderStatus::Placed,
-            channel: channel.as_str().into(),
-            channel_order_id: channel_order_id.as_str().into(),
-            customer: customer.clone(),
-            pos_seen: vec![0; lines.len()],
-            lines: lines.clone(),
-            currency: currency.as_str().into(),
-            currency_exponent: *currency_exponent,
-            key: key.as_deref().map(Into::into),
-            times: vec![(OrderStatus::Placed, at)],
-            code: None,
-            wrong: 0,
-            locked: false,
-            overrides: 0,
-            last_override: None,
-            short_picks: 0,
-            realloc: Vec::new(),
-            receipt_seq: None,
-            ready_estimate: None,
-        })
-    }
-
-    /// What an event does to the order's own record: the one place an order's status,
-    /// code, lines and counters change (live, on replay, and when an event's facts are
-    /// computed). Events that do not touch the record change nothing.
-    pub(crate) fn apply(&mut self, ev: &Event, at: Timestamp) -> Result<(), ApplyError> {
-        match ev {
-            Event::OrderConfirmed { ready_estimate, .. } => {
-                self.transition(OrderStatus::Confirmed, at)?;
-                self.ready_estimate = *ready_estimate;
-                Ok(())
-            }
-            Event::PickingStarted { .. } => self.transition(OrderStatus::Picking, at),
-            Event::OrderShortPicked { sku, missing, .. } => {
-                let line = self
-                    .lines
-                    .iter_mut()
-                    .find(|l| l.sku == *sku)
-                    .ok_or(ApplyError::SkuNotOrdered)?;
-                // A short pick takes at most what the hold still has of the line, which is
-                // at most what was ordered: more is a record that does not apply.
-                line.qty = line
-                    .qty
-                    .checked_sub(*missing)
-                    .ok_or(ApplyError::BeyondOrdered)?;
-                // A count for display, not a conservation counter: it stops at the top.
-                self.short_picks = self.short_picks.saturating_add(1);
-                Ok(())
-            }
-            Event::ReallocationRequested { sku, missing, .. } => {
-                self.realloc.push(Line {
-                    sku: *sku,
-                    qty: *missing,
-                });
-                Ok(())
-            }
-            Event::OrderReady { code, .. } => {
-                self.transition(OrderStatus::Ready, at)?;
-                self.code = Some(*code);
-                self.wrong = 0;
-                self.locked = false;
-                Ok(())
-            }
-            Event::PickupCodeRejected { now_locked, .. } => {
-                // Attempts past the lockout only keep it locked: a clamp, not a balance.
-                self.wrong = self.wrong.saturating_add(1);
-                self.locked |= *now_locked;
-                Ok(())
-            }
-            Event::PickupCodeOverride {
-                staff, sequence, ..
-            } => {
-                self.locked = false;
-                self.wrong = 0;
-                self.overrides = *sequence;
-                self.last_override = Some((staff.as_str().into(), at));
-                Ok(())
-            }
-            Event::OrderCollected { receipt_seq, .. } => {
-                self.transition(OrderStatus::Collected, at)?;
-                self.receipt_seq = Some(*receipt_seq);
-                Ok(())
-            }
-            Event::OrderCancelled { .. } => self.transition(OrderStatus::Cancelled, at),
-            Event::OrderExpired { no_show, .. } => self.transition(
-                if *no_show {
-                    OrderStatus::NoShow
-                } else {
-                    OrderStatus::Expired
-                },
-                at,
-            ),
-            Event::OrderNoShow { .. } => self.transition(OrderStatus::NoShow, at),
-            Event::PosOrderSale {
-                sku,
-                from_hold,
-                recognized,
-                ..
-            } => {
-                if let Some(i) = self.lines.iter().position(|l| l.sku == *sku) {
-                    self.pos_seen[i] = self.pos_seen[i].saturating_add(*from_hold + *recognized);
-                }
-                Ok(())
-            }
-            _ => Ok(()),
-        }
-    }
-
-    fn transition(&mut self, status: OrderStatus, at: Timestamp) -> Result<(), ApplyError> {
-        if self.status.is_final() {
-            return Err(ApplyError::OrderFinal(self.status));
-        }
-        self.status = status;
-        self.times.push((status, at));
-        Ok(())
-    }
-}
-
 // ---------------------------------------------------------------- locked cells
 
 /// The cells an order operation holds, in lock order, with their SKUs.
@@ -652,102 +510,29 @@ pub(crate) fn apply_locked(
     Ok(())
 }
 
-/// For a transition of an order's status: who made it (`Some(None)` when no staff member
-/// did). `None` for every other event.
-fn transition_staff(ev: &Event) -> Option<Option<String>> {
-    match ev {
-        Event::OrderCreated { .. } | Event::OrderConfirmed { .. } | Event::OrderExpired { .. } => {
-            Some(None)
-        }
-        Event::PickingStarted { staff, .. }
-        | Event::OrderReady { staff, .. }
-        | Event::OrderCollected { staff, .. }
-        | Event::OrderNoShow { staff, .. } => Some(Some(staff.clone())),
-        Event::OrderCancelled { staff, .. } => Some(staff.clone()),
-        _ => None,
-    }
-}
-
-/// `events` with an [`Event::OrderChanged`] after each transition of an order: the order
-/// as that transition leaves it, found by applying the record's events in order to a copy
-/// of the order's record with [`OrderRec::apply`], the code the state itself runs. Called
-/// under the store's lock, before the record is logged.
+/// `events` with an [`Event::OrderChanged`] after each transition of an order
+/// ([`OrderState::with_facts`]), each with the slot the order's hold booked. Called under
+/// the store's lock, before the record is logged.
 pub(crate) fn with_order_facts(
     st: &StoreState,
     events: Vec<Event>,
     at: Timestamp,
 ) -> Result<Vec<Event>, EngineError> {
-    if !events.iter().any(|ev| transition_staff(ev).is_some()) {
-        return Ok(events);
-    }
-    let fail = |e: ApplyError| EngineError::internal("order", e.to_string());
-    let mut recs: HashMap<OrderId, OrderRec> = HashMap::new();
-    let mut out = Vec::with_capacity(events.len() + 1);
-    for ev in events {
-        let Some(order) = ev.changed_order() else {
-            out.push(ev);
-            continue;
-        };
-        let rec = match recs.entry(order) {
-            std::collections::hash_map::Entry::Occupied(o) => {
-                let rec = o.into_mut();
-                rec.apply(&ev, at).map_err(fail)?;
-                rec
-            }
-            std::collections::hash_map::Entry::Vacant(v) => {
-                if matches!(ev, Event::OrderCreated { .. }) {
-                    v.insert(OrderRec::created(&ev, at).map_err(fail)?)
-                } else if let Some(r) = st.orders().get(order) {
-                    let rec = v.insert(r.clone());
-                    rec.apply(&ev, at).map_err(fail)?;
-                    rec
-                } else {
-                    out.push(ev);
-                    continue;
-                }
-            }
-        };
-        let changed = transition_staff(&ev).map(|staff| Event::OrderChanged {
-            order,
-            staff,
-            slot: st.hold(order.hold()).and_then(|h| h.slot),
-            facts: Box::new(OrderFacts(rec.clone())),
-        });
-        out.push(ev);
-        out.extend(changed);
-    }
-    Ok(out)
+    st.orders()
+        .with_facts(events, at, |order| {
+            st.hold(order.hold()).and_then(|h| h.slot)
+        })
+        .map_err(|e| EngineError::internal("order", e.to_string()))
 }
 
 /// Applies an order event that touches no cell and no hold: transitions, codes,
-/// re-allocation requests.
+/// re-allocation requests ([`OrderState::apply_transition`]).
 pub(crate) fn apply_state_event(
     ev: &Event,
     st: &mut StoreState,
     at: Timestamp,
 ) -> Result<(), ApplyError> {
-    match ev {
-        Event::OrderConfirmed { order, .. }
-        | Event::PickingStarted { order, .. }
-        | Event::ReallocationRequested { order, .. }
-        | Event::PickupCodeRejected { order, .. }
-        | Event::PickupCodeOverride { order, .. }
-        | Event::OrderCancelled { order, .. }
-        | Event::OrderExpired { order, .. }
-        | Event::OrderNoShow { order, .. } => st.orders_mut().apply_rec(*order, ev, at),
-        // A fact for readers: the order must be as the event says (checked in debug builds).
-        Event::OrderChanged { order, facts, .. } => {
-            debug_assert!(
-                st.orders().get(*order).is_none_or(|r| *r == facts.0),
-                "order {order} differs from its logged facts"
-            );
-            Ok(())
-        }
-        other => Err(ApplyError::UnexpectedEvent {
-            kind: other.kind(),
-            expected: "an order event without cells",
-        }),
-    }
+    st.orders_mut().apply_transition(ev, at)
 }
 
 fn push_recent(
@@ -769,29 +554,14 @@ fn push_recent(
     );
 }
 
-/// The order event that ends an order whose hold the engine ends directly (expiry, or a
-/// release through [`Engine::release`]).
+/// The order event that ends an order whose hold the engine ends directly
+/// ([`OrderState::end_event`]).
 pub(crate) fn hold_end_event(
     st: &StoreState,
     hold: HoldId,
     reason: ReleaseReason,
 ) -> Option<Event> {
-    let order = OrderId::from_hold(hold);
-    let rec = st.orders().get(order)?;
-    if rec.status.is_final() {
-        return None;
-    }
-    Some(match reason {
-        ReleaseReason::Expired => Event::OrderExpired {
-            order,
-            no_show: rec.status != OrderStatus::Placed,
-        },
-        ReleaseReason::Released => Event::OrderCancelled {
-            order,
-            by: CancelledBy::System,
-            staff: None,
-        },
-    })
+    st.orders().end_event(hold, reason)
 }
 
 /// For a POS sale naming a known order with a line of `sku`: the event that records it
@@ -1820,22 +1590,11 @@ impl Engine {
             _ => {
                 let store = ev.store().ok_or(ApplyError::NoStore)?;
                 let shard = self.shard(store).ok_or(ApplyError::UnknownStore)?;
-                let hold = match ev {
-                    Event::OrderCreated { order, .. }
-                    | Event::OrderConfirmed { order, .. }
-                    | Event::PickingStarted { order, .. }
-                    | Event::OrderShortPicked { order, .. }
-                    | Event::ReallocationRequested { order, .. }
-                    | Event::OrderReady { order, .. }
-                    | Event::PickupCodeRejected { order, .. }
-                    | Event::PickupCodeOverride { order, .. }
-                    | Event::OrderCollected { order, .. }
-                    | Event::OrderCancelled { order, .. }
-                    | Event::OrderExpired { order, .. }
-                    | Event::OrderNoShow { order, .. } => order.hold(),
-                    other => {
+                let hold = match ev.changed_order() {
+                    Some(order) => order.hold(),
+                    None => {
                         return Err(ApplyError::UnexpectedEvent {
-                            kind: other.kind(),
+                            kind: ev.kind(),
                             expected: "an order event",
                         });
                     }
