@@ -685,6 +685,21 @@ enum Presented {
     Right,
 }
 
+/// The record of `order` if its status is one `allowed` takes: the prelude of every
+/// order transition. Refused: [`OrderRejection::UnknownOrder`], or
+/// [`OrderRejection::IllegalTransition`] from the status it has.
+fn order_in(
+    st: &StoreState,
+    order: OrderId,
+    allowed: impl Fn(OrderStatus) -> bool,
+) -> Result<&OrderRec, OrderRejection> {
+    let rec = st.orders().get(order).ok_or(OrderRejection::UnknownOrder)?;
+    if !allowed(rec.status) {
+        return Err(OrderRejection::IllegalTransition { from: rec.status });
+    }
+    Ok(rec)
+}
+
 /// Checks `code_input` against the code of `order`, which must be `ready` (and, when
 /// `handing_off`, still have units to hand off), counting a wrong code towards
 /// [`MAX_WRONG_ATTEMPTS`].
@@ -694,14 +709,10 @@ fn check_presented_code(
     code_input: &str,
     handing_off: bool,
 ) -> Result<Presented, EngineError> {
-    let Some(rec) = st.orders().get(order) else {
-        return Ok(Presented::Refused(OrderRejection::UnknownOrder));
+    let rec = match order_in(st, order, |s| s == OrderStatus::Ready) {
+        Ok(rec) => rec,
+        Err(r) => return Ok(Presented::Refused(r)),
     };
-    if rec.status != OrderStatus::Ready {
-        return Ok(Presented::Refused(OrderRejection::IllegalTransition {
-            from: rec.status,
-        }));
-    }
     if handing_off && rec.lines.iter().all(|l| l.qty == 0) {
         return Ok(Presented::Refused(OrderRejection::NothingLeft));
     }
@@ -1099,12 +1110,10 @@ impl Engine {
             let rej = |line, rejection| {
                 Ok((Vec::new(), ShortReportOutcome::Rejected { line, rejection }))
             };
-            let Some(rec) = st.orders().get(order) else {
-                return rej(None, OrderRejection::UnknownOrder);
+            let rec = match order_in(st, order, |s| s == OrderStatus::Picking) {
+                Ok(rec) => rec,
+                Err(r) => return rej(None, r),
             };
-            if rec.status != OrderStatus::Picking {
-                return rej(None, OrderRejection::IllegalTransition { from: rec.status });
-            }
             let staff = req.staff.as_str().to_owned();
             let mut evs = Vec::new();
             let mut missing_per_line = Vec::with_capacity(req.lines.len());
@@ -1205,18 +1214,10 @@ impl Engine {
     ) -> Result<ReadyOutcome, EngineError> {
         let code = PickupCode::from_entropy(entropy);
         let (outcome, _) = self.order_txn(order, now, |shard, _, st| {
-            let Some(rec) = st.orders().get(order) else {
-                return Ok((
-                    Vec::new(),
-                    ReadyOutcome::Rejected(OrderRejection::UnknownOrder),
-                ));
+            let rec = match order_in(st, order, |s| s == OrderStatus::Picking) {
+                Ok(rec) => rec,
+                Err(r) => return Ok((Vec::new(), ReadyOutcome::Rejected(r))),
             };
-            if rec.status != OrderStatus::Picking {
-                return Ok((
-                    Vec::new(),
-                    ReadyOutcome::Rejected(OrderRejection::IllegalTransition { from: rec.status }),
-                ));
-            }
             if rec.lines.iter().all(|l| l.qty == 0) {
                 return Ok((
                     Vec::new(),
@@ -1302,12 +1303,10 @@ impl Engine {
     ) -> Result<TransitionOutcome, EngineError> {
         let (outcome, _) = self.order_txn(order, now, |_, _, st| {
             let rej = |r| Ok((Vec::new(), TransitionOutcome::Rejected(r)));
-            let Some(rec) = st.orders().get(order) else {
-                return rej(OrderRejection::UnknownOrder);
+            let rec = match order_in(st, order, |s| s == OrderStatus::Ready) {
+                Ok(rec) => rec,
+                Err(r) => return rej(r),
             };
-            if rec.status != OrderStatus::Ready {
-                return rej(OrderRejection::IllegalTransition { from: rec.status });
-            }
             if !rec.locked {
                 return rej(OrderRejection::NotLocked);
             }
@@ -1333,19 +1332,8 @@ impl Engine {
         now: Timestamp,
     ) -> Result<TransitionOutcome, EngineError> {
         let (outcome, _) = self.order_txn(order, now, |_, _, st| {
-            let Some(rec) = st.orders().get(order) else {
-                return Ok((
-                    Vec::new(),
-                    TransitionOutcome::Rejected(OrderRejection::UnknownOrder),
-                ));
-            };
-            if rec.status.is_final() {
-                return Ok((
-                    Vec::new(),
-                    TransitionOutcome::Rejected(OrderRejection::IllegalTransition {
-                        from: rec.status,
-                    }),
-                ));
+            if let Err(r) = order_in(st, order, |s| !s.is_final()) {
+                return Ok((Vec::new(), TransitionOutcome::Rejected(r)));
             }
             let hold = order.hold();
             let mut evs = Vec::new();
