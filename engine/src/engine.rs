@@ -5,12 +5,14 @@
 //! append the record to the log, apply the record's events through the same `apply_*`
 //! functions that replay uses, release the locks, and wait until the record is durable
 //! before returning. Because the log append happens before any state changes, a log failure
-//! leaves the state untouched.
+//! leaves the state untouched. Those steps are written once, in `engine/commit.rs`
+//! (`Engine::commit`, `Engine::mutate`); each mutation gives its lock, decide and apply
+//! steps.
 
-// Allocation, batches, pickup orders and kept replies live in their own files
-// (`src/engine/`) but are child modules: they drive holds through the engine's private
-// helpers without widening their visibility, and name the engine as part of it, not as a
-// layer above them.
+// Allocation, batches, the mutation skeleton, pickup orders and kept replies live in
+// their own files (`src/engine/`) but are child modules: they drive holds through the
+// engine's private helpers without widening their visibility, and name the engine as part
+// of it, not as a layer above them.
 pub mod alloc;
 pub(crate) mod batch;
 pub(crate) mod commit;
