@@ -127,3 +127,81 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::sync::Arc;
+
+    use super::Decision;
+    use crate::config::EngineConfig;
+    use crate::engine::Engine;
+    use crate::error::EngineError;
+    use crate::event::Record;
+    use crate::log::{EventLog, MemoryLog};
+    use crate::types::{Lsn, Timestamp};
+
+    /// A log that refuses every record.
+    struct Refusing;
+
+    impl EventLog for Refusing {
+        fn append(&self, _record: &Record) -> Result<Lsn, EngineError> {
+            Err(EngineError::LogFailed("refused".into()))
+        }
+        fn wait_durable(&self, _lsn: Lsn) -> Result<(), EngineError> {
+            Ok(())
+        }
+        fn last_lsn(&self) -> Lsn {
+            Lsn(0)
+        }
+    }
+
+    fn record() -> Record {
+        Record {
+            at: Timestamp(1),
+            events: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_refused_record_is_undone_and_never_applied() {
+        let engine = Engine::with_log(EngineConfig::default(), Arc::new(Refusing)).unwrap();
+        let (applied, undone) = (Cell::new(false), Cell::new(false));
+        let result = engine.commit_or_undo(
+            || Ok(()),
+            |_| Ok(Decision::Log(record(), ())),
+            |_, _, _, ()| {
+                applied.set(true);
+                Ok(())
+            },
+            |_, ()| undone.set(true),
+        );
+        assert!(matches!(result, Err(EngineError::LogFailed(_))));
+        assert!(!applied.get());
+        assert!(undone.get());
+    }
+
+    #[test]
+    fn an_answer_logs_nothing_and_a_logged_record_is_applied_with_its_lsn() {
+        let log = Arc::new(MemoryLog::default());
+        let engine = Engine::with_log(EngineConfig::default(), log.clone()).unwrap();
+        let before = log.last_lsn();
+        let (answer, lsn) = engine
+            .mutate(
+                || Ok(()),
+                |_| Ok(Decision::<Record, (), u8>::Answer(7)),
+                |_, _, _, ()| unreachable!("nothing to apply"),
+            )
+            .unwrap();
+        assert_eq!((answer, lsn, log.last_lsn()), (7, None, before));
+        let (seen, lsn) = engine
+            .mutate(
+                || Ok(()),
+                |_| Ok(Decision::Log(record(), ())),
+                |_, _, lsn, ()| Ok(lsn),
+            )
+            .unwrap();
+        assert_eq!(Some(seen), lsn);
+        assert_eq!(log.last_lsn(), seen);
+    }
+}
