@@ -1811,6 +1811,32 @@ impl Engine {
         }
     }
 
+    /// The state of `hold`'s store, locked, for a change to the hold, which must be active.
+    fn active_hold_state(
+        &self,
+        hold: HoldId,
+        change: HoldChange,
+    ) -> Result<std::sync::MutexGuard<'_, StoreState>, ApplyError> {
+        let shard = self.shard(hold.store()).ok_or(ApplyError::UnknownStore)?;
+        let st = shard.state.lock();
+        if !st.is_active(hold) {
+            return Err(ApplyError::InactiveHold { change, hold });
+        }
+        Ok(st)
+    }
+
+    /// The cell of `sku` at `store` and the store's state, locked in that order (the
+    /// replay of a POS event).
+    fn replay_cell(
+        &self,
+        store: StoreId,
+        sku: SkuId,
+    ) -> Result<(MutexGuard<'_, Cell>, std::sync::MutexGuard<'_, StoreState>), ApplyError> {
+        let shard = self.shard(store).ok_or(ApplyError::UnknownStore)?;
+        let guard = shard.cell(sku).ok_or(ApplyError::SkuBeyondMax)?.lock();
+        Ok((guard, shard.state.lock()))
+    }
+
     fn apply_event(&self, ev: &Event, at: Timestamp) -> Result<(), ApplyError> {
         match ev {
             Event::StoreDefined { store, def } => {
@@ -1907,25 +1933,11 @@ impl Engine {
                 );
             }
             Event::HoldExtended { hold, facts } => {
-                let shard = self.shard(hold.store()).ok_or(ApplyError::UnknownStore)?;
-                let mut st = shard.state.lock();
-                if !st.is_active(*hold) {
-                    return Err(ApplyError::InactiveHold {
-                        change: HoldChange::Extend,
-                        hold: *hold,
-                    });
-                }
+                let mut st = self.active_hold_state(*hold, HoldChange::Extend)?;
                 apply_extend(&mut st, *hold, facts.expires_at);
             }
             Event::HoldConfirmed { hold, .. } => {
-                let shard = self.shard(hold.store()).ok_or(ApplyError::UnknownStore)?;
-                let mut st = shard.state.lock();
-                if !st.is_active(*hold) {
-                    return Err(ApplyError::InactiveHold {
-                        change: HoldChange::Confirm,
-                        hold: *hold,
-                    });
-                }
+                let mut st = self.active_hold_state(*hold, HoldChange::Confirm)?;
                 apply_confirm(&mut st, *hold);
             }
             Event::HoldReleased { hold, reason, .. } => {
@@ -1957,9 +1969,7 @@ impl Engine {
                 after,
                 ..
             } => {
-                let shard = self.shard(*store).ok_or(ApplyError::UnknownStore)?;
-                let mut guard = shard.cell(*sku).ok_or(ApplyError::SkuBeyondMax)?.lock();
-                let mut st = shard.state.lock();
+                let (mut guard, mut st) = self.replay_cell(*store, *sku)?;
                 apply_pos_delta(
                     &mut guard,
                     &mut st,
@@ -1982,9 +1992,7 @@ impl Engine {
                 after,
                 ..
             } => {
-                let shard = self.shard(*store).ok_or(ApplyError::UnknownStore)?;
-                let mut guard = shard.cell(*sku).ok_or(ApplyError::SkuBeyondMax)?.lock();
-                let mut st = shard.state.lock();
+                let (mut guard, mut st) = self.replay_cell(*store, *sku)?;
                 apply_pos_count(
                     &mut guard,
                     &mut st,
