@@ -639,19 +639,14 @@ impl Engine {
         req: &HoldRequest,
         now: Timestamp,
     ) -> Result<(HoldOutcome, Option<Lsn>), EngineError> {
-        let PreparedHold {
-            shard,
-            ttl_ms,
-            mut lines,
-            identity,
-        } = self.prepare_hold(req)?;
+        let mut prep = self.prepare_hold(req)?;
         let gate = self.gate.read().map_err(|_| poisoned())?;
         if let Some(key) = &req.idempotency_key
-            && let Some(answer) = self.claim_key(key, identity)?
+            && let Some(answer) = self.claim_key(key, prep.identity)?
         {
             return Ok(answer);
         }
-        let result = self.hold_locked(shard, req, &mut lines, (ttl_ms, identity), now, None);
+        let result = self.hold_locked(&mut prep, req, now, None);
         drop(gate);
         match result {
             Ok(done) => Ok(done),
@@ -829,35 +824,24 @@ impl Engine {
             req.idempotency_key.is_none(),
             "allocation holds have no keys"
         );
-        let PreparedHold {
-            shard,
-            ttl_ms,
-            mut lines,
-            identity,
-        } = self.prepare_hold(req)?;
-        let (outcome, lsn) = self.hold_locked(
-            shard,
-            req,
-            &mut lines,
-            (ttl_ms, identity),
-            now,
-            allocation_key,
-        )?;
+        let mut prep = self.prepare_hold(req)?;
+        let (outcome, lsn) = self.hold_locked(&mut prep, req, now, allocation_key)?;
         self.durable(lsn)?;
         Ok(outcome)
     }
 
-    /// `ttl_identity`: the hold time, and the request's [`hold_identity`] when it has a key.
+    /// Decides and applies the hold `prep` (from [`Engine::prepare_hold`] of `req`; its key
+    /// claimed when it has one) through the hold decision and the mutation skeleton.
     /// `allocation_key`: see [`Engine::hold_part`].
     fn hold_locked(
         &self,
-        shard: &StoreShard,
+        prep: &mut PreparedHold<'_>,
         req: &HoldRequest,
-        lines: &mut [(Option<SkuId>, u64, &str)],
-        (ttl_ms, identity): (i64, Option<u32>),
         now: Timestamp,
         allocation_key: Option<&str>,
     ) -> Result<(HoldOutcome, Option<Lsn>), EngineError> {
+        let (shard, ttl_ms, identity) = (prep.shard, prep.ttl_ms, prep.identity);
+        let lines = &mut prep.lines;
         let status = shard.status();
         if !status.accepts_holds() || lines.iter().any(|(id, _, _)| id.is_none()) {
             // Refused without a lock: a store that takes no holds, or a SKU the engine never

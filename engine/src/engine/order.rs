@@ -685,6 +685,16 @@ enum Presented {
     Right,
 }
 
+/// The release of `order`'s hold in the order's record, if the hold is still active.
+fn release_of(st: &StoreState, order: OrderId, reason: ReleaseReason) -> Option<Event> {
+    let hold = order.hold();
+    st.hold(hold).map(|h| Event::HoldReleased {
+        hold,
+        reason,
+        facts: h.facts(),
+    })
+}
+
 /// The record of `order` if its status is one `allowed` takes: the prelude of every
 /// order transition. Refused: [`OrderRejection::UnknownOrder`], or
 /// [`OrderRejection::IllegalTransition`] from the status it has.
@@ -1177,14 +1187,7 @@ impl Engine {
             }
             let mut status = OrderStatus::Picking;
             if left.iter().all(|(_, q)| *q == 0) {
-                let hold = order.hold();
-                if let Some(h) = st.hold(hold) {
-                    evs.push(Event::HoldReleased {
-                        hold,
-                        reason: ReleaseReason::Released,
-                        facts: h.facts(),
-                    });
-                }
+                evs.extend(release_of(st, order, ReleaseReason::Released));
                 evs.push(Event::OrderCancelled {
                     order,
                     by: CancelledBy::Store,
@@ -1335,15 +1338,8 @@ impl Engine {
             if let Err(r) = order_in(st, order, |s| !s.is_final()) {
                 return Ok((Vec::new(), TransitionOutcome::Rejected(r)));
             }
-            let hold = order.hold();
             let mut evs = Vec::new();
-            if let Some(h) = st.hold(hold) {
-                evs.push(Event::HoldReleased {
-                    hold,
-                    reason: ReleaseReason::Released,
-                    facts: h.facts(),
-                });
-            }
+            evs.extend(release_of(st, order, ReleaseReason::Released));
             let (by, staff) = match by {
                 Canceller::Customer => (CancelledBy::Customer, None),
                 Canceller::Store(s) => (CancelledBy::Store, Some(s.as_str().to_owned())),
@@ -1401,11 +1397,7 @@ impl Engine {
                 if now < ends_at {
                     return rej(OrderRejection::PickupWindowOpen { ends_at });
                 }
-                evs.push(Event::HoldReleased {
-                    hold,
-                    reason: ReleaseReason::Expired,
-                    facts: h.facts(),
-                });
+                evs.extend(release_of(st, order, ReleaseReason::Expired));
             }
             evs.push(Event::OrderNoShow {
                 order,
