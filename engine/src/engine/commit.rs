@@ -2,7 +2,8 @@
 //!
 //! Each mutation of the engine (holds, batches, release and expiry, extend and confirm,
 //! the POS feed, safety stock, order transitions, allocation answers, calendars, stores
-//! and SKUs, kept replies) is [`Engine::commit`] with its own three steps:
+//! and SKUs, kept replies, consumer acknowledgements) is [`Engine::commit`] with its own
+//! three steps:
 //!
 //! - `lock` takes the locks of the state the mutation reads and changes, in the global
 //!   lock order (a store's cells by ascending SKU id, then its state);
