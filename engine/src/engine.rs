@@ -1,18 +1,22 @@
 //! The engine: stores, SKUs, stock cells, holds and the POS feed.
 //!
 //! Every mutation follows the same steps: validate (no lock), take the snapshot gate for
-//! reading, lock the cells it touches in ascending SKU order, then its store's state, decide,
+//! reading (a hold or the end of a hold then its store's admission lock,
+//! `StoreShard::admit`), lock the cells it touches in ascending SKU order, then its store's state, decide,
 //! append the record to the log, apply the record's events through the same `apply_*`
 //! functions that replay uses, release the locks, and wait until the record is durable
 //! before returning. Because the log append happens before any state changes, a log failure
-//! leaves the state untouched.
+//! leaves the state untouched. Those steps are written once, in `engine/commit.rs`
+//! (`Engine::commit`, `Engine::mutate`); each mutation gives its lock, decide and apply
+//! steps.
 
-// Allocation, batches, pickup orders and kept replies live in their own files
-// (`src/engine/`) but are child modules: they drive holds through the engine's private
-// helpers without widening their visibility, and name the engine as part of it, not as a
-// layer above them.
+// Allocation, batches, the mutation skeleton, pickup orders and kept replies live in
+// their own files (`src/engine/`) but are child modules: they drive holds through the
+// engine's private helpers without widening their visibility, and name the engine as part
+// of it, not as a layer above them.
 pub mod alloc;
 pub(crate) mod batch;
+pub(crate) mod commit;
 pub mod order;
 pub mod replies;
 
@@ -26,6 +30,7 @@ use dashmap::mapref::entry::Entry;
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::config::EngineConfig;
+use crate::engine::commit::Decision;
 use crate::error::{ApplyError, EngineError, HoldChange};
 use crate::event::{
     Event, HoldRejection, KeptOf, LineShortage, PosDeltaKind, Record, ReleaseReason, StoreDef,
@@ -423,32 +428,46 @@ impl Engine {
     /// Registers a store, or replaces the definition of a store with the same external id.
     pub fn define_store(&self, def: StoreDef, now: Timestamp) -> Result<StoreId, EngineError> {
         self.validate_store_def(&def)?;
-        let _gate = self.gate.read().map_err(|_| poisoned())?;
-        let _reg = self.registry_lock.lock();
-        let store = match self.store_index.get(def.external_id.as_str()) {
-            Some(id) => *id,
-            None => {
-                let n = self.store_count.load(Ordering::Acquire);
-                if n >= self.config.limits.stores_max {
-                    return Err(EngineError::LimitReached {
-                        limit: "stores_max",
-                        value: u64::from(self.config.limits.stores_max),
-                    });
-                }
-                StoreId(n)
-            }
-        };
-        let event = Event::StoreDefined { store, def };
-        let lsn = self.log.append(&Record {
-            at: now,
-            events: vec![event.clone()],
-        })?;
-        self.apply_event(&event, now)
-            .map_err(|e| EngineError::invalid("store", e.to_string()))?;
-        drop(_reg);
-        drop(_gate);
-        crate::log::wait_durable_or_defer(&*self.log, lsn)?;
+        let (store, _) = self.mutate(
+            || Ok(self.registry_lock.lock()),
+            |_| {
+                let store = match self.store_index.get(def.external_id.as_str()) {
+                    Some(id) => *id,
+                    None => {
+                        let n = self.store_count.load(Ordering::Acquire);
+                        if n >= self.config.limits.stores_max {
+                            return Err(EngineError::LimitReached {
+                                limit: "stores_max",
+                                value: u64::from(self.config.limits.stores_max),
+                            });
+                        }
+                        StoreId(n)
+                    }
+                };
+                let events = vec![Event::StoreDefined { store, def }];
+                Ok(Decision::Log(Record { at: now, events }, store))
+            },
+            |_, record, _, store| {
+                self.apply_record_event(&record, now, "store")?;
+                Ok(store)
+            },
+        )?;
         Ok(store)
+    }
+
+    /// Applies the one event of a registry record (a store or a SKU) with
+    /// [`Engine::apply_event`], as replay does.
+    fn apply_record_event(
+        &self,
+        record: &Record,
+        now: Timestamp,
+        field: &'static str,
+    ) -> Result<(), EngineError> {
+        for event in &record.events {
+            self.apply_event(event, now)
+                .map_err(|e| EngineError::invalid(field, e.to_string()))?;
+        }
+        Ok(())
     }
 
     fn validate_store_def(&self, def: &StoreDef) -> Result<(), EngineError> {
@@ -552,32 +571,31 @@ impl Engine {
             return Ok(id);
         }
         check_id("sku", external_id, self.config.limits.external_id_len_max)?;
-        let _gate = self.gate.read().map_err(|_| poisoned())?;
-        let _reg = self.registry_lock.lock();
-        if let Some(id) = self.sku_id(external_id) {
-            return Ok(id);
-        }
-        let n = self.sku_names.lock().len() as u32;
-        if n >= self.config.limits.skus_max {
-            return Err(EngineError::LimitReached {
-                limit: "skus_max",
-                value: u64::from(self.config.limits.skus_max),
-            });
-        }
-        let event = Event::SkuRegistered {
-            sku: SkuId(n),
-            external_id: external_id.to_owned(),
-        };
-        let lsn = self.log.append(&Record {
-            at: now,
-            events: vec![event.clone()],
-        })?;
-        self.apply_event(&event, now)
-            .map_err(|e| EngineError::invalid("sku", e.to_string()))?;
-        drop(_reg);
-        drop(_gate);
-        crate::log::wait_durable_or_defer(&*self.log, lsn)?;
-        Ok(SkuId(n))
+        let (sku, _) = self.mutate(
+            || Ok(self.registry_lock.lock()),
+            |_| {
+                if let Some(id) = self.sku_id(external_id) {
+                    return Ok(Decision::Answer(id));
+                }
+                let n = self.sku_names.lock().len() as u32;
+                if n >= self.config.limits.skus_max {
+                    return Err(EngineError::LimitReached {
+                        limit: "skus_max",
+                        value: u64::from(self.config.limits.skus_max),
+                    });
+                }
+                let events = vec![Event::SkuRegistered {
+                    sku: SkuId(n),
+                    external_id: external_id.to_owned(),
+                }];
+                Ok(Decision::Log(Record { at: now, events }, SkuId(n)))
+            },
+            |_, record, _, sku| {
+                self.apply_record_event(&record, now, "sku")?;
+                Ok(sku)
+            },
+        )?;
+        Ok(sku)
     }
 
     pub(crate) fn shard(&self, store: StoreId) -> Option<&StoreShard> {
@@ -611,9 +629,7 @@ impl Engine {
         now: Timestamp,
     ) -> Result<LoggedOutcome, EngineError> {
         let (outcome, lsn) = self.hold_unsynced(req, now)?;
-        if let Some(lsn) = lsn {
-            crate::log::wait_durable_or_defer(&*self.log, lsn)?;
-        }
+        self.durable(lsn)?;
         Ok((outcome, lsn))
     }
 
@@ -624,20 +640,15 @@ impl Engine {
         req: &HoldRequest,
         now: Timestamp,
     ) -> Result<(HoldOutcome, Option<Lsn>), EngineError> {
-        let PreparedHold {
-            shard,
-            ttl_ms,
-            mut lines,
-            identity,
-        } = self.prepare_hold(req)?;
+        let mut prep = self.prepare_hold(req)?;
         let gate = self.gate.read().map_err(|_| poisoned())?;
-        let admitted = shard.admit();
+        let admitted = prep.shard.admit();
         if let Some(key) = &req.idempotency_key
-            && let Some(answer) = self.claim_key(key, identity)?
+            && let Some(answer) = self.claim_key(key, prep.identity)?
         {
             return Ok(answer);
         }
-        let result = self.hold_locked(shard, req, &mut lines, (ttl_ms, identity), now, None);
+        let result = self.hold_locked(&mut prep, req, now, None);
         drop(admitted);
         drop(gate);
         match result {
@@ -816,184 +827,136 @@ impl Engine {
             req.idempotency_key.is_none(),
             "allocation holds have no keys"
         );
-        let PreparedHold {
-            shard,
-            ttl_ms,
-            mut lines,
-            identity,
-        } = self.prepare_hold(req)?;
-        let (outcome, lsn) = self.hold_locked(
-            shard,
-            req,
-            &mut lines,
-            (ttl_ms, identity),
-            now,
-            allocation_key,
-        )?;
-        if let Some(lsn) = lsn {
-            crate::log::wait_durable_or_defer(&*self.log, lsn)?;
-        }
+        let mut prep = self.prepare_hold(req)?;
+        let (outcome, lsn) = self.hold_locked(&mut prep, req, now, allocation_key)?;
+        self.durable(lsn)?;
         Ok(outcome)
     }
 
-    /// `ttl_identity`: the hold time, and the request's [`hold_identity`] when it has a key.
+    /// Decides and applies the hold `prep` (from [`Engine::prepare_hold`] of `req`; its key
+    /// claimed when it has one) through the hold decision and the mutation skeleton.
     /// `allocation_key`: see [`Engine::hold_part`].
     fn hold_locked(
         &self,
-        shard: &StoreShard,
+        prep: &mut PreparedHold<'_>,
         req: &HoldRequest,
-        lines: &mut [(Option<SkuId>, u64, &str)],
-        (ttl_ms, identity): (i64, Option<u32>),
         now: Timestamp,
         allocation_key: Option<&str>,
     ) -> Result<(HoldOutcome, Option<Lsn>), EngineError> {
+        let (shard, ttl_ms, identity) = (prep.shard, prep.ttl_ms, prep.identity);
+        let lines = &mut prep.lines;
         let status = shard.status();
-        if !status.accepts_holds() {
-            return self.reject(
-                shard,
-                req,
-                HoldRejection::StoreNotAccepting { status },
-                identity,
-                now,
-            );
-        }
-        if lines.iter().any(|(id, _, _)| id.is_none()) {
-            let shortages = lines
-                .iter()
-                .map(|(id, q, name)| LineShortage {
-                    sku: (*name).to_owned(),
-                    requested: *q as Qty,
-                    available: match id {
-                        Some(id) => shard.view(*id).atp(),
-                        None => 0,
-                    },
-                })
-                .filter(|s| s.available < s.requested)
-                .collect();
-            return self.reject(
-                shard,
-                req,
-                HoldRejection::InsufficientStock { shortages },
-                identity,
-                now,
-            );
+        if !status.accepts_holds() || lines.iter().any(|(id, _, _)| id.is_none()) {
+            // Refused without a lock: a store that takes no holds, or a SKU the engine never
+            // saw (no cell, no stock anywhere), read on the other cells' views as they are.
+            let units = check_units(status, lines, |i| {
+                lines[i].0.map_or(0, |id| u64::from(shard.view(id).atp()))
+            });
+            let rejection = units
+                .err()
+                .ok_or_else(|| EngineError::internal("hold", "an unknown SKU had stock"))?;
+            return self.reject(shard, req, rejection, identity, now);
         }
         // Global lock order: cells by ascending SKU id, then the store's state.
         lines.sort_unstable_by_key(|(id, _, _)| *id);
-        let mut cells = Vec::with_capacity(lines.len());
-        for (id, _, _) in lines.iter() {
-            let id = id.ok_or_else(|| EngineError::invalid("sku", "unknown"))?;
-            let cell = shard
-                .cell(id)
-                .ok_or_else(|| EngineError::invalid("sku", "beyond skus_max"))?;
-            cells.push((id.0, cell));
-        }
-        let mut guards = lock_in_order(&cells)
-            .ok_or_else(|| EngineError::invalid("lines", "not in lock order"))?;
+        let lines = &*lines;
+        let limits = &self.config.limits;
         let default_safety = shard.default_safety();
-        let mut shortages = Vec::new();
-        for ((_, qty, name), g) in lines.iter().zip(&guards) {
-            let atp = g.view(default_safety).atp();
-            if u64::from(atp) < *qty {
-                shortages.push(LineShortage {
-                    sku: (*name).to_owned(),
-                    requested: *qty as Qty,
-                    available: atp,
+        let (placed, lsn) = self.commit(
+            || {
+                let mut cells = Vec::with_capacity(lines.len());
+                for (id, _, _) in lines {
+                    let id = id.ok_or_else(|| EngineError::invalid("sku", "unknown"))?;
+                    let cell = shard
+                        .cell(id)
+                        .ok_or_else(|| EngineError::invalid("sku", "beyond skus_max"))?;
+                    cells.push((id.0, cell));
+                }
+                lock_in_order(&cells)
+                    .ok_or_else(|| EngineError::invalid("lines", "not in lock order"))
+            },
+            |guards| {
+                let units = check_units(status, lines, |i| {
+                    u64::from(guards[i].view(default_safety).atp())
                 });
-            }
-        }
-        if !shortages.is_empty() {
-            drop(guards);
-            return self.reject(
-                shard,
-                req,
-                HoldRejection::InsufficientStock { shortages },
-                identity,
-                now,
-            );
-        }
-        let mut st = shard.state.lock();
-        if st.active_len() >= self.config.limits.store_active_holds_max {
-            return Err(EngineError::LimitReached {
-                limit: "store_active_holds_max",
-                value: self.config.limits.store_active_holds_max as u64,
-            });
-        }
-        // The slot is checked and booked under the store state lock, after the cell locks:
-        // units and slot capacity are granted together or not at all.
-        let mut expires_at = now.add_ms(ttl_ms);
-        if let Some(start_ms) = req.slot_start_ms {
-            match st.check_slot(start_ms, now.as_ms()) {
-                Ok(slot) => {
-                    let cal = st.slots().calendar();
-                    expires_at = Timestamp(cal.map_or(slot.end_ms, |c| c.slot_expiry_ms(&slot)));
+                if let Err(rejection) = units {
+                    return Ok(Decision::Answer(Err(rejection)));
                 }
-                Err(problem) => {
-                    drop(st);
-                    drop(guards);
-                    let rejection = HoldRejection::SlotUnavailable {
-                        slot_start_ms: start_ms,
-                        problem,
-                    };
-                    return self.reject(shard, req, rejection, identity, now);
+                // The store's state after its cells, and only for a hold the units allow:
+                // a shortage never waits for the store.
+                let st = shard.state.lock();
+                let place = (ttl_ms, req.slot_start_ms);
+                let expires_at = match check_place(&st, st.active_len(), limits, place, now) {
+                    Ok(expires_at) => expires_at,
+                    Err(Refusal::Full) => return Err(table_full(limits)),
+                    Err(Refusal::Rejected(rejection)) => {
+                        return Ok(Decision::Answer(Err(rejection)));
+                    }
+                };
+                // Sequences start at 1: hold (and order) id 0 is never issued, so a
+                // client's unset id field (proto3's 0) can never address store 0's first
+                // hold.
+                let hold = HoldId::new(shard.id, st.next_hold_seq());
+                let lines: Vec<Line> = lines
+                    .iter()
+                    .map(|(id, q, _)| Line {
+                        sku: id.unwrap_or(SkuId(0)),
+                        qty: *q as Qty,
+                    })
+                    .collect();
+                let mut events = Vec::with_capacity(1 + usize::from(allocation_key.is_some()));
+                if let Some(key) = allocation_key {
+                    events.push(Event::KeyedPart {
+                        key: key.to_owned(),
+                        of: KeptOf::Allocation,
+                    });
                 }
-            }
-        }
-        // Sequences start at 1: hold (and order) id 0 is never issued, so a client's unset
-        // id field (proto3's 0) can never address store 0's first hold.
-        let hold = HoldId::new(shard.id, st.next_hold_seq());
-        let lines: Vec<Line> = lines
-            .iter()
-            .map(|(id, q, _)| Line {
-                sku: id.unwrap_or(SkuId(0)),
-                qty: *q as Qty,
-            })
-            .collect();
-        let mut events = Vec::with_capacity(1 + usize::from(allocation_key.is_some()));
-        if let Some(key) = allocation_key {
-            events.push(Event::KeyedPart {
-                key: key.to_owned(),
-                of: KeptOf::Allocation,
-            });
-        }
-        events.push(Event::HoldGranted {
-            hold,
-            key: req.idempotency_key.clone(),
-            lines,
-            expires_at,
-            slot: req.slot_start_ms,
-        });
-        // Shared with the event stream, which keeps it without a copy.
-        let record = Arc::new(Record { at: now, events });
-        let lsn = self.log.append_shared(&record)?;
-        let Some(Event::HoldGranted { lines, .. }) = record.events.last() else {
-            unreachable!("the record was built with one HoldGranted event")
-        };
-        let outcome = HoldOutcome::Granted(HoldGrant {
-            hold,
-            expires_at,
-            lsn,
-        });
-        apply_grant(
-            &mut guards,
-            &mut st,
-            hold,
-            req.idempotency_key.as_deref(),
-            lines.as_slice().into(),
-            now,
-            (expires_at, req.slot_start_ms),
-        );
-        if let Some(key) = &req.idempotency_key {
-            self.settle_claim(
-                key,
-                IdemEntry::Done {
+                events.push(Event::HoldGranted {
+                    hold,
+                    key: req.idempotency_key.clone(),
+                    lines,
+                    expires_at,
+                    slot: req.slot_start_ms,
+                });
+                // Shared with the event stream, which keeps it without a copy.
+                let record = Arc::new(Record { at: now, events });
+                Ok(Decision::Log(record, (st, hold, expires_at)))
+            },
+            |guards, record, lsn, (mut st, hold, expires_at)| {
+                let Some(Event::HoldGranted { lines, .. }) = record.events.last() else {
+                    unreachable!("the record was built with one HoldGranted event")
+                };
+                let outcome = HoldOutcome::Granted(HoldGrant {
+                    hold,
+                    expires_at,
                     lsn,
-                    outcome: outcome.clone(),
-                    request: identity,
-                },
-            );
+                });
+                apply_grant(
+                    guards,
+                    &mut st,
+                    hold,
+                    req.idempotency_key.as_deref(),
+                    lines.as_slice().into(),
+                    now,
+                    (expires_at, req.slot_start_ms),
+                );
+                if let Some(key) = &req.idempotency_key {
+                    self.settle_claim(
+                        key,
+                        IdemEntry::Done {
+                            lsn,
+                            outcome: outcome.clone(),
+                            request: identity,
+                        },
+                    );
+                }
+                Ok(Ok(outcome))
+            },
+        )?;
+        match placed {
+            Ok(outcome) => Ok((outcome, lsn)),
+            Err(rejection) => self.reject(shard, req, rejection, identity, now),
         }
-        Ok((outcome, Some(lsn)))
     }
 
     fn reject(
@@ -1008,25 +971,29 @@ impl Engine {
         let Some(key) = &req.idempotency_key else {
             return Ok((outcome, None));
         };
-        let mut st = shard.state.lock();
-        let lsn = self.log.append(&Record {
-            at: now,
-            events: vec![Event::HoldRejected {
-                store: shard.id,
-                key: key.clone(),
-                rejection,
-            }],
-        })?;
-        st.note_idem_key(now, key);
-        self.idem.insert(
-            key.as_str().into(),
-            IdemEntry::Done {
-                lsn,
-                outcome: outcome.clone(),
-                request: identity,
+        self.commit(
+            || Ok(shard.state.lock()),
+            |_| {
+                let events = vec![Event::HoldRejected {
+                    store: shard.id,
+                    key: key.clone(),
+                    rejection,
+                }];
+                Ok(Decision::Log(Record { at: now, events }, ()))
             },
-        );
-        Ok((outcome, Some(lsn)))
+            |st, _, lsn, ()| {
+                st.note_idem_key(now, key);
+                self.idem.insert(
+                    key.as_str().into(),
+                    IdemEntry::Done {
+                        lsn,
+                        outcome: outcome.clone(),
+                        request: identity,
+                    },
+                );
+                Ok(outcome)
+            },
+        )
     }
 
     /// Moves an active hold's expiry to `now + ttl_ms` (the store's default when `None`).
@@ -1051,40 +1018,43 @@ impl Engine {
                 ),
             ));
         }
-        let gate = self.gate.read().map_err(|_| poisoned())?;
-        let mut st = shard.state.lock();
-        let Some(rec) = st.hold(hold) else {
-            return Ok(ExtendOutcome::NotActive(not_active(&st, hold)));
-        };
-        let expires_at = now.add_ms(ttl_ms);
-        if let Some(slot_start_ms) = rec.slot {
-            // The slot's expiry, computed as the grant computed it. A calendar changed
-            // since the grant may no longer have that slot: the hold then cannot be
-            // extended past the expiry it has, which is never past the slot.
-            let slot_expires_at = st
-                .slots()
-                .calendar()
-                .and_then(|c| c.slot_at(slot_start_ms).map(|slot| c.slot_expiry_ms(&slot)))
-                .map_or(rec.expires_at, Timestamp);
-            if expires_at > slot_expires_at {
-                return Ok(ExtendOutcome::PastSlot {
-                    slot_start_ms,
-                    slot_expires_at,
-                });
-            }
-        }
-        let mut facts = rec.facts();
-        facts.expires_at = expires_at;
-        let event = Event::HoldExtended { hold, facts };
-        let lsn = self.log.append(&Record {
-            at: now,
-            events: vec![event],
-        })?;
-        apply_extend(&mut st, hold, expires_at);
-        drop(st);
-        drop(gate);
-        crate::log::wait_durable_or_defer(&*self.log, lsn)?;
-        Ok(ExtendOutcome::Extended { expires_at })
+        let (outcome, _) = self.mutate(
+            || Ok(shard.state.lock()),
+            |st| {
+                let Some(rec) = st.hold(hold) else {
+                    return Ok(Decision::Answer(ExtendOutcome::NotActive(not_active(
+                        st, hold,
+                    ))));
+                };
+                let expires_at = now.add_ms(ttl_ms);
+                if let Some(slot_start_ms) = rec.slot {
+                    // The slot's expiry, computed as the grant computed it. A calendar
+                    // changed since the grant may no longer have that slot: the hold then
+                    // cannot be extended past the expiry it has, which is never past the
+                    // slot.
+                    let slot_expires_at = st
+                        .slots()
+                        .calendar()
+                        .and_then(|c| c.slot_at(slot_start_ms).map(|slot| c.slot_expiry_ms(&slot)))
+                        .map_or(rec.expires_at, Timestamp);
+                    if expires_at > slot_expires_at {
+                        return Ok(Decision::Answer(ExtendOutcome::PastSlot {
+                            slot_start_ms,
+                            slot_expires_at,
+                        }));
+                    }
+                }
+                let mut facts = rec.facts();
+                facts.expires_at = expires_at;
+                let events = vec![Event::HoldExtended { hold, facts }];
+                Ok(Decision::Log(Record { at: now, events }, expires_at))
+            },
+            |st, _, _, expires_at| {
+                apply_extend(st, hold, expires_at);
+                Ok(ExtendOutcome::Extended { expires_at })
+            },
+        )?;
+        Ok(outcome)
     }
 
     /// Marks a hold as confirmed: checkout completed, the hold is an order's allocation.
@@ -1092,25 +1062,30 @@ impl Engine {
     /// time; [`Engine::extend`] moves it): a confirmed hold still expires, as a no-show.
     pub fn confirm(&self, hold: HoldId, now: Timestamp) -> Result<ConfirmOutcome, EngineError> {
         let shard = self.hold_shard(hold)?;
-        let gate = self.gate.read().map_err(|_| poisoned())?;
-        let mut st = shard.state.lock();
-        let Some(h) = st.hold(hold) else {
-            return Ok(ConfirmOutcome::NotActive(not_active(&st, hold)));
-        };
-        let expires_at = h.expires_at;
-        if h.confirmed {
-            return Ok(ConfirmOutcome::Confirmed { expires_at });
-        }
-        let facts = h.facts();
-        let lsn = self.log.append(&Record {
-            at: now,
-            events: vec![Event::HoldConfirmed { hold, facts }],
-        })?;
-        apply_confirm(&mut st, hold);
-        drop(st);
-        drop(gate);
-        crate::log::wait_durable_or_defer(&*self.log, lsn)?;
-        Ok(ConfirmOutcome::Confirmed { expires_at })
+        let (outcome, _) = self.mutate(
+            || Ok(shard.state.lock()),
+            |st| {
+                let Some(h) = st.hold(hold) else {
+                    return Ok(Decision::Answer(ConfirmOutcome::NotActive(not_active(
+                        st, hold,
+                    ))));
+                };
+                let expires_at = h.expires_at;
+                if h.confirmed {
+                    return Ok(Decision::Answer(ConfirmOutcome::Confirmed { expires_at }));
+                }
+                let events = vec![Event::HoldConfirmed {
+                    hold,
+                    facts: h.facts(),
+                }];
+                Ok(Decision::Log(Record { at: now, events }, expires_at))
+            },
+            |st, _, _, expires_at| {
+                apply_confirm(st, hold);
+                Ok(ConfirmOutcome::Confirmed { expires_at })
+            },
+        )?;
+        Ok(outcome)
     }
 
     /// Releases a hold: its units are available again.
@@ -1130,7 +1105,7 @@ impl Engine {
         let shard = self.hold_shard(hold)?;
         match self.end_hold(shard, hold, ReleaseReason::Released, now)? {
             Ended::Now(lsn, rec) => {
-                crate::log::wait_durable_or_defer(&*self.log, lsn)?;
+                self.durable(Some(lsn))?;
                 let info = HoldInfo {
                     hold,
                     lines: rec.lines.into_vec(),
@@ -1186,9 +1161,7 @@ impl Engine {
                 break;
             }
         }
-        if let Some(lsn) = last_lsn {
-            crate::log::wait_durable_or_defer(&*self.log, lsn)?;
-        }
+        self.durable(last_lsn)?;
         Ok(out)
     }
 
@@ -1224,7 +1197,7 @@ impl Engine {
         if let Ended::Now(lsn, _) =
             self.end_hold_gated(shard, hold, ReleaseReason::Released, now)?
         {
-            crate::log::wait_durable_or_defer(&*self.log, lsn)?;
+            self.durable(Some(lsn))?;
         }
         Ok(())
     }
@@ -1246,31 +1219,39 @@ impl Engine {
                 None => return Ok(Ended::Not(not_active(&st, hold))),
             }
         };
-        let mut guards = lock_cells(shard, &lines)?;
-        let mut st = shard.state.lock();
-        let facts = match st.hold(hold) {
-            Some(h) if reason == ReleaseReason::Released || h.expires_at <= now => h.facts(),
-            Some(_) => return Ok(Ended::Not(HoldNotActive::Unknown)),
-            None => return Ok(Ended::Not(not_active(&st, hold))),
-        };
-        // A hold that is a pickup order's allocation ends the order in the same record.
-        let order_event = crate::order::hold_end_event(&st, hold, reason);
-        let mut events = vec![Event::HoldReleased {
-            hold,
-            reason,
-            facts,
-        }];
-        events.extend(order_event);
-        let events = crate::order::with_order_facts(&st, events, now)?;
-        let record = Record { at: now, events };
-        let lsn = self.log.append(&record)?;
-        let rec = apply_release(&mut guards, &mut st, hold, reason)
-            .ok_or_else(|| EngineError::internal("hold", "vanished under its locks"))?;
-        for ev in &record.events[1..] {
-            crate::order::apply_state_event(ev, &mut st, now)
-                .map_err(|e| EngineError::internal("order", e.to_string()))?;
-        }
-        Ok(Ended::Now(lsn, rec))
+        let (ended, _) = self.commit(
+            || Ok((lock_cells(shard, &lines)?, shard.state.lock())),
+            |(_, st)| {
+                let facts = match st.hold(hold) {
+                    Some(h) if reason == ReleaseReason::Released || h.expires_at <= now => {
+                        h.facts()
+                    }
+                    Some(_) => return Ok(Decision::Answer(Ended::Not(HoldNotActive::Unknown))),
+                    None => return Ok(Decision::Answer(Ended::Not(not_active(st, hold)))),
+                };
+                // A hold that is a pickup order's allocation ends the order in the same
+                // record.
+                let order_event = crate::order::hold_end_event(st, hold, reason);
+                let mut events = vec![Event::HoldReleased {
+                    hold,
+                    reason,
+                    facts,
+                }];
+                events.extend(order_event);
+                let events = crate::order::with_order_facts(st, events, now)?;
+                Ok(Decision::Log(Record { at: now, events }, ()))
+            },
+            |(guards, st), record, lsn, ()| {
+                let rec = apply_release(guards, st, hold, reason)
+                    .ok_or_else(|| EngineError::internal("hold", "vanished under its locks"))?;
+                for ev in &record.events[1..] {
+                    crate::order::apply_state_event(ev, st, now)
+                        .map_err(|e| EngineError::internal("order", e.to_string()))?;
+                }
+                Ok(Ended::Now(lsn, rec))
+            },
+        )?;
+        Ok(ended)
     }
 
     // ---------------------------------------------------------------- POS feed
@@ -1302,94 +1283,89 @@ impl Engine {
         }
         let shard = self.shard_by_name(&d.store)?;
         let sku = self.intern_sku(&d.sku, now)?;
-        let gate = self.gate.read().map_err(|_| poisoned())?;
-        let cell = shard
-            .cell(sku)
-            .ok_or_else(|| EngineError::invalid("sku", "beyond skus_max"))?;
-        let mut guard = cell.lock();
-        let mut st = shard.state.lock();
-        if st.pos_seen(&d.pos_event_id) {
-            return Ok(PosOutcome::Duplicate);
-        }
-        // A sale naming a pickup order is recognized against the order (SPEC 4, POS feed).
         let default_safety = shard.default_safety();
-        if let Some(ev) =
-            crate::order::pos_sale_event(&st, &guard, default_safety, shard.id, sku, d)
-        {
-            let horizon = now.add_ms(-self.config.limits.dedupe_window_ms);
-            let after = match &ev {
-                Event::PosOrderSale { after, .. } => *after,
-                _ => guard.view(default_safety),
-            };
-            let on_hand = after.on_hand;
-            let handed_off = matches!(
-                ev,
-                Event::PosOrderSale { reported, recognized, .. } if recognized == reported
-            );
-            let mut events = vec![ev];
-            let shortage = shortage_event(shard.id, sku, &st, after);
-            events.extend(shortage.clone());
-            let record = Record { at: now, events };
-            let lsn = self.log.append(&record)?;
-            if let Some(ev) = record.events.first() {
-                crate::order::apply_pos_sale(ev, &mut guard, &mut st, now, horizon)
-                    .map_err(|e| EngineError::internal("pos sale", e.to_string()))?;
-            }
-            drop(st);
-            drop(guard);
-            drop(gate);
-            crate::log::wait_durable_or_defer(&*self.log, lsn)?;
-            if handed_off {
-                return Ok(PosOutcome::AlreadyHandedOff { on_hand, lsn });
-            }
-            return Ok(PosOutcome::Applied {
-                on_hand,
-                matched: None,
-                shortage: shortage.map(into_shortage),
-                lsn,
-            });
-        }
-        let on_hand_after = clamp_qty(i64::from(guard.on_hand) + signed);
-        let after = CellView {
-            on_hand: on_hand_after,
-            ..guard.view(default_safety)
-        };
-        let mut events = vec![Event::PosDelta {
-            store: shard.id,
-            sku,
-            pos_event_id: d.pos_event_id.clone(),
-            kind: d.kind,
-            qty: signed,
-            order_ref: d.order_ref.clone(),
-            pos_time: d.pos_time,
-            after,
-        }];
-        let shortage = shortage_event(shard.id, sku, &st, after);
-        events.extend(shortage.clone());
-        let lsn = self.log.append(&Record { at: now, events })?;
-        apply_pos_delta(
-            &mut guard,
-            &mut st,
-            DeltaApply {
-                sku,
-                pos_event_id: &d.pos_event_id,
-                signed_qty: signed,
-                pos_time: d.pos_time,
-                on_hand_after,
-                now,
-                horizon: now.add_ms(-self.config.limits.dedupe_window_ms),
+        let horizon = now.add_ms(-self.config.limits.dedupe_window_ms);
+        let (outcome, _) = self.mutate(
+            || Ok((cell_of(shard, sku)?.lock(), shard.state.lock())),
+            |(guard, st)| {
+                if st.pos_seen(&d.pos_event_id) {
+                    return Ok(Decision::Answer(PosOutcome::Duplicate));
+                }
+                // A sale naming a pickup order is recognized against the order (SPEC 4,
+                // POS feed).
+                let (ev, after, sale) =
+                    match crate::order::pos_sale_event(st, guard, default_safety, shard.id, sku, d)
+                    {
+                        Some(ev) => {
+                            let after = match &ev {
+                                Event::PosOrderSale { after, .. } => *after,
+                                _ => guard.view(default_safety),
+                            };
+                            let handed_off = matches!(
+                                ev,
+                                Event::PosOrderSale { reported, recognized, .. }
+                                    if recognized == reported
+                            );
+                            (ev, after, Some(handed_off))
+                        }
+                        None => {
+                            let after = CellView {
+                                on_hand: clamp_qty(i64::from(guard.on_hand) + signed),
+                                ..guard.view(default_safety)
+                            };
+                            let ev = Event::PosDelta {
+                                store: shard.id,
+                                sku,
+                                pos_event_id: d.pos_event_id.clone(),
+                                kind: d.kind,
+                                qty: signed,
+                                order_ref: d.order_ref.clone(),
+                                pos_time: d.pos_time,
+                                after,
+                            };
+                            (ev, after, None)
+                        }
+                    };
+                let mut events = vec![ev];
+                let shortage = shortage_event(shard.id, sku, st, after);
+                events.extend(shortage.clone());
+                let pass = (after.on_hand, sale, shortage.map(into_shortage));
+                Ok(Decision::Log(Record { at: now, events }, pass))
             },
-        );
-        drop(st);
-        drop(guard);
-        drop(gate);
-        crate::log::wait_durable_or_defer(&*self.log, lsn)?;
-        Ok(PosOutcome::Applied {
-            on_hand: on_hand_after,
-            matched: None,
-            shortage: shortage.map(into_shortage),
-            lsn,
-        })
+            |(guard, st), record, lsn, (on_hand, sale, shortage)| {
+                match sale {
+                    Some(handed_off) => {
+                        if let Some(ev) = record.events.first() {
+                            crate::order::apply_pos_sale(ev, guard, st, now, horizon)
+                                .map_err(|e| EngineError::internal("pos sale", e.to_string()))?;
+                        }
+                        if handed_off {
+                            return Ok(PosOutcome::AlreadyHandedOff { on_hand, lsn });
+                        }
+                    }
+                    None => apply_pos_delta(
+                        guard,
+                        st,
+                        DeltaApply {
+                            sku,
+                            pos_event_id: &d.pos_event_id,
+                            signed_qty: signed,
+                            pos_time: d.pos_time,
+                            on_hand_after: on_hand,
+                            now,
+                            horizon,
+                        },
+                    ),
+                }
+                Ok(PosOutcome::Applied {
+                    on_hand,
+                    matched: None,
+                    shortage,
+                    lsn,
+                })
+            },
+        )?;
+        Ok(outcome)
     }
 
     /// Applies a POS count: `on_hand` becomes the count plus the POS deltas the engine
@@ -1402,66 +1378,57 @@ impl Engine {
         )?;
         let shard = self.shard_by_name(&c.store)?;
         let sku = self.intern_sku(&c.sku, now)?;
-        let gate = self.gate.read().map_err(|_| poisoned())?;
-        let cell = shard
-            .cell(sku)
-            .ok_or_else(|| EngineError::invalid("sku", "beyond skus_max"))?;
-        let mut guard = cell.lock();
-        let mut st = shard.state.lock();
-        if st.pos_seen(&c.pos_event_id) {
-            return Ok(PosOutcome::Duplicate);
-        }
-        if st.last_count_as_of(sku).is_some_and(|t| t > c.as_of) {
-            return Ok(PosOutcome::StaleCount);
-        }
-        let after_count: i64 = st
-            .recent_deltas(sku)
-            .map(|d| {
-                d.iter()
-                    .filter(|d| d.pos_time > c.as_of)
-                    .map(|d| d.qty)
-                    .sum()
-            })
-            .unwrap_or(0);
-        let on_hand_before = guard.on_hand;
-        let on_hand_after = clamp_qty(i64::from(c.counted) + after_count);
-        let matched = on_hand_after == on_hand_before;
-        let after = CellView {
-            on_hand: on_hand_after,
-            ..guard.view(shard.default_safety())
-        };
-        let mut events = vec![Event::PosCount {
-            store: shard.id,
-            sku,
-            pos_event_id: c.pos_event_id.clone(),
-            counted: c.counted,
-            as_of: c.as_of,
-            on_hand_before,
-            after,
-            matched,
-        }];
-        let shortage = shortage_event(shard.id, sku, &st, after);
-        events.extend(shortage.clone());
-        let lsn = self.log.append(&Record { at: now, events })?;
-        apply_pos_count(
-            &mut guard,
-            &mut st,
-            sku,
-            &c.pos_event_id,
-            c.as_of,
-            on_hand_after,
-            now,
-        );
-        drop(st);
-        drop(guard);
-        drop(gate);
-        crate::log::wait_durable_or_defer(&*self.log, lsn)?;
-        Ok(PosOutcome::Applied {
-            on_hand: on_hand_after,
-            matched: Some(matched),
-            shortage: shortage.map(into_shortage),
-            lsn,
-        })
+        let (outcome, _) = self.mutate(
+            || Ok((cell_of(shard, sku)?.lock(), shard.state.lock())),
+            |(guard, st)| {
+                if st.pos_seen(&c.pos_event_id) {
+                    return Ok(Decision::Answer(PosOutcome::Duplicate));
+                }
+                if st.last_count_as_of(sku).is_some_and(|t| t > c.as_of) {
+                    return Ok(Decision::Answer(PosOutcome::StaleCount));
+                }
+                let after_count: i64 = st
+                    .recent_deltas(sku)
+                    .map(|d| {
+                        d.iter()
+                            .filter(|d| d.pos_time > c.as_of)
+                            .map(|d| d.qty)
+                            .sum()
+                    })
+                    .unwrap_or(0);
+                let on_hand_before = guard.on_hand;
+                let on_hand_after = clamp_qty(i64::from(c.counted) + after_count);
+                let matched = on_hand_after == on_hand_before;
+                let after = CellView {
+                    on_hand: on_hand_after,
+                    ..guard.view(shard.default_safety())
+                };
+                let mut events = vec![Event::PosCount {
+                    store: shard.id,
+                    sku,
+                    pos_event_id: c.pos_event_id.clone(),
+                    counted: c.counted,
+                    as_of: c.as_of,
+                    on_hand_before,
+                    after,
+                    matched,
+                }];
+                let shortage = shortage_event(shard.id, sku, st, after);
+                events.extend(shortage.clone());
+                let pass = (on_hand_after, matched, shortage.map(into_shortage));
+                Ok(Decision::Log(Record { at: now, events }, pass))
+            },
+            |(guard, st), _, lsn, (on_hand_after, matched, shortage)| {
+                apply_pos_count(guard, st, sku, &c.pos_event_id, c.as_of, on_hand_after, now);
+                Ok(PosOutcome::Applied {
+                    on_hand: on_hand_after,
+                    matched: Some(matched),
+                    shortage,
+                    lsn,
+                })
+            },
+        )?;
+        Ok(outcome)
     }
 
     /// Sets the safety stock of one cell (units never promised online).
@@ -1477,23 +1444,21 @@ impl Engine {
         }
         let shard = self.shard_by_name(store)?;
         let sku = self.intern_sku(sku, now)?;
-        let gate = self.gate.read().map_err(|_| poisoned())?;
-        let cell = shard
-            .cell(sku)
-            .ok_or_else(|| EngineError::invalid("sku", "beyond skus_max"))?;
-        let mut guard = cell.lock();
-        let lsn = self.log.append(&Record {
-            at: now,
-            events: vec![Event::SafetyStockSet {
-                store: shard.id,
-                sku,
-                safety_stock,
-            }],
-        })?;
-        guard.safety = safety_stock;
-        drop(guard);
-        drop(gate);
-        crate::log::wait_durable_or_defer(&*self.log, lsn)
+        let events = vec![Event::SafetyStockSet {
+            store: shard.id,
+            sku,
+            safety_stock,
+        }];
+        self.mutate(
+            || Ok(cell_of(shard, sku)?.lock()),
+            |_| Ok(Decision::Log(Record { at: now, events }, ())),
+            |guard, _, _, ()| {
+                // The change replay makes for `SafetyStockSet` (`Engine::apply_event`).
+                guard.safety = safety_stock;
+                Ok(())
+            },
+        )?;
+        Ok(())
     }
 
     // ---------------------------------------------------------------- reads
@@ -1716,9 +1681,7 @@ impl Engine {
                 newest = Some(lsn);
             }
         }
-        if let Some(lsn) = newest {
-            crate::log::wait_durable_or_defer(&*self.log, lsn)?;
-        }
+        self.durable(newest)?;
         Ok(released)
     }
 
@@ -1836,6 +1799,32 @@ impl Engine {
         }
     }
 
+    /// The state of `hold`'s store, locked, for a change to the hold, which must be active.
+    fn active_hold_state(
+        &self,
+        hold: HoldId,
+        change: HoldChange,
+    ) -> Result<std::sync::MutexGuard<'_, StoreState>, ApplyError> {
+        let shard = self.shard(hold.store()).ok_or(ApplyError::UnknownStore)?;
+        let st = shard.state.lock();
+        if !st.is_active(hold) {
+            return Err(ApplyError::InactiveHold { change, hold });
+        }
+        Ok(st)
+    }
+
+    /// The cell of `sku` at `store` and the store's state, locked in that order (the
+    /// replay of a POS event).
+    fn replay_cell(
+        &self,
+        store: StoreId,
+        sku: SkuId,
+    ) -> Result<(MutexGuard<'_, Cell>, std::sync::MutexGuard<'_, StoreState>), ApplyError> {
+        let shard = self.shard(store).ok_or(ApplyError::UnknownStore)?;
+        let guard = shard.cell(sku).ok_or(ApplyError::SkuBeyondMax)?.lock();
+        Ok((guard, shard.state.lock()))
+    }
+
     fn apply_event(&self, ev: &Event, at: Timestamp) -> Result<(), ApplyError> {
         match ev {
             Event::StoreDefined { store, def } => {
@@ -1932,25 +1921,11 @@ impl Engine {
                 );
             }
             Event::HoldExtended { hold, facts } => {
-                let shard = self.shard(hold.store()).ok_or(ApplyError::UnknownStore)?;
-                let mut st = shard.state.lock();
-                if !st.is_active(*hold) {
-                    return Err(ApplyError::InactiveHold {
-                        change: HoldChange::Extend,
-                        hold: *hold,
-                    });
-                }
+                let mut st = self.active_hold_state(*hold, HoldChange::Extend)?;
                 apply_extend(&mut st, *hold, facts.expires_at);
             }
             Event::HoldConfirmed { hold, .. } => {
-                let shard = self.shard(hold.store()).ok_or(ApplyError::UnknownStore)?;
-                let mut st = shard.state.lock();
-                if !st.is_active(*hold) {
-                    return Err(ApplyError::InactiveHold {
-                        change: HoldChange::Confirm,
-                        hold: *hold,
-                    });
-                }
+                let mut st = self.active_hold_state(*hold, HoldChange::Confirm)?;
                 apply_confirm(&mut st, *hold);
             }
             Event::HoldReleased { hold, reason, .. } => {
@@ -1982,9 +1957,7 @@ impl Engine {
                 after,
                 ..
             } => {
-                let shard = self.shard(*store).ok_or(ApplyError::UnknownStore)?;
-                let mut guard = shard.cell(*sku).ok_or(ApplyError::SkuBeyondMax)?.lock();
-                let mut st = shard.state.lock();
+                let (mut guard, mut st) = self.replay_cell(*store, *sku)?;
                 apply_pos_delta(
                     &mut guard,
                     &mut st,
@@ -2007,9 +1980,7 @@ impl Engine {
                 after,
                 ..
             } => {
-                let shard = self.shard(*store).ok_or(ApplyError::UnknownStore)?;
-                let mut guard = shard.cell(*sku).ok_or(ApplyError::SkuBeyondMax)?.lock();
-                let mut st = shard.state.lock();
+                let (mut guard, mut st) = self.replay_cell(*store, *sku)?;
                 apply_pos_count(
                     &mut guard,
                     &mut st,
@@ -2102,6 +2073,93 @@ impl Engine {
     }
 }
 
+// ---------------------------------------------------------------- the hold decision
+//
+// One decision for every hold: [`Engine::hold`] (and an allocation's holds, through
+// `Engine::hold_locked`) and each hold of a batch group (`Engine::hold_group`) call the same
+// two checks in the same order, the first under the hold's cell locks, the second under
+// the store's state lock (which comes after the cells in the global lock order).
+
+/// Why [`check_place`] refuses a hold.
+pub(crate) enum Refusal {
+    /// A business rejection (the requested slot), an outcome of the hold.
+    Rejected(HoldRejection),
+    /// The store's table of active holds is full: [`table_full`], an error of the hold.
+    Full,
+}
+
+/// The first half of the hold decision: the store takes holds, and every line's units are
+/// available to promise. `atp(i)`: what line `i` can take (its cell's ATP less what
+/// earlier holds of a batch group took; 0 for a SKU without a cell). Shortages are named
+/// in the order of `lines`.
+pub(crate) fn check_units(
+    status: StoreStatus,
+    lines: &[(Option<SkuId>, u64, &str)],
+    atp: impl Fn(usize) -> u64,
+) -> Result<(), HoldRejection> {
+    if !status.accepts_holds() {
+        return Err(HoldRejection::StoreNotAccepting { status });
+    }
+    let shortages: Vec<LineShortage> = lines
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, q, name))| {
+            let available = atp(i);
+            (available < *q).then(|| LineShortage {
+                sku: (*name).to_owned(),
+                requested: *q as Qty,
+                available: available.min(u64::from(Qty::MAX)) as Qty,
+            })
+        })
+        .collect();
+    if shortages.is_empty() {
+        Ok(())
+    } else {
+        Err(HoldRejection::InsufficientStock { shortages })
+    }
+}
+
+/// The second half of the hold decision, under the store's state lock: the store's hold
+/// table has room (`active`: its active holds, with the grants of a batch group decided
+/// so far) and the requested slot can take the hold. The hold's expiry: `now + ttl_ms`,
+/// or for a slot-bound hold the slot's end plus the store's grace period.
+pub(crate) fn check_place(
+    st: &StoreState,
+    active: usize,
+    limits: &crate::config::Limits,
+    (ttl_ms, slot_start_ms): (i64, Option<i64>),
+    now: Timestamp,
+) -> Result<Timestamp, Refusal> {
+    if active >= limits.store_active_holds_max {
+        return Err(Refusal::Full);
+    }
+    let Some(start_ms) = slot_start_ms else {
+        return Ok(now.add_ms(ttl_ms));
+    };
+    // Units and slot capacity are granted together or not at all: both are decided under
+    // the locks the grant is applied under.
+    match st.check_slot(start_ms, now.as_ms()) {
+        Ok(slot) => {
+            let cal = st.slots().calendar();
+            Ok(Timestamp(
+                cal.map_or(slot.end_ms, |c| c.slot_expiry_ms(&slot)),
+            ))
+        }
+        Err(problem) => Err(Refusal::Rejected(HoldRejection::SlotUnavailable {
+            slot_start_ms: start_ms,
+            problem,
+        })),
+    }
+}
+
+/// The error of a hold refused by a full table of active holds ([`Refusal::Full`]).
+pub(crate) fn table_full(limits: &crate::config::Limits) -> EngineError {
+    EngineError::LimitReached {
+        limit: "store_active_holds_max",
+        value: limits.store_active_holds_max as u64,
+    }
+}
+
 /// An active hold as [`Engine::hold_info`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HoldInfo {
@@ -2178,6 +2236,14 @@ pub(crate) fn not_active(st: &StoreState, hold: HoldId) -> HoldNotActive {
     } else {
         HoldNotActive::Unknown
     }
+}
+
+/// The cell of `sku` at `shard` (its page allocated on first use, so under the snapshot
+/// gate, as every write).
+fn cell_of(shard: &StoreShard, sku: SkuId) -> Result<&Mutex<Cell>, EngineError> {
+    shard
+        .cell(sku)
+        .ok_or_else(|| EngineError::invalid("sku", "beyond skus_max"))
 }
 
 pub(crate) fn lock_cells<'a>(

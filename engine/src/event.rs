@@ -673,12 +673,29 @@ impl Event {
             | Event::PosCount { store, .. }
             | Event::Shortage { store, .. }
             | Event::CalendarSet { store, .. }
-            | Event::PickTimeSet { store, .. } => Some(*store),
+            | Event::PickTimeSet { store, .. }
+            | Event::StockAdjusted { store, .. } => Some(*store),
             Event::HoldGranted { hold, .. }
             | Event::HoldExtended { hold, .. }
             | Event::HoldConfirmed { hold, .. }
             | Event::HoldReleased { hold, .. } => Some(hold.store()),
-            Event::StockAdjusted { store, .. } | Event::PosOrderSale { store, .. } => Some(*store),
+            Event::OrderChanged { order, .. } => Some(order.store()),
+            Event::SkuRegistered { .. }
+            | Event::ConsumerAcked { .. }
+            | Event::AllocationKept { .. }
+            | Event::BatchKept { .. }
+            | Event::KeyedPart { .. }
+            | Event::ReplyKept { .. } => None,
+            // Every other event changes an order's record (`changed_order`, exhaustive),
+            // which lives at the order's store (a POS sale's `store` is the order's too).
+            transition => transition.changed_order().map(OrderId::store),
+        }
+    }
+
+    /// The order whose record the event changes, if any. Not [`Event::OrderChanged`], which
+    /// tells how an order stood after the event before it and changes nothing.
+    pub fn changed_order(&self) -> Option<OrderId> {
+        match self {
             Event::OrderCreated { order, .. }
             | Event::OrderConfirmed { order, .. }
             | Event::PickingStarted { order, .. }
@@ -691,9 +708,23 @@ impl Event {
             | Event::OrderCancelled { order, .. }
             | Event::OrderExpired { order, .. }
             | Event::OrderNoShow { order, .. }
-            | Event::OrderChanged { order, .. } => Some(order.store()),
-            Event::SkuRegistered { .. }
+            | Event::PosOrderSale { order, .. } => Some(*order),
+            Event::StoreDefined { .. }
+            | Event::SkuRegistered { .. }
+            | Event::SafetyStockSet { .. }
+            | Event::HoldGranted { .. }
+            | Event::HoldRejected { .. }
+            | Event::HoldExtended { .. }
+            | Event::HoldConfirmed { .. }
+            | Event::HoldReleased { .. }
+            | Event::PosDelta { .. }
+            | Event::PosCount { .. }
+            | Event::Shortage { .. }
+            | Event::StockAdjusted { .. }
+            | Event::OrderChanged { .. }
             | Event::ConsumerAcked { .. }
+            | Event::CalendarSet { .. }
+            | Event::PickTimeSet { .. }
             | Event::AllocationKept { .. }
             | Event::BatchKept { .. }
             | Event::KeyedPart { .. }

@@ -1,16 +1,22 @@
 //! A store's pickup orders as its state keeps them ([`OrderState`]): the records by id,
 //! the channel-reference and key indexes, and the finished queue bounded by
-//! [`TERMINAL_ORDERS_MAX`]. The state layer (see ARCHITECTURE.md): below the operations
-//! in `order`, kept in a store's `StoreState`; how one event changes one record is
-//! `OrderRec::apply` (in `order`, which this calls as a method).
+//! [`TERMINAL_ORDERS_MAX`], and the order transitions as far as they change orders: how
+//! one event changes one record ([`OrderRec::apply`], the one place an order's status,
+//! code, lines and counters change), the events a transition record carries about the
+//! orders it changes ([`OrderState::with_facts`]), the order event that ends an order
+//! with its hold ([`OrderState::end_event`]) and the transitions that touch no cell and no
+//! hold ([`OrderState::apply_transition`]). The state layer (see ARCHITECTURE.md): below
+//! the operations in `order`, kept in a store's `StoreState`. What a transition does to
+//! cells and holds (hand-off, short pick, POS sale, release) is `order::apply_locked`,
+//! which needs the store's cells and holds, a layer above.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::codec::{Dec, DecodeError, Enc};
 use crate::error::ApplyError;
-use crate::event::Event;
-use crate::order_facts::{OrderRec, RecLayout};
-use crate::types::{OrderId, StoreId, Timestamp};
+use crate::event::{Event, ReleaseReason};
+use crate::order_facts::{CancelledBy, OrderFacts, OrderRec, RecLayout};
+use crate::types::{HoldId, Line, OrderId, OrderStatus, StoreId, Timestamp};
 
 /// Finished (collected, cancelled, expired, no-show) orders remembered per store. Beyond it
 /// the oldest finished order is forgotten: queries no longer find it and a late POS sale
@@ -113,6 +119,108 @@ impl OrderState {
         self.receipt_seq = self.receipt_seq.max(receipt_seq);
     }
 
+    /// `events` with an [`Event::OrderChanged`] after each transition of an order: the
+    /// order as that transition leaves it, found by applying the record's events in order
+    /// to a copy of the order's record with [`OrderRec::apply`], the code the state itself
+    /// runs; `slot_of`: the slot the order's hold booked. Called under the store's lock,
+    /// before the record is logged.
+    pub(crate) fn with_facts(
+        &self,
+        events: Vec<Event>,
+        at: Timestamp,
+        slot_of: impl Fn(OrderId) -> Option<i64>,
+    ) -> Result<Vec<Event>, ApplyError> {
+        if !events.iter().any(|ev| transition_staff(ev).is_some()) {
+            return Ok(events);
+        }
+        let mut recs: HashMap<OrderId, OrderRec> = HashMap::new();
+        let mut out = Vec::with_capacity(events.len() + 1);
+        for ev in events {
+            let Some(order) = ev.changed_order() else {
+                out.push(ev);
+                continue;
+            };
+            let rec = match recs.entry(order) {
+                std::collections::hash_map::Entry::Occupied(o) => {
+                    let rec = o.into_mut();
+                    rec.apply(&ev, at)?;
+                    rec
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    if matches!(ev, Event::OrderCreated { .. }) {
+                        v.insert(OrderRec::created(&ev, at)?)
+                    } else if let Some(r) = self.get(order) {
+                        let rec = v.insert(r.clone());
+                        rec.apply(&ev, at)?;
+                        rec
+                    } else {
+                        out.push(ev);
+                        continue;
+                    }
+                }
+            };
+            let changed = transition_staff(&ev).map(|staff| Event::OrderChanged {
+                order,
+                staff,
+                slot: slot_of(order),
+                facts: Box::new(OrderFacts(rec.clone())),
+            });
+            out.push(ev);
+            out.extend(changed);
+        }
+        Ok(out)
+    }
+
+    /// Applies an order event that touches no cell and no hold: transitions, codes,
+    /// re-allocation requests.
+    pub(crate) fn apply_transition(&mut self, ev: &Event, at: Timestamp) -> Result<(), ApplyError> {
+        match ev {
+            Event::OrderConfirmed { order, .. }
+            | Event::PickingStarted { order, .. }
+            | Event::ReallocationRequested { order, .. }
+            | Event::PickupCodeRejected { order, .. }
+            | Event::PickupCodeOverride { order, .. }
+            | Event::OrderCancelled { order, .. }
+            | Event::OrderExpired { order, .. }
+            | Event::OrderNoShow { order, .. } => self.apply_rec(*order, ev, at),
+            // A fact for readers: the order must be as the event says (checked in debug
+            // builds).
+            Event::OrderChanged { order, facts, .. } => {
+                debug_assert!(
+                    self.get(*order).is_none_or(|r| *r == facts.0),
+                    "order {order} differs from its logged facts"
+                );
+                Ok(())
+            }
+            other => Err(ApplyError::UnexpectedEvent {
+                kind: other.kind(),
+                expected: "an order event without cells",
+            }),
+        }
+    }
+
+    /// The order event that ends the order of `hold` when the engine ends the hold
+    /// directly (expiry, or a release through `Engine::release`): none when the hold is
+    /// no order's or its order is already final.
+    pub(crate) fn end_event(&self, hold: HoldId, reason: ReleaseReason) -> Option<Event> {
+        let order = OrderId::from_hold(hold);
+        let rec = self.get(order)?;
+        if rec.status.is_final() {
+            return None;
+        }
+        Some(match reason {
+            ReleaseReason::Expired => Event::OrderExpired {
+                order,
+                no_show: rec.status != OrderStatus::Placed,
+            },
+            ReleaseReason::Released => Event::OrderCancelled {
+                order,
+                by: CancelledBy::System,
+                staff: None,
+            },
+        })
+    }
+
     fn rec_mut(&mut self, id: OrderId) -> Result<&mut OrderRec, ApplyError> {
         self.orders.get_mut(&id).ok_or(ApplyError::UnknownOrder(id))
     }
@@ -208,5 +316,161 @@ impl OrderState {
             st.finished.push_back(OrderId(d.u64()?));
         }
         Ok(st)
+    }
+}
+
+/// For a transition of an order's status: who made it (`Some(None)` when no staff member
+/// did). `None` for every other event.
+fn transition_staff(ev: &Event) -> Option<Option<String>> {
+    match ev {
+        Event::OrderCreated { .. } | Event::OrderConfirmed { .. } | Event::OrderExpired { .. } => {
+            Some(None)
+        }
+        Event::PickingStarted { staff, .. }
+        | Event::OrderReady { staff, .. }
+        | Event::OrderCollected { staff, .. }
+        | Event::OrderNoShow { staff, .. } => Some(Some(staff.clone())),
+        Event::OrderCancelled { staff, .. } => Some(staff.clone()),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------- one order's record
+
+impl OrderRec {
+    /// The record an [`Event::OrderCreated`] creates.
+    pub(crate) fn created(ev: &Event, at: Timestamp) -> Result<OrderRec, ApplyError> {
+        let Event::OrderCreated {
+            channel,
+            channel_order_id,
+            customer,
+            lines,
+            currency,
+            currency_exponent,
+            key,
+            ..
+        } = ev
+        else {
+            return Err(ApplyError::UnexpectedEvent {
+                kind: ev.kind(),
+                expected: "an order creation",
+            });
+        };
+        Ok(OrderRec {
+            status: OrderStatus::Placed,
+            channel: channel.as_str().into(),
+            channel_order_id: channel_order_id.as_str().into(),
+            customer: customer.clone(),
+            pos_seen: vec![0; lines.len()],
+            lines: lines.clone(),
+            currency: currency.as_str().into(),
+            currency_exponent: *currency_exponent,
+            key: key.as_deref().map(Into::into),
+            times: vec![(OrderStatus::Placed, at)],
+            code: None,
+            wrong: 0,
+            locked: false,
+            overrides: 0,
+            last_override: None,
+            short_picks: 0,
+            realloc: Vec::new(),
+            receipt_seq: None,
+            ready_estimate: None,
+        })
+    }
+
+    /// What an event does to the order's own record: the one place an order's status,
+    /// code, lines and counters change (live, on replay, and when an event's facts are
+    /// computed). Events that do not touch the record change nothing.
+    pub(crate) fn apply(&mut self, ev: &Event, at: Timestamp) -> Result<(), ApplyError> {
+        match ev {
+            Event::OrderConfirmed { ready_estimate, .. } => {
+                self.transition(OrderStatus::Confirmed, at)?;
+                self.ready_estimate = *ready_estimate;
+                Ok(())
+            }
+            Event::PickingStarted { .. } => self.transition(OrderStatus::Picking, at),
+            Event::OrderShortPicked { sku, missing, .. } => {
+                let line = self
+                    .lines
+                    .iter_mut()
+                    .find(|l| l.sku == *sku)
+                    .ok_or(ApplyError::SkuNotOrdered)?;
+                // A short pick takes at most what the hold still has of the line, which is
+                // at most what was ordered: more is a record that does not apply.
+                line.qty = line
+                    .qty
+                    .checked_sub(*missing)
+                    .ok_or(ApplyError::BeyondOrdered)?;
+                // A count for display, not a conservation counter: it stops at the top.
+                self.short_picks = self.short_picks.saturating_add(1);
+                Ok(())
+            }
+            Event::ReallocationRequested { sku, missing, .. } => {
+                self.realloc.push(Line {
+                    sku: *sku,
+                    qty: *missing,
+                });
+                Ok(())
+            }
+            Event::OrderReady { code, .. } => {
+                self.transition(OrderStatus::Ready, at)?;
+                self.code = Some(*code);
+                self.wrong = 0;
+                self.locked = false;
+                Ok(())
+            }
+            Event::PickupCodeRejected { now_locked, .. } => {
+                // Attempts past the lockout only keep it locked: a clamp, not a balance.
+                self.wrong = self.wrong.saturating_add(1);
+                self.locked |= *now_locked;
+                Ok(())
+            }
+            Event::PickupCodeOverride {
+                staff, sequence, ..
+            } => {
+                self.locked = false;
+                self.wrong = 0;
+                self.overrides = *sequence;
+                self.last_override = Some((staff.as_str().into(), at));
+                Ok(())
+            }
+            Event::OrderCollected { receipt_seq, .. } => {
+                self.transition(OrderStatus::Collected, at)?;
+                self.receipt_seq = Some(*receipt_seq);
+                Ok(())
+            }
+            Event::OrderCancelled { .. } => self.transition(OrderStatus::Cancelled, at),
+            Event::OrderExpired { no_show, .. } => self.transition(
+                if *no_show {
+                    OrderStatus::NoShow
+                } else {
+                    OrderStatus::Expired
+                },
+                at,
+            ),
+            Event::OrderNoShow { .. } => self.transition(OrderStatus::NoShow, at),
+            Event::PosOrderSale {
+                sku,
+                from_hold,
+                recognized,
+                ..
+            } => {
+                if let Some(i) = self.lines.iter().position(|l| l.sku == *sku) {
+                    self.pos_seen[i] = self.pos_seen[i].saturating_add(*from_hold + *recognized);
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn transition(&mut self, status: OrderStatus, at: Timestamp) -> Result<(), ApplyError> {
+        if self.status.is_final() {
+            return Err(ApplyError::OrderFinal(self.status));
+        }
+        self.status = status;
+        self.times.push((status, at));
+        Ok(())
     }
 }

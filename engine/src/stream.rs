@@ -33,7 +33,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use thiserror::Error;
 
-use crate::engine::{Engine, check_id, poisoned};
+use crate::engine::commit::Decision;
+use crate::engine::{Engine, check_id};
 use crate::error::EngineError;
 use crate::event::{Event, LoggedRecord, Record};
 use crate::log::EventLog;
@@ -381,21 +382,19 @@ impl Engine {
         if lsn > self.log().last_lsn() {
             return Err(EngineError::invalid("lsn", "beyond the last logged record"));
         }
-        let gate = self.gate.read().map_err(|_| poisoned())?;
-        let event = Event::ConsumerAcked {
+        let events = vec![Event::ConsumerAcked {
             consumer: consumer.to_owned(),
             lsn,
-        };
-        let at = self.log().append(&Record {
-            at: now,
-            events: vec![event.clone()],
-        })?;
-        self.replay(&Record {
-            at: now,
-            events: vec![event],
-        })?;
-        drop(gate);
-        crate::log::wait_durable_or_defer(&**self.log(), at)?;
+        }];
+        let (at, _) = self.mutate(
+            || Ok(()),
+            |_| Ok(Decision::Log(Record { at: now, events }, ())),
+            |_, record, at, ()| {
+                // The change replay makes for `ConsumerAcked`.
+                self.replay(&record)?;
+                Ok(at)
+            },
+        )?;
         Ok(at)
     }
 }

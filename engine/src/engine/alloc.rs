@@ -24,6 +24,7 @@ use parking_lot::RwLock;
 use rstar::RTree;
 use rstar::primitives::GeomWithData;
 
+use super::commit::Decision;
 use super::{Engine, HoldGrant, HoldOutcome, HoldRequest, check_id, poisoned};
 use std::sync::Arc;
 
@@ -400,23 +401,27 @@ impl Engine {
         edit: impl FnOnce(Option<&CalendarConfig>) -> CalendarConfig,
     ) -> Result<CalendarConfig, EngineError> {
         let shard = self.shard_by_name(store)?;
-        let gate = self.gate.read().map_err(|_| poisoned())?;
-        let mut st = shard.state.lock();
-        let config = edit(st.slots().calendar().map(|c| c.config()));
-        let calendar = StoreCalendar::new(config.clone())?;
-        let lsn = self.log.append(&Record {
-            at: now,
-            events: vec![Event::CalendarSet {
-                store: shard.id,
-                config: Box::new(config.clone()),
-            }],
-        })?;
-        // The same change replay makes for `CalendarSet` (`Engine::apply_event`).
-        st.set_calendar(Some(Arc::new(calendar)));
-        shard.touch(now);
-        drop(st);
-        drop(gate);
-        crate::log::wait_durable_or_defer(&*self.log, lsn)?;
+        let (config, _) = self.mutate(
+            || Ok(shard.state.lock()),
+            |st| {
+                let config = edit(st.slots().calendar().map(|c| c.config()));
+                let calendar = StoreCalendar::new(config.clone())?;
+                let events = vec![Event::CalendarSet {
+                    store: shard.id,
+                    config: Box::new(config.clone()),
+                }];
+                Ok(Decision::Log(
+                    Record { at: now, events },
+                    (calendar, config),
+                ))
+            },
+            |st, _, _, (calendar, config)| {
+                // The same change replay makes for `CalendarSet` (`Engine::apply_event`).
+                st.set_calendar(Some(Arc::new(calendar)));
+                shard.touch(now);
+                Ok(config)
+            },
+        )?;
         Ok(config)
     }
 
@@ -473,34 +478,22 @@ impl Engine {
             ));
         }
         let shard = self.shard_by_name(store)?;
-        self.log_store_event(
-            shard,
-            Event::PickTimeSet {
-                store: shard.id,
-                pick_time_per_order_ms,
+        let events = vec![Event::PickTimeSet {
+            store: shard.id,
+            pick_time_per_order_ms,
+        }];
+        // Under the store state lock, which orders this change with holds at the store.
+        self.mutate(
+            || Ok(shard.state.lock()),
+            |_| Ok(Decision::Log(Record { at: now, events }, ())),
+            |st, _, _, ()| {
+                // The same change replay makes for `PickTimeSet` (`Engine::apply_event`).
+                st.set_pick_time(pick_time_per_order_ms);
+                shard.touch(now);
+                Ok(())
             },
-            now,
-        )
-    }
-
-    fn log_store_event(
-        &self,
-        shard: &StoreShard,
-        event: Event,
-        now: Timestamp,
-    ) -> Result<(), EngineError> {
-        let gate = self.gate.read().map_err(|_| poisoned())?;
-        // The store state lock orders this change with holds at the store.
-        let st = shard.state.lock();
-        let lsn = self.log.append(&Record {
-            at: now,
-            events: vec![event.clone()],
-        })?;
-        drop(st);
-        self.apply_event(&event, now)
-            .map_err(|e| EngineError::invalid("store", e.to_string()))?;
-        drop(gate);
-        crate::log::wait_durable_or_defer(&*self.log, lsn)
+        )?;
+        Ok(())
     }
 
     /// Estimated ready time of an order placed now at `store`: lead time plus the picking
@@ -619,10 +612,16 @@ impl Engine {
         };
         // The caller holds the snapshot gate: a snapshot has both the record and the map
         // entry, or neither.
-        let lsn = self.log.append(&record)?;
-        self.alloc_keys
-            .finish(key, request, outcome.clone(), 1, now);
-        crate::log::wait_durable_or_defer(&*self.log, lsn)
+        let (_, lsn) = self.commit(
+            || Ok(()),
+            |_| Ok(Decision::Log(record, ())),
+            |_, _, _, ()| {
+                self.alloc_keys
+                    .finish(key, request, outcome.clone(), 1, now);
+                Ok(())
+            },
+        )?;
+        self.durable(lsn)
     }
 
     /// Takes in a kept allocation (log replay, snapshot load): its answer for retries,
@@ -671,15 +670,17 @@ impl Engine {
         })
     }
 
-    fn validate_allocate(&self, req: &AllocateRequest) -> Result<(), EngineError> {
+    /// The lines of an allocation or a nearby query: `1..=hold_lines_max` lines of
+    /// `1..=line_qty_max` units each, SKU names well formed.
+    fn check_cart(&self, lines: &[LineRequest]) -> Result<(), EngineError> {
         let limits = &self.config.limits;
-        if req.lines.is_empty() || req.lines.len() > limits.hold_lines_max {
+        if lines.is_empty() || lines.len() > limits.hold_lines_max {
             return Err(EngineError::invalid(
                 "lines",
                 format!("must have 1..={} lines", limits.hold_lines_max),
             ));
         }
-        for l in &req.lines {
+        for l in lines {
             if l.qty == 0 || l.qty > limits.line_qty_max {
                 return Err(EngineError::invalid(
                     "qty",
@@ -688,14 +689,13 @@ impl Engine {
             }
             check_id("sku", &l.sku, limits.external_id_len_max)?;
         }
-        if !(req.max_distance_km.is_finite()
-            && (0.0..=MAX_DISTANCE_KM_MAX).contains(&req.max_distance_km))
-        {
-            return Err(EngineError::invalid(
-                "max_distance_km",
-                format!("must be within 0..={MAX_DISTANCE_KM_MAX}"),
-            ));
-        }
+        Ok(())
+    }
+
+    fn validate_allocate(&self, req: &AllocateRequest) -> Result<(), EngineError> {
+        let limits = &self.config.limits;
+        self.check_cart(&req.lines)?;
+        check_max_distance(req.max_distance_km)?;
         if req.max_candidates == 0 || req.max_candidates > CANDIDATES_MAX {
             return Err(EngineError::invalid(
                 "max_candidates",
@@ -708,16 +708,8 @@ impl Engine {
                 format!("at most {ALTERNATIVES_MAX}"),
             ));
         }
-        if let Some((lat, lon)) = req.position
-            && !(lat.is_finite()
-                && lon.is_finite()
-                && (-90.0..=90.0).contains(&lat)
-                && (-180.0..=180.0).contains(&lon))
-        {
-            return Err(EngineError::invalid(
-                "position",
-                "latitude must be within -90..=90 and longitude within -180..=180",
-            ));
+        if let Some(position) = req.position {
+            check_position(position)?;
         }
         if req.position.is_none() && req.preferred_store.is_none() {
             return Err(EngineError::invalid(
@@ -1037,6 +1029,32 @@ impl Engine {
     }
 }
 
+/// A customer position (latitude, longitude in degrees) on the globe.
+fn check_position((lat, lon): (f64, f64)) -> Result<(), EngineError> {
+    if lat.is_finite()
+        && lon.is_finite()
+        && (-90.0..=90.0).contains(&lat)
+        && (-180.0..=180.0).contains(&lon)
+    {
+        return Ok(());
+    }
+    Err(EngineError::invalid(
+        "position",
+        "latitude must be within -90..=90 and longitude within -180..=180",
+    ))
+}
+
+/// A search radius within `0..=`[`MAX_DISTANCE_KM_MAX`].
+fn check_max_distance(km: f64) -> Result<(), EngineError> {
+    if km.is_finite() && (0.0..=MAX_DISTANCE_KM_MAX).contains(&km) {
+        return Ok(());
+    }
+    Err(EngineError::invalid(
+        "max_distance_km",
+        format!("must be within 0..={MAX_DISTANCE_KM_MAX}"),
+    ))
+}
+
 /// Most stores one [`Engine::nearby_availability`] query returns.
 pub const NEARBY_STORES_MAX: usize = 100;
 
@@ -1086,41 +1104,10 @@ impl Engine {
         q: &NearbyQuery,
         mut keep: impl FnMut(StoreId) -> bool,
     ) -> Result<Vec<NearbySupply>, EngineError> {
-        let limits = &self.config.limits;
-        if q.lines.is_empty() || q.lines.len() > limits.hold_lines_max {
-            return Err(EngineError::invalid(
-                "lines",
-                format!("must have 1..={} lines", limits.hold_lines_max),
-            ));
-        }
-        for l in &q.lines {
-            if l.qty == 0 || l.qty > limits.line_qty_max {
-                return Err(EngineError::invalid(
-                    "qty",
-                    format!("must be within 1..={}", limits.line_qty_max),
-                ));
-            }
-            check_id("sku", &l.sku, limits.external_id_len_max)?;
-        }
+        self.check_cart(&q.lines)?;
+        check_position(q.position)?;
         let (lat, lon) = q.position;
-        if !(lat.is_finite()
-            && lon.is_finite()
-            && (-90.0..=90.0).contains(&lat)
-            && (-180.0..=180.0).contains(&lon))
-        {
-            return Err(EngineError::invalid(
-                "position",
-                "latitude must be within -90..=90 and longitude within -180..=180",
-            ));
-        }
-        if !(q.max_distance_km.is_finite()
-            && (0.0..=MAX_DISTANCE_KM_MAX).contains(&q.max_distance_km))
-        {
-            return Err(EngineError::invalid(
-                "max_distance_km",
-                format!("must be within 0..={MAX_DISTANCE_KM_MAX}"),
-            ));
-        }
+        check_max_distance(q.max_distance_km)?;
         if q.max_stores == 0 || q.max_stores > NEARBY_STORES_MAX {
             return Err(EngineError::invalid(
                 "max_stores",

@@ -11,12 +11,13 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use crate::engine::commit::Decision;
 use crate::engine::{
-    Engine, HoldGrant, HoldOutcome, HoldRequest, IdemEntry, LoggedOutcome, PreparedHold, check_id,
-    hold_identity, poisoned,
+    Engine, HoldGrant, HoldOutcome, HoldRequest, IdemEntry, LoggedOutcome, PreparedHold, Refusal,
+    check_id, check_place, check_units, hold_identity, poisoned, table_full,
 };
 use crate::error::EngineError;
-use crate::event::{Event, HoldRejection, KeptAnswer, KeptOf, LineShortage, Record};
+use crate::event::{Event, KeptAnswer, KeptOf, Record};
 use crate::keys::Claim;
 use crate::lock_order::lock_in_order;
 use crate::stock::StoreShard;
@@ -271,9 +272,7 @@ impl Engine {
         answers: Answers,
         newest: Option<Lsn>,
     ) -> Result<Vec<Result<LoggedOutcome, EngineError>>, EngineError> {
-        if let Some(lsn) = newest {
-            crate::log::wait_durable_or_defer(&*self.log, lsn)?;
-        }
+        self.durable(newest)?;
         Ok(answers
             .into_iter()
             .map(|a| a.unwrap_or_else(|| Err(EngineError::internal("holds", "not decided"))))
@@ -328,210 +327,197 @@ impl Engine {
                 }
             }
         }
-        let mut guards = lock_in_order(&cells)
-            .ok_or_else(|| EngineError::invalid("lines", "not in lock order"))?;
         let ids: Vec<u32> = cells.iter().map(|(id, _)| *id).collect();
-        let mut st = shard.state.lock();
         let status = shard.status();
         let default_safety = shard.default_safety();
-        // Units taken by the group's grants so far, per locked cell (applied after logging).
-        let mut taken: Vec<u64> = vec![0; ids.len()];
+        // Each grant of the group took at most the ATP left after the ones before it.
         let atp = |taken: &[u64], gi: usize, guards: &[crate::engine::CellGuard<'_>]| {
-            // Each grant of the group took at most the ATP left after the ones before it.
             u64::from(guards[gi].view(default_safety).atp())
                 .checked_sub(taken[gi])
                 .expect("a group took more than the cells' ATP")
         };
-        let mut next_seq = st.next_hold_seq();
-        let mut granted = 0usize;
-        let mut booked: Vec<i64> = Vec::new();
-        let mut events = Vec::with_capacity(group.len() + 1);
-        if let Some(key) = batch_key {
-            events.push(Event::KeyedPart {
-                key: key.to_owned(),
-                of: KeptOf::Batch,
-            });
-        }
-        let marked = events.len();
-        let mut decided = Vec::with_capacity(group.len());
-        for item in group.iter_mut() {
-            if answers[item.idx].is_some() {
-                if let Some(key) = item.req.idempotency_key.as_deref() {
-                    owned.remove(key);
-                    self.release_claim(key);
+        let (_, lsn) = self.commit_or_undo(
+            || {
+                let guards = lock_in_order(&cells)
+                    .ok_or_else(|| EngineError::invalid("lines", "not in lock order"))?;
+                // The answers and claims ride with the locks: `decide` and `apply` fill them.
+                Ok((guards, shard.state.lock(), answers, owned))
+            },
+            |(guards, st, answers, owned)| {
+                // Units taken by the group's grants so far, per locked cell (applied after
+                // logging).
+                let mut taken: Vec<u64> = vec![0; ids.len()];
+                let mut next_seq = st.next_hold_seq();
+                let mut granted = 0usize;
+                let mut booked: Vec<i64> = Vec::new();
+                let mut events = Vec::with_capacity(group.len() + 1);
+                if let Some(key) = batch_key {
+                    events.push(Event::KeyedPart {
+                        key: key.to_owned(),
+                        of: KeptOf::Batch,
+                    });
                 }
-                continue;
-            }
-            let req = item.req;
-            let rejection = if !status.accepts_holds() {
-                Some(HoldRejection::StoreNotAccepting { status })
-            } else {
-                // As `Engine::hold` does: a hold naming a SKU the engine does not know
-                // reports its shortages in request order, any other in SKU id order.
-                let lines = &mut item.prep.lines;
-                if lines.iter().all(|(id, _, _)| id.is_some()) {
-                    lines.sort_unstable_by_key(|(id, _, _)| *id);
-                }
-                let shortages: Vec<LineShortage> = lines
-                    .iter()
-                    .filter_map(|(id, q, name)| {
-                        let available = match id {
-                            Some(id) => ids
-                                .binary_search(&id.0)
-                                .map_or(0, |gi| atp(&taken, gi, &guards)),
-                            None => 0,
-                        };
-                        (available < *q).then(|| LineShortage {
-                            sku: (*name).to_owned(),
-                            requested: *q as Qty,
-                            available: available.min(u64::from(Qty::MAX)) as Qty,
+                let marked = events.len();
+                let mut decided = Vec::with_capacity(group.len());
+                for item in group.iter_mut() {
+                    if answers[item.idx].is_some() {
+                        if let Some(key) = item.req.idempotency_key.as_deref() {
+                            owned.remove(key);
+                            self.release_claim(key);
+                        }
+                        continue;
+                    }
+                    let req = item.req;
+                    // As `Engine::hold` does: a hold naming a SKU the engine does not know
+                    // reports its shortages in request order, any other in SKU id order.
+                    let lines = &mut item.prep.lines;
+                    if lines.iter().all(|(id, _, _)| id.is_some()) {
+                        lines.sort_unstable_by_key(|(id, _, _)| *id);
+                    }
+                    let lines = &item.prep.lines;
+                    let units = check_units(status, lines, |i| match lines[i].0 {
+                        Some(id) => ids
+                            .binary_search(&id.0)
+                            .map_or(0, |gi| atp(&taken, gi, guards)),
+                        None => 0,
+                    });
+                    let place = (item.prep.ttl_ms, req.slot_start_ms);
+                    let decision = units.map_err(Refusal::Rejected).and_then(|()| {
+                        check_place(st, st.active_len() + granted, limits, place, now)
+                    });
+                    let expires_at = match decision {
+                        Ok(expires_at) => {
+                            if let Some(start_ms) = req.slot_start_ms {
+                                // Booked now so the next hold of the group sees it.
+                                st.book_slot(start_ms);
+                                booked.push(start_ms);
+                            }
+                            expires_at
+                        }
+                        Err(Refusal::Rejected(rejection)) => {
+                            match &req.idempotency_key {
+                                Some(key) => {
+                                    events.push(Event::HoldRejected {
+                                        store: shard.id,
+                                        key: key.clone(),
+                                        rejection,
+                                    });
+                                    decided.push(Decided {
+                                        idx: item.idx,
+                                        identity: item.prep.identity,
+                                    });
+                                }
+                                None => {
+                                    answers[item.idx] =
+                                        Some(Ok((HoldOutcome::Rejected(rejection), None)))
+                                }
+                            }
+                            continue;
+                        }
+                        Err(Refusal::Full) => {
+                            answers[item.idx] = Some(Err(table_full(limits)));
+                            if let Some(key) = req.idempotency_key.as_deref() {
+                                owned.remove(key);
+                                self.release_claim(key);
+                            }
+                            continue;
+                        }
+                    };
+                    let hold = HoldId::new(shard.id, next_seq);
+                    next_seq += 1;
+                    granted += 1;
+                    let lines: Vec<Line> = item
+                        .prep
+                        .lines
+                        .iter()
+                        .map(|(id, q, _)| {
+                            let sku = id.unwrap_or(SkuId(0));
+                            if let Ok(gi) = ids.binary_search(&sku.0) {
+                                taken[gi] += q;
+                            }
+                            Line {
+                                sku,
+                                qty: *q as Qty,
+                            }
                         })
-                    })
-                    .collect();
-                if !shortages.is_empty() {
-                    Some(HoldRejection::InsufficientStock { shortages })
-                } else {
-                    None
+                        .collect();
+                    events.push(Event::HoldGranted {
+                        hold,
+                        key: req.idempotency_key.clone(),
+                        lines,
+                        expires_at,
+                        slot: req.slot_start_ms,
+                    });
+                    decided.push(Decided {
+                        idx: item.idx,
+                        identity: item.prep.identity,
+                    });
                 }
-            };
-            if rejection.is_none() && st.active_len() + granted >= limits.store_active_holds_max {
-                answers[item.idx] = Some(Err(EngineError::LimitReached {
-                    limit: "store_active_holds_max",
-                    value: limits.store_active_holds_max as u64,
-                }));
-                if let Some(key) = req.idempotency_key.as_deref() {
-                    owned.remove(key);
-                    self.release_claim(key);
+                if decided.is_empty() {
+                    return Ok(Decision::Answer(()));
                 }
-                continue;
-            }
-            let mut expires_at = now.add_ms(item.prep.ttl_ms);
-            let rejection = match (rejection, req.slot_start_ms) {
-                (None, Some(start_ms)) => match st.check_slot(start_ms, now.as_ms()) {
-                    Ok(slot) => {
-                        let cal = st.slots().calendar();
-                        expires_at =
-                            Timestamp(cal.map_or(slot.end_ms, |c| c.slot_expiry_ms(&slot)));
-                        // Booked now so the next hold of the group sees it.
-                        st.book_slot(start_ms);
-                        booked.push(start_ms);
-                        None
-                    }
-                    Err(problem) => Some(HoldRejection::SlotUnavailable {
-                        slot_start_ms: start_ms,
-                        problem,
-                    }),
-                },
-                (r, _) => r,
-            };
-            if let Some(rejection) = rejection {
-                match &req.idempotency_key {
-                    Some(key) => {
-                        events.push(Event::HoldRejected {
-                            store: shard.id,
-                            key: key.clone(),
-                            rejection,
-                        });
-                        decided.push(Decided {
-                            idx: item.idx,
-                            identity: item.prep.identity,
-                        });
-                    }
-                    None => answers[item.idx] = Some(Ok((HoldOutcome::Rejected(rejection), None))),
+                // Shared with the event stream, which keeps it without a copy.
+                let record = Arc::new(Record { at: now, events });
+                Ok(Decision::Log(record, (marked, decided, taken, booked)))
+            },
+            |(guards, st, answers, owned), record, lsn, (marked, decided, taken, _)| {
+                for (g, t) in guards.iter_mut().zip(&taken) {
+                    // Within the cell's on-hand units (each grant was checked against its
+                    // ATP).
+                    g.held += *t as Qty;
                 }
-                continue;
-            }
-            let hold = HoldId::new(shard.id, next_seq);
-            next_seq += 1;
-            granted += 1;
-            let lines: Vec<Line> = item
-                .prep
-                .lines
-                .iter()
-                .map(|(id, q, _)| {
-                    let sku = id.unwrap_or(SkuId(0));
-                    if let Ok(gi) = ids.binary_search(&sku.0) {
-                        taken[gi] += q;
+                for (ev, d) in record.events[marked..].iter().zip(decided) {
+                    let (key, outcome) = match ev {
+                        Event::HoldGranted {
+                            hold,
+                            key,
+                            lines,
+                            expires_at,
+                            slot,
+                        } => {
+                            st.grant_booked(
+                                *hold,
+                                key.as_deref(),
+                                lines.as_slice().into(),
+                                now,
+                                (*expires_at, *slot),
+                            );
+                            let grant = HoldGrant {
+                                hold: *hold,
+                                expires_at: *expires_at,
+                                lsn,
+                            };
+                            (key.as_deref(), HoldOutcome::Granted(grant))
+                        }
+                        Event::HoldRejected { key, rejection, .. } => {
+                            st.note_idem_key(now, key);
+                            (Some(key.as_str()), HoldOutcome::Rejected(rejection.clone()))
+                        }
+                        _ => continue,
+                    };
+                    if let Some(key) = key {
+                        owned.remove(key);
+                        self.settle_claim(
+                            key,
+                            IdemEntry::Done {
+                                lsn,
+                                outcome: outcome.clone(),
+                                request: d.identity,
+                            },
+                        );
                     }
-                    Line {
-                        sku,
-                        qty: *q as Qty,
-                    }
-                })
-                .collect();
-            events.push(Event::HoldGranted {
-                hold,
-                key: req.idempotency_key.clone(),
-                lines,
-                expires_at,
-                slot: req.slot_start_ms,
-            });
-            decided.push(Decided {
-                idx: item.idx,
-                identity: item.prep.identity,
-            });
-        }
-        if decided.is_empty() {
-            return Ok(None);
-        }
-        // Shared with the event stream, which keeps it without a copy.
-        let record = Arc::new(Record { at: now, events });
-        let lsn = match self.log.append_shared(&record) {
-            Ok(lsn) => lsn,
-            Err(e) => {
+                    answers[d.idx] = Some(Ok((outcome, Some(lsn))));
+                }
+                Ok(())
+            },
+            |(_, st, _, _), (_, _, _, booked)| {
+                // The log refused the record: the slots the group booked are free again.
                 for start_ms in booked {
                     st.unbook_slot(start_ms);
                 }
-                return Err(e);
-            }
-        };
-        for (g, t) in guards.iter_mut().zip(&taken) {
-            // Within the cell's on-hand units (each grant was checked against its ATP).
-            g.held += *t as Qty;
-        }
-        for (ev, d) in record.events[marked..].iter().zip(decided) {
-            let (key, outcome) = match ev {
-                Event::HoldGranted {
-                    hold,
-                    key,
-                    lines,
-                    expires_at,
-                    slot,
-                } => {
-                    st.grant_booked(
-                        *hold,
-                        key.as_deref(),
-                        lines.as_slice().into(),
-                        now,
-                        (*expires_at, *slot),
-                    );
-                    let grant = HoldGrant {
-                        hold: *hold,
-                        expires_at: *expires_at,
-                        lsn,
-                    };
-                    (key.as_deref(), HoldOutcome::Granted(grant))
-                }
-                Event::HoldRejected { key, rejection, .. } => {
-                    st.note_idem_key(now, key);
-                    (Some(key.as_str()), HoldOutcome::Rejected(rejection.clone()))
-                }
-                _ => continue,
-            };
-            if let Some(key) = key {
-                owned.remove(key);
-                self.settle_claim(
-                    key,
-                    IdemEntry::Done {
-                        lsn,
-                        outcome: outcome.clone(),
-                        request: d.identity,
-                    },
-                );
-            }
-            answers[d.idx] = Some(Ok((outcome, Some(lsn))));
-        }
-        Ok(Some(lsn))
+            },
+        )?;
+        Ok(lsn)
     }
 }
 
@@ -634,7 +620,7 @@ impl Engine {
                     .collect());
             }
             Claim::Done((lsn, answers)) => {
-                crate::log::wait_durable_or_defer(&*self.log, lsn)?;
+                self.durable(Some(lsn))?;
                 return Ok(answers.iter().map(|a| kept_outcome(a, lsn)).collect());
             }
             Claim::Claimed => {}
@@ -690,13 +676,20 @@ impl Engine {
                 answers: kept,
             }],
         };
-        let lsn = self.log.append(&record)?;
-        let Some(Event::BatchKept { answers: kept, .. }) = record.events.into_iter().next() else {
-            unreachable!("the record was built with one BatchKept event")
-        };
-        self.keep_batch(key, (identity, kept.into()), lsn, now);
+        let (_, lsn) = self.commit(
+            || Ok(()),
+            |_| Ok(Decision::Log(record, ())),
+            |_, record, lsn, ()| {
+                let Some(Event::BatchKept { answers: kept, .. }) = record.events.into_iter().next()
+                else {
+                    unreachable!("the record was built with one BatchKept event")
+                };
+                self.keep_batch(key, (identity, kept.into()), lsn, now);
+                Ok(())
+            },
+        )?;
         drop(gate);
-        self.answered(answers, Some(lsn))
+        self.answered(answers, lsn)
     }
 
     /// Keeps a batch's answers under its key (live, log replay, snapshot load).

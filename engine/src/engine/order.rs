@@ -29,11 +29,10 @@
 //!   queries) up to [`TERMINAL_ORDERS_MAX`] per store, oldest forgotten first. A POS sale
 //!   naming a forgotten order is applied as a plain sale.
 
-use std::collections::HashMap;
-
+use crate::engine::commit::Decision;
 use crate::engine::{
     CellGuard, Engine, HoldNotActive, PosDelta, apply_release, check_id, clamp_qty, lock_cells,
-    not_active, poisoned, remember_pos_event,
+    not_active, remember_pos_event,
 };
 use crate::error::{ApplyError, EngineError, HoldChange};
 use crate::event::{Event, Record, ReleaseReason};
@@ -363,146 +362,6 @@ pub enum Canceller {
     Store(StaffId),
 }
 
-// ---------------------------------------------------------------- state
-
-impl OrderRec {
-    /// The record an [`Event::OrderCreated`] creates.
-    fn created(ev: &Event, at: Timestamp) -> Result<OrderRec, ApplyError> {
-        let Event::OrderCreated {
-            channel,
-            channel_order_id,
-            customer,
-            lines,
-            currency,
-            currency_exponent,
-            key,
-            ..
-        } = ev
-        else {
-            return Err(ApplyError::UnexpectedEvent {
-                kind: ev.kind(),
-                expected: "an order creation",
-            });
-        };
-        Ok(OrderRec {
-            status: OrderStatus::Placed,
-            channel: channel.as_str().into(),
-            channel_order_id: channel_order_id.as_str().into(),
-            customer: customer.clone(),
-            pos_seen: vec![0; lines.len()],
-            lines: lines.clone(),
-            currency: currency.as_str().into(),
-            currency_exponent: *currency_exponent,
-            key: key.as_deref().map(Into::into),
-            times: vec![(OrderStatus::Placed, at)],
-            code: None,
-            wrong: 0,
-            locked: false,
-            overrides: 0,
-            last_override: None,
-            short_picks: 0,
-            realloc: Vec::new(),
-            receipt_seq: None,
-            ready_estimate: None,
-        })
-    }
-
-    /// What an event does to the order's own record: the one place an order's status,
-    /// code, lines and counters change (live, on replay, and when an event's facts are
-    /// computed). Events that do not touch the record change nothing.
-    pub(crate) fn apply(&mut self, ev: &Event, at: Timestamp) -> Result<(), ApplyError> {
-        match ev {
-            Event::OrderConfirmed { ready_estimate, .. } => {
-                self.transition(OrderStatus::Confirmed, at)?;
-                self.ready_estimate = *ready_estimate;
-                Ok(())
-            }
-            Event::PickingStarted { .. } => self.transition(OrderStatus::Picking, at),
-            Event::OrderShortPicked { sku, missing, .. } => {
-                let line = self
-                    .lines
-                    .iter_mut()
-                    .find(|l| l.sku == *sku)
-                    .ok_or(ApplyError::SkuNotOrdered)?;
-                // A short pick takes at most what the hold still has of the line, which is
-                // at most what was ordered: more is a record that does not apply.
-                line.qty = line
-                    .qty
-                    .checked_sub(*missing)
-                    .ok_or(ApplyError::BeyondOrdered)?;
-                // A count for display, not a conservation counter: it stops at the top.
-                self.short_picks = self.short_picks.saturating_add(1);
-                Ok(())
-            }
-            Event::ReallocationRequested { sku, missing, .. } => {
-                self.realloc.push(Line {
-                    sku: *sku,
-                    qty: *missing,
-                });
-                Ok(())
-            }
-            Event::OrderReady { code, .. } => {
-                self.transition(OrderStatus::Ready, at)?;
-                self.code = Some(*code);
-                self.wrong = 0;
-                self.locked = false;
-                Ok(())
-            }
-            Event::PickupCodeRejected { now_locked, .. } => {
-                // Attempts past the lockout only keep it locked: a clamp, not a balance.
-                self.wrong = self.wrong.saturating_add(1);
-                self.locked |= *now_locked;
-                Ok(())
-            }
-            Event::PickupCodeOverride {
-                staff, sequence, ..
-            } => {
-                self.locked = false;
-                self.wrong = 0;
-                self.overrides = *sequence;
-                self.last_override = Some((staff.as_str().into(), at));
-                Ok(())
-            }
-            Event::OrderCollected { receipt_seq, .. } => {
-                self.transition(OrderStatus::Collected, at)?;
-                self.receipt_seq = Some(*receipt_seq);
-                Ok(())
-            }
-            Event::OrderCancelled { .. } => self.transition(OrderStatus::Cancelled, at),
-            Event::OrderExpired { no_show, .. } => self.transition(
-                if *no_show {
-                    OrderStatus::NoShow
-                } else {
-                    OrderStatus::Expired
-                },
-                at,
-            ),
-            Event::OrderNoShow { .. } => self.transition(OrderStatus::NoShow, at),
-            Event::PosOrderSale {
-                sku,
-                from_hold,
-                recognized,
-                ..
-            } => {
-                if let Some(i) = self.lines.iter().position(|l| l.sku == *sku) {
-                    self.pos_seen[i] = self.pos_seen[i].saturating_add(*from_hold + *recognized);
-                }
-                Ok(())
-            }
-            _ => Ok(()),
-        }
-    }
-
-    fn transition(&mut self, status: OrderStatus, at: Timestamp) -> Result<(), ApplyError> {
-        if self.status.is_final() {
-            return Err(ApplyError::OrderFinal(self.status));
-        }
-        self.status = status;
-        self.times.push((status, at));
-        Ok(())
-    }
-}
-
 // ---------------------------------------------------------------- locked cells
 
 /// The cells an order operation holds, in lock order, with their SKUs.
@@ -651,122 +510,29 @@ pub(crate) fn apply_locked(
     Ok(())
 }
 
-/// The order an event changes the record of, if any.
-fn order_of(ev: &Event) -> Option<OrderId> {
-    match ev {
-        Event::OrderCreated { order, .. }
-        | Event::OrderConfirmed { order, .. }
-        | Event::PickingStarted { order, .. }
-        | Event::OrderShortPicked { order, .. }
-        | Event::ReallocationRequested { order, .. }
-        | Event::OrderReady { order, .. }
-        | Event::PickupCodeRejected { order, .. }
-        | Event::PickupCodeOverride { order, .. }
-        | Event::OrderCollected { order, .. }
-        | Event::OrderCancelled { order, .. }
-        | Event::OrderExpired { order, .. }
-        | Event::OrderNoShow { order, .. }
-        | Event::PosOrderSale { order, .. } => Some(*order),
-        _ => None,
-    }
-}
-
-/// For a transition of an order's status: who made it (`Some(None)` when no staff member
-/// did). `None` for every other event.
-fn transition_staff(ev: &Event) -> Option<Option<String>> {
-    match ev {
-        Event::OrderCreated { .. } | Event::OrderConfirmed { .. } | Event::OrderExpired { .. } => {
-            Some(None)
-        }
-        Event::PickingStarted { staff, .. }
-        | Event::OrderReady { staff, .. }
-        | Event::OrderCollected { staff, .. }
-        | Event::OrderNoShow { staff, .. } => Some(Some(staff.clone())),
-        Event::OrderCancelled { staff, .. } => Some(staff.clone()),
-        _ => None,
-    }
-}
-
-/// `events` with an [`Event::OrderChanged`] after each transition of an order: the order
-/// as that transition leaves it, found by applying the record's events in order to a copy
-/// of the order's record with [`OrderRec::apply`], the code the state itself runs. Called
-/// under the store's lock, before the record is logged.
+/// `events` with an [`Event::OrderChanged`] after each transition of an order
+/// ([`OrderState::with_facts`]), each with the slot the order's hold booked. Called under
+/// the store's lock, before the record is logged.
 pub(crate) fn with_order_facts(
     st: &StoreState,
     events: Vec<Event>,
     at: Timestamp,
 ) -> Result<Vec<Event>, EngineError> {
-    if !events.iter().any(|ev| transition_staff(ev).is_some()) {
-        return Ok(events);
-    }
-    let fail = |e: ApplyError| EngineError::internal("order", e.to_string());
-    let mut recs: HashMap<OrderId, OrderRec> = HashMap::new();
-    let mut out = Vec::with_capacity(events.len() + 1);
-    for ev in events {
-        let Some(order) = order_of(&ev) else {
-            out.push(ev);
-            continue;
-        };
-        let rec = match recs.entry(order) {
-            std::collections::hash_map::Entry::Occupied(o) => {
-                let rec = o.into_mut();
-                rec.apply(&ev, at).map_err(fail)?;
-                rec
-            }
-            std::collections::hash_map::Entry::Vacant(v) => {
-                if matches!(ev, Event::OrderCreated { .. }) {
-                    v.insert(OrderRec::created(&ev, at).map_err(fail)?)
-                } else if let Some(r) = st.orders().get(order) {
-                    let rec = v.insert(r.clone());
-                    rec.apply(&ev, at).map_err(fail)?;
-                    rec
-                } else {
-                    out.push(ev);
-                    continue;
-                }
-            }
-        };
-        let changed = transition_staff(&ev).map(|staff| Event::OrderChanged {
-            order,
-            staff,
-            slot: st.hold(order.hold()).and_then(|h| h.slot),
-            facts: Box::new(OrderFacts(rec.clone())),
-        });
-        out.push(ev);
-        out.extend(changed);
-    }
-    Ok(out)
+    st.orders()
+        .with_facts(events, at, |order| {
+            st.hold(order.hold()).and_then(|h| h.slot)
+        })
+        .map_err(|e| EngineError::internal("order", e.to_string()))
 }
 
 /// Applies an order event that touches no cell and no hold: transitions, codes,
-/// re-allocation requests.
+/// re-allocation requests ([`OrderState::apply_transition`]).
 pub(crate) fn apply_state_event(
     ev: &Event,
     st: &mut StoreState,
     at: Timestamp,
 ) -> Result<(), ApplyError> {
-    match ev {
-        Event::OrderConfirmed { order, .. }
-        | Event::PickingStarted { order, .. }
-        | Event::ReallocationRequested { order, .. }
-        | Event::PickupCodeRejected { order, .. }
-        | Event::PickupCodeOverride { order, .. }
-        | Event::OrderCancelled { order, .. }
-        | Event::OrderExpired { order, .. }
-        | Event::OrderNoShow { order, .. } => st.orders_mut().apply_rec(*order, ev, at),
-        // A fact for readers: the order must be as the event says (checked in debug builds).
-        Event::OrderChanged { order, facts, .. } => {
-            debug_assert!(
-                st.orders().get(*order).is_none_or(|r| *r == facts.0),
-                "order {order} differs from its logged facts"
-            );
-            Ok(())
-        }
-        other => Err(ApplyError::UnexpectedEvent {
-            kind: other.kind(),
-            expected: "an order event without cells",
-        }),
-    }
+    st.orders_mut().apply_transition(ev, at)
 }
 
 fn push_recent(
@@ -788,29 +554,14 @@ fn push_recent(
     );
 }
 
-/// The order event that ends an order whose hold the engine ends directly (expiry, or a
-/// release through [`Engine::release`]).
+/// The order event that ends an order whose hold the engine ends directly
+/// ([`OrderState::end_event`]).
 pub(crate) fn hold_end_event(
     st: &StoreState,
     hold: HoldId,
     reason: ReleaseReason,
 ) -> Option<Event> {
-    let order = OrderId::from_hold(hold);
-    let rec = st.orders().get(order)?;
-    if rec.status.is_final() {
-        return None;
-    }
-    Some(match reason {
-        ReleaseReason::Expired => Event::OrderExpired {
-            order,
-            no_show: rec.status != OrderStatus::Placed,
-        },
-        ReleaseReason::Released => Event::OrderCancelled {
-            order,
-            by: CancelledBy::System,
-            staff: None,
-        },
-    })
+    st.orders().end_event(hold, reason)
 }
 
 /// For a POS sale naming a known order with a line of `sku`: the event that records it
@@ -919,10 +670,102 @@ pub(crate) fn apply_pos_sale(
 
 type Decided<R> = Result<(Vec<Event>, R), EngineError>;
 
+/// What a pickup code presented for an order says, before anything is handed off: the
+/// prelude [`Engine::collect`] and [`Engine::verify_code`] share.
+enum Presented {
+    /// Not an order the code can be checked for: unknown, not `ready`, or (for a
+    /// hand-off) with nothing left to hand off.
+    Refused(OrderRejection),
+    /// Not checked, nothing recorded: the order is locked or the input is malformed.
+    Unchecked(VerifyOutcome),
+    /// A wrong code ([`VerifyOutcome::Wrong`] or `WrongNowLocked`), recorded by
+    /// [`wrong_code_event`].
+    Wrong(VerifyOutcome),
+    /// The code issued at `ready`.
+    Right,
+}
+
+/// The release of `order`'s hold in the order's record, if the hold is still active.
+fn release_of(st: &StoreState, order: OrderId, reason: ReleaseReason) -> Option<Event> {
+    let hold = order.hold();
+    st.hold(hold).map(|h| Event::HoldReleased {
+        hold,
+        reason,
+        facts: h.facts(),
+    })
+}
+
+/// The record of `order` if its status is one `allowed` takes: the prelude of every
+/// order transition. Refused: [`OrderRejection::UnknownOrder`], or
+/// [`OrderRejection::IllegalTransition`] from the status it has.
+fn order_in(
+    st: &StoreState,
+    order: OrderId,
+    allowed: impl Fn(OrderStatus) -> bool,
+) -> Result<&OrderRec, OrderRejection> {
+    let rec = st.orders().get(order).ok_or(OrderRejection::UnknownOrder)?;
+    if !allowed(rec.status) {
+        return Err(OrderRejection::IllegalTransition { from: rec.status });
+    }
+    Ok(rec)
+}
+
+/// Checks `code_input` against the code of `order`, which must be `ready` (and, when
+/// `handing_off`, still have units to hand off), counting a wrong code towards
+/// [`MAX_WRONG_ATTEMPTS`].
+fn check_presented_code(
+    st: &StoreState,
+    order: OrderId,
+    code_input: &str,
+    handing_off: bool,
+) -> Result<Presented, EngineError> {
+    let rec = match order_in(st, order, |s| s == OrderStatus::Ready) {
+        Ok(rec) => rec,
+        Err(r) => return Ok(Presented::Refused(r)),
+    };
+    if handing_off && rec.lines.iter().all(|l| l.qty == 0) {
+        return Ok(Presented::Refused(OrderRejection::NothingLeft));
+    }
+    if rec.locked {
+        return Ok(Presented::Unchecked(VerifyOutcome::Locked));
+    }
+    let presented = match PickupCode::parse(code_input) {
+        Ok(c) => c,
+        Err(e) => return Ok(Presented::Unchecked(VerifyOutcome::Malformed(e))),
+    };
+    let issued = rec
+        .code
+        .and_then(|v| PickupCode::from_value(v).ok())
+        .ok_or_else(|| EngineError::internal("order", "ready without a code"))?;
+    if issued.verify(&presented) {
+        return Ok(Presented::Right);
+    }
+    let wrong = rec.wrong.saturating_add(1);
+    let now_locked = wrong >= MAX_WRONG_ATTEMPTS;
+    Ok(Presented::Wrong(if now_locked {
+        VerifyOutcome::WrongNowLocked
+    } else {
+        VerifyOutcome::Wrong {
+            attempts_left: MAX_WRONG_ATTEMPTS - wrong,
+        }
+    }))
+}
+
+/// The event that counts a wrong code ([`Presented::Wrong`]) towards the lockout.
+fn wrong_code_event(order: OrderId, staff: &StaffId, wrong: &VerifyOutcome) -> Event {
+    Event::PickupCodeRejected {
+        order,
+        staff: staff.as_str().to_owned(),
+        now_locked: matches!(wrong, VerifyOutcome::WrongNowLocked),
+    }
+}
+
 impl Engine {
-    /// Runs one order operation: locks the order's hold cells (ascending SKU) and its
-    /// store's state, lets `decide` choose the events, appends them as one record, applies
-    /// them, unlocks and waits for durability.
+    /// Runs one order operation through the mutation skeleton ([`Engine::mutate`]): locks
+    /// the order's hold cells (ascending SKU) and its store's state, lets `decide` choose
+    /// the events (none: nothing changes), adds the order's facts after each transition
+    /// ([`with_order_facts`]), appends them as one record, applies them with
+    /// [`apply_locked`], unlocks and waits for durability.
     fn order_txn<R>(
         &self,
         order: OrderId,
@@ -930,29 +773,30 @@ impl Engine {
         decide: impl FnOnce(&StoreShard, &Cells<'_>, &StoreState) -> Decided<R>,
     ) -> Result<(R, Option<Lsn>), EngineError> {
         let shard = self.hold_shard(order.hold())?;
-        let gate = self.gate.read().map_err(|_| poisoned())?;
-        let lines = hold_lines(shard, order.hold());
-        let mut cells = Cells::lock(shard, lines)?;
-        let mut st = shard.state.lock();
-        // Lines of a hold never change SKUs; only qty. If the hold ended in between, the
-        // extra locks are harmless.
-        let (events, r) = decide(shard, &cells, &st)?;
-        if events.is_empty() {
-            return Ok((r, None));
-        }
-        let events = with_order_facts(&st, events, now)?;
-        let record = Record { at: now, events };
-        let lsn = self.log().append(&record)?;
         let horizon = now.add_ms(-self.config().limits.dedupe_window_ms);
-        for ev in &record.events {
-            apply_locked(ev, &mut cells, &mut st, now, horizon)
-                .map_err(|e| EngineError::internal("order", e.to_string()))?;
-        }
-        drop(st);
-        drop(cells);
-        drop(gate);
-        crate::log::wait_durable_or_defer(&**self.log(), lsn)?;
-        Ok((r, Some(lsn)))
+        self.mutate(
+            || {
+                // Lines of a hold never change SKUs; only qty. If the hold ended in
+                // between, the extra locks are harmless.
+                let lines = hold_lines(shard, order.hold());
+                Ok((Cells::lock(shard, lines)?, shard.state.lock()))
+            },
+            |(cells, st)| {
+                let (events, r) = decide(shard, cells, st)?;
+                if events.is_empty() {
+                    return Ok(Decision::Answer(r));
+                }
+                let events = with_order_facts(st, events, now)?;
+                Ok(Decision::Log(Record { at: now, events }, r))
+            },
+            |(cells, st), record, _, r| {
+                for ev in &record.events {
+                    apply_locked(ev, cells, st, now, horizon)
+                        .map_err(|e| EngineError::internal("order", e.to_string()))?;
+                }
+                Ok(r)
+            },
+        )
     }
 
     /// Creates a pickup order (status `placed`) from an active hold. The order id is the
@@ -1276,12 +1120,10 @@ impl Engine {
             let rej = |line, rejection| {
                 Ok((Vec::new(), ShortReportOutcome::Rejected { line, rejection }))
             };
-            let Some(rec) = st.orders().get(order) else {
-                return rej(None, OrderRejection::UnknownOrder);
+            let rec = match order_in(st, order, |s| s == OrderStatus::Picking) {
+                Ok(rec) => rec,
+                Err(r) => return rej(None, r),
             };
-            if rec.status != OrderStatus::Picking {
-                return rej(None, OrderRejection::IllegalTransition { from: rec.status });
-            }
             let staff = req.staff.as_str().to_owned();
             let mut evs = Vec::new();
             let mut missing_per_line = Vec::with_capacity(req.lines.len());
@@ -1345,14 +1187,7 @@ impl Engine {
             }
             let mut status = OrderStatus::Picking;
             if left.iter().all(|(_, q)| *q == 0) {
-                let hold = order.hold();
-                if let Some(h) = st.hold(hold) {
-                    evs.push(Event::HoldReleased {
-                        hold,
-                        reason: ReleaseReason::Released,
-                        facts: h.facts(),
-                    });
-                }
+                evs.extend(release_of(st, order, ReleaseReason::Released));
                 evs.push(Event::OrderCancelled {
                     order,
                     by: CancelledBy::Store,
@@ -1382,18 +1217,10 @@ impl Engine {
     ) -> Result<ReadyOutcome, EngineError> {
         let code = PickupCode::from_entropy(entropy);
         let (outcome, _) = self.order_txn(order, now, |shard, _, st| {
-            let Some(rec) = st.orders().get(order) else {
-                return Ok((
-                    Vec::new(),
-                    ReadyOutcome::Rejected(OrderRejection::UnknownOrder),
-                ));
+            let rec = match order_in(st, order, |s| s == OrderStatus::Picking) {
+                Ok(rec) => rec,
+                Err(r) => return Ok((Vec::new(), ReadyOutcome::Rejected(r))),
             };
-            if rec.status != OrderStatus::Picking {
-                return Ok((
-                    Vec::new(),
-                    ReadyOutcome::Rejected(OrderRejection::IllegalTransition { from: rec.status }),
-                ));
-            }
             if rec.lines.iter().all(|l| l.qty == 0) {
                 return Ok((
                     Vec::new(),
@@ -1429,46 +1256,16 @@ impl Engine {
     ) -> Result<CollectOutcome, EngineError> {
         let (outcome, lsn) = self.order_txn(order, now, |_, _, st| {
             let nothing = |o| Ok((Vec::new(), o));
-            let Some(rec) = st.orders().get(order) else {
-                return nothing(CollectOutcome::Rejected(OrderRejection::UnknownOrder));
-            };
-            if rec.status != OrderStatus::Ready {
-                return nothing(CollectOutcome::Rejected(
-                    OrderRejection::IllegalTransition { from: rec.status },
-                ));
-            }
-            if rec.lines.iter().all(|l| l.qty == 0) {
-                return nothing(CollectOutcome::Rejected(OrderRejection::NothingLeft));
-            }
-            if rec.locked {
-                return nothing(CollectOutcome::Code(VerifyOutcome::Locked));
-            }
-            let presented = match PickupCode::parse(code_input) {
-                Ok(c) => c,
-                Err(e) => return nothing(CollectOutcome::Code(VerifyOutcome::Malformed(e))),
-            };
-            let issued = rec
-                .code
-                .and_then(|v| PickupCode::from_value(v).ok())
-                .ok_or_else(|| EngineError::internal("order", "ready without a code"))?;
-            let staff = staff.as_str().to_owned();
-            if !issued.verify(&presented) {
-                let wrong = rec.wrong.saturating_add(1);
-                let now_locked = wrong >= MAX_WRONG_ATTEMPTS;
-                return Ok((
-                    vec![Event::PickupCodeRejected {
-                        order,
-                        staff,
-                        now_locked,
-                    }],
-                    CollectOutcome::Code(if now_locked {
-                        VerifyOutcome::WrongNowLocked
-                    } else {
-                        VerifyOutcome::Wrong {
-                            attempts_left: MAX_WRONG_ATTEMPTS - wrong,
-                        }
-                    }),
-                ));
+            match check_presented_code(st, order, code_input, true)? {
+                Presented::Refused(r) => return nothing(CollectOutcome::Rejected(r)),
+                Presented::Unchecked(v) => return nothing(CollectOutcome::Code(v)),
+                Presented::Wrong(v) => {
+                    return Ok((
+                        vec![wrong_code_event(order, staff, &v)],
+                        CollectOutcome::Code(v),
+                    ));
+                }
+                Presented::Right => {}
             }
             let h = st
                 .hold(order.hold())
@@ -1477,7 +1274,7 @@ impl Engine {
             Ok((
                 vec![Event::OrderCollected {
                     order,
-                    staff,
+                    staff: staff.as_str().to_owned(),
                     receipt_seq: st.orders().receipt_seq() + 1,
                     consumed,
                     hold: h.facts(),
@@ -1509,12 +1306,10 @@ impl Engine {
     ) -> Result<TransitionOutcome, EngineError> {
         let (outcome, _) = self.order_txn(order, now, |_, _, st| {
             let rej = |r| Ok((Vec::new(), TransitionOutcome::Rejected(r)));
-            let Some(rec) = st.orders().get(order) else {
-                return rej(OrderRejection::UnknownOrder);
+            let rec = match order_in(st, order, |s| s == OrderStatus::Ready) {
+                Ok(rec) => rec,
+                Err(r) => return rej(r),
             };
-            if rec.status != OrderStatus::Ready {
-                return rej(OrderRejection::IllegalTransition { from: rec.status });
-            }
             if !rec.locked {
                 return rej(OrderRejection::NotLocked);
             }
@@ -1540,29 +1335,11 @@ impl Engine {
         now: Timestamp,
     ) -> Result<TransitionOutcome, EngineError> {
         let (outcome, _) = self.order_txn(order, now, |_, _, st| {
-            let Some(rec) = st.orders().get(order) else {
-                return Ok((
-                    Vec::new(),
-                    TransitionOutcome::Rejected(OrderRejection::UnknownOrder),
-                ));
-            };
-            if rec.status.is_final() {
-                return Ok((
-                    Vec::new(),
-                    TransitionOutcome::Rejected(OrderRejection::IllegalTransition {
-                        from: rec.status,
-                    }),
-                ));
+            if let Err(r) = order_in(st, order, |s| !s.is_final()) {
+                return Ok((Vec::new(), TransitionOutcome::Rejected(r)));
             }
-            let hold = order.hold();
             let mut evs = Vec::new();
-            if let Some(h) = st.hold(hold) {
-                evs.push(Event::HoldReleased {
-                    hold,
-                    reason: ReleaseReason::Released,
-                    facts: h.facts(),
-                });
-            }
+            evs.extend(release_of(st, order, ReleaseReason::Released));
             let (by, staff) = match by {
                 Canceller::Customer => (CancelledBy::Customer, None),
                 Canceller::Store(s) => (CancelledBy::Store, Some(s.as_str().to_owned())),
@@ -1620,11 +1397,7 @@ impl Engine {
                 if now < ends_at {
                     return rej(OrderRejection::PickupWindowOpen { ends_at });
                 }
-                evs.push(Event::HoldReleased {
-                    hold,
-                    reason: ReleaseReason::Expired,
-                    facts: h.facts(),
-                });
+                evs.extend(release_of(st, order, ReleaseReason::Expired));
             }
             evs.push(Event::OrderNoShow {
                 order,
@@ -1651,45 +1424,15 @@ impl Engine {
         now: Timestamp,
     ) -> Result<VerifyCodeOutcome, EngineError> {
         let (outcome, _) = self.order_txn(order, now, |_, _, st| {
-            let nothing = |o| Ok((Vec::new(), o));
-            let Some(rec) = st.orders().get(order) else {
-                return nothing(VerifyCodeOutcome::Rejected(OrderRejection::UnknownOrder));
-            };
-            if rec.status != OrderStatus::Ready {
-                return nothing(VerifyCodeOutcome::Rejected(
-                    OrderRejection::IllegalTransition { from: rec.status },
-                ));
-            }
-            if rec.locked {
-                return nothing(VerifyCodeOutcome::Code(VerifyOutcome::Locked));
-            }
-            let presented = match PickupCode::parse(code_input) {
-                Ok(c) => c,
-                Err(e) => return nothing(VerifyCodeOutcome::Code(VerifyOutcome::Malformed(e))),
-            };
-            let issued = rec
-                .code
-                .and_then(|v| PickupCode::from_value(v).ok())
-                .ok_or_else(|| EngineError::internal("order", "ready without a code"))?;
-            if issued.verify(&presented) {
-                return nothing(VerifyCodeOutcome::Code(VerifyOutcome::Accepted));
-            }
-            let wrong = rec.wrong.saturating_add(1);
-            let now_locked = wrong >= MAX_WRONG_ATTEMPTS;
-            Ok((
-                vec![Event::PickupCodeRejected {
-                    order,
-                    staff: staff.as_str().to_owned(),
-                    now_locked,
-                }],
-                VerifyCodeOutcome::Code(if now_locked {
-                    VerifyOutcome::WrongNowLocked
-                } else {
-                    VerifyOutcome::Wrong {
-                        attempts_left: MAX_WRONG_ATTEMPTS - wrong,
-                    }
-                }),
-            ))
+            Ok(match check_presented_code(st, order, code_input, false)? {
+                Presented::Refused(r) => (Vec::new(), VerifyCodeOutcome::Rejected(r)),
+                Presented::Unchecked(v) => (Vec::new(), VerifyCodeOutcome::Code(v)),
+                Presented::Wrong(v) => (
+                    vec![wrong_code_event(order, staff, &v)],
+                    VerifyCodeOutcome::Code(v),
+                ),
+                Presented::Right => (Vec::new(), VerifyCodeOutcome::Code(VerifyOutcome::Accepted)),
+            })
         })?;
         Ok(outcome)
     }
@@ -1827,22 +1570,11 @@ impl Engine {
             _ => {
                 let store = ev.store().ok_or(ApplyError::NoStore)?;
                 let shard = self.shard(store).ok_or(ApplyError::UnknownStore)?;
-                let hold = match ev {
-                    Event::OrderCreated { order, .. }
-                    | Event::OrderConfirmed { order, .. }
-                    | Event::PickingStarted { order, .. }
-                    | Event::OrderShortPicked { order, .. }
-                    | Event::ReallocationRequested { order, .. }
-                    | Event::OrderReady { order, .. }
-                    | Event::PickupCodeRejected { order, .. }
-                    | Event::PickupCodeOverride { order, .. }
-                    | Event::OrderCollected { order, .. }
-                    | Event::OrderCancelled { order, .. }
-                    | Event::OrderExpired { order, .. }
-                    | Event::OrderNoShow { order, .. } => order.hold(),
-                    other => {
+                let hold = match ev.changed_order() {
+                    Some(order) => order.hold(),
+                    None => {
                         return Err(ApplyError::UnexpectedEvent {
-                            kind: other.kind(),
+                            kind: ev.kind(),
                             expected: "an order event",
                         });
                     }

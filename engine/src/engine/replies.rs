@@ -14,6 +14,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use crate::engine::commit::Decision;
 use crate::engine::{Engine, check_id, poisoned};
 use crate::error::EngineError;
 use crate::event::{Event, Record};
@@ -121,7 +122,7 @@ impl Engine {
                 format!("longer than {REPLY_KEPT_LEN_MAX} bytes"),
             ));
         }
-        let mut record = Record {
+        let record = Record {
             at: now,
             events: vec![Event::ReplyKept {
                 principal: principal.to_owned(),
@@ -132,22 +133,27 @@ impl Engine {
         };
         // Under the snapshot gate: a snapshot has the record and the answer, or neither.
         // Appended and kept under one lock: answers are kept in log order, as replay
-        // keeps them (the order decides which go first).
+        // keeps them (the order decides which go first). The caller waits.
         let _gate = self.gate.read().map_err(|_| poisoned())?;
-        let mut replies = self.replies.lock();
-        let lsn = self.log.append(&record)?;
-        let Some(Event::ReplyKept { response, .. }) = record.events.pop() else {
-            unreachable!("the record was built with one ReplyKept event")
-        };
-        replies.insert(
-            (principal.into(), key.into()),
-            KeptReply {
-                fingerprint,
-                response: response.into(),
-                at: now,
-                lsn,
+        let (lsn, _) = self.commit(
+            || Ok(self.replies.lock()),
+            |_| Ok(Decision::Log(record, ())),
+            |replies, mut record, lsn, ()| {
+                let Some(Event::ReplyKept { response, .. }) = record.events.pop() else {
+                    unreachable!("the record was built with one ReplyKept event")
+                };
+                replies.insert(
+                    (principal.into(), key.into()),
+                    KeptReply {
+                        fingerprint,
+                        response: response.into(),
+                        at: now,
+                        lsn,
+                    },
+                );
+                Ok(lsn)
             },
-        );
+        )?;
         Ok(lsn)
     }
 
