@@ -6,11 +6,16 @@
 //! 1. [`MetricsLayer`](crate::metrics::MetricsLayer): counts and times it.
 //! 2. [`AdmissionLayer`]: for RPCs of the contract, in this order, it
 //!    authenticates the bearer token (UNAUTHENTICATED), checks the RPC's scope row in
-//!    [`crate::grpc::rpc::RPCS`] (PERMISSION_DENIED), refuses engine RPCs until the engine has
+//!    [`crate::grpc::rpc::RPCS`] (PERMISSION_DENIED), in cluster mode refuses engine RPCs
+//!    on a node that does not lead its partition (UNAVAILABLE, `NOT_LEADER` with the
+//!    leader's address) except the stock reads a standby answers from its applied state
+//!    (`standby_reads`), refuses engine RPCs until the engine has
 //!    recovered (UNAVAILABLE), takes a concurrency permit without waiting
 //!    (RESOURCE_EXHAUSTED + `retry-after-ms` when none is free) and bounds the request
 //!    by the per-request timeout (DEADLINE_EXCEEDED); then it stores the
-//!    [`Caller`] in the request extensions. On the way back it turns tonic's
+//!    [`Caller`] in the request extensions (in cluster mode with the node's partition
+//!    map, which [`Caller::authorize_store`] checks every store against:
+//!    `WRONG_PARTITION`). On the way back it turns tonic's
 //!    OUT_OF_RANGE for a request above `grpc.max_message_bytes` into the contract's
 //!    RESOURCE_EXHAUSTED + QuotaFailure ([`status::message_too_large`]). Health and reflection pass untouched: probes
 //!    must work without a token and under overload.
