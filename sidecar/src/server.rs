@@ -6,11 +6,16 @@
 //! 1. [`MetricsLayer`](crate::metrics::MetricsLayer): counts and times it.
 //! 2. [`AdmissionLayer`]: for RPCs of the contract, in this order, it
 //!    authenticates the bearer token (UNAUTHENTICATED), checks the RPC's scope row in
-//!    [`crate::grpc::rpc::RPCS`] (PERMISSION_DENIED), refuses engine RPCs until the engine has
+//!    [`crate::grpc::rpc::RPCS`] (PERMISSION_DENIED), in cluster mode refuses engine RPCs
+//!    on a node that does not lead its partition (UNAVAILABLE, `NOT_LEADER` with the
+//!    leader's address) except the stock reads a standby answers from its applied state
+//!    (`standby_reads`), refuses engine RPCs until the engine has
 //!    recovered (UNAVAILABLE), takes a concurrency permit without waiting
 //!    (RESOURCE_EXHAUSTED + `retry-after-ms` when none is free) and bounds the request
 //!    by the per-request timeout (DEADLINE_EXCEEDED); then it stores the
-//!    [`Caller`] in the request extensions. On the way back it turns tonic's
+//!    [`Caller`] in the request extensions (in cluster mode with the node's partition
+//!    map, which [`Caller::authorize_store`] checks every store against:
+//!    `WRONG_PARTITION`). On the way back it turns tonic's
 //!    OUT_OF_RANGE for a request above `grpc.max_message_bytes` into the contract's
 //!    RESOURCE_EXHAUSTED + QuotaFailure ([`status::message_too_large`]). Health and reflection pass untouched: probes
 //!    must work without a token and under overload.
@@ -55,6 +60,7 @@ use pickline_engine::{
 };
 
 use crate::{
+    cluster::node::Refusal,
     config::Config,
     grpc::admin::Admin,
     grpc::auth::{AuthError, Caller, TokenTable},
@@ -145,15 +151,30 @@ impl Admission {
             }
             .into());
         }
+        let mut caller = Caller::new(principal, rpc);
         if rpc.needs_engine
-            && let Some(refusal) = self.routing.as_ref().and_then(|r| r.refusal())
+            && let Some(routing) = &self.routing
+            && let Some(refusal) = routing.refusal()
         {
-            return Err(cluster_refusal(refusal));
+            // A standby answers the reads that say how fresh they are from its state.
+            match (&refusal, routing.standby()) {
+                (Refusal::NotLeader { .. }, Some(view)) if rpc.standby_reads => {
+                    caller = caller.on_standby(view);
+                }
+                _ => return Err(cluster_refusal(refusal)),
+            }
         }
-        if rpc.needs_engine && !self.readiness.is_ready() {
+        if rpc.needs_engine && caller.standby().is_none() && !self.readiness.is_ready() {
             return Err(status::DomainError::Recovering.into());
         }
-        Ok(Caller::new(principal, rpc))
+        // Cluster mode: every store the handler names is checked against the partition
+        // map, in `Caller::authorize_store` (the store is in the body, unread here).
+        Ok(match &self.routing {
+            Some(routing) if rpc.needs_engine => {
+                caller.with_partitions(routing.partitions().clone())
+            }
+            _ => caller,
+        })
     }
 }
 
@@ -308,8 +329,7 @@ const NO_LEADER_RETRY: Duration = Duration::from_millis(250);
 /// not lead, an `ErrorInfo` with reason `NOT_LEADER` naming the partition and the
 /// leader's node and address (`leader_addr`, absent while nobody leads) so the client
 /// calls the leader directly (docs/CLUSTER.md, "Routing").
-fn cluster_refusal(refusal: crate::cluster::node::Refusal) -> Status {
-    use crate::cluster::node::Refusal;
+fn cluster_refusal(refusal: Refusal) -> Status {
     use tonic_types::{ErrorDetails, StatusExt as _};
     match refusal {
         Refusal::NotLeader { partition, leader } => {
@@ -544,6 +564,13 @@ pub async fn run(
     // Cluster mode: standby until this node leads its partition; the leadership's gate
     // says when it stops.
     let (leading_tx, leading_rx) = tokio::sync::oneshot::channel();
+    // Cluster mode: the partition map, from a watch of the cluster bucket, standby or not.
+    let map_watch = routing.as_ref().map(|routing| {
+        tokio::spawn(crate::cluster::map::follow(
+            config.cluster.clone(),
+            routing.partitions().clone(),
+        ))
+    });
     let recovery = async {
         match &routing {
             Some(routing) => {
@@ -636,6 +663,9 @@ pub async fn run(
     for task in &background {
         task.abort();
     }
+    if let Some(task) = &map_watch {
+        task.abort();
+    }
     intake_tasks.abort();
     intake.flush();
     // The notifier finishes the sends in flight (bounded) and journals them first.
@@ -686,6 +716,9 @@ async fn lead(
         routing,
     )
     .await;
+    // Store-scoped requests are checked against the partition map: serve once it is read
+    // (its watch reads the bucket this node's leadership needed, so it is there).
+    routing.partitions().loaded().await;
     let gate = leadership.gate().clone();
     domain.set_replication(Arc::new(move |lsn| {
         let gate = gate.clone();

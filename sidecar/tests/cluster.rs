@@ -666,3 +666,265 @@ async fn one_nats_node_lost_changes_nothing_two_stop_writes_until_one_returns() 
     f.engine().check_conservation().unwrap();
     assert_eq!(f.engine().active_holds() as u32, cell.held);
 }
+
+/// The ErrorInfo of a refusal, if it has the given reason.
+fn error_info(status: &tonic::Status, reason: &str) -> Option<BTreeMap<String, String>> {
+    let info = status.get_details_error_info()?;
+    (info.reason == reason).then(|| info.metadata.into_iter().collect())
+}
+
+/// Stores are checked against the partition map: a node answers a store of another
+/// partition FAILED_PRECONDITION / WRONG_PARTITION naming that partition and its
+/// leader's address, serves its own and unmapped stores, and a standby of the right
+/// partition still answers NOT_LEADER with its leader's address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_of_another_partition_is_refused_naming_its_partition_and_leader() {
+    let _serial = SERIAL.lock().await;
+    let dir = ScratchDir::new();
+    let nats = nats(&dir.0).await;
+    let east = Node::start(&dir.0, "east-a", "east", &nats, "");
+    let west = Node::start(&dir.0, "west-a", "west", &nats, "");
+    leader(&[&east]).await;
+    leader(&[&west]).await;
+    // Started once east leads, so that it stands by.
+    let standby = Node::start(&dir.0, "east-b", "east", &nats, "");
+    let servers = pickline_sidecar::cluster::cli::Servers {
+        servers: nats.urls(),
+    };
+    pickline_sidecar::cluster::cli::assign(&servers, "W1", Some("west"))
+        .await
+        .unwrap();
+    pickline_sidecar::cluster::cli::assign(&servers, "S1", Some("east"))
+        .await
+        .unwrap();
+
+    // The map reaches east by its watch: wait for the refusal, then check all of it.
+    let ch = channel(east.grpc).await.unwrap();
+    let mut inventory = pb::inventory_service_client::InventoryServiceClient::new(ch.clone());
+    let deadline = Instant::now() + PATIENCE;
+    let refused = loop {
+        let r = inventory
+            .get_availability(request(pb::GetAvailabilityRequest {
+                store_id: "W1".into(),
+                sku: "SKU-1".into(),
+            }))
+            .await;
+        match r {
+            Err(status) if error_info(&status, "WRONG_PARTITION").is_some() => break status,
+            other => {
+                assert!(Instant::now() < deadline, "never refused: {other:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let info = error_info(&refused, "WRONG_PARTITION").unwrap();
+    assert_eq!(info["partition"], "west");
+    assert_eq!(info["store_id"], "W1");
+    assert_eq!(info["leader_node"], "west-a");
+    assert_eq!(info["leader_addr"], west.grpc.to_string());
+
+    // Every store-scoped RPC passes the same check: a hold, an upsert, an allocation
+    // preferring the store.
+    let mut h = hold_request("w1-at-east");
+    h.store_id = "W1".into();
+    let ch_east = channel(east.grpc).await.unwrap();
+    let refused = pb::hold_service_client::HoldServiceClient::new(ch_east.clone())
+        .hold(request(h.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(error_info(&refused, "WRONG_PARTITION").is_some());
+    let upsert = |addr: SocketAddr| async move {
+        pb::store_service_client::StoreServiceClient::new(channel(addr).await.unwrap())
+            .upsert_store(request(pb::UpsertStoreRequest {
+                idempotency_key: format!("store-W1-{addr}"),
+                store: Some(pb::StoreIdentity {
+                    store_id: "W1".into(),
+                    name: "Store W1".into(),
+                    // Potsdam, about 27 km from S1 in Berlin.
+                    location: Some(pb::GeoPoint {
+                        latitude_deg: 52.39,
+                        longitude_deg: 13.06,
+                    }),
+                    time_zone: "Europe/Berlin".into(),
+                    status: pb::StoreStatus::Open as i32,
+                    ..Default::default()
+                }),
+            }))
+            .await
+    };
+    let refused = upsert(east.grpc).await.unwrap_err();
+    assert!(
+        error_info(&refused, "WRONG_PARTITION").is_some(),
+        "{refused:?}"
+    );
+    let refused = pb::hold_service_client::HoldServiceClient::new(ch_east)
+        .allocate(request(pb::AllocateRequest {
+            idempotency_key: "alloc-w1".into(),
+            origin: Some(pb::allocate_request::Origin::PreferredStoreId("W1".into())),
+            lines: h.lines.clone(),
+            max_distance_m: 10_000,
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert!(
+        error_info(&refused, "WRONG_PARTITION").is_some(),
+        "{refused:?}"
+    );
+
+    // The partition the map names serves it.
+    upsert(west.grpc).await.unwrap();
+    let r = pb::hold_service_client::HoldServiceClient::new(channel(west.grpc).await.unwrap())
+        .hold(request(h))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(
+        r.outcome,
+        Some(pb::hold_response::Outcome::Rejected(_))
+    ));
+    // East serves its own store, and one the map does not name.
+    setup_store(east.grpc, 5).await;
+    assert_eq!(availability(east.grpc).await.on_hand, 5);
+    pb::store_service_client::StoreServiceClient::new(ch)
+        .get_store(request(pb::GetStoreRequest {
+            store_id: "S1".into(),
+        }))
+        .await
+        .unwrap();
+
+    // A standby answers stock reads from the state it applied, saying how fresh: once it
+    // applied the leader's last record, the same cell at the same LSN.
+    let at_leader = availability(east.grpc).await;
+    let mut standby_inventory = pb::inventory_service_client::InventoryServiceClient::new(
+        channel(standby.grpc).await.unwrap(),
+    );
+    let deadline = Instant::now() + PATIENCE;
+    let at_standby = loop {
+        let r = standby_inventory
+            .get_availability(request(pb::GetAvailabilityRequest {
+                store_id: "S1".into(),
+                sku: "SKU-1".into(),
+            }))
+            .await;
+        match r {
+            Ok(r) if r.get_ref().cell.as_ref().unwrap().as_of_seq >= at_leader.as_of_seq => {
+                break r.into_inner().cell.unwrap();
+            }
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the standby never caught up: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(at_standby, at_leader);
+    let sku_cells = standby_inventory
+        .get_sku_availability(request(pb::GetSkuAvailabilityRequest {
+            sku: "SKU-1".into(),
+            store_ids: vec![],
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .cells;
+    assert_eq!(sku_cells, vec![at_leader.clone()]);
+    // The standby checks the map too.
+    let refused = standby_inventory
+        .get_availability(request(pb::GetAvailabilityRequest {
+            store_id: "W1".into(),
+            sku: "SKU-1".into(),
+        }))
+        .await
+        .unwrap_err();
+    assert!(
+        error_info(&refused, "WRONG_PARTITION").is_some(),
+        "{refused:?}"
+    );
+
+    // Nearest-store allocation across partitions: east allocates among its own stores;
+    // when they cannot serve the cart it holds nothing and names west (W1 is in reach,
+    // its leader publishes where its stores are), which does.
+    pb::inventory_service_client::InventoryServiceClient::new(channel(west.grpc).await.unwrap())
+        .apply_pos_events(request(pb::ApplyPosEventsRequest {
+            idempotency_key: "receive-w1".into(),
+            events: vec![pb::PosEvent {
+                pos_event_id: "receive-w1".into(),
+                store_id: "W1".into(),
+                sku: "SKU-1".into(),
+                occurred_at_ms: 1,
+                change: Some(pb::pos_event::Change::Delta(pb::PosDelta {
+                    kind: pb::PosDeltaKind::Receive as i32,
+                    qty: 20,
+                })),
+                order_ref: String::new(),
+            }],
+        }))
+        .await
+        .unwrap();
+    let allocate = |addr: SocketAddr, key: String| async move {
+        pb::hold_service_client::HoldServiceClient::new(channel(addr).await.unwrap())
+            .allocate(request(pb::AllocateRequest {
+                idempotency_key: key,
+                origin: Some(pb::allocate_request::Origin::Position(pb::GeoPoint {
+                    latitude_deg: 52.52,
+                    longitude_deg: 13.40,
+                })),
+                lines: vec![pb::Line {
+                    sku: "SKU-1".into(),
+                    qty: 10,
+                }],
+                max_distance_m: 100_000,
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let deadline = Instant::now() + PATIENCE;
+    let mut n = 0;
+    let at_east = loop {
+        n += 1;
+        let r = allocate(east.grpc, format!("cart-1-try-{n}")).await;
+        assert!(
+            matches!(r.outcome, Some(pb::allocate_response::Outcome::Rejected(_))),
+            "{r:?}"
+        );
+        if !r.other_partitions.is_empty() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "west never named: {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(at_east.other_partitions.len(), 1, "{at_east:?}");
+    let next = &at_east.other_partitions[0];
+    assert_eq!(next.partition, "west");
+    assert_eq!(next.leader_addr, west.grpc.to_string());
+    assert!((20_000..35_000).contains(&next.distance_m), "{next:?}");
+    assert_eq!(availability(east.grpc).await.held, 0, "east held nothing");
+    let at_west = allocate(next.leader_addr.parse().unwrap(), "cart-1".into()).await;
+    match at_west.outcome {
+        Some(pb::allocate_response::Outcome::Allocated(a)) => {
+            assert_eq!(a.holds.len(), 1, "one store");
+            assert_eq!(a.holds[0].store_id, "W1");
+        }
+        other => panic!("west did not allocate: {other:?}"),
+    }
+    assert!(at_west.other_partitions.is_empty());
+
+    // A standby of east names east's leader, whatever the store.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match hold(standby.grpc, "at-standby").await {
+            Err(status) if leader_hint(&status) == Some(east.grpc) => break,
+            other => {
+                assert!(Instant::now() < deadline, "no NOT_LEADER hint: {other:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -1,14 +1,19 @@
 //! A standby's half of the replicated log: the partition's stream applied to an engine
-//! of its own with the replay code recovery uses ([`Engine::replay_exclusive`]), so at
-//! every stream sequence the standby's state is the state the leader had after the same
-//! records.
+//! of its own with the replay code recovery uses ([`Engine::replay`], which takes the
+//! same locks as live operations, so readers may read the engine while it applies), so
+//! at every stream sequence the standby's state is the state the leader had after the
+//! same records. A standby answers reads from it ([`StandbyView`]) with the last applied
+//! LSN as their `as_of_seq`.
 //!
 //! A follower starts from the partition's latest snapshot in the object store (or the
 //! empty state) and applies the messages after it. It checks what it reads: LSNs
 //! contiguous across messages, and every batch written in the epoch of the fence before
 //! it (a batch of another epoch would mean two writers, which fencing rules out).
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
 use async_nats::jetstream::{
     self,
@@ -24,9 +29,12 @@ use super::{ClusterError, wire};
 
 /// An engine fed from the partition's stream.
 pub struct Follower {
-    engine: Engine,
+    engine: Arc<Engine>,
     /// Every record up to here is applied.
     applied_lsn: Lsn,
+    /// `applied_lsn` as readers see it ([`StandbyView::read_point`]): stored after the
+    /// record is applied.
+    published_lsn: Arc<AtomicU64>,
     /// Every stream message up to here is applied.
     applied_seq: u64,
     /// The epoch of the newest fence applied (0: none yet).
@@ -40,6 +48,35 @@ impl std::fmt::Debug for Follower {
             .field("applied_seq", &self.applied_seq)
             .field("epoch", &self.epoch)
             .finish_non_exhaustive()
+    }
+}
+
+/// A standby's state as its readers see it: the engine the stream is applied to and the
+/// last LSN applied. Cheap to clone.
+#[derive(Clone)]
+pub struct StandbyView {
+    engine: Arc<Engine>,
+    published_lsn: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for StandbyView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StandbyView")
+            .field("read_point", &self.read_point())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StandbyView {
+    /// The engine (read it only: its records come from the stream).
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// The last applied LSN, read before a read: every record up to it is in what is read
+    /// after it (the same promise as the leader's log head, in the same LSN numbering).
+    pub fn read_point(&self) -> Lsn {
+        Lsn(self.published_lsn.load(Ordering::Acquire))
     }
 }
 
@@ -72,8 +109,9 @@ impl Follower {
         let engine = Engine::with_log(config, Arc::new(NoLog::default()))
             .map_err(|e| ClusterError::Engine(e.to_string()))?;
         Ok(Follower {
-            engine,
+            engine: Arc::new(engine),
             applied_lsn: Lsn::ZERO,
+            published_lsn: Arc::default(),
             applied_seq: 0,
             epoch: 0,
         })
@@ -89,8 +127,9 @@ impl Follower {
         let engine = Engine::from_snapshot(config, Arc::new(NoLog::starting_after(lsn)), state)
             .map_err(|e| ClusterError::Engine(format!("snapshot at LSN {lsn}: {e}")))?;
         Ok(Follower {
-            engine,
+            engine: Arc::new(engine),
             applied_lsn: lsn,
+            published_lsn: Arc::new(AtomicU64::new(lsn.0)),
             applied_seq: seq,
             epoch: 0,
         })
@@ -117,9 +156,17 @@ impl Follower {
         &self.engine
     }
 
-    /// Takes the engine out.
-    pub fn into_engine(self) -> Engine {
+    /// Takes the engine out (readers holding a [`StandbyView`] may still read it).
+    pub fn into_engine(self) -> Arc<Engine> {
         self.engine
+    }
+
+    /// What readers of this standby see.
+    pub fn view(&self) -> StandbyView {
+        StandbyView {
+            engine: self.engine.clone(),
+            published_lsn: self.published_lsn.clone(),
+        }
     }
 
     /// The last record applied.
@@ -188,10 +235,11 @@ impl Follower {
                     let skip = (self.applied_lsn.0 + 1 - first.0) as usize;
                     for (i, record) in records.iter().enumerate().skip(skip) {
                         let lsn = Lsn(first.0 + i as u64);
-                        self.engine.replay_exclusive(record).map_err(|e| {
+                        self.engine.replay(record).map_err(|e| {
                             ClusterError::Engine(format!("record {lsn} does not apply: {e}"))
                         })?;
                         self.applied_lsn = lsn;
+                        self.published_lsn.store(lsn.0, Ordering::Release);
                     }
                 }
             }

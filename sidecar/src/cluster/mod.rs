@@ -14,7 +14,11 @@
 //!   object store.
 //! - [`node`]: one node's life: standby, takeover (catch up, fence, serve), leading
 //!   (renew, ship, snapshot), stepping down; [`node::Routing`] tells the admission layer
-//!   who leads.
+//!   who leads, what a standby answers reads from and where stores are served.
+//! - [`map`]: the partition map (store to partition, partition to leader, where each
+//!   partition's stores are) cached from a watch of the cluster bucket; every
+//!   store-scoped request is checked against it, and a rejected allocation names the
+//!   next-nearest partitions from it.
 //! - [`local`]: a JetStream cluster of `nats-server` processes on loopback (bench, tests).
 //! - [`cli`]: `pickline cluster status|map`.
 //! - [`bench`]: `pickline bench cluster`.
@@ -31,6 +35,7 @@ pub mod config;
 pub mod follower;
 pub mod lease;
 pub mod local;
+pub mod map;
 pub mod node;
 pub mod replicator;
 pub mod wire;

@@ -50,8 +50,9 @@ use tokio::task::JoinHandle;
 
 use super::{
     ClusterConfig, ClusterError,
-    follower::{self, Follower},
+    follower::{self, Follower, StandbyView},
     lease::{Held, Lease, LeaseValue, Look},
+    map::PartitionMap,
     replicator::{Gate, Shipper},
     wire,
 };
@@ -178,9 +179,10 @@ pub fn stream_config(config: &ClusterConfig) -> stream::Config {
     }
 }
 
-/// Who leads the partition, as the admission layer needs it. Cheap to clone.
-#[derive(Clone, Debug, Default)]
-pub struct Routing(Arc<RwLock<RoutingState>>);
+/// Who leads the partition, and where every store is served ([`PartitionMap`]), as the
+/// admission layer needs it. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Routing(Arc<RwLock<RoutingState>>, PartitionMap);
 
 #[derive(Debug, Default)]
 struct RoutingState {
@@ -189,6 +191,8 @@ struct RoutingState {
     leader: Option<LeaseValue>,
     /// Set while this node leads.
     gate: Option<Arc<Gate>>,
+    /// Set while this node stands by with a follower: what its reads are answered from.
+    standby: Option<StandbyView>,
 }
 
 /// Why a node does not take an engine request now.
@@ -208,12 +212,21 @@ pub enum Refusal {
 }
 
 impl Routing {
-    /// Routing for `partition`, nobody leading yet.
+    /// Routing for `partition`, nobody leading yet, the partition map not read yet (kept
+    /// by [`super::map::follow`]).
     pub fn new(partition: &str) -> Routing {
-        Routing(Arc::new(RwLock::new(RoutingState {
-            partition: partition.to_owned(),
-            ..RoutingState::default()
-        })))
+        Routing(
+            Arc::new(RwLock::new(RoutingState {
+                partition: partition.to_owned(),
+                ..RoutingState::default()
+            })),
+            PartitionMap::new(partition),
+        )
+    }
+
+    /// The partition map every store-scoped request is checked against.
+    pub fn partitions(&self) -> &PartitionMap {
+        &self.1
     }
 
     /// `None` when this node leads and its log acknowledges.
@@ -234,14 +247,28 @@ impl Routing {
         }
     }
 
+    /// The standby's state for reads (`None` while leading or without a follower).
+    pub fn standby(&self) -> Option<StandbyView> {
+        let s = self.0.read();
+        match s.gate {
+            Some(_) => None,
+            None => s.standby.clone(),
+        }
+    }
+
     fn set_leader(&self, leader: Option<LeaseValue>) {
         self.0.write().leader = leader;
+    }
+
+    fn set_standby(&self, view: Option<StandbyView>) {
+        self.0.write().standby = view;
     }
 
     fn set_leading(&self, me: LeaseValue, gate: Arc<Gate>) {
         let mut s = self.0.write();
         s.leader = Some(me);
         s.gate = Some(gate);
+        s.standby = None;
     }
 }
 
@@ -255,6 +282,8 @@ pub struct Leadership {
     shipper: JoinHandle<String>,
     renewer: JoinHandle<()>,
     snapshotter: JoinHandle<()>,
+    /// Publishes the partition's store positions ([`super::map::publish_geo`]).
+    geo: JoinHandle<()>,
     release: Option<tokio::sync::oneshot::Sender<tokio::sync::oneshot::Sender<()>>>,
 }
 
@@ -277,6 +306,7 @@ impl Leadership {
             tracing::warn!(error = %e, "stepping down with records not replicated (never acknowledged)");
         }
         self.snapshotter.abort();
+        self.geo.abort();
         if self.gate.failure().is_none() {
             match upload_snapshot(&self.db, &self.gate, &self.conn, &self.partition).await {
                 Ok(seq) => tracing::info!(seq, "final snapshot uploaded"),
@@ -335,6 +365,8 @@ async fn try_lead(
     let partition = config.partition.as_str();
     let mut follower = Follower::start(&conn.objects, partition, engine.clone()).await?;
     let mut messages = follower.subscribe(&conn.stream).await?;
+    // Reads are answered from the follower's state from here on, until this node leads.
+    routing.set_standby(Some(follower.view()));
     let mut lease = Lease::new(
         conn.kv.clone(),
         partition,
@@ -402,6 +434,9 @@ async fn try_lead(
         }
     };
     drop(messages);
+    // Past the fence, the follower's state is no standby's any more: the engine opened
+    // from it answers once this node leads.
+    routing.set_standby(None);
     let epoch = held.value.epoch;
     let lsn = follower.applied_lsn();
     tracing::info!(partition, epoch, seq = fence_seq, %lsn, "fenced; opening the engine");
@@ -450,6 +485,11 @@ async fn try_lead(
         partition.to_owned(),
         Duration::from_millis(config.snapshot_interval_ms),
     ));
+    let geo = tokio::spawn(super::map::publish_geo(
+        db.engine().clone(),
+        conn.kv.clone(),
+        partition.to_owned(),
+    ));
     routing.set_leading(held.value.clone(), gate.clone());
     tracing::info!(partition, epoch, "leading");
     remove_old_epochs(data_dir, partition, epoch);
@@ -461,6 +501,7 @@ async fn try_lead(
         shipper,
         renewer,
         snapshotter,
+        geo,
         release: Some(release_tx),
     })
 }
@@ -478,7 +519,7 @@ async fn stream_last_seq(stream: &Stream) -> Result<u64, ClusterError> {
 /// The served engine from the follower's: its state written as a snapshot at `lsn` into a
 /// fresh directory, opened there, so new records get LSNs after the stream's.
 fn open_at(
-    engine: Engine,
+    engine: Arc<Engine>,
     config: EngineConfig,
     lsn: Lsn,
     dir: &Path,

@@ -58,6 +58,12 @@ pub fn lease_key(partition: &str) -> String {
     format!("lease.{partition}")
 }
 
+/// The key where a partition's leader publishes its stores' positions
+/// ([`crate::cluster::map::PartitionGeo`]), for other partitions' allocation hints.
+pub fn geo_key(partition: &str) -> String {
+    format!("geo.{partition}")
+}
+
 /// The partition-map key of a store (the store id in hex: store ids may hold any
 /// character, keys may not).
 pub fn store_key(store: &str) -> String {

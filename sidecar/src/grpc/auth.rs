@@ -11,6 +11,11 @@
 //! let caller = auth::caller(&request)?;          // set by the admission layer
 //! caller.authorize_store(&request.get_ref().store_id)?; // PERMISSION_DENIED if not
 //! ```
+//!
+//! In cluster mode the same call is where a store is checked against the partition map
+//! ([`crate::cluster::map`]): the admission layer gives the [`Caller`] the node's map, and
+//! a store of another partition is refused (FAILED_PRECONDITION, `WRONG_PARTITION`,
+//! naming the partition and its leader's address) before the handler touches the engine.
 
 use std::{collections::BTreeSet, fmt, str::FromStr, sync::Arc};
 
@@ -242,10 +247,31 @@ pub enum AuthError {
         /// The store the request is about.
         store_id: String,
     },
+    /// Cluster mode: the store belongs to another partition, which the client should call.
+    #[error("store {store_id:?} belongs to partition {partition}{}", led_by(.leader))]
+    WrongPartition {
+        /// The store the request named.
+        store_id: String,
+        /// Its partition.
+        partition: String,
+        /// That partition's leader, if known.
+        leader: Option<crate::cluster::lease::LeaseValue>,
+    },
+    /// Cluster mode: the partition map has not been read yet.
+    #[error("the partition map is not loaded yet; retry shortly")]
+    MapNotLoaded,
     /// A handler asked for the caller of a request the admission layer did not admit
     /// (a wiring bug, not a client error).
     #[error("request reached a handler without passing the admission layer")]
     NotAdmitted,
+}
+
+/// The end of a [`AuthError::WrongPartition`] message.
+fn led_by(leader: &Option<crate::cluster::lease::LeaseValue>) -> String {
+    match leader {
+        Some(l) => format!(", led by {} at {}", l.node, l.addr),
+        None => ", which has no leader now; retry shortly".to_owned(),
+    }
 }
 
 /// The configured tokens. Lookup compares the presented token against every
@@ -320,11 +346,37 @@ fn bearer_token(header: &[u8]) -> Option<&[u8]> {
 pub struct Caller {
     principal: Arc<Principal>,
     rpc: &'static RpcSpec,
+    /// Cluster mode: the node's partition map, which every store is checked against.
+    partitions: Option<crate::cluster::map::PartitionMap>,
+    /// Cluster mode, a read admitted on a standby: the state it is answered from.
+    standby: Option<crate::cluster::follower::StandbyView>,
 }
 
 impl Caller {
     pub(crate) fn new(principal: Arc<Principal>, rpc: &'static RpcSpec) -> Caller {
-        Caller { principal, rpc }
+        Caller {
+            principal,
+            rpc,
+            partitions: None,
+            standby: None,
+        }
+    }
+
+    /// The caller of a read a standby answers from `view` (cluster mode).
+    pub(crate) fn on_standby(mut self, view: crate::cluster::follower::StandbyView) -> Caller {
+        self.standby = Some(view);
+        self
+    }
+
+    /// Cluster mode: the standby state a read admitted on a standby is answered from.
+    pub fn standby(&self) -> Option<&crate::cluster::follower::StandbyView> {
+        self.standby.as_ref()
+    }
+
+    /// The caller, with every store it names checked against `map` (cluster mode).
+    pub(crate) fn with_partitions(mut self, map: crate::cluster::map::PartitionMap) -> Caller {
+        self.partitions = Some(map);
+        self
     }
 
     /// Who called.
@@ -337,18 +389,33 @@ impl Caller {
         self.rpc
     }
 
-    /// Checks that the caller may act on `store_id` in this RPC: every handler of an RPC
-    /// that names a store calls this before acting (pos and staff tokens are bound to
-    /// stores; the admission layer cannot see the store in the request body).
+    /// Cluster mode: the node's partition map.
+    pub fn partitions(&self) -> Option<&crate::cluster::map::PartitionMap> {
+        self.partitions.as_ref()
+    }
+
+    /// Checks that the caller may act on `store_id` in this RPC, and in cluster mode that
+    /// this node's partition serves the store: every handler of an RPC that names a store
+    /// calls this before acting (pos and staff tokens are bound to stores; the admission
+    /// layer cannot see the store in the request body). It is the one place both checks
+    /// live, so no handler checks a partition by hand.
     pub fn authorize_store(&self, store_id: &str) -> Result<(), AuthError> {
-        if self.principal.may_call_for_store(self.rpc, store_id) {
-            Ok(())
-        } else {
-            Err(AuthError::StoreNotAllowed {
+        if !self.principal.may_call_for_store(self.rpc, store_id) {
+            return Err(AuthError::StoreNotAllowed {
                 principal: self.principal.name.clone(),
                 rpc: self.rpc.path,
                 store_id: crate::grpc::status::echo(store_id),
-            })
+            });
+        }
+        use crate::cluster::map::Placement;
+        match self.partitions.as_ref().map(|m| m.place(store_id)) {
+            None | Some(Placement::Here) => Ok(()),
+            Some(Placement::NotLoaded) => Err(AuthError::MapNotLoaded),
+            Some(Placement::Elsewhere { partition, leader }) => Err(AuthError::WrongPartition {
+                store_id: crate::grpc::status::echo(store_id),
+                partition,
+                leader,
+            }),
         }
     }
 }

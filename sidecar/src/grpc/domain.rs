@@ -166,6 +166,21 @@ impl Domain {
         Ok(self.db()?.engine().clone())
     }
 
+    /// The engine a read by `caller` is answered from, and its read point (`as_of_seq`),
+    /// taken now, before the read: on a standby (cluster mode, a read the admission layer
+    /// let through there) its applied state and last applied LSN, else the served
+    /// engine and its log head. Every change up to the read point is in what is read
+    /// after it.
+    pub fn read_view(&self, caller: &Caller) -> Result<(Arc<Engine>, u64), DomainError> {
+        if let Some(standby) = caller.standby() {
+            let seq = standby.read_point().0;
+            return Ok((standby.engine().clone(), seq));
+        }
+        let engine = self.engine()?;
+        let seq = crate::grpc::convert::read_point(&engine);
+        Ok((engine, seq))
+    }
+
     /// When this process started, unix ms.
     pub fn started_at_ms(&self) -> i64 {
         self.inner.started_at_ms.load(Ordering::Relaxed) as i64

@@ -18,6 +18,9 @@ use crate::{
 /// Holds per BatchHold request at most (hold.proto).
 pub const BATCH_HOLDS_MAX: usize = 1_000;
 
+/// Most other partitions a rejected allocation names (hold.proto `other_partitions`).
+const PARTITIONS_TO_ASK_MAX: usize = 3;
+
 /// The HoldService handler.
 #[derive(Clone, Debug)]
 pub struct Holds {
@@ -386,15 +389,38 @@ impl HoldService for Holds {
             caller.authorize_store(store)?;
         }
         let engine = self.domain.engine()?;
-        self.domain
+        // Cluster mode: where the other partitions to name are looked for, should this
+        // partition's stores not serve the cart (the request's position, else its
+        // preferred store's).
+        let origin = caller.partitions().and_then(|_| match cmd.position {
+            Some((lat, lon)) => Some([lat, lon]),
+            None => cmd
+                .preferred_store
+                .as_deref()
+                .and_then(|s| engine.store_id(s))
+                .and_then(|id| engine.store_def(id))
+                .map(|def| [def.lat, def.lon]),
+        });
+        let max_distance_km = cmd.max_distance_km;
+        let mut response = self
+            .domain
             .durable(move || {
                 let now = now();
                 let head_before = engine.log().last_lsn().0;
                 let outcome = engine.allocate(&cmd, now)?;
                 convert::allocate_response(&engine, &req.idempotency_key, outcome, head_before, now)
             })
-            .await
-            .map(Response::new)
+            .await?;
+        if let (Some(map), Some(origin)) = (caller.partitions(), origin)
+            && matches!(
+                response.outcome,
+                Some(pb::allocate_response::Outcome::Rejected(_))
+            )
+        {
+            let near = map.partitions_near(origin, max_distance_km, PARTITIONS_TO_ASK_MAX);
+            response.other_partitions = convert::partitions_to_ask_pb(&near);
+        }
+        Ok(Response::new(response))
     }
 
     async fn list_slots(

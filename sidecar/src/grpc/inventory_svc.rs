@@ -165,12 +165,16 @@ impl InventoryService for Inventory {
         request: Request<pb::GetAvailabilityRequest>,
     ) -> Result<Response<pb::GetAvailabilityResponse>, Status> {
         convert::store_id("store_id", &request.get_ref().store_id)?;
-        auth::caller(&request)?.authorize_store(&request.get_ref().store_id)?;
+        let caller = auth::caller(&request)?.clone();
+        caller.authorize_store(&request.get_ref().store_id)?;
         let req = request.into_inner();
         convert::sku("sku", &req.sku)?;
-        let engine = self.domain.engine()?;
+        let (engine, seq) = self.domain.read_view(&caller)?;
+        let view = engine
+            .availability(&req.store_id, &req.sku)
+            .map_err(DomainError::from)?;
         Ok(Response::new(pb::GetAvailabilityResponse {
-            cell: Some(cell(&engine, &req.store_id, &req.sku)?),
+            cell: Some(convert::availability_pb(&req.store_id, &req.sku, view, seq)),
         }))
     }
 
@@ -193,8 +197,7 @@ impl InventoryService for Inventory {
             convert::store_id(&format!("store_ids[{i}]"), s)?;
             caller.authorize_store(s)?;
         }
-        let engine = self.domain.engine()?;
-        let seq = convert::read_point(&engine);
+        let (engine, seq) = self.domain.read_view(&caller)?;
         let mut cells: Vec<pb::Availability> = engine
             .sku_availability(&req.sku)
             .into_iter()
@@ -215,7 +218,8 @@ impl InventoryService for Inventory {
         request: Request<pb::ListStoreAvailabilityRequest>,
     ) -> Result<Response<pb::ListStoreAvailabilityResponse>, Status> {
         convert::store_id("store_id", &request.get_ref().store_id)?;
-        auth::caller(&request)?.authorize_store(&request.get_ref().store_id)?;
+        let caller = auth::caller(&request)?.clone();
+        caller.authorize_store(&request.get_ref().store_id)?;
         let req = request.into_inner();
         let size = convert::page_size(req.page_size, CELLS_PAGE_DEFAULT, CELLS_PAGE_MAX)?;
         let after = convert::page_token(&req.page_token)?
@@ -225,8 +229,7 @@ impl InventoryService for Inventory {
                 field: "page_token".into(),
                 reason: "not a token this server issued".into(),
             })?;
-        let engine = self.domain.engine()?;
-        let seq = convert::read_point(&engine);
+        let (engine, seq) = self.domain.read_view(&caller)?;
         let page = engine
             .store_availability(&req.store_id, after, size)
             .map_err(DomainError::from)?;

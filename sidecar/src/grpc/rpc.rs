@@ -98,6 +98,9 @@ pub struct RpcSpec {
     /// availability): a till or a tablet of one store may read every store's, as
     /// checkout does. Orders are customer data: their RPCs stay store-bound.
     pub store_bound: bool,
+    /// Cluster mode: a standby answers it from the state it applied, with `as_of_seq`
+    /// its last applied LSN, instead of NOT_LEADER (reads that say how fresh they are).
+    pub standby_reads: bool,
 }
 
 impl RpcSpec {
@@ -117,6 +120,7 @@ const fn row(path: &'static str, allowed: &[ScopeKind], shape: RpcShape) -> RpcS
         shape,
         needs_engine: true,
         store_bound: true,
+        standby_reads: false,
     }
 }
 
@@ -125,6 +129,14 @@ const fn open_read(path: &'static str, allowed: &[ScopeKind]) -> RpcSpec {
     RpcSpec {
         store_bound: false,
         ..row(path, allowed, Unary)
+    }
+}
+
+/// An open read whose answer carries `as_of_seq`: standbys answer it too.
+const fn stock_read(path: &'static str, allowed: &[ScopeKind]) -> RpcSpec {
+    RpcSpec {
+        standby_reads: true,
+        ..open_read(path, allowed)
     }
 }
 
@@ -157,15 +169,15 @@ pub const RPCS: &[RpcSpec] = &[
         &[Pos],
         ClientStreaming,
     ),
-    open_read(
+    stock_read(
         "/pickline.v1.InventoryService/GetAvailability",
         &[Checkout, Oms, Staff],
     ),
-    open_read(
+    stock_read(
         "/pickline.v1.InventoryService/GetSkuAvailability",
         &[Checkout, Oms, Staff],
     ),
-    open_read(
+    stock_read(
         "/pickline.v1.InventoryService/ListStoreAvailability",
         &[Checkout, Oms, Staff],
     ),
@@ -238,6 +250,7 @@ pub const RPCS: &[RpcSpec] = &[
         shape: Unary,
         needs_engine: false,
         store_bound: true,
+        standby_reads: false,
     },
     row("/pickline.v1.AdminService/Snapshot", &[], Unary),
     row("/pickline.v1.AdminService/Stats", &[], Unary),

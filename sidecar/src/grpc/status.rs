@@ -196,6 +196,10 @@ pub fn echo(id: &str) -> String {
     }
 }
 
+/// How long clients should wait before retrying while a cluster node has not read the
+/// partition map yet (a watch's first read: milliseconds).
+const MAP_NOT_LOADED_RETRY: Duration = Duration::from_millis(250);
+
 /// How long clients should wait before retrying after UNAVAILABLE during recovery.
 const RECOVERING_RETRY: Duration = Duration::from_millis(500);
 
@@ -302,6 +306,28 @@ impl From<AuthError> for Status {
                     ErrorDetails::with_error_info("MISSING_SCOPE", ERROR_DOMAIN, metadata),
                 )
             }
+            // The client's idea of where the store lives is wrong: retrying here cannot
+            // help (so not UNAVAILABLE); the details name where to go (docs/CLUSTER.md).
+            AuthError::WrongPartition {
+                store_id,
+                partition,
+                leader,
+            } => {
+                let mut metadata = HashMap::from([
+                    ("store_id".to_owned(), store_id),
+                    ("partition".to_owned(), partition),
+                ]);
+                if let Some(l) = leader {
+                    metadata.insert("leader_node".to_owned(), l.node);
+                    metadata.insert("leader_addr".to_owned(), l.addr);
+                }
+                Status::with_error_details(
+                    Code::FailedPrecondition,
+                    message,
+                    ErrorDetails::with_error_info("WRONG_PARTITION", ERROR_DOMAIN, metadata),
+                )
+            }
+            AuthError::MapNotLoaded => unavailable_retry(message, MAP_NOT_LOADED_RETRY),
             AuthError::NotAdmitted => Status::internal(message),
         }
     }

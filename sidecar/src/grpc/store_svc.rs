@@ -79,6 +79,11 @@ impl StoreService for Stores {
     ) -> Result<Response<pb::UpsertStoreResponse>, Status> {
         let caller = auth::caller(&request)?.clone();
         let req = request.into_inner();
+        // Only the scope's row decides who may upsert; this is the partition map's check
+        // (cluster mode: a store is created only in the partition the map names).
+        if let Some(store) = &req.store {
+            caller.authorize_store(&store.store_id)?;
+        }
         let keyed = self.domain.keyed(&caller, &req.idempotency_key, &req)?;
         keyed
             .run(async move {

@@ -188,6 +188,8 @@ pub fn allocate_response(
                 })),
                 alternatives: alternatives_pb(&alternatives),
                 replayed,
+                // The partition map's, filled by the handler (cluster mode).
+                other_partitions: Vec::new(),
             }
         }
         pe::AllocateOutcome::Rejected {
@@ -223,6 +225,7 @@ pub fn allocate_response(
                 })),
                 alternatives: alternatives_pb(&alternatives),
                 replayed: false,
+                other_partitions: Vec::new(),
             }
         }
         pe::AllocateOutcome::InFlight => {
@@ -270,4 +273,22 @@ pub fn store_supply_pb(s: &pe::NearbySupply) -> pb::StoreSupply {
         available,
         complete,
     }
+}
+
+/// The other partitions a rejected allocation names, as the contract shows them.
+pub fn partitions_to_ask_pb(
+    near: &[crate::cluster::map::NearPartition],
+) -> Vec<pb::PartitionToAsk> {
+    near.iter()
+        .map(|n| pb::PartitionToAsk {
+            partition: n.partition.clone(),
+            leader_addr: n
+                .leader
+                .as_ref()
+                .map(|l| l.addr.clone())
+                .unwrap_or_default(),
+            // At most half the Earth's circumference: fits.
+            distance_m: (n.distance_km * 1000.0).round() as u32,
+        })
+        .collect()
 }
