@@ -421,9 +421,16 @@ mod tests {
                         let gate = g.clone();
                         tokio::spawn(async move {
                             // Always one past what is acknowledged: every call waits.
-                            while gate.acked() < Lsn(RECORDS) {
-                                let next = Lsn(gate.acked().0 + 1);
-                                gate.replicated(next).await.expect("replicated");
+                            // `acked` is read once per turn: read twice, the shipper's last
+                            // advance could fall between the reads and the waiter would
+                            // wait for a record past the last (the test hung one run in
+                            // five that way, with nothing deadlocked).
+                            loop {
+                                let acked = gate.acked();
+                                if acked >= Lsn(RECORDS) {
+                                    break;
+                                }
+                                gate.replicated(Lsn(acked.0 + 1)).await.expect("replicated");
                             }
                         })
                     })
