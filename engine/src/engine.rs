@@ -911,13 +911,7 @@ impl Engine {
                         of: KeptOf::Allocation,
                     });
                 }
-                events.push(Event::HoldGranted {
-                    hold,
-                    key: req.idempotency_key.clone(),
-                    lines,
-                    expires_at,
-                    slot: req.slot_start_ms,
-                });
+                events.push(grant_event(hold, req, lines, expires_at));
                 // Shared with the event stream, which keeps it without a copy.
                 let record = Arc::new(Record { at: now, events });
                 Ok(Decision::Log(record, (st, hold, expires_at)))
@@ -2320,6 +2314,23 @@ fn apply_grant(
 
 pub(crate) fn apply_confirm(st: &mut StoreState, hold: HoldId) {
     st.confirm_hold(hold);
+}
+
+/// The grant of `req` as hold `hold` with `lines`: the one place a single or batched
+/// hold's `HoldGranted` event is built.
+pub(crate) fn grant_event(
+    hold: HoldId,
+    req: &HoldRequest,
+    lines: Vec<Line>,
+    expires_at: Timestamp,
+) -> Event {
+    Event::HoldGranted {
+        hold,
+        key: req.idempotency_key.clone(),
+        lines,
+        expires_at,
+        slot: req.slot_start_ms,
+    }
 }
 
 fn apply_extend(st: &mut StoreState, hold: HoldId, expires_at: Timestamp) {

@@ -441,13 +441,7 @@ impl Engine {
                             }
                         })
                         .collect();
-                    events.push(Event::HoldGranted {
-                        hold,
-                        key: req.idempotency_key.clone(),
-                        lines,
-                        expires_at,
-                        slot: req.slot_start_ms,
-                    });
+                    events.push(crate::engine::grant_event(hold, req, lines, expires_at));
                     decided.push(Decided {
                         idx: item.idx,
                         identity: item.prep.identity,
