@@ -20,6 +20,24 @@ use super::recovery::{self, RecoveredRecords, Recovery, RecoveryMode};
 use super::storage::{Storage, StorageFile};
 use super::{Committer, Durability, Lsn, WalConfig, WalError};
 
+/// Wakes the thread it was made on (a thread waiting in [`Wal::wait_durable`]).
+struct ThreadWake(std::thread::Thread);
+
+impl std::task::Wake for ThreadWake {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+thread_local! {
+    /// This thread's waker for the waiter list, made once.
+    static THREAD_WAKER: Waker = Waker::from(Arc::new(ThreadWake(std::thread::current())));
+}
+
 /// Buckets of the fsync latency histogram: bucket `i` counts batches whose sync time in
 /// microseconds was in `[2^i, 2^(i+1))` (bucket 0 also takes 0 us; the last takes the rest).
 pub const FSYNC_HISTOGRAM_BUCKETS: usize = 24;
@@ -103,13 +121,12 @@ struct Shared {
     /// Wakes appenders blocked by backpressure.
     space_cv: Condvar,
     durable_lsn: AtomicU64,
-    durable_mx: Mutex<()>,
-    durable_cv: Condvar,
     /// Set once by the first write/fsync failure; never cleared.
     failed: OnceLock<Arc<str>>,
     /// Called after every change a waiter may care about (see [`Wal::set_progress_hook`]).
     progress_hook: OnceLock<ProgressHook>,
-    /// Tasks waiting in [`Wal::durable`], with the LSN each waits for. A commit wakes only
+    /// Tasks waiting in [`Wal::durable`] and threads waiting in [`Wal::wait_durable`], with
+    /// the LSN each waits for. A commit wakes only
     /// the tasks it covered (not every waiter, which would wake and re-park the tasks of
     /// the next batch on every commit); fail-stop and close wake all.
     waiters: Mutex<Vec<(u64, Waker)>>,
@@ -279,8 +296,6 @@ impl Wal {
             work_cv: Condvar::new(),
             space_cv: Condvar::new(),
             durable_lsn: AtomicU64::new(last_lsn),
-            durable_mx: Mutex::new(()),
-            durable_cv: Condvar::new(),
             failed: OnceLock::new(),
             progress_hook: OnceLock::new(),
             waiters: Mutex::new(Vec::new()),
@@ -438,8 +453,17 @@ impl Wal {
             }
             return Ok(());
         }
-        let mut guard = shared.durable_mx.lock();
+        // On the waiter list like an async task, woken by the commit that covers `lsn`
+        // with the others it covers, each on its own: a condition variable woke them one
+        // after another through its mutex (each waking the next as it let go), and with
+        // 64 threads waiting that chain took longer than the fsync (issue 20).
+        shared
+            .waiters
+            .lock()
+            .push((lsn.0, THREAD_WAKER.with(Waker::clone)));
         loop {
+            // Checked after registering: a commit before it is seen here, one after it
+            // wakes this thread.
             if shared.durable_lsn.load(Ordering::Acquire) >= lsn.0 {
                 return Ok(());
             }
@@ -453,7 +477,9 @@ impl Wal {
             {
                 return Err(WalError::Closed);
             }
-            shared.durable_cv.wait(&mut guard);
+            // A wake-up meant for an earlier wait can end this park early: the loop checks
+            // again.
+            std::thread::park();
         }
     }
 
@@ -707,10 +733,6 @@ impl Wal {
             None => shared.flush_final(),
         };
         flushed?;
-        {
-            let _g = shared.durable_mx.lock();
-            shared.durable_cv.notify_all();
-        }
         shared.wake_waiters(u64::MAX);
         shared.notify_progress();
         if shared.failed.get().is_some() {
@@ -754,10 +776,6 @@ impl Shared {
             let _p = self.pending.lock();
             self.space_cv.notify_all();
             self.work_cv.notify_all();
-        }
-        {
-            let _g = self.durable_mx.lock();
-            self.durable_cv.notify_all();
         }
         self.wake_waiters(u64::MAX);
         self.notify_progress();
@@ -847,10 +865,6 @@ impl Shared {
                     self.pending.lock().appended_since_ack = 0;
                 }
                 self.durable_lsn.store(batch_last_lsn, Ordering::Release);
-                {
-                    let _g = self.durable_mx.lock();
-                    self.durable_cv.notify_all();
-                }
                 self.wake_waiters(batch_last_lsn);
                 self.notify_progress();
                 let mut spare = batch;
