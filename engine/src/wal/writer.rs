@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
@@ -19,24 +19,6 @@ use super::format::{
 use super::recovery::{self, RecoveredRecords, Recovery, RecoveryMode};
 use super::storage::{Storage, StorageFile};
 use super::{Committer, Durability, Lsn, WalConfig, WalError};
-
-/// Wakes the thread it was made on (a thread waiting in [`Wal::wait_durable`]).
-struct ThreadWake(std::thread::Thread);
-
-impl std::task::Wake for ThreadWake {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-thread_local! {
-    /// This thread's waker for the waiter list, made once.
-    static THREAD_WAKER: Waker = Waker::from(Arc::new(ThreadWake(std::thread::current())));
-}
 
 /// Buckets of the fsync latency histogram: bucket `i` counts batches whose sync time in
 /// microseconds was in `[2^i, 2^(i+1))` (bucket 0 also takes 0 us; the last takes the rest).
@@ -121,12 +103,14 @@ struct Shared {
     /// Wakes appenders blocked by backpressure.
     space_cv: Condvar,
     durable_lsn: AtomicU64,
+    /// Bumped after every advance of `durable_lsn`, a fail-stop and the close; threads in
+    /// [`Wal::wait_durable`] wait on it ([`Shared::wake_durable_threads`]).
+    durable_epoch: AtomicU32,
     /// Set once by the first write/fsync failure; never cleared.
     failed: OnceLock<Arc<str>>,
     /// Called after every change a waiter may care about (see [`Wal::set_progress_hook`]).
     progress_hook: OnceLock<ProgressHook>,
-    /// Tasks waiting in [`Wal::durable`] and threads waiting in [`Wal::wait_durable`], with
-    /// the LSN each waits for. A commit wakes only
+    /// Tasks waiting in [`Wal::durable`], with the LSN each waits for. A commit wakes only
     /// the tasks it covered (not every waiter, which would wake and re-park the tasks of
     /// the next batch on every commit); fail-stop and close wake all.
     waiters: Mutex<Vec<(u64, Waker)>>,
@@ -296,6 +280,7 @@ impl Wal {
             work_cv: Condvar::new(),
             space_cv: Condvar::new(),
             durable_lsn: AtomicU64::new(last_lsn),
+            durable_epoch: AtomicU32::new(0),
             failed: OnceLock::new(),
             progress_hook: OnceLock::new(),
             waiters: Mutex::new(Vec::new()),
@@ -453,17 +438,15 @@ impl Wal {
             }
             return Ok(());
         }
-        // On the waiter list like an async task, woken by the commit that covers `lsn`
-        // with the others it covers, each on its own: a condition variable woke them one
-        // after another through its mutex (each waking the next as it let go), and with
-        // 64 threads waiting that chain took longer than the fsync (issue 20).
-        shared
-            .waiters
-            .lock()
-            .push((lsn.0, THREAD_WAKER.with(Waker::clone)));
+        // Threads wait on one futex word that every advance of the durable LSN (and a
+        // fail-stop, and the close) bumps, and one system call wakes them all. A condition
+        // variable woke them one after another through its mutex, each waking the next as
+        // it let go; unparking each thread from the committer took one system call per
+        // waiter before the next batch could start. With 64 threads waiting either took
+        // longer than the fsync (issue 20).
         loop {
-            // Checked after registering: a commit before it is seen here, one after it
-            // wakes this thread.
+            // The epoch before the checks: a change after them ends the wait at once.
+            let epoch = shared.durable_epoch.load(Ordering::Acquire);
             if shared.durable_lsn.load(Ordering::Acquire) >= lsn.0 {
                 return Ok(());
             }
@@ -477,9 +460,7 @@ impl Wal {
             {
                 return Err(WalError::Closed);
             }
-            // A wake-up meant for an earlier wait can end this park early: the loop checks
-            // again.
-            std::thread::park();
+            atomic_wait::wait(&shared.durable_epoch, epoch);
         }
     }
 
@@ -733,6 +714,7 @@ impl Wal {
             None => shared.flush_final(),
         };
         flushed?;
+        shared.wake_durable_threads();
         shared.wake_waiters(u64::MAX);
         shared.notify_progress();
         if shared.failed.get().is_some() {
@@ -777,8 +759,16 @@ impl Shared {
             self.space_cv.notify_all();
             self.work_cv.notify_all();
         }
+        self.wake_durable_threads();
         self.wake_waiters(u64::MAX);
         self.notify_progress();
+    }
+
+    /// Wakes every thread waiting in [`Wal::wait_durable`], with one system call: each
+    /// checks again whether what it waits for happened.
+    fn wake_durable_threads(&self) {
+        self.durable_epoch.fetch_add(1, Ordering::Release);
+        atomic_wait::wake_all(&self.durable_epoch);
     }
 
     /// Wakes (and forgets) the tasks of [`Wal::durable`] waiting for an LSN at or below
@@ -865,6 +855,7 @@ impl Shared {
                     self.pending.lock().appended_since_ack = 0;
                 }
                 self.durable_lsn.store(batch_last_lsn, Ordering::Release);
+                self.wake_durable_threads();
                 self.wake_waiters(batch_last_lsn);
                 self.notify_progress();
                 let mut spare = batch;
