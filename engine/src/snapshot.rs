@@ -37,7 +37,10 @@ use crate::types::{HoldId, Lsn, SkuId, StoreId, Timestamp};
 /// order's ready estimate and how each store's newest holds ended; 7 and 8 still load
 /// (estimates and ends unknown). Version 10 prefixes each store's section with its length
 /// (same contents), so a load decodes the stores on two threads; 7 to 9 still load.
-const SNAPSHOT_VERSION: u32 = 10;
+/// Version 11 drops each active hold's idempotency key from its store's section (the key
+/// table keeps the keys, and the hold no longer does: 40 to 70 bytes per keyed hold in
+/// memory); 7 to 10 still load.
+const SNAPSHOT_VERSION: u32 = 11;
 
 /// The oldest version that loads.
 const SNAPSHOT_VERSION_MIN: u32 = 7;
@@ -73,8 +76,9 @@ impl Engine {
         self.encode_state_as(lsn, SNAPSHOT_VERSION)
     }
 
-    /// [`Engine::encode_state`] in format `version` (10, or 9 without the stores' length
-    /// prefixes: tests check that older snapshots still load).
+    /// [`Engine::encode_state`] in format `version` (11; 10 with every hold's key field
+    /// empty; 9 also without the stores' length prefixes: tests check that older
+    /// snapshots still load).
     fn encode_state_as(
         &self,
         lsn: Lsn,
@@ -165,10 +169,10 @@ impl Engine {
                 .ok_or_else(|| EngineError::internal("snapshot", "store slot empty"))?;
             if version >= 10 {
                 section.clear();
-                encode_store(shard, &mut Enc::new(&mut section));
+                encode_store(shard, &mut Enc::new(&mut section), version);
                 e.bytes(&section);
             } else {
-                encode_store(shard, &mut e);
+                encode_store(shard, &mut e, version);
             }
         }
         Ok((lsn, buf, consumers))
@@ -318,7 +322,7 @@ impl Engine {
 /// One store's section: non-empty cells, hold sequence, active holds, POS dedupe window,
 /// recent POS deltas, last count times, idempotency aging queue, pickup orders, calendar
 /// and slot bookings, ended holds.
-fn encode_store(shard: &StoreShard, e: &mut Enc<'_>) {
+fn encode_store(shard: &StoreShard, e: &mut Enc<'_>, version: u32) {
     let mut cells = Vec::new();
     for (base, page) in shard.pages() {
         for (j, cell) in page.iter().enumerate() {
@@ -335,7 +339,7 @@ fn encode_store(shard: &StoreShard, e: &mut Enc<'_>) {
         e.u32(c.held);
         e.u32(c.safety);
     }
-    shard.state.lock().encode(e);
+    shard.state.lock().encode(e, version);
 }
 
 /// Snapshot sections of more bytes than this in all are loaded on two threads.
@@ -537,26 +541,29 @@ mod tests {
     }
 
     #[test]
-    fn format_10_loads_on_two_threads_and_format_9_still_loads() {
+    fn format_11_loads_on_two_threads_and_formats_9_and_10_still_load() {
         let e = busy_engine();
-        let (_, v10) = e.snapshot().unwrap();
+        let (_, current) = e.snapshot().unwrap();
         assert!(
-            v10.len() > PARALLEL_LOAD_LEN_MIN,
+            current.len() > PARALLEL_LOAD_LEN_MIN,
             "the parallel load is exercised"
         );
         assert!(
-            v10.len() > 3 * crate::codec::BYTES_LEN_MAX + 100_000,
+            current.len() > 3 * crate::codec::BYTES_LEN_MAX + 100_000,
             "each of the three sections is longer than BYTES_LEN_MAX"
         );
-        assert_eq!(reloaded(&v10), v10);
+        assert_eq!(reloaded(&current), current);
         let (_, v9, _) = e.encode_state_as(Lsn(0), 9).unwrap();
-        assert_ne!(v9, v10);
-        assert_eq!(reloaded(&v9), v10);
+        assert_ne!(v9, current);
+        assert_eq!(reloaded(&v9), current);
+        let (_, older, _) = e.encode_state_as(Lsn(0), 10).unwrap();
+        assert_ne!(older, current);
+        assert_eq!(reloaded(&older), current);
     }
 
     #[test]
     fn a_cut_or_damaged_section_is_an_error_not_a_panic() {
-        let (_, v10) = busy_engine().snapshot().unwrap();
+        let (_, current) = busy_engine().snapshot().unwrap();
         let load = |bytes: &[u8]| {
             Engine::from_snapshot(
                 EngineConfig::default(),
@@ -564,16 +571,20 @@ mod tests {
                 bytes,
             )
         };
-        for cut in [v10.len() - 1, v10.len() / 2, v10.len() - 100_000] {
-            assert!(load(&v10[..cut]).is_err(), "cut at {cut}");
+        for cut in [
+            current.len() - 1,
+            current.len() / 2,
+            current.len() - 100_000,
+        ] {
+            assert!(load(&current[..cut]).is_err(), "cut at {cut}");
         }
-        let mut flipped = v10.clone();
-        let at = v10.len() - 300_000;
+        let mut flipped = current.clone();
+        let at = current.len() - 300_000;
         flipped[at] ^= 0x55;
         // Damage either fails to decode or breaks an invariant; it never loads silently
         // different without an error, nor panics.
         if let Ok(e) = load(&flipped) {
-            assert_ne!(e.snapshot().unwrap().1, v10);
+            assert_ne!(e.snapshot().unwrap().1, current);
         }
     }
 }

@@ -124,7 +124,6 @@ impl From<Vec<Line>> for HoldLines {
 /// A hold as its store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct HoldRec {
-    pub(crate) key: Option<Box<str>>,
     /// Sorted by SKU, no SKU twice: the order cells are locked in.
     pub(crate) lines: HoldLines,
     pub(crate) created: Timestamp,
@@ -552,7 +551,6 @@ impl StoreState {
         self.insert_hold(
             hold,
             HoldRec {
-                key: key.map(Into::into),
                 lines,
                 created: now,
                 expires_at,
@@ -709,13 +707,17 @@ impl StoreState {
     /// window in arrival order; the recent POS deltas by SKU; the last count times by SKU;
     /// the idempotency aging queue; the orders; the slot state; the ended holds. The
     /// derived counters (bookings, picking queue) are not written: a load recounts them.
-    pub(crate) fn encode(&self, e: &mut crate::codec::Enc<'_>) {
+    pub(crate) fn encode(&self, e: &mut crate::codec::Enc<'_>, version: u32) {
         e.u64(self.next_seq);
         // A tree ordered by id: already in id order.
         e.seq_len(self.active.len());
         for (id, h) in &self.active {
             e.u64(id.0);
-            e.opt_str(h.key.as_deref());
+            if version <= 10 {
+                // Formats up to 10 kept each hold's idempotency key with it as well (the
+                // key table has it); 11 on does not.
+                e.opt_str(None);
+            }
             e.seq_len(h.lines.len());
             for l in h.lines.iter() {
                 e.u32(l.sku.0);
@@ -788,7 +790,10 @@ impl StoreState {
             {
                 return Err(StateDecodeError::Bad("hold id"));
             }
-            let key = d.opt_string()?.map(Into::into);
+            if version <= 10 {
+                // The hold's idempotency key, kept again in the key table: not needed.
+                d.opt_string()?;
+            }
             let nl = d.seq_len()?;
             lines.clear();
             for _ in 0..nl {
@@ -798,7 +803,6 @@ impl StoreState {
                 });
             }
             let rec = HoldRec {
-                key,
                 lines: lines[..].into(),
                 created: Timestamp(d.i64()?),
                 expires_at: Timestamp(d.i64()?),
