@@ -445,7 +445,7 @@ impl Engine {
                     }
                 };
                 let events = vec![Event::StoreDefined { store, def }];
-                Ok(Decision::Log(Record { at: now, events }, store))
+                Ok(Decision::Log(Arc::new(Record { at: now, events }), store))
             },
             |_, record, _, store| {
                 self.apply_record_event(&record, now, "store")?;
@@ -588,7 +588,10 @@ impl Engine {
                     sku: SkuId(n),
                     external_id: external_id.to_owned(),
                 }];
-                Ok(Decision::Log(Record { at: now, events }, SkuId(n)))
+                Ok(Decision::Log(
+                    Arc::new(Record { at: now, events }),
+                    SkuId(n),
+                ))
             },
             |_, record, _, sku| {
                 self.apply_record_event(&record, now, "sku")?;
@@ -973,7 +976,7 @@ impl Engine {
                     key: key.clone(),
                     rejection,
                 }];
-                Ok(Decision::Log(Record { at: now, events }, ()))
+                Ok(Decision::Log(Arc::new(Record { at: now, events }), ()))
             },
             |st, _, lsn, ()| {
                 st.note_idem_key(now, key);
@@ -1041,7 +1044,10 @@ impl Engine {
                 let mut facts = rec.facts();
                 facts.expires_at = expires_at;
                 let events = vec![Event::HoldExtended { hold, facts }];
-                Ok(Decision::Log(Record { at: now, events }, expires_at))
+                Ok(Decision::Log(
+                    Arc::new(Record { at: now, events }),
+                    expires_at,
+                ))
             },
             |st, _, _, expires_at| {
                 apply_extend(st, hold, expires_at);
@@ -1072,7 +1078,10 @@ impl Engine {
                     hold,
                     facts: h.facts(),
                 }];
-                Ok(Decision::Log(Record { at: now, events }, expires_at))
+                Ok(Decision::Log(
+                    Arc::new(Record { at: now, events }),
+                    expires_at,
+                ))
             },
             |st, _, _, expires_at| {
                 apply_confirm(st, hold);
@@ -1233,7 +1242,7 @@ impl Engine {
                 }];
                 events.extend(order_event);
                 let events = crate::order::with_order_facts(st, events, now)?;
-                Ok(Decision::Log(Record { at: now, events }, ()))
+                Ok(Decision::Log(Arc::new(Record { at: now, events }), ()))
             },
             |(guards, st), record, lsn, ()| {
                 let rec = apply_release(guards, st, hold, reason)
@@ -1324,7 +1333,7 @@ impl Engine {
                 let shortage = shortage_event(shard.id, sku, st, after);
                 events.extend(shortage.clone());
                 let pass = (after.on_hand, sale, shortage.map(into_shortage));
-                Ok(Decision::Log(Record { at: now, events }, pass))
+                Ok(Decision::Log(Arc::new(Record { at: now, events }), pass))
             },
             |(guard, st), record, lsn, (on_hand, sale, shortage)| {
                 match sale {
@@ -1410,7 +1419,7 @@ impl Engine {
                 let shortage = shortage_event(shard.id, sku, st, after);
                 events.extend(shortage.clone());
                 let pass = (on_hand_after, matched, shortage.map(into_shortage));
-                Ok(Decision::Log(Record { at: now, events }, pass))
+                Ok(Decision::Log(Arc::new(Record { at: now, events }), pass))
             },
             |(guard, st), _, lsn, (on_hand_after, matched, shortage)| {
                 apply_pos_count(guard, st, sku, &c.pos_event_id, c.as_of, on_hand_after, now);
@@ -1445,7 +1454,7 @@ impl Engine {
         }];
         self.mutate(
             || Ok(cell_of(shard, sku)?.lock()),
-            |_| Ok(Decision::Log(Record { at: now, events }, ())),
+            |_| Ok(Decision::Log(Arc::new(Record { at: now, events }), ())),
             |guard, _, _, ()| {
                 // The change replay makes for `SafetyStockSet` (`Engine::apply_event`).
                 guard.safety = safety_stock;

@@ -388,7 +388,7 @@ impl Engine {
         }];
         let (at, _) = self.mutate(
             || Ok(()),
-            |_| Ok(Decision::Log(Record { at: now, events }, ())),
+            |_| Ok(Decision::Log(Arc::new(Record { at: now, events }), ())),
             |_, record, at, ()| {
                 // The change replay makes for `ConsumerAcked`.
                 self.replay(&record)?;

@@ -411,7 +411,7 @@ impl Engine {
                     config: Box::new(config.clone()),
                 }];
                 Ok(Decision::Log(
-                    Record { at: now, events },
+                    Arc::new(Record { at: now, events }),
                     (calendar, config),
                 ))
             },
@@ -485,7 +485,7 @@ impl Engine {
         // Under the store state lock, which orders this change with holds at the store.
         self.mutate(
             || Ok(shard.state.lock()),
-            |_| Ok(Decision::Log(Record { at: now, events }, ())),
+            |_| Ok(Decision::Log(Arc::new(Record { at: now, events }), ())),
             |st, _, _, ()| {
                 // The same change replay makes for `PickTimeSet` (`Engine::apply_event`).
                 st.set_pick_time(pick_time_per_order_ms);
@@ -614,7 +614,7 @@ impl Engine {
         // entry, or neither.
         let (_, lsn) = self.commit(
             || Ok(()),
-            |_| Ok(Decision::Log(record, ())),
+            |_| Ok(Decision::Log(std::sync::Arc::new(record), ())),
             |_, _, _, ()| {
                 self.alloc_keys
                     .finish(key, request, outcome.clone(), 1, now);

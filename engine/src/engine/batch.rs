@@ -672,13 +672,12 @@ impl Engine {
         };
         let (_, lsn) = self.commit(
             || Ok(()),
-            |_| Ok(Decision::Log(record, ())),
+            |_| Ok(Decision::Log(std::sync::Arc::new(record), ())),
             |_, record, lsn, ()| {
-                let Some(Event::BatchKept { answers: kept, .. }) = record.events.into_iter().next()
-                else {
+                let Some(Event::BatchKept { answers: kept, .. }) = record.events.first() else {
                     unreachable!("the record was built with one BatchKept event")
                 };
-                self.keep_batch(key, (identity, kept.into()), lsn, now);
+                self.keep_batch(key, (identity, kept.as_slice().into()), lsn, now);
                 Ok(())
             },
         )?;

@@ -30,35 +30,15 @@ use std::sync::Arc;
 use crate::engine::{Engine, poisoned};
 use crate::error::EngineError;
 use crate::event::Record;
-use crate::log::EventLog;
 use crate::types::Lsn;
 
 /// What a mutation's `decide` step chose ([`Engine::commit`]).
-pub(crate) enum Decision<R, P, T> {
+pub(crate) enum Decision<P, T> {
     /// Nothing changes and nothing is logged: the answer as it is.
     Answer(T),
-    /// Append the record `R`, then apply it, with `P` (what the decision computed for
-    /// `apply` besides the record).
-    Log(R, P),
-}
-
-/// A record as a mutation hands it to the log: by reference ([`Record`]), or shared with
-/// the event stream, which then keeps it without a copy (`Arc<Record>`, the hold paths).
-pub(crate) trait Loggable {
-    /// Appends the record to `log` and returns its LSN.
-    fn append_to(&self, log: &dyn EventLog) -> Result<Lsn, EngineError>;
-}
-
-impl Loggable for Record {
-    fn append_to(&self, log: &dyn EventLog) -> Result<Lsn, EngineError> {
-        log.append(self)
-    }
-}
-
-impl Loggable for Arc<Record> {
-    fn append_to(&self, log: &dyn EventLog) -> Result<Lsn, EngineError> {
-        log.append_shared(self)
-    }
+    /// Append the record, then apply it, with `P` (what the decision computed for `apply`
+    /// besides the record). Shared with the event stream, which keeps it without a copy.
+    Log(Arc<Record>, P),
 }
 
 impl Engine {
@@ -67,11 +47,11 @@ impl Engine {
     /// when nothing was logged). On `Err` from `decide` or from the log nothing was
     /// applied; an `Err` from `apply` is the engine's own fault (the record it decided
     /// does not apply).
-    pub(crate) fn commit<G, R: Loggable, P, T>(
+    pub(crate) fn commit<G, P, T>(
         &self,
         lock: impl FnOnce() -> Result<G, EngineError>,
-        decide: impl FnOnce(&mut G) -> Result<Decision<R, P, T>, EngineError>,
-        apply: impl FnOnce(&mut G, R, Lsn, P) -> Result<T, EngineError>,
+        decide: impl FnOnce(&mut G) -> Result<Decision<P, T>, EngineError>,
+        apply: impl FnOnce(&mut G, Arc<Record>, Lsn, P) -> Result<T, EngineError>,
     ) -> Result<(T, Option<Lsn>), EngineError> {
         self.commit_or_undo(lock, decide, apply, |_, _| {})
     }
@@ -80,11 +60,11 @@ impl Engine {
     /// before the record is logged (a batch books each hold's slot as it decides it, so
     /// the next hold sees the booking): `undo` takes the reservation back when the log
     /// refuses the record.
-    pub(crate) fn commit_or_undo<G, R: Loggable, P, T>(
+    pub(crate) fn commit_or_undo<G, P, T>(
         &self,
         lock: impl FnOnce() -> Result<G, EngineError>,
-        decide: impl FnOnce(&mut G) -> Result<Decision<R, P, T>, EngineError>,
-        apply: impl FnOnce(&mut G, R, Lsn, P) -> Result<T, EngineError>,
+        decide: impl FnOnce(&mut G) -> Result<Decision<P, T>, EngineError>,
+        apply: impl FnOnce(&mut G, Arc<Record>, Lsn, P) -> Result<T, EngineError>,
         undo: impl FnOnce(&mut G, P),
     ) -> Result<(T, Option<Lsn>), EngineError> {
         let mut locked = lock()?;
@@ -92,7 +72,7 @@ impl Engine {
             Decision::Answer(answer) => return Ok((answer, None)),
             Decision::Log(record, pass) => (record, pass),
         };
-        let lsn = match record.append_to(&*self.log) {
+        let lsn = match self.log.append_shared(&record) {
             Ok(lsn) => lsn,
             Err(e) => {
                 undo(&mut locked, pass);
@@ -107,11 +87,11 @@ impl Engine {
     /// A whole mutation: [`Engine::commit`] under the snapshot gate, then the wait for
     /// durability (or its deferral, [`crate::log::defer_durability`]) once every lock is
     /// released.
-    pub(crate) fn mutate<G, R: Loggable, P, T>(
+    pub(crate) fn mutate<G, P, T>(
         &self,
         lock: impl FnOnce() -> Result<G, EngineError>,
-        decide: impl FnOnce(&mut G) -> Result<Decision<R, P, T>, EngineError>,
-        apply: impl FnOnce(&mut G, R, Lsn, P) -> Result<T, EngineError>,
+        decide: impl FnOnce(&mut G) -> Result<Decision<P, T>, EngineError>,
+        apply: impl FnOnce(&mut G, Arc<Record>, Lsn, P) -> Result<T, EngineError>,
     ) -> Result<(T, Option<Lsn>), EngineError> {
         let gate = self.gate.read().map_err(|_| poisoned())?;
         let (answer, lsn) = self.commit(lock, decide, apply)?;
@@ -158,11 +138,11 @@ mod tests {
         }
     }
 
-    fn record() -> Record {
-        Record {
+    fn record() -> Arc<Record> {
+        Arc::new(Record {
             at: Timestamp(1),
             events: Vec::new(),
-        }
+        })
     }
 
     #[test]
@@ -191,7 +171,7 @@ mod tests {
         let (answer, lsn) = engine
             .mutate(
                 || Ok(()),
-                |_| Ok(Decision::<Record, (), u8>::Answer(7)),
+                |_| Ok(Decision::<(), u8>::Answer(7)),
                 |_, _, _, ()| unreachable!("nothing to apply"),
             )
             .unwrap();

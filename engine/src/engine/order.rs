@@ -787,7 +787,10 @@ impl Engine {
                     return Ok(Decision::Answer(r));
                 }
                 let events = with_order_facts(st, events, now)?;
-                Ok(Decision::Log(Record { at: now, events }, r))
+                Ok(Decision::Log(
+                    std::sync::Arc::new(Record { at: now, events }),
+                    r,
+                ))
             },
             |(cells, st), record, _, r| {
                 for ev in &record.events {

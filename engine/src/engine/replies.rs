@@ -137,16 +137,16 @@ impl Engine {
         let _gate = self.gate.read().map_err(|_| poisoned())?;
         let (lsn, _) = self.commit(
             || Ok(self.replies.lock()),
-            |_| Ok(Decision::Log(record, ())),
-            |replies, mut record, lsn, ()| {
-                let Some(Event::ReplyKept { response, .. }) = record.events.pop() else {
+            |_| Ok(Decision::Log(std::sync::Arc::new(record), ())),
+            |replies, record, lsn, ()| {
+                let Some(Event::ReplyKept { response, .. }) = record.events.last() else {
                     unreachable!("the record was built with one ReplyKept event")
                 };
                 replies.insert(
                     (principal.into(), key.into()),
                     KeptReply {
                         fingerprint,
-                        response: response.into(),
+                        response: response.as_slice().into(),
                         at: now,
                         lsn,
                     },
