@@ -39,6 +39,13 @@
 //! before the real opening instant or at/after the real closing instant, and no slot ends
 //! after the closing instant. A slot is identified within its store by its `start_ms`.
 //!
+//! Intervals that do not overlap on the wall clock can still overlap in real time: one
+//! that closes in a skipped hour closes after the gap, past the opening of an interval
+//! that opens just after the gap (Chatham on 2026-09-27 skips 02:45-03:45, so Saturday's
+//! `17:15-03:00` closes at 04:00 while Sunday's `03:45-04:30` opens at 03:45). Both keep
+//! every slot of their grids; the same cut applies across intervals and across midnight,
+//! so the earlier interval's last slot ends where the next one starts.
+//!
 //! Capacity of a slot is the staff on shift at the slot's local start time (the sum of the
 //! weekday's shifts covering it, overnight shifts of the day before included) times the
 //! store's pickups per staff per slot. It is not prorated for a slot that a DST
@@ -353,6 +360,26 @@ impl StoreCalendar {
             .compatible()
             .ok()
             .map(Timestamp::as_millisecond)
+    }
+
+    /// A lower bound on the start of every slot of the intervals that open on `date` or
+    /// on a later day: the earliest instant that `date`'s midnight gets from any offset
+    /// in effect around it. In a gap that is the instant with the offset after the gap,
+    /// which lies before the gap, so it is below every instant shown on the wall clock as
+    /// that midnight or later. `None` outside jiff's range.
+    fn day_floor_ms(&self, date: Date) -> Option<i64> {
+        let midnight = DateTime::from_parts(date, Time::midnight());
+        let offsets = match self.time_zone.to_ambiguous_timestamp(midnight).offset() {
+            AmbiguousOffset::Unambiguous { offset } => [offset, offset],
+            AmbiguousOffset::Gap { before, after } | AmbiguousOffset::Fold { before, after } => {
+                [before, after]
+            }
+        };
+        offsets
+            .into_iter()
+            .filter_map(|offset| offset.to_timestamp(midnight).ok())
+            .map(Timestamp::as_millisecond)
+            .min()
     }
 
     /// Every real instant a local datetime denotes: none in a gap, two in a fold (earlier

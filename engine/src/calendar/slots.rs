@@ -14,7 +14,8 @@ use super::{SLOT_SCAN_SPAN_MAX_MS, StoreCalendar, civil_at};
 pub struct Slot {
     /// First instant of the slot; the slot's id within the store.
     pub start_ms: i64,
-    /// End of the slot (exclusive); never after the closing instant of its interval.
+    /// End of the slot (exclusive); never after the closing instant of its interval nor
+    /// after the next slot's start.
     pub end_ms: i64,
     /// Pickups the slot can take: staff on shift at its start times pickups per staff per
     /// slot. Zero when nobody is rostered.
@@ -38,7 +39,8 @@ impl StoreCalendar {
             last_date: Date::MIN,
             buf: Vec::new(),
             pos: 0,
-            prev_end_ms: i64::MIN,
+            ahead: None,
+            last_start_ms: i64::MIN,
         };
         if from_ms >= to_ms {
             return slots;
@@ -119,46 +121,47 @@ pub struct Slots<'a> {
     to_ms: i64,
     /// Local day whose intervals are computed next; `None` when done.
     next_date: Option<Date>,
-    /// Last local day to compute.
+    /// Last local day whose slots can start in the range; later days are computed only
+    /// to cut the end of a slot (see [`Slots::take_day_slot`]).
     last_date: Date,
-    /// Slots of the current day.
+    /// Slots of the day computed last.
     buf: Vec<Slot>,
     pos: usize,
-    /// End of the last slot seen, to keep the output strictly ordered and disjoint even
+    /// The slot after the one returned last, taken early because its start cuts the end
+    /// of the slot before it.
+    ahead: Option<Slot>,
+    /// Start of the last slot taken from `buf`, to keep starts strictly increasing
     /// across days.
-    prev_end_ms: i64,
+    last_start_ms: i64,
 }
 
-impl Iterator for Slots<'_> {
-    type Item = Slot;
-
-    fn next(&mut self) -> Option<Slot> {
+impl Slots<'_> {
+    /// The next slot in time order, ends cut only within its own day. Computes the days
+    /// up to `last_date`, and later ones only while their slots could still start before
+    /// `reach_ms`.
+    fn take_day_slot(&mut self, reach_ms: i64) -> Option<Slot> {
         loop {
             if let Some(slot) = self.buf.get(self.pos).copied() {
                 self.pos += 1;
-                // Validation forbids an overnight interval running into the next day's
-                // hours, so this only guards the ordering promise.
-                if slot.start_ms < self.prev_end_ms {
+                // Starts increase across days (a later day's grid times are later on the
+                // wall clock, and an interval's slots start before its closing instant),
+                // so this only guards the promise that no slot id repeats.
+                if slot.start_ms <= self.last_start_ms {
                     continue;
                 }
-                self.prev_end_ms = slot.end_ms;
-                if slot.start_ms >= self.to_ms {
-                    self.next_date = None;
-                    self.buf.clear();
-                    self.pos = 0;
-                    return None;
-                }
-                if slot.start_ms < self.from_ms {
-                    continue;
-                }
+                self.last_start_ms = slot.start_ms;
                 return Some(slot);
             }
             let date = self.next_date?;
-            self.next_date = if date < self.last_date {
-                date.tomorrow().ok()
-            } else {
-                None
-            };
+            if date > self.last_date
+                && self
+                    .calendar
+                    .day_floor_ms(date)
+                    .is_none_or(|floor_ms| floor_ms >= reach_ms)
+            {
+                return None;
+            }
+            self.next_date = date.tomorrow().ok();
             self.buf.clear();
             self.pos = 0;
             self.calendar.day_slots(date, &mut self.buf);
@@ -166,4 +169,164 @@ impl Iterator for Slots<'_> {
     }
 }
 
+impl Iterator for Slots<'_> {
+    type Item = Slot;
+
+    fn next(&mut self) -> Option<Slot> {
+        loop {
+            let mut slot = match self.ahead.take() {
+                Some(slot) => slot,
+                None => self.take_day_slot(i64::MIN)?,
+            };
+            // The next slot may belong to a later day and still start before this one
+            // ends: an interval that closes in a DST gap closes after the gap, so it can
+            // run into the next day's interval that opens just after the gap. Its end is
+            // cut there, as within a day, whether or not the next slot is in the range,
+            // so that `slot_at` and sub-ranges see the same slot.
+            self.ahead = self.take_day_slot(slot.end_ms);
+            if let Some(after) = self.ahead {
+                slot.end_ms = slot.end_ms.min(after.start_ms);
+            }
+            if slot.start_ms >= self.to_ms {
+                self.next_date = None;
+                self.ahead = None;
+                self.buf.clear();
+                self.pos = 0;
+                return None;
+            }
+            if slot.start_ms < self.from_ms {
+                continue;
+            }
+            return Some(slot);
+        }
+    }
+}
+
 impl FusedIterator for Slots<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+    use jiff::civil::Weekday;
+
+    use super::Slot;
+    use crate::calendar::{
+        CalendarConfig, LocalInterval, PickupConfig, StaffShift, StoreCalendar, WeeklyHours,
+        WeeklyStaffing,
+    };
+
+    fn utc(text: &str) -> i64 {
+        text.parse::<Timestamp>()
+            .unwrap_or_else(|err| panic!("bad instant {text:?}: {err}"))
+            .as_millisecond()
+    }
+
+    fn render(slot: &Slot) -> String {
+        let iso =
+            |ms| Timestamp::from_millisecond(ms).map_or(format!("<{ms}>"), |ts| ts.to_string());
+        format!("{}..{}", iso(slot.start_ms), iso(slot.end_ms))
+    }
+
+    /// A store in `time_zone` open on Saturday and Sunday as given, one staff member
+    /// around the clock.
+    fn weekend_store(
+        time_zone: &str,
+        slot_len_min: u32,
+        saturday: ((u32, u32), (u32, u32)),
+        sunday: ((u32, u32), (u32, u32)),
+    ) -> StoreCalendar {
+        let interval = |(open, close)| LocalInterval::hm(open, close).unwrap();
+        StoreCalendar::new(CalendarConfig {
+            time_zone: time_zone.to_owned(),
+            weekly_hours: WeeklyHours::closed()
+                .with_day(Weekday::Saturday, &[interval(saturday)])
+                .with_day(Weekday::Sunday, &[interval(sunday)]),
+            exceptions: Vec::new(),
+            pickup: PickupConfig {
+                slot_len_min,
+                lead_time_min: 0,
+                hold_grace_min: 0,
+                pickups_per_staff_per_slot: 1,
+            },
+            staffing: WeeklyStaffing::every_day(&[StaffShift::hm((0, 0), (0, 0), 1).unwrap()]),
+        })
+        .unwrap()
+    }
+
+    /// Compares the slots starting in `from..to` with `expect` (UTC `start..end`), and
+    /// checks that `slot_at` and both halves of the range see the very same slots.
+    fn check(cal: &StoreCalendar, from: &str, to: &str, expect: &[&str]) {
+        let (from_ms, to_ms) = (utc(from), utc(to));
+        let slots: Vec<Slot> = cal.slots(from_ms, to_ms).collect();
+        let got: Vec<String> = slots.iter().map(render).collect();
+        assert_eq!(got, expect, "slots {from}..{to}");
+        for slot in &slots {
+            assert_eq!(
+                cal.slot_at(slot.start_ms),
+                Some(*slot),
+                "slot_at {}",
+                render(slot)
+            );
+        }
+        let mid_ms = from_ms + (to_ms - from_ms) / 2;
+        let mut halves: Vec<Slot> = cal.slots(from_ms, mid_ms).collect();
+        halves.extend(cal.slots(mid_ms, to_ms));
+        assert_eq!(halves, slots, "halves of {from}..{to}");
+    }
+
+    #[test]
+    fn an_interval_closing_in_a_gap_keeps_the_next_days_slot_and_is_cut_there() {
+        // Chatham skips 02:45-03:45 on Sunday 2026-09-27 (+12:45 -> +13:45). Saturday's
+        // 17:15-03:00 closes in the gap, so at 04:00 +13:45 (14:15Z), after Sunday's
+        // 03:45 opening (14:00Z). The 03:45 slot is on Sunday's grid and must exist; the
+        // 02:15 slot before it ends where it starts, 30 real minutes.
+        let cal = weekend_store(
+            "Pacific/Chatham",
+            45,
+            ((17, 15), (3, 0)),
+            ((3, 45), (4, 30)),
+        );
+        check(
+            &cal,
+            "2026-09-26T12:00:00Z",
+            "2026-09-26T16:00:00Z",
+            &[
+                "2026-09-26T12:00:00Z..2026-09-26T12:45:00Z", // 00:45 +12:45
+                "2026-09-26T12:45:00Z..2026-09-26T13:30:00Z", // 01:30 +12:45
+                "2026-09-26T13:30:00Z..2026-09-26T14:00:00Z", // 02:15 +12:45, cut
+                "2026-09-26T14:00:00Z..2026-09-26T14:45:00Z", // Sunday 03:45 +13:45
+            ],
+        );
+    }
+
+    #[test]
+    fn a_slot_is_cut_by_the_next_days_slot_even_when_the_range_ends_before_that_day() {
+        // Santiago skips Sunday 2026-09-06 00:00-01:00 (-04 -> -03). Saturday's
+        // 23:00-00:30 closes in the gap, at 01:30 -03 (04:30Z), after Sunday's 01:00
+        // opening (04:00Z). The 23:00 slot lies on Saturday's local date, so the range
+        // `slot_at` scans for it ends on Saturday: the scan must look ahead into Sunday
+        // to cut its end as the full range does.
+        let cal = weekend_store(
+            "America/Santiago",
+            90,
+            ((23, 0), (0, 30)),
+            ((1, 0), (2, 30)),
+        );
+        check(
+            &cal,
+            "2026-09-06T02:00:00Z",
+            "2026-09-06T06:00:00Z",
+            &[
+                "2026-09-06T03:00:00Z..2026-09-06T04:00:00Z", // 23:00 -04, cut
+                "2026-09-06T04:00:00Z..2026-09-06T05:30:00Z", // Sunday 01:00 -03
+            ],
+        );
+        let first = cal
+            .slot_at(utc("2026-09-06T03:00:00Z"))
+            .map(|slot| render(&slot));
+        assert_eq!(
+            first.as_deref(),
+            Some("2026-09-06T03:00:00Z..2026-09-06T04:00:00Z")
+        );
+    }
+}
