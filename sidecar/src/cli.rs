@@ -1,4 +1,7 @@
 //! The `pickline` command line. `main` parses [`Cli`] and dispatches on [`Command`].
+//!
+//! `pickline bench` is not here: its drivers are modules of the binary, so `main` adds that
+//! subcommand to [`Cli`]'s (see `src/bench/mod.rs`).
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -29,8 +32,6 @@ pub enum Command {
     /// gRPC listener that is not loopback refuses to start. See
     /// sidecar/pickline.example.toml for every option.
     Serve(ServeArgs),
-    /// Run a benchmark and print its figures.
-    Bench(crate::bench::BenchArgs),
     /// Simulate a Black Friday on a store network and report the business KPIs.
     Simulate(crate::simulate::SimulateArgs),
     /// Operator tools for a data directory's write-ahead log.

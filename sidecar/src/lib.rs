@@ -24,8 +24,13 @@
 //!   `pickline notify preview|dlq`.
 //! - [`cluster`]: cluster mode on NATS JetStream: the partition's log as a replicated
 //!   stream with fencing, leadership as a lease, standbys, failover,
-//!   `pickline cluster status|map`, `pickline bench cluster` (docs/CLUSTER.md).
+//!   `pickline cluster status|map` (docs/CLUSTER.md).
 //! - [`config`], [`cli`], [`logging`]: what `main` needs to start.
+//!
+//! Architecture invariant: the library holds no benchmark driver. `pickline bench` and its
+//! drivers are modules of the `pickline` binary (`src/bench/`), which use this library
+//! through its public API like any other embedding; a service that links the library does
+//! not link them.
 //!
 //! # How a domain handler plugs in
 //!
@@ -49,9 +54,6 @@
 //! Architecture invariant: the sidecar converts between protobuf and engine types; the
 //! engine never sees a protobuf type, a tonic type or an async runtime.
 
-pub mod bench;
-pub mod bench_compare;
-pub mod bench_grpc;
 pub mod cli;
 pub mod cluster;
 pub mod config;

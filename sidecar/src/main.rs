@@ -1,7 +1,12 @@
 //! `pickline`: parses the command line and config, binds, and calls the library.
+//!
+//! The benchmark drivers of `pickline bench` are modules of this binary ([`bench`]), not
+//! of the library, so that a service embedding `pickline_sidecar` does not link them.
+
+mod bench;
 
 use anyhow::Context as _;
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
 use pickline_sidecar::{
     cli::{Cli, Command, ServeArgs},
     config::Config,
@@ -18,10 +23,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     disable_transparent_huge_pages();
-    let cli = Cli::parse();
-    match cli.command {
+    let command = match parse(std::env::args_os()).unwrap_or_else(|e| e.exit()) {
+        Invocation::Bench(args) => return bench::run(&args),
+        Invocation::Library(command) => command,
+    };
+    match command {
         Command::Serve(args) => serve(args),
-        Command::Bench(args) => pickline_sidecar::bench::run(&args),
         Command::Simulate(args) => pickline_sidecar::simulate::run(&args),
         Command::Wal(cmd) => pickline_sidecar::walcmd::run(&cmd),
         Command::Staff(cmd) => pickline_sidecar::web::cli::run(&cmd),
@@ -41,6 +48,38 @@ fn main() -> anyhow::Result<()> {
             }
         },
     }
+}
+
+/// What the command line asks for: one of the library's subcommands, or `bench`.
+#[derive(Debug)]
+enum Invocation {
+    /// A subcommand of the library's [`Cli`].
+    Library(Command),
+    /// `pickline bench`.
+    Bench(bench::BenchArgs),
+}
+
+/// The command line: the library's [`Cli`] with [`bench::subcommand`] added.
+fn command_line() -> clap::Command {
+    Cli::command().subcommand(bench::subcommand())
+}
+
+/// Parses `args` (the program name first); a usage error, `--help` or `--version` comes
+/// back as clap's error, whose `exit` prints it with its status.
+fn parse<I, T>(args: I) -> Result<Invocation, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let mut command = command_line();
+    let matches = command.try_get_matches_from_mut(args)?;
+    let invocation = match matches.subcommand() {
+        Some((bench::SUBCOMMAND, args)) => {
+            bench::BenchArgs::from_arg_matches(args).map(Invocation::Bench)
+        }
+        _ => Cli::from_arg_matches(&matches).map(|cli| Invocation::Library(cli.command)),
+    };
+    invocation.map_err(|e| e.format(&mut command))
 }
 
 /// Transparent huge pages off for this process (as mimalloc's `allow_thp = 0` does).
@@ -131,5 +170,113 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use clap::error::ErrorKind;
+    use pickline_sidecar::config::DurabilityMode;
+
+    use super::*;
+
+    /// Parses `pickline <args>`.
+    fn check(args: &[&str]) -> Result<Invocation, clap::Error> {
+        parse(std::iter::once("pickline").chain(args.iter().copied()))
+    }
+
+    /// The kind of error parsing `pickline <args>` ends in, if any.
+    fn error_kind(args: &[&str]) -> Result<(), ErrorKind> {
+        check(args).map(|_| ()).map_err(|e| e.kind())
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        // clap's own checks (duplicate names, flags, defaults), which it otherwise makes
+        // only on a debug build's first parse.
+        command_line().debug_assert();
+    }
+
+    #[test]
+    fn help_lists_bench_second_as_before_the_move() {
+        let help = command_line().render_help().to_string();
+        let listed: Vec<&str> = help
+            .split("Commands:")
+            .nth(1)
+            .and_then(|s| s.split("Options:").next())
+            .unwrap_or_default()
+            .lines()
+            // A subcommand's row is indented by two spaces; a wrapped description more.
+            .filter_map(|l| l.strip_prefix("  ").filter(|row| !row.starts_with(' ')))
+            .filter_map(|row| row.split_whitespace().next())
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                "serve", "bench", "simulate", "wal", "intake", "staff", "notify", "cluster", "help"
+            ],
+            "{help}"
+        );
+    }
+
+    #[test]
+    fn bench_parses_to_its_arguments() {
+        let Ok(Invocation::Bench(args)) = check(&[
+            "bench",
+            "grpc",
+            "--quick",
+            "--json",
+            "--dir",
+            "/tmp/b",
+            "--concurrency",
+            "8",
+            "--durability",
+            "async",
+        ]) else {
+            panic!("`pickline bench grpc ...` parses as Bench");
+        };
+        assert_eq!(args.suite, bench::Suite::Grpc);
+        assert!(args.json && args.quick);
+        assert_eq!(args.dir, PathBuf::from("/tmp/b"));
+        assert_eq!(args.concurrency, Some(8));
+        assert_eq!(args.durability, DurabilityMode::Async);
+        let Ok(Invocation::Bench(args)) = check(&["bench", "engine"]) else {
+            panic!("`pickline bench engine` parses as Bench");
+        };
+        assert_eq!(args.suite, bench::Suite::Engine);
+        assert_eq!(args.dir, PathBuf::from("./pickline-bench-data"));
+        assert_eq!(args.durability, DurabilityMode::Sync);
+    }
+
+    #[test]
+    fn the_library_subcommands_still_parse() {
+        let Ok(Invocation::Library(Command::Serve(serve))) = check(&["serve", "--dev"]) else {
+            panic!("`pickline serve --dev` parses as Serve");
+        };
+        assert!(serve.dev);
+        assert_eq!(
+            error_kind(&["wal", "verify", "--help"]),
+            Err(ErrorKind::DisplayHelp)
+        );
+    }
+
+    #[test]
+    fn bench_usage_errors_are_clap_errors() {
+        use ErrorKind::{
+            DisplayHelp, DisplayHelpOnMissingArgumentOrSubcommand, InvalidValue,
+            MissingRequiredArgument, ValueValidation,
+        };
+        assert_eq!(error_kind(&["bench"]), Err(MissingRequiredArgument));
+        assert_eq!(error_kind(&["bench", "nosuch"]), Err(InvalidValue));
+        let zero = ["bench", "grpc", "--concurrency", "0"];
+        assert_eq!(error_kind(&zero), Err(ValueValidation));
+        assert_eq!(error_kind(&["bench", "--help"]), Err(DisplayHelp));
+        // `pickline` alone prints the help and fails, as before.
+        assert_eq!(
+            error_kind(&[]),
+            Err(DisplayHelpOnMissingArgumentOrSubcommand)
+        );
     }
 }

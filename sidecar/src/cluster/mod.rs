@@ -20,8 +20,8 @@
 //!   store-scoped request is checked against it, and a rejected allocation names the
 //!   next-nearest partitions from it.
 //! - [`local`]: a JetStream cluster of `nats-server` processes on loopback (bench, tests).
-//! - [`cli`]: `pickline cluster status|map`.
-//! - [`bench`]: `pickline bench cluster`.
+//! - [`cli`]: `pickline cluster status|map`. (`pickline bench cluster` is a module of the
+//!   binary, `src/bench/cluster.rs`, over [`node::lead`] and [`local`].)
 //!
 //! Architecture invariant: a mutation is acknowledged only after JetStream acknowledged
 //! the stream message holding its record; a node that is not the leader, or stopped
@@ -29,7 +29,6 @@
 //! Architecture invariant: this module depends on the engine, not on `grpc/`, `intake/`,
 //! `notify/` or `web/`; `server.rs` wires it in.
 
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod follower;

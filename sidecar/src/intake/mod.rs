@@ -14,7 +14,8 @@
 //! - [`config`]: `[intake]` (store maps, hold-reference keys, rules per channel and
 //!   account); [`rules`]: the rules themselves.
 //! - [`reason`]: [`ReasonCode`], the typed reasons of refusals and rule hits.
-//! - [`cli`]: `pickline intake normalize|rules`; [`bench`]: `pickline bench intake`.
+//! - [`cli`]: `pickline intake normalize|rules`. (`pickline bench intake` is a module of
+//!   the binary, `src/bench/intake.rs`, over [`evaluate`] and the webhook source.)
 //! - [`flow`]: the one flow every source goes through: evaluate, admission (bounded
 //!   queue, priority classes), the durable [`journal`] (acceptance and dead letters),
 //!   workers placing entries in the engine with retries, dead-letter operations, health.
@@ -33,7 +34,6 @@
 //! Architecture invariant: adapters and rules are pure functions of (bytes, config); no
 //! clock, no I/O, no panic on any input (fuzzed: `fuzz/fuzz_targets/intake_*.rs`).
 
-pub mod bench;
 pub mod bigcommerce;
 pub mod canonical;
 pub mod cli;

@@ -19,7 +19,8 @@
 //!   in the store's zone). [`render`]: templates. [`deliver`]: the providers.
 //!   [`runner`]: the loop inside `pickline serve`. [`service`]: the gRPC
 //!   `NotifyService` (dead letters). [`cli`]: `pickline notify preview|dlq`.
-//!   [`bench`]: `pickline bench notify`.
+//!   (`pickline bench notify` is a module of the binary, `src/bench/notify.rs`, that
+//!   drives a [`Notifier`] against an SMTP sink.)
 //!
 //! # Guarantee
 //!
@@ -41,7 +42,6 @@
 //! Architecture invariant: customer email addresses and phone numbers are never logged;
 //! logs name the key (`O1-7/ready/email`).
 
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod deliver;

@@ -98,7 +98,8 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session that never expires, for rendering pages outside a request (`bench pages`).
+    /// A session for rendering pages outside a request (`pickline bench pages`, in the
+    /// binary): staff `staff` of store `store`, CSRF token `bench`, valid for an hour.
     pub fn for_bench(staff: &str, store: &str) -> Session {
         Session {
             staff: staff.to_owned(),

@@ -11,7 +11,8 @@
 //! Pages are rendered on the server ([`views`], maud: every value is escaped); the
 //! script only listens to server-sent events ([`live`]) and fetches the page's live
 //! region again when something changed. Everything works without the script, by
-//! reloading.
+//! reloading. `pickline bench pages` (a module of the binary, `src/bench/web.rs`) times
+//! the [`views`] on an engine of its own.
 //!
 //! The pages call the engine directly ([`EngineSource`]), as the gRPC handlers do, and
 //! depend on no other part of the sidecar. Engine calls that append run on a blocking
@@ -21,7 +22,6 @@
 //! link can reach, or logged; staff pages show the customer's name only.
 
 pub mod auth;
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod customer;

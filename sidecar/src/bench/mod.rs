@@ -1,11 +1,43 @@
-//! `pickline bench ...`: the benchmark command. Workloads live in the `pickline-benches`
-//! crate, shared with the criterion benches.
+//! `pickline bench ...`: the benchmark command. The engine's workloads live in the
+//! `pickline-benches` crate, shared with the criterion benches; the drivers that need the
+//! sidecar are the modules here, in the `pickline` binary:
+//!
+//! - [`grpc`]: `bench grpc`, the gRPC server in this process and a tonic load generator.
+//! - [`compare`]: `bench compare`'s runner and its sidecar-over-gRPC leg.
+//! - [`intake`]: `bench intake`, normalize + validate, then signed webhooks.
+//! - [`notify`]: `bench notify`, events to an SMTP sink.
+//! - [`web`]: `bench pages`, server-side render time of the staff and customer pages.
+//! - [`cluster`]: `bench cluster`, replicated holds and failover on a 3-node JetStream.
+//!
+//! Architecture invariant: these modules use `pickline_sidecar` only through its public
+//! API, as any service embedding it would; the library names none of them.
 
+mod cluster;
+mod compare;
+mod grpc;
+mod intake;
+mod notify;
+mod web;
+
+use clap::Args as _;
 use pickline_benches::alloc_bench::{self, AllocBenchConfig};
 use pickline_benches::engine_bench::{self, EngineBenchConfig};
-
-use crate::bench_grpc::{self, GrpcBenchConfig};
 use pickline_benches::wal_bench::{self, WalBenchConfig};
+
+use grpc::GrpcBenchConfig;
+
+/// The name of the subcommand.
+pub const SUBCOMMAND: &str = "bench";
+
+/// `pickline bench` as a subcommand, for `main` to add to the library's `Cli`.
+pub fn subcommand() -> clap::Command {
+    BenchArgs::augment_args(clap::Command::new(SUBCOMMAND))
+        .about("Run a benchmark and print its figures")
+        // Listed second, after `serve` (0), as when the library declared it: the library's
+        // subcommands are numbered from 0 in order, and equal numbers sort by name, so
+        // `bench` comes before `simulate` (1).
+        .display_order(1)
+}
 
 /// Which benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -54,7 +86,7 @@ pub struct BenchArgs {
     /// WAL durability of the server in `bench grpc`: sync (the default and the headline:
     /// every hold is acknowledged after its group commit's fdatasync), async or off.
     #[arg(long, default_value = "sync")]
-    pub durability: crate::config::DurabilityMode,
+    pub durability: pickline_sidecar::config::DurabilityMode,
     /// `allocate` only: give every store a pickup calendar (estimates on).
     #[arg(long)]
     pub calendars: bool,
@@ -88,13 +120,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             }
         }
         Suite::Notify => {
-            use crate::notify::bench::{self as nb, NotifyBenchConfig};
             let cfg = if args.quick {
-                NotifyBenchConfig::quick()
+                notify::NotifyBenchConfig::quick()
             } else {
-                NotifyBenchConfig::full()
+                notify::NotifyBenchConfig::full()
             };
-            let report = nb::run(&cfg, &args.dir)?;
+            let report = notify::run(&cfg, &args.dir)?;
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -148,7 +179,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             if let Some(n) = args.batch_concurrency {
                 cfg.batch_concurrency = n.into();
             }
-            let report = bench_grpc::run(&cfg, |step| eprintln!("bench grpc: {step}"))?;
+            let report = grpc::run(&cfg, |step| eprintln!("bench grpc: {step}"))?;
             if args.json {
                 println!("{}", report.to_json());
             } else {
@@ -161,8 +192,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             } else {
                 pickline_benches::compare::CompareConfig::full(args.dir.clone())
             };
-            let report =
-                crate::bench_compare::run(&cfg, |step| eprintln!("bench compare: {step}"))?;
+            let report = compare::run(&cfg, |step| eprintln!("bench compare: {step}"))?;
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -171,19 +201,19 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
         Suite::Intake => {
             let cfg = if args.quick {
-                crate::intake::bench::IntakeBenchConfig::quick()
+                intake::IntakeBenchConfig::quick()
             } else {
-                crate::intake::bench::IntakeBenchConfig::full()
+                intake::IntakeBenchConfig::full()
             };
             eprintln!("bench intake: normalize + validate the Shopify fixture, 1 thread");
-            let report = crate::intake::bench::run(&cfg);
-            let webhook_cfg = crate::intake::bench::WebhookBenchConfig {
+            let report = intake::run(&cfg);
+            let webhook_cfg = intake::WebhookBenchConfig {
                 dir: args.dir.clone(),
                 connections: usize::from(args.concurrency.unwrap_or(64)),
                 warmup: cfg.warmup,
                 measure: cfg.measure,
             };
-            let webhook = crate::intake::bench::run_webhook(&webhook_cfg, |step| {
+            let webhook = intake::run_webhook(&webhook_cfg, |step| {
                 eprintln!("bench intake: webhooks: {step}")
             })?;
             if args.json {
@@ -209,15 +239,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
         Suite::Pages => {
             let cfg = if args.quick {
-                crate::web::bench::PagesBenchConfig::quick()
+                web::PagesBenchConfig::quick()
             } else {
-                crate::web::bench::PagesBenchConfig::full()
+                web::PagesBenchConfig::full()
             };
             eprintln!(
                 "bench pages: queue of {} open orders, {} renders per page",
                 cfg.orders, cfg.rounds
             );
-            let report = crate::web::bench::run(&cfg)?;
+            let report = web::run(&cfg)?;
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -225,16 +255,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             }
         }
         Suite::Cluster => {
-            use crate::cluster::bench::{self as cb, ClusterBenchConfig};
             let mut cfg = if args.quick {
-                ClusterBenchConfig::quick()
+                cluster::ClusterBenchConfig::quick()
             } else {
-                ClusterBenchConfig::full()
+                cluster::ClusterBenchConfig::full()
             };
             if let Some(n) = args.concurrency {
                 cfg.writers = n.into();
             }
-            let report = cb::run(&cfg, &args.dir, |step| eprintln!("bench cluster: {step}"))?;
+            let report = cluster::run(&cfg, &args.dir, |step| eprintln!("bench cluster: {step}"))?;
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

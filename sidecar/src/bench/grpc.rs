@@ -33,7 +33,7 @@ use tonic::{
     transport::{Channel, Endpoint},
 };
 
-use crate::{
+use pickline_sidecar::{
     config::{Config, DurabilityMode, TokenConfig},
     pb::{
         self, admin_service_client::AdminServiceClient, hold_service_client::HoldServiceClient,

@@ -33,7 +33,7 @@ use tokio::{
     net::TcpListener,
 };
 
-use super::{
+use pickline_sidecar::notify::{
     Kind, NotifyConfig, SystemClock,
     config::SmtpTls,
     runner::{Notifier, NotifyHandle},
@@ -104,7 +104,7 @@ impl NotifyBenchReport {
 }
 
 fn wall_ms() -> i64 {
-    use super::Clock as _;
+    use pickline_sidecar::notify::Clock as _;
     SystemClock.now_ms()
 }
 

@@ -1,6 +1,7 @@
 //! `pickline bench compare`: the comparison workload of `pickline_benches::compare`
 //! against the engine (sync and async WAL), PostgreSQL and Redis, plus the sidecar over
-//! gRPC on loopback (durable), which lives here because this crate owns the client.
+//! gRPC on loopback (durable), which lives here, beside the sidecar's server and generated
+//! client, because `pickline-benches` does not depend on the sidecar.
 
 use std::{
     sync::{
@@ -15,7 +16,7 @@ use pickline_engine::wal::Durability;
 use tokio::net::TcpListener;
 use tonic::{Request, transport::Endpoint};
 
-use crate::{
+use pickline_sidecar::{
     config::{Config, DurabilityMode, TokenConfig},
     pb::{
         self, hold_service_client::HoldServiceClient,

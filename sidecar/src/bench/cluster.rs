@@ -28,7 +28,7 @@ use pickline_engine::{
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::{
+use pickline_sidecar::cluster::{
     ClusterConfig,
     local::LocalNats,
     node::{self, Routing},
@@ -354,7 +354,7 @@ fn authorized<T>(message: T) -> tonic::Request<T> {
 }
 
 async fn grpc_hold(addr: SocketAddr, key: &str) -> bool {
-    use crate::pb;
+    use pickline_sidecar::pb;
     let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
         return false;
     };
@@ -383,7 +383,7 @@ async fn grpc_hold(addr: SocketAddr, key: &str) -> bool {
 }
 
 async fn setup(addr: SocketAddr) -> anyhow::Result<()> {
-    use crate::pb;
+    use pickline_sidecar::pb;
     let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .connect()
         .await?;
@@ -424,7 +424,7 @@ async fn setup(addr: SocketAddr) -> anyhow::Result<()> {
 
 /// Whether the node at `addr` leads.
 async fn leads(addr: SocketAddr) -> bool {
-    use crate::pb;
+    use pickline_sidecar::pb;
     let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
         return false;
     };

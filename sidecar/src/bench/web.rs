@@ -18,13 +18,13 @@ use pickline_engine::{
     pickup_code::StaffId,
 };
 
-use super::{
+use pickline_sidecar::order_link::{self, OrderLinks};
+use pickline_sidecar::web::{
     WebConfig,
     auth::Session,
     live::Live,
     views::{self, OrderModel, QueueModel, StatusModel},
 };
-use crate::order_link::OrderLinks;
 
 /// 2026-11-26T08:00:00Z, a Thursday (09:00 in Berlin).
 const T0: Timestamp = Timestamp(1_795_680_000_000);
@@ -215,7 +215,7 @@ fn time_ms(
 /// Runs the benchmark.
 pub fn run(cfg: &PagesBenchConfig) -> anyhow::Result<PagesReport> {
     let (engine, orders) = store_with_orders(cfg.orders)?;
-    let links = OrderLinks::from_key([7; crate::order_link::LINK_KEY_BYTES]);
+    let links = OrderLinks::from_key([7; order_link::LINK_KEY_BYTES]);
     let live = Live::new(links.clone());
     let session = bench_session();
     let now = T0;

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Channel, IntakeConfig, Payload, Verdict};
+use pickline_sidecar::intake::{self, Channel, IntakeConfig, Payload, Verdict};
 
 /// The Shopify orders/create sample (`tests/fixtures/channels/shopify_order.json`, 14,894
 /// bytes), embedded so the benchmark runs from any directory.
@@ -65,7 +65,7 @@ pub fn run(cfg: &IntakeBenchConfig) -> IntakeBenchReport {
             body: std::hint::black_box(SHOPIFY_ORDER),
             related: &[],
         };
-        let verdict = super::evaluate(Channel::Shopify, "bench", payload, &config);
+        let verdict = intake::evaluate(Channel::Shopify, "bench", payload, &config);
         // The sample is a test order without pickup: refused by the default rules, after
         // the full normalization and every rule.
         debug_assert!(matches!(verdict, Verdict::Rejected { .. }));
@@ -160,7 +160,7 @@ impl Conn {
     async fn deliver(&mut self, template: &str, id: u64) -> std::io::Result<bool> {
         use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
         let body = template.replacen(PICKUP_ORDER_ID, &id.to_string(), 2);
-        let signature = super::signature::sign_b64(WEBHOOK_SECRET.as_bytes(), body.as_bytes());
+        let signature = intake::signature::sign_b64(WEBHOOK_SECRET.as_bytes(), body.as_bytes());
         let head = format!(
             "POST /intake/shopify HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
              X-Shopify-Hmac-Sha256: {signature}\r\nX-Shopify-Shop-Domain: bench.myshopify.com\r\n\
@@ -213,15 +213,15 @@ async fn webhook_async(
         atomic::{AtomicU64, Ordering},
     };
     let _ = std::fs::remove_dir_all(&cfg.dir);
-    let mut config = crate::config::Config::default();
+    let mut config = pickline_sidecar::config::Config::default();
     config.data.dir = cfg.dir.clone();
-    config.tokens = vec![crate::config::TokenConfig {
+    config.tokens = vec![pickline_sidecar::config::TokenConfig {
         name: "bench".into(),
         token: BENCH_TOKEN.into(),
         scopes: vec!["admin".parse()?],
     }];
     let shopify = &mut config.intake.shopify;
-    shopify.webhook_secret = Some(super::config::WebhookSecret::new(WEBHOOK_SECRET));
+    shopify.webhook_secret = Some(intake::config::WebhookSecret::new(WEBHOOK_SECRET));
     shopify.store_map.insert("67890".into(), "S1".into());
     shopify.hold_ref_key = "no_such_attribute".into();
     config.intake.flow.queue_len_max = cfg.connections * 4;
@@ -230,7 +230,7 @@ async fn webhook_async(
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::server::run(config, grpc, http, async {
+    let server = tokio::spawn(pickline_sidecar::server::run(config, grpc, http, async {
         let _ = stopped.await;
     }));
     progress("waiting for the engine to recover; store S1 and its stock");
@@ -362,7 +362,7 @@ async fn webhook_async(
 
 /// Waits until the engine serves, then registers S1 with plenty of every pickup SKU.
 async fn setup(grpc: std::net::SocketAddr) -> anyhow::Result<()> {
-    use crate::pb;
+    use pickline_sidecar::pb;
     fn authed<T>(m: T) -> tonic::Request<T> {
         let mut r = tonic::Request::new(m);
         r.metadata_mut().insert(
