@@ -919,6 +919,15 @@ impl<T> StateLock<T> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The lock if it is free now, without waiting.
+    pub(crate) fn try_lock(&self) -> Option<std::sync::MutexGuard<'_, T>> {
+        match self.0.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     pub(crate) fn get_mut(&mut self) -> &mut T {
         self.0
             .get_mut()
@@ -940,10 +949,29 @@ pub(crate) struct StoreShard {
     /// ms; kept in snapshots). The latest time seen: a change never moves it back.
     updated_at_ms: AtomicI64,
     pages: Box<[OnceLock<Page>]>,
-    /// Taken by each hold and each end of a hold of this store at its entry, before its
-    /// cells (see [`StoreShard::admit`]).
-    admission: StateLock<()>,
+    /// One is taken by each hold and each end of a hold of this store at its entry,
+    /// before its cells (see [`StoreShard::admit`]): one per core.
+    admission: Box<[StateLock<()>]>,
     pub(crate) state: StateLock<StoreState>,
+}
+
+/// Admission permits of a store: the cores this process may use (1 to 8).
+fn admission_permits() -> usize {
+    static PERMITS: OnceLock<usize> = OnceLock::new();
+    *PERMITS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, std::num::NonZero::get)
+            .clamp(1, 8)
+    })
+}
+
+thread_local! {
+    /// Which admission permit this thread waits for when none is free: threads are spread
+    /// over them in the order they first wait.
+    static ADMISSION_SLOT: usize = {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    };
 }
 
 impl StoreShard {
@@ -958,15 +986,18 @@ impl StoreShard {
             updated_at_ms: AtomicI64::new(0),
             def: RwLock::new(def.clone()),
             pages: (0..page_count).map(|_| OnceLock::new()).collect(),
-            admission: StateLock::new(()),
+            admission: (0..admission_permits())
+                .map(|_| StateLock::new(()))
+                .collect(),
             state: StateLock::new(StoreState::default()),
         };
         shard.set_def(def);
         shard
     }
 
-    /// Admits one hold or end of a hold of this store at a time: the caller holds the
-    /// guard from after the snapshot gate until its record is appended and applied.
+    /// Admits as many holds and ends of holds of this store at a time as there are cores
+    /// (one permit each): the caller holds the guard from after the snapshot gate until
+    /// its record is appended and applied.
     ///
     /// Correctness never depends on it (the cells and the state lock decide); it is there
     /// for speed. Every hold and release of a store passes the same chain of locks (its
@@ -979,7 +1010,13 @@ impl StoreShard {
     /// Lock order: the snapshot gate, then this, then cells, then the state (a guard is
     /// never taken while a cell or the state is locked).
     pub(crate) fn admit(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.admission.lock()
+        // A free permit if there is one (two threads on one store's hot SKUs overlap, as
+        // without admission); otherwise wait for one, holding nothing.
+        if let Some(guard) = self.admission.iter().find_map(StateLock::try_lock) {
+            return guard;
+        }
+        let mine = ADMISSION_SLOT.with(|slot| *slot) % self.admission.len();
+        self.admission[mine].lock()
     }
 
     /// Records a change of the store at `at` (see `updated_at_ms`).
