@@ -67,9 +67,11 @@ fn render(slot: &Slot) -> String {
 
 /// The one place these tests drive `slots`: compares the slots starting in `from..to`
 /// with `expect` (rendered as `start..end xCAPACITY` in UTC), and checks that each one is
-/// found again by `slot_at` while an instant one minute later is not a slot id.
+/// found again by `slot_at` while an instant one minute later is not a slot id, and that
+/// the two halves of the range give the very same slots.
 fn check(cal: &StoreCalendar, from: &str, to: &str, expect: &[&str]) {
-    let slots: Vec<Slot> = cal.slots(utc(from), utc(to)).collect();
+    let (from_ms, to_ms) = (utc(from), utc(to));
+    let slots: Vec<Slot> = cal.slots(from_ms, to_ms).collect();
     let got: Vec<String> = slots.iter().map(render).collect();
     assert_eq!(got, expect, "slots {from}..{to}");
     for slot in &slots {
@@ -83,10 +85,81 @@ fn check(cal: &StoreCalendar, from: &str, to: &str, expect: &[&str]) {
         assert!(cal.is_open_at(slot.start_ms));
         assert!(cal.is_open_at(slot.end_ms - 1));
     }
+    let mid_ms = from_ms + (to_ms - from_ms) / 2;
+    let mut halves: Vec<Slot> = cal.slots(from_ms, mid_ms).collect();
+    halves.extend(cal.slots(mid_ms, to_ms));
+    assert_eq!(halves, slots, "halves of {from}..{to}");
 }
 
 fn count(cal: &StoreCalendar, from: &str, to: &str) -> usize {
     cal.slots(utc(from), utc(to)).count()
+}
+
+/// A store in `time_zone` open on Saturday and Sunday as given.
+fn weekend(
+    time_zone: &str,
+    slot_len_min: u32,
+    saturday: ((u32, u32), (u32, u32)),
+    sunday: ((u32, u32), (u32, u32)),
+) -> StoreCalendar {
+    calendar(
+        time_zone,
+        WeeklyHours::closed()
+            .with_day(Weekday::Saturday, &[iv(saturday.0, saturday.1)])
+            .with_day(Weekday::Sunday, &[iv(sunday.0, sunday.1)]),
+        slot_len_min,
+    )
+}
+
+// ---- A closing time inside a DST gap, running into the next day's grid ---------------
+
+#[test]
+fn an_interval_closing_in_a_gap_keeps_the_next_days_slot_and_is_cut_there() {
+    // Chatham skips 02:45-03:45 on Sunday 2026-09-27 (+12:45 -> +13:45). Saturday's
+    // 17:15-03:00 closes in the gap, so at 04:00 +13:45 (14:15Z), after Sunday's 03:45
+    // opening (14:00Z). The 03:45 slot is on Sunday's grid and must exist; the 02:15 slot
+    // before it ends where it starts, 30 real minutes.
+    let cal = weekend(
+        "Pacific/Chatham",
+        45,
+        ((17, 15), (3, 0)),
+        ((3, 45), (4, 30)),
+    );
+    check(
+        &cal,
+        "2026-09-26T12:00:00Z",
+        "2026-09-26T16:00:00Z",
+        &[
+            "2026-09-26T12:00:00Z..2026-09-26T12:45:00Z x2", // 00:45 +12:45
+            "2026-09-26T12:45:00Z..2026-09-26T13:30:00Z x2", // 01:30 +12:45
+            "2026-09-26T13:30:00Z..2026-09-26T14:00:00Z x2", // 02:15 +12:45, cut
+            "2026-09-26T14:00:00Z..2026-09-26T14:45:00Z x2", // Sunday 03:45 +13:45
+        ],
+    );
+}
+
+#[test]
+fn a_slot_is_cut_by_the_next_days_slot_even_when_the_range_ends_before_that_day() {
+    // Santiago skips Sunday 2026-09-06 00:00-01:00 (-04 -> -03). Saturday's 23:00-00:30
+    // closes in the gap, at 01:30 -03 (04:30Z), after Sunday's 01:00 opening (04:00Z).
+    // The 23:00 slot lies on Saturday's local date, so the range `slot_at` scans for it
+    // ends on Saturday: the scan must look ahead into Sunday to cut its end as the full
+    // range does (`check` asks `slot_at` for every slot).
+    let cal = weekend(
+        "America/Santiago",
+        90,
+        ((23, 0), (0, 30)),
+        ((1, 0), (2, 30)),
+    );
+    check(
+        &cal,
+        "2026-09-06T02:00:00Z",
+        "2026-09-06T06:00:00Z",
+        &[
+            "2026-09-06T03:00:00Z..2026-09-06T04:00:00Z x2", // 23:00 -04, cut
+            "2026-09-06T04:00:00Z..2026-09-06T05:30:00Z x2", // Sunday 01:00 -03
+        ],
+    );
 }
 
 // ---- America/New_York ----------------------------------------------------------------
