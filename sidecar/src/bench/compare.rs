@@ -13,16 +13,14 @@ use std::{
 
 use pickline_benches::compare::{self, CompareConfig, CompareReport, SystemRun, sku_name};
 use pickline_engine::wal::Durability;
-use tokio::net::TcpListener;
 use tonic::{Request, transport::Endpoint};
 
 use pickline_sidecar::{
-    config::{Config, DurabilityMode, TokenConfig},
+    config::{Config, DurabilityMode},
     pb::{
         self, hold_service_client::HoldServiceClient,
         inventory_service_client::InventoryServiceClient, store_service_client::StoreServiceClient,
     },
-    server,
 };
 
 const TOKEN: &str = "bench-compare-admin-token-0123456789";
@@ -96,19 +94,8 @@ async fn sidecar_async(cfg: &CompareConfig) -> anyhow::Result<SystemRun> {
     config.data.dir = dir.clone();
     config.data.durability = DurabilityMode::Sync;
     config.grpc.concurrency_limit = 4 * cfg.clients + 64;
-    config.tokens = vec![TokenConfig {
-        name: "bench".into(),
-        token: TOKEN.into(),
-        scopes: vec!["admin".parse()?],
-    }];
-    config.validate()?;
-    let grpc = TcpListener::bind("127.0.0.1:0").await?;
-    let http = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = grpc.local_addr()?;
-    let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(server::run(config, grpc, http, async {
-        let _ = stopped.await;
-    }));
+    let server = super::LocalServer::start(config, TOKEN).await?;
+    let addr = server.grpc;
     let mut channels = Vec::with_capacity(CONNECTIONS);
     for _ in 0..CONNECTIONS {
         channels.push(
@@ -238,8 +225,7 @@ async fn sidecar_async(cfg: &CompareConfig) -> anyhow::Result<SystemRun> {
             oversold += 1;
         }
     }
-    let _ = stop_server.send(());
-    let _ = server.await;
+    server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     let (g, r) = (
         granted.load(Ordering::Relaxed),

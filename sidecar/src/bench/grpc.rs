@@ -27,19 +27,17 @@ use std::{
 
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
-use tokio::net::TcpListener;
 use tonic::{
     Request,
     transport::{Channel, Endpoint},
 };
 
 use pickline_sidecar::{
-    config::{Config, DurabilityMode, TokenConfig},
+    config::{Config, DurabilityMode},
     pb::{
         self, admin_service_client::AdminServiceClient, hold_service_client::HoldServiceClient,
         inventory_service_client::InventoryServiceClient, store_service_client::StoreServiceClient,
     },
-    server,
 };
 
 /// The bench's only token (admin scope: it may call everything).
@@ -203,19 +201,8 @@ async fn run_async(
     config.data.store_active_holds_max = 20_000_000;
     config.grpc.concurrency_limit = 4 * cfg.concurrency.max(cfg.batch_concurrency) + 64;
     config.grpc.max_message_bytes = 64 << 20;
-    config.tokens = vec![TokenConfig {
-        name: "bench".into(),
-        token: TOKEN.into(),
-        scopes: vec!["admin".parse()?],
-    }];
-    config.validate()?;
-    let grpc = TcpListener::bind("127.0.0.1:0").await?;
-    let http = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = grpc.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(server::run(config, grpc, http, async {
-        let _ = stopped.await;
-    }));
+    let server = super::LocalServer::start(config, TOKEN).await?;
+    let addr = server.grpc;
 
     let mut channels = Vec::with_capacity(CONNECTIONS);
     for _ in 0..CONNECTIONS {
@@ -263,8 +250,7 @@ async fn run_async(
     progress("closed loop: BatchHold, a key per batch");
     let batch_lines_per_s = batch_loop(&batch_cfg, &channels, true).await?;
 
-    let _ = stop.send(());
-    let _ = server.await;
+    server.shutdown().await;
     let _ = std::fs::remove_dir_all(&cfg.dir);
     Ok(GrpcBenchReport {
         durability: format!("{:?}", cfg.durability).to_lowercase(),

@@ -215,24 +215,13 @@ async fn webhook_async(
     let _ = std::fs::remove_dir_all(&cfg.dir);
     let mut config = pickline_sidecar::config::Config::default();
     config.data.dir = cfg.dir.clone();
-    config.tokens = vec![pickline_sidecar::config::TokenConfig {
-        name: "bench".into(),
-        token: BENCH_TOKEN.into(),
-        scopes: vec!["admin".parse()?],
-    }];
     let shopify = &mut config.intake.shopify;
     shopify.webhook_secret = Some(intake::config::WebhookSecret::new(WEBHOOK_SECRET));
     shopify.store_map.insert("67890".into(), "S1".into());
     shopify.hold_ref_key = "no_such_attribute".into();
     config.intake.flow.queue_len_max = cfg.connections * 4;
-    config.validate()?;
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(pickline_sidecar::server::run(config, grpc, http, async {
-        let _ = stopped.await;
-    }));
+    let server = super::LocalServer::start(config, BENCH_TOKEN).await?;
+    let (grpc_addr, http_addr) = (server.grpc, server.http);
     progress("waiting for the engine to recover; store S1 and its stock");
     setup(grpc_addr).await?;
 
@@ -354,8 +343,7 @@ async fn webhook_async(
             connections: cfg.connections,
         }
     };
-    let _ = stop.send(());
-    let _ = server.await;
+    server.shutdown().await;
     let _ = std::fs::remove_dir_all(&cfg.dir);
     Ok(report)
 }

@@ -287,3 +287,46 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A sidecar running in this process on loopback ports, for the benchmarks that drive it
+/// over gRPC or HTTP.
+struct LocalServer {
+    grpc: std::net::SocketAddr,
+    http: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), pickline_sidecar::server::ServerError>>,
+}
+
+impl LocalServer {
+    /// Starts `config` with one admin token, `token`, on two free loopback ports.
+    async fn start(
+        mut config: pickline_sidecar::config::Config,
+        token: &str,
+    ) -> anyhow::Result<LocalServer> {
+        config.tokens = vec![pickline_sidecar::config::TokenConfig {
+            name: "bench".into(),
+            token: token.into(),
+            scopes: vec!["admin".parse()?],
+        }];
+        config.validate()?;
+        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(pickline_sidecar::server::run(config, grpc, http, async {
+            let _ = stopped.await;
+        }));
+        Ok(LocalServer {
+            grpc: grpc_addr,
+            http: http_addr,
+            stop,
+            task,
+        })
+    }
+
+    /// Shuts the server down and waits for it.
+    async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
