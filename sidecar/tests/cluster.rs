@@ -21,7 +21,7 @@ use std::{
 use common::ScratchDir;
 use pickline_engine::EngineConfig;
 use pickline_sidecar::{
-    cluster::{follower, local::LocalNats, wire},
+    cluster::{follower, local::LocalNats, saved, wire},
     pb,
 };
 use tokio::time::Instant;
@@ -290,6 +290,34 @@ async fn availability(addr: SocketAddr) -> pb::Availability {
         .into_inner()
         .cell
         .unwrap()
+}
+
+/// S1's SKU-1 as the standby at `addr` answers it once it applied LSN `as_of_seq` (a
+/// standby answers stock reads from the state it applied).
+async fn standby_availability(addr: SocketAddr, as_of_seq: u64) -> pb::Availability {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let r = match channel(addr).await {
+            Some(ch) => pb::inventory_service_client::InventoryServiceClient::new(ch)
+                .get_availability(request(pb::GetAvailabilityRequest {
+                    store_id: "S1".into(),
+                    sku: "SKU-1".into(),
+                }))
+                .await
+                .map(|r| r.into_inner().cell.unwrap()),
+            None => Err(tonic::Status::unavailable("no connection")),
+        };
+        match r {
+            Ok(cell) if cell.as_of_seq >= as_of_seq => return cell,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the standby never caught up to LSN {as_of_seq}: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 /// The leader named by a NOT_LEADER refusal.
@@ -798,31 +826,11 @@ async fn a_store_of_another_partition_is_refused_naming_its_partition_and_leader
     // A standby answers stock reads from the state it applied, saying how fresh: once it
     // applied the leader's last record, the same cell at the same LSN.
     let at_leader = availability(east.grpc).await;
+    let at_standby = standby_availability(standby.grpc, at_leader.as_of_seq).await;
+    assert_eq!(at_standby, at_leader);
     let mut standby_inventory = pb::inventory_service_client::InventoryServiceClient::new(
         channel(standby.grpc).await.unwrap(),
     );
-    let deadline = Instant::now() + PATIENCE;
-    let at_standby = loop {
-        let r = standby_inventory
-            .get_availability(request(pb::GetAvailabilityRequest {
-                store_id: "S1".into(),
-                sku: "SKU-1".into(),
-            }))
-            .await;
-        match r {
-            Ok(r) if r.get_ref().cell.as_ref().unwrap().as_of_seq >= at_leader.as_of_seq => {
-                break r.into_inner().cell.unwrap();
-            }
-            other => {
-                assert!(
-                    Instant::now() < deadline,
-                    "the standby never caught up: {other:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
-    assert_eq!(at_standby, at_leader);
     let sku_cells = standby_inventory
         .get_sku_availability(request(pb::GetSkuAvailabilityRequest {
             sku: "SKU-1".into(),
@@ -927,4 +935,76 @@ async fn a_store_of_another_partition_is_refused_naming_its_partition_and_leader
             }
         }
     }
+}
+
+/// A restarted standby starts from its own saved snapshot plus the stream's tail: with
+/// every message up to its snapshot purged from the stream and no snapshot in the object
+/// store, nothing else could give it the state. It then answers the leader's state at
+/// the leader's LSN, and serves it after the leader's SIGKILL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_standby_starts_from_its_saved_snapshot_and_the_stream_tail() {
+    let _serial = SERIAL.lock().await;
+    let dir = ScratchDir::new();
+    let nats = nats(&dir.0).await;
+    let partition = "restart";
+    // The leader uploads no snapshot during the test; the standby saves every second.
+    let mut a = Node::start(
+        &dir.0,
+        "a",
+        partition,
+        &nats,
+        "snapshot_interval_ms = 600000",
+    );
+    assert_eq!(leader(&[&a]).await, 0);
+    let mut b = Node::start(&dir.0, "b", partition, &nats, "snapshot_interval_ms = 1000");
+    setup_store(a.grpc, 100).await;
+    for k in 0..20 {
+        hold(a.grpc, &format!("before-{k}")).await.unwrap();
+    }
+    let js = nats.jetstream().await.unwrap();
+    let stream = js.get_stream(wire::stream_name(partition)).await.unwrap();
+    let path = saved::path(&dir.0.join("b-data"), partition);
+    let last = stream.clone().info().await.unwrap().state.last_sequence;
+    let deadline = Instant::now() + PATIENCE;
+    let copy = loop {
+        match saved::load(&path).unwrap() {
+            Some(copy) if copy.seq >= last => break copy,
+            _ => {
+                assert!(Instant::now() < deadline, "the standby saved no snapshot");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    b.kill();
+    for k in 0..10 {
+        hold(a.grpc, &format!("after-{k}")).await.unwrap();
+    }
+    // Only the messages after the saved snapshot are left in the stream.
+    stream.purge().sequence(copy.seq + 1).await.unwrap();
+    let objects = js.get_object_store(wire::SNAPSHOTS).await.unwrap();
+    assert!(
+        objects.get(wire::snapshot_object(partition)).await.is_err(),
+        "the leader uploaded a snapshot"
+    );
+    let at_leader = availability(a.grpc).await;
+    assert_eq!(at_leader.held, 30);
+    let b = Node::start(&dir.0, "b", partition, &nats, "snapshot_interval_ms = 1000");
+    assert_eq!(
+        standby_availability(b.grpc, at_leader.as_of_seq).await,
+        at_leader
+    );
+    let log = std::fs::read_to_string(&b.log).unwrap();
+    assert!(
+        log.contains("starting from this node's saved snapshot"),
+        "{log}"
+    );
+    // And it serves that state once the leader is gone.
+    a.kill();
+    assert_eq!(leader(&[&b]).await, 0);
+    let r = hold(b.grpc, "after-failover").await.unwrap();
+    assert!(matches!(
+        r.outcome,
+        Some(pb::hold_response::Outcome::Granted(_))
+    ));
+    assert_eq!(availability(b.grpc).await.held, 31);
 }

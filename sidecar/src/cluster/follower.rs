@@ -156,6 +156,12 @@ impl Follower {
         &self.engine
     }
 
+    /// The engine, shared (to encode a snapshot of it off the async threads while nothing
+    /// is applied).
+    pub fn shared_engine(&self) -> Arc<Engine> {
+        self.engine.clone()
+    }
+
     /// Takes the engine out (readers holding a [`StandbyView`] may still read it).
     pub fn into_engine(self) -> Arc<Engine> {
         self.engine

@@ -19,6 +19,8 @@
 //!   partition's stores are) cached from a watch of the cluster bucket; every
 //!   store-scoped request is checked against it, and a rejected allocation names the
 //!   next-nearest partitions from it.
+//! - [`saved`]: a node's own copy of the latest state it applied or uploaded, so a
+//!   restart starts from it plus the stream's tail.
 //! - [`local`]: a JetStream cluster of `nats-server` processes on loopback (bench, tests).
 //! - [`cli`]: `pickline cluster status|map`. (`pickline bench cluster` is a module of the
 //!   binary, `src/bench/cluster.rs`, over [`node::lead`] and [`local`].)
@@ -37,6 +39,7 @@ pub mod local;
 pub mod map;
 pub mod node;
 pub mod replicator;
+pub mod saved;
 pub mod wire;
 
 pub use config::ClusterConfig;

@@ -22,8 +22,9 @@
 //!    deletes the lease, so a standby takes over at its next look.
 //!
 //! In cluster mode the local write-ahead log is not written (`Durability::Off`): the
-//! stream is the log. A restarted node starts from the object store's snapshot plus the
-//! stream's tail.
+//! stream is the log. Each node keeps its own copy of the latest state it applied or
+//! uploaded ([`super::saved`]); a restarted node starts from that copy plus the stream's
+//! tail, or from the object store's snapshot when its copy does not fit the stream.
 
 use std::{
     path::{Path, PathBuf},
@@ -54,7 +55,7 @@ use super::{
     lease::{Held, Lease, LeaseValue, Look},
     map::PartitionMap,
     replicator::{Gate, Shipper},
-    wire,
+    saved, wire,
 };
 
 /// Longest a JetStream request (publish, key update, info) may take before it is
@@ -279,6 +280,8 @@ pub struct Leadership {
     gate: Arc<Gate>,
     conn: Connection,
     partition: String,
+    /// Where this node keeps its copy of the state ([`super::saved`]).
+    saved: Saved,
     shipper: JoinHandle<String>,
     renewer: JoinHandle<()>,
     snapshotter: JoinHandle<()>,
@@ -308,7 +311,15 @@ impl Leadership {
         self.snapshotter.abort();
         self.geo.abort();
         if self.gate.failure().is_none() {
-            match upload_snapshot(&self.db, &self.gate, &self.conn, &self.partition).await {
+            match upload_snapshot(
+                &self.db,
+                &self.gate,
+                &self.conn,
+                &self.partition,
+                &self.saved,
+            )
+            .await
+            {
                 Ok(seq) => tracing::info!(seq, "final snapshot uploaded"),
                 Err(e) => tracing::warn!(error = %e, "final snapshot not uploaded"),
             }
@@ -354,6 +365,61 @@ pub async fn lead(
     }
 }
 
+/// Where a node keeps its copy of the partition's state, and which stream it belongs to.
+#[derive(Debug, Clone)]
+struct Saved {
+    path: PathBuf,
+    stream: i128,
+}
+
+impl Saved {
+    /// Writes `object` ([`follower::encode_snapshot`]'s bytes) as the node's copy.
+    async fn save(&self, object: Vec<u8>) -> Result<(), ClusterError> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || saved::save(&me.path, me.stream, &object))
+            .await
+            .map_err(|e| ClusterError::Engine(format!("save task: {e}")))?
+    }
+}
+
+/// A follower from this node's copy of the state when it fits the stream, else from the
+/// object store's snapshot, else from the empty state.
+async fn start_follower(
+    conn: &Connection,
+    partition: &str,
+    engine: EngineConfig,
+    path: &Path,
+) -> Result<Follower, ClusterError> {
+    match saved::usable(path, &conn.stream).await? {
+        Some(copy) => {
+            tracing::info!(seq = copy.seq, lsn = %copy.lsn, "starting from this node's saved snapshot");
+            tokio::task::spawn_blocking(move || {
+                Follower::at_snapshot(engine, copy.seq, copy.lsn, copy.state()?)
+            })
+            .await
+            .map_err(|e| ClusterError::Engine(format!("load task: {e}")))?
+        }
+        None => Follower::start(&conn.objects, partition, engine).await,
+    }
+}
+
+/// Saves a standby's state as this node's copy: the follower's state after message
+/// `applied_seq`, encoded while nothing is applied.
+async fn save_standby(follower: &Follower, saved: &Saved) -> Result<(), ClusterError> {
+    let (seq, lsn) = (follower.applied_seq(), follower.applied_lsn());
+    let engine = follower.shared_engine();
+    // The follower applies only in the caller's loop, which waits here: the state is
+    // the one after `lsn`.
+    let state = tokio::task::spawn_blocking(move || engine.snapshot())
+        .await
+        .map_err(|e| ClusterError::Engine(format!("snapshot task: {e}")))?
+        .map_err(|e| ClusterError::Engine(format!("snapshot: {e}")))?
+        .1;
+    saved
+        .save(follower::encode_snapshot(seq, lsn, &state)?)
+        .await
+}
+
 async fn try_lead(
     config: &ClusterConfig,
     engine: EngineConfig,
@@ -363,7 +429,18 @@ async fn try_lead(
 ) -> Result<Leadership, ClusterError> {
     let conn = connect(config).await?;
     let partition = config.partition.as_str();
-    let mut follower = Follower::start(&conn.objects, partition, engine.clone()).await?;
+    let saved = Saved {
+        path: saved::path(data_dir, partition),
+        stream: saved::stream_identity(&conn.stream).await?,
+    };
+    let mut follower = match start_follower(&conn, partition, engine.clone(), &saved.path).await {
+        Ok(follower) => follower,
+        Err(e) => {
+            // Never start from the same copy twice if it is what failed.
+            saved::discard(&saved.path);
+            return Err(e);
+        }
+    };
     let mut messages = follower.subscribe(&conn.stream).await?;
     // Reads are answered from the follower's state from here on, until this node leads.
     routing.set_standby(Some(follower.view()));
@@ -376,11 +453,19 @@ async fn try_lead(
     );
     let mut look = tokio::time::interval(config.lease() / 4);
     look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut save = tokio::time::interval(Duration::from_millis(config.snapshot_interval_ms));
+    save.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    save.tick().await;
+    let mut saved_seq = follower.applied_seq();
     tracing::info!(partition, node = %config.node, "standby");
     let mut held = loop {
         tokio::select! {
             message = messages.next() => match message {
-                Some(Ok(m)) => follower.apply_message(&m)?,
+                Some(Ok(m)) => if let Err(e) = follower.apply_message(&m) {
+                    // The copy this follower started from may be what does not fit.
+                    saved::discard(&saved.path);
+                    return Err(e);
+                },
                 // The ordered consumer recreates itself after a lost heartbeat or a
                 // server change, from the last sequence it delivered.
                 Some(Err(e)) => tracing::warn!(error = %e, "standby: reading the stream"),
@@ -390,6 +475,12 @@ async fn try_lead(
                 Look::Taken(held) => break held,
                 Look::Led(leader) => routing.set_leader(leader),
             },
+            _ = save.tick(), if follower.applied_seq() > saved_seq => {
+                match save_standby(&follower, &saved).await {
+                    Ok(()) => saved_seq = follower.applied_seq(),
+                    Err(e) => tracing::warn!(error = %e, "standby state not saved"),
+                }
+            }
         }
     };
     tracing::info!(
@@ -483,6 +574,7 @@ async fn try_lead(
         gate.clone(),
         conn.clone(),
         partition.to_owned(),
+        saved.clone(),
         Duration::from_millis(config.snapshot_interval_ms),
     ));
     let geo = tokio::spawn(super::map::publish_geo(
@@ -498,6 +590,7 @@ async fn try_lead(
         gate,
         conn,
         partition: partition.to_owned(),
+        saved,
         shipper,
         renewer,
         snapshotter,
@@ -617,6 +710,7 @@ async fn snapshots(
     gate: Arc<Gate>,
     conn: Connection,
     partition: String,
+    saved: Saved,
     every: Duration,
 ) {
     let mut tick = tokio::time::interval(every);
@@ -625,7 +719,7 @@ async fn snapshots(
     let mut previous: Option<u64> = None;
     loop {
         tick.tick().await;
-        match upload_snapshot(&db, &gate, &conn, &partition).await {
+        match upload_snapshot(&db, &gate, &conn, &partition, &saved).await {
             Ok(seq) => {
                 tracing::info!(seq, "snapshot uploaded");
                 if let Some(keep_from) = previous
@@ -640,13 +734,14 @@ async fn snapshots(
     }
 }
 
-/// Snapshots the leader's state and uploads it once every record it holds is replicated;
-/// returns the stream sequence it starts after.
+/// Snapshots the leader's state and, once every record it holds is replicated, saves it
+/// as this node's copy and uploads it; returns the stream sequence it starts after.
 async fn upload_snapshot(
     db: &Arc<DurableEngine>,
     gate: &Arc<Gate>,
     conn: &Connection,
     partition: &str,
+    saved: &Saved,
 ) -> Result<u64, ClusterError> {
     // Read before the snapshot: the snapshot's LSN is at or after `acked`, so a standby
     // starting after message `seq` finds every later record in the stream.
@@ -661,6 +756,9 @@ async fn upload_snapshot(
         .await
         .map_err(|e| ClusterError::Nats(format!("snapshot at LSN {lsn} not replicated: {e}")))?;
     let bytes = follower::encode_snapshot(seq, lsn, &state)?;
+    if let Err(e) = saved.save(bytes.clone()).await {
+        tracing::warn!(error = %e, "snapshot not saved on this node");
+    }
     follower::save_snapshot(&conn.objects, partition, bytes).await?;
     Ok(seq)
 }
@@ -673,7 +771,9 @@ fn remove_old_epochs(data_dir: &Path, partition: &str, epoch: u64) {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if path != keep
+        let an_epoch = entry.file_name().to_string_lossy().starts_with("epoch-");
+        if an_epoch
+            && path != keep
             && let Err(e) = std::fs::remove_dir_all(&path)
         {
             tracing::warn!(error = %e, path = %path.display(), "old epoch directory not removed");
