@@ -23,8 +23,8 @@
 //!   durable outbox, templates, SMTP and SMS providers, dead letters,
 //!   `pickline notify preview|dlq`.
 //! - [`cluster`]: cluster mode on NATS JetStream: the partition's log as a replicated
-//!   stream with fencing, leadership as a lease, standbys, failover,
-//!   `pickline cluster status|map` (docs/CLUSTER.md).
+//!   stream with fencing, leadership as a lease, standbys, failover, allocation across
+//!   partitions, `pickline cluster status|map` (docs/CLUSTER.md).
 //! - [`config`], [`cli`], [`logging`]: what `main` needs to start.
 //!
 //! Architecture invariant: the library holds no benchmark driver. `pickline bench` and its

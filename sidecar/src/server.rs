@@ -478,7 +478,10 @@ pub async fn run(
     let admin = sized!(AdminServiceServer::new(Admin::new(domain.clone())));
     let stores = sized!(StoreServiceServer::new(Stores::new(domain.clone())));
     let inventory = sized!(InventoryServiceServer::new(Inventory::new(domain.clone())));
-    let holds = sized!(HoldServiceServer::new(Holds::new(domain.clone())));
+    let holds = sized!(HoldServiceServer::new(Holds::new(
+        domain.clone(),
+        config.grpc.request_timeout()
+    )));
     let pickups = sized!(PickupServiceServer::new(Pickups::new(domain.clone())));
     let events = sized!(EventServiceServer::new(Events::new(domain.clone())));
     // Intake: one flow for every source; its journal opens beside the engine's recovery,

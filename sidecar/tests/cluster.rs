@@ -219,16 +219,21 @@ async fn leader(nodes: &[&Node]) -> usize {
 }
 
 async fn setup_store(addr: SocketAddr, qty: u32) {
+    store_with_stock(addr, "S1", BERLIN, &[("SKU-1", qty)]).await;
+}
+
+/// Upserts `store` at `[latitude, longitude]` and receives `stock` (SKU, units) into it.
+async fn store_with_stock(addr: SocketAddr, store: &str, at: [f64; 2], stock: &[(&str, u32)]) {
     let ch = channel(addr).await.unwrap();
     pb::store_service_client::StoreServiceClient::new(ch.clone())
         .upsert_store(request(pb::UpsertStoreRequest {
-            idempotency_key: "store-S1".into(),
+            idempotency_key: format!("store-{store}"),
             store: Some(pb::StoreIdentity {
-                store_id: "S1".into(),
-                name: "Store S1".into(),
+                store_id: store.into(),
+                name: format!("Store {store}"),
                 location: Some(pb::GeoPoint {
-                    latitude_deg: 52.52,
-                    longitude_deg: 13.40,
+                    latitude_deg: at[0],
+                    longitude_deg: at[1],
                 }),
                 time_zone: "Europe/Berlin".into(),
                 status: pb::StoreStatus::Open as i32,
@@ -237,20 +242,28 @@ async fn setup_store(addr: SocketAddr, qty: u32) {
         }))
         .await
         .unwrap();
-    pb::inventory_service_client::InventoryServiceClient::new(ch)
+    receive(addr, store, stock).await;
+}
+
+/// The key of a delivery of `stock` (SKU, units) to `store`.
+fn events_key(store: &str, stock: &[(&str, u32)]) -> String {
+    let lines: Vec<String> = stock
+        .iter()
+        .map(|(sku, qty)| format!("{sku}x{qty}"))
+        .collect();
+    format!("receive-{store}-{}", lines.join("-"))
+}
+
+/// Receives `stock` (SKU, units) into `store` (a POS delivery).
+async fn receive(addr: SocketAddr, store: &str, stock: &[(&str, u32)]) {
+    if stock.is_empty() {
+        return;
+    }
+    let events = common::receipts(store, stock);
+    pb::inventory_service_client::InventoryServiceClient::new(channel(addr).await.unwrap())
         .apply_pos_events(request(pb::ApplyPosEventsRequest {
-            idempotency_key: "receive-1".into(),
-            events: vec![pb::PosEvent {
-                pos_event_id: "receive-1".into(),
-                store_id: "S1".into(),
-                sku: "SKU-1".into(),
-                occurred_at_ms: 1,
-                change: Some(pb::pos_event::Change::Delta(pb::PosDelta {
-                    kind: pb::PosDeltaKind::Receive as i32,
-                    qty,
-                })),
-                order_ref: String::new(),
-            }],
+            idempotency_key: events_key(store, stock),
+            events,
         }))
         .await
         .unwrap();
@@ -854,26 +867,10 @@ async fn a_store_of_another_partition_is_refused_naming_its_partition_and_leader
         "{refused:?}"
     );
 
-    // Nearest-store allocation across partitions: east allocates among its own stores;
-    // when they cannot serve the cart it holds nothing and names west (W1 is in reach,
-    // its leader publishes where its stores are), which does.
-    pb::inventory_service_client::InventoryServiceClient::new(channel(west.grpc).await.unwrap())
-        .apply_pos_events(request(pb::ApplyPosEventsRequest {
-            idempotency_key: "receive-w1".into(),
-            events: vec![pb::PosEvent {
-                pos_event_id: "receive-w1".into(),
-                store_id: "W1".into(),
-                sku: "SKU-1".into(),
-                occurred_at_ms: 1,
-                change: Some(pb::pos_event::Change::Delta(pb::PosDelta {
-                    kind: pb::PosDeltaKind::Receive as i32,
-                    qty: 20,
-                })),
-                order_ref: String::new(),
-            }],
-        }))
-        .await
-        .unwrap();
+    // Nearest-store allocation across partitions, asked not to span them: east allocates
+    // among its own stores; when they cannot serve the cart it holds nothing and names
+    // west (W1 is in reach, its leader publishes where its stores are), which does.
+    receive(west.grpc, "W1", &[("SKU-1", 20)]).await;
     let allocate = |addr: SocketAddr, key: String| async move {
         pb::hold_service_client::HoldServiceClient::new(channel(addr).await.unwrap())
             .allocate(request(pb::AllocateRequest {
@@ -887,6 +884,8 @@ async fn a_store_of_another_partition_is_refused_naming_its_partition_and_leader
                     qty: 10,
                 }],
                 max_distance_m: 100_000,
+                // The partitions to ask are named, not asked (the client asks them).
+                this_partition_only: true,
                 ..Default::default()
             }))
             .await
@@ -923,6 +922,14 @@ async fn a_store_of_another_partition_is_refused_naming_its_partition_and_leader
         other => panic!("west did not allocate: {other:?}"),
     }
     assert!(at_west.other_partitions.is_empty());
+    assert!(at_west.partitions_asked.is_empty());
+    assert_eq!(
+        at_west.served_by,
+        Some(pb::PartitionLeader {
+            partition: "west".into(),
+            leader_addr: west.grpc.to_string(),
+        })
+    );
 
     // A standby of east names east's leader, whatever the store.
     let deadline = Instant::now() + PATIENCE;
@@ -1007,4 +1014,410 @@ async fn a_restarted_standby_starts_from_its_saved_snapshot_and_the_stream_tail(
         Some(pb::hold_response::Outcome::Granted(_))
     ));
     assert_eq!(availability(b.grpc).await.held, 31);
+}
+
+// ------------------------------------------------------------------ allocation across partitions
+//
+// Issue 22, item 4: one Allocate at a partition's leader asks the other partitions' leaders
+// for the caller, nearest first, and holds at one store of the first that serves. Three
+// partitions, one node each, around Berlin: east (E1, the origin's own store, no stock),
+// near (N1 in Potsdam, ~27 km) and far (F1 in Leipzig, ~150 km).
+
+/// Where the carts are picked up from: Berlin, where E1 (and S1) are.
+const BERLIN: [f64; 2] = [52.52, 13.40];
+const POTSDAM: [f64; 2] = [52.39, 13.06];
+const LEIPZIG: [f64; 2] = [51.34, 12.37];
+
+/// A token only east's configuration has (checkout scope).
+const EAST_ONLY_TOKEN: &str = "pkl_east_only_token_0123456789abcdef";
+
+/// The three partitions' leaders, each with its store.
+struct Partitions {
+    east: Node,
+    near: Node,
+    far: Node,
+    /// Last: dropped after the nodes.
+    nats: LocalNats,
+}
+
+/// The three partitions, their stores mapped to them, `near_stock` and `far_stock` (SKU,
+/// units) in N1 and F1, once east knows where the others' stores are.
+async fn partitions(
+    dir: &Path,
+    near_stock: &[(&str, u32)],
+    far_stock: &[(&str, u32)],
+) -> Partitions {
+    let nats = nats(dir).await;
+    let east_token = format!(
+        "\n[[tokens]]\nname = \"east-only\"\ntoken = \"{EAST_ONLY_TOKEN}\"\nscopes = [\"checkout\"]\n"
+    );
+    let east = Node::start(dir, "east-a", "east", &nats, &east_token);
+    let near = Node::start(dir, "near-a", "near", &nats, "");
+    let far = Node::start(dir, "far-a", "far", &nats, "");
+    for node in [&east, &near, &far] {
+        leader(&[node]).await;
+    }
+    let servers = pickline_sidecar::cluster::cli::Servers {
+        servers: nats.urls(),
+    };
+    for (store, partition) in [("E1", "east"), ("N1", "near"), ("F1", "far")] {
+        pickline_sidecar::cluster::cli::assign(&servers, store, Some(partition))
+            .await
+            .unwrap();
+    }
+    store_with_stock(east.grpc, "E1", BERLIN, &[]).await;
+    store_with_stock(near.grpc, "N1", POTSDAM, near_stock).await;
+    store_with_stock(far.grpc, "F1", LEIPZIG, far_stock).await;
+    // East knows where the others' stores are once their leaders published them: until
+    // then it names fewer partitions.
+    let deadline = Instant::now() + PATIENCE;
+    for n in 0.. {
+        let mut r = cart(&format!("ready-{n}"), &[("SKU-1", 1)]);
+        r.this_partition_only = true;
+        let r = allocate(east.grpc, TOKEN, r).await.unwrap();
+        if r.other_partitions.len() == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "east never named both: {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Partitions {
+        east,
+        near,
+        far,
+        nats,
+    }
+}
+
+/// An allocation of `lines` (SKU, units) picked up near Berlin, within 200 km.
+fn cart(key: &str, lines: &[(&str, u32)]) -> pb::AllocateRequest {
+    pb::AllocateRequest {
+        idempotency_key: key.into(),
+        origin: Some(pb::allocate_request::Origin::Position(pb::GeoPoint {
+            latitude_deg: BERLIN[0],
+            longitude_deg: BERLIN[1],
+        })),
+        lines: common::lines(lines),
+        max_distance_m: 200_000,
+        ..Default::default()
+    }
+}
+
+/// Allocate at `addr` with `token`, answered within the request's 25 s.
+async fn allocate(
+    addr: SocketAddr,
+    token: &str,
+    req: pb::AllocateRequest,
+) -> Result<pb::AllocateResponse, tonic::Status> {
+    let mut r = request(req);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    pb::hold_service_client::HoldServiceClient::new(channel(addr).await.unwrap())
+        .allocate(r)
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// The holds of an allocation.
+fn allocated_holds(r: &pb::AllocateResponse) -> &[pb::HoldInfo] {
+    match &r.outcome {
+        Some(pb::allocate_response::Outcome::Allocated(a)) => &a.holds,
+        other => panic!("expected an allocation, got {other:?}"),
+    }
+}
+
+/// The partitions a response says were asked, with their answers.
+fn asked(r: &pb::AllocateResponse) -> Vec<(&str, pb::PartitionAnswer)> {
+    r.partitions_asked
+        .iter()
+        .map(|a| (a.partition.as_str(), a.answer()))
+        .collect()
+}
+
+fn served_by(node: &Node, partition: &str) -> Option<pb::PartitionLeader> {
+    Some(pb::PartitionLeader {
+        partition: partition.into(),
+        leader_addr: node.grpc.to_string(),
+    })
+}
+
+/// The active holds of the partition `addr` leads.
+async fn active_holds(addr: SocketAddr) -> u64 {
+    let ch = channel(addr).await.unwrap();
+    pb::admin_service_client::AdminServiceClient::new(ch)
+        .stats(request(pb::StatsRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .active_holds
+}
+
+/// Active holds of east, near and far.
+async fn holds_everywhere(p: &Partitions) -> [u64; 3] {
+    [
+        active_holds(p.east.grpc).await,
+        active_holds(p.near.grpc).await,
+        active_holds(p.far.grpc).await,
+    ]
+}
+
+/// One Allocate at east spans partitions: asked nearest first, the first that serves the
+/// whole cart holds it at one store (its stream has the hold, east's nothing), the answer
+/// names that partition's leader (where the hold is released), a retry gets the same
+/// hold, and a cart no single partition can serve is held nowhere, even with allow_split.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_allocate_asks_the_other_partitions_nearest_first_and_holds_at_one_store() {
+    let _serial = SERIAL.lock().await;
+    let dir = ScratchDir::new();
+    let p = partitions(&dir.0, &[("SKU-2", 5)], &[("SKU-1", 5), ("SKU-3", 5)]).await;
+
+    // Only far has SKU-1: near is asked first and rejects, far holds.
+    let first = allocate(p.east.grpc, TOKEN, cart("span-1", &[("SKU-1", 2)]))
+        .await
+        .unwrap();
+    let holds = allocated_holds(&first);
+    assert_eq!(holds.len(), 1, "{first:?}");
+    assert_eq!(
+        (holds[0].store_id.as_str(), holds[0].lines[0].qty),
+        ("F1", 2)
+    );
+    assert_eq!(first.served_by, served_by(&p.far, "far"));
+    assert_eq!(
+        asked(&first),
+        [
+            ("near", pb::PartitionAnswer::Rejected),
+            ("far", pb::PartitionAnswer::Allocated)
+        ]
+    );
+    let distances: Vec<u32> = first
+        .partitions_asked
+        .iter()
+        .map(|a| a.distance_m)
+        .collect();
+    assert!(
+        (20_000..35_000).contains(&distances[0]) && (140_000..160_000).contains(&distances[1]),
+        "{distances:?}"
+    );
+    assert_eq!(
+        first.partitions_asked[1].leader_addr,
+        p.far.grpc.to_string()
+    );
+    assert!(first.other_partitions.is_empty() && !first.replayed);
+    assert_eq!(holds_everywhere(&p).await, [0, 0, 1]);
+    // The hold is in far's replicated log, and east's log holds nothing.
+    let js = p.nats.jetstream().await.unwrap();
+    assert_eq!(replay_stream(&js, "far").await.engine().active_holds(), 1);
+    assert_eq!(replay_stream(&js, "east").await.engine().active_holds(), 0);
+
+    // A retry with the same key reaches far again and gets the same hold back.
+    let again = allocate(p.east.grpc, TOKEN, cart("span-1", &[("SKU-1", 2)]))
+        .await
+        .unwrap();
+    assert_eq!(allocated_holds(&again)[0].hold_id, holds[0].hold_id);
+    assert!(again.replayed);
+    assert_eq!(holds_everywhere(&p).await, [0, 0, 1]);
+
+    // The hold id is far's: released at the leader the answer names.
+    let far_leader: SocketAddr = first
+        .served_by
+        .as_ref()
+        .unwrap()
+        .leader_addr
+        .parse()
+        .unwrap();
+    let released =
+        pb::hold_service_client::HoldServiceClient::new(channel(far_leader).await.unwrap())
+            .release(request(pb::ReleaseRequest {
+                idempotency_key: "release-span-1".into(),
+                hold_id: holds[0].hold_id,
+                reason: "test".into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+    assert!(released.released_now);
+    assert_eq!(holds_everywhere(&p).await, [0, 0, 0]);
+
+    // Both have SKU-1 now: the nearer one serves and the farther one is not asked.
+    receive(p.near.grpc, "N1", &[("SKU-1", 5)]).await;
+    let second = allocate(p.east.grpc, TOKEN, cart("span-2", &[("SKU-1", 2)]))
+        .await
+        .unwrap();
+    assert_eq!(allocated_holds(&second)[0].store_id, "N1");
+    assert_eq!(second.served_by, served_by(&p.near, "near"));
+    assert_eq!(asked(&second), [("near", pb::PartitionAnswer::Allocated)]);
+    assert_eq!(holds_everywhere(&p).await, [0, 1, 0]);
+
+    // SKU-2 is only at near, SKU-3 only at far: no partition serves the cart, and a cart
+    // is not split across partitions, so nothing is held anywhere.
+    let mut split = cart("span-3", &[("SKU-2", 1), ("SKU-3", 1)]);
+    split.allow_split = true;
+    let refused = allocate(p.east.grpc, TOKEN, split).await.unwrap();
+    assert!(
+        matches!(
+            refused.outcome,
+            Some(pb::allocate_response::Outcome::Rejected(_))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(
+        asked(&refused),
+        [
+            ("near", pb::PartitionAnswer::Rejected),
+            ("far", pb::PartitionAnswer::Rejected)
+        ]
+    );
+    assert!(refused.other_partitions.is_empty() && refused.served_by.is_none());
+    assert_eq!(holds_everywhere(&p).await, [0, 1, 0]);
+}
+
+/// A partition that certainly did nothing is skipped and reported: the caller's token is
+/// unknown there (the call carries the caller's own credentials), its leader is dead, it
+/// has no leader. One that was sent the call and did not answer (stopped with SIGSTOP)
+/// stops the allocation with UNAVAILABLE before the caller's deadline, and the retry with
+/// the same key is held once, there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partition_that_cannot_answer_is_skipped_or_stops_the_allocation() {
+    let _serial = SERIAL.lock().await;
+    let dir = ScratchDir::new();
+    let mut p = partitions(&dir.0, &[("SKU-1", 5)], &[("SKU-1", 5)]).await;
+
+    // A token only east knows: east admits it; near and far refuse the calls made with it.
+    let r = allocate(
+        p.east.grpc,
+        EAST_ONLY_TOKEN,
+        cart("token-1", &[("SKU-1", 1)]),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(r.outcome, Some(pb::allocate_response::Outcome::Rejected(_))),
+        "{r:?}"
+    );
+    assert_eq!(
+        asked(&r),
+        [
+            ("near", pb::PartitionAnswer::Refused),
+            ("far", pb::PartitionAnswer::Refused)
+        ]
+    );
+    assert!(
+        r.partitions_asked[0].detail.contains("Unauthenticated"),
+        "{r:?}"
+    );
+    let to_ask: Vec<&str> = r
+        .other_partitions
+        .iter()
+        .map(|o| o.partition.as_str())
+        .collect();
+    assert_eq!(
+        to_ask,
+        ["near", "far"],
+        "skipped partitions are still to ask"
+    );
+    assert_eq!(holds_everywhere(&p).await, [0, 0, 0]);
+
+    // Near stopped: the call waits in its socket; east answers UNAVAILABLE naming it
+    // before the caller's 3 s deadline, and asks no farther partition.
+    signal(p.near.child(), libc::SIGSTOP);
+    let mut stopped = request(cart("stopped-1", &[("SKU-1", 1)]));
+    stopped.set_timeout(Duration::from_secs(3));
+    let started = Instant::now();
+    let refused =
+        pb::hold_service_client::HoldServiceClient::new(channel(p.east.grpc).await.unwrap())
+            .allocate(stopped)
+            .await
+            .unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    let info = error_info(&refused, "PARTITION_UNANSWERED").expect("PARTITION_UNANSWERED");
+    assert_eq!(info["partition"], "near");
+    assert_eq!(info["leader_addr"], p.near.grpc.to_string());
+    assert!(took < Duration::from_secs(3), "answered after {took:?}");
+    assert_eq!(active_holds(p.far.grpc).await, 0, "far was not asked");
+
+    // Near runs again: the retry with the same key is answered by near, and held once.
+    signal(p.near.child(), libc::SIGCONT);
+    let deadline = Instant::now() + PATIENCE;
+    let retried = loop {
+        match allocate(p.east.grpc, TOKEN, cart("stopped-1", &[("SKU-1", 1)])).await {
+            Ok(r) => break r,
+            Err(e) => {
+                assert!(error_info(&e, "PARTITION_UNANSWERED").is_some(), "{e:?}");
+                assert!(Instant::now() < deadline, "never answered: {e:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!(allocated_holds(&retried)[0].store_id, "N1");
+    assert_eq!(retried.served_by, served_by(&p.near, "near"));
+    assert_eq!(holds_everywhere(&p).await, [0, 1, 0]);
+
+    // Near's leader killed: its lease still names it, but it cannot be connected to;
+    // it is skipped and far serves.
+    let near_addr = p.near.grpc;
+    p.near.kill();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = allocate(p.east.grpc, TOKEN, cart("dead-1", &[("SKU-1", 1)]))
+        .await
+        .unwrap();
+    assert_eq!(allocated_holds(&r)[0].store_id, "F1");
+    assert_eq!(
+        asked(&r),
+        [
+            ("near", pb::PartitionAnswer::Unreachable),
+            ("far", pb::PartitionAnswer::Allocated)
+        ]
+    );
+    assert_eq!(r.partitions_asked[0].leader_addr, near_addr.to_string());
+    assert_eq!(r.served_by, served_by(&p.far, "far"));
+    assert_eq!(
+        [
+            active_holds(p.east.grpc).await,
+            active_holds(p.far.grpc).await
+        ],
+        [0, 1]
+    );
+
+    // Nobody leads near (its lease deleted, as a graceful stop does): skipped as such; a
+    // cart far cannot serve either leaves near the partition still to ask.
+    let js = p.nats.jetstream().await.unwrap();
+    js.get_key_value(wire::BUCKET)
+        .await
+        .unwrap()
+        .delete(wire::lease_key("near"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let r = loop {
+        let r = allocate(p.east.grpc, TOKEN, cart("leaderless", &[("SKU-1", 100)]))
+            .await
+            .unwrap();
+        if r.partitions_asked[0].answer() == pb::PartitionAnswer::NoLeader {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "near still has a leader: {r:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        asked(&r),
+        [
+            ("near", pb::PartitionAnswer::NoLeader),
+            ("far", pb::PartitionAnswer::Rejected)
+        ]
+    );
+    assert_eq!(r.partitions_asked[0].leader_addr, "");
+    let to_ask: Vec<&str> = r
+        .other_partitions
+        .iter()
+        .map(|o| o.partition.as_str())
+        .collect();
+    assert_eq!(to_ask, ["near"]);
+    assert_eq!(
+        [
+            active_holds(p.east.grpc).await,
+            active_holds(p.far.grpc).await
+        ],
+        [0, 1]
+    );
 }

@@ -61,13 +61,7 @@ fn hold_request(key: &str, store: &str, lines: &[(&str, u32)]) -> pb::HoldReques
     pb::HoldRequest {
         idempotency_key: key.into(),
         store_id: store.into(),
-        lines: lines
-            .iter()
-            .map(|(sku, qty)| pb::Line {
-                sku: (*sku).into(),
-                qty: *qty,
-            })
-            .collect(),
+        lines: common::lines(lines),
         expiry: None,
     }
 }

@@ -93,20 +93,7 @@ async fn upsert_store(c: &mut Clients, id: &str) {
 
 /// `lines` (SKU, units) received at `store`.
 async fn receive(c: &mut Clients, store: &str, lines: &[(&str, u32)]) {
-    let events = lines
-        .iter()
-        .map(|(sku, qty)| pb::PosEvent {
-            pos_event_id: format!("receive-{store}-{sku}"),
-            store_id: store.into(),
-            sku: (*sku).into(),
-            occurred_at_ms: 1,
-            change: Some(pb::pos_event::Change::Delta(pb::PosDelta {
-                kind: pb::PosDeltaKind::Receive as i32,
-                qty: *qty,
-            })),
-            order_ref: String::new(),
-        })
-        .collect();
+    let events = common::receipts(store, lines);
     c.inventory
         .apply_pos_events(with_token(
             pb::ApplyPosEventsRequest {

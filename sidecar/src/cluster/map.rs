@@ -13,7 +13,8 @@
 //!
 //! The map also keeps where each partition's stores are (`geo.<partition>`, published by
 //! its leader, [`publish_geo`]), so a node whose own stores cannot serve an allocation
-//! names the partitions to ask next, nearest first ([`PartitionMap::partitions_near`]).
+//! asks the partitions next nearest ([`PartitionMap::partitions_near`],
+//! [`crate::cluster::span`]) or names them.
 //!
 //! Until the watch has read the bucket once, the map does not know: store-scoped requests
 //! are then refused as UNAVAILABLE (retry shortly) rather than served on a guess.
@@ -134,6 +135,12 @@ impl PartitionMap {
             },
             _ => Placement::Here,
         }
+    }
+
+    /// The leader the map names for `partition` (this node's own when it leads).
+    pub fn leader(&self, partition: &str) -> Option<LeaseValue> {
+        let state = self.0.state.read();
+        state.as_ref()?.leaders.get(partition).cloned()
     }
 
     /// The other partitions with a store within `max_km` of `origin` (degrees), nearest
@@ -475,7 +482,9 @@ mod tests {
         let near = map.partitions_near([52.52, 13.40], 1_000.0, 3);
         let names: Vec<&str> = near.iter().map(|n| n.partition.as_str()).collect();
         assert_eq!(names, ["hamburg", "munich"]);
-        assert_eq!(near[0].leader, Some(leader));
+        assert_eq!(near[0].leader, Some(leader.clone()));
+        assert_eq!(map.leader("hamburg"), Some(leader));
+        assert_eq!(map.leader("munich"), None);
         assert!((250.0..260.0).contains(&near[0].distance_km), "{near:?}");
         assert!((500.0..510.0).contains(&near[1].distance_km), "{near:?}");
         assert_eq!(near[1].leader, None);

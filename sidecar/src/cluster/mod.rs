@@ -21,6 +21,9 @@
 //!   next-nearest partitions from it.
 //! - [`saved`]: a node's own copy of the latest state it applied or uploaded, so a
 //!   restart starts from it plus the stream's tail.
+//! - [`span`]: an allocation its own partition cannot serve, asked of the other
+//!   partitions' leaders for the caller, nearest first (gRPC calls with the caller's
+//!   token; at most one partition holds).
 //! - [`local`]: a JetStream cluster of `nats-server` processes on loopback (bench, tests).
 //! - [`cli`]: `pickline cluster status|map`. (`pickline bench cluster` is a module of the
 //!   binary, `src/bench/cluster.rs`, over [`node::lead`] and [`local`].)
@@ -28,8 +31,9 @@
 //! Architecture invariant: a mutation is acknowledged only after JetStream acknowledged
 //! the stream message holding its record; a node that is not the leader, or stopped
 //! being it, acknowledges nothing.
-//! Architecture invariant: this module depends on the engine, not on `grpc/`, `intake/`,
-//! `notify/` or `web/`; `server.rs` wires it in.
+//! Architecture invariant: this module depends on the engine (and [`span`] on the
+//! contract's generated client, `crate::pb`), not on `grpc/`, `intake/`, `notify/` or
+//! `web/`; `server.rs` and the Allocate handler wire it in.
 
 pub mod cli;
 pub mod config;
@@ -40,6 +44,7 @@ pub mod map;
 pub mod node;
 pub mod replicator;
 pub mod saved;
+pub mod span;
 pub mod wire;
 
 pub use config::ClusterConfig;

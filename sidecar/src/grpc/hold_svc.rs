@@ -1,13 +1,20 @@
 //! `pickline.v1.HoldService` handlers: convert, call the engine inline, await the group
-//! commit, convert the outcome.
+//! commit, convert the outcome. In cluster mode an Allocate this partition's stores cannot
+//! serve is asked of the other partitions ([`crate::cluster::span`]).
+
+use std::{sync::Arc, time::Duration};
 
 use pickline_engine::{
     ConfirmOutcome, Engine, EngineError, ExtendOutcome, HoldNotActive, HoldOutcome, ReleaseOutcome,
     Timestamp,
 };
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, metadata::AsciiMetadataValue};
 
 use crate::{
+    cluster::{
+        map::NearPartition,
+        span::{self, Spanned, Spanner},
+    },
     grpc::auth,
     grpc::convert,
     grpc::domain::{Domain, now},
@@ -18,19 +25,28 @@ use crate::{
 /// Holds per BatchHold request at most (hold.proto).
 pub const BATCH_HOLDS_MAX: usize = 1_000;
 
-/// Most other partitions a rejected allocation names (hold.proto `other_partitions`).
+/// Most other partitions an allocation asks for its caller, or names when it does not
+/// ask (hold.proto `partitions_asked`, `other_partitions`).
 const PARTITIONS_TO_ASK_MAX: usize = 3;
 
 /// The HoldService handler.
 #[derive(Clone, Debug)]
 pub struct Holds {
     domain: Domain,
+    /// `grpc.request_timeout_ms`: an allocation asking other partitions ends by it.
+    request_timeout: Duration,
+    /// Cluster mode: the calls to other partitions' leaders an allocation makes.
+    span: Arc<Spanner>,
 }
 
 impl Holds {
-    /// A handler over `domain`.
-    pub fn new(domain: Domain) -> Holds {
-        Holds { domain }
+    /// A handler over `domain`, whose requests the server ends after `request_timeout`.
+    pub fn new(domain: Domain, request_timeout: Duration) -> Holds {
+        Holds {
+            domain,
+            request_timeout,
+            span: Arc::default(),
+        }
     }
 }
 
@@ -128,6 +144,89 @@ fn hold_after(
         Some(h) => Ok(convert::active_hold_pb(engine, &h)),
         None => Err(convert::hold_not_active_pb(engine, hold)),
     })
+}
+
+/// Cluster mode: an allocation this partition's stores could not serve, to ask of the
+/// other partitions.
+struct Ask {
+    /// The other partitions in reach, nearest first.
+    near: Vec<NearPartition>,
+    /// Where distances are measured from (degrees).
+    origin: [f64; 2],
+    /// The caller's `authorization` header, which the calls carry.
+    authorization: Option<AsciiMetadataValue>,
+    /// When the calls must have ended.
+    deadline: tokio::time::Instant,
+}
+
+impl Holds {
+    /// Cluster mode: after this partition rejected `req` (`rejected`), asks the other
+    /// partitions in reach for the caller, nearest first, unless the request says not
+    /// to (`this_partition_only`: it names them instead); docs/CLUSTER.md.
+    async fn span_partitions(
+        &self,
+        req: pb::AllocateRequest,
+        rejected: pb::AllocateResponse,
+        ask: Ask,
+    ) -> Result<pb::AllocateResponse, DomainError> {
+        if req.this_partition_only || ask.near.is_empty() {
+            return Ok(pb::AllocateResponse {
+                other_partitions: convert::partitions_to_ask_pb(&ask.near),
+                ..rejected
+            });
+        }
+        // The caller's request, allocated there among its stores only, from a position
+        // (the other partitions do not know this one's stores).
+        let [latitude_deg, longitude_deg] = ask.origin;
+        let forwarded = pb::AllocateRequest {
+            origin: Some(pb::allocate_request::Origin::Position(pb::GeoPoint {
+                latitude_deg,
+                longitude_deg,
+            })),
+            this_partition_only: true,
+            ..req
+        };
+        let spanned = self
+            .span
+            .allocate(
+                &ask.near,
+                &forwarded,
+                ask.authorization.as_ref(),
+                ask.deadline,
+            )
+            .await;
+        Ok(match spanned {
+            Spanned::Allocated { response, asked } => {
+                let server = &asked.last().expect("the allocating partition").near;
+                pb::AllocateResponse {
+                    served_by: Some(convert::partition_leader_pb(
+                        &server.partition,
+                        server.leader.as_ref(),
+                    )),
+                    partitions_asked: convert::partitions_asked_pb(&asked),
+                    // That partition's own view of the others is not this answer's.
+                    other_partitions: Vec::new(),
+                    ..response
+                }
+            }
+            Spanned::NotServed { asked, to_ask } => pb::AllocateResponse {
+                other_partitions: convert::partitions_to_ask_pb(&to_ask),
+                partitions_asked: convert::partitions_asked_pb(&asked),
+                ..rejected
+            },
+            Spanned::Unanswered {
+                partition,
+                leader_addr,
+                why,
+            } => {
+                return Err(DomainError::PartitionUnanswered {
+                    partition,
+                    leader_addr,
+                    why,
+                });
+            }
+        })
+    }
 }
 
 #[tonic::async_trait]
@@ -382,6 +481,13 @@ impl HoldService for Holds {
         &self,
         request: Request<pb::AllocateRequest>,
     ) -> Result<Response<pb::AllocateResponse>, Status> {
+        // Cluster mode: what a call to another partition for this caller carries.
+        let deadline = span::deadline(
+            request.metadata(),
+            self.request_timeout,
+            tokio::time::Instant::now(),
+        );
+        let authorization = request.metadata().get("authorization").cloned();
         let caller = auth::caller(&request)?.clone();
         let req = request.into_inner();
         let cmd = convert::allocate_request(&req)?;
@@ -389,7 +495,7 @@ impl HoldService for Holds {
             caller.authorize_store(store)?;
         }
         let engine = self.domain.engine()?;
-        // Cluster mode: where the other partitions to name are looked for, should this
+        // Cluster mode: where the other partitions are looked for, should this
         // partition's stores not serve the cart (the request's position, else its
         // preferred store's).
         let origin = caller.partitions().and_then(|_| match cmd.position {
@@ -402,24 +508,39 @@ impl HoldService for Holds {
                 .map(|def| [def.lat, def.lon]),
         });
         let max_distance_km = cmd.max_distance_km;
-        let mut response = self
+        let key = req.idempotency_key.clone();
+        let response = self
             .domain
             .durable(move || {
                 let now = now();
                 let head_before = engine.log().last_lsn().0;
                 let outcome = engine.allocate(&cmd, now)?;
-                convert::allocate_response(&engine, &req.idempotency_key, outcome, head_before, now)
+                convert::allocate_response(&engine, &key, outcome, head_before, now)
             })
             .await?;
-        if let (Some(map), Some(origin)) = (caller.partitions(), origin)
-            && matches!(
-                response.outcome,
-                Some(pb::allocate_response::Outcome::Rejected(_))
-            )
-        {
-            let near = map.partitions_near(origin, max_distance_km, PARTITIONS_TO_ASK_MAX);
-            response.other_partitions = convert::partitions_to_ask_pb(&near);
-        }
+        let Some(map) = caller.partitions() else {
+            return Ok(Response::new(response));
+        };
+        let response = match (&response.outcome, origin) {
+            (Some(pb::allocate_response::Outcome::Allocated(_)), _) => pb::AllocateResponse {
+                served_by: Some(convert::partition_leader_pb(
+                    map.own(),
+                    map.leader(map.own()).as_ref(),
+                )),
+                ..response
+            },
+            (Some(pb::allocate_response::Outcome::Rejected(_)), Some(origin)) => {
+                let near = map.partitions_near(origin, max_distance_km, PARTITIONS_TO_ASK_MAX);
+                let ask = Ask {
+                    near,
+                    origin,
+                    authorization,
+                    deadline,
+                };
+                self.span_partitions(req, response, ask).await?
+            }
+            _ => response,
+        };
         Ok(Response::new(response))
     }
 

@@ -157,6 +157,21 @@ pub enum DomainError {
     /// acknowledgement.
     #[error("{0}")]
     Replication(String),
+    /// Cluster mode: Allocate asked another partition's leader for the caller, and it did
+    /// not answer (docs/CLUSTER.md): it may hold the cart, so no farther partition was
+    /// asked. A retry with the same idempotency key asks it again.
+    #[error(
+        "partition {partition} (leader at {leader_addr}) was asked to allocate and did not \
+         answer ({why}); it may hold the cart: retry with the same idempotency key"
+    )]
+    PartitionUnanswered {
+        /// The partition asked.
+        partition: String,
+        /// The leader asked.
+        leader_addr: String,
+        /// What happened to the call.
+        why: String,
+    },
     /// The log is corrupt.
     #[error("log corruption: {0}")]
     Corruption(String),
@@ -205,6 +220,10 @@ const RECOVERING_RETRY: Duration = Duration::from_millis(500);
 
 /// How long clients should wait before retrying a request whose key is in flight.
 const IN_FLIGHT_RETRY: Duration = Duration::from_millis(20);
+
+/// How long clients should wait before retrying an allocation whose asked partition did
+/// not answer: about the time a failover or a stall takes to show.
+const PARTITION_UNANSWERED_RETRY: Duration = Duration::from_secs(1);
 
 /// The table: one arm per [`DomainError`] variant.
 pub fn to_status(err: &DomainError) -> Status {
@@ -273,6 +292,24 @@ pub fn to_status(err: &DomainError) -> Status {
         }
         DomainError::ShuttingDown | DomainError::Storage(_) | DomainError::Replication(_) => {
             Status::unavailable(message)
+        }
+        DomainError::PartitionUnanswered {
+            partition,
+            leader_addr,
+            ..
+        } => {
+            let mut details = ErrorDetails::with_error_info(
+                "PARTITION_UNANSWERED",
+                ERROR_DOMAIN,
+                HashMap::from([
+                    ("partition".to_owned(), partition.clone()),
+                    ("leader_addr".to_owned(), leader_addr.clone()),
+                ]),
+            );
+            details.set_retry_info(Some(PARTITION_UNANSWERED_RETRY));
+            let mut status = Status::with_error_details(Code::Unavailable, message, details);
+            insert_retry_after(&mut status, PARTITION_UNANSWERED_RETRY);
+            status
         }
         DomainError::Corruption(_) => Status::data_loss(message),
         DomainError::Unimplemented(_) => Status::unimplemented(message),
@@ -524,6 +561,20 @@ mod tests {
         assert!(s.get_details_retry_info().is_some());
         assert!(s.metadata().get(RETRY_AFTER_MS).is_some());
         check(DomainError::ShuttingDown, Code::Unavailable);
+        let s = check(
+            DomainError::PartitionUnanswered {
+                partition: "west".into(),
+                leader_addr: "10.0.0.2:50051".into(),
+                why: "no answer by the deadline".into(),
+            },
+            Code::Unavailable,
+        );
+        let info = s.get_details_error_info().unwrap();
+        assert_eq!(info.reason, "PARTITION_UNANSWERED");
+        assert_eq!(info.metadata["partition"], "west");
+        assert_eq!(info.metadata["leader_addr"], "10.0.0.2:50051");
+        assert!(s.get_details_retry_info().is_some());
+        assert!(s.metadata().get(RETRY_AFTER_MS).is_some());
         check(
             DomainError::Storage(std::io::Error::other("disk full")),
             Code::Unavailable,

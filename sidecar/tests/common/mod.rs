@@ -239,6 +239,37 @@ pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
     request
 }
 
+/// Request lines from (SKU, units).
+pub fn lines(lines: &[(&str, u32)]) -> Vec<pickline_sidecar::pb::Line> {
+    lines
+        .iter()
+        .map(|(sku, qty)| pickline_sidecar::pb::Line {
+            sku: (*sku).into(),
+            qty: *qty,
+        })
+        .collect()
+}
+
+/// POS events receiving (SKU, units) into `store`, one per line (ids
+/// `receive-<store>-<sku>`).
+pub fn receipts(store: &str, lines: &[(&str, u32)]) -> Vec<pickline_sidecar::pb::PosEvent> {
+    use pickline_sidecar::pb;
+    lines
+        .iter()
+        .map(|(sku, qty)| pb::PosEvent {
+            pos_event_id: format!("receive-{store}-{sku}"),
+            store_id: store.into(),
+            sku: (*sku).into(),
+            occurred_at_ms: 1,
+            change: Some(pb::pos_event::Change::Delta(pb::PosDelta {
+                kind: pb::PosDeltaKind::Receive as i32,
+                qty: *qty,
+            })),
+            order_ref: String::new(),
+        })
+        .collect()
+}
+
 /// A minimal HTTP/1.1 GET: returns the status code and the body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.unwrap();

@@ -1,6 +1,7 @@
 //! Conversions of Allocation (`hold.proto` Allocate) and nearby availability (`inventory.proto`): radii, positions, carts, supply.
 
 use super::*;
+use crate::cluster::{lease::LeaseValue, map::NearPartition, span};
 
 /// Largest search radius a request may give, metres (hold.proto, inventory.proto).
 pub const DISTANCE_M_MAX: u32 = 500_000;
@@ -188,8 +189,10 @@ pub fn allocate_response(
                 })),
                 alternatives: alternatives_pb(&alternatives),
                 replayed,
-                // The partition map's, filled by the handler (cluster mode).
+                // Cluster mode: filled by the handler.
                 other_partitions: Vec::new(),
+                served_by: None,
+                partitions_asked: Vec::new(),
             }
         }
         pe::AllocateOutcome::Rejected {
@@ -226,6 +229,8 @@ pub fn allocate_response(
                 alternatives: alternatives_pb(&alternatives),
                 replayed: false,
                 other_partitions: Vec::new(),
+                served_by: None,
+                partitions_asked: Vec::new(),
             }
         }
         pe::AllocateOutcome::InFlight => {
@@ -276,19 +281,50 @@ pub fn store_supply_pb(s: &pe::NearbySupply) -> pb::StoreSupply {
 }
 
 /// The other partitions a rejected allocation names, as the contract shows them.
-pub fn partitions_to_ask_pb(
-    near: &[crate::cluster::map::NearPartition],
-) -> Vec<pb::PartitionToAsk> {
+pub fn partitions_to_ask_pb(near: &[NearPartition]) -> Vec<pb::PartitionToAsk> {
     near.iter()
         .map(|n| pb::PartitionToAsk {
             partition: n.partition.clone(),
-            leader_addr: n
-                .leader
-                .as_ref()
-                .map(|l| l.addr.clone())
-                .unwrap_or_default(),
-            // At most half the Earth's circumference: fits.
-            distance_m: (n.distance_km * 1000.0).round() as u32,
+            leader_addr: leader_addr(n),
+            distance_m: distance_m(n.distance_km),
         })
         .collect()
+}
+
+/// The partitions an allocation asked for its caller, as the contract shows them.
+pub fn partitions_asked_pb(asked: &[span::Asked]) -> Vec<pb::PartitionAsked> {
+    asked
+        .iter()
+        .map(|a| {
+            let answer = match a.answer {
+                span::Answer::Allocated => pb::PartitionAnswer::Allocated,
+                span::Answer::Rejected => pb::PartitionAnswer::Rejected,
+                span::Answer::NoLeader => pb::PartitionAnswer::NoLeader,
+                span::Answer::Unreachable => pb::PartitionAnswer::Unreachable,
+                span::Answer::Refused => pb::PartitionAnswer::Refused,
+            };
+            pb::PartitionAsked {
+                partition: a.near.partition.clone(),
+                leader_addr: leader_addr(&a.near),
+                distance_m: distance_m(a.near.distance_km),
+                answer: answer as i32,
+                detail: a.detail.clone(),
+            }
+        })
+        .collect()
+}
+
+/// A partition and its leader (`AllocateResponse.served_by`).
+pub fn partition_leader_pb(partition: &str, leader: Option<&LeaseValue>) -> pb::PartitionLeader {
+    pb::PartitionLeader {
+        partition: partition.to_owned(),
+        leader_addr: leader.map(|l| l.addr.clone()).unwrap_or_default(),
+    }
+}
+
+fn leader_addr(near: &NearPartition) -> String {
+    near.leader
+        .as_ref()
+        .map(|l| l.addr.clone())
+        .unwrap_or_default()
 }
