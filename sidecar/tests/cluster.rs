@@ -1,14 +1,15 @@
 //! Cluster mode against real processes: a 3-node NATS JetStream cluster on loopback
 //! (the machine's `nats-server`, which `scripts/test` installs) and real `pickline serve`
-//! processes, killed with SIGKILL, stopped with SIGSTOP, and NATS nodes lost and brought
-//! back. The three tests run one at a time (a lock): each starts its own NATS cluster and
-//! nodes, and together they would crowd a 2-core machine.
+//! processes, killed with SIGKILL, stopped with SIGSTOP, cut off from NATS by a network
+//! partition (a network namespace, where the machine allows one), and NATS nodes lost and
+//! brought back. The tests run one at a time (a lock): each starts its own NATS cluster
+//! and nodes, and together they would crowd a 2-core machine.
 
 mod common;
 
 use std::{
     collections::BTreeMap,
-    net::SocketAddr,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::Path,
     process::{Child, Command, Stdio},
     sync::{
@@ -54,9 +55,149 @@ fn signal(child: &Child, sig: libc::c_int) {
 // ------------------------------------------------------------------ NATS cluster
 
 async fn nats(dir: &Path) -> LocalNats {
-    LocalNats::start(&dir.join("nats"), 3)
+    nats_on(dir, Ipv4Addr::LOCALHOST.into()).await
+}
+
+/// The NATS nodes listening for clients on `client_ip`.
+async fn nats_on(dir: &Path, client_ip: IpAddr) -> LocalNats {
+    LocalNats::start_on(&dir.join("nats"), 3, client_ip)
         .await
         .expect("a 3-node JetStream cluster (scripts/test installs nats-server)")
+}
+
+// ------------------------------------------------------------------ network namespace
+
+/// Runs `ip` with `args`; why it failed, if it did.
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// A network namespace for one node, joined to the host by two veth pairs: the NATS link
+/// (the NATS nodes listen on the host's address on it), which a test cuts, and the client
+/// link, on which the test reaches the node inside and which stays up. Names and the
+/// 10.x.y.0/29 subnet are drawn at random, so parallel runs and leftovers of killed ones
+/// do not collide. Removed on drop, panicking or not; drop it after the nodes inside.
+struct Netns {
+    name: String,
+    /// The host's ends of the two pairs.
+    host_ends: [String; 2],
+    /// The namespace's end of the NATS link.
+    nats_end: String,
+    /// The host's address on the NATS link.
+    nats_host: IpAddr,
+    /// The namespace's address on the client link.
+    inside: IpAddr,
+}
+
+impl Netns {
+    /// The namespace, or `None` (saying why) where the machine does not allow one: it
+    /// takes root or CAP_NET_ADMIN. With `PICKLINE_REQUIRE_NETNS=1` (`scripts/test` sets
+    /// it where it can make one) that is a failure instead.
+    fn create() -> Option<Netns> {
+        use std::hash::BuildHasher as _;
+        let random = std::hash::RandomState::new().hash_one(std::process::id());
+        let tag = format!("{:06x}", random & 0xff_ffff);
+        let name = format!("pickline-test-{tag}");
+        if let Err(why) = ip(&["netns", "add", &name]) {
+            assert!(
+                std::env::var("PICKLINE_REQUIRE_NETNS").as_deref() != Ok("1"),
+                "PICKLINE_REQUIRE_NETNS=1, but no network namespace: {why}"
+            );
+            eprintln!(
+                "SKIPPED: this machine does not allow a network namespace here (it takes root \
+                 or CAP_NET_ADMIN): {why}"
+            );
+            return None;
+        }
+        let subnet = free_subnet(random >> 24);
+        let net = Netns {
+            host_ends: [format!("pk{tag}h0"), format!("pk{tag}h1")],
+            nats_end: format!("pk{tag}n0"),
+            nats_host: format!("{subnet}.1").parse().unwrap(),
+            inside: format!("{subnet}.6").parse().unwrap(),
+            name,
+        };
+        // Once the namespace exists a failure is the test's, never a skip.
+        let ns = net.name.as_str();
+        let [h0, h1] = &net.host_ends;
+        let n1 = format!("pk{tag}n1");
+        for (host, inside, host_ip, inside_ip) in [
+            (
+                h0,
+                &net.nats_end,
+                format!("{subnet}.1/30"),
+                format!("{subnet}.2/30"),
+            ),
+            (h1, &n1, format!("{subnet}.5/30"), format!("{subnet}.6/30")),
+        ] {
+            let steps: [&[&str]; 5] = [
+                &[
+                    "link", "add", host, "type", "veth", "peer", "name", inside, "netns", ns,
+                ],
+                &["addr", "add", &host_ip, "dev", host],
+                &["link", "set", host, "up"],
+                &["-n", ns, "addr", "add", &inside_ip, "dev", inside],
+                &["-n", ns, "link", "set", inside, "up"],
+            ];
+            for step in steps {
+                ip(step).unwrap();
+            }
+        }
+        Some(net)
+    }
+
+    /// Cuts the NATS link: the namespace's end goes down, so nothing inside reaches NATS
+    /// (the host's end keeps its address: the host's clients still reach NATS there).
+    fn cut(&self) {
+        ip(&["-n", &self.name, "link", "set", &self.nats_end, "down"]).unwrap();
+    }
+
+    /// Brings the NATS link back.
+    fn restore(&self) {
+        ip(&["-n", &self.name, "link", "set", &self.nats_end, "up"]).unwrap();
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its veth ends and so the pairs, unless a process
+        // still inside keeps it alive: then the host's ends go by name.
+        let _ = ip(&["netns", "del", &self.name]);
+        for end in &self.host_ends {
+            let _ = ip(&["link", "del", end]);
+        }
+    }
+}
+
+/// A 10.x.y /24 prefix (of which the namespace uses a /29) that no address or route of the
+/// machine is in, drawn from `random`.
+fn free_subnet(random: u64) -> String {
+    let taken = ["-4 addr show", "-4 route show table all"]
+        .map(|args| {
+            let out = Command::new("ip").args(args.split(' ')).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).replace('\n', " ")
+        })
+        .join(" ");
+    let taken = format!(" {taken}");
+    (0..64)
+        .map(|i| {
+            let r = random.rotate_left(i * 7);
+            format!("10.{}.{}", 64 + r % 160, (r >> 8) % 256)
+        })
+        .find(|subnet| !taken.contains(&format!(" {subnet}.")))
+        .expect("a free 10.x.y.0/24")
 }
 
 // ------------------------------------------------------------------ Pickline nodes
@@ -70,9 +211,35 @@ struct Node {
 }
 
 impl Node {
+    /// A node on the host, listening on loopback.
     fn start(dir: &Path, name: &str, partition: &str, nats: &LocalNats, extra: &str) -> Node {
-        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Node::spawn(dir, name, partition, nats, extra, None)
+    }
+
+    /// A node inside `netns`, listening on the namespace's address.
+    fn start_in(
+        netns: &Netns,
+        dir: &Path,
+        name: &str,
+        partition: &str,
+        nats: &LocalNats,
+        extra: &str,
+    ) -> Node {
+        Node::spawn(dir, name, partition, nats, extra, Some(netns))
+    }
+
+    fn spawn(
+        dir: &Path,
+        name: &str,
+        partition: &str,
+        nats: &LocalNats,
+        extra: &str,
+        netns: Option<&Netns>,
+    ) -> Node {
+        let ip = netns.map_or(Ipv4Addr::LOCALHOST.into(), |n| n.inside);
+        // Free on the host's loopback; in a fresh namespace every port is.
+        let grpc = SocketAddr::new(ip, free_port());
+        let http = SocketAddr::new(ip, free_port());
         let servers: Vec<String> = nats.urls().iter().map(|u| format!("\"{u}\"")).collect();
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(
@@ -108,7 +275,17 @@ replicas = 3
         .unwrap();
         let log_path = dir.join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_pickline"))
+        let program = env!("CARGO_BIN_EXE_pickline");
+        // `ip netns exec` execs the program: the child's pid is the node's.
+        let mut command = match netns {
+            Some(n) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &n.name, program]);
+                c
+            }
+            None => Command::new(program),
+        };
+        let child = command
             .args(["serve", "--config"])
             .arg(&config)
             .args(["--log", "info,async_nats=warn", "--log-format", "pretty"])
@@ -388,6 +565,204 @@ async fn stream_epochs(
     out
 }
 
+/// Every message of the stream after the newest epoch's fence is of that epoch: no
+/// earlier leader appended after it.
+fn assert_fenced(epochs: &[(u64, u64, bool)]) {
+    let new_epoch = epochs.last().unwrap().1;
+    let fence_at = epochs
+        .iter()
+        .find(|(_, epoch, fence)| *fence && *epoch == new_epoch)
+        .unwrap()
+        .0;
+    assert!(
+        epochs
+            .iter()
+            .all(|(seq, epoch, _)| *seq < fence_at || *epoch == new_epoch),
+        "{epochs:?}"
+    );
+}
+
+/// Stops the leader `survivor` gracefully (it uploads its state) and checks that state
+/// equals a replay of the stream, byte for byte, to the same LSN; the stream's epochs.
+async fn stop_and_compare_with_replay(
+    survivor: &mut Node,
+    nats: &LocalNats,
+    partition: &str,
+) -> Vec<(u64, u64, bool)> {
+    assert!(survivor.stop().await.success());
+    let js = nats.jetstream().await.unwrap();
+    let objects = js.get_object_store(wire::SNAPSHOTS).await.unwrap();
+    let uploaded = follower::load_snapshot(&objects, partition)
+        .await
+        .unwrap()
+        .expect("final snapshot uploaded");
+    let (_, lsn, state) = follower::decode_snapshot(&uploaded).unwrap();
+    let replayed = replay_stream(&js, partition).await;
+    assert_eq!(replayed.applied_lsn(), lsn);
+    let (_, replayed_state) = replayed.engine().snapshot().unwrap();
+    assert!(
+        replayed_state == state,
+        "the leader's state differs from a replay of the stream"
+    );
+    replayed.engine().check_conservation().unwrap();
+    stream_epochs(&js, partition).await
+}
+
+/// Waits until the standby at `standby` names `leader` in its NOT_LEADER refusal.
+async fn stands_by_for(standby: SocketAddr, leader: SocketAddr) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match hold(standby, "at-standby").await {
+            Err(status) if leader_hint(&status) == Some(leader) => break,
+            other => {
+                assert!(Instant::now() < deadline, "no NOT_LEADER hint: {other:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------ load
+
+/// Clients holding one unit of SKU-1 per key, each client its keys one after another,
+/// first at the leader. An error is retried with the same key until it is answered: at
+/// the leader a NOT_LEADER names, else at the other of the two nodes.
+struct Load {
+    answers: Arc<parking_lot::Mutex<Answers>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// What the clients of a [`Load`] were told.
+#[derive(Default)]
+struct Answers {
+    keys: usize,
+    granted: BTreeMap<String, u64>,
+    rejected: Vec<String>,
+    /// When something happened to the leader (a kill, a cut) and when the standby first
+    /// answered after it.
+    marked_at: Option<Instant>,
+    standby_answered_at: Option<Instant>,
+}
+
+impl Load {
+    fn start(clients: usize, keys_per_client: usize, [leader, standby]: [SocketAddr; 2]) -> Load {
+        let answers = Arc::new(parking_lot::Mutex::new(Answers {
+            keys: clients * keys_per_client,
+            ..Answers::default()
+        }));
+        let tasks = (0..clients)
+            .map(|c| {
+                let answers = answers.clone();
+                tokio::spawn(async move {
+                    let mut target = leader;
+                    for k in 0..keys_per_client {
+                        let key = format!("c{c}-k{k}");
+                        let deadline = Instant::now() + PATIENCE;
+                        loop {
+                            match hold(target, &key).await {
+                                Ok(r) => {
+                                    let mut a = answers.lock();
+                                    match r.outcome.unwrap() {
+                                        pb::hold_response::Outcome::Granted(h) => {
+                                            a.granted.insert(key.clone(), h.hold_id);
+                                        }
+                                        pb::hold_response::Outcome::Rejected(_) => {
+                                            a.rejected.push(key.clone());
+                                        }
+                                    }
+                                    if a.marked_at.is_some() && target == standby {
+                                        a.standby_answered_at.get_or_insert_with(Instant::now);
+                                    }
+                                    break;
+                                }
+                                Err(status) => {
+                                    assert!(
+                                        Instant::now() < deadline,
+                                        "{key} never answered: {status:?}"
+                                    );
+                                    target = match leader_hint(&status) {
+                                        Some(hint) => hint,
+                                        None if target == leader => standby,
+                                        None => leader,
+                                    };
+                                    tokio::time::sleep(Duration::from_millis(20)).await;
+                                }
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load { answers, tasks }
+    }
+
+    /// Waits until a third of the keys were answered.
+    async fn a_third_answered(&self) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let (answered, keys) = {
+                let a = self.answers.lock();
+                (a.answered(), a.keys)
+            };
+            if answered * 3 >= keys {
+                return;
+            }
+            assert!(Instant::now() < deadline, "load did not start");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Notes that something happened to the leader now; how many keys were answered.
+    fn mark(&self) -> usize {
+        let mut a = self.answers.lock();
+        a.marked_at = Some(Instant::now());
+        a.answered()
+    }
+
+    /// Waits until every key was answered.
+    async fn finish(self) -> Answers {
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        Arc::into_inner(self.answers).unwrap().into_inner()
+    }
+}
+
+impl Answers {
+    fn answered(&self) -> usize {
+        self.granted.len() + self.rejected.len()
+    }
+
+    /// From the mark to the standby's first answer.
+    fn failover(&self) -> Duration {
+        self.standby_answered_at
+            .expect("the standby answered")
+            .duration_since(self.marked_at.unwrap())
+    }
+
+    /// Every acknowledged grant is at the leader `at`, with `stock` units, fewer than the
+    /// keys, received before the load: the same key answers the same hold, replayed, and
+    /// held is exactly the acknowledged grants (nothing oversold).
+    async fn check_at(&self, at: SocketAddr, stock: u32) {
+        assert_eq!(self.answered(), self.keys);
+        assert_eq!(
+            self.granted.len(),
+            stock as usize,
+            "all stock held, then rejections"
+        );
+        for (key, id) in &self.granted {
+            let again = hold(at, key).await.unwrap();
+            assert!(again.replayed, "{key}");
+            match again.outcome.unwrap() {
+                pb::hold_response::Outcome::Granted(h) => assert_eq!(h.hold_id, *id, "{key}"),
+                other => panic!("{key} was granted, now {other:?}"),
+            }
+        }
+        let cell = availability(at).await;
+        assert_eq!((cell.on_hand, cell.held, cell.atp), (stock, stock, 0));
+    }
+}
+
 // ------------------------------------------------------------------ tests
 
 /// SIGKILL of the leader under load: the standby serves within a few lease times, every
@@ -410,66 +785,9 @@ async fn sigkill_of_the_leader_under_load_loses_no_acknowledged_hold() {
     const STOCK: u32 = 150;
     setup_store(leader_addr, STOCK).await;
 
-    // Clients: each sends its keys one by one; an error is retried with the same key
-    // (at the leader a NOT_LEADER names, else alternating) until it is answered.
-    const CLIENTS: usize = 6;
-    const KEYS_PER_CLIENT: usize = 40;
-    let granted = Arc::new(parking_lot::Mutex::new(BTreeMap::<String, u64>::new()));
-    let rejected = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
-    let acks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let killed_at = Arc::new(parking_lot::Mutex::new(None::<Instant>));
-    let first_after_kill = Arc::new(parking_lot::Mutex::new(None::<Instant>));
-    let mut tasks = Vec::new();
-    for c in 0..CLIENTS {
-        let (granted, rejected, acks) = (granted.clone(), rejected.clone(), acks.clone());
-        let (killed_at, first_after_kill) = (killed_at.clone(), first_after_kill.clone());
-        let addrs = [leader_addr, standby_addr];
-        tasks.push(tokio::spawn(async move {
-            let mut target = addrs[0];
-            for k in 0..KEYS_PER_CLIENT {
-                let key = format!("c{c}-k{k}");
-                let deadline = Instant::now() + PATIENCE;
-                loop {
-                    match hold(target, &key).await {
-                        Ok(r) => {
-                            match r.outcome.unwrap() {
-                                pb::hold_response::Outcome::Granted(h) => {
-                                    granted.lock().insert(key.clone(), h.hold_id);
-                                }
-                                pb::hold_response::Outcome::Rejected(_) => {
-                                    rejected.lock().push(key.clone());
-                                }
-                            }
-                            acks.fetch_add(1, Ordering::Relaxed);
-                            if killed_at.lock().is_some() && target == addrs[1] {
-                                first_after_kill.lock().get_or_insert_with(Instant::now);
-                            }
-                            break;
-                        }
-                        Err(status) => {
-                            assert!(
-                                Instant::now() < deadline,
-                                "{key} never answered: {status:?}"
-                            );
-                            target = match leader_hint(&status) {
-                                Some(hint) => hint,
-                                None if target == addrs[0] => addrs[1],
-                                None => addrs[0],
-                            };
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                    }
-                }
-            }
-        }));
-    }
     // Kill the leader once a third of the requests were answered.
-    let deadline = Instant::now() + PATIENCE;
-    while acks.load(Ordering::Relaxed) < CLIENTS * KEYS_PER_CLIENT / 3 {
-        assert!(Instant::now() < deadline, "load did not start");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let acked_before_kill = acks.load(Ordering::Relaxed);
+    let load = Load::start(6, 40, [leader_addr, standby_addr]);
+    load.a_third_answered().await;
     if first == 0 {
         signal(a.child(), libc::SIGKILL);
         a.kill();
@@ -477,60 +795,19 @@ async fn sigkill_of_the_leader_under_load_loses_no_acknowledged_hold() {
         signal(b.child(), libc::SIGKILL);
         b.kill();
     }
-    *killed_at.lock() = Some(Instant::now());
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let failover = first_after_kill
-        .lock()
-        .unwrap()
-        .duration_since(killed_at.lock().unwrap());
+    let answered_before_kill = load.mark();
+    let answers = load.finish().await;
+    let failover = answers.failover();
     eprintln!(
-        "{acked_before_kill} answered before the SIGKILL; first hold at the new leader {failover:?} after it"
+        "{answered_before_kill} answered before the SIGKILL; first hold at the new leader {failover:?} after it"
     );
-
-    // Every acknowledged grant is there: the same key answers the same hold, replayed.
-    let granted = granted.lock().clone();
-    let rejected = rejected.lock().clone();
-    assert_eq!(granted.len() + rejected.len(), CLIENTS * KEYS_PER_CLIENT);
-    assert_eq!(
-        granted.len(),
-        STOCK as usize,
-        "all stock held, then rejections"
-    );
-    for (key, id) in &granted {
-        let again = hold(standby_addr, key).await.unwrap();
-        assert!(again.replayed, "{key}");
-        match again.outcome.unwrap() {
-            pb::hold_response::Outcome::Granted(h) => assert_eq!(h.hold_id, *id, "{key}"),
-            other => panic!("{key} was granted, now {other:?}"),
-        }
-    }
-    // Nothing oversold: held is exactly the acknowledged grants.
-    let cell = availability(standby_addr).await;
-    assert_eq!((cell.on_hand, cell.held, cell.atp), (STOCK, STOCK, 0));
+    answers.check_at(standby_addr, STOCK).await;
 
     // The new leader's state equals a replay of the stream: it uploads its state at a
     // graceful stop; a fresh follower replays the stream to the same LSN.
     let survivor = if first == 0 { &mut b } else { &mut a };
-    assert!(survivor.stop().await.success());
-    let js = nats.jetstream().await.unwrap();
-    let objects = js.get_object_store(wire::SNAPSHOTS).await.unwrap();
-    let uploaded = follower::load_snapshot(&objects, partition)
-        .await
-        .unwrap()
-        .expect("final snapshot uploaded");
-    let (_, lsn, state) = follower::decode_snapshot(&uploaded).unwrap();
-    let replayed = replay_stream(&js, partition).await;
-    assert_eq!(replayed.applied_lsn(), lsn);
-    let (_, replayed_state) = replayed.engine().snapshot().unwrap();
-    assert!(
-        replayed_state == state,
-        "the leader's state differs from a replay of the stream"
-    );
-    replayed.engine().check_conservation().unwrap();
+    let epochs = stop_and_compare_with_replay(survivor, &nats, partition).await;
     // Two leaders' epochs, each opened by its fence.
-    let epochs = stream_epochs(&js, partition).await;
     let fences: Vec<u64> = epochs.iter().filter(|e| e.2).map(|e| e.1).collect();
     assert_eq!(fences.len(), 2, "{fences:?}");
     // Last, so that a slow machine never hides a lost or oversold hold: the standby
@@ -595,18 +872,7 @@ async fn a_deposed_leader_cannot_append_and_acknowledges_nothing() {
     // Not a single record of the old leader after the fence.
     let after = stream_epochs(&js, partition).await;
     assert_eq!(after, before, "the deposed leader appended to the stream");
-    let new_epoch = after.last().unwrap().1;
-    let fence_at = after
-        .iter()
-        .find(|(_, epoch, fence)| *fence && *epoch == new_epoch)
-        .unwrap()
-        .0;
-    assert!(
-        after
-            .iter()
-            .all(|(seq, epoch, _)| *seq < fence_at || *epoch == new_epoch),
-        "{after:?}"
-    );
+    assert_fenced(&after);
     // Those requests changed nothing: the new leader grants the same keys afresh.
     for i in 0..8 {
         let r = hold(new.grpc, &format!("during-{i}")).await.unwrap();
@@ -615,6 +881,103 @@ async fn a_deposed_leader_cannot_append_and_acknowledges_nothing() {
     let cell = availability(new.grpc).await;
     assert_eq!(cell.held, 9);
     replay_stream(&js, partition).await; // checks continuity and epochs
+}
+
+/// A network partition between the leader and NATS, made with a network namespace where
+/// the machine allows one: the leader runs inside, the standby, NATS and the clients on
+/// the host, and the leader's link to NATS is cut under load. While cut off the leader
+/// acknowledges nothing (its clients get UNAVAILABLE, promptly); the standby serves within
+/// a few lease times; no acknowledged hold is lost and nothing is oversold. When the link
+/// returns the old leader appends nothing and exits (status 1, deposed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_cut_off_from_nats_acknowledges_nothing_and_steps_down_when_the_link_returns() {
+    /// The longest a refusal of the cut-off leader may take: the replication timeout
+    /// (2 s by default), with a margin for a loaded machine.
+    const PROMPT: Duration = Duration::from_secs(8);
+    let _serial = SERIAL.lock().await;
+    // First, so that it is dropped after the nodes inside it.
+    let Some(net) = Netns::create() else {
+        return;
+    };
+    let dir = ScratchDir::new();
+    let nats = nats_on(&dir.0, net.nats_host).await;
+    let partition = "netsplit";
+    // Alone, the node inside takes the lease; the one on the host stands by.
+    let mut old = Node::start_in(&net, &dir.0, "a", partition, &nats, "");
+    leader(&[&old]).await;
+    let mut new = Node::start(&dir.0, "b", partition, &nats, "");
+    stands_by_for(new.grpc, old.grpc).await;
+    const STOCK: u32 = 100;
+    setup_store(old.grpc, STOCK).await;
+
+    let load = Load::start(4, 40, [old.grpc, new.grpc]);
+    load.a_third_answered().await;
+    net.cut();
+    let answered_before_cut = load.mark();
+
+    // Every hold asked of the cut-off leader from here on is refused with UNAVAILABLE
+    // (its record cannot reach NATS), promptly, until the standby leads and after.
+    let mut refused = Vec::new();
+    let refuse = |key: String| {
+        let addr = old.grpc;
+        async move {
+            let asked = Instant::now();
+            let answer = hold(addr, &key).await;
+            let took = asked.elapsed();
+            match answer {
+                Ok(r) => panic!("the cut-off leader acknowledged {key}: {r:?}"),
+                Err(status) => assert_eq!(status.code(), Code::Unavailable, "{key}: {status:?}"),
+            }
+            assert!(took < PROMPT, "{key} took {took:?} to be refused");
+            (key, took)
+        }
+    };
+    let deadline = Instant::now() + PATIENCE;
+    while !leads(new.grpc).await {
+        refused.push(refuse(format!("cut-off-{}", refused.len())).await);
+        assert!(Instant::now() < deadline, "the standby never took over");
+    }
+    let answers = load.finish().await;
+    let failover = answers.failover();
+    refused.push(refuse(format!("cut-off-{}", refused.len())).await);
+    eprintln!(
+        "{answered_before_cut} answered before the cut; first hold at the new leader \
+         {failover:?} after it; the cut-off leader refused {} holds, the slowest in {:?}",
+        refused.len(),
+        refused.iter().map(|(_, took)| took).max().unwrap()
+    );
+    answers.check_at(new.grpc, STOCK).await;
+
+    // The link returns: the old leader learns it was deposed (its lease renewal or its
+    // next append is refused) and exits, having appended nothing.
+    let js = nats.jetstream().await.unwrap();
+    let before = stream_epochs(&js, partition).await;
+    net.restore();
+    let restored_at = Instant::now();
+    let status = old.exited(PATIENCE).await;
+    eprintln!(
+        "the old leader exited {:?} after the link returned",
+        restored_at.elapsed()
+    );
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    let log = std::fs::read_to_string(&old.log).unwrap();
+    assert!(log.contains("deposed as the partition's leader"), "{log}");
+    let after = stream_epochs(&js, partition).await;
+    assert_eq!(after, before, "the deposed leader appended to the stream");
+    assert_fenced(&after);
+    // What it refused changed nothing: the new leader has never seen those keys.
+    for (key, _) in &refused {
+        assert!(!hold(new.grpc, key).await.unwrap().replayed, "{key}");
+    }
+
+    let epochs = stop_and_compare_with_replay(&mut new, &nats, partition).await;
+    let fences: Vec<u64> = epochs.iter().filter(|e| e.2).map(|e| e.1).collect();
+    assert_eq!(fences, vec![1, 2]);
+    // Last, as in the SIGKILL test: a slow machine must never hide a lost hold.
+    assert!(
+        failover < Duration::from_millis(LEASE_MS * 15),
+        "the standby took {failover:?} to serve"
+    );
 }
 
 /// Losing one NATS node of three changes nothing for clients; losing two stops writes
@@ -932,16 +1295,7 @@ async fn a_store_of_another_partition_is_refused_naming_its_partition_and_leader
     );
 
     // A standby of east names east's leader, whatever the store.
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        match hold(standby.grpc, "at-standby").await {
-            Err(status) if leader_hint(&status) == Some(east.grpc) => break,
-            other => {
-                assert!(Instant::now() < deadline, "no NOT_LEADER hint: {other:?}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    stands_by_for(standby.grpc, east.grpc).await;
 }
 
 /// A restarted standby starts from its own saved snapshot plus the stream's tail: with

@@ -1,9 +1,12 @@
 //! A JetStream cluster of `nats-server` processes on loopback, for `pickline bench
 //! cluster` and the cluster tests: each node with its own store directory under one
 //! directory, clustered through routes on loopback ports. Nodes can be killed (SIGKILL)
-//! and started again on the same ports and store.
+//! and started again on the same ports and store. Clients reach the nodes on loopback,
+//! or on another of the machine's addresses ([`LocalNats::start_on`]: a test's network
+//! namespace reaches the host there, not on the host's loopback).
 
 use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
@@ -16,25 +19,41 @@ const READY_PATIENCE: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct LocalNats {
     dir: PathBuf,
+    /// The address the nodes listen for clients on.
+    client_ip: IpAddr,
     client_ports: Vec<u16>,
     route_ports: Vec<u16>,
     servers: Vec<Option<Child>>,
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+fn free_port(ip: IpAddr) -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind((ip, 0))?.local_addr()?.port())
 }
 
 impl LocalNats {
-    /// Starts `nodes` servers under `dir` and waits until JetStream answers.
+    /// Starts `nodes` servers under `dir`, for clients on loopback, and waits until
+    /// JetStream answers.
     pub async fn start(dir: &Path, nodes: usize) -> std::io::Result<LocalNats> {
+        LocalNats::start_on(dir, nodes, Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    /// [`LocalNats::start`] with the nodes listening for clients on `client_ip`, one of
+    /// the machine's addresses (routes between the nodes stay on loopback).
+    pub async fn start_on(
+        dir: &Path,
+        nodes: usize,
+        client_ip: IpAddr,
+    ) -> std::io::Result<LocalNats> {
         std::fs::create_dir_all(dir)?;
-        let client_ports = (0..nodes).map(|_| free_port()).collect::<Result<_, _>>()?;
-        let route_ports = (0..nodes).map(|_| free_port()).collect::<Result<_, _>>()?;
+        let client_ports = (0..nodes)
+            .map(|_| free_port(client_ip))
+            .collect::<Result<_, _>>()?;
+        let route_ports = (0..nodes)
+            .map(|_| free_port(Ipv4Addr::LOCALHOST.into()))
+            .collect::<Result<_, _>>()?;
         let mut nats = LocalNats {
             dir: dir.to_owned(),
+            client_ip,
             client_ports,
             route_ports,
             servers: (0..nodes).map(|_| None).collect(),
@@ -50,7 +69,7 @@ impl LocalNats {
     pub fn urls(&self) -> Vec<String> {
         self.client_ports
             .iter()
-            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .map(|p| format!("nats://{}", SocketAddr::new(self.client_ip, *p)))
             .collect()
     }
 
@@ -74,7 +93,7 @@ impl LocalNats {
             format!(
                 r#"
 server_name: "{name}"
-listen: "127.0.0.1:{client}"
+listen: "{client}"
 jetstream {{
   store_dir: "{store}"
   max_memory_store: 64MB
@@ -87,7 +106,7 @@ cluster {{
 }}
 "#,
                 name = Self::name(i),
-                client = self.client_ports[i],
+                client = SocketAddr::new(self.client_ip, self.client_ports[i]),
                 route = self.route_ports[i],
                 store = self.dir.join(format!("n{i}")).display(),
                 routes = routes.join(", "),
