@@ -595,6 +595,8 @@ pub async fn run(
     let mut notifier = None;
     // Set when the transport stopped on its own (an error); it must not be polled again.
     let mut grpc_finished = false;
+    // Cluster mode: health follows the replication gate ([`follow_gate_health`]).
+    let mut cluster_health: Option<tokio::task::JoinHandle<()>> = None;
     let result = loop {
         tokio::select! {
             result = &mut recovery, if !recovered => {
@@ -611,6 +613,10 @@ pub async fn run(
                     tokio::spawn(async move {
                         let _ = tx.send(gate.deposed().await).await;
                     });
+                    cluster_health = Some(tokio::spawn(follow_gate_health(
+                        l.gate().clone(),
+                        health.clone(),
+                    )));
                 }
                 background = spawn_background(&config, &domain);
                 if config.notify.enabled
@@ -645,6 +651,9 @@ pub async fn run(
     };
     // Drain: tell probes first so load balancers stop routing here, then stop
     // accepting and wait (bounded) for in-flight requests.
+    if let Some(task) = &cluster_health {
+        task.abort();
+    }
     readiness.set_ready(false);
     for name in HEALTH_SERVICES {
         health
@@ -693,6 +702,34 @@ pub async fn run(
     }
     info!("stopped");
     result
+}
+
+/// A leader's health follows its replication gate: NOT_SERVING while it refuses requests
+/// (publishing has failed for the replication timeout, or the lease went unrenewed for a
+/// lease time: cut off from NATS), SERVING again once it recovers, so a load balancer
+/// stops routing to a leader that cannot acknowledge.
+async fn follow_gate_health(
+    gate: std::sync::Arc<crate::cluster::replicator::Gate>,
+    health: tonic_health::server::HealthReporter,
+) {
+    let mut serving = true;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = gate.failure().is_none() && gate.trouble().is_none();
+        if now != serving {
+            serving = now;
+            let status = if now {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            for name in HEALTH_SERVICES {
+                health.set_service_status(*name, status).await;
+            }
+        }
+    }
 }
 
 /// Cluster mode's recovery: a standby until this node takes the partition's lease, then

@@ -381,6 +381,25 @@ async fn leads(addr: SocketAddr) -> bool {
     admin.stats(request(pb::StatsRequest {})).await.is_ok()
 }
 
+/// The node's overall gRPC health: `Some(true)` SERVING, `Some(false)` another status,
+/// `None` unreachable. Polled for a moment: it follows the node's state every 200 ms.
+async fn health(addr: SocketAddr) -> Option<bool> {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    let mut last = None;
+    for _ in 0..10 {
+        let ch = channel(addr).await?;
+        let r = tonic_health::pb::health_client::HealthClient::new(ch)
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .ok()?;
+        last = Some(r.into_inner().status == ServingStatus::Serving as i32);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    last
+}
+
 /// Waits until one of `nodes` leads; its index.
 async fn leader(nodes: &[&Node]) -> usize {
     let deadline = Instant::now() + PATIENCE;
@@ -940,6 +959,13 @@ async fn a_leader_cut_off_from_nats_acknowledges_nothing_and_steps_down_when_the
     let answers = load.finish().await;
     let failover = answers.failover();
     refused.push(refuse(format!("cut-off-{}", refused.len())).await);
+    // And it tells load balancers: its health is NOT_SERVING while it cannot acknowledge.
+    assert_eq!(
+        health(old.grpc).await,
+        Some(false),
+        "the cut-off leader reports SERVING"
+    );
+    assert_eq!(health(new.grpc).await, Some(true));
     eprintln!(
         "{answered_before_cut} answered before the cut; first hold at the new leader \
          {failover:?} after it; the cut-off leader refused {} holds, the slowest in {:?}",

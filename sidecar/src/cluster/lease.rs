@@ -77,6 +77,11 @@ impl Lease {
         }
     }
 
+    /// The lease time.
+    pub fn time(&self) -> Duration {
+        self.lease
+    }
+
     /// The current holder, if the key can be read.
     pub async fn holder(&self) -> Result<Option<(LeaseValue, u64)>, ClusterError> {
         read(&self.kv, &self.key).await

@@ -666,6 +666,7 @@ async fn renew(
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut renewed_at = tokio::time::Instant::now();
     loop {
         tokio::select! {
             asked = &mut release => {
@@ -683,7 +684,10 @@ async fn renew(
             return;
         }
         match lease.renew(&mut held).await {
-            Ok(true) => {}
+            Ok(true) => {
+                renewed_at = tokio::time::Instant::now();
+                gate.set_lease_trouble(None);
+            }
             Ok(false) => {
                 let now = lease.holder().await.ok().flatten();
                 let why = match now {
@@ -696,9 +700,21 @@ async fn renew(
                 gate.fail(&why);
                 return;
             }
-            // NATS trouble: nobody else can take the lease either while it lasts, and if
-            // someone does, the fence stops this node's appends.
-            Err(e) => tracing::warn!(error = %e, "lease renewal failed; retrying"),
+            // NATS trouble: if it is NATS's, nobody else can take the lease either; if
+            // only this node is cut off, another may, and its fence stops this node's
+            // appends. Past a lease time without renewal this node refuses requests and
+            // reports NOT_SERVING (a load balancer stops sending here) until a renewal
+            // succeeds or tells it it was deposed.
+            Err(e) => {
+                tracing::warn!(error = %e, "lease renewal failed; retrying");
+                if renewed_at.elapsed() >= lease.time() {
+                    gate.set_lease_trouble(Some(&format!(
+                        "the lease was not renewed for {} ms (this node may be cut off \
+                         from NATS; another node may lead): {e}",
+                        lease.time().as_millis()
+                    )));
+                }
+            }
         }
     }
 }

@@ -62,6 +62,9 @@ struct GateState {
     trouble: Option<(Arc<str>, std::time::Instant)>,
     /// Why this node stopped leading: nothing after `acked` will ever be acknowledged.
     failure: Option<Arc<str>>,
+    /// Set while the lease has not been renewed for a whole lease time (by this node's
+    /// clock): another node may lead by now.
+    lease_trouble: Option<Arc<str>>,
 }
 
 /// Why a record was not (or not yet) acknowledged.
@@ -120,10 +123,6 @@ impl Gate {
         // the state is read again. Holding it across a second read deadlocked the leader
         // under load: the lock is fair, so the second read queues behind a writer
         // (`advance`) that waits for the first to end.
-        // `wait_for` answers with a read guard of the state: it is dropped here, before
-        // the state is read again. Holding it across a second read deadlocked the leader
-        // under load: the lock is fair, so the second read queues behind a writer
-        // (`advance`) that waits for the first to end.
         let waited = tokio::time::timeout(
             self.timeout,
             rx.wait_for(|s| s.acked >= lsn || s.failure.is_some()),
@@ -168,11 +167,28 @@ impl Gate {
     /// Why publishing has failed for longer than the replication timeout, if it has: the
     /// admission layer then refuses new requests at once instead of piling them up
     /// (shorter trouble, such as a stream leader election, only delays answers).
+    /// Also while the lease could not be renewed for a lease time
+    /// ([`Gate::set_lease_trouble`]), even with nothing to publish.
     pub fn trouble(&self) -> Option<Arc<str>> {
-        match &self.state.borrow().trouble {
-            Some((why, since)) if since.elapsed() >= self.timeout => Some(why.clone()),
+        let s = self.state.borrow();
+        match (&s.trouble, &s.lease_trouble) {
+            (Some((why, since)), _) if since.elapsed() >= self.timeout => Some(why.clone()),
+            (_, Some(why)) => Some(why.clone()),
             _ => None,
         }
+    }
+
+    /// Says whether the lease has gone unrenewed for a lease time (`Some(why)`) or was
+    /// renewed again (`None`).
+    pub(super) fn set_lease_trouble(&self, why: Option<&str>) {
+        self.state.send_if_modified(|s| {
+            let new = why.map(Arc::<str>::from);
+            if s.lease_trouble == new {
+                return false;
+            }
+            s.lease_trouble = new;
+            true
+        });
     }
 
     /// Why this node stopped leading, if it did.
