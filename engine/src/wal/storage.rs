@@ -100,6 +100,9 @@ pub const PREALLOCATE_CHUNK_LEN: u64 = 256 << 10;
 
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
+/// [`FileStorage::remove`] frees a larger file this much at a time.
+const REMOVE_STEP_LEN: u64 = 4 << 20;
+
 /// An append-only file that writes at its logical end and keeps zeros ahead of it.
 struct FileAppend {
     file: File,
@@ -185,7 +188,26 @@ impl Storage for FileStorage {
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
-        fs::remove_file(self.path(name)?)
+        let path = self.path(name)?;
+        let len = fs::metadata(&path)?.len();
+        if len <= REMOVE_STEP_LEN {
+            return fs::remove_file(path);
+        }
+        // A large file (a log segment) goes in steps: freeing all its blocks in one
+        // unlink held the file system's journal for 17-25 ms (64 MiB, ext4), and every
+        // log's `fdatasync` that needed a journal commit meanwhile waited that long
+        // (issue 17's webhook tail). Renamed first to a temporary name, so a crash
+        // between steps leaves a file recovery removes, never a cut segment.
+        let doomed = self.path(&format!("{name}{TEMP_SUFFIX}"))?;
+        fs::rename(&path, &doomed)?;
+        let file = OpenOptions::new().write(true).open(&doomed)?;
+        let mut left = len;
+        while left > REMOVE_STEP_LEN {
+            left -= REMOVE_STEP_LEN;
+            file.set_len(left)?;
+        }
+        drop(file);
+        fs::remove_file(doomed)
     }
 
     fn truncate(&self, name: &str, len_bytes: u64) -> io::Result<()> {
@@ -939,6 +961,19 @@ mod tests {
         s.sync_dir().unwrap();
         assert_eq!(s.list().unwrap(), vec!["snap".to_string()]);
         assert!(s.read("../etc/passwd").is_err());
+        // A file larger than a removal step goes in steps and leaves nothing behind.
+        let mut f = s.open_append("big").unwrap();
+        f.append(&vec![7u8; (REMOVE_STEP_LEN * 2 + 5) as usize])
+            .unwrap();
+        f.sync_data().unwrap();
+        drop(f);
+        s.remove("big").unwrap();
+        s.sync_dir().unwrap();
+        assert_eq!(s.list().unwrap(), vec!["snap".to_string()]);
+        assert!(
+            s.remove("big").is_err(),
+            "removing a missing file is an error"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }
