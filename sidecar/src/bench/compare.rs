@@ -13,8 +13,9 @@ use std::{
 
 use pickline_benches::compare::{self, CompareConfig, CompareReport, SystemRun, sku_name};
 use pickline_engine::wal::Durability;
-use tonic::{Request, transport::Endpoint};
+use tonic::transport::Endpoint;
 
+use super::authed;
 use pickline_sidecar::{
     config::{Config, DurabilityMode},
     pb::{
@@ -23,19 +24,9 @@ use pickline_sidecar::{
     },
 };
 
-const TOKEN: &str = "bench-compare-admin-token-0123456789";
 const STORE: &str = "CMP1";
 /// HTTP/2 connections the clients share, round robin.
 const CONNECTIONS: usize = 4;
-
-fn authed<T>(message: T) -> Request<T> {
-    let mut r = Request::new(message);
-    r.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {TOKEN}").parse().expect("ascii"),
-    );
-    r
-}
 
 /// Runs every system; `progress` gets one line per step. A database that cannot be
 /// reached is an error naming it.
@@ -94,7 +85,7 @@ async fn sidecar_async(cfg: &CompareConfig) -> anyhow::Result<SystemRun> {
     config.data.dir = dir.clone();
     config.data.durability = DurabilityMode::Sync;
     config.grpc.concurrency_limit = 4 * cfg.clients + 64;
-    let server = super::LocalServer::start(config, TOKEN).await?;
+    let server = super::LocalServer::start(config, super::TOKEN).await?;
     let addr = server.grpc;
     let mut channels = Vec::with_capacity(CONNECTIONS);
     for _ in 0..CONNECTIONS {

@@ -27,11 +27,9 @@ use std::{
 
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
-use tonic::{
-    Request,
-    transport::{Channel, Endpoint},
-};
+use tonic::transport::{Channel, Endpoint};
 
+use super::authed;
 use pickline_sidecar::{
     config::{Config, DurabilityMode},
     pb::{
@@ -41,7 +39,6 @@ use pickline_sidecar::{
 };
 
 /// The bench's only token (admin scope: it may call everything).
-const TOKEN: &str = "bench-admin-token-0123456789abcdef";
 /// SKUs the holds spread over (uniform).
 const SKUS: u32 = 1_000;
 /// Units received per SKU: enough that batch holds never run out.
@@ -172,15 +169,6 @@ impl GrpcBenchReport {
     }
 }
 
-fn authed<T>(message: T) -> Request<T> {
-    let mut r = Request::new(message);
-    r.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {TOKEN}").parse().expect("ascii"),
-    );
-    r
-}
-
 /// Runs the benchmark; `progress` gets one line per step.
 pub fn run(cfg: &GrpcBenchConfig, progress: impl Fn(&str)) -> anyhow::Result<GrpcBenchReport> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -201,7 +189,7 @@ async fn run_async(
     config.data.store_active_holds_max = 20_000_000;
     config.grpc.concurrency_limit = 4 * cfg.concurrency.max(cfg.batch_concurrency) + 64;
     config.grpc.max_message_bytes = 64 << 20;
-    let server = super::LocalServer::start(config, TOKEN).await?;
+    let server = super::LocalServer::start(config, super::TOKEN).await?;
     let addr = server.grpc;
 
     let mut channels = Vec::with_capacity(CONNECTIONS);

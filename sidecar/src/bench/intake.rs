@@ -106,7 +106,6 @@ const PICKUP_SKUS: [&str; 4] = [
     "SKU2006-035",
 ];
 const WEBHOOK_SECRET: &str = "bench-webhook-secret";
-const BENCH_TOKEN: &str = "bench-intake-token-0123456789abcdef";
 
 /// How the webhook benchmark runs.
 #[derive(Clone, Debug)]
@@ -220,7 +219,7 @@ async fn webhook_async(
     shopify.store_map.insert("67890".into(), "S1".into());
     shopify.hold_ref_key = "no_such_attribute".into();
     config.intake.flow.queue_len_max = cfg.connections * 4;
-    let server = super::LocalServer::start(config, BENCH_TOKEN).await?;
+    let server = super::LocalServer::start(config, super::TOKEN).await?;
     let (grpc_addr, http_addr) = (server.grpc, server.http);
     progress("waiting for the engine to recover; store S1 and its stock");
     setup(grpc_addr).await?;
@@ -350,15 +349,8 @@ async fn webhook_async(
 
 /// Waits until the engine serves, then registers S1 with plenty of every pickup SKU.
 async fn setup(grpc: std::net::SocketAddr) -> anyhow::Result<()> {
+    use super::authed;
     use pickline_sidecar::pb;
-    fn authed<T>(m: T) -> tonic::Request<T> {
-        let mut r = tonic::Request::new(m);
-        r.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {BENCH_TOKEN}").parse().expect("ascii"),
-        );
-        r
-    }
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))?
         .connect()
         .await?;

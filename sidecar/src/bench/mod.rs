@@ -29,6 +29,20 @@ use grpc::GrpcBenchConfig;
 /// The name of the subcommand.
 pub const SUBCOMMAND: &str = "bench";
 
+/// The bearer token of the in-process servers the gRPC, compare and webhook benchmarks
+/// start ([`LocalServer`]).
+const TOKEN: &str = "pickline-bench-token-0123456789abcdef";
+
+/// `message` with [`TOKEN`] as its bearer token.
+fn authed<T>(message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {TOKEN}").parse().expect("ascii"),
+    );
+    r
+}
+
 /// `pickline bench` as a subcommand, for `main` to add to the library's `Cli`.
 pub fn subcommand() -> clap::Command {
     BenchArgs::augment_args(clap::Command::new(SUBCOMMAND))
