@@ -103,9 +103,16 @@ struct Shared {
     /// Wakes appenders blocked by backpressure.
     space_cv: Condvar,
     durable_lsn: AtomicU64,
-    /// Bumped after every advance of `durable_lsn`, a fail-stop and the close; threads in
-    /// [`Wal::wait_durable`] wait on it ([`Shared::wake_durable_threads`]).
-    durable_epoch: AtomicU32,
+    /// The last LSN of the newest batch taken for a commit, shifted left by one, with the
+    /// parity of that batch's number in the low bit. Changed only under `pending`'s lock
+    /// (where batches are taken), so a waiter reading it there knows which batch will
+    /// make its record durable: the one taken if its LSN is at or below, else the next.
+    taken: AtomicU64,
+    /// One word per batch parity: a commit bumps the word of its batch's parity after
+    /// advancing `durable_lsn`, and threads in [`Wal::wait_durable`] wait on the word of
+    /// the batch that covers their record, so a commit wakes only the threads it made
+    /// durable (a fail-stop and the close bump both).
+    durable_words: [AtomicU32; 2],
     /// Set once by the first write/fsync failure; never cleared.
     failed: OnceLock<Arc<str>>,
     /// Called after every change a waiter may care about (see [`Wal::set_progress_hook`]).
@@ -280,7 +287,8 @@ impl Wal {
             work_cv: Condvar::new(),
             space_cv: Condvar::new(),
             durable_lsn: AtomicU64::new(last_lsn),
-            durable_epoch: AtomicU32::new(0),
+            taken: AtomicU64::new(last_lsn << 1),
+            durable_words: [AtomicU32::new(0), AtomicU32::new(0)],
             failed: OnceLock::new(),
             progress_hook: OnceLock::new(),
             waiters: Mutex::new(Vec::new()),
@@ -438,15 +446,31 @@ impl Wal {
             }
             return Ok(());
         }
-        // Threads wait on one futex word that every advance of the durable LSN (and a
-        // fail-stop, and the close) bumps, and one system call wakes them all. A condition
+        // Threads wait on a futex word that the commit making their record durable bumps
+        // (and a fail-stop, and the close), and one system call wakes them all. A condition
         // variable woke them one after another through its mutex, each waking the next as
         // it let go; unparking each thread from the committer took one system call per
         // waiter before the next batch could start. With 64 threads waiting either took
-        // longer than the fsync (issue 20).
+        // longer than the fsync (issue 20). One word for every commit woke the threads
+        // waiting for the next batch too, only to sleep again: a context switch per wait
+        // wasted, on a machine where the switches were the bound. Two words, one per
+        // batch parity, wake each thread once.
         loop {
-            // The epoch before the checks: a change after them ends the wait at once.
-            let epoch = shared.durable_epoch.load(Ordering::Acquire);
+            // Which batch makes `lsn` durable, read where batches are taken: the newest
+            // one taken if it holds `lsn`, else the next (it takes every record appended
+            // so far). Commits alternate with takes, so the next has the other parity.
+            let word = {
+                let _pending = shared.pending.lock();
+                let taken = shared.taken.load(Ordering::Acquire);
+                let parity = (taken & 1) as usize;
+                if lsn.0 <= taken >> 1 {
+                    &shared.durable_words[parity]
+                } else {
+                    &shared.durable_words[parity ^ 1]
+                }
+            };
+            // The word before the checks: a change after them ends the wait at once.
+            let epoch = word.load(Ordering::Acquire);
             if shared.durable_lsn.load(Ordering::Acquire) >= lsn.0 {
                 return Ok(());
             }
@@ -460,7 +484,7 @@ impl Wal {
             {
                 return Err(WalError::Closed);
             }
-            atomic_wait::wait(&shared.durable_epoch, epoch);
+            atomic_wait::wait(word, epoch);
         }
     }
 
@@ -764,11 +788,21 @@ impl Shared {
         self.notify_progress();
     }
 
-    /// Wakes every thread waiting in [`Wal::wait_durable`], with one system call: each
+    /// Wakes every thread waiting in [`Wal::wait_durable`] (a fail-stop, the close): each
     /// checks again whether what it waits for happened.
     fn wake_durable_threads(&self) {
-        self.durable_epoch.fetch_add(1, Ordering::Release);
-        atomic_wait::wake_all(&self.durable_epoch);
+        for word in &self.durable_words {
+            word.fetch_add(1, Ordering::Release);
+            atomic_wait::wake_all(word);
+        }
+    }
+
+    /// Wakes the threads waiting for the batch of `parity` (just made durable), with one
+    /// system call.
+    fn wake_batch_threads(&self, parity: usize) {
+        let word = &self.durable_words[parity];
+        word.fetch_add(1, Ordering::Release);
+        atomic_wait::wake_all(word);
     }
 
     /// Wakes (and forgets) the tasks of [`Wal::durable`] waiting for an LSN at or below
@@ -820,7 +854,7 @@ impl Shared {
     /// [`Shared::flush`], returning how many records the commit acknowledged.
     fn commit_pending(&self) -> Result<u64, WalError> {
         let mut commit = self.commit.lock();
-        let (batch, batch_last_lsn, batch_records) = {
+        let (batch, batch_last_lsn, batch_records, parity) = {
             let mut p = self.pending.lock();
             if self.failed.get().is_some() {
                 return Err(self.failed_error());
@@ -832,7 +866,10 @@ impl Shared {
             let mut batch = std::mem::take(&mut commit.spare);
             std::mem::swap(&mut batch, &mut p.buf);
             let records = std::mem::take(&mut p.buf_records);
-            (batch, p.next_lsn - 1, records)
+            let parity = (self.taken.load(Ordering::Relaxed) & 1) ^ 1;
+            self.taken
+                .store(((p.next_lsn - 1) << 1) | parity, Ordering::Release);
+            (batch, p.next_lsn - 1, records, parity as usize)
         };
         self.space_cv.notify_all();
         // Stamp the batch with the durable LSN now: the previous batch's fdatasync has
@@ -855,7 +892,7 @@ impl Shared {
                     self.pending.lock().appended_since_ack = 0;
                 }
                 self.durable_lsn.store(batch_last_lsn, Ordering::Release);
-                self.wake_durable_threads();
+                self.wake_batch_threads(parity);
                 self.wake_waiters(batch_last_lsn);
                 self.notify_progress();
                 let mut spare = batch;
