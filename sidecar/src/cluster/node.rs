@@ -281,7 +281,7 @@ pub struct Leadership {
     conn: Connection,
     partition: String,
     /// Where this node keeps its copy of the state ([`super::saved`]).
-    saved: Saved,
+    saved: LocalCopy,
     shipper: JoinHandle<String>,
     renewer: JoinHandle<()>,
     snapshotter: JoinHandle<()>,
@@ -367,12 +367,12 @@ pub async fn lead(
 
 /// Where a node keeps its copy of the partition's state, and which stream it belongs to.
 #[derive(Debug, Clone)]
-struct Saved {
+struct LocalCopy {
     path: PathBuf,
     stream: i128,
 }
 
-impl Saved {
+impl LocalCopy {
     /// Writes `object` ([`follower::encode_snapshot`]'s bytes) as the node's copy.
     async fn save(&self, object: Vec<u8>) -> Result<(), ClusterError> {
         let me = self.clone();
@@ -405,7 +405,7 @@ async fn start_follower(
 
 /// Saves a standby's state as this node's copy: the follower's state after message
 /// `applied_seq`, encoded while nothing is applied.
-async fn save_standby(follower: &Follower, saved: &Saved) -> Result<(), ClusterError> {
+async fn save_standby(follower: &Follower, saved: &LocalCopy) -> Result<(), ClusterError> {
     let (seq, lsn) = (follower.applied_seq(), follower.applied_lsn());
     let engine = follower.shared_engine();
     // The follower applies only in the caller's loop, which waits here: the state is
@@ -429,7 +429,7 @@ async fn try_lead(
 ) -> Result<Leadership, ClusterError> {
     let conn = connect(config).await?;
     let partition = config.partition.as_str();
-    let saved = Saved {
+    let saved = LocalCopy {
         path: saved::path(data_dir, partition),
         stream: saved::stream_identity(&conn.stream).await?,
     };
@@ -726,7 +726,7 @@ async fn snapshots(
     gate: Arc<Gate>,
     conn: Connection,
     partition: String,
-    saved: Saved,
+    saved: LocalCopy,
     every: Duration,
 ) {
     let mut tick = tokio::time::interval(every);
@@ -757,7 +757,7 @@ async fn upload_snapshot(
     gate: &Arc<Gate>,
     conn: &Connection,
     partition: &str,
-    saved: &Saved,
+    saved: &LocalCopy,
 ) -> Result<u64, ClusterError> {
     // Read before the snapshot: the snapshot's LSN is at or after `acked`, so a standby
     // starting after message `seq` finds every later record in the stream.
