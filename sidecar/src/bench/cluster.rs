@@ -353,16 +353,19 @@ fn authorized<T>(message: T) -> tonic::Request<T> {
     r
 }
 
-async fn grpc_hold(addr: SocketAddr, key: &str) -> bool {
-    use pickline_sidecar::pb;
-    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
-        return false;
-    };
-    let Ok(ch) = endpoint
+/// A connection to the node at `addr`, or `None` if it does not answer within 200 ms.
+async fn connect_quickly(addr: SocketAddr) -> Option<tonic::transport::Channel> {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .ok()?
         .connect_timeout(Duration::from_millis(200))
         .connect()
         .await
-    else {
+        .ok()
+}
+
+async fn grpc_hold(addr: SocketAddr, key: &str) -> bool {
+    use pickline_sidecar::pb;
+    let Some(ch) = connect_quickly(addr).await else {
         return false;
     };
     let answer = pb::hold_service_client::HoldServiceClient::new(ch)
@@ -425,14 +428,7 @@ async fn setup(addr: SocketAddr) -> anyhow::Result<()> {
 /// Whether the node at `addr` leads.
 async fn leads(addr: SocketAddr) -> bool {
     use pickline_sidecar::pb;
-    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
-        return false;
-    };
-    let Ok(ch) = endpoint
-        .connect_timeout(Duration::from_millis(200))
-        .connect()
-        .await
-    else {
+    let Some(ch) = connect_quickly(addr).await else {
         return false;
     };
     pb::admin_service_client::AdminServiceClient::new(ch)

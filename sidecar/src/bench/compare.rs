@@ -72,10 +72,7 @@ pub fn run(cfg: &CompareConfig, progress: impl Fn(&str)) -> anyhow::Result<Compa
 /// The sidecar in this process on loopback (WAL sync), `cfg.clients` tasks each with one
 /// Hold (+ Release when granted) in flight.
 pub fn run_sidecar(cfg: &CompareConfig) -> anyhow::Result<SystemRun> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(sidecar_async(cfg))
+    super::block_on(sidecar_async(cfg))?
 }
 
 async fn sidecar_async(cfg: &CompareConfig) -> anyhow::Result<SystemRun> {

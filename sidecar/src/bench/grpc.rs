@@ -171,10 +171,7 @@ impl GrpcBenchReport {
 
 /// Runs the benchmark; `progress` gets one line per step.
 pub fn run(cfg: &GrpcBenchConfig, progress: impl Fn(&str)) -> anyhow::Result<GrpcBenchReport> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(run_async(cfg, &progress))
+    super::block_on(run_async(cfg, &progress))?
 }
 
 async fn run_async(

@@ -197,10 +197,7 @@ pub fn run_webhook(
     cfg: &WebhookBenchConfig,
     progress: impl Fn(&str),
 ) -> anyhow::Result<WebhookBenchReport> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(webhook_async(cfg, &progress))
+    super::block_on(webhook_async(cfg, &progress))?
 }
 
 async fn webhook_async(

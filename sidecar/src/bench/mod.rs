@@ -33,6 +33,15 @@ pub const SUBCOMMAND: &str = "bench";
 /// start ([`LocalServer`]).
 const TOKEN: &str = "pickline-bench-token-0123456789abcdef";
 
+/// Runs `work` to completion on a multi-threaded runtime of its own (every benchmark that
+/// starts servers or clients in this process).
+fn block_on<F: std::future::Future>(work: F) -> anyhow::Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(work))
+}
+
 /// `message` with [`TOKEN`] as its bearer token.
 fn authed<T>(message: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(message);
