@@ -15,6 +15,9 @@ use std::{
 /// How long [`LocalNats::start`] waits for JetStream to answer.
 const READY_PATIENCE: Duration = Duration::from_secs(30);
 
+/// How many times [`LocalNats::start_on`] starts the cluster before it gives up.
+const START_ATTEMPTS: u32 = 3;
+
 /// The cluster's nodes.
 #[derive(Debug)]
 pub struct LocalNats {
@@ -39,7 +42,30 @@ impl LocalNats {
 
     /// [`LocalNats::start`] with the nodes listening for clients on `client_ip`, one of
     /// the machine's addresses (routes between the nodes stay on loopback).
+    ///
+    /// A node that exits while the cluster forms (a port taken between choosing it and
+    /// binding it) makes the attempt fail at once; the cluster is then started afresh on
+    /// other ports, at most [`START_ATTEMPTS`] times.
     pub async fn start_on(
+        dir: &Path,
+        nodes: usize,
+        client_ip: IpAddr,
+    ) -> std::io::Result<LocalNats> {
+        let mut attempt = 1;
+        loop {
+            match Self::try_start_on(dir, nodes, client_ip).await {
+                Ok(nats) => return Ok(nats),
+                Err(e) if attempt < START_ATTEMPTS => {
+                    tracing::warn!(error = %e, attempt, "local JetStream cluster did not form; starting afresh");
+                    attempt += 1;
+                    let _ = std::fs::rename(dir, dir.with_extension(format!("failed-{attempt}")));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn try_start_on(
         dir: &Path,
         nodes: usize,
         client_ip: IpAddr,
@@ -155,7 +181,7 @@ cluster {{
         Ok(async_nats::jetstream::new(client))
     }
 
-    async fn wait_jetstream(&self) -> std::io::Result<()> {
+    async fn wait_jetstream(&mut self) -> std::io::Result<()> {
         let deadline = tokio::time::Instant::now() + READY_PATIENCE;
         let url = self.urls()[0].clone();
         loop {
@@ -178,6 +204,17 @@ cluster {{
             };
             if let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(5), ready).await {
                 return Ok(());
+            }
+            for (i, server) in self.servers.iter_mut().enumerate() {
+                if let Some(child) = server
+                    && let Ok(Some(status)) = child.try_wait()
+                {
+                    return Err(std::io::Error::other(format!(
+                        "nats-server {} exited ({status}) before the cluster formed (logs in {})",
+                        Self::name(i),
+                        self.dir.display()
+                    )));
+                }
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(std::io::Error::other(format!(
