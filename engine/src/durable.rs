@@ -538,9 +538,14 @@ impl DurableEngine {
     /// Segments behind the snapshot are kept back to the slowest durable consumer cursor in
     /// the snapshot (so a restart can serve that consumer from the files), within
     /// `WalConfig::consumer_retention_len_max`; consumers beyond it are named in the result.
+    ///
+    /// The rebuild runs on a thread of its own at the lowest CPU priority
+    /// ([`at_low_priority`]): on a machine with fewer free cores than the rebuild's threads,
+    /// at normal priority it took turns with the writers, which then waited up to 40 ms for
+    /// a core (`perf sched timehist` of `pickline bench wal`, 2026-12-07).
     pub fn checkpoint(&self) -> Result<Checkpoint, EngineError> {
         let _one = self.checkpointing.lock();
-        let snapshot = match self.rebuild_snapshot() {
+        let snapshot = match at_low_priority(|| self.rebuild_snapshot()) {
             Ok(Some(snapshot)) => return self.write_checkpoint(snapshot, false),
             Ok(None) => self.engine.snapshot_with_cursors()?,
             Err(why) => {
@@ -658,5 +663,51 @@ impl DurableEngine {
         drop(engine);
         drop(stream);
         log.wal().flush()
+    }
+}
+
+/// Runs `work` on a new thread at the lowest CPU priority (nice 19 on Linux; the threads it
+/// starts inherit it) and returns its result; on the calling thread where no thread can be
+/// started. A writer that wants a core gets it within a scheduler slice (about a
+/// millisecond or two) instead of sharing it with the work; the work still gets a share
+/// when every core is busy, so it is slowed, never starved.
+fn at_low_priority<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    let mut work = Some(work);
+    let on_its_own = std::thread::scope(|scope| {
+        let todo = &mut work;
+        let spawned = std::thread::Builder::new()
+            .name("pickline-checkpoint".into())
+            .spawn_scoped(scope, move || {
+                lower_this_threads_priority();
+                todo.take().map(|work| work())
+            });
+        match spawned {
+            Ok(handle) => Some(
+                handle
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "checkpoint: no thread of its own; running on the caller's");
+                None
+            }
+        }
+    });
+    match (on_its_own, work) {
+        (Some(Some(out)), _) => out,
+        (_, Some(work)) => work(),
+        (_, None) => unreachable!("the work either ran on its thread or is still here"),
+    }
+}
+
+/// Gives the calling thread the lowest CPU priority (Linux: nice 19, per thread). A thread
+/// that cannot be lowered runs as it is.
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let me = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(me), 19) {
+            tracing::debug!(error = %e, "checkpoint thread keeps its priority");
+        }
     }
 }
