@@ -105,9 +105,15 @@ pub struct WalBenchReport {
     pub holds_during_snapshot: u64,
     /// How long that checkpoint took (rebuild, encode, write), s.
     pub snapshot_s: f64,
+    /// The hypervisor's steal time within that longest wait, ms (the most any one vCPU
+    /// lost, from `/proc/stat` sampled every 2 ms; ticks of 10 ms): time the machine, not
+    /// the process, could not run. `None` where `/proc/stat` has no steal counter.
+    pub snapshot_pause_steal_ms: Option<f64>,
     /// The same writer's longest wait over as long a time with no checkpoint running
     /// (what the machine alone costs: preemption, page faults), ms.
     pub hold_max_ms_without_snapshot: f64,
+    /// The hypervisor's steal time within that wait, ms (as `snapshot_pause_steal_ms`).
+    pub hold_max_steal_ms_without_snapshot: Option<f64>,
     /// The same writer's longest wait during a checkpoint that stops writers while the
     /// state is encoded ([`DurableEngine::checkpoint_paused`], how every checkpoint was
     /// taken before), same state, ms.
@@ -125,7 +131,9 @@ impl WalBenchReport {
                 "\"replay_records_per_s\":{:.0},\"restart_s_10m\":{:.2},\"restart_holds\":{},",
                 "\"snapshot_pause_ms\":{:.1},\"hold_p99_ms_during_snapshot\":{:.3},",
                 "\"holds_during_snapshot\":{},\"snapshot_s\":{:.2},",
+                "\"snapshot_pause_steal_ms\":{},",
                 "\"hold_max_ms_without_snapshot\":{:.1},",
+                "\"hold_max_steal_ms_without_snapshot\":{},",
                 "\"paused_snapshot_pause_ms\":{:.1}}}"
             ),
             self.durable_holds_per_s,
@@ -142,7 +150,9 @@ impl WalBenchReport {
             self.hold_p99_ms_during_snapshot,
             self.holds_during_snapshot,
             self.snapshot_s,
+            json_ms(self.snapshot_pause_steal_ms),
             self.hold_max_ms_without_snapshot,
+            json_ms(self.hold_max_steal_ms_without_snapshot),
             self.paused_snapshot_pause_ms
         )
     }
@@ -208,8 +218,18 @@ impl WalBenchReport {
             ),
             ("snapshot_s", format!("{:.2}", self.snapshot_s), ""),
             (
+                "snapshot_pause_steal_ms",
+                json_ms(self.snapshot_pause_steal_ms),
+                "",
+            ),
+            (
                 "hold_max_ms_without_snapshot",
                 format!("{:.1}", self.hold_max_ms_without_snapshot),
+                "",
+            ),
+            (
+                "hold_max_steal_ms_without_snapshot",
+                json_ms(self.hold_max_steal_ms_without_snapshot),
                 "",
             ),
             (
@@ -224,6 +244,11 @@ impl WalBenchReport {
         }
         out
     }
+}
+
+/// `ms` with one decimal, or `null`.
+fn json_ms(ms: Option<f64>) -> String {
+    ms.map_or_else(|| "null".to_owned(), |ms| format!("{ms:.1}"))
 }
 
 const T0: Timestamp = Timestamp(1_780_000_000_000);
@@ -519,7 +544,9 @@ pub fn run(cfg: &WalBenchConfig, mut progress: impl FnMut(&str)) -> WalBenchRepo
         hold_p99_ms_during_snapshot: snap.checkpoint.p99_ms,
         holds_during_snapshot: snap.checkpoint.holds,
         snapshot_s: snap.checkpoint_s,
+        snapshot_pause_steal_ms: snap.checkpoint.longest_steal_ms,
         hold_max_ms_without_snapshot: snap.idle.longest_ms,
+        hold_max_steal_ms_without_snapshot: snap.idle.longest_steal_ms,
         paused_snapshot_pause_ms: snap.paused.longest_ms,
     }
 }
@@ -527,8 +554,36 @@ pub fn run(cfg: &WalBenchConfig, mut progress: impl FnMut(&str)) -> WalBenchRepo
 /// One writer's hold latencies while something else ran.
 struct WriterWaits {
     longest_ms: f64,
+    /// The hypervisor's steal within the longest wait ([`steal_within`]).
+    longest_steal_ms: Option<f64>,
     p99_ms: f64,
     holds: u64,
+}
+
+/// Each vCPU's steal counter (`/proc/stat`, in ticks of 1/100 s), or `None` where there is
+/// none to read.
+fn steal_ticks() -> Option<Vec<u64>> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let per_cpu: Vec<u64> = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .map(|l| l.split_whitespace().nth(8).and_then(|v| v.parse().ok()))
+        .collect::<Option<_>>()?;
+    (!per_cpu.is_empty()).then_some(per_cpu)
+}
+
+/// The most steal any one vCPU counted between the last sample at or before `from` and the
+/// first at or after `to`, ms; `None` without samples around the span.
+fn steal_within(samples: &[(Instant, Vec<u64>)], from: Instant, to: Instant) -> Option<f64> {
+    let before = samples.iter().rev().find(|(t, _)| *t <= from)?;
+    let after = samples.iter().find(|(t, _)| *t >= to)?;
+    let ticks = before
+        .1
+        .iter()
+        .zip(&after.1)
+        .filter_map(|(b, a)| a.checked_sub(*b))
+        .max()?;
+    Some(ticks as f64 * 10.0)
 }
 
 struct SnapshotStalls {
@@ -551,9 +606,26 @@ fn writer_during<T>(
     const STOP: u8 = 2;
     let phase = AtomicU8::new(WARMING);
     std::thread::scope(|scope| {
+        // The hypervisor's steal counters every 2 ms, to tell a stall of the machine from
+        // one of the process.
+        let sampler = scope.spawn(|| {
+            let mut samples = Vec::new();
+            while phase.load(Ordering::Acquire) != STOP {
+                match steal_ticks() {
+                    Some(ticks) => samples.push((Instant::now(), ticks)),
+                    None => break,
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if let Some(ticks) = steal_ticks() {
+                samples.push((Instant::now(), ticks));
+            }
+            samples
+        });
         let writer = scope.spawn(|| {
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("hist");
             let mut longest = Duration::ZERO;
+            let mut longest_span = None;
             let mut n = 0usize;
             loop {
                 let at_start = phase.load(Ordering::Acquire);
@@ -565,22 +637,28 @@ fn writer_during<T>(
                 let took = t0.elapsed();
                 n += 1;
                 if at_start == MEASURING {
-                    longest = longest.max(took);
+                    if took > longest {
+                        longest = took;
+                        longest_span = Some((t0, t0 + took));
+                    }
                     let _ = hist.record((took.as_micros() as u64).max(1));
                 }
             }
-            (hist, longest)
+            (hist, longest, longest_span)
         });
         // Let the writer get going before the measured window opens.
         std::thread::sleep(Duration::from_millis(200));
         phase.store(MEASURING, Ordering::Release);
         let out = during();
         phase.store(STOP, Ordering::Release);
-        let (hist, longest) = writer.join().expect("writer");
+        let (hist, longest, longest_span) = writer.join().expect("writer");
+        let samples = sampler.join().expect("steal sampler");
         (
             out,
             WriterWaits {
                 longest_ms: longest.as_secs_f64() * 1e3,
+                longest_steal_ms: longest_span
+                    .and_then(|(from, to)| steal_within(&samples, from, to)),
                 p99_ms: hist.value_at_quantile(0.99) as f64 / 1e3,
                 holds: hist.len(),
             },
@@ -643,6 +721,23 @@ fn snapshot_stalls(cfg: &WalBenchConfig, progress: &mut impl FnMut(&str)) -> Sna
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steal_within_a_span_is_the_most_one_vcpu_lost_between_the_samples_around_it() {
+        let t = Instant::now();
+        let at = |ms: u64| t + Duration::from_millis(ms);
+        let samples = vec![
+            (at(0), vec![5, 7]),
+            (at(10), vec![5, 7]),
+            (at(20), vec![9, 8]),
+            (at(30), vec![9, 8]),
+        ];
+        // 12..18 ms lies between the samples at 10 and 20: vCPU 0 lost 4 ticks.
+        assert_eq!(steal_within(&samples, at(12), at(18)), Some(40.0));
+        assert_eq!(steal_within(&samples, at(21), at(29)), Some(0.0));
+        // No sample after the span: unknown, not zero.
+        assert_eq!(steal_within(&samples, at(25), at(35)), None);
+    }
 
     #[test]
     fn quick_run_produces_sane_figures() {
