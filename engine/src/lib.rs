@@ -71,6 +71,7 @@ pub mod durable;
 pub mod engine;
 pub mod error;
 pub mod event;
+mod key_digest;
 mod keys;
 pub mod kpi;
 pub mod lock_order;

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, Ordering};
 use parking_lot::{Mutex, RwLock};
 
 use crate::event::StoreDef;
+use crate::key_digest::KeyDigest;
 use crate::types::{CellView, HoldId, Line, Qty, SkuId, StoreId, StoreStatus, Timestamp};
 
 /// A hash map for keys the engine assigns (hold and SKU ids): foldhash instead of SipHash.
@@ -173,7 +174,7 @@ pub(crate) struct RecentDelta {
 pub(crate) struct StoreState {
     next_seq: u64,
     /// Ordered by id, which is a per-store sequence: a new hold appends at the right edge
-    /// of the tree (hot in cache), and growth never rehashes. A hash map here put each
+    /// of the table (hot in cache), and growth never rehashes. A hash map here put each
     /// insert on a cold cache line and, at each doubling, copied every active hold under
     /// this lock (with hundreds of thousands active, milliseconds for every hold of the
     /// store; about 12% of CPU in BatchHold profiles).
@@ -187,7 +188,8 @@ pub(crate) struct StoreState {
     last_count_as_of: HashMap<SkuId, Timestamp>,
     /// Idempotency keys decided under this store, in arrival order, to age out of the
     /// engine's key map after the dedupe window.
-    idem_fifo: VecDeque<(Timestamp, Box<str>)>,
+    /// Digests, not the keys: 24 bytes in place per key ([`KeyDigest`]).
+    idem_fifo: VecDeque<(Timestamp, KeyDigest)>,
     orders: crate::order_state::OrderState,
     /// Pickup calendar, slot bookings and picking settings.
     slots: crate::slot::SlotState,
@@ -476,14 +478,14 @@ impl StoreState {
 
     /// Queues an idempotency key decided at `now` under this store, to age out of the
     /// engine's key map after the dedupe window.
-    pub(crate) fn note_idem_key(&mut self, now: Timestamp, key: &str) {
-        self.idem_fifo.push_back((now, key.into()));
+    pub(crate) fn note_idem_key(&mut self, now: Timestamp, key: KeyDigest) {
+        self.idem_fifo.push_back((now, key));
     }
 
     /// Ages out the dedupe state at or before `horizon`: each idempotency key is handed to
     /// `forget_key` (which removes it from the engine's map), and POS event ids leave the
     /// window.
-    pub(crate) fn age_out(&mut self, horizon: Timestamp, mut forget_key: impl FnMut(&str)) {
+    pub(crate) fn age_out(&mut self, horizon: Timestamp, mut forget_key: impl FnMut(&KeyDigest)) {
         while self.idem_fifo.front().is_some_and(|(t, _)| *t <= horizon) {
             if let Some((_, key)) = self.idem_fifo.pop_front() {
                 forget_key(&key);
@@ -526,7 +528,7 @@ impl StoreState {
     pub(crate) fn grant(
         &mut self,
         hold: HoldId,
-        key: Option<&str>,
+        key: Option<KeyDigest>,
         lines: HoldLines,
         now: Timestamp,
         expiry: (Timestamp, Option<i64>),
@@ -540,7 +542,7 @@ impl StoreState {
     pub(crate) fn grant_booked(
         &mut self,
         hold: HoldId,
-        key: Option<&str>,
+        key: Option<KeyDigest>,
         lines: HoldLines,
         now: Timestamp,
         (expires_at, slot): (Timestamp, Option<i64>),
@@ -707,7 +709,12 @@ impl StoreState {
     /// window in arrival order; the recent POS deltas by SKU; the last count times by SKU;
     /// the idempotency aging queue; the orders; the slot state; the ended holds. The
     /// derived counters (bookings, picking queue) are not written: a load recounts them.
-    pub(crate) fn encode(&self, e: &mut crate::codec::Enc<'_>, version: u32) {
+    pub(crate) fn encode(
+        &self,
+        e: &mut crate::codec::Enc<'_>,
+        version: u32,
+        old_keys: Option<crate::key_digest::KeyNames<'_>>,
+    ) {
         e.u64(self.next_seq);
         // A tree ordered by id: already in id order.
         e.seq_len(self.active.len());
@@ -756,7 +763,7 @@ impl StoreState {
         e.seq_len(self.idem_fifo.len());
         for (at, key) in &self.idem_fifo {
             e.i64(at.0);
-            e.str(key);
+            crate::key_digest::encode_key(e, key, old_keys);
         }
         self.orders.encode(e);
         self.slots.encode(e);
@@ -849,7 +856,7 @@ impl StoreState {
         let fifo = d.long_seq_len()?;
         for _ in 0..fifo {
             let at = Timestamp(d.i64()?);
-            let key = d.string()?.into();
+            let key = crate::key_digest::decode_key(d, version)?;
             self.idem_fifo.push_back((at, key));
         }
         self.orders = crate::order_state::OrderState::decode(
