@@ -65,6 +65,7 @@
 #![warn(missing_docs)]
 
 pub mod calendar;
+mod chunk_map;
 pub mod codec;
 pub mod config;
 pub mod durable;
