@@ -36,6 +36,7 @@ use crate::error::{ApplyError, EngineError, HoldChange};
 use crate::event::{
     Event, HoldRejection, KeptOf, LineShortage, PosDeltaKind, Record, ReleaseReason, StoreDef,
 };
+use crate::key_digest::KeyDigest;
 use crate::lock_order::lock_in_order;
 use crate::log::{EventLog, NoLog};
 use crate::stock::{
@@ -265,15 +266,95 @@ pub enum PosOutcome {
     StaleCount,
 }
 
+/// What the key table keeps for a hold's idempotency key: claimed, or the outcome the key
+/// answered with. 32 bytes: a grant (the common outcome) is kept in place; a keyed
+/// rejection, rarer and larger (its shortages name SKUs), is boxed so that it does not size
+/// every entry. With the 16-byte [`KeyDigest`] a table entry is 48 bytes (it was a boxed key
+/// and a whole `HoldOutcome`: about 150 bytes with the key's heap block).
 pub(crate) enum IdemEntry {
+    /// Claimed by a request being decided now.
     Pending,
-    Done {
+    /// The key granted this hold.
+    Granted {
+        hold: HoldId,
+        expires_at: Timestamp,
+        /// The record of the grant (0 when recovered from the log or a snapshot).
         lsn: Lsn,
-        outcome: HoldOutcome,
         /// [`hold_identity`] of the request that produced it; `None` where it is not known
-        /// (a rejection recovered from the log, a snapshot of format 3).
+        /// (a snapshot of format 3).
         request: Option<u32>,
     },
+    /// The key's hold was refused.
+    Rejected(Box<KeptRejection>),
+}
+
+/// A keyed hold's rejection as the key table keeps it ([`IdemEntry::Rejected`]).
+pub(crate) struct KeptRejection {
+    pub(crate) lsn: Lsn,
+    pub(crate) rejection: HoldRejection,
+    /// As [`IdemEntry::Granted`]'s; `None` for a rejection recovered from the log, which
+    /// does not record it.
+    pub(crate) request: Option<u32>,
+}
+
+const _: () = assert!(std::mem::size_of::<IdemEntry>() == 32);
+
+impl IdemEntry {
+    /// The entry of a key that answered `outcome`, decided by the record at `lsn` for a
+    /// request of identity `request`. `None` for [`HoldOutcome::InFlight`], which is no
+    /// answer to keep.
+    pub(crate) fn done(lsn: Lsn, outcome: &HoldOutcome, request: Option<u32>) -> Option<Self> {
+        match outcome {
+            HoldOutcome::Granted(g) => Some(IdemEntry::Granted {
+                hold: g.hold,
+                expires_at: g.expires_at,
+                lsn,
+                request,
+            }),
+            HoldOutcome::Rejected(rejection) => {
+                Some(IdemEntry::Rejected(Box::new(KeptRejection {
+                    lsn,
+                    rejection: rejection.clone(),
+                    request,
+                })))
+            }
+            HoldOutcome::InFlight => None,
+        }
+    }
+
+    /// The kept outcome and the LSN of its record; `None` while the key is claimed.
+    pub(crate) fn answer(&self) -> Option<(HoldOutcome, Lsn)> {
+        match self {
+            IdemEntry::Pending => None,
+            IdemEntry::Granted {
+                hold,
+                expires_at,
+                lsn,
+                ..
+            } => Some((
+                HoldOutcome::Granted(HoldGrant {
+                    hold: *hold,
+                    expires_at: *expires_at,
+                    lsn: *lsn,
+                }),
+                *lsn,
+            )),
+            IdemEntry::Rejected(r) => Some((HoldOutcome::Rejected(r.rejection.clone()), r.lsn)),
+        }
+    }
+
+    /// The identity of the request that the key answered, where known.
+    pub(crate) fn request(&self) -> Option<u32> {
+        match self {
+            IdemEntry::Pending => None,
+            IdemEntry::Granted { request, .. } => *request,
+            IdemEntry::Rejected(r) => r.request,
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        !matches!(self, IdemEntry::Pending)
+    }
 }
 
 /// What identifies a hold request for its idempotency key: a CRC-32C over the store, the
@@ -315,6 +396,8 @@ pub(crate) struct PreparedHold<'a> {
     pub(crate) lines: Vec<(Option<SkuId>, u64, &'a str)>,
     /// [`hold_identity`] when the request has a key.
     pub(crate) identity: Option<u32>,
+    /// The digest of the request's key, when it has one: computed once per request.
+    pub(crate) key: Option<KeyDigest>,
 }
 
 /// The Pickline engine. Cheap to share: wrap it in an `Arc` and call it from any thread.
@@ -343,7 +426,8 @@ pub struct Engine {
     pub(crate) registry_lock: Mutex<()>,
     /// Keyed by client-chosen strings: foldhash's keyed `quality` hasher (a per-process
     /// random seed) instead of SipHash, which was about 6% of CPU in BatchHold profiles.
-    pub(crate) idem: DashMap<Box<str>, IdemEntry, foldhash::quality::RandomState>,
+    /// Keys are the keys' digests ([`KeyDigest`]): 16 bytes in place, not a boxed string.
+    pub(crate) idem: DashMap<KeyDigest, IdemEntry, foldhash::quality::RandomState>,
     pub(crate) expire_cursor: AtomicU32,
     /// Event-stream consumer cursors (the last LSN each consumer acknowledged), kept in the
     /// state so that snapshots carry them.
@@ -652,8 +736,8 @@ impl Engine {
         let mut prep = self.prepare_hold(req)?;
         let gate = self.gate.read().map_err(|_| poisoned())?;
         let admitted = prep.shard.admit();
-        if let Some(key) = &req.idempotency_key
-            && let Some(answer) = self.claim_key(key, prep.identity)?
+        if let (Some(key), Some(digest)) = (&req.idempotency_key, prep.key)
+            && let Some(answer) = self.claim_key(key, digest, prep.identity)?
         {
             return Ok(answer);
         }
@@ -663,7 +747,7 @@ impl Engine {
         match result {
             Ok(done) => Ok(done),
             Err(e) => {
-                if let Some(key) = &req.idempotency_key {
+                if let Some(key) = prep.key {
                     self.release_claim(key);
                 }
                 Err(e)
@@ -757,28 +841,34 @@ impl Engine {
             ttl_ms,
             lines,
             identity,
+            key: req.idempotency_key.as_deref().map(KeyDigest::of),
         })
     }
 
-    /// Claims `key` for a new hold whose request has `identity`: `None` when the key was
-    /// free and is now `Pending` (the caller must end the claim: the outcome, or
-    /// [`Engine::release_claim`]); otherwise the answer the key already has. A key that
-    /// answered a different request is [`EngineError::IdempotencyKeyReused`].
+    /// Claims `key` (its digest `digest`) for a new hold whose request has `identity`:
+    /// `None` when the key was free and is now `Pending` (the caller must end the claim:
+    /// the outcome, or [`Engine::release_claim`]); otherwise the answer the key already
+    /// has. A key that answered a different request is [`EngineError::IdempotencyKeyReused`]
+    /// (named by `key`, the request's: the table keeps only digests).
     pub(crate) fn claim_key(
         &self,
         key: &str,
+        digest: KeyDigest,
         identity: Option<u32>,
     ) -> Result<Option<(HoldOutcome, Option<Lsn>)>, EngineError> {
-        match self.idem.entry(key.into()) {
-            Entry::Occupied(e) => match e.get() {
-                IdemEntry::Pending => Ok(Some((HoldOutcome::InFlight, None))),
-                IdemEntry::Done {
-                    request: Some(r), ..
-                } if Some(*r) != identity => Err(EngineError::IdempotencyKeyReused {
-                    key: key.to_owned(),
-                }),
-                IdemEntry::Done { lsn, outcome, .. } => Ok(Some((outcome.clone(), Some(*lsn)))),
-            },
+        match self.idem.entry(digest) {
+            Entry::Occupied(e) => {
+                let entry = e.get();
+                match entry.request() {
+                    Some(r) if Some(r) != identity => Err(EngineError::IdempotencyKeyReused {
+                        key: key.to_owned(),
+                    }),
+                    _ => Ok(Some(match entry.answer() {
+                        Some((outcome, lsn)) => (outcome, Some(lsn)),
+                        None => (HoldOutcome::InFlight, None),
+                    })),
+                }
+            }
             Entry::Vacant(v) => {
                 v.insert(IdemEntry::Pending);
                 Ok(None)
@@ -786,12 +876,16 @@ impl Engine {
         }
     }
 
-    /// `Err(IdempotencyKeyReused)` when `key` has answered a request other than `identity`.
-    pub(crate) fn key_reused(&self, key: &str, identity: Option<u32>) -> Result<(), EngineError> {
-        match self.idem.get(key).as_deref() {
-            Some(IdemEntry::Done {
-                request: Some(r), ..
-            }) if Some(*r) != identity => Err(EngineError::IdempotencyKeyReused {
+    /// `Err(IdempotencyKeyReused)` when `key` (its digest `digest`) has answered a request
+    /// other than `identity`.
+    pub(crate) fn key_reused(
+        &self,
+        key: &str,
+        digest: KeyDigest,
+        identity: Option<u32>,
+    ) -> Result<(), EngineError> {
+        match self.idem.get(&digest).and_then(|e| e.request()) {
+            Some(r) if Some(r) != identity => Err(EngineError::IdempotencyKeyReused {
                 key: key.to_owned(),
             }),
             _ => Ok(()),
@@ -800,25 +894,34 @@ impl Engine {
 
     /// Ends a claim of [`Engine::claim_key`] that produced no outcome (the hold failed):
     /// the key is free again. A key that already has an outcome keeps it.
-    pub(crate) fn release_claim(&self, key: &str) {
+    pub(crate) fn release_claim(&self, key: KeyDigest) {
         self.idem
-            .remove_if(key, |_, v| matches!(v, IdemEntry::Pending));
+            .remove_if(&key, |_, v| matches!(v, IdemEntry::Pending));
     }
 
     /// [`Engine::release_claim`] of each of `keys`.
-    pub(crate) fn release_claims<'k>(&self, keys: impl IntoIterator<Item = &'k str>) {
+    pub(crate) fn release_claims(&self, keys: impl IntoIterator<Item = KeyDigest>) {
         for key in keys {
             self.release_claim(key);
         }
     }
 
     /// Records the outcome of a claimed key (normally our own `Pending`, overwritten in
-    /// place: one lookup, no second key allocation; inserted if it is gone).
-    pub(crate) fn settle_claim(&self, key: &str, done: IdemEntry) {
-        match self.idem.get_mut(key) {
+    /// place: one lookup; inserted if it is gone).
+    pub(crate) fn settle_claim(
+        &self,
+        key: KeyDigest,
+        lsn: Lsn,
+        outcome: &HoldOutcome,
+        request: Option<u32>,
+    ) {
+        let Some(done) = IdemEntry::done(lsn, outcome, request) else {
+            return;
+        };
+        match self.idem.get_mut(&key) {
             Some(mut e) => *e = done,
             None => {
-                self.idem.insert(key.into(), done);
+                self.idem.insert(key, done);
             }
         }
     }
@@ -852,7 +955,7 @@ impl Engine {
         now: Timestamp,
         allocation_key: Option<&str>,
     ) -> Result<(HoldOutcome, Option<Lsn>), EngineError> {
-        let (shard, ttl_ms, identity) = (prep.shard, prep.ttl_ms, prep.identity);
+        let (shard, ttl_ms, identity, key) = (prep.shard, prep.ttl_ms, prep.identity, prep.key);
         let lines = &mut prep.lines;
         let status = shard.status();
         if !status.accepts_holds() || lines.iter().any(|(id, _, _)| id.is_none()) {
@@ -864,7 +967,7 @@ impl Engine {
             let rejection = units
                 .err()
                 .ok_or_else(|| EngineError::internal("hold", "an unknown SKU had stock"))?;
-            return self.reject(shard, req, rejection, identity, now);
+            return self.reject(shard, req, rejection, (identity, key), now);
         }
         // Global lock order: cells by ascending SKU id, then the store's state.
         lines.sort_unstable_by_key(|(id, _, _)| *id);
@@ -938,40 +1041,35 @@ impl Engine {
                     guards,
                     &mut st,
                     hold,
-                    req.idempotency_key.as_deref(),
+                    key,
                     lines.as_slice().into(),
                     now,
                     (expires_at, req.slot_start_ms),
                 );
-                if let Some(key) = &req.idempotency_key {
-                    self.settle_claim(
-                        key,
-                        IdemEntry::Done {
-                            lsn,
-                            outcome: outcome.clone(),
-                            request: identity,
-                        },
-                    );
+                if let Some(key) = key {
+                    self.settle_claim(key, lsn, &outcome, identity);
                 }
                 Ok(Ok(outcome))
             },
         )?;
         match placed {
             Ok(outcome) => Ok((outcome, lsn)),
-            Err(rejection) => self.reject(shard, req, rejection, identity, now),
+            Err(rejection) => self.reject(shard, req, rejection, (identity, key), now),
         }
     }
 
+    /// Answers `req` (its identity and key digest in `keyed`) with `rejection`: logged,
+    /// and kept under its key, when it has one.
     fn reject(
         &self,
         shard: &StoreShard,
         req: &HoldRequest,
         rejection: HoldRejection,
-        identity: Option<u32>,
+        (identity, digest): (Option<u32>, Option<KeyDigest>),
         now: Timestamp,
     ) -> Result<(HoldOutcome, Option<Lsn>), EngineError> {
         let outcome = HoldOutcome::Rejected(rejection.clone());
-        let Some(key) = &req.idempotency_key else {
+        let (Some(key), Some(digest)) = (&req.idempotency_key, digest) else {
             return Ok((outcome, None));
         };
         self.commit(
@@ -985,15 +1083,8 @@ impl Engine {
                 Ok(Decision::Log(Arc::new(Record { at: now, events }), ()))
             },
             |st, _, lsn, ()| {
-                st.note_idem_key(now, key);
-                self.idem.insert(
-                    key.as_str().into(),
-                    IdemEntry::Done {
-                        lsn,
-                        outcome: outcome.clone(),
-                        request: identity,
-                    },
-                );
+                st.note_idem_key(now, digest);
+                self.settle_claim(digest, lsn, &outcome, identity);
                 Ok(outcome)
             },
         )
@@ -1177,8 +1268,7 @@ impl Engine {
     fn age_out(&self, st: &mut StoreState, now: Timestamp) {
         let horizon = now.add_ms(-self.config.limits.dedupe_window_ms);
         st.age_out(horizon, |key| {
-            self.idem
-                .remove_if(key, |_, v| matches!(v, IdemEntry::Done { .. }));
+            self.idem.remove_if(key, |_, v| v.is_done());
         });
     }
 
@@ -1765,11 +1855,12 @@ impl Engine {
                 c.held += l.qty;
             }
         }
+        let digest = key.map(KeyDigest::of);
         shard
             .state
             .get_mut()
-            .grant(hold, key, lines.into(), at, expiry);
-        self.replayed_grant_key(hold, key, lines, at, expiry);
+            .grant(hold, digest, lines.into(), at, expiry);
+        self.replayed_grant_key(hold, digest, lines, at, expiry);
         Ok(())
     }
 
@@ -1778,7 +1869,7 @@ impl Engine {
     fn replayed_grant_key(
         &self,
         hold: HoldId,
-        key: Option<&str>,
+        key: Option<KeyDigest>,
         lines: &[Line],
         at: Timestamp,
         (expires_at, slot): (Timestamp, Option<i64>),
@@ -1794,14 +1885,11 @@ impl Engine {
             drop(names);
             // The LSN is not known here; 0 is durable by definition after recovery.
             self.idem.insert(
-                key.into(),
-                IdemEntry::Done {
+                key,
+                IdemEntry::Granted {
+                    hold,
+                    expires_at,
                     lsn: Lsn(0),
-                    outcome: HoldOutcome::Granted(HoldGrant {
-                        hold,
-                        expires_at,
-                        lsn: Lsn(0),
-                    }),
                     request: Some(request),
                 },
             );
@@ -1902,16 +1990,17 @@ impl Engine {
                         return Err(ApplyError::HeldOverflow(*hold));
                     }
                 }
+                let key = key.as_deref().map(KeyDigest::of);
                 apply_grant(
                     &mut guards,
                     &mut st,
                     *hold,
-                    key.as_deref(),
+                    key,
                     lines.as_slice().into(),
                     at,
                     (*expires_at, *slot),
                 );
-                self.replayed_grant_key(*hold, key.as_deref(), lines, at, (*expires_at, *slot));
+                self.replayed_grant_key(*hold, key, lines, at, (*expires_at, *slot));
             }
             Event::HoldRejected {
                 store,
@@ -1919,14 +2008,15 @@ impl Engine {
                 rejection,
             } => {
                 let shard = self.shard(*store).ok_or(ApplyError::UnknownStore)?;
+                let key = KeyDigest::of(key);
                 shard.state.lock().note_idem_key(at, key);
                 self.idem.insert(
-                    key.as_str().into(),
-                    IdemEntry::Done {
+                    key,
+                    IdemEntry::Rejected(Box::new(KeptRejection {
                         lsn: Lsn(0),
-                        outcome: HoldOutcome::Rejected(rejection.clone()),
+                        rejection: rejection.clone(),
                         request: None,
-                    },
+                    })),
                 );
             }
             Event::HoldExtended { hold, facts } => {
@@ -2316,7 +2406,7 @@ fn apply_grant(
     guards: &mut [CellGuard<'_>],
     st: &mut StoreState,
     hold: HoldId,
-    key: Option<&str>,
+    key: Option<KeyDigest>,
     lines: HoldLines,
     now: Timestamp,
     (expires_at, slot): (Timestamp, Option<i64>),

@@ -65,12 +65,14 @@
 #![warn(missing_docs)]
 
 pub mod calendar;
+mod chunk_map;
 pub mod codec;
 pub mod config;
 pub mod durable;
 pub mod engine;
 pub mod error;
 pub mod event;
+mod key_digest;
 mod keys;
 pub mod kpi;
 pub mod lock_order;

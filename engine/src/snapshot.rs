@@ -26,6 +26,7 @@ use crate::config::EngineConfig;
 use crate::engine::{Engine, HoldGrant, HoldOutcome, IdemEntry};
 use crate::error::EngineError;
 use crate::event::{Event, Record, StoreDef, decode_store_def, encode_store_def};
+use crate::key_digest::{KeyDigest, KeyNames, decode_key, encode_key};
 use crate::log::EventLog;
 use crate::stock::{Cell, StoreShard};
 use crate::types::{HoldId, Lsn, SkuId, StoreId, Timestamp};
@@ -39,8 +40,10 @@ use crate::types::{HoldId, Lsn, SkuId, StoreId, Timestamp};
 /// (same contents), so a load decodes the stores on two threads; 7 to 9 still load.
 /// Version 11 drops each active hold's idempotency key from its store's section (the key
 /// table keeps the keys, and the hold no longer does: 40 to 70 bytes per keyed hold in
-/// memory); 7 to 10 still load.
-const SNAPSHOT_VERSION: u32 = 11;
+/// memory); 7 to 10 still load. Version 12 keeps each hold idempotency key (in the key
+/// table and in each store's aging queue) as its 16-byte digest ([`KeyDigest`]), which is
+/// all the engine keeps of it; 7 to 11 still load (their keys are digested as they load).
+const SNAPSHOT_VERSION: u32 = 12;
 
 /// The oldest version that loads.
 const SNAPSHOT_VERSION_MIN: u32 = 7;
@@ -73,17 +76,25 @@ impl Engine {
         &self,
         lsn: Lsn,
     ) -> Result<(Lsn, Vec<u8>, ConsumerCursors), EngineError> {
-        self.encode_state_as(lsn, SNAPSHOT_VERSION)
+        self.encode_state_as(lsn, SNAPSHOT_VERSION, None)
     }
 
-    /// [`Engine::encode_state`] in format `version` (11; 10 with every hold's key field
-    /// empty; 9 also without the stores' length prefixes: tests check that older
-    /// snapshots still load).
+    /// [`Engine::encode_state`] in format `version` (12; 11 with the hold keys' text; 10
+    /// also with every hold's key field empty; 9 also without the stores' length prefixes:
+    /// tests check that older snapshots still load). The engine keeps only the keys'
+    /// digests: a format before 12 is written with `old_keys` naming the key of each
+    /// digest, which only a test that chose the keys can do.
     fn encode_state_as(
         &self,
         lsn: Lsn,
         version: u32,
+        old_keys: Option<KeyNames<'_>>,
     ) -> Result<(Lsn, Vec<u8>, ConsumerCursors), EngineError> {
+        assert_eq!(
+            version < 12,
+            old_keys.is_some(),
+            "formats before 12 name keys, 12 on digests them"
+        );
         let mut buf = Vec::with_capacity(1 << 20);
         let mut e = Enc::new(&mut buf);
         e.u32(version);
@@ -102,30 +113,29 @@ impl Engine {
             e.str(name);
         }
         drop(names);
-        let idem: Vec<(Box<str>, HoldOutcome, Option<u32>)> = self
+        let mut idem: Vec<(KeyDigest, HoldOutcome, Option<u32>)> = self
             .idem
             .iter()
-            .filter_map(|r| match r.value() {
+            .filter_map(|r| {
+                let (outcome, _) = r.value().answer()?;
                 // A rejection's identity is not in its log record, so a snapshot does
                 // not keep it either: recovery from either gives the same state.
-                IdemEntry::Done {
-                    outcome, request, ..
-                } => {
-                    let request = match outcome {
-                        HoldOutcome::Granted(_) => *request,
-                        _ => None,
-                    };
-                    Some((r.key().clone(), outcome.clone(), request))
-                }
-                IdemEntry::Pending => None,
+                let request = match outcome {
+                    HoldOutcome::Granted(_) => r.value().request(),
+                    _ => None,
+                };
+                Some((*r.key(), outcome, request))
             })
             .collect();
-        let mut idem = idem;
-        // Sorted, so that equal states give equal bytes.
-        idem.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // Sorted, so that equal states give equal bytes: by digest (format 12), by the
+        // keys themselves before.
+        match old_keys {
+            None => idem.sort_unstable_by_key(|a| a.0),
+            Some(name) => idem.sort_by_cached_key(|a| name(&a.0)),
+        }
         e.seq_len(idem.len());
         for (key, outcome, request) in &idem {
-            e.str(key);
+            encode_key(&mut e, key, old_keys);
             encode_outcome(&mut e, outcome);
             e.opt_i64(request.map(i64::from));
         }
@@ -169,10 +179,10 @@ impl Engine {
                 .ok_or_else(|| EngineError::internal("snapshot", "store slot empty"))?;
             if version >= 10 {
                 section.clear();
-                encode_store(shard, &mut Enc::new(&mut section), version);
+                encode_store(shard, &mut Enc::new(&mut section), version, old_keys);
                 e.bytes(&section);
             } else {
-                encode_store(shard, &mut e, version);
+                encode_store(shard, &mut e, version, old_keys);
             }
         }
         Ok((lsn, buf, consumers))
@@ -244,21 +254,16 @@ impl Engine {
         }
         let idem = d.long_seq_len()?;
         for _ in 0..idem {
-            let key = d.string()?;
+            let key = decode_key(&mut d, version)?;
             let outcome = decode_outcome(&mut d)?;
             let request = d
                 .opt_i64()?
                 .map(u32::try_from)
                 .transpose()
                 .map_err(|_| SnapshotError::Bad("idempotency request identity"))?;
-            self.idem.insert(
-                key.into(),
-                IdemEntry::Done {
-                    lsn: Lsn(0),
-                    outcome,
-                    request,
-                },
-            );
+            let entry = IdemEntry::done(Lsn(0), &outcome, request)
+                .ok_or(SnapshotError::Bad("idempotency outcome in flight"))?;
+            self.idem.insert(key, entry);
         }
         let consumers = d.seq_len()?;
         for _ in 0..consumers {
@@ -322,7 +327,7 @@ impl Engine {
 /// One store's section: non-empty cells, hold sequence, active holds, POS dedupe window,
 /// recent POS deltas, last count times, idempotency aging queue, pickup orders, calendar
 /// and slot bookings, ended holds.
-fn encode_store(shard: &StoreShard, e: &mut Enc<'_>, version: u32) {
+fn encode_store(shard: &StoreShard, e: &mut Enc<'_>, version: u32, old_keys: Option<KeyNames<'_>>) {
     let mut cells = Vec::new();
     for (base, page) in shard.pages() {
         for (j, cell) in page.iter().enumerate() {
@@ -339,7 +344,7 @@ fn encode_store(shard: &StoreShard, e: &mut Enc<'_>, version: u32) {
         e.u32(c.held);
         e.u32(c.safety);
     }
-    shard.state.lock().encode(e, version);
+    shard.state.lock().encode(e, version, old_keys);
 }
 
 /// Snapshot sections of more bytes than this in all are loaded on two threads.
@@ -540,9 +545,22 @@ mod tests {
         e.snapshot().unwrap().1
     }
 
+    /// The keys [`busy_engine`] used, by digest: what writing a format before 12 needs.
+    fn busy_engine_keys() -> impl Fn(&KeyDigest) -> String {
+        let names: std::collections::HashMap<KeyDigest, String> = (0..180_000u32)
+            .filter(|i| i.is_multiple_of(7))
+            .map(|i| {
+                let key = format!("key-{i}");
+                (KeyDigest::of(&key), key)
+            })
+            .collect();
+        move |digest| names[digest].clone()
+    }
+
     #[test]
-    fn format_11_loads_on_two_threads_and_formats_9_and_10_still_load() {
+    fn format_12_loads_on_two_threads_and_formats_9_to_11_still_load() {
         let e = busy_engine();
+        let names = busy_engine_keys();
         let (_, current) = e.snapshot().unwrap();
         assert!(
             current.len() > PARALLEL_LOAD_LEN_MIN,
@@ -553,12 +571,11 @@ mod tests {
             "each of the three sections is longer than BYTES_LEN_MAX"
         );
         assert_eq!(reloaded(&current), current);
-        let (_, v9, _) = e.encode_state_as(Lsn(0), 9).unwrap();
-        assert_ne!(v9, current);
-        assert_eq!(reloaded(&v9), current);
-        let (_, older, _) = e.encode_state_as(Lsn(0), 10).unwrap();
-        assert_ne!(older, current);
-        assert_eq!(reloaded(&older), current);
+        for version in 9..=11 {
+            let (_, older, _) = e.encode_state_as(Lsn(0), version, Some(&names)).unwrap();
+            assert_ne!(older, current, "format {version}");
+            assert_eq!(reloaded(&older), current, "format {version}");
+        }
     }
 
     #[test]

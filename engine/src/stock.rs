@@ -4,13 +4,15 @@
 //! (16 bytes in all). A store's cells live in pages of [`PAGE_LEN`] cells, allocated on first
 //! use and indexed by SKU id, so a lookup is two array indexes and a lock, never a hash.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::chunk_map::ChunkMap;
 use crate::event::StoreDef;
+use crate::key_digest::KeyDigest;
 use crate::types::{CellView, HoldId, Line, Qty, SkuId, StoreId, StoreStatus, Timestamp};
 
 /// A hash map for keys the engine assigns (hold and SKU ids): foldhash instead of SipHash.
@@ -173,12 +175,15 @@ pub(crate) struct RecentDelta {
 pub(crate) struct StoreState {
     next_seq: u64,
     /// Ordered by id, which is a per-store sequence: a new hold appends at the right edge
-    /// of the tree (hot in cache), and growth never rehashes. A hash map here put each
+    /// of the table (hot in cache), and growth never rehashes. A hash map here put each
     /// insert on a cold cache line and, at each doubling, copied every active hold under
     /// this lock (with hundreds of thousands active, milliseconds for every hold of the
-    /// store; about 12% of CPU in BatchHold profiles).
-    active: BTreeMap<HoldId, HoldRec>,
-    by_expiry: BTreeSet<(Timestamp, HoldId)>,
+    /// store; about 12% of CPU in BatchHold profiles). A [`ChunkMap`] rather than `std`'s
+    /// `BTreeMap`, whose leaves stay half full under right-edge inserts: about 60 bytes
+    /// per hold instead of 120.
+    active: ChunkMap<HoldId, HoldRec>,
+    /// The active holds by expiry (a set: the values are `()`), dense for the same reason.
+    by_expiry: ChunkMap<(Timestamp, HoldId), ()>,
     /// The POS dedupe window: event ids seen, and the same ids in arrival order to age
     /// them out.
     pos_seen: HashMap<Box<str>, Timestamp>,
@@ -187,7 +192,8 @@ pub(crate) struct StoreState {
     last_count_as_of: HashMap<SkuId, Timestamp>,
     /// Idempotency keys decided under this store, in arrival order, to age out of the
     /// engine's key map after the dedupe window.
-    idem_fifo: VecDeque<(Timestamp, Box<str>)>,
+    /// Digests, not the keys: 24 bytes in place per key ([`KeyDigest`]).
+    idem_fifo: VecDeque<(Timestamp, KeyDigest)>,
     orders: crate::order_state::OrderState,
     /// Pickup calendar, slot bookings and picking settings.
     slots: crate::slot::SlotState,
@@ -393,7 +399,7 @@ impl StoreState {
     /// Up to `max` active holds whose expiry is at or before `now`, earliest first.
     pub(crate) fn due(&self, now: Timestamp, max: usize) -> Vec<HoldId> {
         self.by_expiry
-            .iter()
+            .keys()
             .take_while(|(t, _)| *t <= now)
             .take(max)
             .map(|(_, h)| *h)
@@ -476,14 +482,14 @@ impl StoreState {
 
     /// Queues an idempotency key decided at `now` under this store, to age out of the
     /// engine's key map after the dedupe window.
-    pub(crate) fn note_idem_key(&mut self, now: Timestamp, key: &str) {
-        self.idem_fifo.push_back((now, key.into()));
+    pub(crate) fn note_idem_key(&mut self, now: Timestamp, key: KeyDigest) {
+        self.idem_fifo.push_back((now, key));
     }
 
     /// Ages out the dedupe state at or before `horizon`: each idempotency key is handed to
     /// `forget_key` (which removes it from the engine's map), and POS event ids leave the
     /// window.
-    pub(crate) fn age_out(&mut self, horizon: Timestamp, mut forget_key: impl FnMut(&str)) {
+    pub(crate) fn age_out(&mut self, horizon: Timestamp, mut forget_key: impl FnMut(&KeyDigest)) {
         while self.idem_fifo.front().is_some_and(|(t, _)| *t <= horizon) {
             if let Some((_, key)) = self.idem_fifo.pop_front() {
                 forget_key(&key);
@@ -526,7 +532,7 @@ impl StoreState {
     pub(crate) fn grant(
         &mut self,
         hold: HoldId,
-        key: Option<&str>,
+        key: Option<KeyDigest>,
         lines: HoldLines,
         now: Timestamp,
         expiry: (Timestamp, Option<i64>),
@@ -540,7 +546,7 @@ impl StoreState {
     pub(crate) fn grant_booked(
         &mut self,
         hold: HoldId,
-        key: Option<&str>,
+        key: Option<KeyDigest>,
         lines: HoldLines,
         now: Timestamp,
         (expires_at, slot): (Timestamp, Option<i64>),
@@ -588,7 +594,7 @@ impl StoreState {
             "a new hold starts unconfirmed"
         );
         self.next_seq = self.next_seq.max(hold.seq() + 1);
-        self.by_expiry.insert((rec.expires_at, hold));
+        self.by_expiry.insert((rec.expires_at, hold), ());
         let prev = self.active.insert(hold, rec);
         assert!(prev.is_none(), "hold {hold:?} granted twice");
     }
@@ -625,9 +631,9 @@ impl StoreState {
     pub(crate) fn extend_hold(&mut self, hold: HoldId, expires_at: Timestamp) {
         if let Some(h) = self.active.get_mut(&hold) {
             let was = self.by_expiry.remove(&(h.expires_at, hold));
-            assert!(was, "expiry index out of step for {hold:?}");
+            assert!(was.is_some(), "expiry index out of step for {hold:?}");
             h.expires_at = expires_at;
-            self.by_expiry.insert((expires_at, hold));
+            self.by_expiry.insert((expires_at, hold), ());
         }
     }
 
@@ -638,7 +644,7 @@ impl StoreState {
         let rec = self.active.remove(&hold)?;
         self.ended.remember(hold, how);
         let was = self.by_expiry.remove(&(rec.expires_at, hold));
-        assert!(was, "expiry index out of step for {hold:?}");
+        assert!(was.is_some(), "expiry index out of step for {hold:?}");
         self.slots.unbook(rec.slot);
         if rec.queued() {
             self.slots.dequeue();
@@ -673,7 +679,7 @@ impl StoreState {
         }
         if let Some((at, id)) = self
             .by_expiry
-            .iter()
+            .keys()
             .find(|(at, id)| self.active.get(id).is_none_or(|h| h.expires_at != *at))
         {
             return Err(format!(
@@ -707,11 +713,16 @@ impl StoreState {
     /// window in arrival order; the recent POS deltas by SKU; the last count times by SKU;
     /// the idempotency aging queue; the orders; the slot state; the ended holds. The
     /// derived counters (bookings, picking queue) are not written: a load recounts them.
-    pub(crate) fn encode(&self, e: &mut crate::codec::Enc<'_>, version: u32) {
+    pub(crate) fn encode(
+        &self,
+        e: &mut crate::codec::Enc<'_>,
+        version: u32,
+        old_keys: Option<crate::key_digest::KeyNames<'_>>,
+    ) {
         e.u64(self.next_seq);
         // A tree ordered by id: already in id order.
         e.seq_len(self.active.len());
-        for (id, h) in &self.active {
+        for (id, h) in self.active.iter() {
             e.u64(id.0);
             if version <= 10 {
                 // Formats up to 10 kept each hold's idempotency key with it as well (the
@@ -756,7 +767,7 @@ impl StoreState {
         e.seq_len(self.idem_fifo.len());
         for (at, key) in &self.idem_fifo {
             e.i64(at.0);
-            e.str(key);
+            crate::key_digest::encode_key(e, key, old_keys);
         }
         self.orders.encode(e);
         self.slots.encode(e);
@@ -817,9 +828,10 @@ impl StoreState {
             return Err(StateDecodeError::Bad("store state loaded twice"));
         }
         // Ascending ids (checked above): the build finds them sorted.
-        self.active = active.into_iter().collect();
+        self.active = ChunkMap::from_sorted(active).ok_or(StateDecodeError::Bad("hold id"))?;
         expiry.sort_unstable();
-        self.by_expiry = expiry.into_iter().collect();
+        self.by_expiry = ChunkMap::from_sorted(expiry.into_iter().map(|k| (k, ())))
+            .ok_or(StateDecodeError::Bad("hold expiry"))?;
         let pos = d.seq_len()?;
         for _ in 0..pos {
             let at = Timestamp(d.i64()?);
@@ -849,7 +861,7 @@ impl StoreState {
         let fifo = d.long_seq_len()?;
         for _ in 0..fifo {
             let at = Timestamp(d.i64()?);
-            let key = d.string()?.into();
+            let key = crate::key_digest::decode_key(d, version)?;
             self.idem_fifo.push_back((at, key));
         }
         self.orders = crate::order_state::OrderState::decode(

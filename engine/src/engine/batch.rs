@@ -13,11 +13,12 @@ use std::sync::Arc;
 
 use crate::engine::commit::Decision;
 use crate::engine::{
-    Engine, HoldGrant, HoldOutcome, HoldRequest, IdemEntry, LoggedOutcome, PreparedHold, Refusal,
-    check_id, check_place, check_units, hold_identity, poisoned, table_full,
+    Engine, HoldGrant, HoldOutcome, HoldRequest, LoggedOutcome, PreparedHold, Refusal, check_id,
+    check_place, check_units, hold_identity, poisoned, table_full,
 };
 use crate::error::EngineError;
 use crate::event::{Event, KeptAnswer, KeptOf, Record};
+use crate::key_digest::KeyDigest;
 use crate::keys::Claim;
 use crate::lock_order::lock_in_order;
 use crate::stock::StoreShard;
@@ -57,6 +58,8 @@ impl Item<'_> {
 struct Decided {
     idx: usize,
     identity: Option<u32>,
+    /// The digest of its key, if it has one.
+    key: Option<KeyDigest>,
 }
 
 /// A batch's answers, one per request in request order.
@@ -153,8 +156,10 @@ impl Engine {
             // whole-batch check of keys used before). Callers do not normally do this (the
             // sidecar refuses such a batch).
             for item in &items {
-                if let Some(key) = item.req.idempotency_key.as_deref() {
-                    self.key_reused(key, item.prep.identity)?;
+                if let (Some(key), Some(digest)) =
+                    (item.req.idempotency_key.as_deref(), item.prep.key)
+                {
+                    self.key_reused(key, digest, item.prep.identity)?;
                 }
             }
             drop(gate);
@@ -172,16 +177,17 @@ impl Engine {
         }
         // Claim every key before anything is held, so a reused key fails the batch whole.
         // `owned`: claims this batch still has to end (settle or release).
-        let mut owned: HashSet<&str> = HashSet::with_capacity(in_batch.len());
+        let mut owned: HashSet<KeyDigest> = HashSet::with_capacity(in_batch.len());
         let mut fresh = Vec::with_capacity(items.len());
         for item in items {
-            let Some(key) = item.req.idempotency_key.as_deref() else {
+            let (Some(key), Some(digest)) = (item.req.idempotency_key.as_deref(), item.prep.key)
+            else {
                 fresh.push(item);
                 continue;
             };
-            match self.claim_key(key, item.prep.identity) {
+            match self.claim_key(key, digest, item.prep.identity) {
                 Ok(None) => {
-                    owned.insert(key);
+                    owned.insert(digest);
                     fresh.push(item);
                 }
                 Ok(Some((outcome, lsn))) => {
@@ -241,7 +247,7 @@ impl Engine {
         items: &mut [Item<'k>],
         now: Timestamp,
         answers: &mut Answers,
-        owned: &mut HashSet<&'k str>,
+        owned: &mut HashSet<KeyDigest>,
         batch_key: Option<&str>,
     ) -> Result<Option<Lsn>, EngineError> {
         items.sort_by_key(|item| item.prep.shard.id.0);
@@ -288,7 +294,7 @@ impl Engine {
         group: &mut [Item<'k>],
         now: Timestamp,
         answers: &mut Answers,
-        owned: &mut HashSet<&'k str>,
+        owned: &mut HashSet<KeyDigest>,
         batch_key: Option<&str>,
     ) -> Result<Option<Lsn>, EngineError> {
         let Some(first) = group.first() else {
@@ -361,8 +367,8 @@ impl Engine {
                 let mut decided = Vec::with_capacity(group.len());
                 for item in group.iter_mut() {
                     if answers[item.idx].is_some() {
-                        if let Some(key) = item.req.idempotency_key.as_deref() {
-                            owned.remove(key);
+                        if let Some(key) = item.prep.key {
+                            owned.remove(&key);
                             self.release_claim(key);
                         }
                         continue;
@@ -405,6 +411,7 @@ impl Engine {
                                     decided.push(Decided {
                                         idx: item.idx,
                                         identity: item.prep.identity,
+                                        key: item.prep.key,
                                     });
                                 }
                                 None => {
@@ -416,8 +423,8 @@ impl Engine {
                         }
                         Err(Refusal::Full) => {
                             answers[item.idx] = Some(Err(table_full(limits)));
-                            if let Some(key) = req.idempotency_key.as_deref() {
-                                owned.remove(key);
+                            if let Some(key) = item.prep.key {
+                                owned.remove(&key);
                                 self.release_claim(key);
                             }
                             continue;
@@ -445,6 +452,7 @@ impl Engine {
                     decided.push(Decided {
                         idx: item.idx,
                         identity: item.prep.identity,
+                        key: item.prep.key,
                     });
                 }
                 if decided.is_empty() {
@@ -461,17 +469,17 @@ impl Engine {
                     g.held += *t as Qty;
                 }
                 for (ev, d) in record.events[marked..].iter().zip(decided) {
-                    let (key, outcome) = match ev {
+                    let outcome = match ev {
                         Event::HoldGranted {
                             hold,
-                            key,
                             lines,
                             expires_at,
                             slot,
+                            ..
                         } => {
                             st.grant_booked(
                                 *hold,
-                                key.as_deref(),
+                                d.key,
                                 lines.as_slice().into(),
                                 now,
                                 (*expires_at, *slot),
@@ -481,24 +489,20 @@ impl Engine {
                                 expires_at: *expires_at,
                                 lsn,
                             };
-                            (key.as_deref(), HoldOutcome::Granted(grant))
+                            HoldOutcome::Granted(grant)
                         }
-                        Event::HoldRejected { key, rejection, .. } => {
+                        Event::HoldRejected { rejection, .. } => {
+                            let Some(key) = d.key else {
+                                unreachable!("a rejection is logged only for a keyed hold")
+                            };
                             st.note_idem_key(now, key);
-                            (Some(key.as_str()), HoldOutcome::Rejected(rejection.clone()))
+                            HoldOutcome::Rejected(rejection.clone())
                         }
                         _ => continue,
                     };
-                    if let Some(key) = key {
-                        owned.remove(key);
-                        self.settle_claim(
-                            key,
-                            IdemEntry::Done {
-                                lsn,
-                                outcome: outcome.clone(),
-                                request: d.identity,
-                            },
-                        );
+                    if let Some(key) = d.key {
+                        owned.remove(&key);
+                        self.settle_claim(key, lsn, &outcome, d.identity);
                     }
                     answers[d.idx] = Some(Ok((outcome, Some(lsn))));
                 }
