@@ -541,7 +541,7 @@ impl DurableEngine {
     ///
     /// The rebuild runs on a thread of its own at the lowest CPU priority
     /// ([`at_low_priority`]): on a machine with fewer free cores than the rebuild's threads,
-    /// at normal priority it took turns with the writers, which then waited up to 40 ms for
+    /// at normal priority it took turns with the writers, which then waited up to 43 ms for
     /// a core (`perf sched timehist` of `pickline bench wal`, 2026-12-07).
     pub fn checkpoint(&self) -> Result<Checkpoint, EngineError> {
         let _one = self.checkpointing.lock();
@@ -667,37 +667,23 @@ impl DurableEngine {
 }
 
 /// Runs `work` on a new thread at the lowest CPU priority (nice 19 on Linux; the threads it
-/// starts inherit it) and returns its result; on the calling thread where no thread can be
-/// started. A writer that wants a core gets it within a scheduler slice (about a
-/// millisecond or two) instead of sharing it with the work; the work still gets a share
-/// when every core is busy, so it is slowed, never starved.
-fn at_low_priority<T: Send>(work: impl FnOnce() -> T + Send) -> T {
-    let mut work = Some(work);
-    let on_its_own = std::thread::scope(|scope| {
-        let todo = &mut work;
-        let spawned = std::thread::Builder::new()
+/// starts inherit it) and returns its result. A writer that wants a core gets it within a
+/// scheduler slice (about a millisecond or two) instead of sharing it with the work; the
+/// work still gets a share when every core is busy, so it is slowed, never starved. A
+/// thread that cannot be started is an `Err`, as any other reason the rebuild failed (the
+/// checkpoint then pauses writers and says why).
+fn at_low_priority<T: Send>(work: impl FnOnce() -> Result<T, String> + Send) -> Result<T, String> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
             .name("pickline-checkpoint".into())
-            .spawn_scoped(scope, move || {
+            .spawn_scoped(scope, || {
                 lower_this_threads_priority();
-                todo.take().map(|work| work())
-            });
-        match spawned {
-            Ok(handle) => Some(
-                handle
-                    .join()
-                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, "checkpoint: no thread of its own; running on the caller's");
-                None
-            }
-        }
-    });
-    match (on_its_own, work) {
-        (Some(Some(out)), _) => out,
-        (_, Some(work)) => work(),
-        (_, None) => unreachable!("the work either ran on its thread or is still here"),
-    }
+                work()
+            })
+            .map_err(|e| format!("no thread for the rebuild: {e}"))?
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 /// Gives the calling thread the lowest CPU priority (Linux: nice 19, per thread). A thread
