@@ -3,6 +3,7 @@
 //! The benchmark drivers of `pickline bench` are modules of this binary ([`bench`]), not
 //! of the library, so that a service embedding `pickline_sidecar` does not link them.
 
+mod allocator;
 mod bench;
 
 use anyhow::Context as _;
@@ -14,15 +15,8 @@ use pickline_sidecar::{
 };
 use tokio::net::TcpListener;
 
-/// mimalloc instead of the system allocator: the request path allocates many small,
-/// short-lived buffers (protobuf messages, HTTP/2 frames) across worker threads, which
-/// glibc's malloc serves with consolidation and arena contention that showed up at about
-/// 15% of CPU in `pickline bench grpc` profiles.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> anyhow::Result<()> {
-    disable_transparent_huge_pages();
+    allocator::configure();
     let command = match parse(std::env::args_os()).unwrap_or_else(|e| e.exit()) {
         Invocation::Bench(args) => return bench::run(&args),
         Invocation::Library(command) => command,
@@ -80,21 +74,6 @@ where
         _ => Cli::from_arg_matches(&matches).map(|cli| Invocation::Library(cli.command)),
     };
     invocation.map_err(|e| e.format(&mut command))
-}
-
-/// Transparent huge pages off for this process (as mimalloc's `allow_thp = 0` does).
-/// mimalloc asks for THP on its arenas, and a first touch of a fresh 2 MiB huge page zeroes
-/// all of it inside the page fault, with the faulting thread's locks held: as the engine's
-/// maps and the event stream grew, those faults were 30-40% of CPU in `pickline bench grpc`
-/// BatchHold profiles and multi-millisecond stalls in the open loop. 4 KiB pages cost some
-/// TLB reach and save all of that. Best effort: a kernel without the call keeps THP.
-fn disable_transparent_huge_pages() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: PR_SET_THP_DISABLE only sets a flag on this process's memory map; the
-    // arguments are plain integers and no memory is passed.
-    unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
-    }
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
