@@ -1121,7 +1121,7 @@ impl Engine {
                     ))));
                 };
                 let expires_at = now.add_ms(ttl_ms);
-                if let Some(slot_start_ms) = rec.slot {
+                if let Some(slot_start_ms) = rec.slot() {
                     // The slot's expiry, computed as the grant computed it. A calendar
                     // changed since the grant may no longer have that slot: the hold then
                     // cannot be extended past the expiry it has, which is never past the
@@ -1208,11 +1208,11 @@ impl Engine {
                 self.durable(Some(lsn))?;
                 let info = HoldInfo {
                     hold,
-                    lines: rec.lines.into_vec(),
+                    slot: rec.slot(),
                     created: rec.created,
                     expires_at: rec.expires_at,
                     confirmed: rec.confirmed,
-                    slot: rec.slot,
+                    lines: rec.lines.into_vec(),
                 };
                 Ok((ReleaseOutcome::Released, Some(info)))
             }
@@ -1630,7 +1630,7 @@ impl Engine {
             created: h.created,
             expires_at: h.expires_at,
             confirmed: h.confirmed,
-            slot: h.slot,
+            slot: h.slot(),
         })
     }
 
@@ -1843,6 +1843,9 @@ impl Engine {
         if st.is_active(hold) {
             return Err(ApplyError::GrantedTwice(hold));
         }
+        if !HoldRec::slot_is_valid(expiry.1) {
+            return Err(ApplyError::SlotStart(hold));
+        }
         for l in lines {
             if let (Some(c), _) = shard.cell_mut(l.sku)
                 && c.held.checked_add(l.qty).is_none()
@@ -1984,6 +1987,9 @@ impl Engine {
                 let mut st = shard.state.lock();
                 if st.is_active(*hold) {
                     return Err(ApplyError::GrantedTwice(*hold));
+                }
+                if !HoldRec::slot_is_valid(*slot) {
+                    return Err(ApplyError::SlotStart(*hold));
                 }
                 for (l, g) in lines.iter().zip(&guards) {
                     if g.held.checked_add(l.qty).is_none() {

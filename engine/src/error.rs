@@ -171,6 +171,9 @@ pub enum ApplyError {
     /// A grant of a hold that is already active.
     #[error("hold {0} granted twice")]
     GrantedTwice(crate::types::HoldId),
+    /// A grant of a slot no calendar has (one starting at `i64::MIN`).
+    #[error("hold {0} books a slot starting at i64::MIN")]
+    SlotStart(crate::types::HoldId),
     /// A grant that would overflow a cell's `held`.
     #[error("hold {0} overflows held")]
     HeldOverflow(crate::types::HoldId),

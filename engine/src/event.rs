@@ -342,8 +342,9 @@ pub enum Event {
         channel: String,
         /// The channel's order id.
         channel_order_id: String,
-        /// Customer contact and consent.
-        customer: Customer,
+        /// Customer contact and consent (boxed: the largest field of the largest event,
+        /// and every retained event is as large as the largest).
+        customer: Box<Customer>,
         /// Priced lines, sorted by SKU.
         lines: Vec<OrderLine>,
         /// ISO 4217 currency code.

@@ -66,6 +66,7 @@
 
 pub mod calendar;
 mod chunk_map;
+mod chunk_queue;
 pub mod codec;
 pub mod config;
 pub mod durable;

@@ -360,7 +360,7 @@ impl OrderRec {
             status: OrderStatus::Placed,
             channel: channel.as_str().into(),
             channel_order_id: channel_order_id.as_str().into(),
-            customer: customer.clone(),
+            customer: (**customer).clone(),
             pos_seen: vec![0; lines.len()],
             lines: lines.clone(),
             currency: currency.as_str().into(),

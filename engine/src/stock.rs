@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, Ordering};
 use parking_lot::{Mutex, RwLock};
 
 use crate::chunk_map::ChunkMap;
+use crate::chunk_queue::ChunkQueue;
 use crate::event::StoreDef;
 use crate::key_digest::KeyDigest;
 use crate::types::{CellView, HoldId, Line, Qty, SkuId, StoreId, StoreStatus, Timestamp};
@@ -133,11 +134,49 @@ pub(crate) struct HoldRec {
     pub(crate) confirmed: bool,
     /// Its order was marked ready: picked, out of the picking queue.
     pub(crate) ready: bool,
-    /// The pickup slot (`start_ms`) the hold booked, if any.
-    pub(crate) slot: Option<i64>,
+    /// The pickup slot (`start_ms`) the hold booked, or [`NO_SLOT`]: an `Option<i64>`
+    /// would take 16 bytes and make every hold 8 bytes larger ([`HoldRec::slot`]).
+    slot: i64,
 }
 
+/// [`HoldRec::slot`] when the hold booked no slot. No slot starts then: slot starts are
+/// calendar times (`check_place` grants only a calendar's slot), within `jiff`'s years
+/// -9999..=9999; a snapshot or log that says otherwise is refused before a hold is made
+/// of it ([`HoldRec::slot_is_valid`]).
+const NO_SLOT: i64 = i64::MIN;
+
+const _: () = assert!(std::mem::size_of::<HoldRec>() == 48);
+
 impl HoldRec {
+    /// A new hold: neither confirmed nor ready. Panics on a slot that is not
+    /// [`HoldRec::slot_is_valid`] (callers grant calendar slots or check first).
+    pub(crate) fn new(
+        lines: HoldLines,
+        created: Timestamp,
+        expires_at: Timestamp,
+        slot: Option<i64>,
+    ) -> Self {
+        assert!(Self::slot_is_valid(slot), "a slot cannot start at i64::MIN");
+        HoldRec {
+            lines,
+            created,
+            expires_at,
+            confirmed: false,
+            ready: false,
+            slot: slot.unwrap_or(NO_SLOT),
+        }
+    }
+
+    /// Whether a hold can book `slot` (one starting at [`NO_SLOT`] cannot).
+    pub(crate) fn slot_is_valid(slot: Option<i64>) -> bool {
+        slot != Some(NO_SLOT)
+    }
+
+    /// The pickup slot (`start_ms`) the hold booked, if any.
+    pub(crate) fn slot(&self) -> Option<i64> {
+        (self.slot != NO_SLOT).then_some(self.slot)
+    }
+
     /// In the picking queue: confirmed, not yet ready.
     pub(crate) fn queued(&self) -> bool {
         self.confirmed && !self.ready
@@ -149,7 +188,7 @@ impl HoldRec {
             lines: self.lines.to_vec(),
             created: self.created,
             expires_at: self.expires_at,
-            slot: self.slot,
+            slot: self.slot(),
             confirmed: self.confirmed,
         })
     }
@@ -192,8 +231,9 @@ pub(crate) struct StoreState {
     last_count_as_of: HashMap<SkuId, Timestamp>,
     /// Idempotency keys decided under this store, in arrival order, to age out of the
     /// engine's key map after the dedupe window.
-    /// Digests, not the keys: 24 bytes in place per key ([`KeyDigest`]).
-    idem_fifo: VecDeque<(Timestamp, KeyDigest)>,
+    /// Digests, not the keys: 24 bytes in place per key ([`KeyDigest`]), in chunks that
+    /// leave no spare room but in the newest ([`ChunkQueue`]).
+    idem_fifo: ChunkQueue<(Timestamp, KeyDigest)>,
     orders: crate::order_state::OrderState,
     /// Pickup calendar, slot bookings and picking settings.
     slots: crate::slot::SlotState,
@@ -554,17 +594,7 @@ impl StoreState {
         if let Some(key) = key {
             self.note_idem_key(now, key);
         }
-        self.insert_hold(
-            hold,
-            HoldRec {
-                lines,
-                created: now,
-                expires_at,
-                confirmed: false,
-                ready: false,
-                slot,
-            },
-        );
+        self.insert_hold(hold, HoldRec::new(lines, now, expires_at, slot));
     }
 
     /// Takes `qty` units of `sku` out of an active hold's line (a short pick, or a POS sale
@@ -645,7 +675,7 @@ impl StoreState {
         self.ended.remember(hold, how);
         let was = self.by_expiry.remove(&(rec.expires_at, hold));
         assert!(was.is_some(), "expiry index out of step for {hold:?}");
-        self.slots.unbook(rec.slot);
+        self.slots.unbook(rec.slot());
         if rec.queued() {
             self.slots.dequeue();
         }
@@ -658,7 +688,7 @@ impl StoreState {
         let mut booked = std::collections::BTreeMap::new();
         let mut queued = 0u32;
         for h in self.active.values() {
-            if let Some(s) = h.slot {
+            if let Some(s) = h.slot() {
                 *booked.entry(s).or_insert(0u32) += 1;
             }
             queued += u32::from(h.queued());
@@ -738,7 +768,7 @@ impl StoreState {
             e.i64(h.expires_at.0);
             e.bool(h.confirmed);
             e.bool(h.ready);
-            e.opt_i64(h.slot);
+            e.opt_i64(h.slot());
         }
         e.seq_len(self.pos_fifo.len());
         for (at, id) in &self.pos_fifo {
@@ -765,7 +795,7 @@ impl StoreState {
             e.i64(t.0);
         }
         e.seq_len(self.idem_fifo.len());
-        for (at, key) in &self.idem_fifo {
+        for (at, key) in self.idem_fifo.iter() {
             e.i64(at.0);
             crate::key_digest::encode_key(e, key, old_keys);
         }
@@ -813,13 +843,17 @@ impl StoreState {
                     qty: d.u32()?,
                 });
             }
+            let created = Timestamp(d.i64()?);
+            let expires_at = Timestamp(d.i64()?);
+            let (confirmed, ready) = (d.bool()?, d.bool()?);
+            let slot = d.opt_i64()?;
+            if !HoldRec::slot_is_valid(slot) {
+                return Err(StateDecodeError::Bad("hold slot"));
+            }
             let rec = HoldRec {
-                lines: lines[..].into(),
-                created: Timestamp(d.i64()?),
-                expires_at: Timestamp(d.i64()?),
-                confirmed: d.bool()?,
-                ready: d.bool()?,
-                slot: d.opt_i64()?,
+                confirmed,
+                ready,
+                ..HoldRec::new(lines[..].into(), created, expires_at, slot)
             };
             expiry.push((rec.expires_at, id));
             active.push((id, rec));

@@ -47,7 +47,7 @@ use crate::pickup_code::{
 use crate::receipt::{
     Currency, RECEIPT_TEXT_LEN_MAX, Receipt, ReceiptError, ReceiptInput, ReceiptLine, ReceiptNumber,
 };
-use crate::stock::{Cell, RecentDelta, StoreShard, StoreState};
+use crate::stock::{Cell, HoldRec, RecentDelta, StoreShard, StoreState};
 use crate::types::{CellView, HoldId, Line, Lsn, Qty, SkuId, StoreId, Timestamp};
 pub use crate::types::{OrderId, OrderStatus};
 
@@ -520,7 +520,7 @@ pub(crate) fn with_order_facts(
 ) -> Result<Vec<Event>, EngineError> {
     st.orders()
         .with_facts(events, at, |order| {
-            st.hold(order.hold()).and_then(|h| h.slot)
+            st.hold(order.hold()).and_then(HoldRec::slot)
         })
         .map_err(|e| EngineError::internal("order", e.to_string()))
 }
@@ -959,7 +959,7 @@ impl Engine {
                     order,
                     channel: req.channel.clone(),
                     channel_order_id: req.channel_order_id.clone(),
-                    customer: req.customer.clone(),
+                    customer: Box::new(req.customer.clone()),
                     lines: lines.clone(),
                     currency: currency.code().to_owned(),
                     currency_exponent: currency.exponent(),
@@ -1027,7 +1027,7 @@ impl Engine {
                 // (this order not yet in the queue it estimates from).
                 let ready_estimate = st
                     .hold(hold)
-                    .and_then(|h| h.slot)
+                    .and_then(HoldRec::slot)
                     .or_else(|| {
                         st.slots()
                             .estimate(now.as_ms(), None)
@@ -1394,7 +1394,7 @@ impl Engine {
                 // The slot as the calendar cuts it now; a slot the calendar no longer
                 // has (hours changed since) ends with the hold.
                 let ends_at = h
-                    .slot
+                    .slot()
                     .and_then(|start| st.slots().calendar()?.slot_at(start))
                     .map_or(h.expires_at, |slot| Timestamp(slot.end_ms));
                 if now < ends_at {
@@ -1630,7 +1630,7 @@ impl crate::event::arb::Arb for OrderFacts {
                         order: OrderId(1),
                         channel,
                         channel_order_id,
-                        customer,
+                        customer: Box::new(customer),
                         lines,
                         currency,
                         currency_exponent,
@@ -1694,14 +1694,14 @@ mod tests {
             order,
             channel: "shopify".into(),
             channel_order_id: "#1001".into(),
-            customer: Customer {
+            customer: Box::new(Customer {
                 email: Some("a@example.com".into()),
                 phone: None,
                 sms_consent: false,
                 email_consent: true,
                 name: Some("Ada".into()),
                 locale: Some("en-GB".into()),
-            },
+            }),
             lines: vec![OrderLine {
                 sku: SkuId(1),
                 qty: 2,
