@@ -3,7 +3,7 @@
 //! A store's hold table and expiry index hold millions of small entries, mostly inserted
 //! at the right edge (hold ids are a per-store sequence; expiries mostly grow with time).
 //! `std`'s `BTreeMap` splits a full leaf in the middle even then, so its leaves stay about
-//! half full: with a 56-byte hold, about 120 bytes per hold. Here a sorted run of up to
+//! half full: with a 48-byte hold, about 110 bytes per hold. Here a sorted run of up to
 //! [`CHUNK_LEN`] entries is one `Vec`, found through a `BTreeMap` keyed by each chunk's
 //! bound; an insert past the end of a full chunk starts a new chunk instead of splitting
 //! it, so right-edge inserts fill every chunk. A lookup is a tree search over the chunks
