@@ -22,7 +22,7 @@ use std::ops::Bound;
 pub(crate) const CHUNK_LEN: usize = 64;
 
 /// A chunk's buffer is allocated for at least this many entries.
-const CHUNK_CAPACITY_MIN: usize = 4;
+pub(crate) const CHUNK_CAPACITY_MIN: usize = 4;
 
 /// An ordered map from `K` to `V` (see the module documentation). `CHUNK` is the most
 /// entries a chunk holds; tests use small chunks to exercise splits and merges.
@@ -283,8 +283,8 @@ fn vec_for<T>(n: usize) -> Vec<T> {
 }
 
 /// Makes room for one more entry in `chunk` (below `max` entries): its buffer doubles, up
-/// to `max`.
-fn grow<T>(chunk: &mut Vec<T>, max: usize) {
+/// to `max` (also [`crate::chunk_queue::ChunkQueue`]'s chunks).
+pub(crate) fn grow<T>(chunk: &mut Vec<T>, max: usize) {
     if chunk.len() == chunk.capacity() {
         let more = chunk.len().max(CHUNK_CAPACITY_MIN).min(max - chunk.len());
         chunk.reserve_exact(more);

@@ -12,9 +12,6 @@ use std::collections::VecDeque;
 /// Entries per chunk at most.
 const CHUNK_LEN: usize = 1024;
 
-/// A chunk's buffer is allocated for at least this many entries.
-const CHUNK_CAPACITY_MIN: usize = 4;
-
 /// A FIFO queue (see the module documentation).
 ///
 /// Invariants (private fields; [`ChunkQueue::check`] verifies them): no chunk holds more
@@ -54,10 +51,7 @@ impl<T: Copy, const CHUNK: usize> ChunkQueue<T, CHUNK> {
                 self.chunks.back_mut().expect("just pushed")
             }
         };
-        if chunk.len() == chunk.capacity() {
-            let more = chunk.len().max(CHUNK_CAPACITY_MIN).min(CHUNK - chunk.len());
-            chunk.reserve_exact(more);
-        }
+        crate::chunk_map::grow(chunk, CHUNK);
         chunk.push(v);
         self.len += 1;
     }
@@ -176,7 +170,7 @@ mod tests {
         }
         let room: usize = q.chunks.iter().map(Vec::capacity).sum();
         assert!(
-            room <= q.len() + CHUNK_CAPACITY_MIN,
+            room <= q.len() + crate::chunk_map::CHUNK_CAPACITY_MIN,
             "room {room} for {}",
             q.len()
         );
