@@ -114,7 +114,13 @@ fn exclusive_replay_rejects_bad_grants_as_replay_does() {
             _ => None,
         })
         .unwrap();
+    // A slot no calendar has: the one start a hold record cannot keep (it means "no slot").
+    let mut slot_at_min = grant(fresh, vec![line(0, 1)]);
+    if let Event::HoldGranted { slot, .. } = &mut slot_at_min.events[0] {
+        *slot = Some(i64::MIN);
+    }
     let bad = [
+        slot_at_min,
         grant(HoldId::new(StoreId(9), 1), vec![line(0, 1)]),
         grant(fresh, vec![line(u32::MAX - 1, 1)]),
         grant(fresh, vec![line(1, 1), line(0, 1)]),
